@@ -1,0 +1,1 @@
+"""Darkroom: background image processing with live progress."""

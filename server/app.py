@@ -1,0 +1,80 @@
+"""create_app(): routes, lifespan and Socket.IO on one ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis
+import redis.asyncio as aioredis
+import socketio
+from starlette.applications import Starlette
+
+from server.bus import Bus
+from server.db import Database
+from server.errors import EXCEPTION_HANDLERS
+from server.events import JobEvent
+from server.relay import relay_events
+from server.routes import images, jobs, ops, session
+from server.schemas import Presenter
+from server.settings import Settings
+from server.sockets import register_handlers
+from server.storage import Storage
+from workers.broker import build_broker
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> socketio.ASGIApp:
+    """The whole web process: REST API, web client and Socket.IO on one port."""
+    settings.require_redis()
+    cors: str | list[str] | None = None  # None: same origin only (engine.io default)
+    if settings.cors_origins:
+        cors = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
+    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=cors)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = app.state
+        storage = Storage(settings.files_dir)
+        await asyncio.to_thread(storage.ensure_dirs)
+        db = Database(settings.database_url)
+        await db.create_schema()
+        client = aioredis.Redis.from_url(settings.redis_url)
+        bus = Bus(client, settings.redis_prefix)
+
+        async def publish(event: JobEvent) -> None:
+            try:
+                await bus.publish(event)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # The row is the truth; clients resync from jobs:snapshot on reconnect.
+                log.warning("could not publish %s: %s", event.name, exc)
+
+        state.settings = settings
+        state.db = db
+        state.redis = client
+        state.storage = storage
+        state.broker = build_broker(settings)
+        state.presenter = Presenter(settings.secret_key, settings.signed_url_ttl_s,
+                                    settings.public_url)
+        state.publish = publish
+        relay = asyncio.create_task(relay_events(bus, sio), name="relay")
+        try:
+            yield
+        finally:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+            state.broker.close()
+            await client.aclose()
+            await db.dispose()
+
+    app = Starlette(
+        routes=[*session.routes, *images.routes, *jobs.routes, *ops.routes],
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    )
+    register_handlers(sio, app.state)
+    return socketio.ASGIApp(sio, other_asgi_app=app)

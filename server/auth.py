@@ -1,0 +1,69 @@
+"""Bearer tokens: mint, verify, and require a user or an admin."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from server import store
+from server.db import Database
+from server.errors import ApiError
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling."""
+
+    user_id: str
+    is_admin: bool
+
+
+def mint_token() -> str:
+    """A new opaque bearer token (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def authenticate(db: Database, token: str | None, admin_token: str) -> Principal | None:
+    """The principal behind a token, or None for a missing or unknown one."""
+    if not token:
+        return None
+    token_hash = hash_token(token)
+    user = await db.read(store.user_by_token_hash, token_hash=token_hash)
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        if user is None or not user.is_admin:
+            user = await db.write(store.ensure_admin, token_hash=token_hash)
+        return Principal(user.id, True)
+    return Principal(user.id, user.is_admin) if user else None
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def require_user(request: Request) -> Principal:
+    """The caller, or a 401 JSON error."""
+    token = bearer_token(request)
+    state = request.app.state
+    principal = await authenticate(state.db, token, state.settings.admin_token)
+    if principal is None:
+        message = "missing bearer token" if token is None else "invalid bearer token"
+        raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+async def require_admin(request: Request) -> Principal:
+    """The caller if they are an admin; 401 or 403 otherwise."""
+    principal = await require_user(request)
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", "admin token required")
+    return principal

@@ -1,0 +1,65 @@
+"""Publish and subscribe job events over Redis pub/sub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis
+import redis.asyncio as aioredis
+
+from server import keys
+from server.events import JobEvent
+
+log = logging.getLogger(__name__)
+
+# Reconnect backoff after Redis goes away: start fast, never hammer a down server.
+_MIN_BACKOFF_S = 0.2
+_MAX_BACKOFF_S = 5.0
+
+
+class Bus:
+    """The web process's side of the bus (asyncio)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self._client = client
+        self._channel = keys.events_channel(prefix)
+
+    async def publish(self, event: JobEvent) -> None:
+        await self._client.publish(self._channel, event.encode())
+
+    async def listen(self) -> AsyncIterator[JobEvent]:
+        """Yield events forever, re-subscribing by itself whenever Redis drops."""
+        backoff = _MIN_BACKOFF_S
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                backoff = _MIN_BACKOFF_S
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    try:
+                        yield JobEvent.decode(message["data"])
+                    except ValueError:
+                        log.warning("dropping malformed bus message")
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                log.warning("event bus lost Redis (%s); re-subscribing in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            finally:
+                with contextlib.suppress(redis.ConnectionError, OSError):
+                    await pubsub.aclose()
+
+
+class SyncBus:
+    """A worker's side of the bus: publish only."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._client = client
+        self._channel = keys.events_channel(prefix)
+
+    def publish(self, event: JobEvent) -> None:
+        self._client.publish(self._channel, event.encode())

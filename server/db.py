@@ -1,0 +1,120 @@
+"""Database engines and sessions from Settings: async for the web, sync for workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import sessionmaker
+
+from server.models import Base
+
+T = TypeVar("T")
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+_SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg"}
+
+
+def _with_driver(url: str, drivers: dict[str, str]) -> str:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in drivers:
+        raise ValueError(f"unsupported DATABASE_URL backend {backend!r} (use sqlite or postgresql)")
+    return parsed.set(drivername=drivers[backend]).render_as_string(hide_password=False)
+
+
+def async_url(url: str) -> str:
+    """DATABASE_URL with the async driver (aiosqlite / psycopg)."""
+    return _with_driver(url, _ASYNC_DRIVERS)
+
+
+def sync_url(url: str) -> str:
+    """DATABASE_URL with the sync driver (pysqlite / psycopg)."""
+    return _with_driver(url, _SYNC_DRIVERS)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout and BEGIN IMMEDIATE for writes (FACTS.md §5)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+        cur = dbapi_conn.cursor()
+        # 30 s: long enough to ride out a burst of writers, short enough to surface a deadlock.
+        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "synchronous=NORMAL",
+                       "foreign_keys=ON"):
+            cur.execute("PRAGMA " + pragma)
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+class Database:
+    """The web process's async engine; queries come from ``server.store``."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: AsyncEngine = create_async_engine(async_url(url), pool_pre_ping=True)
+        if _is_sqlite(url):
+            _configure_sqlite(self.engine.sync_engine)
+        # A read that later writes fails at once under DEFERRED: writes begin IMMEDIATE.
+        writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._writes = async_sessionmaker(writer, expire_on_commit=False)
+
+    async def create_schema(self) -> None:
+        """Create missing tables (idempotent)."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+
+    async def read(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        """Run a ``store`` query in a read transaction."""
+        async with self._reads() as session:
+            return await session.run_sync(lambda s: fn(s, **kwargs))
+
+    async def write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        """Run a ``store`` write in one short IMMEDIATE transaction, committed on success."""
+        async with self._writes() as session, session.begin():
+            return await session.run_sync(lambda s: fn(s, **kwargs))
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class SyncDatabase:
+    """A worker process's sync engine, with the same read/write shape as ``Database``."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = create_engine(sync_url(url), pool_pre_ping=True)
+        if _is_sqlite(url):
+            _configure_sqlite(self.engine)
+        writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._reads = sessionmaker(self.engine, expire_on_commit=False)
+        self._writes = sessionmaker(writer, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    def read(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        with self._reads() as session:
+            return fn(session, **kwargs)
+
+    def write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        with self._writes() as session, session.begin():
+            return fn(session, **kwargs)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,69 @@
+"""Event names and payloads as they travel on the bus and the wire (pure)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from server.jobs import JobState
+
+SNAPSHOT = "jobs:snapshot"
+BATCH_PROGRESS = "batch:progress"
+PROGRESS = "job:progress"
+
+_STATE_EVENTS = {state: f"job:{state.value}" for state in JobState}
+JOB_EVENTS = frozenset({*_STATE_EVENTS.values(), PROGRESS})
+
+
+def event_for_state(state: JobState | str) -> str:
+    """The Socket.IO event name announcing that a job entered ``state``."""
+    return _STATE_EVENTS[JobState(state)]
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One job transition or progress step, addressed to the job's owner."""
+
+    name: str
+    user_id: str
+    job: dict[str, Any]
+
+    @property
+    def seq(self) -> int:
+        return int(self.job["seq"])
+
+    def payload(self) -> dict[str, Any]:
+        """What a Socket.IO client receives: ``{"job": <Job>, "seq": n}``."""
+        return {"job": self.job, "seq": self.seq}
+
+    def encode(self) -> str:
+        """Serialise for the Redis bus."""
+        return json.dumps({"name": self.name, "user_id": self.user_id, "job": self.job})
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> JobEvent:
+        """Parse a bus message; raises ValueError on anything malformed."""
+        try:
+            data = json.loads(raw)
+            name, user_id, job = data["name"], data["user_id"], data["job"]
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"malformed event: {exc}") from None
+        if name not in JOB_EVENTS or not isinstance(job, dict) or "seq" not in job:
+            raise ValueError(f"malformed event {name!r}")
+        return cls(name=name, user_id=str(user_id), job=job)
+
+
+def user_room(user_id: str) -> str:
+    """The Socket.IO room every socket of one user joins."""
+    return f"user:{user_id}"
+
+
+def job_room(job_id: str) -> str:
+    """The room an admin joins to follow another user's job."""
+    return f"job:{job_id}"
+
+
+def snapshot_payload(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``jobs:snapshot`` payload sent first on every (re)connect."""
+    return {"jobs": jobs}

@@ -1,0 +1,173 @@
+"""Images: upload, list, read, download the files, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+import redis
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from server import signing, store, validation
+from server.auth import Principal, require_user
+from server.errors import ApiError, not_found
+from server.models import new_id, utcnow
+from server.uploads import ReceivedFile, receive_multipart
+from workers import imaging
+from workers.broker import IMAGE_ACTOR, IMAGE_QUEUE, enqueue_job
+
+log = logging.getLogger(__name__)
+
+_FILE_TYPES = {"thumbnail": "image/webp", "preview": "image/webp"}
+
+
+def _owner(principal: Principal) -> str | None:
+    """Admins may read any user's images; everyone else only their own."""
+    return None if principal.is_admin else principal.user_id
+
+
+async def upload_image(request: Request) -> Response:
+    """Store the file, record image + job, enqueue, answer 202 — no image decoding here."""
+    principal = await require_user(request)
+    state = request.app.state
+    settings = state.settings
+    form = await receive_multipart(request, state.storage, max_file_bytes=settings.max_upload_bytes,
+                                   max_files=1)
+    try:
+        upload = form.single_file("file")
+        options = validation.upload_options(form.fields)
+        probe = await _probe(upload, settings.max_image_pixels)
+        duplicate = await state.db.read(store.find_duplicate, user_id=principal.user_id,
+                                        sha256=upload.sha256)
+        if duplicate is not None:
+            return JSONResponse({
+                "image": state.presenter.image(duplicate.image),
+                "job": state.presenter.job(duplicate.job, duplicate.image),
+                "duplicate": True,
+            }, status_code=200)
+        image_id = new_id()
+        await asyncio.to_thread(state.storage.adopt_original, upload.path, image_id)
+        run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
+        try:
+            view = await state.db.write(
+                store.create_image_job, image_id=image_id, user_id=principal.user_id,
+                filename=upload.filename, content_type=probe.mime, size_bytes=upload.size,
+                sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
+                queue=IMAGE_QUEUE, max_attempts=settings.retry_max_attempts,
+                priority=options.priority, run_at=run_at,
+            )
+        except BaseException:
+            state.storage.remove_image(image_id)
+            raise
+        try:
+            await asyncio.to_thread(enqueue_job, state.broker, job_id=view.job.id,
+                                    actor_name=IMAGE_ACTOR, queue_name=IMAGE_QUEUE,
+                                    delay_ms=options.delay_s * 1000)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Nothing half-stored: without a queued message the job would never run.
+            await state.db.write(store.delete_upload, image_id=image_id, job_id=view.job.id)
+            state.storage.remove_image(image_id)
+            log.warning("upload refused, Redis unavailable: %s", exc)
+            raise ApiError(503, "queue_unavailable",
+                           "the job queue is unavailable; try again shortly") from None
+        position = await state.db.read(store.queue_position, job=view.job)
+        event = state.presenter.event(view, queue_position=position)
+        await state.publish(event)
+        return JSONResponse({"image": state.presenter.image(view.image), "job": event.job},
+                            status_code=202)
+    finally:
+        form.cleanup()
+
+
+async def _probe(upload: ReceivedFile, max_pixels: int) -> imaging.Probe:
+    """Header check only: sniffed type, dimensions, pixel cap."""
+    if upload.size == 0:
+        raise ApiError(400, "empty_file", "the uploaded file is empty")
+    try:
+        return await asyncio.to_thread(imaging.probe, upload.path, max_pixels=max_pixels)
+    except imaging.ImageError as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
+
+
+async def list_images(request: Request) -> JSONResponse:
+    principal = await require_user(request)
+    state = request.app.state
+    limit, before = validation.page(request.query_params)
+    images = await state.db.read(store.list_images, user_id=principal.user_id, limit=limit,
+                                 before=before)
+    next_before = images[-1].id if len(images) == limit else None
+    return JSONResponse({"items": [state.presenter.image(i) for i in images],
+                         "next_before": next_before})
+
+
+async def get_image(request: Request) -> JSONResponse:
+    principal = await require_user(request)
+    state = request.app.state
+    image = await state.db.read(store.get_image, image_id=request.path_params["image_id"],
+                                user_id=_owner(principal))
+    if image is None:
+        raise not_found("image")
+    return JSONResponse(state.presenter.image(image))
+
+
+async def _file_owner(request: Request, image_id: str, kind: str) -> str | None:
+    """Whose image the caller may read; None means any (a valid signed link, or an admin)."""
+    params = request.query_params
+    sig, expires = params.get("sig"), params.get("expires", "")
+    if sig and expires.isdigit():
+        if signing.verify(request.app.state.settings.secret_key, image_id, kind,
+                          expires=int(expires), signature=sig, now=time.time()):
+            return None
+        if "authorization" not in request.headers:
+            raise ApiError(403, "forbidden", "the link is invalid or has expired")
+    return _owner(await require_user(request))
+
+
+async def get_image_file(request: Request) -> Response:
+    kind = request.path_params["kind"]
+    image_id = request.path_params["image_id"]
+    if kind not in signing.FILE_KINDS:
+        raise ApiError(404, "not_found", "no such resource")
+    owner = await _file_owner(request, image_id, kind)
+    state = request.app.state
+    image = await state.db.read(store.get_image, image_id=image_id, user_id=owner)
+    if image is None:
+        raise not_found("image")
+    if kind == "original":
+        path, media_type = state.storage.original(image_id), image.content_type
+    else:
+        path, media_type = state.storage.rendition(image_id, kind), _FILE_TYPES[kind]
+    if not await asyncio.to_thread(path.exists):
+        raise ApiError(404, "not_found", f"the {kind} does not exist (yet)")
+    headers = {
+        "Cache-Control": "private, max-age=3600",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'",
+    }
+    return FileResponse(path, media_type=media_type, headers=headers)
+
+
+async def delete_image(request: Request) -> Response:
+    principal = await require_user(request)
+    state = request.app.state
+    image = await state.db.write(store.delete_image, image_id=request.path_params["image_id"],
+                                 user_id=_owner(principal))
+    if image is None:
+        raise not_found("image")
+    # A job still queued for it ends `cancelled` when a worker finds the image gone.
+    await asyncio.to_thread(state.storage.remove_image, image.id)
+    return Response(status_code=204)
+
+
+routes: list[Any] = [
+    Route("/api/images", upload_image, methods=["POST"]),
+    Route("/api/images", list_images, methods=["GET"]),
+    Route("/api/images/{image_id}", get_image, methods=["GET"]),
+    Route("/api/images/{image_id}", delete_image, methods=["DELETE"]),
+    Route("/api/images/{image_id}/{kind}", get_image_file, methods=["GET", "HEAD"]),
+]

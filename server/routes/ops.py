@@ -1,0 +1,44 @@
+"""Operations: health check, and the web client's files."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+# A health check that hangs is worse than one that says "down".
+_CHECK_TIMEOUT_S = 2.0
+
+
+async def _check(probe: Any) -> str:
+    try:
+        await asyncio.wait_for(probe(), timeout=_CHECK_TIMEOUT_S)
+    except Exception as exc:  # any failure means "down"; the reason is reported
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+async def healthz(request: Request) -> JSONResponse:
+    state = request.app.state
+    redis_status, db_status = await asyncio.gather(_check(state.redis.ping), _check(state.db.ping))
+    healthy = redis_status == db_status == "ok"
+    body = {"status": "ok" if healthy else "unavailable", "redis": redis_status,
+            "database": db_status}
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+async def index(_request: Request) -> FileResponse:
+    return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+routes: list[Any] = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/", index, methods=["GET"]),
+    Mount("/static", app=StaticFiles(directory=WEB_DIR), name="static"),
+]

@@ -1,0 +1,123 @@
+"""Settings: one frozen object, read from the environment once.
+
+This module is the only reader of ``os.environ`` in the project. Every variable
+it reads is documented in the README's Configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value we cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _secret(env: Mapping[str, str], data_dir: Path) -> str:
+    """SECRET_KEY, or a random key kept in the data dir so every local process shares it."""
+    given = env.get("SECRET_KEY", "").strip()
+    if given:
+        return given
+    path = data_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    candidate = secrets.token_urlsafe(32)
+    try:
+        # O_EXCL: when web and worker start together, the first writer wins.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(candidate)
+    return candidate
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the web, worker and launcher processes are configured by."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("var")
+    redis_url: str = ""
+    database_url: str = ""
+    redis_prefix: str = "darkroom"
+    secret_key: str = field(default="", repr=False)
+    admin_token: str = field(default="", repr=False)
+    max_upload_mb: int = 50
+    max_image_pixels: int = 50_000_000
+    signed_url_ttl_s: int = 3600
+    cors_origins: tuple[str, ...] = ()
+    retry_max_attempts: int = 4
+    retry_min_backoff_ms: int = 1000
+    retry_max_backoff_ms: int = 60_000
+    job_time_limit_s: int = 300
+    public_url: str = ""
+    log_level: str = "info"
+
+    def require_redis(self) -> str:
+        """REDIS_URL, or a clear error telling how to get one."""
+        if not self.redis_url:
+            raise SettingsError(
+                "REDIS_URL is not set: use `make run`, which starts a private Redis, "
+                "or point REDIS_URL at your own (redis://host:6379/0)"
+            )
+        return self.redis_url
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment (or the given mapping)."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("DATA_DIR", "").strip() or "var").resolve()
+        default_db = f"sqlite:///{data_dir / 'darkroom.db'}"
+        database_url = env.get("DATABASE_URL", "").strip() or default_db
+        redis_url = env.get("REDIS_URL", "").strip()
+        return cls(
+            host=env.get("HOST", "").strip() or "127.0.0.1",
+            port=_int(env, "PORT", 8000, minimum=0),
+            data_dir=data_dir,
+            redis_url=redis_url,
+            database_url=database_url,
+            redis_prefix=env.get("REDIS_PREFIX", "").strip() or "darkroom",
+            secret_key=_secret(env, data_dir),
+            admin_token=env.get("ADMIN_TOKEN", "").strip(),
+            max_upload_mb=_int(env, "MAX_UPLOAD_MB", 50, minimum=1),
+            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 50_000_000, minimum=1),
+            signed_url_ttl_s=_int(env, "SIGNED_URL_TTL_S", 3600, minimum=60),
+            cors_origins=tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",")
+                               if o.strip()),
+            retry_max_attempts=_int(env, "RETRY_MAX_ATTEMPTS", 4, minimum=1),
+            retry_min_backoff_ms=_int(env, "RETRY_MIN_BACKOFF_MS", 1000, minimum=1),
+            retry_max_backoff_ms=_int(env, "RETRY_MAX_BACKOFF_MS", 60_000, minimum=1),
+            job_time_limit_s=_int(env, "JOB_TIME_LIMIT_S", 300, minimum=1),
+            public_url=env.get("PUBLIC_URL", "").strip().rstrip("/"),
+            log_level=env.get("LOG_LEVEL", "").strip().lower() or "info",
+        )

@@ -1,0 +1,74 @@
+"""Socket.IO handlers: authenticated connect, the snapshot, and subscribe."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+from socketio.exceptions import ConnectionRefusedError as Refused
+
+from server import store
+from server.auth import authenticate
+from server.events import SNAPSHOT, job_room, snapshot_payload, user_room
+
+log = logging.getLogger(__name__)
+
+
+def _token_from(auth: Any, environ: dict[str, Any]) -> str | None:
+    """The token from the ``auth`` payload, else from an ``Authorization: Bearer`` header."""
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str) and auth["token"]:
+        return str(auth["token"])
+    header = str(environ.get("HTTP_AUTHORIZATION", ""))
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
+    """Attach the handlers; ``state`` is the app state the lifespan fills in."""
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = _token_from(auth, environ)
+        if token is None:
+            raise Refused("unauthorized: missing token (connect with auth: {token})")
+        try:
+            principal = await authenticate(state.db, token, state.settings.admin_token)
+        except Exception:
+            log.exception("socket authentication failed")
+            raise Refused("unavailable: cannot check the token right now") from None
+        if principal is None:
+            raise Refused("unauthorized: invalid token")
+        await sio.save_session(sid, {"user_id": principal.user_id,
+                                     "is_admin": principal.is_admin})
+        # Join first, then snapshot: an event racing the snapshot arrives twice at worst,
+        # and clients drop the older copy by seq; none is lost.
+        await sio.enter_room(sid, user_room(principal.user_id))
+        views = await state.db.read(store.snapshot_jobs, user_id=principal.user_id,
+                                    finished_since=store.snapshot_window())
+        jobs = [state.presenter.job(v.job, v.image) for v in views]
+        await sio.emit(SNAPSHOT, snapshot_payload(jobs), to=sid)
+
+    @sio.event
+    async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+        if not isinstance(job_id, str) or not job_id:
+            return {"ok": False, "error": {"code": "bad_request",
+                                           "message": "send {\"job_id\": \"<id>\"}"}}
+        session = await sio.get_session(sid)
+        owner = None if session["is_admin"] else session["user_id"]
+        found = await state.db.read(store.get_job_positioned, job_id=job_id, user_id=owner)
+        if found is None:
+            return {"ok": False, "error": {"code": "not_found", "message": "job not found"}}
+        view, position = found
+        if view.job.user_id != session["user_id"]:
+            # Admins following someone else's job get its events through the job's room.
+            await sio.enter_room(sid, job_room(job_id))
+        return {"ok": True, "job": state.presenter.job(view.job, view.image, position)}
+
+    @sio.event
+    async def unsubscribe(sid: str, data: Any = None) -> dict[str, Any]:
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+        if isinstance(job_id, str):
+            await sio.leave_room(sid, job_room(job_id))
+        return {"ok": True}

@@ -1,0 +1,277 @@
+"""Every query and write, as sync functions of a Session.
+
+The web process runs them through ``Database`` (aiosqlite/psycopg, via ``run_sync``),
+workers through ``SyncDatabase``; either way each call is one short transaction.
+All arguments after the session are keyword-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from server.jobs import JobState, Stage, check_transition, is_final
+from server.models import Image, Job, User, new_id, utcnow
+
+# Image status follows its job's state.
+_IMAGE_STATUS = {
+    JobState.QUEUED: "queued",
+    JobState.ACTIVE: "processing",
+    JobState.RETRYING: "processing",
+    JobState.COMPLETED: "ready",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "failed",
+}
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job row with its image (if any), as needed to present it."""
+
+    job: Job
+    image: Image | None
+
+
+# -- users -------------------------------------------------------------------------------------
+
+def create_user(s: Session, *, token_hash: str, is_admin: bool = False) -> User:
+    user = User(id=new_id(), token_hash=token_hash, is_admin=is_admin, created_at=utcnow())
+    s.add(user)
+    s.flush()
+    return user
+
+
+def user_by_token_hash(s: Session, *, token_hash: str) -> User | None:
+    return s.scalars(select(User).where(User.token_hash == token_hash)).first()
+
+
+def ensure_admin(s: Session, *, token_hash: str) -> User:
+    """The admin user behind ADMIN_TOKEN, created on first use."""
+    user = user_by_token_hash(s, token_hash=token_hash)
+    if user is None:
+        user = create_user(s, token_hash=token_hash, is_admin=True)
+    elif not user.is_admin:
+        user.is_admin = True
+    return user
+
+
+# -- images ------------------------------------------------------------------------------------
+
+def create_image_job(
+    s: Session,
+    *,
+    image_id: str,
+    user_id: str,
+    filename: str,
+    content_type: str,
+    size_bytes: int,
+    sha256: str,
+    fmt: str,
+    width: int,
+    height: int,
+    queue: str,
+    max_attempts: int,
+    priority: str = "normal",
+    run_at: datetime | None = None,
+) -> JobView:
+    """Record an accepted upload and its queued processing job."""
+    now = utcnow()
+    job = Job(
+        id=new_id(), user_id=user_id, type="image.process", queue=queue,
+        state=JobState.QUEUED.value, stage=Stage.STORED.value, progress=0, attempt=0,
+        max_attempts=max_attempts, priority=priority, payload={"image_id": image_id},
+        image_id=image_id, seq=1, created_at=now, updated_at=now, run_at=run_at,
+    )
+    image = Image(
+        id=image_id, user_id=user_id, status="queued", filename=filename,
+        content_type=content_type, size_bytes=size_bytes, sha256=sha256, format=fmt,
+        width=width, height=height, job_id=job.id, created_at=now,
+    )
+    s.add_all([image, job])
+    s.flush()
+    return JobView(job, image)
+
+
+def find_duplicate(s: Session, *, user_id: str, sha256: str) -> JobView | None:
+    """The user's earlier upload of the same bytes, unless it failed (then it may be retried)."""
+    image = s.scalars(
+        select(Image)
+        .where(Image.user_id == user_id, Image.sha256 == sha256, Image.status != "failed")
+        .order_by(Image.id.desc())
+    ).first()
+    if image is None or image.job_id is None:
+        return None
+    job = s.get(Job, image.job_id)
+    return JobView(job, image) if job else None
+
+
+def delete_upload(s: Session, *, image_id: str, job_id: str) -> None:
+    """Undo ``create_image_job`` when the message could not be enqueued."""
+    s.execute(delete(Job).where(Job.id == job_id))
+    s.execute(delete(Image).where(Image.id == image_id))
+
+
+def get_image(s: Session, *, image_id: str, user_id: str | None) -> Image | None:
+    """The image, if it exists and (unless user_id is None) belongs to that user."""
+    query = select(Image).where(Image.id == image_id)
+    if user_id is not None:
+        query = query.where(Image.user_id == user_id)
+    return s.scalars(query).first()
+
+
+def list_images(s: Session, *, user_id: str, limit: int, before: str | None = None) -> list[Image]:
+    """A page of the user's images, newest first; ``before`` is the last id of the previous page."""
+    query = select(Image).where(Image.user_id == user_id)
+    if before:
+        query = query.where(Image.id < before)
+    return list(s.scalars(query.order_by(Image.id.desc()).limit(limit)))
+
+
+def delete_image(s: Session, *, image_id: str, user_id: str | None) -> Image | None:
+    """Remove the image row; returns it (for file clean-up) or None if not found."""
+    image = get_image(s, image_id=image_id, user_id=user_id)
+    if image is not None:
+        s.delete(image)
+    return image
+
+
+def record_image_output(s: Session, *, image_id: str, **fields: Any) -> Image | None:
+    """Store what a pipeline stage produced (has_thumbnail, has_preview, meta, width, ...)."""
+    image = s.get(Image, image_id)
+    if image is None:
+        return None
+    for name, value in fields.items():
+        setattr(image, name, value)
+    return image
+
+
+# -- jobs --------------------------------------------------------------------------------------
+
+def _view(s: Session, job: Job) -> JobView:
+    image = s.get(Image, job.image_id) if job.image_id else None
+    return JobView(job, image)
+
+
+def get_job(s: Session, *, job_id: str, user_id: str | None) -> JobView | None:
+    """The job, if it exists and (unless user_id is None) belongs to that user."""
+    query = select(Job).where(Job.id == job_id)
+    if user_id is not None:
+        query = query.where(Job.user_id == user_id)
+    job = s.scalars(query).first()
+    return _view(s, job) if job else None
+
+
+def snapshot_jobs(s: Session, *, user_id: str, finished_since: datetime,
+                  limit: int = 500) -> list[JobView]:
+    """The user's unfinished jobs and those finished since the given time, oldest first."""
+    finals = [state.value for state in JobState if is_final(state)]
+    query = (
+        select(Job)
+        .where(Job.user_id == user_id)
+        .where(Job.state.not_in(finals) | (Job.finished_at >= finished_since))
+        .order_by(Job.id.desc())
+        .limit(limit)
+    )
+    return [_view(s, job) for job in reversed(list(s.scalars(query)))]
+
+
+def queue_position(s: Session, *, job: Job) -> int | None:
+    """How many eligible queued jobs of the same queue were created before this one."""
+    if job.state != JobState.QUEUED.value:
+        return None
+    now = utcnow()
+    if job.run_at is not None and _aware(job.run_at) > now:
+        return None
+    ahead = s.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.queue == job.queue, Job.state == JobState.QUEUED.value, Job.id < job.id)
+        .where((Job.run_at.is_(None)) | (Job.run_at <= now))
+    )
+    return int(ahead or 0)
+
+
+def get_job_positioned(s: Session, *, job_id: str,
+                       user_id: str | None) -> tuple[JobView, int | None] | None:
+    """``get_job`` plus the job's queue position (None unless it is waiting)."""
+    view = get_job(s, job_id=job_id, user_id=user_id)
+    return (view, queue_position(s, job=view.job)) if view else None
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _locked_job(s: Session, job_id: str) -> Job | None:
+    return s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+
+
+def transition(
+    s: Session,
+    *,
+    job_id: str,
+    state: JobState,
+    stage: str | None = None,
+    progress: int | None = None,
+    attempt: int | None = None,
+    error: dict[str, Any] | None = None,
+    traceback: str | None = None,
+    result: dict[str, Any] | None = None,
+    run_at: datetime | None = None,
+) -> JobView | None:
+    """Move a job to ``state`` (checked against the state machine) and bump its seq.
+
+    Returns None when the job no longer exists; raises TransitionError when not allowed.
+    """
+    job = _locked_job(s, job_id)
+    if job is None:
+        return None
+    check_transition(job.state, state)
+    now = utcnow()
+    job.state = state.value
+    job.seq += 1
+    job.updated_at = now
+    if stage is not None:
+        job.stage = stage
+    if progress is not None:
+        job.progress = progress
+    if attempt is not None:
+        job.attempt = attempt
+    if run_at is not None:
+        job.run_at = run_at
+    if state is JobState.ACTIVE:
+        job.started_at = job.started_at or now
+        job.error = None
+    if error is not None:
+        job.error = error
+        job.traceback = traceback
+    if result is not None:
+        job.result = result
+    if is_final(state):
+        job.finished_at = now
+    view = _view(s, job)
+    if view.image is not None:
+        view.image.status = _IMAGE_STATUS[state]
+    return view
+
+
+def report_progress(s: Session, *, job_id: str, stage: str, progress: int) -> JobView | None:
+    """Record a progress step of an active job; None if it is not active (e.g. cancelled)."""
+    job = _locked_job(s, job_id)
+    if job is None or job.state != JobState.ACTIVE.value:
+        return None
+    job.stage = stage
+    # Never backwards within an attempt (CONTRACT: job:progress never goes backwards).
+    job.progress = max(job.progress, progress)
+    job.seq += 1
+    job.updated_at = utcnow()
+    return _view(s, job)
+
+
+def snapshot_window() -> datetime:
+    """Jobs finished after this instant still go into ``jobs:snapshot`` (10 minutes, CONTRACT)."""
+    return utcnow() - timedelta(minutes=10)

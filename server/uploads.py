@@ -1,0 +1,230 @@
+"""Receive multipart uploads by streaming each file part straight to a temp file.
+
+Starlette's ``request.form()`` parses the whole body before the handler runs and has
+no cap on file parts; here every chunk is counted as it arrives, so an upload over
+the cap gets its 413 at once and memory use stays at one chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from server.errors import ApiError
+from server.storage import Storage
+
+# Plain form fields (priority, delay) are tiny; anything bigger is not ours.
+MAX_FIELD_BYTES = 64 * 1024
+# Multipart framing (boundaries, part headers) on top of the file bytes themselves.
+_ENVELOPE_BYTES = 64 * 1024
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_FILENAME_CHARS = 200
+HEAD_BYTES = 64
+
+
+def display_filename(raw: str) -> str:
+    """A display-safe copy of a client filename: base name only, no control characters.
+
+    It is never used as a path; HTML in it is kept as text for clients to escape.
+    """
+    name = unicodedata.normalize("NFC", raw)
+    name = re.split(r"[\\/]", name)[-1]
+    name = _CONTROL_CHARS.sub("", name).strip().lstrip(".").strip()
+    if len(name) > MAX_FILENAME_CHARS:
+        _, dot, ext = name.rpartition(".")
+        keep = ext if dot and len(ext) <= 10 else ""
+        name = name[: MAX_FILENAME_CHARS - len(keep) - 1] + ("." + keep if keep else "")
+    return name or "upload"
+
+
+@dataclass
+class ReceivedFile:
+    """One file part, already on disk in the store's temp dir."""
+
+    field: str
+    filename: str
+    declared_type: str
+    path: Path
+    size: int = 0
+    head: bytes = b""
+    sha256: str = ""
+
+
+@dataclass
+class ReceivedForm:
+    files: list[ReceivedFile] = field(default_factory=list)
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def single_file(self, name: str) -> ReceivedFile:
+        """The one file sent in field ``name``, or a 400."""
+        matching = [item for item in self.files if item.field == name]
+        if not matching:
+            raise ApiError(400, "missing_file", f"send the image in the multipart field {name!r}")
+        return matching[0]
+
+    def cleanup(self) -> None:
+        """Remove temp files that were not adopted into the store."""
+        for item in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                item.path.unlink()
+
+
+class _Collector:
+    """python-multipart callbacks: route part data to a temp file or a small field buffer."""
+
+    def __init__(self, storage: Storage, form: ReceivedForm, max_files: int,
+                 max_file_bytes: int) -> None:
+        self.storage = storage
+        self.form = form
+        self.max_files = max_files
+        self.max_file_bytes = max_file_bytes
+        self.header_field = b""
+        self.header_value = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.current: ReceivedFile | None = None
+        self.current_field: str | None = None
+        self.field_buf = bytearray()
+        self.hasher = hashlib.sha256()
+        self.pending: list[tuple[ReceivedFile, bytes]] = []
+
+    # -- callbacks --
+    def on_part_begin(self) -> None:
+        self.headers = {}
+        self.current = None
+        self.current_field = None
+        self.field_buf = bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self.header_field.lower()] = self.header_value
+        self.header_field = b""
+        self.header_value = b""
+
+    def on_headers_finished(self) -> None:
+        _, params = parse_options_header(self.headers.get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" in params:
+            if len(self.form.files) >= self.max_files:
+                raise ApiError(400, "too_many_files",
+                               f"at most {self.max_files} file(s) per request")
+            raw_name = params[b"filename"].decode("utf-8", "replace")
+            declared = self.headers.get(b"content-type", b"").decode("latin-1").strip()
+            self.current = ReceivedFile(field=name, filename=display_filename(raw_name),
+                                        declared_type=declared, path=self.storage.new_temp())
+            self.form.files.append(self.current)
+            self.hasher = hashlib.sha256()
+        else:
+            self.current_field = name
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self.current is not None:
+            item = self.current
+            item.size += len(chunk)
+            if item.size > self.max_file_bytes:
+                raise _too_large(self.max_file_bytes)
+            if len(item.head) < HEAD_BYTES:
+                item.head += chunk[: HEAD_BYTES - len(item.head)]
+            self.hasher.update(chunk)
+            self.pending.append((item, chunk))
+        elif self.current_field is not None:
+            self.field_buf += chunk
+            if len(self.field_buf) > MAX_FIELD_BYTES:
+                raise ApiError(400, "field_too_large",
+                               f"form field {self.current_field!r} is too large")
+
+    def on_part_end(self) -> None:
+        if self.current is not None:
+            self.current.sha256 = self.hasher.hexdigest()
+        elif self.current_field is not None:
+            self.form.fields[self.current_field] = self.field_buf.decode("utf-8", "replace")
+
+    def take_pending(self) -> list[tuple[ReceivedFile, bytes]]:
+        pending, self.pending = self.pending, []
+        return pending
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "file_too_large",
+                    f"upload exceeds the limit of {limit // (1024 * 1024)} MB")
+
+
+def _append(path: Path, data: bytes) -> None:
+    with path.open("ab") as fh:
+        fh.write(data)
+
+
+async def receive_multipart(request: Request, storage: Storage, *, max_file_bytes: int,
+                            max_files: int) -> ReceivedForm:
+    """Stream a multipart body to temp files; 400/413 JSON errors on bad or oversize input.
+
+    The caller owns the returned form and must call ``cleanup()`` when done.
+    """
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or not params.get(b"boundary"):
+        raise ApiError(400, "bad_request", "expected multipart/form-data with a file field")
+    body_cap = max_file_bytes * max_files + _ENVELOPE_BYTES
+    declared_length = request.headers.get("content-length")
+    if declared_length and declared_length.isdigit() and int(declared_length) > body_cap:
+        raise _too_large(max_file_bytes)
+
+    form = ReceivedForm()
+    collector = _Collector(storage, form, max_files, max_file_bytes)
+    parser = MultipartParser(params[b"boundary"], {
+        "on_part_begin": collector.on_part_begin,
+        "on_part_data": collector.on_part_data,
+        "on_part_end": collector.on_part_end,
+        "on_header_field": collector.on_header_field,
+        "on_header_value": collector.on_header_value,
+        "on_header_end": collector.on_header_end,
+        "on_headers_finished": collector.on_headers_finished,
+    })  # type: ignore[arg-type]
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > body_cap:
+                raise _too_large(max_file_bytes)
+            parser.write(chunk)
+            pending = collector.take_pending()
+            if pending:
+                # Disk writes leave the event loop; one hop per network chunk, not per part.
+                await asyncio.to_thread(_write_all, pending)
+        parser.finalize()
+    except MultipartParseError as exc:
+        form.cleanup()
+        raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from None
+    except ClientDisconnect:
+        form.cleanup()
+        raise ApiError(400, "client_disconnected", "the upload was interrupted") from None
+    except BaseException:
+        form.cleanup()
+        raise
+    return form
+
+
+def _write_all(pending: list[tuple[ReceivedFile, bytes]]) -> None:
+    current: Path | None = None
+    buf: list[bytes] = []
+    for item, chunk in pending:
+        if item.path != current and buf and current is not None:
+            _append(current, b"".join(buf))
+            buf = []
+        current = item.path
+        buf.append(chunk)
+    if buf and current is not None:
+        _append(current, b"".join(buf))
