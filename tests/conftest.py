@@ -1,0 +1,175 @@
+"""Shared fixtures: one private Redis per session, real databases, real processes.
+
+- Redis: the bundled redis-server on a free port (or TEST_REDIS_URL, never flushed).
+- Databases: a SQLite file in a temp dir, and PostgreSQL when TEST_DATABASE_URL is set
+  (a database of our own is created there and dropped afterwards).
+- ``stack``: a real uvicorn web process and a real Dramatiq worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from server.embedded_redis import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def corpus_dir() -> Path | None:
+    """The shared image corpus, or None when it is not beside the project."""
+    given = os.environ.get("DARKROOM_CORPUS")
+    path = Path(given) if given else ROOT.parent / "shared" / "corpus"
+    return path if (path / "manifest.json").exists() else None
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False,
+                           use_socket=False).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _database_params() -> list[str]:
+    return ["sqlite", "postgresql"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
+
+
+@pytest.fixture(scope="session", params=_database_params())
+def database_url(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'darkroom.db'}"
+        return
+    import psycopg
+
+    base = make_url(os.environ["TEST_DATABASE_URL"])
+    name = f"darkroom_test_{secrets.token_hex(4)}"
+    admin_dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Stack:
+    """A running web process and worker process sharing one Redis, database and data dir."""
+
+    url: str
+    env: dict[str, str]
+    data_dir: Path
+    logs: Path
+    web: subprocess.Popen[bytes]
+    worker: subprocess.Popen[bytes]
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for name in ("web.log", "worker.log"):
+            path = self.logs / name
+            if path.exists():
+                out.append(f"--- {name} ---\n" + "\n".join(path.read_text().splitlines()[-lines:]))
+        return "\n".join(out)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early with {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def stack_env(redis_url: str, database_url: str, data_dir: Path, port: int,
+              **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "DARKROOM_"))}
+    env.update({
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(data_dir),
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "REDIS_PREFIX": f"dt{secrets.token_hex(4)}",
+        "ADMIN_TOKEN": "test-admin-token",
+        "LOG_LEVEL": "warning",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def start_web(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as fh:
+        return subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
+
+
+def start_worker(env: dict[str, str], log: Path, threads: int = 2) -> subprocess.Popen[bytes]:
+    dramatiq = Path(sys.executable).parent / "dramatiq"
+    with log.open("ab") as fh:
+        return subprocess.Popen(
+            [str(dramatiq), "workers.main", "--processes", "1", "--threads", str(threads)],
+            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str, database_url: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data_dir = tmp_path_factory.mktemp("data")
+    logs = tmp_path_factory.mktemp("logs")
+    port = free_port()
+    env = stack_env(redis_url, database_url, data_dir, port)
+    web = start_web(env, logs / "web.log")
+    worker = start_worker(env, logs / "worker.log")
+    running = Stack(f"http://127.0.0.1:{port}", env, data_dir, logs, web, worker)
+    try:
+        _wait_for_port(port, web)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{running.url}/healthz").status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("web process never became healthy")
+            time.sleep(0.1)
+    except RuntimeError as exc:
+        stop(web)
+        stop(worker)
+        raise RuntimeError(f"{exc}\n{running.log_tail()}") from None
+    try:
+        yield running
+    finally:
+        stop(web)
+        stop(worker)

@@ -1,0 +1,336 @@
+"""Upload → Dramatiq worker → Pillow → Redis pub/sub → Socket.IO, with real processes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import socketio
+from PIL import Image
+
+from server.embedded_redis import free_port
+from tests.conftest import Stack, _wait_for_port, stack_env, start_web, stop
+from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def live() -> AsyncIterator[list[LiveClient]]:
+    clients: list[LiveClient] = []
+    yield clients
+    for client in clients:
+        await client.close()
+
+
+async def _connect(stack: Stack, token: str, live: list[LiveClient]) -> LiveClient:
+    client = await LiveClient().connect(stack.url, token, transports=["websocket"])
+    live.append(client)
+    await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+    return client
+
+
+def _open(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+async def test_owner_sees_every_stage_live_and_others_see_nothing(
+        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+    owner, stranger = await new_token(http), await new_token(http)
+    owner_socket = await _connect(stack, owner, live)
+    stranger_socket = await _connect(stack, stranger, live)
+
+    response = await upload(http, owner, jpeg_bytes(3000, 2000), filename="big.jpg")
+    assert response.status_code == 202, response.text
+    body = response.json()
+    job_id, image_id = body["job"]["id"], body["image"]["id"]
+    assert body["job"]["state"] == "queued"
+    assert body["image"]["status"] == "queued"
+    assert body["image"]["job_id"] == job_id
+
+    name, final = await owner_socket.wait_final(job_id)
+    assert name == "job:completed", final
+    events = owner_socket.of_job(job_id)
+    names = [n for n, _ in events]
+    assert names[0] == "job:queued"
+    assert "job:active" in names
+    assert names.count("job:progress") >= 3
+    assert names[-1] == "job:completed"
+    seqs = [data["seq"] for _, data in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+    assert all(data["seq"] == data["job"]["seq"] for _, data in events)
+    progress = [data["job"]["progress"] for n, data in events if n == "job:progress"]
+    assert progress == sorted(progress) and progress[-1] < 100
+    stages = [data["job"]["stage"] for n, data in events if n == "job:progress"]
+    assert stages == ["decoding", "thumbnail", "preview", "metadata"]
+
+    image = final["job"]["result"]["image"]
+    assert (image["width"], image["height"]) == (3000, 2000)
+    assert image["status"] == "ready"
+    assert image["metadata"]["format"] == "JPEG"
+
+    thumb = await http.get(f"/api/images/{image_id}/thumbnail", headers=auth(owner))
+    assert thumb.status_code == 200
+    assert thumb.headers["content-type"] == "image/webp"
+    assert _open(thumb.content).size == (200, 200)
+    assert _open(thumb.content).format == "WEBP"
+    preview = await http.get(f"/api/images/{image_id}/preview", headers=auth(owner))
+    assert preview.headers["content-type"] == "image/webp"
+    assert _open(preview.content).size == (800, 533)
+    original = await http.get(f"/api/images/{image_id}/original", headers=auth(owner))
+    assert original.headers["content-type"] == "image/jpeg"
+    assert _open(original.content).size == (3000, 2000)
+
+    polled = (await http.get(f"/api/jobs/{job_id}", headers=auth(owner))).json()
+    for key in ("id", "state", "stage", "progress", "seq", "attempt", "finished_at", "error"):
+        assert polled[key] == final["job"][key], key
+    assert polled["result"]["image"]["id"] == image_id
+
+    assert stranger_socket.of_job(job_id) == []
+    assert [n for n, _ in stranger_socket.events if n.startswith("job:")] == []
+    for path in (f"/api/images/{image_id}", f"/api/jobs/{job_id}",
+                 f"/api/images/{image_id}/thumbnail"):
+        denied = await http.get(path, headers=auth(stranger))
+        assert denied.status_code == 404, path
+        assert denied.json()["error"]["code"] == "not_found"
+
+
+async def test_signed_urls_work_without_headers_and_refuse_tampering(
+        stack: Stack, http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    body = (await upload(http, token, jpeg_bytes(400, 300))).json()
+    job = await wait_final(http, token, body["job"]["id"])
+    image = job["result"]["image"]
+    for kind in ("thumbnail_url", "preview_url", "original_url"):
+        assert (await http.get(image[kind])).status_code == 200, kind
+    tampered = image["thumbnail_url"].replace("sig=", "sig=0")
+    refused = await http.get(tampered)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "forbidden"
+    # A link for one file does not open another.
+    other = image["thumbnail_url"].replace("/thumbnail?", "/original?")
+    assert (await http.get(other)).status_code == 403
+
+
+async def test_socket_refuses_missing_and_bad_tokens(stack: Stack) -> None:
+    for token in (None, "not-a-token"):
+        client = socketio.AsyncClient(reconnection=False)
+        reasons: list[object] = []
+        client.on("connect_error", lambda data, reasons=reasons: reasons.append(data))
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect(stack.url, auth={"token": token} if token else None,
+                                 transports=["websocket"], wait_timeout=5)
+        assert reasons, "no connect_error received"
+        message = reasons[0]["message"] if isinstance(reasons[0], dict) else str(reasons[0])
+        assert message.startswith("unauthorized"), message
+
+
+async def test_reconnect_gets_snapshot_with_the_final_state(
+        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+    token = await new_token(http)
+    body = (await upload(http, token, jpeg_bytes(640, 480))).json()
+    job = await wait_final(http, token, body["job"]["id"])
+    assert job["state"] == "completed"
+
+    client = await LiveClient().connect(stack.url, token, transports=["websocket"])
+    live.append(client)
+    await client.wait_for(lambda name, _: name == "jobs:snapshot")
+    first_name, snapshot = client.events[0]
+    assert first_name == "jobs:snapshot"
+    by_id = {j["id"]: j for j in snapshot["jobs"]}
+    assert by_id[job["id"]]["state"] == "completed"
+    assert by_id[job["id"]]["seq"] == job["seq"]
+    assert by_id[job["id"]]["result"]["image"]["thumbnail_url"]
+
+
+async def test_subscribe_acknowledges_with_the_snapshot_or_an_error(
+        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+    owner, stranger = await new_token(http), await new_token(http)
+    body = (await upload(http, owner, jpeg_bytes(320, 240))).json()
+    job = await wait_final(http, owner, body["job"]["id"])
+    owner_socket = await _connect(stack, owner, live)
+    stranger_socket = await _connect(stack, stranger, live)
+
+    ack = await owner_socket.sio.call("subscribe", {"job_id": job["id"]}, timeout=10)
+    assert ack["ok"] is True
+    assert ack["job"]["id"] == job["id"] and ack["job"]["state"] == "completed"
+    denied = await stranger_socket.sio.call("subscribe", {"job_id": job["id"]}, timeout=10)
+    assert denied["ok"] is False and denied["error"]["code"] == "not_found"
+    garbage = await owner_socket.sio.call("subscribe", "nonsense", timeout=10)
+    assert garbage["ok"] is False
+
+
+async def test_admin_token_reads_any_users_job(stack: Stack, http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    body = (await upload(http, token, jpeg_bytes(300, 200))).json()
+    admin = auth(stack.env["ADMIN_TOKEN"])
+    seen = await http.get(f"/api/jobs/{body['job']['id']}", headers=admin)
+    assert seen.status_code == 200
+    assert seen.json()["id"] == body["job"]["id"]
+
+
+@pytest.mark.parametrize(("data", "filename", "status", "code"), [
+    (b"", "empty.jpg", 400, "empty_file"),
+    (b"just some text pretending to be a photo\n" * 4, "notes.jpg", 415, "unsupported_type"),
+    (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "doc.jpg", 415, "unsupported_type"),
+])
+async def test_not_images_are_refused_with_json(stack: Stack, http: httpx.AsyncClient,
+                                                data: bytes, filename: str, status: int,
+                                                code: str) -> None:
+    token = await new_token(http)
+    response = await upload(http, token, data, filename=filename)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+    assert (await http.get("/api/images", headers=auth(token))).json()["items"] == []
+
+
+async def test_request_errors_are_json(stack: Stack, http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    cases = [
+        await http.get("/api/images"),
+        await http.get("/api/images", headers=auth("wrong")),
+        await http.post("/api/images", headers=auth(token), data={"x": "1"},
+                        files={"other": ("a.jpg", b"123", "image/jpeg")}),
+        await http.post("/api/images", headers=auth(token), json={"file": "x"}),
+        await upload(http, token, jpeg_bytes(10, 10), fields={"priority": "urgent"}),
+        await http.get("/api/nothing-here", headers=auth(token)),
+        await http.get(f"/api/jobs/{'0' * 32}", headers=auth(token)),
+    ]
+    assert [c.status_code for c in cases] == [401, 401, 400, 400, 400, 404, 404]
+    for case in cases:
+        assert case.headers["content-type"].startswith("application/json")
+        assert set(case.json()["error"]) == {"code", "message"}
+
+
+async def test_truncated_jpeg_fails_with_reason_and_worker_keeps_working(
+        stack: Stack, http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    whole = jpeg_bytes(1600, 1200)
+    broken = await upload(http, token, whole[: len(whole) // 3], filename="cut.jpg")
+    assert broken.status_code == 202, broken.text
+    failed = await wait_final(http, token, broken.json()["job"]["id"])
+    assert failed["state"] == "failed"
+    assert failed["error"]["message"]
+    assert failed["attempt"] == 1, "a corrupt file must not be retried"
+    image = (await http.get(f"/api/images/{failed['image_id']}", headers=auth(token))).json()
+    assert image["status"] == "failed"
+
+    healthy = await upload(http, token, jpeg_bytes(800, 600, color=(1, 2, 3)))
+    assert (await wait_final(http, token, healthy.json()["job"]["id"]))["state"] == "completed"
+
+
+async def test_same_bytes_again_is_a_duplicate(stack: Stack, http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    data = jpeg_bytes(500, 400, color=(9, 9, 9))
+    first = await upload(http, token, data)
+    again = await upload(http, token, data, filename="again.jpg")
+    assert first.status_code == 202
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True
+    assert again.json()["image"]["id"] == first.json()["image"]["id"]
+    assert again.json()["job"]["id"] == first.json()["job"]["id"]
+
+
+async def test_list_is_newest_first_and_paged(stack: Stack, http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    ids = []
+    for shade in range(3):
+        response = await upload(http, token, jpeg_bytes(64, 64, color=(shade, 50, 50)))
+        ids.append(response.json()["image"]["id"])
+    page1 = (await http.get("/api/images?limit=2", headers=auth(token))).json()
+    assert [i["id"] for i in page1["items"]] == ids[::-1][:2]
+    page2 = (await http.get(f"/api/images?limit=2&before={page1['next_before']}",
+                            headers=auth(token))).json()
+    assert [i["id"] for i in page2["items"]] == ids[:1]
+
+
+async def test_delete_removes_record_and_files(stack: Stack, http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    body = (await upload(http, token, jpeg_bytes(300, 300))).json()
+    await wait_final(http, token, body["job"]["id"])
+    image_id = body["image"]["id"]
+    assert (await http.delete(f"/api/images/{image_id}", headers=auth(token))).status_code == 204
+    assert (await http.get(f"/api/images/{image_id}", headers=auth(token))).status_code == 404
+    assert (await http.get(f"/api/images/{image_id}/original",
+                           headers=auth(token))).status_code == 404
+    assert not list(Path(stack.data_dir).rglob(f"*{image_id}*"))
+    assert (await http.delete(f"/api/images/{image_id}", headers=auth(token))).status_code == 404
+
+
+async def test_health_reports_redis_and_database(http: httpx.AsyncClient) -> None:
+    response = await http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "redis": "ok", "database": "ok"}
+
+
+async def test_web_client_is_served(http: httpx.AsyncClient) -> None:
+    page = await http.get("/")
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    assert "/static/app.js" in page.text
+    assert (await http.get("/static/vendor/socket.io.min.js")).status_code == 200
+
+
+# -- limits, on a web process of their own with small caps ------------------------------------
+
+@pytest.fixture(scope="module")
+def small_limits(redis_url: str, database_url: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("small")
+    env = stack_env(redis_url, database_url, data_dir, port, MAX_UPLOAD_MB="1",
+                    MAX_IMAGE_PIXELS="1000000")
+    web = start_web(env, data_dir / "web.log")
+    try:
+        _wait_for_port(port, web)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(web)
+
+
+async def test_over_size_cap_is_413_with_or_without_content_length(small_limits: str) -> None:
+    async with httpx.AsyncClient(base_url=small_limits, timeout=30) as http:
+        token = await new_token(http)
+        big = b"\xff\xd8\xff\xe0" + b"\0" * (2 * 1024 * 1024)
+        declared = await upload(http, token, big, filename="big.jpg")
+        assert declared.status_code == 413
+        assert declared.json()["error"]["code"] == "file_too_large"
+
+        boundary = "darkroomboundary"
+
+        async def chunked() -> AsyncIterator[bytes]:
+            yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                   f"filename=\"big.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
+            for _ in range(64):
+                yield b"\xff" * 65536
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        try:
+            streamed = await http.post(
+                "/api/images", content=chunked(),
+                headers={**auth(token),
+                         "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        except httpx.HTTPError:
+            pytest.fail("the server should answer 413, not drop the connection")
+        assert streamed.status_code == 413
+        assert streamed.json()["error"]["code"] == "file_too_large"
+
+
+async def test_over_pixel_cap_is_413(small_limits: str) -> None:
+    async with httpx.AsyncClient(base_url=small_limits, timeout=30) as http:
+        token = await new_token(http)
+        response = await upload(http, token, jpeg_bytes(2000, 1000))
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "image_too_large"
