@@ -259,6 +259,18 @@ def transition(
     return view
 
 
+def cancel_job(s: Session, *, job_id: str, user_id: str | None) -> JobView | None:
+    """Cancel the job on request; raises TransitionError if it already finished."""
+    view = get_job(s, job_id=job_id, user_id=user_id)
+    if view is None:
+        return None
+    cancelled = transition(s, job_id=job_id, state=JobState.CANCELLED, stage="cancelled",
+                           error={"type": "Cancelled", "message": "cancelled on request"})
+    if cancelled is not None and cancelled.image is not None:
+        cancelled.image.has_thumbnail = cancelled.image.has_preview = False
+    return cancelled
+
+
 def report_progress(s: Session, *, job_id: str, stage: str, progress: int) -> JobView | None:
     """Record a progress step of an active job; None if it is not active (e.g. cancelled)."""
     job = _locked_job(s, job_id)

@@ -14,6 +14,19 @@ from workers.middleware import JobCancelled
 
 def process_image(ctx: WorkerContext, job_id: str) -> None:
     """Decode, make the thumbnail and preview, read metadata; each stage is reported."""
+    try:
+        _process_image(ctx, job_id)
+    except JobCancelled:
+        # Cancelled (or deleted) mid-run: no partial outputs are left behind.
+        view = ctx.db.read(store.get_job, job_id=job_id, user_id=None)
+        if view is not None and view.image is not None:
+            ctx.storage.remove_renditions(view.image.id)
+            ctx.db.write(store.record_image_output, image_id=view.image.id,
+                         has_thumbnail=False, has_preview=False)
+        raise
+
+
+def _process_image(ctx: WorkerContext, job_id: str) -> None:
     view = ctx.db.read(store.get_job, job_id=job_id, user_id=None)
     if view is None or view.image is None:
         raise JobCancelled("the image was deleted before it was processed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -334,3 +335,28 @@ async def test_over_pixel_cap_is_413(small_limits: str) -> None:
         response = await upload(http, token, jpeg_bytes(2000, 1000))
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "image_too_large"
+
+
+async def test_cancelled_delayed_job_never_runs(stack: Stack, http: httpx.AsyncClient,
+                                                live: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _connect(stack, token, live)
+    response = await upload(http, token, jpeg_bytes(200, 100), fields={"delay": "2"})
+    assert response.status_code == 202
+    job = response.json()["job"]
+    assert job["state"] == "queued" and job["run_at"] is not None
+    cancelled = await http.post(f"/api/jobs/{job['id']}/cancel", headers=auth(token))
+    assert cancelled.status_code == 202
+    assert cancelled.json()["job"]["state"] == "cancelled"
+    name, _ = await client.wait_final(job["id"])
+    assert name == "job:cancelled"
+    await asyncio.sleep(4)  # past run_at: the worker must skip the message
+    assert "job:active" not in [n for n, _ in client.of_job(job["id"])]
+    assert (await http.get(f"/api/jobs/{job['id']}", headers=auth(token))).json()["state"] \
+        == "cancelled"
+    again = await http.post(f"/api/jobs/{job['id']}/cancel", headers=auth(token))
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "conflict"
+    stranger = await new_token(http)
+    assert (await http.post(f"/api/jobs/{job['id']}/cancel",
+                            headers=auth(stranger))).status_code == 404

@@ -1,0 +1,39 @@
+"""Architecture rules: pure modules import no I/O library; workers never import the HTTP layer."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IO_LIBRARIES = {"dramatiq", "redis", "sqlalchemy", "starlette", "socketio", "uvicorn",
+                "httpx", "aiosqlite", "psycopg"}
+PURE_MODULES = ["server/jobs.py", "server/events.py", "server/keys.py", "server/signing.py",
+                "server/validation.py", "workers/imaging.py"]
+HTTP_MODULES = {"server.app", "server.routes", "server.sockets", "server.relay", "server.auth",
+                "server.uploads", "server.errors", "server.validation"}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_modules_import_no_io_library(module: str) -> None:
+    imported = {name.split(".")[0] for name in _imports(ROOT / module)}
+    assert not imported & IO_LIBRARIES, imported & IO_LIBRARIES
+
+
+@pytest.mark.parametrize("module", sorted(str(p.relative_to(ROOT))
+                                          for p in (ROOT / "workers").glob("*.py")))
+def test_workers_never_import_the_http_layer(module: str) -> None:
+    for name in _imports(ROOT / module):
+        assert not any(name == h or name.startswith(h + ".") for h in HTTP_MODULES), name
