@@ -1,0 +1,575 @@
+"""The pure image pipeline: sniff, probe, decode, renditions and metadata.
+
+Imports only the standard library, Pillow and pillow-heif, so it can be tested with plain
+files and reused by the upload handler (sniff/probe) and the worker (decode and renditions).
+Every failure caused by the file itself comes out as an ImageError subclass; anything else
+(a missing file, a bug) propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pillow_heif
+from PIL import ExifTags, Image, ImageFile
+
+# HEIC is the default format of iPhone cameras; Pillow needs the plugin to read it.
+pillow_heif.register_heif_opener()
+
+StrPath = str | os.PathLike[str]
+
+# Pillow format names we accept. "MPO" (multi-picture JPEG, e.g. from 3D cameras and some phones)
+# is reported by Pillow's JPEG opener itself; it must never be passed in Image.open(formats=...),
+# where it raises KeyError.
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "HEIF", "AVIF")
+_REPORTED_FORMATS = frozenset((*ALLOWED_FORMATS, "MPO"))
+
+MIME_TYPES: dict[str, str] = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
+    "HEIF": "image/heic",
+    "AVIF": "image/avif",
+}
+
+# How formats are named in messages shown to users.
+_LABELS: dict[str, str] = {"MPO": "JPEG", "WEBP": "WebP", "HEIF": "HEIC"}
+
+THUMBNAIL_SIZE = (200, 200)
+THUMBNAIL_QUALITY = 80
+PREVIEW_WIDTH = 800
+PREVIEW_QUALITY = 85
+
+# Bytes of the file that sniff() looks at; 32 cover every magic number here, the rest lets an
+# ISO-BMFF 'ftyp' box list more compatible brands.
+SNIFF_BYTES = 64
+
+# libwebp's method 0 (fast) .. 6 (slow). On an 800x533 preview at q85 method 2 takes ~19 ms
+# against ~44 ms for the default 4, for files only ~4% larger (FACTS.md section 4, re-measured
+# here), so the worker spends its time on decoding rather than on squeezing out a few bytes.
+_WEBP_METHOD = 2
+# libwebp refuses pictures wider or taller than this (WEBP_MAX_DIMENSION).
+_WEBP_MAX_DIMENSION = 16383
+# Image.resize first shrinks by an integer factor with reduce() and then resamples; Pillow's
+# docstring says a gap of 3.0 or more is indistinguishable from resampling the full image.
+_REDUCING_GAP = 3.0
+
+# Only libjpeg can decode at a reduced scale (1/2, 1/4, 1/8) through Image.draft.
+_DRAFT_FORMATS = frozenset(("JPEG", "MPO"))
+
+_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Orientations 5-8 turn the picture by 90 degrees, so width and height swap.
+_SWAPS_AXES = frozenset((5, 6, 7, 8))
+
+_HEIF_BRANDS = frozenset((b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"))
+_AVIF_BRANDS = frozenset((b"avif", b"avis"))
+# Sizes of the BMP info headers Pillow reads (BITMAPCOREHEADER .. BITMAPV5HEADER, OS/2 2.x).
+_BMP_HEADER_SIZES = frozenset((12, 16, 40, 52, 56, 64, 108, 124))
+
+_EXIF_DATETIME_FORMAT = "%Y:%m:%d %H:%M:%S"
+
+
+class ImageError(Exception):
+    """Base: the file cannot become an image; permanent, never worth a retry."""
+
+    code = "image_error"
+    status = 422
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnsupportedImage(ImageError):
+    """Not an image, or an image format the service does not accept."""
+
+    code = "unsupported_type"
+    status = 415
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than the service allows: a pixel cap or a decompression bomb."""
+
+    code = "image_too_large"
+    status = 413
+
+
+class InvalidImage(ImageError):
+    """Claims a supported format but is damaged, truncated or malformed."""
+
+    code = "invalid_image"
+    status = 422
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the header says: the format and the size as stored (before EXIF orientation)."""
+
+    format: str
+    width: int
+    height: int
+    mime: str
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Facts worth showing about an image; width and height are after EXIF orientation."""
+
+    width: int
+    height: int
+    format: str
+    mode: str
+    frames: int
+    camera_make: str | None
+    camera_model: str | None
+    taken_at: str | None
+    has_gps: bool
+
+    def as_dict(self) -> dict[str, object]:
+        """The fields as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Renditions:
+    """Everything the worker stores for one image."""
+
+    thumbnail: bytes
+    preview: bytes
+    metadata: Metadata
+
+
+# --------------------------------------------------------------------------- sniffing and opening
+
+
+def sniff(head: bytes) -> str | None:
+    """Pillow format name from the first bytes (magic numbers), or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    # Classic TIFF (42) and BigTIFF (43), little- and big-endian.
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    # "BM" alone is too weak (any text starting with "BM"); the info header size must be real.
+    if head[:2] == b"BM" and len(head) >= 18:
+        if struct.unpack_from("<I", head, 14)[0] in _BMP_HEADER_SIZES:
+            return "BMP"
+        return None
+    if head[4:8] == b"ftyp":
+        return _sniff_ftyp(head)
+    return None
+
+
+def _sniff_ftyp(head: bytes) -> str | None:
+    """HEIF or AVIF from an ISO-BMFF 'ftyp' box: its major brand and compatible brands."""
+    box_size = struct.unpack_from(">I", head, 0)[0]
+    if box_size < 16:
+        return None
+    end = min(box_size, len(head))
+    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, end - 3, 4)}
+    # An AVIF file often also lists mif1/miaf; AV1 content decides.
+    if brands & _AVIF_BRANDS:
+        return "AVIF"
+    if brands & _HEIF_BRANDS:
+        return "HEIF"
+    return None
+
+
+def _label(fmt: str | None) -> str:
+    """The format's name as shown to users."""
+    if fmt is None:
+        return "image"
+    return _LABELS.get(fmt, fmt)
+
+
+def _too_large_message(max_pixels: int | None) -> str:
+    if max_pixels is None:
+        return "The image is too large to process."
+    return f"The image has more pixels than allowed (limit: {max_pixels / 1e6:g} megapixels)."
+
+
+def _damaged_message(fmt: str | None) -> str:
+    return (
+        f"The file looks like a {_label(fmt)} image but cannot be read: "
+        "it is damaged or incomplete."
+    )
+
+
+@contextmanager
+def _pillow_errors(damaged: str, *, max_pixels: int | None = None) -> Iterator[None]:
+    """Turn whatever Pillow raises into an ImageError, and bomb warnings into errors.
+
+    Pillow raises far more than OSError on bad input (ValueError, SyntaxError, TypeError,
+    KeyError, IndexError, struct.error, EOFError ...), so anything derived from Exception is
+    the file's fault here. BaseException (KeyboardInterrupt, Dramatiq's TimeLimit interrupt)
+    passes through untouched.
+    """
+    try:
+        # catch_warnings swaps a process-global filter list and is not thread-safe before
+        # Python 3.14: under worker threads the filter below may outlive the block or be missing
+        # for part of it. Both are harmless: a leaked filter only makes bombs fail (as wanted
+        # everywhere), and a missing one only prints Pillow's warning, because _check_pixels
+        # applies the cap anyway. So no other filter (e.g. silencing Pillow's UserWarnings about
+        # corrupt metadata) is set here: leaked, it would hide warnings process-wide.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as exc:
+        raise ImageTooLarge(_too_large_message(max_pixels)) from exc
+    except Exception as exc:
+        raise InvalidImage(damaged) from exc
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Refuse empty images and images over the pixel cap."""
+    if width <= 0 or height <= 0:
+        raise InvalidImage("The image has no pixels (its width or height is zero).")
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"The image is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels); "
+            f"the limit is {max_pixels / 1e6:g} megapixels."
+        )
+
+
+@contextmanager
+def _open_image(path: StrPath, *, max_pixels: int) -> Iterator[ImageFile.ImageFile]:
+    """Open lazily, restricted to the one sniffed format, with the pixel cap checked."""
+    with open(path, "rb") as fp:
+        fmt = sniff(fp.read(SNIFF_BYTES))
+        if fmt is None:
+            raise UnsupportedImage(
+                "The file is not an image type we accept "
+                "(JPEG, PNG, GIF, WebP, TIFF, BMP, HEIC or AVIF)."
+            )
+        if not _pillow_reads(fmt):
+            raise UnsupportedImage(f"{_label(fmt)} images cannot be read by this server.")
+        fp.seek(0)
+        # Restricting formats= to the sniffed one keeps Pillow from picking another plugin by
+        # content, e.g. EPS, which would run Ghostscript on load.
+        with _pillow_errors(_damaged_message(fmt), max_pixels=max_pixels):
+            im = Image.open(fp, formats=[fmt])
+        try:
+            if im.format not in _REPORTED_FORMATS:
+                raise UnsupportedImage(f"{_label(im.format)} images are not accepted.")
+            _check_pixels(im.width, im.height, max_pixels)
+            yield im
+        finally:
+            im.close()
+
+
+def _pillow_reads(fmt: str) -> bool:
+    """Whether this Pillow build has an opener for the format (AVIF needs libavif)."""
+    if fmt not in Image.OPEN:
+        # Plugins register lazily; this is the same one-time import Image.open would do.
+        Image.init()
+    return fmt in Image.OPEN
+
+
+# --------------------------------------------------------------------------------- public steps
+
+
+def probe(path: StrPath, *, max_pixels: int) -> Probe:
+    """Read only the header: sniff, open as that one format, check the pixel cap; no decoding."""
+    with _open_image(path, max_pixels=max_pixels) as im:
+        fmt = str(im.format)
+        return Probe(format=fmt, width=im.width, height=im.height, mime=MIME_TYPES[fmt])
+
+
+def decode(path: StrPath, *, max_pixels: int) -> Image.Image:
+    """Decode frame one, only as large as the renditions need, oriented, as RGB or RGBA."""
+    with (
+        _open_image(path, max_pixels=max_pixels) as im,
+        _pillow_errors(_damaged_message(im.format), max_pixels=max_pixels),
+    ):
+        if im.format in _DRAFT_FORMATS:
+            # JPEG EXIF lives in APP1, so reading it does not decode pixels.
+            _draft_for_renditions(im, _orientation(im))
+        im.load()
+        # Read after load: PNG may keep eXIf after the pixel data and loads to find it; a load
+        # that failed inside getexif would otherwise be swallowed, and a second load() on the
+        # same object can return without error (seen with a broken APNG).
+        orientation = _orientation(im)
+        icc_profile = _rgb_icc_profile(im.info.get("icc_profile"))
+        out = _to_rgb_or_rgba(im)
+        method = _TRANSPOSE.get(orientation)
+        if method is not None:
+            out = out.transpose(method)
+        if out is im:
+            # Detach from the file object, which is closed when we return.
+            out = im.copy()
+        # Keep nothing of the source's metadata but a usable colour profile.
+        out.info = {"icc_profile": icc_profile} if icc_profile else {}
+    return out
+
+
+def make_thumbnail(im: Image.Image) -> bytes:
+    """200x200 cover-cropped WebP, quality 80."""
+    with _pillow_errors("The thumbnail could not be made from this image."):
+        im = _to_rgb_or_rgba(im)
+        width, height = im.size
+        box_w, box_h = THUMBNAIL_SIZE
+        # The same cover crop as ImageOps.fit(im, size, LANCZOS) (centred, scaled so the box is
+        # filled, enlarging small sources), done as one resize with a crop box so that the
+        # reducing gap can shrink large sources cheaply first; fit() offers no reducing_gap.
+        scale = max(box_w / width, box_h / height)
+        crop_w, crop_h = box_w / scale, box_h / scale
+        left, top = (width - crop_w) / 2, (height - crop_h) / 2
+        thumb = im.resize(
+            THUMBNAIL_SIZE,
+            Image.Resampling.LANCZOS,
+            box=(left, top, left + crop_w, top + crop_h),
+            reducing_gap=_REDUCING_GAP,
+        )
+        return _encode_webp(thumb, quality=THUMBNAIL_QUALITY)
+
+
+def make_preview(im: Image.Image) -> bytes:
+    """800 px wide WebP at quality 85, never upscaled."""
+    with _pillow_errors("The preview could not be made from this image."):
+        im = _to_rgb_or_rgba(im)
+        width, height = im.size
+        target_w = min(PREVIEW_WIDTH, width)
+        target_h = max(1, round(height * target_w / width))
+        if target_h > _WEBP_MAX_DIMENSION:
+            # Only for extreme strips (taller than ~20:1): WebP cannot hold the full height at
+            # 800 wide, so the preview gets narrower instead of failing.
+            target_w = max(1, round(width * _WEBP_MAX_DIMENSION / height))
+            target_h = _WEBP_MAX_DIMENSION
+        if (target_w, target_h) != im.size:
+            im = im.resize(
+                (target_w, target_h), Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP
+            )
+        return _encode_webp(im, quality=PREVIEW_QUALITY)
+
+
+def read_metadata(path: StrPath, *, max_pixels: int) -> Metadata:
+    """Header and EXIF facts worth showing; counts frames without decoding pixels where possible."""
+    with _open_image(path, max_pixels=max_pixels) as im:
+        fmt, mode = str(im.format), im.mode
+        width, height = im.size
+        exif = _header_exif(im)
+        orientation = _exif_orientation(exif)
+        if orientation in _SWAPS_AXES:
+            width, height = height, width
+        with _pillow_errors(_damaged_message(fmt), max_pixels=max_pixels):
+            # Counting walks every frame header; a later frame may be damaged or a bomb (a GIF
+            # whose second frame grows the canvas to gigapixels), which must not pass silently.
+            frames = int(getattr(im, "n_frames", 1))
+            _check_pixels(im.width, im.height, max_pixels)
+        return Metadata(
+            width=width,
+            height=height,
+            format=fmt,
+            mode=mode,
+            frames=frames,
+            camera_make=_exif_text(exif, ExifTags.Base.Make),
+            camera_model=_exif_text(exif, ExifTags.Base.Model),
+            taken_at=_taken_at(exif),
+            has_gps=_has_gps(exif),
+        )
+
+
+def process(path: StrPath, *, max_pixels: int) -> Renditions:
+    """Metadata, thumbnail and preview of one file, failing with an ImageError."""
+    # Metadata first: it is cheap and finds bombs hidden in later frames before any decoding.
+    metadata = read_metadata(path, max_pixels=max_pixels)
+    im = decode(path, max_pixels=max_pixels)
+    return Renditions(thumbnail=make_thumbnail(im), preview=make_preview(im), metadata=metadata)
+
+
+# ------------------------------------------------------------------------------------ internals
+
+
+def _draft_for_renditions(im: ImageFile.ImageFile, orientation: int) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying big enough for both renditions."""
+    # draft() picks the largest reduction that keeps both sides >= the request: at least
+    # PREVIEW_WIDTH across so the preview is exactly 800 wide, and THUMBNAIL_SIZE[1] on the
+    # other side so the cover crop never enlarges. It must run before load().
+    target = (PREVIEW_WIDTH, THUMBNAIL_SIZE[1])
+    if orientation in _SWAPS_AXES:
+        target = (target[1], target[0])
+    im.draft("RGB", target)
+
+
+def _to_rgb_or_rgba(im: Image.Image) -> Image.Image:
+    """The image in RGB, or RGBA when it has any transparency."""
+    if im.mode in ("RGB", "RGBA"):
+        return im
+    if im.mode == "CMYK":
+        return _cmyk_to_rgb(im)
+    if im.mode.startswith("I") or im.mode == "F":
+        im = _to_8bit_gray(im)
+    target = "RGBA" if im.has_transparency_data else "RGB"
+    return im.convert(target)
+
+
+def _to_8bit_gray(im: Image.Image) -> Image.Image:
+    """Scale 16/32-bit and float grayscale to 8-bit L; convert() alone clips them to white."""
+    if im.mode.startswith("I;16"):
+        im = im.convert("I")
+        low, high = 0.0, 65535.0
+    else:
+        extrema = im.getextrema()
+        low, high = float(extrema[0]), float(extrema[1])  # type: ignore[arg-type]
+        if im.mode == "F" and low >= 0.0 and high <= 1.0:
+            low, high = 0.0, 1.0
+        elif low >= 0.0 and high <= 255.0:
+            low, high = 0.0, 255.0
+        elif low >= 0.0 and high <= 65535.0:
+            low, high = 0.0, 65535.0
+        # Otherwise an unusual range: stretch what is there to 0..255.
+    scale = 255.0 / (high - low) if high > low else 1.0
+    offset = -low * scale
+    scaled = im.point(lambda v: v * scale + offset)
+    # A tRNS value is in the old 16-bit scale and would mark the wrong grey as transparent.
+    scaled.info.pop("transparency", None)
+    return scaled.convert("L")
+
+
+def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    """CMYK to RGB through the embedded profile when there is one; naive formula otherwise."""
+    profile = im.info.get("icc_profile")
+    if isinstance(profile, bytes) and profile:
+        try:
+            from PIL import ImageCms
+
+            converted = ImageCms.profileToProfile(
+                im,
+                ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                ImageCms.createProfile("sRGB"),
+                outputMode="RGB",
+            )
+            if converted is not None:
+                return converted
+        except Exception:
+            # A broken profile or a Pillow built without LittleCMS: the naive formula still
+            # gives a recognisable picture, which beats failing the job.
+            pass
+    return im.convert("RGB")
+
+
+def _rgb_icc_profile(profile: object) -> bytes | None:
+    """The embedded ICC profile if it describes RGB data, else None.
+
+    Wide-gamut sources (Display P3 from phones, Adobe RGB from cameras) look washed out if their
+    profile is dropped; passing it through lets browsers colour-manage the WebP at no pixel cost,
+    unlike converting to sRGB with LittleCMS. CMYK and grey profiles would not match the RGB
+    output, and pillow-heif may put an 'nclx' colour box here instead of an ICC profile.
+    """
+    if not isinstance(profile, bytes) or len(profile) < 128:
+        return None
+    # ICC header: data colour space at offset 16, the 'acsp' signature at offset 36.
+    if profile[36:40] != b"acsp" or profile[16:20] != b"RGB ":
+        return None
+    return profile
+
+
+def _encode_webp(im: Image.Image, *, quality: int) -> bytes:
+    """WebP bytes carrying no EXIF or XMP: Pillow writes those only when passed explicitly."""
+    buffer = io.BytesIO()
+    params: dict[str, Any] = {"quality": quality, "method": _WEBP_METHOD}
+    icc_profile = _rgb_icc_profile(im.info.get("icc_profile"))
+    if icc_profile:
+        params["icc_profile"] = icc_profile
+    im.save(buffer, format="WEBP", **params)
+    return buffer.getvalue()
+
+
+def _orientation(im: Image.Image) -> int:
+    """EXIF orientation 1-8; 1 when absent or unreadable (corrupt EXIF must not fail a job)."""
+    try:
+        return _exif_orientation(im.getexif())
+    except Exception:
+        # Also catches Pillow's "Corrupt EXIF data" UserWarning where warnings are errors.
+        return 1
+
+
+def _header_exif(im: ImageFile.ImageFile) -> Image.Exif:
+    """EXIF found without decoding pixels; empty when absent or corrupt."""
+    # PngImageFile.getexif() decodes the whole image when eXIf is not in the header; metadata
+    # is not worth a second full decode (decode() still honours a late orientation).
+    if im.format == "PNG" and "exif" not in im.info:
+        return Image.Exif()
+    try:
+        return im.getexif()
+    except Exception:
+        return Image.Exif()
+
+
+def _exif_orientation(exif: Image.Exif) -> int:
+    try:
+        value = int(exif.get(ExifTags.Base.Orientation, 1))
+    except Exception:
+        return 1
+    return value if value in _TRANSPOSE else 1
+
+
+def _exif_text(exif: Image.Exif, tag: int) -> str | None:
+    """An ASCII EXIF tag as clean text, or None."""
+    try:
+        value = exif.get(tag)
+    except Exception:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
+        return None
+    text = value.strip("\x00 \t\r\n")
+    return text or None
+
+
+def _taken_at(exif: Image.Exif) -> str | None:
+    """ISO 8601 capture time from DateTimeOriginal, falling back to DateTime."""
+    candidates: list[object] = []
+    # Each lookup on its own: a corrupt Exif IFD must not hide a good DateTime.
+    with suppress(Exception):
+        candidates.append(exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.DateTimeOriginal))
+    with suppress(Exception):
+        candidates.append(exif.get(ExifTags.Base.DateTime))
+    for value in candidates:
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if not isinstance(value, str):
+            continue
+        try:
+            parsed = datetime.strptime(value.strip("\x00 ")[:19], _EXIF_DATETIME_FORMAT)
+        except ValueError:
+            continue
+        return parsed.isoformat(timespec="seconds")
+    return None
+
+
+def _has_gps(exif: Image.Exif) -> bool:
+    """Whether the GPS IFD holds anything."""
+    try:
+        return bool(exif.get_ifd(ExifTags.IFD.GPSInfo))
+    except Exception:
+        return False
