@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import time
 from collections.abc import Callable
@@ -95,10 +96,8 @@ class LiveClient:
                 names = [name for name, _ in self.events]
                 raise AssertionError(f"no matching event within {timeout}s; got {names}")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=remaining)
-            except TimeoutError:
-                pass
 
     async def wait_final(self, job_id: str, timeout: float = 60.0) -> tuple[str, Any]:
         return await self.wait_for(
