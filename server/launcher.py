@@ -61,9 +61,10 @@ def main() -> int:
              "-d", str(ROOT), "-p", str(settings.port)],
             env=env,
         )
-        # Ctrl-C reaches honcho through the terminal's process group; it stops its children.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, lambda *_: honcho.terminate())
+        # Ctrl-C in a terminal reaches honcho directly too; a signal sent to this process
+        # alone is passed on. Either way honcho stops its children (terminate is idempotent).
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: honcho.terminate())
         code = honcho.wait()
         stop.set()
         return code
