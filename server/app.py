@@ -17,11 +17,12 @@ from server.db import Database
 from server.errors import EXCEPTION_HANDLERS
 from server.events import JobEvent
 from server.relay import relay_events
-from server.routes import images, jobs, ops, session
+from server.routes import dlq, images, jobs, ops, session, tasks
 from server.schemas import Presenter
 from server.settings import Settings
 from server.sockets import register_handlers
 from server.storage import Storage
+from workers import tasks as task_registry
 from workers.broker import build_broker
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,10 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         await asyncio.to_thread(storage.ensure_dirs)
         db = Database(settings.database_url)
         await db.create_schema()
-        client = aioredis.Redis.from_url(settings.redis_url)
+        # No read timeout: the relay's pub/sub connection sits idle between events
+        # (health checks ping it); connecting fails fast so uploads get a quick 503.
+        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5,
+                                         health_check_interval=30)
         bus = Bus(client, settings.redis_prefix)
 
         async def publish(event: JobEvent) -> None:
@@ -60,6 +64,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         state.presenter = Presenter(settings.secret_key, settings.signed_url_ttl_s,
                                     settings.public_url)
         state.publish = publish
+        state.task_types = task_registry.load(include_test_tasks=settings.enable_test_tasks)
         relay = asyncio.create_task(relay_events(bus, sio), name="relay")
         try:
             yield
@@ -72,7 +77,8 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
             await db.dispose()
 
     app = Starlette(
-        routes=[*session.routes, *images.routes, *jobs.routes, *ops.routes],
+        routes=[*session.routes, *images.routes, *jobs.routes, *tasks.routes, *dlq.routes,
+                *ops.routes],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
     )

@@ -78,3 +78,7 @@ def check_transition(current: JobState | str, target: JobState | str) -> None:
 def is_final(state: JobState | str) -> bool:
     """Whether no further work will happen for a job in ``state``."""
     return JobState(state) in FINAL_STATES
+
+
+class AttemptsExhausted(Exception):
+    """The job has used all its attempts (each delivery of its message counts as one)."""

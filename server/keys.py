@@ -11,3 +11,13 @@ def events_channel(prefix: str) -> str:
 def dramatiq_namespace(prefix: str) -> str:
     """Namespace of Dramatiq's own keys, so several deployments can share a Redis."""
     return f"{prefix}:dramatiq"
+
+
+def dramatiq_heartbeats(namespace: str) -> str:
+    """Dramatiq's sorted set of worker heartbeats (brokers/redis/dispatch.lua)."""
+    return f"{namespace}:__heartbeats__"
+
+
+def test_task_runs(prefix: str, job_id: str) -> str:
+    """How many times a test task ran (ENABLE_TEST_TASKS only), across retries."""
+    return f"{prefix}:test-runs:{job_id}"

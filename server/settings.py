@@ -30,6 +30,15 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     return value
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
 def _secret(env: Mapping[str, str], data_dir: Path) -> str:
     """SECRET_KEY, or a random key kept in the data dir so every local process shares it."""
     given = env.get("SECRET_KEY", "").strip()
@@ -68,6 +77,10 @@ class Settings:
     max_image_pixels: int = 50_000_000
     signed_url_ttl_s: int = 3600
     cors_origins: tuple[str, ...] = ()
+    worker_processes: int = 1
+    worker_threads: int = 4
+    worker_heartbeat_timeout_ms: int = 20_000
+    enable_test_tasks: bool = False
     retry_max_attempts: int = 4
     retry_min_backoff_ms: int = 1000
     retry_max_backoff_ms: int = 60_000
@@ -112,6 +125,11 @@ class Settings:
             max_upload_mb=_int(env, "MAX_UPLOAD_MB", 50, minimum=1),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 50_000_000, minimum=1),
             signed_url_ttl_s=_int(env, "SIGNED_URL_TTL_S", 3600, minimum=60),
+            worker_processes=_int(env, "WORKER_PROCESSES", 1, minimum=1),
+            worker_threads=_int(env, "WORKER_THREADS", 4, minimum=1),
+            worker_heartbeat_timeout_ms=_int(env, "WORKER_HEARTBEAT_TIMEOUT_MS", 20_000,
+                                             minimum=1000),
+            enable_test_tasks=_bool(env, "ENABLE_TEST_TASKS"),
             cors_origins=tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",")
                                if o.strip()),
             retry_max_attempts=_int(env, "RETRY_MAX_ATTEMPTS", 4, minimum=1),

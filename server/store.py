@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from server.jobs import JobState, Stage, check_transition, is_final
-from server.models import Image, Job, User, new_id, utcnow
+from server.jobs import AttemptsExhausted, JobState, Stage, check_transition, is_final
+from server.models import DeadLetter, Image, Job, User, new_id, utcnow
 
 # Image status follows its job's state.
 _IMAGE_STATUS = {
@@ -61,6 +61,35 @@ def ensure_admin(s: Session, *, token_hash: str) -> User:
 
 # -- images ------------------------------------------------------------------------------------
 
+def create_task_job(
+    s: Session,
+    *,
+    user_id: str,
+    task_type: str,
+    queue: str,
+    payload: dict[str, Any],
+    max_attempts: int,
+    priority: str = "normal",
+    run_at: datetime | None = None,
+) -> JobView:
+    """Record a queued job of a generic task type."""
+    now = utcnow()
+    job = Job(
+        id=new_id(), user_id=user_id, type=task_type, queue=queue,
+        state=JobState.QUEUED.value, stage=Stage.STORED.value, progress=0, attempt=0,
+        max_attempts=max_attempts, priority=priority, payload=payload, seq=1,
+        created_at=now, updated_at=now, run_at=run_at,
+    )
+    s.add(job)
+    s.flush()
+    return JobView(job, None)
+
+
+def delete_job(s: Session, *, job_id: str) -> None:
+    """Undo ``create_task_job`` when the message could not be enqueued."""
+    s.execute(delete(Job).where(Job.id == job_id))
+
+
 def create_image_job(
     s: Session,
     *,
@@ -73,6 +102,7 @@ def create_image_job(
     fmt: str,
     width: int,
     height: int,
+    task_type: str,
     queue: str,
     max_attempts: int,
     priority: str = "normal",
@@ -81,7 +111,7 @@ def create_image_job(
     """Record an accepted upload and its queued processing job."""
     now = utcnow()
     job = Job(
-        id=new_id(), user_id=user_id, type="image.process", queue=queue,
+        id=new_id(), user_id=user_id, type=task_type, queue=queue,
         state=JobState.QUEUED.value, stage=Stage.STORED.value, progress=0, attempt=0,
         max_attempts=max_attempts, priority=priority, payload={"image_id": image_id},
         image_id=image_id, seq=1, created_at=now, updated_at=now, run_at=run_at,
@@ -243,6 +273,11 @@ def transition(
         job.attempt = attempt
     if run_at is not None:
         job.run_at = run_at
+    if state is JobState.QUEUED:
+        # Back in the queue (dead-letter retry): a fresh run with fresh attempts.
+        job.attempt, job.progress, job.stage = 0, 0, Stage.STORED.value
+        job.error = job.traceback = job.result = None
+        job.started_at = job.finished_at = job.run_at = None
     if state is JobState.ACTIVE:
         job.started_at = job.started_at or now
         job.error = None
@@ -271,6 +306,23 @@ def cancel_job(s: Session, *, job_id: str, user_id: str | None) -> JobView | Non
     return cancelled
 
 
+def begin_attempt(s: Session, *, job_id: str) -> JobView | None:
+    """Mark the job active for its next attempt; every delivery of its message counts.
+
+    Raises TransitionError if it may not run (cancelled, finished) and AttemptsExhausted
+    once all attempts are used (e.g. its worker died mid-run every time).
+    """
+    job = _locked_job(s, job_id)
+    if job is None:
+        return None
+    check_transition(job.state, JobState.ACTIVE)
+    if job.attempt >= job.max_attempts:
+        lost = " (its worker stopped unexpectedly)" if job.state == JobState.ACTIVE.value else ""
+        raise AttemptsExhausted(f"gave up after {job.attempt} attempts{lost}")
+    return transition(s, job_id=job_id, state=JobState.ACTIVE, stage=Stage.STORED.value,
+                      progress=0, attempt=job.attempt + 1)
+
+
 def report_progress(s: Session, *, job_id: str, stage: str, progress: int) -> JobView | None:
     """Record a progress step of an active job; None if it is not active (e.g. cancelled)."""
     job = _locked_job(s, job_id)
@@ -282,6 +334,67 @@ def report_progress(s: Session, *, job_id: str, stage: str, progress: int) -> Jo
     job.seq += 1
     job.updated_at = utcnow()
     return _view(s, job)
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+def dead_letter(s: Session, *, job_id: str, error: dict[str, str], traceback: str | None,
+                attempts: int | None = None) -> JobView | None:
+    """Fail the job for good and record the final error in the dead-letter queue."""
+    view = transition(s, job_id=job_id, state=JobState.FAILED, stage="failed", error=error,
+                      traceback=traceback, attempt=attempts)
+    if view is None:
+        return None
+    job = view.job
+    entry = s.get(DeadLetter, job.id) or DeadLetter(job_id=job.id)
+    entry.user_id, entry.type, entry.payload = job.user_id, job.type, job.payload
+    entry.error_type, entry.error_message = error["type"], error["message"]
+    entry.traceback, entry.attempts, entry.failed_at = traceback, job.attempt, utcnow()
+    s.add(entry)
+    return view
+
+
+def list_dead_letters(s: Session, *, limit: int, before: str | None = None,
+                      task_type: str | None = None,
+                      error: str | None = None) -> list[tuple[DeadLetter, JobView]]:
+    """A page of dead letters, newest job first, optionally by type and error text."""
+    query = select(DeadLetter, Job).join(Job, Job.id == DeadLetter.job_id)
+    if before:
+        query = query.where(DeadLetter.job_id < before)
+    if task_type:
+        query = query.where(DeadLetter.type == task_type)
+    if error:
+        pattern = f"%{error.lower()}%"
+        query = query.where(func.lower(DeadLetter.error_type).like(pattern)
+                            | func.lower(DeadLetter.error_message).like(pattern))
+    rows = s.execute(query.order_by(DeadLetter.job_id.desc()).limit(limit)).all()
+    return [(entry, _view(s, job)) for entry, job in rows]
+
+
+def dead_letter_ids(s: Session) -> list[str]:
+    return list(s.scalars(select(DeadLetter.job_id).order_by(DeadLetter.job_id)))
+
+
+def delete_dead_letter(s: Session, *, job_id: str) -> bool:
+    result = s.execute(delete(DeadLetter).where(DeadLetter.job_id == job_id))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def clear_dead_letters(s: Session) -> int:
+    result = s.execute(delete(DeadLetter))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def requeue_dead_letter(s: Session, *, job_id: str) -> tuple[DeadLetter, JobView] | None:
+    """Take a job out of the dead-letter queue and queue it again under the same id."""
+    entry = s.get(DeadLetter, job_id)
+    if entry is None:
+        return None
+    view = transition(s, job_id=job_id, state=JobState.QUEUED)
+    if view is None:
+        return None
+    s.delete(entry)
+    return entry, view
 
 
 def snapshot_window() -> datetime:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from server.errors import ApiError
 
@@ -42,3 +45,104 @@ def page(query: Mapping[str, str]) -> tuple[int, str | None]:
         raise ApiError(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
     before = query.get("before") or None
     return int(raw), before
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+    "object": (dict,), "array": (list,),
+}
+
+
+def payload_errors(schema: dict[str, Any], payload: Any, path: str = "payload") -> dict[str, str]:
+    """Field errors of ``payload`` against a small JSON-Schema subset; empty when valid.
+
+    Supported: type, properties, required, additionalProperties (false), enum, minimum,
+    maximum, minLength, maxLength, format "uri" (http/https).
+    """
+    errors: dict[str, str] = {}
+    expected = schema.get("type")
+    if expected:
+        kinds = _JSON_TYPES[expected]
+        # bool is an int in Python; JSON keeps them apart.
+        if not isinstance(payload, kinds) or (isinstance(payload, bool) and bool not in kinds):
+            return {path: f"must be of type {expected}"}
+    if "enum" in schema and payload not in schema["enum"]:
+        errors[path] = f"must be one of {', '.join(map(str, schema['enum']))}"
+    if isinstance(payload, (int, float)) and not isinstance(payload, bool):
+        if "minimum" in schema and payload < schema["minimum"]:
+            errors[path] = f"must be at least {schema['minimum']}"
+        if "maximum" in schema and payload > schema["maximum"]:
+            errors[path] = f"must be at most {schema['maximum']}"
+    if isinstance(payload, str):
+        if len(payload) < schema.get("minLength", 0):
+            errors[path] = f"must be at least {schema['minLength']} characters"
+        if "maxLength" in schema and len(payload) > schema["maxLength"]:
+            errors[path] = f"must be at most {schema['maxLength']} characters"
+        if schema.get("format") == "uri" and not payload.startswith(("http://", "https://")):
+            errors[path] = "must be an http(s) URL"
+    if isinstance(payload, dict):
+        properties = schema.get("properties", {})
+        for name in schema.get("required", []):
+            if name not in payload:
+                errors[f"{path}.{name}"] = "is required"
+        for name, value in payload.items():
+            if name in properties:
+                errors.update(payload_errors(properties[name], value, f"{path}.{name}"))
+            elif schema.get("additionalProperties") is False:
+                errors[f"{path}.{name}"] = "is not allowed"
+    return errors
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    task_type: str
+    payload: dict[str, Any]
+    priority: str
+    delay_s: int
+    max_attempts: int | None
+
+
+MAX_ATTEMPTS_LIMIT = 20
+
+
+def task_request(body: Any, *, now: datetime) -> TaskRequest:
+    """The fields of ``POST /api/tasks`` (the type and payload are checked by the caller)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "send a JSON object")
+    task_type = body.get("type")
+    if not isinstance(task_type, str) or not task_type:
+        raise ApiError(400, "bad_request", "\"type\" must name a registered task type")
+    payload = body.get("payload", {})
+    if payload is None:
+        payload = {}
+    priority = body.get("priority") or "normal"
+    if priority not in PRIORITIES:
+        raise ApiError(400, "invalid_priority", f"priority must be one of {', '.join(PRIORITIES)}")
+    delay_s = _delay(body, now)
+    max_attempts = body.get("max_attempts")
+    if max_attempts is not None and (
+            isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
+            or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT):
+        raise ApiError(400, "invalid_max_attempts",
+                       f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}")
+    return TaskRequest(task_type, payload, priority, delay_s, max_attempts)
+
+
+def _delay(body: dict[str, Any], now: datetime) -> int:
+    delay, run_at = body.get("delay"), body.get("run_at")
+    if delay is not None and run_at is not None:
+        raise ApiError(400, "bad_request", "give either delay or run_at, not both")
+    if run_at is not None:
+        try:
+            when = datetime.fromisoformat(str(run_at).replace("Z", "+00:00"))
+        except ValueError:
+            raise ApiError(400, "invalid_run_at", "run_at must be an ISO-8601 time") from None
+        if when.tzinfo is None:
+            raise ApiError(400, "invalid_run_at", "run_at needs a timezone (e.g. Z)")
+        delay = max(0, math.ceil((when - now).total_seconds()))
+    if delay is None:
+        return 0
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) \
+            or not 0 <= delay <= MAX_DELAY_S:
+        raise ApiError(400, "invalid_delay", f"delay must be between 0 and {MAX_DELAY_S} seconds")
+    return math.ceil(delay)

@@ -116,6 +116,7 @@ def stack_env(redis_url: str, database_url: str, data_dir: Path, port: int,
         "REDIS_PREFIX": f"dt{secrets.token_hex(4)}",
         "ADMIN_TOKEN": "test-admin-token",
         "LOG_LEVEL": "warning",
+        "WORKER_THREADS": "2",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra)
@@ -128,13 +129,11 @@ def start_web(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
                                 stdout=fh, stderr=subprocess.STDOUT)
 
 
-def start_worker(env: dict[str, str], log: Path, threads: int = 2) -> subprocess.Popen[bytes]:
-    dramatiq = Path(sys.executable).parent / "dramatiq"
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """The supervised worker (``python -m workers``), as the Procfile runs it."""
     with log.open("ab") as fh:
-        return subprocess.Popen(
-            [str(dramatiq), "workers.main", "--processes", "1", "--threads", str(threads)],
-            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
-        )
+        return subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

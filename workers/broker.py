@@ -1,8 +1,9 @@
-"""The Dramatiq broker: Redis, our namespace, and the middleware stack."""
+"""The Dramatiq broker: Redis, our namespace, redelivery bounds and the middleware stack."""
 
 from __future__ import annotations
 
 import dramatiq
+import redis
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Retries
@@ -10,8 +11,16 @@ from dramatiq.middleware import Retries
 from server import keys
 from server.settings import Settings
 
-IMAGE_QUEUE = "images"
-IMAGE_ACTOR = "image.process"
+# Maintenance (requeueing the unacked messages of dead workers) on every broker call
+# instead of 1 in 1000: with idle consumers polling about once a second this bounds
+# redelivery after a crash by heartbeat timeout + ~1 s. It costs one ZRANGEBYSCORE.
+MAINTENANCE_CHANCE = 1_000_000
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client that fails fast instead of hanging when Redis is unreachable."""
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30,
+                                health_check_interval=30)
 
 
 def build_broker(settings: Settings, *extra: dramatiq.Middleware) -> RedisBroker:
@@ -20,16 +29,21 @@ def build_broker(settings: Settings, *extra: dramatiq.Middleware) -> RedisBroker
     They are inserted before Retries: Dramatiq runs ``after_*`` hooks in reverse order, so
     they run after Retries has decided whether the message failed for good (FACTS.md §1).
     """
-    broker = RedisBroker(url=settings.redis_url,
-                         namespace=keys.dramatiq_namespace(settings.redis_prefix))
+    broker = RedisBroker(client=redis_client(settings.require_redis()),
+                         namespace=keys.dramatiq_namespace(settings.redis_prefix),
+                         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
+                         maintenance_chance=MAINTENANCE_CHANCE)
     for middleware in extra:
         broker.add_middleware(middleware, before=Retries)
     return broker
 
 
 def enqueue_job(broker: RedisBroker, *, job_id: str, actor_name: str, queue_name: str,
-                delay_ms: int | None = None) -> None:
+                max_attempts: int, delay_ms: int | None = None) -> None:
     """Send the message for a stored job; its only argument is the job id."""
-    message: Message[object] = Message(queue_name=queue_name, actor_name=actor_name,
-                                       args=(job_id,), kwargs={}, options={})
+    message: Message[object] = Message(
+        queue_name=queue_name, actor_name=actor_name, args=(job_id,), kwargs={},
+        # Per-job attempts: Retries reads max_retries from the message before the actor.
+        options={"max_retries": max(0, max_attempts - 1)},
+    )
     broker.enqueue(message, delay=delay_ms or None)

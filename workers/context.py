@@ -1,4 +1,4 @@
-"""What a worker process talks to: its database, storage and event reporter."""
+"""What a worker process talks to: its database, Redis, storage and event reporter."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from server.db import SyncDatabase
 from server.schemas import Presenter
 from server.settings import Settings
 from server.storage import Storage
+from workers.broker import redis_client
 from workers.progress import Reporter
 
 
@@ -18,6 +19,7 @@ from workers.progress import Reporter
 class WorkerContext:
     settings: Settings
     db: SyncDatabase
+    redis: redis.Redis
     storage: Storage
     reporter: Reporter
 
@@ -25,7 +27,8 @@ class WorkerContext:
     def from_settings(cls, settings: Settings) -> WorkerContext:
         """Build (without connecting yet: engines and Redis pools connect on first use)."""
         db = SyncDatabase(settings.database_url)
-        bus = SyncBus(redis.Redis.from_url(settings.redis_url), settings.redis_prefix)
+        client = redis_client(settings.require_redis())
         presenter = Presenter(settings.secret_key, settings.signed_url_ttl_s, settings.public_url)
-        return cls(settings=settings, db=db, storage=Storage(settings.files_dir),
-                   reporter=Reporter(db, bus, presenter))
+        reporter = Reporter(db, SyncBus(client, settings.redis_prefix), presenter)
+        return cls(settings=settings, db=db, redis=client, storage=Storage(settings.files_dir),
+                   reporter=reporter)

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
+import sqlalchemy.exc
 
 from server import store
 from server.bus import SyncBus
 from server.db import SyncDatabase
 from server.events import PROGRESS
-from server.jobs import STAGE_PROGRESS, JobState, Stage
+from server.jobs import JobState
 from server.schemas import Presenter
 from server.store import JobView
+from workers.faults import JobCancelled
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A busy SQLite or a PostgreSQL failover: a few quick tries before giving up.
+_WRITE_TRIES = 4
+_WRITE_PAUSE_S = 0.25
 
 
 class Reporter:
@@ -26,6 +35,16 @@ class Reporter:
         self.bus = bus
         self.presenter = presenter
 
+    def _write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        for attempt in range(1, _WRITE_TRIES + 1):
+            try:
+                return self.db.write(fn, **kwargs)
+            except sqlalchemy.exc.OperationalError:
+                if attempt == _WRITE_TRIES:
+                    raise
+                time.sleep(_WRITE_PAUSE_S * attempt)
+        raise AssertionError("unreachable")
+
     def _publish(self, view: JobView, name: str | None = None) -> None:
         try:
             self.bus.publish(self.presenter.event(view, name=name))
@@ -35,16 +54,28 @@ class Reporter:
 
     def transition(self, job_id: str, state: JobState, **fields: Any) -> JobView | None:
         """Move the job to ``state`` and tell its owner; None if the job is gone."""
-        view = self.db.write(store.transition, job_id=job_id, state=state, **fields)
+        view = self._write(store.transition, job_id=job_id, state=state, **fields)
         if view is not None:
             self._publish(view)
         return view
 
-    def progress(self, job_id: str, stage: Stage) -> bool:
-        """Report the start of ``stage``; False when the job is no longer active."""
-        view = self.db.write(store.report_progress, job_id=job_id, stage=stage.value,
-                             progress=STAGE_PROGRESS[stage])
+    def begin_attempt(self, job_id: str) -> JobView | None:
+        view = self._write(store.begin_attempt, job_id=job_id)
+        if view is not None:
+            self._publish(view)
+        return view
+
+    def dead_letter(self, job_id: str, error: dict[str, str], *,
+                    traceback: str | None) -> JobView | None:
+        """Fail the job for good, record it in the dead-letter queue, push ``job:failed``."""
+        view = self._write(store.dead_letter, job_id=job_id, error=error, traceback=traceback)
+        if view is not None:
+            self._publish(view)
+        return view
+
+    def progress(self, job_id: str, stage: str, progress: int) -> None:
+        """Report the start of ``stage``; raises JobCancelled when the job is no longer active."""
+        view = self._write(store.report_progress, job_id=job_id, stage=stage, progress=progress)
         if view is None:
-            return False
+            raise JobCancelled("the job was cancelled")
         self._publish(view, PROGRESS)
-        return True

@@ -8,18 +8,17 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import redis
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from server import signing, store, validation
+from server import dispatch, signing, store, validation
 from server.auth import Principal, require_user
 from server.errors import ApiError, not_found
 from server.models import new_id, utcnow
 from server.uploads import ReceivedFile, receive_multipart
 from workers import imaging
-from workers.broker import IMAGE_ACTOR, IMAGE_QUEUE, enqueue_job
+from workers.task_types.image import IMAGE_QUEUE, IMAGE_TASK
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +57,20 @@ async def upload_image(request: Request) -> Response:
                 store.create_image_job, image_id=image_id, user_id=principal.user_id,
                 filename=upload.filename, content_type=probe.mime, size_bytes=upload.size,
                 sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
-                queue=IMAGE_QUEUE, max_attempts=settings.retry_max_attempts,
+                task_type=IMAGE_TASK, queue=IMAGE_QUEUE, max_attempts=settings.retry_max_attempts,
                 priority=options.priority, run_at=run_at,
             )
         except BaseException:
             state.storage.remove_image(image_id)
             raise
-        try:
-            await asyncio.to_thread(enqueue_job, state.broker, job_id=view.job.id,
-                                    actor_name=IMAGE_ACTOR, queue_name=IMAGE_QUEUE,
-                                    delay_ms=options.delay_s * 1000)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            # Nothing half-stored: without a queued message the job would never run.
+
+        async def undo() -> None:
             await state.db.write(store.delete_upload, image_id=image_id, job_id=view.job.id)
-            state.storage.remove_image(image_id)
-            log.warning("upload refused, Redis unavailable: %s", exc)
-            raise ApiError(503, "queue_unavailable",
-                           "the job queue is unavailable; try again shortly") from None
-        position = await state.db.read(store.queue_position, job=view.job)
-        event = state.presenter.event(view, queue_position=position)
-        await state.publish(event)
-        return JSONResponse({"image": state.presenter.image(view.image), "job": event.job},
+            await asyncio.to_thread(state.storage.remove_image, image_id)
+
+        await dispatch.enqueue(state, view, delay_s=options.delay_s, undo=undo)
+        job = await dispatch.announce(state, view)
+        return JSONResponse({"image": state.presenter.image(view.image), "job": job},
                             status_code=202)
     finally:
         form.cleanup()

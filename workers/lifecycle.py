@@ -1,43 +1,32 @@
-"""Job lifecycle as Dramatiq middleware: active, retrying, completed, failed, cancelled.
+"""Job lifecycle as Dramatiq middleware: active, retrying, completed, cancelled.
 
 Actors only do their work; this middleware moves the job row through its states and
 publishes each change. It is added ``before=Retries`` (see ``workers.broker``) so its
-``after_process_message`` runs once Retries has decided whether the failure is final.
+``after_process_message`` runs once Retries has decided whether the failure is final;
+final failures are recorded by ``workers.dead_letters``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
-from server.jobs import JobState, Stage, TransitionError
+from server.jobs import AttemptsExhausted, JobState, Stage, TransitionError
 from server.models import utcnow
+from workers.faults import JobCancelled, describe
 from workers.progress import Reporter
 
 log = logging.getLogger(__name__)
-
-# Enough of a traceback to debug from the job detail, small enough for a DB row.
-TRACEBACK_LIMIT = 30
-
-
-class JobCancelled(Exception):
-    """The job was cancelled or its input is gone: stop now, never retry."""
 
 
 def job_id_of(message: dramatiq.Message[Any]) -> str:
     """Every job actor takes the job id as its only argument."""
     return str(message.args[0])
-
-
-def describe(exc: BaseException) -> dict[str, str]:
-    """The ``error`` field of a Job: the exception's type and a human message."""
-    return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
 
 
 class JobLifecycle(dramatiq.Middleware):
@@ -50,12 +39,18 @@ class JobLifecycle(dramatiq.Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         job_id = job_id_of(message)
-        attempt = int(message.options.get("retries", 0)) + 1
         try:
-            view = self.reporter.transition(job_id, JobState.ACTIVE, stage=Stage.STORED.value,
-                                            progress=0, attempt=attempt)
+            view = self.reporter.begin_attempt(job_id)
         except TransitionError as exc:
+            # Cancelled (or finished) while the message waited: it must never run.
             log.info("skipping message for job %s: %s", job_id, exc)
+            raise SkipMessage(str(exc)) from None
+        except AttemptsExhausted as exc:
+            # Every delivery counts as an attempt, so a message that kills its worker
+            # process each time (and is redelivered each time) ends here, not in a loop.
+            log.warning("job %s: %s", job_id, exc)
+            self.reporter.dead_letter(job_id, {"type": "WorkerLost", "message": str(exc)},
+                                      traceback=None)
             raise SkipMessage(str(exc)) from None
         if view is None:
             log.info("skipping message for job %s: the job no longer exists", job_id)
@@ -80,15 +75,9 @@ class JobLifecycle(dramatiq.Middleware):
             elif isinstance(exception, JobCancelled):
                 self.reporter.transition(job_id, JobState.CANCELLED, stage="cancelled",
                                          error=describe(exception))
-            elif message.failed:
-                self.reporter.transition(
-                    job_id, JobState.FAILED, stage="failed", error=describe(exception),
-                    traceback="".join(traceback.format_exception(exception,
-                                                                 limit=TRACEBACK_LIMIT)),
-                )
-            else:
+            elif not message.failed:
                 self.reporter.transition(job_id, JobState.RETRYING, stage="retrying",
                                          error=describe(exception), run_at=next_run)
         except TransitionError as exc:
-            # Cancelled or finished elsewhere meanwhile: the stored final state stands.
+            # Cancelled elsewhere meanwhile: the stored final state stands.
             log.info("job %s: %s", job_id, exc)

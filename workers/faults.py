@@ -1,0 +1,49 @@
+"""Which failures are worth another attempt, and how a failure is described to clients."""
+
+from __future__ import annotations
+
+import redis
+import sqlalchemy.exc
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+
+class JobCancelled(Exception):
+    """The job was cancelled or its input is gone: stop now, never retry."""
+
+
+class TransientError(Exception):
+    """A task's own signal that the failure is temporary and worth another attempt."""
+
+
+class PermanentFailure(Exception):
+    """A failure another attempt cannot fix; the original error is its ``__cause__``."""
+
+
+# Storage I/O, database busy or unreachable, Redis unreachable, a time limit: all can pass.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TransientError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    TimeLimitExceeded,
+)
+
+
+def is_transient(exc: BaseException, permanent: tuple[type[BaseException], ...] = ()) -> bool:
+    """Whether ``exc`` is worth retrying; ``permanent`` lists types that never are."""
+    return isinstance(exc, TRANSIENT) and not isinstance(exc, permanent)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error a PermanentFailure wraps, else the error itself."""
+    if isinstance(exc, PermanentFailure) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
+def describe(exc: BaseException) -> dict[str, str]:
+    """The ``error`` field of a Job: the original exception's type and a human message."""
+    cause = root_cause(exc)
+    return {"type": type(cause).__name__, "message": str(cause) or type(cause).__name__}

@@ -1,0 +1,1 @@
+"""One module per task type (or family of types)."""

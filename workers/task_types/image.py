@@ -1,0 +1,70 @@
+"""image.process: decode, thumbnail, preview, metadata — each stage reported live."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server import store
+from server.jobs import STAGE_PROGRESS, Stage
+from server.store import JobView
+from workers import imaging
+from workers.context import WorkerContext
+from workers.faults import JobCancelled
+from workers.tasks import TaskType, register
+
+IMAGE_TASK = "image.process"
+IMAGE_QUEUE = "images"
+
+
+def process_image(ctx: WorkerContext, view: JobView) -> dict[str, Any] | None:
+    """Run the pipeline for the job's image; partial outputs are removed if it is cancelled."""
+    image_id = str(view.job.payload.get("image_id") or view.job.image_id)
+    try:
+        _process(ctx, view.job.id, image_id)
+    except JobCancelled:
+        ctx.storage.remove_renditions(image_id)
+        ctx.db.write(store.record_image_output, image_id=image_id, has_thumbnail=False,
+                     has_preview=False)
+        raise
+    return None  # the presenter puts the finished <Image> into result
+
+
+def _process(ctx: WorkerContext, job_id: str, image_id: str) -> None:
+    source = ctx.storage.original(image_id)
+    max_pixels = ctx.settings.max_image_pixels
+
+    def enter(stage: Stage) -> None:
+        ctx.reporter.progress(job_id, stage.value, STAGE_PROGRESS[stage])
+
+    def keep(**fields: object) -> None:
+        if ctx.db.write(store.record_image_output, image_id=image_id, **fields) is None:
+            raise JobCancelled("the image was deleted while it was processed")
+
+    enter(Stage.DECODING)
+    if ctx.db.read(store.get_image, image_id=image_id, user_id=None) is None \
+            or not source.exists():
+        raise JobCancelled("the image was deleted before it was processed")
+    # Each stage rewrites its output atomically, so a redelivered job simply runs again.
+    picture = imaging.decode(source, max_pixels=max_pixels)
+    enter(Stage.THUMBNAIL)
+    ctx.storage.write_rendition(image_id, "thumbnail", imaging.make_thumbnail(picture))
+    keep(has_thumbnail=True)
+    enter(Stage.PREVIEW)
+    ctx.storage.write_rendition(image_id, "preview", imaging.make_preview(picture))
+    keep(has_preview=True)
+    enter(Stage.METADATA)
+    meta = imaging.read_metadata(source, max_pixels=max_pixels)
+    keep(meta=meta.as_dict(), width=meta.width, height=meta.height, format=meta.format)
+
+
+register(TaskType(
+    name=IMAGE_TASK,
+    description="Make the thumbnail, preview and metadata of an uploaded image.",
+    schema={"type": "object", "properties": {"image_id": {"type": "string"}},
+            "required": ["image_id"], "additionalProperties": False},
+    run=process_image,
+    queue=IMAGE_QUEUE,
+    # A file that cannot be decoded now never will be: don't waste attempts on it.
+    permanent=(imaging.ImageError,),
+    public=False,
+))

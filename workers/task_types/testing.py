@@ -1,0 +1,71 @@
+"""Task types for exercising failure handling; registered only with ENABLE_TEST_TASKS=true.
+
+They let tests (and operators trying the service) inject a slow job, transient and
+permanent faults, and a worker crash through the public API.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from server import keys
+from server.store import JobView
+from workers.context import WorkerContext
+from workers.faults import TransientError
+from workers.tasks import TaskType, register
+
+
+def sleep_task(ctx: WorkerContext, view: JobView) -> dict[str, Any]:
+    """Sleep in steps, reporting progress after each (a stand-in for slow work)."""
+    seconds = float(view.job.payload.get("seconds", 1))
+    steps = int(view.job.payload.get("steps", 4))
+    for step in range(steps):
+        ctx.reporter.progress(view.job.id, f"step {step + 1} of {steps}", 100 * step // steps)
+        time.sleep(seconds / steps)
+    return {"slept_s": seconds}
+
+
+def flaky_task(ctx: WorkerContext, view: JobView) -> dict[str, Any]:
+    """Fail the first ``fail_runs`` runs (counted across retries and DLQ retries), then succeed."""
+    run = int(ctx.redis.incr(keys.test_task_runs(ctx.settings.redis_prefix, view.job.id)))
+    ctx.redis.expire(keys.test_task_runs(ctx.settings.redis_prefix, view.job.id), 86_400)
+    ctx.reporter.progress(view.job.id, f"run {run}", 50)
+    if run <= int(view.job.payload.get("fail_runs", 1)):
+        if view.job.payload.get("error", "transient") == "permanent":
+            raise ValueError(f"injected permanent fault on run {run}")
+        raise TransientError(f"injected transient fault on run {run}")
+    return {"runs": run}
+
+
+def crash_task(ctx: WorkerContext, view: JobView) -> None:
+    """Kill the worker process mid-job, like a segfault or the OOM killer would."""
+    ctx.reporter.progress(view.job.id, "crashing", 50)
+    os._exit(70)
+
+
+register(TaskType(
+    name="test.sleep",
+    description="Sleep for a while in steps (testing only).",
+    schema={"type": "object", "properties": {
+        "seconds": {"type": "number", "minimum": 0, "maximum": 600},
+        "steps": {"type": "integer", "minimum": 1, "maximum": 100}},
+        "additionalProperties": False},
+    run=sleep_task,
+))
+register(TaskType(
+    name="test.flaky",
+    description="Fail the first fail_runs runs, then succeed (testing only).",
+    schema={"type": "object", "properties": {
+        "fail_runs": {"type": "integer", "minimum": 0, "maximum": 100},
+        "error": {"type": "string", "enum": ["transient", "permanent"]}},
+        "additionalProperties": False},
+    run=flaky_task,
+))
+register(TaskType(
+    name="test.crash",
+    description="Kill the worker process running it (testing only).",
+    schema={"type": "object", "properties": {}, "additionalProperties": False},
+    run=crash_task,
+))
