@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -83,6 +84,34 @@ class Stack:
     web: subprocess.Popen[bytes]
     worker: subprocess.Popen[bytes]
 
+    @property
+    def port(self) -> int:
+        return int(self.env["PORT"])
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until the web process answers /healthz with 200."""
+        _wait_for_port(self.port, self.web, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"web process never became healthy\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def restart_web(self) -> None:
+        """Stop the web process and start a new one on the same port."""
+        stop(self.web)
+        self.web = start_web(self.env, self.logs / "web.log")
+        self.wait_healthy()
+
+    def worker_processes(self) -> list[int]:
+        """Pids of the Dramatiq worker processes (grandchildren of the supervisor)."""
+        return [pid for pid in descendants(self.worker.pid) if _is_dramatiq_worker(pid)]
+
     def log_tail(self, lines: int = 40) -> str:
         out = []
         for name in ("web.log", "worker.log"):
@@ -90,6 +119,34 @@ class Stack:
             if path.exists():
                 out.append(f"--- {name} ---\n" + "\n".join(path.read_text().splitlines()[-lines:]))
         return "\n".join(out)
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid``, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _is_dramatiq_worker(pid: int) -> bool:
+    """A Dramatiq worker process, as opposed to the Dramatiq main process above it."""
+    try:
+        parent = int((Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())[1])
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        parent_cmd = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except (OSError, IndexError, ValueError):
+        return False
+    return b"dramatiq" in cmd and b"dramatiq" in parent_cmd
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -146,29 +203,30 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
-def stack(redis_url: str, database_url: str,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("data")
-    logs = tmp_path_factory.mktemp("logs")
+@contextlib.contextmanager
+def running_stack(redis_url: str, database_url: str, base: Path, **extra: str) -> Iterator[Stack]:
+    """Start a web process and a supervised worker; stop both on exit."""
+    data_dir, logs = base / "data", base / "logs"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = stack_env(redis_url, database_url, data_dir, port)
+    env = stack_env(redis_url, database_url, data_dir, port, **extra)
     web = start_web(env, logs / "web.log")
     worker = start_worker(env, logs / "worker.log")
     running = Stack(f"http://127.0.0.1:{port}", env, data_dir, logs, web, worker)
     try:
-        _wait_for_port(port, web)
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{running.url}/healthz").status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("web process never became healthy")
-            time.sleep(0.1)
-    except RuntimeError as exc:
-        stop(web)
-        stop(worker)
-        raise RuntimeError(f"{exc}\n{running.log_tail()}") from None
-    try:
+        running.wait_healthy()
         yield running
+    except BaseException:
+        print(running.log_tail())
+        raise
     finally:
-        stop(web)
-        stop(worker)
+        stop(running.web)
+        stop(running.worker)
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str, database_url: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(redis_url, database_url, tmp_path_factory.mktemp("stack")) as running:
+        yield running

@@ -63,11 +63,13 @@ class LiveClient:
         self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2,
                                         reconnection_delay_max=1)
         self.events: list[tuple[str, Any]] = []
+        self.arrivals: list[float] = []  # wall-clock time each event arrived
         self._changed = asyncio.Event()
         self.sio.on("*", self._record)
 
     async def _record(self, event: str, data: Any = None) -> None:
         self.events.append((event, data))
+        self.arrivals.append(time.time())
         self._changed.set()
 
     async def connect(self, url: str, token: str | None, **kwargs: Any) -> LiveClient:
@@ -77,6 +79,12 @@ class LiveClient:
 
     async def close(self) -> None:
         await self.sio.disconnect()
+
+    def timed(self, job_id: str) -> list[tuple[float, str, dict[str, Any]]]:
+        """(arrival time, name, payload) of one job's events, in arrival order."""
+        return [(at, name, data) for at, (name, data) in zip(self.arrivals, self.events,
+                                                             strict=True)
+                if name.startswith("job:") and data["job"]["id"] == job_id]
 
     def of_job(self, job_id: str) -> list[tuple[str, dict[str, Any]]]:
         """Events (name, payload) about one job, in arrival order."""

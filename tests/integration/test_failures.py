@@ -1,0 +1,335 @@
+"""Failure handling with real processes: retries, dead letters, cancel, crashes, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.embedded_redis import EmbeddedRedis
+from tests.conftest import Stack, running_stack
+from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
+
+pytestmark = pytest.mark.integration
+
+# Short enough for tests, and documented as settings: a dead worker's job is redelivered
+# after the heartbeat timeout; a job running past the time limit is stopped.
+FAULT_ENV = {
+    "ENABLE_TEST_TASKS": "true",
+    "WORKER_HEARTBEAT_TIMEOUT_MS": "3000",
+    "JOB_TIME_LIMIT_S": "4",
+    "RETRY_MIN_BACKOFF_MS": "1000",
+    "RETRY_MAX_BACKOFF_MS": "8000",
+}
+# The bound the README promises for redelivery after a worker dies.
+REDELIVERY_BOUND_S = 90
+
+
+@pytest.fixture(scope="module")
+def faults(redis_url: str, database_url: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(redis_url, database_url, tmp_path_factory.mktemp("faults"),
+                       **FAULT_ENV) as running:
+        yield running
+
+
+@pytest.fixture
+async def http(faults: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=faults.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[list[LiveClient]]:
+    clients: list[LiveClient] = []
+    yield clients
+    for client in clients:
+        await client.close()
+
+
+async def _watch(stack: Stack, token: str, sockets: list[LiveClient]) -> LiveClient:
+    client = await LiveClient().connect(stack.url, token, transports=["websocket"])
+    sockets.append(client)
+    await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+    return client
+
+
+async def _task(http: httpx.AsyncClient, token: str, task_type: str, payload: dict[str, Any],
+                **options: Any) -> dict[str, Any]:
+    response = await http.post("/api/tasks", headers=auth(token),
+                               json={"type": task_type, "payload": payload, **options})
+    assert response.status_code == 202, response.text
+    return dict(response.json()["job"])
+
+
+def _admin(stack: Stack) -> dict[str, str]:
+    return auth(stack.env["ADMIN_TOKEN"])
+
+
+async def _dead_letter(http: httpx.AsyncClient, stack: Stack, job_id: str) -> dict[str, Any]:
+    items = (await http.get("/api/dlq?limit=200", headers=_admin(stack))).json()["items"]
+    matching = [item for item in items if item["job"]["id"] == job_id]
+    assert matching, f"job {job_id} is not in the dead-letter queue"
+    return dict(matching[0])
+
+
+def _when(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+async def test_transient_fault_is_retried_with_backoff_then_succeeds(
+        faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _watch(faults, token, sockets)
+    job = await _task(http, token, "test.flaky", {"fail_runs": 2})
+    name, final = await client.wait_final(job["id"], timeout=60)
+    assert name == "job:completed", final
+    assert final["job"]["attempt"] == 3
+    assert final["job"]["result"] == {"runs": 3}
+
+    events = client.of_job(job["id"])
+    seqs = [data["seq"] for _, data in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    timed = client.timed(job["id"])
+    retrying = [(at, data["job"]) for at, n, data in timed if n == "job:retrying"]
+    actives = [(at, data["job"]) for at, n, data in timed if n == "job:active"]
+    assert [j["attempt"] for _, j in retrying] == [1, 2]
+    assert [j["attempt"] for _, j in actives] == [1, 2, 3]
+    assert all(j["progress"] == 0 for _, j in actives), "each attempt restarts its progress"
+    for number, (arrived, retry) in enumerate(retrying, start=1):
+        assert retry["max_attempts"] == 4
+        assert retry["error"]["type"] == "TransientError"
+        assert f"run {number}" in retry["error"]["message"]
+        # Exponential backoff from RETRY_MIN_BACKOFF_MS (1 s): at least 1 s, then 2 s.
+        run_at = _when(retry["run_at"])
+        assert run_at - arrived >= 0.9 * 2 ** (number - 1), (number, run_at - arrived)
+        # The next attempt starts no earlier than announced.
+        next_start, _ = actives[number]
+        assert next_start >= run_at - 0.1
+
+
+async def test_permanent_fault_goes_straight_to_the_dead_letter_queue(
+        faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _watch(faults, token, sockets)
+    job = await _task(http, token, "test.flaky", {"fail_runs": 5, "error": "permanent"})
+    name, final = await client.wait_final(job["id"])
+    assert name == "job:failed"
+    assert final["job"]["attempt"] == 1
+    assert final["job"]["error"] == {"type": "ValueError",
+                                     "message": "injected permanent fault on run 1"}
+    assert "job:retrying" not in [n for n, _ in client.of_job(job["id"])]
+    entry = await _dead_letter(http, faults, job["id"])
+    assert entry["attempts"] == 1
+    assert entry["payload"] == {"fail_runs": 5, "error": "permanent"}
+    assert "injected permanent fault on run 1" in entry["error"]["traceback"]
+    assert entry["failed_at"]
+    # The DLQ is for admins only.
+    assert (await http.get("/api/dlq", headers=auth(token))).status_code == 403
+
+
+async def test_exhausted_job_keeps_final_traceback_and_dlq_retry_reruns_same_id(
+        faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _watch(faults, token, sockets)
+    job = await _task(http, token, "test.flaky", {"fail_runs": 2}, max_attempts=2)
+    name, final = await client.wait_final(job["id"], timeout=60)
+    assert name == "job:failed"
+    assert final["job"]["attempt"] == 2
+    entry = await _dead_letter(http, faults, job["id"])
+    assert entry["attempts"] == 2
+    assert entry["error"]["type"] == "TransientError"
+    # The error of the last attempt, not the stale copy Dramatiq keeps from the one before.
+    assert "injected transient fault on run 2" in entry["error"]["traceback"]
+    assert "run 1" not in entry["error"]["message"]
+
+    retried = await http.post(f"/api/dlq/{job['id']}/retry", headers=_admin(faults))
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["job"]["id"] == job["id"]
+    assert retried.json()["job"]["state"] == "queued"
+    assert retried.json()["job"]["attempt"] == 0
+    name, again = await client.wait_for(
+        lambda n, d: n == "job:completed" and d["job"]["id"] == job["id"], timeout=60)
+    assert again["job"]["result"] == {"runs": 3}
+    assert again["job"]["attempt"] == 1
+    assert again["seq"] > final["seq"]
+    items = (await http.get("/api/dlq?limit=200", headers=_admin(faults))).json()["items"]
+    assert job["id"] not in [item["job"]["id"] for item in items]
+    # Not in the DLQ any more: a second retry is a 404.
+    assert (await http.post(f"/api/dlq/{job['id']}/retry",
+                            headers=_admin(faults))).status_code == 404
+
+
+async def test_retrying_a_dead_image_job_whose_image_is_gone_is_a_clear_409(
+        faults: Stack, http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    whole = jpeg_bytes(900, 700)
+    body = (await upload(http, token, whole[: len(whole) // 2], filename="cut.jpg")).json()
+    failed = await wait_final(http, token, body["job"]["id"])
+    assert failed["state"] == "failed" and failed["attempt"] == 1
+    assert (await http.delete(f"/api/images/{body['image']['id']}",
+                              headers=auth(token))).status_code == 204
+    refused = await http.post(f"/api/dlq/{failed['id']}/retry", headers=_admin(faults))
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "input_missing"
+
+
+async def test_dead_letters_filter_delete_and_clear(faults: Stack,
+                                                    http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    jobs = [await _task(http, token, "test.flaky", {"fail_runs": 9, "error": "permanent"})
+            for _ in range(2)]
+    for job in jobs:
+        assert (await wait_final(http, token, job["id"]))["state"] == "failed"
+    admin = _admin(faults)
+    by_type = (await http.get("/api/dlq?type=test.flaky&limit=200", headers=admin)).json()
+    assert {j["id"] for j in jobs} <= {i["job"]["id"] for i in by_type["items"]}
+    assert all(i["job"]["type"] == "test.flaky" for i in by_type["items"])
+    by_error = (await http.get("/api/dlq?error=permanent%20fault", headers=admin)).json()
+    assert {j["id"] for j in jobs} <= {i["job"]["id"] for i in by_error["items"]}
+    nothing = (await http.get("/api/dlq?error=no-such-error-text", headers=admin)).json()
+    assert nothing["items"] == []
+
+    assert (await http.delete(f"/api/dlq/{jobs[0]['id']}", headers=admin)).status_code == 204
+    assert (await http.delete(f"/api/dlq/{jobs[0]['id']}", headers=admin)).status_code == 404
+    assert (await http.delete("/api/dlq", headers=admin)).status_code == 204
+    assert (await http.get("/api/dlq", headers=admin)).json()["items"] == []
+    # The jobs themselves stay failed: the DLQ entry is gone, the history is not.
+    assert (await http.get(f"/api/jobs/{jobs[1]['id']}", headers=auth(token))).json()[
+        "state"] == "failed"
+
+
+async def test_cancel_running_job_stops_it_at_the_next_stage(
+        faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _watch(faults, token, sockets)
+    job = await _task(http, token, "test.sleep", {"seconds": 3, "steps": 6})
+    await client.wait_for(lambda n, d: n == "job:progress" and d["job"]["id"] == job["id"])
+    cancelled = await http.post(f"/api/jobs/{job['id']}/cancel", headers=auth(token))
+    assert cancelled.status_code == 202
+    name, final = await client.wait_final(job["id"])
+    assert name == "job:cancelled"
+    await asyncio.sleep(1.5)  # the worker reaches its next stage boundary and stops
+    events = client.of_job(job["id"])
+    after = [n for n, d in events if d["seq"] > final["seq"]]
+    assert after == [], f"events after cancel: {after}"
+    state = (await http.get(f"/api/jobs/{job['id']}", headers=auth(token))).json()
+    assert state["state"] == "cancelled" and state["result"] is None
+    assert (await http.post(f"/api/jobs/{job['id']}/cancel",
+                            headers=auth(token))).status_code == 409
+    # The worker thread is free again.
+    quick = await _task(http, token, "test.sleep", {"seconds": 0.1, "steps": 1})
+    assert (await client.wait_final(quick["id"]))[0] == "job:completed"
+
+
+async def test_job_over_its_time_limit_fails_cleanly_as_transient(
+        faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _watch(faults, token, sockets)
+    job = await _task(http, token, "test.sleep", {"seconds": 30, "steps": 60}, max_attempts=2)
+    name, final = await client.wait_final(job["id"], timeout=60)
+    assert name == "job:failed"
+    assert final["job"]["error"]["type"] == "TimeLimitExceeded"
+    assert final["job"]["attempt"] == 2
+    names = [n for n, _ in client.of_job(job["id"])]
+    assert names.count("job:retrying") == 1, names
+
+
+async def test_killed_worker_job_is_redelivered_and_completes(
+        faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _watch(faults, token, sockets)
+    job = await _task(http, token, "test.sleep", {"seconds": 2, "steps": 4})
+    await client.wait_for(lambda n, d: n == "job:progress" and d["job"]["id"] == job["id"])
+    workers = faults.worker_processes()
+    assert workers, "no dramatiq worker process found"
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    name, final = await client.wait_final(job["id"], timeout=REDELIVERY_BOUND_S)
+    assert name == "job:completed"
+    assert time.monotonic() - killed_at < REDELIVERY_BOUND_S
+    assert final["job"]["attempt"] == 2, "the redelivery is a second attempt"
+    assert final["job"]["result"] == {"slept_s": 2}
+
+
+async def test_message_that_kills_its_worker_every_time_ends_in_the_dlq(
+        faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _watch(faults, token, sockets)
+    job = await _task(http, token, "test.crash", {}, max_attempts=2)
+    name, final = await client.wait_final(job["id"], timeout=REDELIVERY_BOUND_S)
+    assert name == "job:failed"
+    assert final["job"]["error"]["type"] == "WorkerLost"
+    assert "gave up after 2 attempts" in final["job"]["error"]["message"]
+    entry = await _dead_letter(http, faults, job["id"])
+    assert entry["error"]["type"] == "WorkerLost"
+    # The supervisor brought the workers back: the next job runs.
+    quick = await _task(http, token, "test.sleep", {"seconds": 0.1, "steps": 1})
+    assert (await client.wait_final(quick["id"], timeout=60))[0] == "job:completed"
+
+
+async def test_client_ends_with_the_final_state_across_a_web_restart(
+        faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _watch(faults, token, sockets)
+    job = await _task(http, token, "test.sleep", {"seconds": 3, "steps": 3})
+    await client.wait_for(lambda n, d: n == "job:active" and d["job"]["id"] == job["id"])
+    snapshots_before = sum(1 for n, _ in client.events if n == "jobs:snapshot")
+    await asyncio.to_thread(faults.restart_web)
+
+    def final_seen(name: str, data: Any) -> bool:
+        if name == "job:completed":
+            return bool(data["job"]["id"] == job["id"])
+        return name == "jobs:snapshot" and any(
+            j["id"] == job["id"] and j["state"] == "completed" for j in data["jobs"])
+
+    await client.wait_for(final_seen, timeout=60)
+    assert sum(1 for n, _ in client.events if n == "jobs:snapshot") > snapshots_before, \
+        "the client reconnected by itself and got a fresh snapshot"
+
+
+async def test_redis_restart_loses_nothing(redis_url: str, database_url: str,
+                                           tmp_path: Path, sockets: list[LiveClient]) -> None:
+    # A Redis of its own, with its append-only file, so it can be stopped and started.
+    private = EmbeddedRedis(tmp_path / "redis", persistent=True, use_socket=False).start()
+    try:
+        with running_stack(private.url, database_url, tmp_path, **FAULT_ENV) as stack:
+            async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+                token = await new_token(http)
+                client = await _watch(stack, token, sockets)
+                jobs = [await _task(http, token, "test.sleep", {"seconds": 2, "steps": 4})
+                        for _ in range(3)]
+                await client.wait_for(lambda n, d: n == "job:active")
+                await asyncio.to_thread(private.stop)
+                down = await http.get("/healthz")
+                assert down.status_code == 503
+                assert down.json()["redis"] != "ok"
+                refused = await upload(http, token, jpeg_bytes(100, 80))
+                assert refused.status_code == 503
+                assert refused.json()["error"]["code"] == "queue_unavailable"
+                assert (await http.get("/api/images", headers=auth(token))).json()[
+                    "items"] == [], "nothing half-stored"
+                await asyncio.sleep(2)
+                await asyncio.to_thread(private.start)
+                for _ in range(100):
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.2)
+                assert (await http.get("/healthz")).status_code == 200
+                for job in jobs:
+                    done = await wait_final(http, token, job["id"], timeout=REDELIVERY_BOUND_S)
+                    assert done["state"] == "completed", done
+                # The relay re-subscribed by itself: a new job's events reach the socket.
+                later = await _task(http, token, "test.sleep", {"seconds": 0.1, "steps": 1})
+                assert (await client.wait_final(later["id"], timeout=60))[0] == "job:completed"
+    finally:
+        private.stop()
