@@ -333,3 +333,33 @@ async def test_redis_restart_loses_nothing(redis_url: str, database_url: str,
                 assert (await client.wait_final(later["id"], timeout=60))[0] == "job:completed"
     finally:
         private.stop()
+
+
+async def test_task_submission_checks_type_and_payload(faults: Stack,
+                                                       http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    types = (await http.get("/api/tasks/types", headers=auth(token))).json()["types"]
+    names = {t["type"] for t in types}
+    assert {"test.sleep", "test.flaky", "test.crash"} <= names
+    assert "image.process" not in names, "image jobs come from uploads only"
+    flaky = next(t for t in types if t["type"] == "test.flaky")
+    assert flaky["payload_schema"]["properties"]["fail_runs"]["type"] == "integer"
+
+    unknown = await http.post("/api/tasks", headers=auth(token),
+                              json={"type": "nope", "payload": {}})
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == "unknown_task_type"
+    bad = await http.post("/api/tasks", headers=auth(token),
+                          json={"type": "test.flaky", "payload": {"fail_runs": "two"}})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["code"] == "invalid_payload"
+    assert bad.json()["error"]["fields"] == {"payload.fail_runs": "must be of type integer"}
+    not_json = await http.post("/api/tasks", headers={**auth(token),
+                                                      "Content-Type": "application/json"},
+                               content=b"{nope")
+    assert not_json.status_code == 400
+    delayed = await _task(http, token, "test.sleep", {"seconds": 0}, delay=30)
+    assert delayed["state"] == "queued" and delayed["run_at"]
+    assert delayed["queue_position"] is None, "a delayed job is not waiting in line yet"
+    assert (await http.post(f"/api/jobs/{delayed['id']}/cancel",
+                            headers=auth(token))).status_code == 202

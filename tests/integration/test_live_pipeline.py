@@ -360,3 +360,13 @@ async def test_cancelled_delayed_job_never_runs(stack: Stack, http: httpx.AsyncC
     stranger = await new_token(http)
     assert (await http.post(f"/api/jobs/{job['id']}/cancel",
                             headers=auth(stranger))).status_code == 404
+
+
+async def test_test_task_types_exist_only_when_enabled(stack: Stack,
+                                                       http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    types = (await http.get("/api/tasks/types", headers=auth(token))).json()["types"]
+    assert not [t for t in types if t["type"].startswith("test.")]
+    refused = await http.post("/api/tasks", headers=auth(token),
+                              json={"type": "test.crash", "payload": {}})
+    assert refused.status_code == 400

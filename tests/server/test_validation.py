@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from server.errors import ApiError
-from server.validation import MAX_DELAY_S, page, upload_options
+from server.validation import MAX_DELAY_S, page, payload_errors, task_request, upload_options
 
 
 def test_upload_options_defaults_and_values() -> None:
@@ -28,3 +30,58 @@ def test_page_bounds() -> None:
     for bad in ("0", "201", "x"):
         with pytest.raises(ApiError):
             page({"limit": bad})
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "url": {"type": "string", "format": "uri"},
+        "count": {"type": "integer", "minimum": 1, "maximum": 5},
+        "mode": {"type": "string", "enum": ["a", "b"]},
+    },
+    "required": ["url"],
+    "additionalProperties": False,
+}
+
+
+def test_payload_that_fits_has_no_errors() -> None:
+    assert payload_errors(SCHEMA, {"url": "https://x.test/h", "count": 2, "mode": "a"}) == {}
+
+
+def test_payload_errors_name_each_field() -> None:
+    errors = payload_errors(SCHEMA, {"count": True, "mode": "c", "extra": 1})
+    assert errors == {
+        "payload.url": "is required",
+        "payload.count": "must be of type integer",
+        "payload.mode": "must be one of a, b",
+        "payload.extra": "is not allowed",
+    }
+    assert payload_errors(SCHEMA, {"url": "ftp://x", "count": 9}) == {
+        "payload.url": "must be an http(s) URL", "payload.count": "must be at most 5"}
+    assert payload_errors(SCHEMA, []) == {"payload": "must be of type object"}
+
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_task_request_fields() -> None:
+    spec = task_request({"type": "t", "payload": {"a": 1}, "delay": 2.5, "priority": "low",
+                         "max_attempts": 3}, now=NOW)
+    assert (spec.task_type, spec.payload, spec.delay_s, spec.priority, spec.max_attempts) == (
+        "t", {"a": 1}, 3, "low", 3)
+    later = task_request({"type": "t", "run_at": "2026-01-01T00:01:00Z"}, now=NOW)
+    assert later.delay_s == 60
+    past = task_request({"type": "t", "run_at": "2025-01-01T00:00:00+00:00"}, now=NOW)
+    assert past.delay_s == 0
+
+
+@pytest.mark.parametrize("body", [
+    [], {"payload": {}}, {"type": "t", "priority": "top"}, {"type": "t", "delay": -1},
+    {"type": "t", "delay": 1, "run_at": "2026-01-01T00:00:00Z"},
+    {"type": "t", "run_at": "tomorrow"}, {"type": "t", "run_at": "2026-01-01T00:00:00"},
+    {"type": "t", "max_attempts": 0}, {"type": "t", "max_attempts": "3"},
+])
+def test_bad_task_requests_are_400(body: object) -> None:
+    with pytest.raises(ApiError) as caught:
+        task_request(body, now=NOW)
+    assert caught.value.status == 400

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+import redis
+import sqlalchemy.exc
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+from workers.faults import PermanentFailure, TransientError, describe, is_transient
+from workers.imaging import InvalidImage
+
+
+@pytest.mark.parametrize("exc", [
+    OSError("disk full"), TransientError("later"), redis.ConnectionError("down"),
+    sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked")),
+    TimeLimitExceeded(),
+])
+def test_transient_failures_are_retried(exc: BaseException) -> None:
+    assert is_transient(exc)
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad"), KeyError("x"), TypeError("t"),
+                                 RuntimeError("bug")])
+def test_everything_else_is_permanent(exc: BaseException) -> None:
+    assert not is_transient(exc)
+
+
+def test_a_type_can_declare_its_own_permanent_errors() -> None:
+    # ImageError is not an OSError today; the declaration holds even if it ever becomes one.
+    assert not is_transient(InvalidImage("damaged"), (InvalidImage,))
+    assert not is_transient(OSError("x"), (OSError,))
+
+
+def test_describe_reports_the_original_error() -> None:
+    try:
+        try:
+            raise ValueError("the real reason")
+        except ValueError as inner:
+            raise PermanentFailure("wrapped") from inner
+    except PermanentFailure as outer:
+        assert describe(outer) == {"type": "ValueError", "message": "the real reason"}
+    assert describe(RuntimeError()) == {"type": "RuntimeError", "message": "RuntimeError"}
