@@ -32,16 +32,21 @@ def hash_token(token: str) -> str:
 
 
 async def authenticate(db: Database, token: str | None, admin_token: str) -> Principal | None:
-    """The principal behind a token, or None for a missing or unknown one."""
+    """The principal behind a token, or None for a missing or unknown one.
+
+    Admin rights come from matching ADMIN_TOKEN *now*: rotating or unsetting it revokes
+    them at once, whatever was stored when the old token was first used.
+    """
     if not token:
         return None
     token_hash = hash_token(token)
-    user = await db.read(store.user_by_token_hash, token_hash=token_hash)
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        if user is None or not user.is_admin:
-            user = await db.write(store.ensure_admin, token_hash=token_hash)
-        return Principal(user.id, True)
-    return Principal(user.id, user.is_admin) if user else None
+        admin = await db.read(store.user_by_token_hash, token_hash=token_hash)
+        if admin is None:
+            admin = await db.write(store.ensure_user, token_hash=token_hash)
+        return Principal(admin.id, True)
+    user = await db.read(store.user_by_token_hash, token_hash=token_hash)
+    return Principal(user.id, False) if user else None
 
 
 def bearer_token(request: Request) -> str | None:

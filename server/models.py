@@ -30,7 +30,6 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     # Only a SHA-256 of the bearer token is stored, so a leaked database leaks no tokens.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -38,8 +38,8 @@ class JobView:
 
 # -- users -------------------------------------------------------------------------------------
 
-def create_user(s: Session, *, token_hash: str, is_admin: bool = False) -> User:
-    user = User(id=new_id(), token_hash=token_hash, is_admin=is_admin, created_at=utcnow())
+def create_user(s: Session, *, token_hash: str) -> User:
+    user = User(id=new_id(), token_hash=token_hash, created_at=utcnow())
     s.add(user)
     s.flush()
     return user
@@ -49,14 +49,9 @@ def user_by_token_hash(s: Session, *, token_hash: str) -> User | None:
     return s.scalars(select(User).where(User.token_hash == token_hash)).first()
 
 
-def ensure_admin(s: Session, *, token_hash: str) -> User:
-    """The admin user behind ADMIN_TOKEN, created on first use."""
-    user = user_by_token_hash(s, token_hash=token_hash)
-    if user is None:
-        user = create_user(s, token_hash=token_hash, is_admin=True)
-    elif not user.is_admin:
-        user.is_admin = True
-    return user
+def ensure_user(s: Session, *, token_hash: str) -> User:
+    """The user behind a token, created on first use (the ADMIN_TOKEN's user)."""
+    return user_by_token_hash(s, token_hash=token_hash) or create_user(s, token_hash=token_hash)
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -108,7 +103,10 @@ def create_image_job(
     priority: str = "normal",
     run_at: datetime | None = None,
 ) -> JobView:
-    """Record an accepted upload and its queued processing job."""
+    """Record an accepted upload and its queued processing job.
+
+    Call ``find_duplicate`` in the same transaction first (``create_upload`` does).
+    """
     now = utcnow()
     job = Job(
         id=new_id(), user_id=user_id, type=task_type, queue=queue,
@@ -124,6 +122,20 @@ def create_image_job(
     s.add_all([image, job])
     s.flush()
     return JobView(job, image)
+
+
+def create_upload(s: Session, *, user_id: str, sha256: str,
+                  **fields: Any) -> tuple[JobView, bool]:
+    """``(view, False)`` for a new upload, or ``(earlier view, True)`` for the same bytes again.
+
+    The user's row is locked first so that parallel uploads of one file by one user
+    cannot both pass the duplicate check (SQLite writes are serialised anyway).
+    """
+    s.execute(select(User.id).where(User.id == user_id).with_for_update())
+    duplicate = find_duplicate(s, user_id=user_id, sha256=sha256)
+    if duplicate is not None:
+        return duplicate, True
+    return create_image_job(s, user_id=user_id, sha256=sha256, **fields), False
 
 
 def find_duplicate(s: Session, *, user_id: str, sha256: str) -> JobView | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from server.errors import ApiError
@@ -205,6 +205,9 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
                 # Disk writes leave the event loop; one hop per network chunk, not per part.
                 await asyncio.to_thread(_write_all, pending)
         parser.finalize()
+        if parser.state != MultipartState.END:
+            # The closing boundary never came: the body was cut short.
+            raise ApiError(400, "bad_request", "the multipart body is incomplete")
     except MultipartParseError as exc:
         form.cleanup()
         raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from None

@@ -8,7 +8,9 @@ message that was running is redelivered (see the README's "Failure handling").
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -22,9 +24,24 @@ log = logging.getLogger("workers.supervisor")
 
 # Exit codes of the dramatiq CLI that a restart cannot fix (bad import or arguments, pidfile).
 _FATAL_CODES = {2, 4}
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _MAX_PAUSE_S = 30.0
 # A run this long counts as healthy: the next crash restarts after the shortest pause.
 _HEALTHY_RUN_S = 60.0
+
+
+def _own_group_dying_with_us() -> None:
+    """In the child: a process group of its own, and SIGTERM if the supervisor dies.
+
+    A group of its own, because process managers (honcho, systemd) signal the whole
+    group: Dramatiq's workers would get SIGTERM twice — once directly, once forwarded by
+    Dramatiq — and the second one kills them without a graceful shutdown. PDEATHSIG so
+    that the group never outlives a supervisor that was killed with SIGKILL.
+    """
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def main() -> int:
@@ -47,7 +64,7 @@ def main() -> int:
     pause = 1.0
     while True:
         started = time.monotonic()
-        child = subprocess.Popen(command)
+        child = subprocess.Popen(command, preexec_fn=_own_group_dying_with_us)
         code = child.wait()
         if stopping.is_set() or code == 0:
             return 0

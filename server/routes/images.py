@@ -41,28 +41,29 @@ async def upload_image(request: Request) -> Response:
         upload = form.single_file("file")
         options = validation.upload_options(form.fields)
         probe = await _probe(upload, settings.max_image_pixels)
-        duplicate = await state.db.read(store.find_duplicate, user_id=principal.user_id,
-                                        sha256=upload.sha256)
-        if duplicate is not None:
-            return JSONResponse({
-                "image": state.presenter.image(duplicate.image),
-                "job": state.presenter.job(duplicate.job, duplicate.image),
-                "duplicate": True,
-            }, status_code=200)
         image_id = new_id()
         await asyncio.to_thread(state.storage.adopt_original, upload.path, image_id)
         run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
         try:
-            view = await state.db.write(
-                store.create_image_job, image_id=image_id, user_id=principal.user_id,
+            view, duplicate = await state.db.write(
+                store.create_upload, image_id=image_id, user_id=principal.user_id,
                 filename=upload.filename, content_type=probe.mime, size_bytes=upload.size,
                 sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
-                task_type=IMAGE_TASK, queue=IMAGE_QUEUE, max_attempts=settings.retry_max_attempts,
-                priority=options.priority, run_at=run_at,
+                task_type=IMAGE_TASK, queue=IMAGE_QUEUE,
+                max_attempts=settings.retry_max_attempts, priority=options.priority,
+                run_at=run_at,
             )
         except BaseException:
-            state.storage.remove_image(image_id)
+            await asyncio.to_thread(state.storage.remove_image, image_id)
             raise
+        if duplicate:
+            await asyncio.to_thread(state.storage.remove_image, image_id)
+            position = await state.db.read(store.queue_position, job=view.job)
+            return JSONResponse({
+                "image": state.presenter.image(view.image),
+                "job": state.presenter.job(view.job, view.image, position),
+                "duplicate": True,
+            }, status_code=200)
 
         async def undo() -> None:
             await state.db.write(store.delete_upload, image_id=image_id, job_id=view.job.id)
