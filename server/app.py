@@ -22,6 +22,7 @@ from server.schemas import Presenter
 from server.settings import Settings
 from server.sockets import register_handlers
 from server.storage import Storage
+from server.sweeper import run_sweeper
 from workers import tasks as task_registry
 from workers.broker import build_broker
 
@@ -65,13 +66,15 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                                     settings.public_url)
         state.publish = publish
         state.task_types = task_registry.load(include_test_tasks=settings.enable_test_tasks)
-        relay = asyncio.create_task(relay_events(bus, sio), name="relay")
+        state.relay = asyncio.create_task(relay_events(bus, sio), name="relay")
+        sweeper = asyncio.create_task(run_sweeper(state), name="sweeper")
         try:
             yield
         finally:
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+            for task in (state.relay, sweeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             state.broker.close()
             await client.aclose()
             await db.dispose()

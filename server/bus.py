@@ -49,8 +49,13 @@ class Bus:
                 log.warning("event bus lost Redis (%s); re-subscribing in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            except Exception:
+                # Whatever went wrong, live events must not stop for good.
+                log.exception("event bus failed; re-subscribing in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
             finally:
-                with contextlib.suppress(redis.ConnectionError, OSError):
+                with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
 

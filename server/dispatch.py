@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import redis
 
 from server import store
 from server.errors import ApiError
+from server.models import Job, as_utc, utcnow
 from server.store import JobView
 from workers.broker import enqueue_job
 
@@ -25,15 +28,42 @@ async def enqueue(state: Any, view: JobView, *, delay_s: int = 0,
     wait forever, so the request fails as a whole and the client may try again.
     """
     job = view.job
+    assert job.message_id is not None
     try:
-        await asyncio.to_thread(enqueue_job, state.broker, job_id=job.id, actor_name=job.type,
-                                queue_name=job.queue, max_attempts=job.max_attempts,
-                                delay_ms=delay_s * 1000)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        await send(state, job, delay_s=delay_s)
+    except redis.RedisError as exc:
         await undo()
         log.warning("refused job %s, Redis unavailable: %s", job.id, exc)
         raise ApiError(503, "queue_unavailable",
                        "the job queue is unavailable; try again shortly") from None
+    # Should this write fail, the sweeper sends a fresh message and the first is skipped.
+    await state.db.write(store.mark_enqueued, job_id=job.id, message_id=job.message_id)
+
+
+async def send(state: Any, job: Job, *, delay_s: int = 0) -> None:
+    """Put the job's current message on its queue (raises redis errors)."""
+    assert job.message_id is not None
+    await asyncio.to_thread(enqueue_job, state.broker, job_id=job.id, message_id=job.message_id,
+                            actor_name=job.type, queue_name=job.queue,
+                            max_attempts=job.max_attempts, delay_ms=delay_s * 1000)
+
+
+async def sweep_unsent(state: Any, *, older_than_s: float) -> int:
+    """Send the messages of queued jobs that were stored but never enqueued; returns count."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    sent = 0
+    for stale in await state.db.read(store.unsent_jobs, created_before=cutoff):
+        job = await state.db.write(store.renew_message, job_id=stale.id)
+        if job is None:
+            continue
+        remaining = 0
+        if job.run_at is not None:
+            remaining = max(0, math.ceil((as_utc(job.run_at) - utcnow()).total_seconds()))
+        await send(state, job, delay_s=remaining)
+        await state.db.write(store.mark_enqueued, job_id=job.id, message_id=job.message_id)
+        log.warning("re-sent the message of job %s, which was never enqueued", job.id)
+        sent += 1
+    return sent
 
 
 async def announce(state: Any, view: JobView) -> dict[str, Any]:

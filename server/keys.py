@@ -21,3 +21,8 @@ def dramatiq_heartbeats(namespace: str) -> str:
 def test_task_runs(prefix: str, job_id: str) -> str:
     """How many times a test task ran (ENABLE_TEST_TASKS only), across retries."""
     return f"{prefix}:test-runs:{job_id}"
+
+
+def sweeper_lock(prefix: str) -> str:
+    """Held for one sweep interval by the web process that sweeps; the others skip it."""
+    return f"{prefix}:sweeper-lock"

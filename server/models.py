@@ -20,6 +20,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they are UTC here."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -71,6 +76,10 @@ class Job(Base):
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     image_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    # The Dramatiq message that may run this job; any other copy is skipped (see store).
+    message_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # Whether that message reached Redis; the sweeper re-sends those that did not.
+    enqueued: Mapped[bool] = mapped_column(Boolean, default=False)
     # Grows by one with every stored change, so clients can drop stale events.
     seq: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -9,7 +9,7 @@ from typing import Any
 
 from server import signing
 from server.events import JobEvent, event_for_state
-from server.models import Image, Job
+from server.models import Image, Job, as_utc
 from server.store import JobView
 
 
@@ -17,9 +17,7 @@ def iso(value: datetime | None) -> str | None:
     """ISO-8601 in UTC with a Z; SQLite hands back naive datetimes, which are UTC here."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return as_utc(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,8 @@ class Settings:
     worker_threads: int = 4
     worker_heartbeat_timeout_ms: int = 20_000
     enable_test_tasks: bool = False
+    sweep_interval_s: int = 30
+    sweep_after_s: int = 60
     retry_max_attempts: int = 4
     retry_min_backoff_ms: int = 1000
     retry_max_backoff_ms: int = 60_000
@@ -130,6 +132,8 @@ class Settings:
             worker_heartbeat_timeout_ms=_int(env, "WORKER_HEARTBEAT_TIMEOUT_MS", 20_000,
                                              minimum=1000),
             enable_test_tasks=_bool(env, "ENABLE_TEST_TASKS"),
+            sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30, minimum=1),
+            sweep_after_s=_int(env, "SWEEP_AFTER_S", 60, minimum=1),
             cors_origins=tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",")
                                if o.strip()),
             retry_max_attempts=_int(env, "RETRY_MAX_ATTEMPTS", 4, minimum=1),

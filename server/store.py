@@ -7,15 +7,23 @@ All arguments after the session are keyword-only.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from server.jobs import AttemptsExhausted, JobState, Stage, check_transition, is_final
-from server.models import DeadLetter, Image, Job, User, new_id, utcnow
+from server.jobs import (
+    AttemptsExhausted,
+    JobState,
+    Stage,
+    TransitionError,
+    check_transition,
+    is_final,
+)
+from server.models import DeadLetter, Image, Job, User, as_utc, new_id, utcnow
 
 # Image status follows its job's state.
 _IMAGE_STATUS = {
@@ -67,13 +75,13 @@ def create_task_job(
     priority: str = "normal",
     run_at: datetime | None = None,
 ) -> JobView:
-    """Record a queued job of a generic task type."""
+    """Record a queued job of a generic task type (its message is not sent yet)."""
     now = utcnow()
     job = Job(
         id=new_id(), user_id=user_id, type=task_type, queue=queue,
         state=JobState.QUEUED.value, stage=Stage.STORED.value, progress=0, attempt=0,
         max_attempts=max_attempts, priority=priority, payload=payload, seq=1,
-        created_at=now, updated_at=now, run_at=run_at,
+        created_at=now, updated_at=now, run_at=run_at, message_id=new_message_id(),
     )
     s.add(job)
     s.flush()
@@ -113,6 +121,7 @@ def create_image_job(
         state=JobState.QUEUED.value, stage=Stage.STORED.value, progress=0, attempt=0,
         max_attempts=max_attempts, priority=priority, payload={"image_id": image_id},
         image_id=image_id, seq=1, created_at=now, updated_at=now, run_at=run_at,
+        message_id=new_message_id(),
     )
     image = Image(
         id=image_id, user_id=user_id, status="queued", filename=filename,
@@ -226,7 +235,7 @@ def queue_position(s: Session, *, job: Job) -> int | None:
     if job.state != JobState.QUEUED.value:
         return None
     now = utcnow()
-    if job.run_at is not None and _aware(job.run_at) > now:
+    if job.run_at is not None and as_utc(job.run_at) > now:
         return None
     ahead = s.scalar(
         select(func.count())
@@ -242,10 +251,6 @@ def get_job_positioned(s: Session, *, job_id: str,
     """``get_job`` plus the job's queue position (None unless it is waiting)."""
     view = get_job(s, job_id=job_id, user_id=user_id)
     return (view, queue_position(s, job=view.job)) if view else None
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _locked_job(s: Session, job_id: str) -> Job | None:
@@ -318,7 +323,7 @@ def cancel_job(s: Session, *, job_id: str, user_id: str | None) -> JobView | Non
     return cancelled
 
 
-def begin_attempt(s: Session, *, job_id: str) -> JobView | None:
+def begin_attempt(s: Session, *, job_id: str, message_id: str | None = None) -> JobView | None:
     """Mark the job active for its next attempt; every delivery of its message counts.
 
     Raises TransitionError if it may not run (cancelled, finished) and AttemptsExhausted
@@ -327,6 +332,9 @@ def begin_attempt(s: Session, *, job_id: str) -> JobView | None:
     job = _locked_job(s, job_id)
     if job is None:
         return None
+    if message_id is not None and job.message_id is not None and message_id != job.message_id:
+        # A stale copy: the sweeper (or a DLQ retry) sent a newer message for this job.
+        raise TransitionError(f"message {message_id} was superseded by {job.message_id}")
     check_transition(job.state, JobState.ACTIVE)
     if job.attempt >= job.max_attempts:
         lost = " (its worker stopped unexpectedly)" if job.state == JobState.ACTIVE.value else ""
@@ -405,8 +413,38 @@ def requeue_dead_letter(s: Session, *, job_id: str) -> tuple[DeadLetter, JobView
     view = transition(s, job_id=job_id, state=JobState.QUEUED)
     if view is None:
         return None
+    view.job.message_id, view.job.enqueued = new_message_id(), False
     s.delete(entry)
     return entry, view
+
+
+# -- message bookkeeping -----------------------------------------------------------------------
+
+def new_message_id() -> str:
+    return str(uuid.uuid4())
+
+
+def mark_enqueued(s: Session, *, job_id: str, message_id: str) -> None:
+    """Note that the job's message reached Redis (unless a newer one replaced it)."""
+    job = s.get(Job, job_id)
+    if job is not None and job.message_id == message_id:
+        job.enqueued = True
+
+
+def unsent_jobs(s: Session, *, created_before: datetime, limit: int = 100) -> list[Job]:
+    """Queued jobs whose message never reached Redis (the web process died in between)."""
+    return list(s.scalars(
+        select(Job).where(Job.state == JobState.QUEUED.value, Job.enqueued.is_(False),
+                          Job.created_at < created_before).order_by(Job.id).limit(limit)))
+
+
+def renew_message(s: Session, *, job_id: str) -> Job | None:
+    """Give a queued, unsent job a new message id; any older copy will be skipped."""
+    job = _locked_job(s, job_id)
+    if job is None or job.state != JobState.QUEUED.value or job.enqueued:
+        return None
+    job.message_id = new_message_id()
+    return job
 
 
 def snapshot_window() -> datetime:

@@ -38,11 +38,12 @@ def build_broker(settings: Settings, *extra: dramatiq.Middleware) -> RedisBroker
     return broker
 
 
-def enqueue_job(broker: RedisBroker, *, job_id: str, actor_name: str, queue_name: str,
-                max_attempts: int, delay_ms: int | None = None) -> None:
+def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name: str,
+                queue_name: str, max_attempts: int, delay_ms: int | None = None) -> None:
     """Send the message for a stored job; its only argument is the job id."""
     message: Message[object] = Message(
         queue_name=queue_name, actor_name=actor_name, args=(job_id,), kwargs={},
+        message_id=message_id,
         # Per-job attempts: Retries reads max_retries from the message before the actor.
         options={"max_retries": max(0, max_attempts - 1)},
     )

@@ -40,7 +40,7 @@ class JobLifecycle(dramatiq.Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         job_id = job_id_of(message)
         try:
-            view = self.reporter.begin_attempt(job_id)
+            view = self.reporter.begin_attempt(job_id, message.message_id)
         except TransitionError as exc:
             # Cancelled (or finished) while the message waited: it must never run.
             log.info("skipping message for job %s: %s", job_id, exc)

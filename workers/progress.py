@@ -59,8 +59,8 @@ class Reporter:
             self._publish(view)
         return view
 
-    def begin_attempt(self, job_id: str) -> JobView | None:
-        view = self._write(store.begin_attempt, job_id=job_id)
+    def begin_attempt(self, job_id: str, message_id: str) -> JobView | None:
+        view = self._write(store.begin_attempt, job_id=job_id, message_id=message_id)
         if view is not None:
             self._publish(view)
         return view

@@ -27,9 +27,10 @@ async def _check(probe: Any) -> str:
 async def healthz(request: Request) -> JSONResponse:
     state = request.app.state
     redis_status, db_status = await asyncio.gather(_check(state.redis.ping), _check(state.db.ping))
-    healthy = redis_status == db_status == "ok"
+    relay_status = "stopped" if state.relay.done() else "ok"
+    healthy = redis_status == db_status == relay_status == "ok"
     body = {"status": "ok" if healthy else "unavailable", "redis": redis_status,
-            "database": db_status}
+            "database": db_status, "relay": relay_status}
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 

@@ -14,6 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from server import store
+from server.auth import hash_token
+from server.db import SyncDatabase
 from server.embedded_redis import EmbeddedRedis
 from tests.conftest import Stack, running_stack
 from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
@@ -28,6 +31,8 @@ FAULT_ENV = {
     "JOB_TIME_LIMIT_S": "4",
     "RETRY_MIN_BACKOFF_MS": "1000",
     "RETRY_MAX_BACKOFF_MS": "8000",
+    "SWEEP_INTERVAL_S": "1",
+    "SWEEP_AFTER_S": "1",
 }
 # The bound the README promises for redelivery after a worker dies.
 REDELIVERY_BOUND_S = 90
@@ -363,3 +368,22 @@ async def test_task_submission_checks_type_and_payload(faults: Stack,
     assert delayed["queue_position"] is None, "a delayed job is not waiting in line yet"
     assert (await http.post(f"/api/jobs/{delayed['id']}/cancel",
                             headers=auth(token))).status_code == 202
+
+
+async def test_job_stored_but_never_enqueued_is_swept_and_runs(
+        faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _watch(faults, token, sockets)
+    # What a web process leaves behind if it dies between the commit and the enqueue.
+    database = SyncDatabase(faults.env["DATABASE_URL"])
+    try:
+        user = database.read(store.user_by_token_hash, token_hash=hash_token(token))
+        assert user is not None
+        view = database.write(store.create_task_job, user_id=user.id, task_type="test.sleep",
+                              queue="default", payload={"seconds": 0.1, "steps": 1},
+                              max_attempts=2)
+    finally:
+        database.dispose()
+    name, final = await client.wait_final(view.job.id, timeout=30)
+    assert name == "job:completed"
+    assert final["job"]["attempt"] == 1

@@ -274,7 +274,7 @@ async def test_delete_removes_record_and_files(stack: Stack, http: httpx.AsyncCl
 async def test_health_reports_redis_and_database(http: httpx.AsyncClient) -> None:
     response = await http.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "redis": "ok", "database": "ok"}
+    assert response.json() == {"status": "ok", "redis": "ok", "database": "ok", "relay": "ok"}
 
 
 async def test_web_client_is_served(http: httpx.AsyncClient) -> None:
