@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 
 from server.bus import Bus
 from server.db import Database
-from server.errors import EXCEPTION_HANDLERS
+from server.error_handlers import EXCEPTION_HANDLERS
 from server.events import JobEvent
 from server.relay import relay_events
 from server.routes import dlq, images, jobs, ops, session, tasks

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ IO_LIBRARIES = {"dramatiq", "redis", "sqlalchemy", "starlette", "socketio", "uvi
 PURE_MODULES = ["server/jobs.py", "server/events.py", "server/keys.py", "server/signing.py",
                 "server/validation.py", "workers/imaging.py"]
 HTTP_MODULES = {"server.app", "server.routes", "server.sockets", "server.relay", "server.auth",
-                "server.uploads", "server.errors", "server.validation"}
+                "server.uploads", "server.error_handlers", "server.sweeper", "server.dispatch"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -30,6 +32,16 @@ def _imports(path: Path) -> set[str]:
 def test_pure_modules_import_no_io_library(module: str) -> None:
     imported = {name.split(".")[0] for name in _imports(ROOT / module)}
     assert not imported & IO_LIBRARIES, imported & IO_LIBRARIES
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_modules_pull_in_no_io_library_indirectly(module: str) -> None:
+    name = module.removesuffix(".py").replace("/", ".")
+    probe = (f"import sys, {name}; "
+             "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert not set(loaded) & IO_LIBRARIES, set(loaded) & IO_LIBRARIES
 
 
 @pytest.mark.parametrize("module", sorted(str(p.relative_to(ROOT))

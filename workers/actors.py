@@ -48,5 +48,5 @@ def declare_actors(broker: dramatiq.Broker, ctx: WorkerContext,
             min_backoff=settings.retry_min_backoff_ms,
             max_backoff=settings.retry_max_backoff_ms,
             time_limit=(task_type.time_limit_s or settings.job_time_limit_s) * 1000,
-            throws=(PermanentFailure, JobCancelled),
+            throws=(PermanentFailure,),
         )

@@ -14,7 +14,7 @@ from typing import Any
 import dramatiq
 
 from server.jobs import TransitionError
-from workers.faults import JobCancelled, describe
+from workers.faults import describe
 from workers.lifecycle import job_id_of
 from workers.progress import Reporter
 
@@ -33,8 +33,6 @@ class DeadLetters(dramatiq.Middleware):
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         # after_nack runs in the worker thread before Dramatiq clears the stuffed exception.
         exception: BaseException | None = getattr(message, "_exception", None)
-        if isinstance(exception, JobCancelled):
-            return  # cancelled jobs are not failures; JobLifecycle recorded them
         if exception is None:
             error = {"type": "Failed", "message": "the job failed without an error"}
             trace = None

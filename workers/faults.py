@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import redis
 import sqlalchemy.exc
+from dramatiq.middleware import SkipMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 
-class JobCancelled(Exception):
-    """The job was cancelled or its input is gone: stop now, never retry."""
+class JobCancelled(SkipMessage):
+    """The job was cancelled (its row already says so): stop now, never retry.
+
+    A SkipMessage, so Dramatiq acks the message instead of parking it in its own
+    dead-letter set: a cancelled job is not a failure.
+    """
 
 
 class TransientError(Exception):

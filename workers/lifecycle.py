@@ -1,9 +1,10 @@
-"""Job lifecycle as Dramatiq middleware: active, retrying, completed, cancelled.
+"""Job lifecycle as Dramatiq middleware: active, retrying, completed.
 
 Actors only do their work; this middleware moves the job row through its states and
 publishes each change. It is added ``before=Retries`` (see ``workers.broker``) so its
 ``after_process_message`` runs once Retries has decided whether the failure is final;
-final failures are recorded by ``workers.dead_letters``.
+final failures are recorded by ``workers.dead_letters``; cancellation is written by
+whoever cancels (the web process, or an actor that finds its input gone).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dramatiq.middleware import SkipMessage
 
 from server.jobs import AttemptsExhausted, JobState, Stage, TransitionError
 from server.models import utcnow
-from workers.faults import JobCancelled, describe
+from workers.faults import describe
 from workers.progress import Reporter
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,6 @@ class JobLifecycle(dramatiq.Middleware):
             if exception is None:
                 self.reporter.transition(job_id, JobState.COMPLETED, stage=Stage.DONE.value,
                                          progress=100, result=result)
-            elif isinstance(exception, JobCancelled):
-                self.reporter.transition(job_id, JobState.CANCELLED, stage="cancelled",
-                                         error=describe(exception))
             elif not message.failed:
                 self.reporter.transition(job_id, JobState.RETRYING, stage="retrying",
                                          error=describe(exception), run_at=next_run)

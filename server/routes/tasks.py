@@ -12,7 +12,8 @@ from starlette.routing import Route
 
 from server import dispatch, store, validation
 from server.auth import require_user
-from server.errors import ApiError, error_response
+from server.error_handlers import error_response
+from server.errors import ApiError
 from server.models import utcnow
 
 
@@ -32,11 +33,8 @@ async def submit_task(request: Request) -> JSONResponse:
         raise ApiError(400, "unknown_task_type", f"no task type named {spec.task_type!r}")
     errors = validation.payload_errors(task_type.schema, spec.payload)
     if errors:
-        response = error_response(422, "invalid_payload",
-                                  f"the payload does not fit {spec.task_type}")
-        body_out = json.loads(response.body)
-        body_out["error"]["fields"] = errors
-        return JSONResponse(body_out, status_code=422)
+        return error_response(422, "invalid_payload",
+                              f"the payload does not fit {spec.task_type}", fields=errors)
     max_attempts = (spec.max_attempts or task_type.max_attempts
                     or state.settings.retry_max_attempts)
     view = await state.db.write(

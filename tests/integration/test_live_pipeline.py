@@ -396,3 +396,15 @@ async def test_parallel_uploads_of_the_same_bytes_make_one_job(stack: Stack,
     assert len({r.json()["job"]["id"] for r in responses}) == 1
     items = (await http.get("/api/images", headers=auth(token))).json()["items"]
     assert len(items) == 1
+
+
+async def test_deleting_an_image_before_it_runs_cancels_its_job(
+        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _connect(stack, token, live)
+    body = (await upload(http, token, jpeg_bytes(500, 300), fields={"delay": "1"})).json()
+    assert (await http.delete(f"/api/images/{body['image']['id']}",
+                              headers=auth(token))).status_code == 204
+    name, final = await client.wait_final(body["job"]["id"])
+    assert name == "job:cancelled"
+    assert final["job"]["error"]["message"] == "the image was deleted before it was processed"

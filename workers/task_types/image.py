@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from server import store
-from server.jobs import STAGE_PROGRESS, Stage
+from server.jobs import STAGE_PROGRESS, JobState, Stage
 from server.store import JobView
 from workers import imaging
 from workers.context import WorkerContext
@@ -21,12 +21,20 @@ def process_image(ctx: WorkerContext, view: JobView) -> dict[str, Any] | None:
     image_id = str(view.job.payload.get("image_id") or view.job.image_id)
     try:
         _process(ctx, view.job.id, image_id)
-    except JobCancelled:
+    except BaseException:
+        # Whatever stopped this attempt, no partial output stays visible; a retry redoes it.
         ctx.storage.remove_renditions(image_id)
         ctx.db.write(store.record_image_output, image_id=image_id, has_thumbnail=False,
                      has_preview=False)
         raise
     return None  # the presenter puts the finished <Image> into result
+
+
+def _cancel(ctx: WorkerContext, job_id: str, reason: str) -> JobCancelled:
+    """Record that the job is cancelled because its input is gone, and say so."""
+    ctx.reporter.transition(job_id, JobState.CANCELLED, stage="cancelled",
+                            error={"type": "Cancelled", "message": reason})
+    return JobCancelled(reason)
 
 
 def _process(ctx: WorkerContext, job_id: str, image_id: str) -> None:
@@ -38,12 +46,12 @@ def _process(ctx: WorkerContext, job_id: str, image_id: str) -> None:
 
     def keep(**fields: object) -> None:
         if ctx.db.write(store.record_image_output, image_id=image_id, **fields) is None:
-            raise JobCancelled("the image was deleted while it was processed")
+            raise _cancel(ctx, job_id, "the image was deleted while it was processed")
 
     enter(Stage.DECODING)
     if ctx.db.read(store.get_image, image_id=image_id, user_id=None) is None \
             or not source.exists():
-        raise JobCancelled("the image was deleted before it was processed")
+        raise _cancel(ctx, job_id, "the image was deleted before it was processed")
     # Each stage rewrites its output atomically, so a redelivered job simply runs again.
     picture = imaging.decode(source, max_pixels=max_pixels)
     enter(Stage.THUMBNAIL)
