@@ -19,10 +19,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check server workers tests bench
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint: $(STAMP)
 	$(PY) -m ruff check server workers tests bench
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -83,7 +83,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         routes=[*session.routes, *images.routes, *jobs.routes, *tasks.routes, *dlq.routes,
                 *ops.routes],
         lifespan=lifespan,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     register_handlers(sio, app.state)
     return socketio.ASGIApp(sio, other_asgi_app=app)

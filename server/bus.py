@@ -56,7 +56,7 @@ class Bus:
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 class SyncBus:

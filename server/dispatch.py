@@ -71,4 +71,4 @@ async def announce(state: Any, view: JobView) -> dict[str, Any]:
     position = await state.db.read(store.queue_position, job=view.job)
     event = state.presenter.event(view, queue_position=position)
     await state.publish(event)
-    return event.job
+    return dict(event.job)

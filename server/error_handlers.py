@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import redis
 import sqlalchemy.exc
@@ -30,7 +31,7 @@ _HTTP_CODES = {
 
 
 def error_response(status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None,
+                   headers: Mapping[str, str] | None = None,
                    fields: dict[str, str] | None = None) -> JSONResponse:
     body: dict[str, object] = {"code": code, "message": message}
     if fields:

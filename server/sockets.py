@@ -27,7 +27,6 @@ def _token_from(auth: Any, environ: dict[str, Any]) -> str | None:
 def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
     """Attach the handlers; ``state`` is the app state the lifespan fills in."""
 
-    @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = _token_from(auth, environ)
         if token is None:
@@ -49,7 +48,6 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
         jobs = [state.presenter.job(v.job, v.image) for v in views]
         await sio.emit(SNAPSHOT, snapshot_payload(jobs), to=sid)
 
-    @sio.event
     async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
         job_id = data.get("job_id") if isinstance(data, dict) else None
         if not isinstance(job_id, str) or not job_id:
@@ -66,9 +64,11 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
             await sio.enter_room(sid, job_room(job_id))
         return {"ok": True, "job": state.presenter.job(view.job, view.image, position)}
 
-    @sio.event
     async def unsubscribe(sid: str, data: Any = None) -> dict[str, Any]:
         job_id = data.get("job_id") if isinstance(data, dict) else None
         if isinstance(job_id, str):
             await sio.leave_room(sid, job_room(job_id))
         return {"ok": True}
+
+    for handler in (connect, subscribe, unsubscribe):
+        sio.on(handler.__name__, handler)

@@ -192,7 +192,7 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
         "on_header_value": collector.on_header_value,
         "on_header_end": collector.on_header_end,
         "on_headers_finished": collector.on_headers_finished,
-    })  # type: ignore[arg-type]
+    })
     received = 0
     try:
         async for chunk in request.stream():

@@ -40,7 +40,6 @@ def declare_actors(broker: dramatiq.Broker, ctx: WorkerContext,
             return run_job(ctx, _task_type, job_id)
 
         dramatiq.actor(
-            work,
             broker=broker,
             actor_name=task_type.name,
             queue_name=task_type.queue,
@@ -49,4 +48,4 @@ def declare_actors(broker: dramatiq.Broker, ctx: WorkerContext,
             max_backoff=settings.retry_max_backoff_ms,
             time_limit=(task_type.time_limit_s or settings.job_time_limit_s) * 1000,
             throws=(PermanentFailure,),
-        )
+        )(work)

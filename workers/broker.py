@@ -29,10 +29,12 @@ def build_broker(settings: Settings, *extra: dramatiq.Middleware) -> RedisBroker
     They are inserted before Retries: Dramatiq runs ``after_*`` hooks in reverse order, so
     they run after Retries has decided whether the message failed for good (FACTS.md §1).
     """
-    broker = RedisBroker(client=redis_client(settings.require_redis()),
-                         namespace=keys.dramatiq_namespace(settings.redis_prefix),
-                         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
-                         maintenance_chance=MAINTENANCE_CHANCE)
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
+        client=redis_client(settings.require_redis()),
+        namespace=keys.dramatiq_namespace(settings.redis_prefix),
+        heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
+        maintenance_chance=MAINTENANCE_CHANCE,
+    )
     for middleware in extra:
         broker.add_middleware(middleware, before=Retries)
     return broker
