@@ -1,0 +1,97 @@
+"""`make run`'s launcher: starts everything, prints the URL, and Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.embedded_redis import free_port
+from tests.conftest import ROOT, descendants
+
+pytestmark = pytest.mark.integration
+
+
+def _launch(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "DATABASE_URL") and not k.startswith("TEST_")}
+    env.update({"DATA_DIR": str(tmp_path / "var"), "PORT": str(port), "LOG_LEVEL": "warning",
+                "PYTHONUNBUFFERED": "1", **extra})
+    with (tmp_path / "launcher.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "server.launcher"], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> list[str]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        lines = log.read_text(errors="replace").splitlines()
+        if any(f"Darkroom is ready at {url}" in line for line in lines):
+            return lines
+        time.sleep(0.2)
+    raise AssertionError("the launcher never printed its URL:\n" + log.read_text())
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> list[int]:
+    """Ctrl-C as a terminal sends it: SIGINT to the launcher's process group."""
+    children = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 20
+    alive = children
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
+                 and "zombie" not in _state(pid)]
+        time.sleep(0.2)
+    return alive
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
+def test_launcher_runs_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
+    proc, url = _launch(tmp_path)
+    try:
+        lines = _wait_ready(proc, url, tmp_path / "launcher.log")
+        assert any("started a private Redis at unix://" in line for line in lines)
+        assert (tmp_path / "var" / "darkroom.db").exists()
+        token = httpx.post(f"{url}/api/session").json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        from tests.factories import jpeg_bytes
+
+        job = httpx.post(f"{url}/api/images", headers=headers,
+                         files={"file": ("a.jpg", jpeg_bytes(400, 300), "image/jpeg")}).json()
+        deadline = time.monotonic() + 30
+        state = ""
+        while state != "completed" and time.monotonic() < deadline:
+            state = httpx.get(f"{url}/api/jobs/{job['job']['id']}", headers=headers).json()[
+                "state"]
+            time.sleep(0.2)
+        assert state == "completed"
+    finally:
+        alive = _stop(proc)
+    assert alive == [], f"left running: {alive}"
+
+
+def test_launcher_uses_the_given_redis_and_starts_none(tmp_path: Path, redis_url: str) -> None:
+    proc, url = _launch(tmp_path, REDIS_URL=redis_url, REDIS_PREFIX="launchertest")
+    try:
+        lines = _wait_ready(proc, url, tmp_path / "launcher.log")
+        assert not any("private Redis" in line for line in lines)
+        assert not (tmp_path / "var" / "redis").exists()
+        assert httpx.get(f"{url}/healthz").json()["redis"] == "ok"
+    finally:
+        alive = _stop(proc)
+    assert alive == []
