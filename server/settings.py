@@ -83,6 +83,12 @@ class Settings:
     enable_test_tasks: bool = False
     sweep_interval_s: int = 30
     sweep_after_s: int = 60
+    smtp_url: str = field(default="", repr=False)
+    smtp_from: str = "darkroom@localhost"
+    webhook_secret: str = field(default="", repr=False)
+    webhook_timeout_s: int = 10
+    rate_limit_uploads_per_min: int = 120
+    retention_days: int = 30
     retry_max_attempts: int = 4
     retry_min_backoff_ms: int = 1000
     retry_max_backoff_ms: int = 60_000
@@ -134,6 +140,12 @@ class Settings:
             enable_test_tasks=_bool(env, "ENABLE_TEST_TASKS"),
             sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30, minimum=1),
             sweep_after_s=_int(env, "SWEEP_AFTER_S", 60, minimum=1),
+            smtp_url=env.get("SMTP_URL", "").strip(),
+            smtp_from=env.get("SMTP_FROM", "").strip() or "darkroom@localhost",
+            webhook_secret=env.get("WEBHOOK_SECRET", "").strip(),
+            webhook_timeout_s=_int(env, "WEBHOOK_TIMEOUT_S", 10, minimum=1),
+            rate_limit_uploads_per_min=_int(env, "RATE_LIMIT_UPLOADS_PER_MIN", 120, minimum=0),
+            retention_days=_int(env, "RETENTION_DAYS", 30, minimum=1),
             cors_origins=tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",")
                                if o.strip()),
             retry_max_attempts=_int(env, "RETRY_MAX_ATTEMPTS", 4, minimum=1),

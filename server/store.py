@@ -23,7 +23,7 @@ from server.jobs import (
     check_transition,
     is_final,
 )
-from server.models import DeadLetter, Image, Job, User, as_utc, new_id, utcnow
+from server.models import DeadLetter, Image, Job, User, Webhook, as_utc, new_id, utcnow
 
 # Image status follows its job's state.
 _IMAGE_STATUS = {
@@ -64,7 +64,7 @@ def ensure_user(s: Session, *, token_hash: str) -> User:
 
 # -- images ------------------------------------------------------------------------------------
 
-def create_task_job(
+def create_job(
     s: Session,
     *,
     user_id: str,
@@ -74,18 +74,33 @@ def create_task_job(
     max_attempts: int,
     priority: str = "normal",
     run_at: datetime | None = None,
+    image: Image | None = None,
 ) -> JobView:
-    """Record a queued job of a generic task type (its message is not sent yet)."""
+    """Record a queued job (its message is not sent yet); with ``image``, tied to it."""
     now = utcnow()
     job = Job(
         id=new_id(), user_id=user_id, type=task_type, queue=queue,
         state=JobState.QUEUED.value, stage=Stage.STORED.value, progress=0, attempt=0,
         max_attempts=max_attempts, priority=priority, payload=payload, seq=1,
         created_at=now, updated_at=now, run_at=run_at, message_id=new_message_id(),
+        image_id=image.id if image is not None else None,
     )
     s.add(job)
+    if image is not None:
+        image.job_id, image.status = job.id, "queued"
     s.flush()
-    return JobView(job, None)
+    return JobView(job, image)
+
+
+def create_task_job(s: Session, *, user_id: str, image_id: str | None = None,
+                    **fields: Any) -> JobView | None:
+    """``create_job`` for a submitted task; None if ``image_id`` is not one of the user's."""
+    image = None
+    if image_id is not None:
+        image = get_image(s, image_id=image_id, user_id=user_id)
+        if image is None:
+            return None
+    return create_job(s, user_id=user_id, image=image, **fields)
 
 
 def delete_job(s: Session, *, job_id: str) -> None:
@@ -115,22 +130,15 @@ def create_image_job(
 
     Call ``find_duplicate`` in the same transaction first (``create_upload`` does).
     """
-    now = utcnow()
-    job = Job(
-        id=new_id(), user_id=user_id, type=task_type, queue=queue,
-        state=JobState.QUEUED.value, stage=Stage.STORED.value, progress=0, attempt=0,
-        max_attempts=max_attempts, priority=priority, payload={"image_id": image_id},
-        image_id=image_id, seq=1, created_at=now, updated_at=now, run_at=run_at,
-        message_id=new_message_id(),
-    )
     image = Image(
         id=image_id, user_id=user_id, status="queued", filename=filename,
         content_type=content_type, size_bytes=size_bytes, sha256=sha256, format=fmt,
-        width=width, height=height, job_id=job.id, created_at=now,
+        width=width, height=height, created_at=utcnow(),
     )
-    s.add_all([image, job])
-    s.flush()
-    return JobView(job, image)
+    s.add(image)
+    return create_job(s, user_id=user_id, task_type=task_type, queue=queue,
+                      payload={"image_id": image_id}, max_attempts=max_attempts,
+                      priority=priority, run_at=run_at, image=image)
 
 
 def create_upload(s: Session, *, user_id: str, sha256: str,
@@ -416,6 +424,51 @@ def requeue_dead_letter(s: Session, *, job_id: str) -> tuple[DeadLetter, JobView
     view.job.message_id, view.job.enqueued = new_message_id(), False
     s.delete(entry)
     return entry, view
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+MAX_WEBHOOKS_PER_USER = 20
+WEBHOOK_TASK = "webhook.deliver"
+WEBHOOK_QUEUE = "webhooks"
+
+
+def create_webhook(s: Session, *, user_id: str, url: str) -> Webhook | None:
+    """Register a URL; None when the user already has the maximum."""
+    count = s.scalar(select(func.count()).select_from(Webhook).where(Webhook.user_id == user_id))
+    if (count or 0) >= MAX_WEBHOOKS_PER_USER:
+        return None
+    hook = Webhook(id=new_id(), user_id=user_id, url=url, created_at=utcnow())
+    s.add(hook)
+    s.flush()
+    return hook
+
+
+def list_webhooks(s: Session, *, user_id: str) -> list[Webhook]:
+    return list(s.scalars(select(Webhook).where(Webhook.user_id == user_id)
+                          .order_by(Webhook.id)))
+
+
+def delete_webhook(s: Session, *, user_id: str, webhook_id: str) -> bool:
+    result = s.execute(delete(Webhook).where(Webhook.id == webhook_id,
+                                             Webhook.user_id == user_id))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def create_webhook_deliveries(s: Session, *, job: Job, event: str, body: dict[str, Any],
+                              max_attempts: int) -> list[JobView]:
+    """One queued ``webhook.deliver`` job per URL the job's owner registered.
+
+    Deliveries of deliveries are not made: a failing webhook must not feed itself.
+    """
+    if job.type == WEBHOOK_TASK:
+        return []
+    return [
+        create_job(s, user_id=job.user_id, task_type=WEBHOOK_TASK, queue=WEBHOOK_QUEUE,
+                   payload={"url": hook.url, "event": event, "body": body},
+                   max_attempts=max_attempts)
+        for hook in list_webhooks(s, user_id=job.user_id)
+    ]
 
 
 # -- message bookkeeping -----------------------------------------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from server.errors import ApiError
 
@@ -47,6 +49,14 @@ def page(query: Mapping[str, str]) -> tuple[int, str | None]:
     return int(raw), before
 
 
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
     "object": (dict,), "array": (list,),
@@ -57,7 +67,7 @@ def payload_errors(schema: dict[str, Any], payload: Any, path: str = "payload") 
     """Field errors of ``payload`` against a small JSON-Schema subset; empty when valid.
 
     Supported: type, properties, required, additionalProperties (false), enum, minimum,
-    maximum, minLength, maxLength, format "uri" (http/https).
+    maximum, minLength, maxLength, pattern, format "uri" (http/https) and "email".
     """
     errors: dict[str, str] = {}
     expected = schema.get("type")
@@ -78,8 +88,12 @@ def payload_errors(schema: dict[str, Any], payload: Any, path: str = "payload") 
             errors[path] = f"must be at least {schema['minLength']} characters"
         if "maxLength" in schema and len(payload) > schema["maxLength"]:
             errors[path] = f"must be at most {schema['maxLength']} characters"
-        if schema.get("format") == "uri" and not payload.startswith(("http://", "https://")):
+        if schema.get("format") == "uri" and not _is_http_url(payload):
             errors[path] = "must be an http(s) URL"
+        if schema.get("format") == "email" and not _EMAIL.fullmatch(payload):
+            errors[path] = "must be an email address"
+        if "pattern" in schema and not re.fullmatch(schema["pattern"], payload):
+            errors[path] = schema.get("patternMessage", "has the wrong form")
     if isinstance(payload, dict):
         properties = schema.get("properties", {})
         for name in schema.get("required", []):

@@ -35,6 +35,9 @@ class TaskType:
     permanent: tuple[type[BaseException], ...] = field(default_factory=tuple)
     # Whether clients may submit it through POST /api/tasks (image jobs come from uploads).
     public: bool = True
+    # A payload field naming one of the caller's images: checked at submit, and the job
+    # is tied to that image (its status, its result, its deletion).
+    image_field: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"type": self.name, "description": self.description, "queue": self.queue,
@@ -44,7 +47,12 @@ class TaskType:
 
 _REGISTRY: dict[str, TaskType] = {}
 
-BUILTIN_MODULES = ("workers.task_types.image",)
+BUILTIN_MODULES = (
+    "workers.task_types.image",
+    "workers.task_types.reprocess",
+    "workers.task_types.email",
+    "workers.task_types.webhook",
+)
 TEST_MODULES = ("workers.task_types.testing",)
 
 

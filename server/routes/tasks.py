@@ -37,12 +37,17 @@ async def submit_task(request: Request) -> JSONResponse:
                               f"the payload does not fit {spec.task_type}", fields=errors)
     max_attempts = (spec.max_attempts or task_type.max_attempts
                     or state.settings.retry_max_attempts)
+    image_id = spec.payload.get(task_type.image_field) if task_type.image_field else None
     view = await state.db.write(
         store.create_task_job, user_id=principal.user_id, task_type=task_type.name,
         queue=task_type.queue, payload=spec.payload, max_attempts=max_attempts,
         priority=spec.priority,
         run_at=now + timedelta(seconds=spec.delay_s) if spec.delay_s else None,
+        image_id=image_id,
     )
+    if view is None:
+        return error_response(422, "invalid_payload", "no such image",
+                              fields={f"payload.{task_type.image_field}": "no such image"})
 
     async def undo() -> None:
         await state.db.write(store.delete_job, job_id=view.job.id)

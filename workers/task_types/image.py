@@ -16,9 +16,10 @@ IMAGE_TASK = "image.process"
 IMAGE_QUEUE = "images"
 
 
-def process_image(ctx: WorkerContext, view: JobView) -> dict[str, Any] | None:
-    """Run the pipeline for the job's image; partial outputs are removed if it is cancelled."""
-    image_id = str(view.job.payload.get("image_id") or view.job.image_id)
+def process_image(ctx: WorkerContext, view: JobView,
+                  image_id: str | None = None) -> dict[str, Any] | None:
+    """Run the pipeline for the job's image; partial outputs are removed if it fails."""
+    image_id = image_id or str(view.job.payload.get("image_id") or view.job.image_id)
     try:
         _process(ctx, view.job.id, image_id)
     except BaseException:
