@@ -15,7 +15,7 @@ from server import store
 from server.errors import ApiError
 from server.models import Job, as_utc, utcnow
 from server.store import JobView
-from workers.broker import enqueue_job
+from workers.broker import send_job
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,24 @@ async def enqueue(state: Any, view: JobView, *, delay_s: int = 0,
 
 async def send(state: Any, job: Job, *, delay_s: int = 0) -> None:
     """Put the job's current message on its queue (raises redis errors)."""
-    assert job.message_id is not None
-    await asyncio.to_thread(enqueue_job, state.broker, job_id=job.id, message_id=job.message_id,
-                            actor_name=job.type, queue_name=job.queue,
-                            max_attempts=job.max_attempts, delay_ms=delay_s * 1000)
+    await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000)
+
+
+async def notify_webhooks(state: Any, view: JobView) -> None:
+    """Queue the owner's webhook deliveries for a job that ended (here: cancelled)."""
+    event, body = state.presenter.webhook(view)
+    deliveries = await state.db.write(store.create_webhook_deliveries, job=view.job,
+                                      event=event, body=body,
+                                      max_attempts=state.settings.retry_max_attempts)
+    for delivery in deliveries:
+        await announce(state, delivery)
+        try:
+            await send(state, delivery.job)
+        except redis.RedisError as exc:
+            log.warning("webhook delivery %s left for the sweeper: %s", delivery.job.id, exc)
+            continue
+        await state.db.write(store.mark_enqueued, job_id=delivery.job.id,
+                             message_id=delivery.job.message_id)
 
 
 async def sweep_unsent(state: Any, *, older_than_s: float) -> int:

@@ -78,6 +78,11 @@ class Presenter:
             "seq": job.seq,
         }
 
+    def webhook(self, view: JobView) -> tuple[str, dict[str, Any]]:
+        """The event name and JSON body POSTed to the owner's webhooks when a job ends."""
+        event = f"job.{view.job.state}"
+        return event, {"event": event, "job": self.job(view.job, view.image)}
+
     def event(self, view: JobView, *, name: str | None = None,
               queue_position: int | None = None) -> JobEvent:
         """The bus event for a stored change: named after the new state unless given."""

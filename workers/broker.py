@@ -9,6 +9,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Retries
 
 from server import keys
+from server.models import Job
 from server.settings import Settings
 
 # Maintenance (requeueing the unacked messages of dead workers) on every broker call
@@ -23,21 +24,32 @@ def redis_client(url: str) -> redis.Redis:
                                 health_check_interval=30)
 
 
-def build_broker(settings: Settings, *extra: dramatiq.Middleware) -> RedisBroker:
-    """A Redis broker for this deployment; ``extra`` middleware see the final outcome of a job.
-
-    They are inserted before Retries: Dramatiq runs ``after_*`` hooks in reverse order, so
-    they run after Retries has decided whether the message failed for good (FACTS.md §1).
-    """
+def build_broker(settings: Settings) -> RedisBroker:
+    """A Redis broker for this deployment (Dramatiq's default middleware included)."""
     broker = RedisBroker(  # type: ignore[no-untyped-call]
         client=redis_client(settings.require_redis()),
         namespace=keys.dramatiq_namespace(settings.redis_prefix),
         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
         maintenance_chance=MAINTENANCE_CHANCE,
     )
-    for middleware in extra:
-        broker.add_middleware(middleware, before=Retries)
     return broker
+
+
+def install(broker: dramatiq.Broker, *middleware: dramatiq.Middleware) -> None:
+    """Add job middleware so that it sees the final outcome of each message.
+
+    It goes before Retries: Dramatiq runs ``after_*`` hooks in reverse order, so ours
+    run after Retries has decided whether the message failed for good (FACTS.md §1).
+    """
+    for item in middleware:
+        broker.add_middleware(item, before=Retries)
+
+
+def send_job(broker: RedisBroker, job: Job, *, delay_ms: int | None = None) -> None:
+    """Enqueue the message a stored job names (its ``message_id``)."""
+    assert job.message_id is not None
+    enqueue_job(broker, job_id=job.id, message_id=job.message_id, actor_name=job.type,
+                queue_name=job.queue, max_attempts=job.max_attempts, delay_ms=delay_ms)
 
 
 def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name: str,

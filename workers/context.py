@@ -1,17 +1,19 @@
-"""What a worker process talks to: its database, Redis, storage and event reporter."""
+"""What a worker process talks to: its database, Redis, broker, storage and event reporter."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import redis
+from dramatiq.brokers.redis import RedisBroker
 
 from server.bus import SyncBus
 from server.db import SyncDatabase
 from server.schemas import Presenter
 from server.settings import Settings
 from server.storage import Storage
-from workers.broker import redis_client
+from workers.broker import redis_client, send_job
 from workers.progress import Reporter
 
 
@@ -24,11 +26,13 @@ class WorkerContext:
     reporter: Reporter
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WorkerContext:
+    def from_settings(cls, settings: Settings, broker: RedisBroker) -> WorkerContext:
         """Build (without connecting yet: engines and Redis pools connect on first use)."""
         db = SyncDatabase(settings.database_url)
         client = redis_client(settings.require_redis())
         presenter = Presenter(settings.secret_key, settings.signed_url_ttl_s, settings.public_url)
-        reporter = Reporter(db, SyncBus(client, settings.redis_prefix), presenter)
+        reporter = Reporter(db, SyncBus(client, settings.redis_prefix), presenter,
+                            send=partial(send_job, broker),
+                            delivery_attempts=settings.retry_max_attempts)
         return cls(settings=settings, db=db, redis=client, storage=Storage(settings.files_dir),
                    reporter=reporter)

@@ -9,7 +9,7 @@ import dramatiq
 from server.settings import Settings
 from workers import tasks
 from workers.actors import declare_actors
-from workers.broker import build_broker
+from workers.broker import build_broker, install
 from workers.context import WorkerContext
 from workers.dead_letters import DeadLetters
 from workers.heartbeat import Heartbeat
@@ -18,9 +18,10 @@ from workers.lifecycle import JobLifecycle
 settings = Settings.from_env()
 logging.basicConfig(level=settings.log_level.upper(),
                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-context = WorkerContext.from_settings(settings)
-broker = build_broker(
-    settings,
+broker = build_broker(settings)
+context = WorkerContext.from_settings(settings, broker)
+install(
+    broker,
     JobLifecycle(context.reporter),
     DeadLetters(context.reporter),
     Heartbeat(interval_s=settings.worker_heartbeat_timeout_ms / 4000),

@@ -14,7 +14,8 @@ from server import store
 from server.bus import SyncBus
 from server.db import SyncDatabase
 from server.events import PROGRESS
-from server.jobs import JobState
+from server.jobs import JobState, is_final
+from server.models import Job
 from server.schemas import Presenter
 from server.store import JobView
 from workers.faults import JobCancelled
@@ -30,10 +31,13 @@ _WRITE_PAUSE_S = 0.25
 class Reporter:
     """The one way workers change a job: a short DB write, then an event on the bus."""
 
-    def __init__(self, db: SyncDatabase, bus: SyncBus, presenter: Presenter) -> None:
+    def __init__(self, db: SyncDatabase, bus: SyncBus, presenter: Presenter,
+                 send: Callable[[Job], None], delivery_attempts: int) -> None:
         self.db = db
         self.bus = bus
         self.presenter = presenter
+        self.send = send
+        self.delivery_attempts = delivery_attempts
 
     def _write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         for attempt in range(1, _WRITE_TRIES + 1):
@@ -57,7 +61,28 @@ class Reporter:
         view = self._write(store.transition, job_id=job_id, state=state, **fields)
         if view is not None:
             self._publish(view)
+            if is_final(state):
+                self.notify_webhooks(view)
         return view
+
+    def notify_webhooks(self, view: JobView) -> None:
+        """Queue a ``webhook.deliver`` job per URL the owner registered, for a job that ended.
+
+        A delivery whose message cannot be sent now stays unsent; the web's sweeper sends it.
+        """
+        event, body = self.presenter.webhook(view)
+        deliveries = self._write(store.create_webhook_deliveries, job=view.job, event=event,
+                                 body=body, max_attempts=self.delivery_attempts)
+        for delivery in deliveries:
+            self._publish(delivery)
+            try:
+                self.send(delivery.job)
+            except redis.RedisError as exc:
+                log.warning("webhook delivery %s left for the sweeper: %s", delivery.job.id, exc)
+                continue
+            assert delivery.job.message_id is not None
+            self._write(store.mark_enqueued, job_id=delivery.job.id,
+                        message_id=delivery.job.message_id)
 
     def begin_attempt(self, job_id: str, message_id: str) -> JobView | None:
         view = self._write(store.begin_attempt, job_id=job_id, message_id=message_id)
@@ -71,6 +96,7 @@ class Reporter:
         view = self._write(store.dead_letter, job_id=job_id, error=error, traceback=traceback)
         if view is not None:
             self._publish(view)
+            self.notify_webhooks(view)
         return view
 
     def progress(self, job_id: str, stage: str, progress: int) -> None:

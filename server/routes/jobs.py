@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from server import store
+from server import dispatch, store
 from server.auth import require_user
 from server.errors import ApiError, not_found
 from server.jobs import TransitionError
@@ -44,6 +44,7 @@ async def cancel_job(request: Request) -> JSONResponse:
         await asyncio.to_thread(state.storage.remove_renditions, view.image.id)
     event = state.presenter.event(view)
     await state.publish(event)
+    await dispatch.notify_webhooks(state, view)
     return JSONResponse({"job": event.job}, status_code=202)
 
 

@@ -1,0 +1,62 @@
+"""Webhooks: URLs a user registers to receive every final state of their jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server import store, validation
+from server.auth import require_user
+from server.errors import ApiError, not_found
+from server.models import Webhook
+from server.schemas import iso
+
+_SCHEMA = {"type": "object", "properties": {"url": {"type": "string", "format": "uri",
+                                                     "maxLength": 2000}},
+           "required": ["url"], "additionalProperties": False}
+
+
+def _wire(hook: Webhook) -> dict[str, Any]:
+    return {"id": hook.id, "url": hook.url, "created_at": iso(hook.created_at)}
+
+
+async def create_webhook(request: Request) -> JSONResponse:
+    principal = await require_user(request)
+    try:
+        body = json.loads(await request.body() or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    errors = validation.payload_errors(_SCHEMA, body, path="body")
+    if errors:
+        raise ApiError(422, "invalid_webhook", "; ".join(f"{k} {v}" for k, v in errors.items()))
+    hook = await request.app.state.db.write(store.create_webhook, user_id=principal.user_id,
+                                            url=body["url"])
+    if hook is None:
+        raise ApiError(409, "too_many_webhooks",
+                       f"at most {store.MAX_WEBHOOKS_PER_USER} webhooks per user")
+    return JSONResponse({"webhook": _wire(hook)}, status_code=201)
+
+
+async def list_webhooks(request: Request) -> JSONResponse:
+    principal = await require_user(request)
+    hooks = await request.app.state.db.read(store.list_webhooks, user_id=principal.user_id)
+    return JSONResponse({"items": [_wire(h) for h in hooks]})
+
+
+async def delete_webhook(request: Request) -> Response:
+    principal = await require_user(request)
+    if not await request.app.state.db.write(store.delete_webhook, user_id=principal.user_id,
+                                            webhook_id=request.path_params["webhook_id"]):
+        raise not_found("webhook")
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/api/webhooks", create_webhook, methods=["POST"]),
+    Route("/api/webhooks", list_webhooks, methods=["GET"]),
+    Route("/api/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
+]

@@ -1,0 +1,244 @@
+"""Built-in task types against real peers: a local SMTP server and a local HTTP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from server.embedded_redis import free_port
+from tests.conftest import Stack, running_stack
+from tests.factories import auth, jpeg_bytes, new_token, upload, wait_final
+
+pytestmark = pytest.mark.integration
+
+SECRET = "test-webhook-secret"
+
+
+class Mailbox:
+    """aiosmtpd handler: keeps every message; refuses recipients at refused.example."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Envelope, bytes]] = []
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if address.endswith("@refused.example"):
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.messages.append((envelope, bytes(envelope.content or b"")))
+        return "250 Message accepted"
+
+
+@dataclass
+class Receiver:
+    """A local HTTP server that records POSTs; ``script`` lists statuses to answer in turn."""
+
+    port: int
+    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    script: dict[str, list[int]] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def of(self, path: str) -> list[tuple[str, dict[str, str], bytes]]:
+        return [r for r in self.requests if r[0] == path]
+
+
+@pytest.fixture(scope="module")
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield box, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(port=free_port())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            state.requests.append((self.path, dict(self.headers), body))
+            statuses = state.script.get(self.path) or [200]
+            status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", state.port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def tasks_stack(redis_url: str, database_url: str, mailbox: tuple[Mailbox, int],
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(redis_url, database_url, tmp_path_factory.mktemp("tasks"),
+                       SMTP_URL=f"smtp://127.0.0.1:{mailbox[1]}",
+                       SMTP_FROM="darkroom@test.example", WEBHOOK_SECRET=SECRET,
+                       WEBHOOK_TIMEOUT_S="3", RETRY_MIN_BACKOFF_MS="200",
+                       RETRY_MAX_BACKOFF_MS="1000") as running:
+        yield running
+
+
+@pytest.fixture
+async def http(tasks_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=tasks_stack.url, timeout=30) as client:
+        yield client
+
+
+async def _submit(http: httpx.AsyncClient, token: str, task_type: str,
+                  payload: dict[str, Any]) -> httpx.Response:
+    return await http.post("/api/tasks", headers=auth(token),
+                           json={"type": task_type, "payload": payload})
+
+
+async def test_types_are_listed_with_their_schemas(http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    types = {t["type"]: t for t in
+             (await http.get("/api/tasks/types", headers=auth(token))).json()["types"]}
+    assert {"email.send", "webhook.deliver", "image.reprocess"} <= set(types)
+    assert types["email.send"]["payload_schema"]["required"] == ["to", "subject"]
+
+
+async def test_email_is_delivered_to_the_smtp_server(http: httpx.AsyncClient,
+                                                     mailbox: tuple[Mailbox, int]) -> None:
+    token = await new_token(http)
+    response = await _submit(http, token, "email.send", {
+        "to": "ana@test.example", "subject": "Your photos are ready", "body": "Hello Ana!"})
+    assert response.status_code == 202, response.text
+    job = await wait_final(http, token, response.json()["job"]["id"])
+    assert job["state"] == "completed", job
+    envelope, raw = next((e, r) for e, r in mailbox[0].messages
+                         if "ana@test.example" in e.rcpt_tos)
+    message = message_from_bytes(raw)
+    assert envelope.mail_from == "darkroom@test.example"
+    assert message["Subject"] == "Your photos are ready"
+    assert message["X-Darkroom-Job"] == job["id"]
+    assert message.get_payload().strip() == "Hello Ana!"
+
+
+async def test_email_refused_for_good_fails_without_retry(http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    response = await _submit(http, token, "email.send",
+                             {"to": "nobody@refused.example", "subject": "x"})
+    job = await wait_final(http, token, response.json()["job"]["id"])
+    assert job["state"] == "failed" and job["attempt"] == 1
+    assert job["error"]["type"] == "EmailRejected"
+
+
+async def test_bad_email_payloads_are_422(http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    response = await _submit(http, token, "email.send",
+                             {"to": "not an address", "subject": "two\nlines"})
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"] == {
+        "payload.to": "must be an email address", "payload.subject": "must be one line"}
+
+
+async def test_webhook_is_signed_and_retried_on_5xx_only(http: httpx.AsyncClient,
+                                                         receiver: Receiver) -> None:
+    token = await new_token(http)
+    receiver.script["/flaky"] = [503, 500, 200]
+    body = {"hello": "world"}
+    response = await _submit(http, token, "webhook.deliver",
+                             {"url": receiver.url("/flaky"), "event": "ping", "body": body})
+    job = await wait_final(http, token, response.json()["job"]["id"])
+    assert job["state"] == "completed" and job["attempt"] == 3
+    assert job["result"] == {"status": 200}
+    calls = receiver.of("/flaky")
+    assert len(calls) == 3
+    _, headers, raw = calls[-1]
+    assert json.loads(raw) == body
+    expected = hmac.new(SECRET.encode(), headers["X-Darkroom-Timestamp"].encode() + b"." + raw,
+                        hashlib.sha256).hexdigest()
+    assert headers["X-Darkroom-Signature"] == f"sha256={expected}"
+    assert headers["X-Darkroom-Event"] == "ping"
+
+    receiver.script["/gone"] = [404]
+    response = await _submit(http, token, "webhook.deliver", {"url": receiver.url("/gone")})
+    job = await wait_final(http, token, response.json()["job"]["id"])
+    assert job["state"] == "failed" and job["attempt"] == 1
+    assert job["error"] == {"type": "DeliveryRejected", "message": "the receiver answered 404"}
+
+
+async def test_registered_webhooks_receive_final_states(http: httpx.AsyncClient,
+                                                        receiver: Receiver) -> None:
+    token = await new_token(http)
+    created = await http.post("/api/webhooks", headers=auth(token),
+                              json={"url": receiver.url("/hook")})
+    assert created.status_code == 201
+    hook = created.json()["webhook"]
+    listed = (await http.get("/api/webhooks", headers=auth(token))).json()["items"]
+    assert [h["id"] for h in listed] == [hook["id"]]
+    assert (await http.post("/api/webhooks", headers=auth(token),
+                            json={"url": "file:///etc/passwd"})).status_code == 422
+
+    body = (await upload(http, token, jpeg_bytes(320, 200))).json()
+    done = await wait_final(http, token, body["job"]["id"])
+    assert done["state"] == "completed"
+    for _ in range(100):
+        deliveries = [json.loads(raw) for _, _, raw in receiver.of("/hook")]
+        if any(d["job"]["id"] == done["id"] for d in deliveries):
+            break
+        await asyncio.sleep(0.1)
+    delivery = next(d for d in deliveries if d["job"]["id"] == done["id"])
+    assert delivery["event"] == "job.completed"
+    assert delivery["job"]["state"] == "completed"
+    assert delivery["job"]["result"]["image"]["id"] == body["image"]["id"]
+
+    assert (await http.delete(f"/api/webhooks/{hook['id']}",
+                              headers=auth(token))).status_code == 204
+    assert (await http.get("/api/webhooks", headers=auth(token))).json()["items"] == []
+    other = await new_token(http)
+    assert (await http.delete(f"/api/webhooks/{hook['id']}",
+                              headers=auth(other))).status_code == 404
+
+
+async def test_reprocess_runs_the_pipeline_again(http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    body = (await upload(http, token, jpeg_bytes(1000, 500))).json()
+    assert (await wait_final(http, token, body["job"]["id"]))["state"] == "completed"
+    image_id = body["image"]["id"]
+    response = await _submit(http, token, "image.reprocess", {"image_id": image_id})
+    assert response.status_code == 202, response.text
+    job = await wait_final(http, token, response.json()["job"]["id"])
+    assert job["state"] == "completed"
+    assert job["image_id"] == image_id
+    assert job["result"]["image"]["status"] == "ready"
+    assert job["result"]["image"]["job_id"] == job["id"]
+    assert (job["result"]["image"]["width"], job["result"]["image"]["height"]) == (1000, 500)
+
+    stranger = await new_token(http)
+    refused = await _submit(http, stranger, "image.reprocess", {"image_id": image_id})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["fields"] == {"payload.image_id": "no such image"}
