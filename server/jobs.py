@@ -82,3 +82,25 @@ def is_final(state: JobState | str) -> bool:
 
 class AttemptsExhausted(Exception):
     """The job has used all its attempts (each delivery of its message counts as one)."""
+
+
+# One queue (and one actor) per priority: Dramatiq's Redis broker has no per-message
+# priority (FACTS.md §1). Workers order what they have fetched by actor priority
+# (lower first), so a high job overtakes waiting normal and low ones.
+PRIORITY_ORDER = {"high": 0, "normal": 50, "low": 100}
+
+
+def queue_for(base_queue: str, priority: str) -> str:
+    """The Redis queue of a priority: ``images``, ``images.high``, ``images.low``."""
+    return base_queue if priority == "normal" else f"{base_queue}.{priority}"
+
+
+def actor_for(type_name: str, priority: str) -> str:
+    """The actor name of a type at a priority: ``image.process``, ``image.process@high``."""
+    return type_name if priority == "normal" else f"{type_name}@{priority}"
+
+
+def base_queue(queue: str) -> str:
+    """``images.high`` → ``images``."""
+    head, _, tail = queue.rpartition(".")
+    return head if head and tail in PRIORITY_ORDER else queue

@@ -45,7 +45,7 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
         await sio.enter_room(sid, user_room(principal.user_id))
         views = await state.db.read(store.snapshot_jobs, user_id=principal.user_id,
                                     finished_since=store.snapshot_window())
-        jobs = [state.presenter.job(v.job, v.image) for v in views]
+        jobs = [state.presenter.job(v.job, v.image, position) for v, position in views]
         await sio.emit(SNAPSHOT, snapshot_payload(jobs), to=sid)
 
     async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:

@@ -12,16 +12,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
 from server.jobs import (
+    PRIORITY_ORDER,
     AttemptsExhausted,
     JobState,
     Stage,
     TransitionError,
+    base_queue,
     check_transition,
     is_final,
+    queue_for,
 )
 from server.models import DeadLetter, Image, Job, User, Webhook, as_utc, new_id, utcnow
 
@@ -225,8 +228,9 @@ def get_job(s: Session, *, job_id: str, user_id: str | None) -> JobView | None:
 
 
 def snapshot_jobs(s: Session, *, user_id: str, finished_since: datetime,
-                  limit: int = 500) -> list[JobView]:
-    """The user's unfinished jobs and those finished since the given time, oldest first."""
+                  limit: int = 500) -> list[tuple[JobView, int | None]]:
+    """The user's unfinished jobs and those finished since the given time, oldest first,
+    each with its queue position."""
     finals = [state.value for state in JobState if is_final(state)]
     query = (
         select(Job)
@@ -235,7 +239,8 @@ def snapshot_jobs(s: Session, *, user_id: str, finished_since: datetime,
         .order_by(Job.id.desc())
         .limit(limit)
     )
-    return [_view(s, job) for job in reversed(list(s.scalars(query)))]
+    return [(_view(s, job), queue_position(s, job=job))
+            for job in reversed(list(s.scalars(query)))]
 
 
 def queue_position(s: Session, *, job: Job) -> int | None:
@@ -245,11 +250,17 @@ def queue_position(s: Session, *, job: Job) -> int | None:
     now = utcnow()
     if job.run_at is not None and as_utc(job.run_at) > now:
         return None
+    base = base_queue(job.queue)
+    family = [queue_for(base, priority) for priority in PRIORITY_ORDER]
+    rank = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
+    mine = PRIORITY_ORDER.get(job.priority, PRIORITY_ORDER["normal"])
     ahead = s.scalar(
         select(func.count())
         .select_from(Job)
-        .where(Job.queue == job.queue, Job.state == JobState.QUEUED.value, Job.id < job.id)
+        .where(Job.queue.in_(family), Job.state == JobState.QUEUED.value, Job.id != job.id)
         .where((Job.run_at.is_(None)) | (Job.run_at <= now))
+        # Higher priorities go first; within a priority, first come first served.
+        .where((rank < mine) | ((rank == mine) & (Job.id < job.id)))
     )
     return int(ahead or 0)
 

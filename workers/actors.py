@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import dramatiq
 
 from server import store
+from server.jobs import PRIORITY_ORDER, actor_for, queue_for
 from workers.context import WorkerContext
 from workers.faults import JobCancelled, PermanentFailure, is_transient
 from workers.tasks import TaskType
@@ -34,15 +36,16 @@ def declare_actors(broker: dramatiq.Broker, ctx: WorkerContext,
                    registry: dict[str, TaskType]) -> None:
     """Register an actor per task type, with its retry policy and time limit."""
     settings = ctx.settings
-    for task_type in registry.values():
+    for task_type, priority in itertools.product(registry.values(), PRIORITY_ORDER):
 
         def work(job_id: str, _task_type: TaskType = task_type) -> dict[str, Any] | None:
             return run_job(ctx, _task_type, job_id)
 
         dramatiq.actor(
             broker=broker,
-            actor_name=task_type.name,
-            queue_name=task_type.queue,
+            actor_name=actor_for(task_type.name, priority),
+            queue_name=queue_for(task_type.queue, priority),
+            priority=PRIORITY_ORDER[priority],
             max_retries=(task_type.max_attempts or settings.retry_max_attempts) - 1,
             min_backoff=settings.retry_min_backoff_ms,
             max_backoff=settings.retry_max_backoff_ms,

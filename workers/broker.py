@@ -9,6 +9,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Retries
 
 from server import keys
+from server.jobs import actor_for
 from server.models import Job
 from server.settings import Settings
 
@@ -48,8 +49,9 @@ def install(broker: dramatiq.Broker, *middleware: dramatiq.Middleware) -> None:
 def send_job(broker: RedisBroker, job: Job, *, delay_ms: int | None = None) -> None:
     """Enqueue the message a stored job names (its ``message_id``)."""
     assert job.message_id is not None
-    enqueue_job(broker, job_id=job.id, message_id=job.message_id, actor_name=job.type,
-                queue_name=job.queue, max_attempts=job.max_attempts, delay_ms=delay_ms)
+    enqueue_job(broker, job_id=job.id, message_id=job.message_id,
+                actor_name=actor_for(job.type, job.priority), queue_name=job.queue,
+                max_attempts=job.max_attempts, delay_ms=delay_ms)
 
 
 def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name: str,

@@ -15,6 +15,7 @@ from starlette.routing import Route
 from server import dispatch, signing, store, validation
 from server.auth import Principal, require_user
 from server.errors import ApiError, not_found
+from server.jobs import queue_for
 from server.models import new_id, utcnow
 from server.uploads import ReceivedFile, receive_multipart
 from workers import imaging
@@ -49,7 +50,7 @@ async def upload_image(request: Request) -> Response:
                 store.create_upload, image_id=image_id, user_id=principal.user_id,
                 filename=upload.filename, content_type=probe.mime, size_bytes=upload.size,
                 sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
-                task_type=IMAGE_TASK, queue=IMAGE_QUEUE,
+                task_type=IMAGE_TASK, queue=queue_for(IMAGE_QUEUE, options.priority),
                 max_attempts=settings.retry_max_attempts, priority=options.priority,
                 run_at=run_at,
             )

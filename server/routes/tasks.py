@@ -14,6 +14,7 @@ from server import dispatch, store, validation
 from server.auth import require_user
 from server.error_handlers import error_response
 from server.errors import ApiError
+from server.jobs import queue_for
 from server.models import utcnow
 
 
@@ -40,7 +41,8 @@ async def submit_task(request: Request) -> JSONResponse:
     image_id = spec.payload.get(task_type.image_field) if task_type.image_field else None
     view = await state.db.write(
         store.create_task_job, user_id=principal.user_id, task_type=task_type.name,
-        queue=task_type.queue, payload=spec.payload, max_attempts=max_attempts,
+        queue=queue_for(task_type.queue, spec.priority), payload=spec.payload,
+        max_attempts=max_attempts,
         priority=spec.priority,
         run_at=now + timedelta(seconds=spec.delay_s) if spec.delay_s else None,
         image_id=image_id,

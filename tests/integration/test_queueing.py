@@ -1,0 +1,105 @@
+"""Delays, priorities and queue positions with one worker thread, so order is observable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Stack, running_stack
+from tests.factories import LiveClient, auth, new_token
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def single(redis_url: str, database_url: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(redis_url, database_url, tmp_path_factory.mktemp("single"),
+                       ENABLE_TEST_TASKS="true", WORKER_THREADS="1") as running:
+        yield running
+
+
+@pytest.fixture
+async def http(single: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=single.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def live(single: Stack, http: httpx.AsyncClient) -> AsyncIterator[tuple[str, LiveClient]]:
+    token = await new_token(http)
+    client = await LiveClient().connect(single.url, token, transports=["websocket"])
+    await client.wait_for(lambda name, _: name == "jobs:snapshot")
+    yield token, client
+    await client.close()
+
+
+async def _sleep(http: httpx.AsyncClient, token: str, seconds: float,
+                 **options: Any) -> dict[str, Any]:
+    response = await http.post("/api/tasks", headers=auth(token), json={
+        "type": "test.sleep", "payload": {"seconds": seconds, "steps": 1}, **options})
+    assert response.status_code == 202, response.text
+    return dict(response.json()["job"])
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+async def test_delayed_job_starts_no_earlier_than_run_at(
+        http: httpx.AsyncClient, live: tuple[str, LiveClient]) -> None:
+    token, client = live
+    job = await _sleep(http, token, 0.1, delay=2)
+    assert job["state"] == "queued" and job["run_at"]
+    assert job["queue_position"] is None
+    await client.wait_final(job["id"], timeout=30)
+    active = [(at, data) for at, name, data in client.timed(job["id"]) if name == "job:active"]
+    assert active, "job:active was pushed"
+    arrived, data = active[0]
+    assert arrived >= _ts(job["run_at"]) - 0.05
+    assert _ts(data["job"]["started_at"]) >= _ts(job["run_at"]) - 0.05
+
+
+async def test_high_priority_overtakes_a_backlog_of_low_ones(
+        http: httpx.AsyncClient, live: tuple[str, LiveClient]) -> None:
+    token, client = live
+    busy = await _sleep(http, token, 3)
+    await client.wait_for(lambda n, d: n == "job:active" and d["job"]["id"] == busy["id"])
+    lows = [await _sleep(http, token, 0.2, priority="low") for _ in range(4)]
+    assert [low["queue_position"] for low in lows] == [0, 1, 2, 3]
+    high = await _sleep(http, token, 0.2, priority="high")
+    assert high["priority"] == "high"
+    assert high["queue_position"] == 0, "a high job waits behind no low one"
+    polled = (await http.get(f"/api/jobs/{lows[-1]['id']}", headers=auth(token))).json()
+    assert polled["queue_position"] == 4
+    for job in [*lows, high]:
+        assert (await client.wait_final(job["id"], timeout=60))[0] == "job:completed"
+
+    def started(job_id: str) -> float:
+        return min(at for at, name, _ in client.timed(job_id) if name == "job:active")
+
+    assert started(high["id"]) < min(started(low["id"]) for low in lows)
+    order = sorted(lows, key=lambda job: started(job["id"]))
+    assert [job["id"] for job in order] == [job["id"] for job in lows], "lows stay in order"
+
+
+async def test_snapshot_carries_queue_positions(single: Stack, http: httpx.AsyncClient,
+                                                live: tuple[str, LiveClient]) -> None:
+    token, client = live
+    busy = await _sleep(http, token, 2)
+    await client.wait_for(lambda n, d: n == "job:active" and d["job"]["id"] == busy["id"])
+    waiting = await _sleep(http, token, 0.1)
+    second = await LiveClient().connect(single.url, token, transports=["websocket"])
+    try:
+        _, snapshot = await second.wait_for(lambda name, _: name == "jobs:snapshot")
+        by_id = {job["id"]: job for job in snapshot["jobs"]}
+        assert by_id[waiting["id"]]["queue_position"] == 0
+        assert by_id[busy["id"]]["queue_position"] is None
+    finally:
+        await second.close()
+    await asyncio.wait_for(client.wait_final(waiting["id"]), timeout=30)
