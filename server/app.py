@@ -20,7 +20,7 @@ from server.relay import relay_events
 from server.routes import dlq, images, jobs, ops, session, tasks, webhooks
 from server.schemas import Presenter
 from server.settings import Settings
-from server.sockets import register_handlers
+from server.sockets import register_handlers, resync_all
 from server.storage import Storage
 from server.sweeper import run_sweeper
 from workers import tasks as task_registry
@@ -61,12 +61,13 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         state.db = db
         state.redis = client
         state.storage = storage
-        state.broker = build_broker(settings)
+        state.broker = build_broker(settings, maintenance=False)
         state.presenter = Presenter(settings.secret_key, settings.signed_url_ttl_s,
                                     settings.public_url)
         state.publish = publish
         state.task_types = task_registry.load(include_test_tasks=settings.enable_test_tasks)
-        state.relay = asyncio.create_task(relay_events(bus, sio), name="relay")
+        state.relay = asyncio.create_task(
+            relay_events(bus, sio, resync=lambda: resync_all(sio, state)), name="relay")
         sweeper = asyncio.create_task(run_sweeper(state), name="sweeper")
         try:
             yield

@@ -30,14 +30,22 @@ class Bus:
     async def publish(self, event: JobEvent) -> None:
         await self._client.publish(self._channel, event.encode())
 
-    async def listen(self) -> AsyncIterator[JobEvent]:
-        """Yield events forever, re-subscribing by itself whenever Redis drops."""
+    async def listen(self) -> AsyncIterator[JobEvent | None]:
+        """Yield events forever, re-subscribing by itself whenever Redis drops.
+
+        After each re-subscription it yields None: events published in the gap are
+        lost (pub/sub keeps nothing), so the caller should resync its clients.
+        """
         backoff = _MIN_BACKOFF_S
+        gap = False
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel)
                 backoff = _MIN_BACKOFF_S
+                if gap:
+                    gap = False
+                    yield None
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
@@ -47,11 +55,13 @@ class Bus:
                         log.warning("dropping malformed bus message")
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 log.warning("event bus lost Redis (%s); re-subscribing in %.1fs", exc, backoff)
+                gap = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
             except Exception:
                 # Whatever went wrong, live events must not stop for good.
                 log.exception("event bus failed; re-subscribing in %.1fs", backoff)
+                gap = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
             finally:

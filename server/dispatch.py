@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from server import store
+from server import keys, store
 from server.errors import ApiError
 from server.models import Job, as_utc, utcnow
 from server.store import JobView
@@ -62,20 +62,36 @@ async def notify_webhooks(state: Any, view: JobView) -> None:
                              message_id=delivery.job.message_id)
 
 
-async def sweep_unsent(state: Any, *, older_than_s: float) -> int:
-    """Send the messages of queued jobs that were stored but never enqueued; returns count."""
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
+async def sweep(state: Any) -> int:
+    """Send a fresh message for every job that would otherwise wait forever; returns count.
+
+    - waiting (queued or retrying) jobs whose message never reached Redis;
+    - active jobs silent for three heartbeat timeouts whose lease is gone: their run
+      died and its message was already acknowledged (say, the final write failed).
+    Each gets a new message id, so an older copy that turns up after all is skipped.
+    """
+    settings = state.settings
+    now = utcnow()
+    unsent_before = now - timedelta(seconds=settings.sweep_after_s)
+    silent_before = now - timedelta(seconds=max(settings.sweep_after_s,
+                                                3 * settings.worker_heartbeat_timeout_ms / 1000))
+    stuck = [(job, unsent_before)
+             for job in await state.db.read(store.unsent_jobs, changed_before=unsent_before)]
+    for job in await state.db.read(store.silent_active_jobs, changed_before=silent_before):
+        if not await state.redis.exists(keys.job_lease(settings.redis_prefix, job.id)):
+            stuck.append((job, silent_before))
     sent = 0
-    for stale in await state.db.read(store.unsent_jobs, created_before=cutoff):
-        job = await state.db.write(store.renew_message, job_id=stale.id)
+    for candidate, cutoff in stuck:
+        job = await state.db.write(store.renew_message, job_id=candidate.id,
+                                   changed_before=cutoff)
         if job is None:
             continue
         remaining = 0
         if job.run_at is not None:
-            remaining = max(0, math.ceil((as_utc(job.run_at) - utcnow()).total_seconds()))
+            remaining = max(0, math.ceil((as_utc(job.run_at) - now).total_seconds()))
         await send(state, job, delay_s=remaining)
         await state.db.write(store.mark_enqueued, job_id=job.id, message_id=job.message_id)
-        log.warning("re-sent the message of job %s, which was never enqueued", job.id)
+        log.warning("sent a new message for stuck job %s (%s)", job.id, job.state)
         sent += 1
     return sent
 

@@ -54,9 +54,12 @@ class JobEvent:
         return cls(name=name, user_id=str(user_id), job=job)
 
 
+USER_ROOM_PREFIX = "user:"
+
+
 def user_room(user_id: str) -> str:
     """The Socket.IO room every socket of one user joins."""
-    return f"user:{user_id}"
+    return f"{USER_ROOM_PREFIX}{user_id}"
 
 
 def job_room(job_id: str) -> str:

@@ -26,3 +26,8 @@ def test_task_runs(prefix: str, job_id: str) -> str:
 def sweeper_lock(prefix: str) -> str:
     """Held for one sweep interval by the web process that sweeps; the others skip it."""
     return f"{prefix}:sweeper-lock"
+
+
+def job_lease(prefix: str, job_id: str) -> str:
+    """Held (and refreshed) by the worker process running the job, so no second run starts."""
+    return f"{prefix}:lease:{job_id}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import socketio
 
@@ -12,11 +13,19 @@ from server.events import job_room, user_room
 log = logging.getLogger(__name__)
 
 
-async def relay_events(bus: Bus, sio: socketio.AsyncServer) -> None:
-    """Forward each job event to its owner's room (and to admins following that job)."""
+async def relay_events(bus: Bus, sio: socketio.AsyncServer,
+                       resync: Callable[[], Awaitable[None]]) -> None:
+    """Forward each job event to its owner's room (and to admins following that job).
+
+    After a gap in the bus (Redis was away) every connected user gets a fresh
+    ``jobs:snapshot``, so no final state is missed by a socket that stayed connected.
+    """
     async for event in bus.listen():
         try:
+            if event is None:
+                await resync()
+                continue
             await sio.emit(event.name, event.payload(),
                            room=[user_room(event.user_id), job_room(str(event.job["id"]))])
         except Exception:  # one bad emit must not stop the relay for everyone
-            log.exception("failed to relay %s for job %s", event.name, event.job.get("id"))
+            log.exception("failed to relay %s", event.name if event else "a resync")

@@ -10,7 +10,7 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 
 from server import store
 from server.auth import authenticate
-from server.events import SNAPSHOT, job_room, snapshot_payload, user_room
+from server.events import SNAPSHOT, USER_ROOM_PREFIX, job_room, snapshot_payload, user_room
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,22 @@ def _token_from(auth: Any, environ: dict[str, Any]) -> str | None:
     header = str(environ.get("HTTP_AUTHORIZATION", ""))
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def send_snapshot(sio: socketio.AsyncServer, state: Any, user_id: str, to: str) -> None:
+    """``jobs:snapshot`` of one user's jobs, to a socket or a room."""
+    views = await state.db.read(store.snapshot_jobs, user_id=user_id,
+                                finished_since=store.snapshot_window())
+    jobs = [state.presenter.job(v.job, v.image, position) for v, position in views]
+    await sio.emit(SNAPSHOT, snapshot_payload(jobs), to=to)
+
+
+async def resync_all(sio: socketio.AsyncServer, state: Any) -> None:
+    """A fresh snapshot to every user connected to this process."""
+    rooms = list(sio.manager.rooms.get("/", {}))
+    for room in rooms:
+        if isinstance(room, str) and room.startswith(USER_ROOM_PREFIX):
+            await send_snapshot(sio, state, room.removeprefix(USER_ROOM_PREFIX), to=room)
 
 
 def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
@@ -43,10 +59,7 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
         # Join first, then snapshot: an event racing the snapshot arrives twice at worst,
         # and clients drop the older copy by seq; none is lost.
         await sio.enter_room(sid, user_room(principal.user_id))
-        views = await state.db.read(store.snapshot_jobs, user_id=principal.user_id,
-                                    finished_since=store.snapshot_window())
-        jobs = [state.presenter.job(v.job, v.image, position) for v, position in views]
-        await sio.emit(SNAPSHOT, snapshot_payload(jobs), to=sid)
+        await send_snapshot(sio, state, principal.user_id, to=sid)
 
     async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
         job_id = data.get("job_id") if isinstance(data, dict) else None

@@ -288,15 +288,24 @@ def transition(
     traceback: str | None = None,
     result: dict[str, Any] | None = None,
     run_at: datetime | None = None,
+    of_attempt: int | None = None,
+    resend: bool = False,
 ) -> JobView | None:
     """Move a job to ``state`` (checked against the state machine) and bump its seq.
 
+    ``of_attempt``: the change reports on that attempt; if a later one has begun, it is
+    stale and refused. ``resend``: the job's message was lost (Redis refused the retry),
+    so it gets a new message id and waits, unsent, for the sweeper.
     Returns None when the job no longer exists; raises TransitionError when not allowed.
     """
     job = _locked_job(s, job_id)
     if job is None:
         return None
+    if of_attempt is not None and job.attempt != of_attempt:
+        raise TransitionError(f"attempt {of_attempt} is over; the job is on attempt {job.attempt}")
     check_transition(job.state, state)
+    if resend:
+        job.message_id, job.enqueued = new_message_id(), False
     now = utcnow()
     job.state = state.value
     job.seq += 1
@@ -378,10 +387,10 @@ def report_progress(s: Session, *, job_id: str, stage: str, progress: int) -> Jo
 # -- dead letters ------------------------------------------------------------------------------
 
 def dead_letter(s: Session, *, job_id: str, error: dict[str, str], traceback: str | None,
-                attempts: int | None = None) -> JobView | None:
+                attempts: int | None = None, of_attempt: int | None = None) -> JobView | None:
     """Fail the job for good and record the final error in the dead-letter queue."""
     view = transition(s, job_id=job_id, state=JobState.FAILED, stage="failed", error=error,
-                      traceback=traceback, attempt=attempts)
+                      traceback=traceback, attempt=attempts, of_attempt=of_attempt)
     if view is None:
         return None
     job = view.job
@@ -495,19 +504,40 @@ def mark_enqueued(s: Session, *, job_id: str, message_id: str) -> None:
         job.enqueued = True
 
 
-def unsent_jobs(s: Session, *, created_before: datetime, limit: int = 100) -> list[Job]:
-    """Queued jobs whose message never reached Redis (the web process died in between)."""
+_WAITING = (JobState.QUEUED.value, JobState.RETRYING.value)
+
+
+def unsent_jobs(s: Session, *, changed_before: datetime, limit: int = 100) -> list[Job]:
+    """Waiting jobs whose message never reached Redis.
+
+    A web process died between commit and enqueue, or Redis refused a retry's enqueue.
+    """
     return list(s.scalars(
-        select(Job).where(Job.state == JobState.QUEUED.value, Job.enqueued.is_(False),
-                          Job.created_at < created_before).order_by(Job.id).limit(limit)))
+        select(Job).where(Job.state.in_(_WAITING), Job.enqueued.is_(False),
+                          Job.updated_at < changed_before).order_by(Job.id).limit(limit)))
 
 
-def renew_message(s: Session, *, job_id: str) -> Job | None:
-    """Give a queued, unsent job a new message id; any older copy will be skipped."""
+def silent_active_jobs(s: Session, *, changed_before: datetime, limit: int = 100) -> list[Job]:
+    """Active jobs with no stored change for a long while (the caller checks their leases)."""
+    return list(s.scalars(
+        select(Job).where(Job.state == JobState.ACTIVE.value, Job.updated_at < changed_before)
+        .order_by(Job.id).limit(limit)))
+
+
+def renew_message(s: Session, *, job_id: str, changed_before: datetime) -> Job | None:
+    """Give a stuck job a new message id (any older copy will be skipped) and return it.
+
+    Stuck means: waiting with its message unsent, or active (its run is gone: the caller
+    checked the lease). None if the job moved on since (it changed after
+    ``changed_before``, or was sent meanwhile).
+    """
     job = _locked_job(s, job_id)
-    if job is None or job.state != JobState.QUEUED.value or job.enqueued:
+    if job is None or as_utc(job.updated_at) >= changed_before:
         return None
-    job.message_id = new_message_id()
+    waiting_unsent = job.state in _WAITING and not job.enqueued
+    if not (waiting_unsent or job.state == JobState.ACTIVE.value):
+        return None
+    job.message_id, job.enqueued = new_message_id(), False
     return job
 
 

@@ -1,8 +1,7 @@
-"""A periodic task in the web process: send messages of jobs stored but never enqueued.
+"""A periodic task in the web process: find jobs that would wait forever, send them again.
 
-That happens only when a web process dies between committing a job and enqueueing its
-message (a Redis error there answers 503 and removes the job instead). One web process
-per interval does the sweep, chosen by a Redis lock.
+See ``dispatch.sweep`` for which jobs; one web process per interval does the sweep,
+chosen by a Redis lock.
 """
 
 from __future__ import annotations
@@ -10,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+
+import redis
 
 from server import dispatch, keys
 
@@ -24,6 +25,8 @@ async def run_sweeper(state: Any) -> None:
         await asyncio.sleep(settings.sweep_interval_s)
         try:
             if await state.redis.set(lock, "1", nx=True, ex=settings.sweep_interval_s):
-                await dispatch.sweep_unsent(state, older_than_s=settings.sweep_after_s)
+                await dispatch.sweep(state)
+        except redis.RedisError as exc:
+            log.warning("sweep skipped, Redis unavailable: %s", exc)
         except Exception:
             log.exception("sweep failed; trying again in %s s", settings.sweep_interval_s)

@@ -53,24 +53,58 @@ def _database_params() -> list[str]:
     return ["sqlite", "postgresql"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
 
 
-@pytest.fixture(scope="session", params=_database_params())
-def database_url(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'darkroom.db'}"
-        return
-    import psycopg
+class Databases:
+    """Fresh databases of one backend; each stack gets its own, as each deployment has.
 
-    base = make_url(os.environ["TEST_DATABASE_URL"])
-    name = f"darkroom_test_{secrets.token_hex(4)}"
-    admin_dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    Two web processes on one database but different Redis prefixes would sweep each
+    other's jobs onto the wrong queues, so stacks never share one.
+    """
+
+    def __init__(self, backend: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.backend = backend
+        self.tmp_path_factory = tmp_path_factory
+        self.created: list[str] = []
+
+    def _admin_dsn(self) -> str:
+        base = make_url(os.environ["TEST_DATABASE_URL"])
+        return base.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def new(self) -> str:
+        if self.backend == "sqlite":
+            return f"sqlite:///{self.tmp_path_factory.mktemp('db') / 'darkroom.db'}"
+        import psycopg
+
+        name = f"darkroom_test_{secrets.token_hex(4)}"
+        with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        base = make_url(os.environ["TEST_DATABASE_URL"])
+        return base.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        if not self.created:
+            return
+        import psycopg
+
+        with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=_database_params())
+def databases(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    made = Databases(request.param, tmp_path_factory)
     try:
-        yield base.set(database=name).render_as_string(hide_password=False)
+        yield made
     finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        made.drop_all()
+
+
+@pytest.fixture(scope="session")
+def database_url(databases: Databases) -> str:
+    """The database of the main ``stack``."""
+    return databases.new()
 
 
 @dataclass

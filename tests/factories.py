@@ -101,8 +101,11 @@ class LiveClient:
                     return name, data
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                names = [name for name, _ in self.events]
-                raise AssertionError(f"no matching event within {timeout}s; got {names}")
+                got = [(name, (data.get("job") or {}).get("id", ""),
+                        (data.get("job") or {}).get("state", ""))
+                       if isinstance(data, dict) else (name,) for name, data in self.events]
+                raise AssertionError(f"no matching event within {timeout}s; got {len(got)}, "
+                                     f"ending with {got[-12:]}")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=remaining)

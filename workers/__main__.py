@@ -1,9 +1,9 @@
-"""``python -m workers``: run the Dramatiq worker processes and restart them if they die.
+"""``python -m workers``: run WORKER_PROCESSES Dramatiq processes, restarting any that dies.
 
-Dramatiq stops all its worker processes when one dies (a segfault in a decoder, the OOM
-killer, ``kill -9``). Without a supervisor that would end the whole service under
-``make run``; here the group is started again after a short, growing pause, and the
-message that was running is redelivered (see the README's "Failure handling").
+A worker process can die (a segfault in a decoder, the OOM killer, ``kill -9``). Without
+a supervisor that would end the whole service under ``make run``; here that one process
+is started again after a short, growing pause, and the message it was running is
+redelivered (see the README's "Failure handling").
 """
 
 from __future__ import annotations
@@ -44,39 +44,79 @@ def _own_group_dying_with_us() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class _Slot:
+    """One Dramatiq process (``--processes 1``), restarted on its own when it dies.
+
+    One Dramatiq group per slot, not one group of N: when a process of a group dies,
+    Dramatiq stops the others and waits for their jobs before it exits, so a crash
+    would stall every worker for up to the time limit.
+    """
+
+    def __init__(self, command: list[str], stopping: threading.Event) -> None:
+        self.command = command
+        self.stopping = stopping
+        self.child: subprocess.Popen[bytes] | None = None
+        self._terminated: subprocess.Popen[bytes] | None = None
+        self.code = 0
+
+    def run(self) -> None:
+        pause = 1.0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            self.child = subprocess.Popen(self.command, preexec_fn=_own_group_dying_with_us)
+            if self.stopping.is_set():  # a stop that came while it was starting
+                self.terminate()
+            code = self.child.wait()
+            if self.stopping.is_set() or code == 0:
+                return
+            if code in _FATAL_CODES:
+                log.error("dramatiq exited with code %s; not restarting", code)
+                self.code = code
+                self.stopping.set()
+                return
+            if time.monotonic() - started > _HEALTHY_RUN_S:
+                pause = 1.0
+            log.warning("a worker process exited with code %s; restarting in %.0f s",
+                        code, pause)
+            self.stopping.wait(pause)
+            pause = min(pause * 2, _MAX_PAUSE_S)
+
+    def terminate(self) -> None:
+        # Once: Dramatiq forwards each SIGTERM to its worker, and a second one there
+        # means "kill now" instead of a graceful stop.
+        child = self.child
+        if child is not None and child.poll() is None and child is not self._terminated:
+            self._terminated = child
+            child.send_signal(signal.SIGTERM)
+
+
 def main() -> int:
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     command = [str(Path(sys.executable).parent / "dramatiq"), "workers.main",
-               "--processes", str(settings.worker_processes),
-               "--threads", str(settings.worker_threads), *sys.argv[1:]]
+               "--processes", "1", "--threads", str(settings.worker_threads), *sys.argv[1:]]
     stopping = threading.Event()
-    child: subprocess.Popen[bytes] | None = None
+    slots = [_Slot(command, stopping) for _ in range(settings.worker_processes)]
 
     def stop(signum: int, _frame: object) -> None:
         stopping.set()
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+        for slot in slots:
+            slot.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    pause = 1.0
-    while True:
-        started = time.monotonic()
-        child = subprocess.Popen(command, preexec_fn=_own_group_dying_with_us)
-        code = child.wait()
-        if stopping.is_set() or code == 0:
-            return 0
-        if code in _FATAL_CODES:
-            log.error("dramatiq exited with code %s; not restarting", code)
-            return code
-        if time.monotonic() - started > _HEALTHY_RUN_S:
-            pause = 1.0
-        log.warning("worker processes exited with code %s; restarting in %.0f s", code, pause)
-        if stopping.wait(pause):
-            return 0
-        pause = min(pause * 2, _MAX_PAUSE_S)
+    threads = [threading.Thread(target=slot.run, name=f"slot-{n}", daemon=True)
+               for n, slot in enumerate(slots)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        if stopping.wait(0.5):
+            for slot in slots:
+                slot.terminate()
+            for thread in threads:
+                thread.join()
+    return max((slot.code for slot in slots), default=0)
 
 
 if __name__ == "__main__":

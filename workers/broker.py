@@ -25,13 +25,18 @@ def redis_client(url: str) -> redis.Redis:
                                 health_check_interval=30)
 
 
-def build_broker(settings: Settings) -> RedisBroker:
-    """A Redis broker for this deployment (Dramatiq's default middleware included)."""
+def build_broker(settings: Settings, *, maintenance: bool = True) -> RedisBroker:
+    """A Redis broker for this deployment (Dramatiq's default middleware included).
+
+    Only workers do maintenance: a web process that happened to enqueue right after a
+    Redis outage would otherwise requeue the messages of workers that are alive but
+    have not beaten since Redis came back.
+    """
     broker = RedisBroker(  # type: ignore[no-untyped-call]
         client=redis_client(settings.require_redis()),
         namespace=keys.dramatiq_namespace(settings.redis_prefix),
         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
-        maintenance_chance=MAINTENANCE_CHANCE,
+        maintenance_chance=MAINTENANCE_CHANCE if maintenance else 0,
     )
     return broker
 

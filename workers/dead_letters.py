@@ -15,7 +15,8 @@ import dramatiq
 
 from server.jobs import TransitionError
 from workers.faults import describe
-from workers.lifecycle import job_id_of
+from workers.leases import Leases
+from workers.lifecycle import ATTEMPT_OPTION, job_id_of
 from workers.progress import Reporter
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,9 @@ TRACEBACK_LIMIT = 30
 class DeadLetters(dramatiq.Middleware):
     """Turns a nacked message (retries exhausted, or a permanent error) into a dead letter."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Reporter, leases: Leases) -> None:
         self.reporter = reporter
+        self.leases = leases
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         # after_nack runs in the worker thread before Dramatiq clears the stuffed exception.
@@ -41,6 +43,9 @@ class DeadLetters(dramatiq.Middleware):
             trace = "".join(traceback.format_exception(exception, limit=TRACEBACK_LIMIT))
         job_id = job_id_of(message)
         try:
-            self.reporter.dead_letter(job_id, error, traceback=trace)
+            self.reporter.dead_letter(job_id, error, traceback=trace,
+                                      of_attempt=message.options.get(ATTEMPT_OPTION))
         except TransitionError as exc:
             log.info("job %s: %s", job_id, exc)
+        finally:
+            self.leases.release(job_id)

@@ -1,4 +1,4 @@
-"""Heartbeat middleware: keep this worker process marked alive in Dramatiq's Redis broker.
+"""Heartbeat middleware: keep this worker process (and its job leases) alive in Redis.
 
 Dramatiq's consumers refresh the heartbeat only when they talk to Redis; while every
 thread is busy with a long job and the prefetch buffer is full they don't, and after
@@ -19,15 +19,20 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from server import keys
+from workers.leases import Leases
 
 log = logging.getLogger(__name__)
+
+# Dramatiq restarts a consumer 3 s after a connection error; beat well before that.
+_RETRY_PAUSE_S = 0.5
 
 
 class Heartbeat(dramatiq.Middleware):
     """A daemon thread per worker process that refreshes this broker's heartbeat."""
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, leases: Leases) -> None:
         self.interval_s = interval_s
+        self.leases = leases
         self._stop = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
@@ -41,8 +46,14 @@ class Heartbeat(dramatiq.Middleware):
 
     def _beat(self, broker: RedisBroker) -> None:
         key = keys.dramatiq_heartbeats(broker.namespace)
-        while not self._stop.wait(self.interval_s):
+        pause = self.interval_s
+        while not self._stop.wait(pause):
             try:
                 broker.client.zadd(key, {broker.broker_id: int(time.time() * 1000)})
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.leases.refresh()
+                pause = self.interval_s
+            except redis.RedisError as exc:
+                # Beat again soon: when Redis is back, we must be marked alive (and hold
+                # our leases) before consumers elsewhere run maintenance on us.
                 log.warning("heartbeat failed: %s", exc)
+                pause = _RETRY_PAUSE_S

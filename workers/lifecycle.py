@@ -20,9 +20,13 @@ from dramatiq.middleware import SkipMessage
 from server.jobs import AttemptsExhausted, JobState, Stage, TransitionError
 from server.models import utcnow
 from workers.faults import describe
+from workers.leases import Leases
 from workers.progress import Reporter
 
 log = logging.getLogger(__name__)
+
+# Where the attempt a message runs as is kept (in memory) for the after_* hooks.
+ATTEMPT_OPTION = "darkroom_attempt"
 
 
 def job_id_of(message: dramatiq.Message[Any]) -> str:
@@ -33,29 +37,43 @@ def job_id_of(message: dramatiq.Message[Any]) -> str:
 class JobLifecycle(dramatiq.Middleware):
     """Moves each job through its states as Dramatiq processes its message."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Reporter, leases: Leases) -> None:
         self.reporter = reporter
+        self.leases = leases
         self._next_run: dict[str, datetime] = {}
         self._lock = threading.Lock()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         job_id = job_id_of(message)
+        if not self.leases.acquire(job_id):
+            # Another live process runs this job (this copy was redelivered while that
+            # worker was silent, e.g. during a Redis outage). Look again once its lease
+            # would have expired, had it died.
+            broker.enqueue(message.copy(), delay=self.leases.ttl_ms)
+            raise SkipMessage(f"job {job_id} is running elsewhere")
         try:
             view = self.reporter.begin_attempt(job_id, message.message_id)
         except TransitionError as exc:
-            # Cancelled (or finished) while the message waited: it must never run.
+            # Cancelled or finished while the message waited, or a superseded copy.
+            self.leases.release(job_id)
             log.info("skipping message for job %s: %s", job_id, exc)
             raise SkipMessage(str(exc)) from None
         except AttemptsExhausted as exc:
             # Every delivery counts as an attempt, so a message that kills its worker
             # process each time (and is redelivered each time) ends here, not in a loop.
+            self.leases.release(job_id)
             log.warning("job %s: %s", job_id, exc)
             self.reporter.dead_letter(job_id, {"type": "WorkerLost", "message": str(exc)},
                                       traceback=None)
             raise SkipMessage(str(exc)) from None
+        except BaseException:
+            self.leases.release(job_id)
+            raise
         if view is None:
+            self.leases.release(job_id)
             log.info("skipping message for job %s: the job no longer exists", job_id)
             raise SkipMessage("job deleted")
+        message.options[ATTEMPT_OPTION] = view.job.attempt
 
     def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
         # Retries re-enqueues with a delay just before our after_process_message runs:
@@ -67,15 +85,27 @@ class JobLifecycle(dramatiq.Middleware):
     def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
                               result: Any = None, exception: BaseException | None = None) -> None:
         job_id = job_id_of(message)
+        attempt = message.options.get(ATTEMPT_OPTION)
         with self._lock:
             next_run = self._next_run.pop(message.message_id, None)
         try:
             if exception is None:
                 self.reporter.transition(job_id, JobState.COMPLETED, stage=Stage.DONE.value,
-                                         progress=100, result=result)
+                                         progress=100, result=result, of_attempt=attempt)
             elif not message.failed:
+                # No enqueue seen: Redis refused the retry's message (dramatiq#545). The
+                # row keeps the retry, unsent, for the web's sweeper to send.
                 self.reporter.transition(job_id, JobState.RETRYING, stage="retrying",
-                                         error=describe(exception), run_at=next_run)
+                                         error=describe(exception), of_attempt=attempt,
+                                         run_at=next_run or utcnow(), resend=next_run is None)
         except TransitionError as exc:
-            # Cancelled elsewhere meanwhile: the stored final state stands.
+            # Cancelled elsewhere meanwhile, or a later attempt took over: that state stands.
             log.info("job %s: %s", job_id, exc)
+        finally:
+            if not message.failed:
+                self.leases.release(job_id)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        # An actor that stopped because its job was cancelled (not our own skips above,
+        # which release before raising; releasing twice is harmless).
+        self.leases.release(job_id_of(message))

@@ -13,18 +13,24 @@ from workers.broker import build_broker, install
 from workers.context import WorkerContext
 from workers.dead_letters import DeadLetters
 from workers.heartbeat import Heartbeat
+from workers.leases import Leases
 from workers.lifecycle import JobLifecycle
 
 settings = Settings.from_env()
 logging.basicConfig(level=settings.log_level.upper(),
                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+# Our actors return their job's result for JobLifecycle to store; Dramatiq warns about
+# any returned value when its Results middleware is absent. That warning is noise here.
+logging.getLogger("dramatiq.worker.WorkerThread").addFilter(
+    lambda record: "returned a value that is not None" not in record.getMessage())
 broker = build_broker(settings)
 context = WorkerContext.from_settings(settings, broker)
+leases = Leases(context.redis, settings.redis_prefix, ttl_ms=settings.worker_heartbeat_timeout_ms)
 install(
     broker,
-    JobLifecycle(context.reporter),
-    DeadLetters(context.reporter),
-    Heartbeat(interval_s=settings.worker_heartbeat_timeout_ms / 4000),
+    JobLifecycle(context.reporter, leases),
+    DeadLetters(context.reporter, leases),
+    Heartbeat(interval_s=settings.worker_heartbeat_timeout_ms / 4000, leases=leases),
 )
 dramatiq.set_broker(broker)
 declare_actors(broker, context, tasks.load(include_test_tasks=settings.enable_test_tasks))

@@ -18,7 +18,7 @@ from server import store
 from server.auth import hash_token
 from server.db import SyncDatabase
 from server.embedded_redis import EmbeddedRedis
-from tests.conftest import Stack, running_stack
+from tests.conftest import Databases, Stack, running_stack
 from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 # after the heartbeat timeout; a job running past the time limit is stopped.
 FAULT_ENV = {
     "ENABLE_TEST_TASKS": "true",
+    "WORKER_PROCESSES": "2",
     "WORKER_HEARTBEAT_TIMEOUT_MS": "3000",
     "JOB_TIME_LIMIT_S": "4",
     "RETRY_MIN_BACKOFF_MS": "1000",
@@ -39,9 +40,9 @@ REDELIVERY_BOUND_S = 90
 
 
 @pytest.fixture(scope="module")
-def faults(redis_url: str, database_url: str,
+def faults(redis_url: str, databases: Databases,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(redis_url, database_url, tmp_path_factory.mktemp("faults"),
+    with running_stack(redis_url, databases.new(), tmp_path_factory.mktemp("faults"),
                        **FAULT_ENV) as running:
         yield running
 
@@ -302,18 +303,24 @@ async def test_client_ends_with_the_final_state_across_a_web_restart(
         "the client reconnected by itself and got a fresh snapshot"
 
 
-async def test_redis_restart_loses_nothing(redis_url: str, database_url: str,
+async def test_redis_restart_loses_nothing(databases: Databases,
                                            tmp_path: Path, sockets: list[LiveClient]) -> None:
     # A Redis of its own, with its append-only file, so it can be stopped and started.
     private = EmbeddedRedis(tmp_path / "redis", persistent=True, use_socket=False).start()
     try:
-        with running_stack(private.url, database_url, tmp_path, **FAULT_ENV) as stack:
+        with running_stack(private.url, databases.new(), tmp_path,
+                           **{**FAULT_ENV, "JOB_TIME_LIMIT_S": "60"}) as stack:
             async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
                 token = await new_token(http)
                 client = await _watch(stack, token, sockets)
-                jobs = [await _task(http, token, "test.sleep", {"seconds": 2, "steps": 4})
-                        for _ in range(3)]
-                await client.wait_for(lambda n, d: n == "job:active")
+                # Still running when Redis comes back, past the heartbeat timeout.
+                sleepers = [await _task(http, token, "test.sleep", {"seconds": 9, "steps": 9})
+                            for _ in range(2)]
+                # Fails (transiently) while Redis is down: its retry cannot be enqueued.
+                flaky = await _task(http, token, "test.flaky", {"fail_runs": 1, "sleep_s": 1.5})
+                for job in [*sleepers, flaky]:
+                    await client.wait_for(
+                        lambda n, d, j=job: n == "job:progress" and d["job"]["id"] == j["id"])
                 await asyncio.to_thread(private.stop)
                 down = await http.get("/healthz")
                 assert down.status_code == 503
@@ -323,16 +330,34 @@ async def test_redis_restart_loses_nothing(redis_url: str, database_url: str,
                 assert refused.json()["error"]["code"] == "queue_unavailable"
                 assert (await http.get("/api/images", headers=auth(token))).json()[
                     "items"] == [], "nothing half-stored"
-                await asyncio.sleep(2)
+                # Longer than the heartbeat timeout: when Redis is back, the workers look
+                # dead to Dramatiq's maintenance, and their messages are redelivered.
+                await asyncio.sleep(4.5)
                 await asyncio.to_thread(private.start)
                 for _ in range(100):
                     if (await http.get("/healthz")).status_code == 200:
                         break
                     await asyncio.sleep(0.2)
                 assert (await http.get("/healthz")).status_code == 200
-                for job in jobs:
-                    done = await wait_final(http, token, job["id"], timeout=REDELIVERY_BOUND_S)
-                    assert done["state"] == "completed", done
+
+                def final_seen(job_id: str) -> Any:
+                    def check(name: str, data: Any) -> bool:
+                        if name == "job:completed":
+                            return bool(data["job"]["id"] == job_id)
+                        return name == "jobs:snapshot" and any(
+                            j["id"] == job_id and j["state"] == "completed"
+                            for j in data["jobs"])
+                    return check
+
+                # The socket stayed connected all along and still learns every end.
+                for job in [*sleepers, flaky]:
+                    await client.wait_for(final_seen(job["id"]), timeout=REDELIVERY_BOUND_S)
+                for job in sleepers:
+                    done = await wait_final(http, token, job["id"])
+                    assert done["state"] == "completed"
+                    assert done["attempt"] == 1, "a live worker's job must not run twice"
+                done = await wait_final(http, token, flaky["id"])
+                assert (done["state"], done["attempt"]) == ("completed", 2)
                 # The relay re-subscribed by itself: a new job's events reach the socket.
                 later = await _task(http, token, "test.sleep", {"seconds": 0.1, "steps": 1})
                 assert (await client.wait_final(later["id"], timeout=60))[0] == "job:completed"

@@ -13,7 +13,7 @@ import socketio
 from PIL import Image
 
 from server.embedded_redis import free_port
-from tests.conftest import Stack, _wait_for_port, stack_env, start_web, stop
+from tests.conftest import Databases, Stack, _wait_for_port, stack_env, start_web, stop
 from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
@@ -288,11 +288,11 @@ async def test_web_client_is_served(http: httpx.AsyncClient) -> None:
 # -- limits, on a web process of their own with small caps ------------------------------------
 
 @pytest.fixture(scope="module")
-def small_limits(redis_url: str, database_url: str,
+def small_limits(redis_url: str, databases: Databases,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     data_dir = tmp_path_factory.mktemp("small")
-    env = stack_env(redis_url, database_url, data_dir, port, MAX_UPLOAD_MB="1",
+    env = stack_env(redis_url, databases.new(), data_dir, port, MAX_UPLOAD_MB="1",
                     MAX_IMAGE_PIXELS="1000000")
     web = start_web(env, data_dir / "web.log")
     try:

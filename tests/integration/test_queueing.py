@@ -10,16 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack, running_stack
+from tests.conftest import Databases, Stack, running_stack
 from tests.factories import LiveClient, auth, new_token
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def single(redis_url: str, database_url: str,
+def single(redis_url: str, databases: Databases,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(redis_url, database_url, tmp_path_factory.mktemp("single"),
+    with running_stack(redis_url, databases.new(), tmp_path_factory.mktemp("single"),
                        ENABLE_TEST_TASKS="true", WORKER_THREADS="1") as running:
         yield running
 

@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from server.embedded_redis import free_port
-from tests.conftest import Stack, running_stack
+from tests.conftest import Databases, Stack, running_stack
 from tests.factories import auth, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
@@ -100,9 +100,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def tasks_stack(redis_url: str, database_url: str, mailbox: tuple[Mailbox, int],
+def tasks_stack(redis_url: str, databases: Databases, mailbox: tuple[Mailbox, int],
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(redis_url, database_url, tmp_path_factory.mktemp("tasks"),
+    with running_stack(redis_url, databases.new(), tmp_path_factory.mktemp("tasks"),
                        SMTP_URL=f"smtp://127.0.0.1:{mailbox[1]}",
                        SMTP_FROM="darkroom@test.example", WEBHOOK_SECRET=SECRET,
                        WEBHOOK_TIMEOUT_S="3", RETRY_MIN_BACKOFF_MS="200",

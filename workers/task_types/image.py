@@ -23,10 +23,13 @@ def process_image(ctx: WorkerContext, view: JobView,
     try:
         _process(ctx, view.job.id, image_id)
     except BaseException:
-        # Whatever stopped this attempt, no partial output stays visible; a retry redoes it.
-        ctx.storage.remove_renditions(image_id)
-        ctx.db.write(store.record_image_output, image_id=image_id, has_thumbnail=False,
-                     has_preview=False)
+        # Whatever stopped this attempt, no partial output stays visible; a retry redoes
+        # it. Unless the job completed after all (another run finished it): keep those.
+        now = ctx.db.read(store.get_job, job_id=view.job.id, user_id=None)
+        if now is None or now.job.state != JobState.COMPLETED.value:
+            ctx.storage.remove_renditions(image_id)
+            ctx.db.write(store.record_image_output, image_id=image_id, has_thumbnail=False,
+                         has_preview=False)
         raise
     return None  # the presenter puts the finished <Image> into result
 

@@ -32,6 +32,7 @@ def flaky_task(ctx: WorkerContext, view: JobView) -> dict[str, Any]:
     run = int(ctx.redis.incr(keys.test_task_runs(ctx.settings.redis_prefix, view.job.id)))
     ctx.redis.expire(keys.test_task_runs(ctx.settings.redis_prefix, view.job.id), 86_400)
     ctx.reporter.progress(view.job.id, f"run {run}", 50)
+    time.sleep(float(view.job.payload.get("sleep_s", 0)))
     if run <= int(view.job.payload.get("fail_runs", 1)):
         if view.job.payload.get("error", "transient") == "permanent":
             raise ValueError(f"injected permanent fault on run {run}")
@@ -59,6 +60,7 @@ register(TaskType(
     description="Fail the first fail_runs runs, then succeed (testing only).",
     schema={"type": "object", "properties": {
         "fail_runs": {"type": "integer", "minimum": 0, "maximum": 100},
+        "sleep_s": {"type": "number", "minimum": 0, "maximum": 60},
         "error": {"type": "string", "enum": ["transient", "permanent"]}},
         "additionalProperties": False},
     run=flaky_task,
