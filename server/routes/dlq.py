@@ -12,6 +12,7 @@ from starlette.routing import Route
 from server import dispatch, store, validation
 from server.auth import require_admin
 from server.errors import ApiError, not_found
+from server.jobs import TransitionError
 from server.models import DeadLetter
 from server.schemas import iso
 
@@ -50,7 +51,10 @@ async def _retry(state: Any, job_id: str) -> dict[str, Any]:
             or not await asyncio.to_thread(state.storage.original(found.job.image_id).exists)):
         raise ApiError(409, "input_missing",
                        "the image this job processed was deleted, so it cannot run again")
-    requeued = await state.db.write(store.requeue_dead_letter, job_id=job_id)
+    try:
+        requeued = await state.db.write(store.requeue_dead_letter, job_id=job_id)
+    except TransitionError:  # another admin retried it a moment ago
+        raise ApiError(409, "conflict", "the job is already being retried") from None
     if requeued is None:
         raise not_found("dead letter")
     entry, view = requeued

@@ -103,3 +103,20 @@ async def test_snapshot_carries_queue_positions(single: Stack, http: httpx.Async
     finally:
         await second.close()
     await asyncio.wait_for(client.wait_final(waiting["id"]), timeout=30)
+
+
+async def test_cancelled_queued_job_never_runs(http: httpx.AsyncClient,
+                                               live: tuple[str, LiveClient]) -> None:
+    token, client = live
+    busy = await _sleep(http, token, 2)
+    await client.wait_for(lambda n, d: n == "job:active" and d["job"]["id"] == busy["id"])
+    waiting = await _sleep(http, token, 0.1)
+    assert waiting["queue_position"] == 0
+    response = await http.post(f"/api/jobs/{waiting['id']}/cancel", headers=auth(token))
+    assert response.status_code == 202
+    assert (await client.wait_final(waiting["id"]))[0] == "job:cancelled"
+    await client.wait_final(busy["id"], timeout=30)
+    after = await _sleep(http, token, 0.1)  # the worker is past the cancelled message
+    await client.wait_final(after["id"], timeout=30)
+    names = [name for name, _ in client.of_job(waiting["id"])]
+    assert "job:active" not in names, names
