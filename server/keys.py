@@ -31,3 +31,13 @@ def sweeper_lock(prefix: str) -> str:
 def job_lease(prefix: str, job_id: str) -> str:
     """Held (and refreshed) by the worker process running the job, so no second run starts."""
     return f"{prefix}:lease:{job_id}"
+
+
+def upload_rate(prefix: str, user_id: str, window: int) -> str:
+    """Uploads a user made in one minute-long window (fixed windows, expiring)."""
+    return f"{prefix}:rate:uploads:{user_id}:{window}"
+
+
+def paused_queues(prefix: str) -> str:
+    """The set of queue names whose waiting jobs are held back."""
+    return f"{prefix}:paused-queues"

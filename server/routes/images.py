@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from server import dispatch, signing, store, validation
+from server import dispatch, ratelimit, signing, store, validation
 from server.auth import Principal, require_user
 from server.errors import ApiError, not_found
 from server.jobs import queue_for
@@ -36,6 +36,7 @@ async def upload_image(request: Request) -> Response:
     principal = await require_user(request)
     state = request.app.state
     settings = state.settings
+    await ratelimit.check_uploads(state, principal.user_id)
     form = await receive_multipart(request, state.storage, max_file_bytes=settings.max_upload_bytes,
                                    max_files=1)
     try:

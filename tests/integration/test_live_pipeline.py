@@ -293,7 +293,7 @@ def small_limits(redis_url: str, databases: Databases,
     port = free_port()
     data_dir = tmp_path_factory.mktemp("small")
     env = stack_env(redis_url, databases.new(), data_dir, port, MAX_UPLOAD_MB="1",
-                    MAX_IMAGE_PIXELS="1000000")
+                    MAX_IMAGE_PIXELS="1000000", RATE_LIMIT_UPLOADS_PER_MIN="3")
     web = start_web(env, data_dir / "web.log")
     try:
         _wait_for_port(port, web)
@@ -408,3 +408,16 @@ async def test_deleting_an_image_before_it_runs_cancels_its_job(
     name, final = await client.wait_final(body["job"]["id"])
     assert name == "job:cancelled"
     assert final["job"]["error"]["message"] == "the image was deleted before it was processed"
+
+
+async def test_uploads_past_the_rate_limit_get_429(small_limits: str) -> None:
+    async with httpx.AsyncClient(base_url=small_limits, timeout=30) as http:
+        token, other = await new_token(http), await new_token(http)
+        codes = [(await upload(http, token, jpeg_bytes(20, 20, color=(n, 0, 0)))).status_code
+                 for n in range(3)]
+        assert codes == [202, 202, 202]
+        limited = await upload(http, token, jpeg_bytes(20, 20, color=(9, 9, 9)))
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 61
+        assert (await upload(http, other, jpeg_bytes(20, 20))).status_code == 202
