@@ -41,6 +41,7 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
 class Stage(StrEnum):
     """Human-readable steps of an image job, in order."""
 
+    PAUSED = "paused"  # waiting in a paused queue (admin), not a processing step
     STORED = "stored"
     DECODING = "decoding"
     THUMBNAIL = "thumbnail"
@@ -51,6 +52,7 @@ class Stage(StrEnum):
 
 # Progress (0-100) reported when each stage starts; it only ever rises within an attempt.
 STAGE_PROGRESS: dict[Stage, int] = {
+    Stage.PAUSED: 0,
     Stage.STORED: 0,
     Stage.DECODING: 10,
     Stage.THUMBNAIL: 40,
@@ -101,6 +103,12 @@ def actor_for(type_name: str, priority: str) -> str:
 
 
 def base_queue(queue: str) -> str:
-    """``images.high`` → ``images``."""
+    """``images.high`` → ``images``; Dramatiq's delay queues too (``images.low.DQ``)."""
+    queue = queue.removesuffix(".DQ")
     head, _, tail = queue.rpartition(".")
     return head if head and tail in PRIORITY_ORDER else queue
+
+
+def queue_family(base: str) -> list[str]:
+    """Every priority's queue of one base queue."""
+    return [queue_for(base, priority) for priority in PRIORITY_ORDER]

@@ -24,7 +24,7 @@ from server.jobs import (
     base_queue,
     check_transition,
     is_final,
-    queue_for,
+    queue_family,
 )
 from server.models import DeadLetter, Image, Job, User, Webhook, as_utc, new_id, utcnow
 
@@ -78,12 +78,16 @@ def create_job(
     priority: str = "normal",
     run_at: datetime | None = None,
     image: Image | None = None,
+    stage: str = Stage.STORED.value,
 ) -> JobView:
-    """Record a queued job (its message is not sent yet); with ``image``, tied to it."""
+    """Record a queued job (its message is not sent yet); with ``image``, tied to it.
+
+    ``stage`` is ``paused`` when its queue is paused.
+    """
     now = utcnow()
     job = Job(
         id=new_id(), user_id=user_id, type=task_type, queue=queue,
-        state=JobState.QUEUED.value, stage=Stage.STORED.value, progress=0, attempt=0,
+        state=JobState.QUEUED.value, stage=stage, progress=0, attempt=0,
         max_attempts=max_attempts, priority=priority, payload=payload, seq=1,
         created_at=now, updated_at=now, run_at=run_at, message_id=new_message_id(),
         image_id=image.id if image is not None else None,
@@ -128,6 +132,7 @@ def create_image_job(
     max_attempts: int,
     priority: str = "normal",
     run_at: datetime | None = None,
+    stage: str = Stage.STORED.value,
 ) -> JobView:
     """Record an accepted upload and its queued processing job.
 
@@ -141,7 +146,7 @@ def create_image_job(
     s.add(image)
     return create_job(s, user_id=user_id, task_type=task_type, queue=queue,
                       payload={"image_id": image_id}, max_attempts=max_attempts,
-                      priority=priority, run_at=run_at, image=image)
+                      priority=priority, run_at=run_at, image=image, stage=stage)
 
 
 def create_upload(s: Session, *, user_id: str, sha256: str,
@@ -251,7 +256,7 @@ def queue_position(s: Session, *, job: Job) -> int | None:
     if job.run_at is not None and as_utc(job.run_at) > now:
         return None
     base = base_queue(job.queue)
-    family = [queue_for(base, priority) for priority in PRIORITY_ORDER]
+    family = queue_family(base)
     rank = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
     mine = PRIORITY_ORDER.get(job.priority, PRIORITY_ORDER["normal"])
     ahead = s.scalar(
@@ -489,6 +494,65 @@ def create_webhook_deliveries(s: Session, *, job: Job, event: str, body: dict[st
                    max_attempts=max_attempts)
         for hook in list_webhooks(s, user_id=job.user_id)
     ]
+
+
+# -- queues ------------------------------------------------------------------------------------
+
+_COUNTED_STATES = ("queued", "delayed", "active", "retrying", "completed", "failed", "cancelled")
+THROUGHPUT_WINDOW = timedelta(minutes=5)
+
+
+def queue_stats(s: Session, *, base: str) -> dict[str, Any]:
+    """Counts by state (``delayed`` = queued with a future run_at), the oldest waiting job's
+    age, and completions per minute over the last five minutes, for one queue family."""
+    now = utcnow()
+    family = queue_family(base)
+    delayed = (Job.state == JobState.QUEUED.value) & (Job.run_at > now)
+    label = case((delayed, "delayed"), else_=Job.state)
+    counts = dict.fromkeys(_COUNTED_STATES, 0)
+    for state, count in s.execute(select(label, func.count()).where(Job.queue.in_(family))
+                                  .group_by(label)):
+        counts[str(state)] = int(count)
+    oldest = s.scalar(
+        select(func.min(func.coalesce(Job.run_at, Job.created_at)))
+        .where(Job.queue.in_(family), Job.state == JobState.QUEUED.value)
+        .where(Job.run_at.is_(None) | (Job.run_at <= now)))
+    done = s.scalar(select(func.count()).select_from(Job).where(
+        Job.queue.in_(family), Job.state == JobState.COMPLETED.value,
+        Job.finished_at >= now - THROUGHPUT_WINDOW)) or 0
+    return {
+        "counts": counts,
+        "oldest_waiting_s": round((now - as_utc(oldest)).total_seconds(), 1) if oldest else None,
+        "throughput_per_min": round(done / (THROUGHPUT_WINDOW.total_seconds() / 60), 2),
+    }
+
+
+def mark_paused(s: Session, *, base: str, paused: bool) -> list[JobView]:
+    """Show the family's waiting jobs as paused (or waiting again); returns those changed."""
+    before, after = (Stage.STORED.value, Stage.PAUSED.value) if paused else \
+        (Stage.PAUSED.value, Stage.STORED.value)
+    jobs = list(s.scalars(select(Job).where(
+        Job.queue.in_(queue_family(base)), Job.state == JobState.QUEUED.value,
+        Job.stage == before).with_for_update()))
+    for job in jobs:
+        job.stage, job.seq, job.updated_at = after, job.seq + 1, utcnow()
+    return [_view(s, job) for job in jobs]
+
+
+def clean_finished(s: Session, *, base: str, finished_before: datetime) -> int:
+    """Delete the family's final jobs finished before the cutoff; returns how many.
+
+    Kept: jobs in the dead-letter queue (until an admin clears them) and the current
+    job of an existing image (its <Image> names it).
+    """
+    finals = [state.value for state in JobState if is_final(state)]
+    keep_dead = select(DeadLetter.job_id)
+    keep_current = select(Image.job_id).where(Image.job_id.is_not(None))
+    result = s.execute(delete(Job).where(
+        Job.queue.in_(queue_family(base)), Job.state.in_(finals),
+        Job.finished_at < finished_before, Job.id.not_in(keep_dead),
+        Job.id.not_in(keep_current)))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # -- message bookkeeping -----------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Job leases in Redis: the worker process running a job holds its lease until it ends.
+"""Shared switches in Redis: job leases, and paused queues.
+
+The worker process running a job holds its lease until it ends.
 
 A redelivered message whose job is leased by a live process must not start a second
 run: Dramatiq can redeliver a message whose worker is alive but was silent (a Redis
@@ -84,3 +86,17 @@ class Leases:
             # unless another process holds it by now.
             self.client.eval(_REFRESH, 1, keys.job_lease(self.prefix, job_id), self.owner,
                              self.ttl_ms)
+
+
+class QueueGate:
+    """Whether a queue is paused (an admin's switch, a Redis set shared by all processes)."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.key = keys.paused_queues(prefix)
+
+    def __call__(self, queue: str) -> bool:
+        try:
+            return bool(self.client.sismember(self.key, queue))
+        except redis.RedisError:
+            return False  # Redis is down: Dramatiq is not delivering anything anyway

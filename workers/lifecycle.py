@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
-from server.jobs import AttemptsExhausted, JobState, Stage, TransitionError
+from server.jobs import AttemptsExhausted, JobState, Stage, TransitionError, base_queue
 from server.models import utcnow
 from workers.faults import describe
 from workers.leases import Leases
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # Where the attempt a message runs as is kept (in memory) for the after_* hooks.
 ATTEMPT_OPTION = "darkroom_attempt"
+# How often a message of a paused queue looks again: resume takes effect within this.
+PAUSED_RECHECK_MS = 3000
 
 
 def job_id_of(message: dramatiq.Message[Any]) -> str:
@@ -37,14 +40,20 @@ def job_id_of(message: dramatiq.Message[Any]) -> str:
 class JobLifecycle(dramatiq.Middleware):
     """Moves each job through its states as Dramatiq processes its message."""
 
-    def __init__(self, reporter: Reporter, leases: Leases) -> None:
+    def __init__(self, reporter: Reporter, leases: Leases,
+                 is_paused: Callable[[str], bool]) -> None:
         self.reporter = reporter
         self.leases = leases
+        self.is_paused = is_paused
         self._next_run: dict[str, datetime] = {}
         self._lock = threading.Lock()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         job_id = job_id_of(message)
+        if self.is_paused(base_queue(message.queue_name)):
+            # Paused by an admin: the job stays queued; look again in a few seconds.
+            broker.enqueue(message.copy(), delay=PAUSED_RECHECK_MS)
+            raise SkipMessage(f"queue {message.queue_name} is paused")
         if not self.leases.acquire(job_id):
             # Another live process runs this job (this copy was redelivered while that
             # worker was silent, e.g. during a Redis outage). Look again once its lease

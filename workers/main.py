@@ -13,7 +13,7 @@ from workers.broker import build_broker, install
 from workers.context import WorkerContext
 from workers.dead_letters import DeadLetters
 from workers.heartbeat import Heartbeat
-from workers.leases import Leases
+from workers.leases import Leases, QueueGate
 from workers.lifecycle import JobLifecycle
 
 settings = Settings.from_env()
@@ -26,9 +26,10 @@ logging.getLogger("dramatiq.worker.WorkerThread").addFilter(
 broker = build_broker(settings)
 context = WorkerContext.from_settings(settings, broker)
 leases = Leases(context.redis, settings.redis_prefix, ttl_ms=settings.worker_heartbeat_timeout_ms)
+gate = QueueGate(context.redis, settings.redis_prefix)
 install(
     broker,
-    JobLifecycle(context.reporter, leases),
+    JobLifecycle(context.reporter, leases, is_paused=gate),
     DeadLetters(context.reporter, leases),
     Heartbeat(interval_s=settings.worker_heartbeat_timeout_ms / 4000, leases=leases),
 )

@@ -17,6 +17,7 @@ from server.auth import Principal, require_user
 from server.errors import ApiError, not_found
 from server.jobs import queue_for
 from server.models import new_id, utcnow
+from server.routes import queues
 from server.uploads import ReceivedFile, receive_multipart
 from workers import imaging
 from workers.task_types.image import IMAGE_QUEUE, IMAGE_TASK
@@ -53,7 +54,7 @@ async def upload_image(request: Request) -> Response:
                 sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
                 task_type=IMAGE_TASK, queue=queue_for(IMAGE_QUEUE, options.priority),
                 max_attempts=settings.retry_max_attempts, priority=options.priority,
-                run_at=run_at,
+                run_at=run_at, stage=await queues.waiting_stage(state, IMAGE_QUEUE),
             )
         except BaseException:
             await asyncio.to_thread(state.storage.remove_image, image_id)

@@ -16,6 +16,7 @@ from server.error_handlers import error_response
 from server.errors import ApiError
 from server.jobs import queue_for
 from server.models import utcnow
+from server.routes import queues
 
 
 async def submit_task(request: Request) -> JSONResponse:
@@ -45,7 +46,7 @@ async def submit_task(request: Request) -> JSONResponse:
         max_attempts=max_attempts,
         priority=spec.priority,
         run_at=now + timedelta(seconds=spec.delay_s) if spec.delay_s else None,
-        image_id=image_id,
+        image_id=image_id, stage=await queues.waiting_stage(state, task_type.queue),
     )
     if view is None:
         return error_response(422, "invalid_payload", "no such image",

@@ -120,3 +120,41 @@ async def test_cancelled_queued_job_never_runs(http: httpx.AsyncClient,
     await client.wait_final(after["id"], timeout=30)
     names = [name for name, _ in client.of_job(waiting["id"])]
     assert "job:active" not in names, names
+
+
+async def test_admin_sees_queue_counts_and_pauses_and_resumes(
+        single: Stack, http: httpx.AsyncClient, live: tuple[str, LiveClient]) -> None:
+    token, client = live
+    admin = auth(single.env["ADMIN_TOKEN"])
+    assert (await http.get("/api/queues", headers=auth(token))).status_code == 403
+    assert (await http.post("/api/queues/nope/pause", headers=admin)).status_code == 404
+
+    assert (await http.post("/api/queues/default/pause", headers=admin)).json()["paused"]
+    try:
+        held = await _sleep(http, token, 0.1)
+        assert held["stage"] == "paused"
+        await asyncio.sleep(2)  # a worker sees it and leaves it waiting
+        state = (await http.get(f"/api/jobs/{held['id']}", headers=auth(token))).json()
+        assert (state["state"], state["stage"]) == ("queued", "paused")
+        stats = {q["name"]: q for q in (await http.get("/api/queues", headers=admin)).json()[
+            "queues"]}
+        assert stats["default"]["paused"] is True
+        assert stats["default"]["counts"]["queued"] >= 1
+        assert stats["default"]["oldest_waiting_s"] is not None
+        assert {"images", "email", "webhooks", "default"} <= set(stats)
+    finally:
+        resumed = await http.post("/api/queues/default/resume", headers=admin)
+    assert resumed.json()["paused"] is False
+    # Owners are told: the job is waiting again (a new seq), then it runs.
+    await client.wait_for(lambda n, d: n == "job:queued" and d["job"]["id"] == held["id"]
+                          and d["job"]["stage"] == "stored")
+    assert (await client.wait_final(held["id"], timeout=30))[0] == "job:completed"
+    stats = {q["name"]: q for q in (await http.get("/api/queues", headers=admin)).json()[
+        "queues"]}
+    assert stats["default"]["counts"]["completed"] >= 1
+    assert stats["default"]["throughput_per_min"] > 0
+
+    cleaned = await http.post("/api/queues/default/clean", headers=admin,
+                              json={"older_than_s": 0})
+    assert cleaned.status_code == 200 and cleaned.json()["removed"] >= 1
+    assert (await http.get(f"/api/jobs/{held['id']}", headers=auth(token))).status_code == 404

@@ -1,0 +1,106 @@
+"""Queue control (admin): statistics, pause and resume, clean old finished jobs."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from server import keys, store
+from server.auth import require_admin
+from server.errors import ApiError, not_found
+from server.jobs import Stage
+from server.models import utcnow
+
+DEFAULT_CLEAN_AGE_S = 3600
+
+
+def queue_names(state: Any) -> list[str]:
+    """The base queues of the registered task types."""
+    return sorted({task_type.queue for task_type in state.task_types.values()})
+
+
+async def paused_queues(state: Any) -> set[str]:
+    members = await state.redis.smembers(keys.paused_queues(state.settings.redis_prefix))
+    return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+
+
+async def waiting_stage(state: Any, base: str) -> str:
+    """The stage a new job of that queue starts in: paused while its queue is."""
+    return Stage.PAUSED.value if base in await paused_queues(state) else Stage.STORED.value
+
+
+def _queue(request: Request) -> str:
+    name = str(request.path_params["name"])
+    if name not in queue_names(request.app.state):
+        raise not_found("queue")
+    return name
+
+
+async def list_queues(request: Request) -> JSONResponse:
+    await require_admin(request)
+    state = request.app.state
+    paused = await paused_queues(state)
+    queues = []
+    for name in queue_names(state):
+        stats = await state.db.read(store.queue_stats, base=name)
+        queues.append({"name": name, "paused": name in paused, **stats})
+    return JSONResponse({"queues": queues})
+
+
+async def _set_paused(request: Request, paused: bool) -> JSONResponse:
+    await require_admin(request)
+    state = request.app.state
+    name = _queue(request)
+    key = keys.paused_queues(state.settings.redis_prefix)
+    if paused:
+        await state.redis.sadd(key, name)
+    else:
+        await state.redis.srem(key, name)
+    # Owners see it: their waiting jobs' stage says "paused" (or waiting again).
+    for view in await state.db.write(store.mark_paused, base=name, paused=paused):
+        await state.publish(state.presenter.event(view))
+    return JSONResponse({"name": name, "paused": paused})
+
+
+async def pause(request: Request) -> JSONResponse:
+    """Waiting jobs stay queued; running ones finish."""
+    return await _set_paused(request, True)
+
+
+async def resume(request: Request) -> JSONResponse:
+    return await _set_paused(request, False)
+
+
+async def clean(request: Request) -> JSONResponse:
+    await require_admin(request)
+    state = request.app.state
+    name = _queue(request)
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    age = body.get("older_than_s", request.query_params.get("older_than_s",
+                                                            DEFAULT_CLEAN_AGE_S))
+    try:
+        age_s = int(age)
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_request", "older_than_s must be a whole number") from None
+    if age_s < 0:
+        raise ApiError(400, "bad_request", "older_than_s must not be negative")
+    removed = await state.db.write(store.clean_finished, base=name,
+                                   finished_before=utcnow() - timedelta(seconds=age_s))
+    return JSONResponse({"name": name, "removed": removed})
+
+
+routes = [
+    Route("/api/queues", list_queues, methods=["GET"]),
+    Route("/api/queues/{name}/pause", pause, methods=["POST"]),
+    Route("/api/queues/{name}/resume", resume, methods=["POST"]),
+    Route("/api/queues/{name}/clean", clean, methods=["POST"]),
+]
