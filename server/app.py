@@ -12,10 +12,11 @@ import redis.asyncio as aioredis
 import socketio
 from starlette.applications import Starlette
 
+from server import store
 from server.bus import Bus
 from server.db import Database
 from server.error_handlers import EXCEPTION_HANDLERS
-from server.events import JobEvent
+from server.events import BatchEvent, JobEvent
 from server.relay import relay_events
 from server.routes import dlq, images, jobs, ops, queues, session, tasks, webhooks
 from server.schemas import Presenter
@@ -53,6 +54,11 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         async def publish(event: JobEvent) -> None:
             try:
                 await bus.publish(event)
+                batch_id = event.job.get("batch_id")
+                if batch_id:
+                    summary = await db.read(store.batch_summary, batch_id=batch_id, user_id=None)
+                    if summary is not None:
+                        await bus.publish(BatchEvent(user_id=event.user_id, batch=summary))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # The row is the truth; clients resync from jobs:snapshot on reconnect.
                 log.warning("could not publish %s: %s", event.name, exc)

@@ -11,7 +11,7 @@ import redis
 import redis.asyncio as aioredis
 
 from server import keys
-from server.events import JobEvent
+from server.events import BusEvent, decode_event
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,10 @@ class Bus:
         self._client = client
         self._channel = keys.events_channel(prefix)
 
-    async def publish(self, event: JobEvent) -> None:
+    async def publish(self, event: BusEvent) -> None:
         await self._client.publish(self._channel, event.encode())
 
-    async def listen(self) -> AsyncIterator[JobEvent | None]:
+    async def listen(self) -> AsyncIterator[BusEvent | None]:
         """Yield events forever, re-subscribing by itself whenever Redis drops.
 
         After each re-subscription it yields None: events published in the gap are
@@ -50,7 +50,7 @@ class Bus:
                     if message.get("type") != "message":
                         continue
                     try:
-                        yield JobEvent.decode(message["data"])
+                        yield decode_event(message["data"])
                     except ValueError:
                         log.warning("dropping malformed bus message")
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -76,5 +76,5 @@ class SyncBus:
         self._client = client
         self._channel = keys.events_channel(prefix)
 
-    def publish(self, event: JobEvent) -> None:
+    def publish(self, event: BusEvent) -> None:
         self._client.publish(self._channel, event.encode())

@@ -54,6 +54,39 @@ class JobEvent:
         return cls(name=name, user_id=str(user_id), job=job)
 
 
+@dataclass(frozen=True)
+class BatchEvent:
+    """Where a batch upload stands, after one of its jobs moved or ended."""
+
+    user_id: str
+    batch: dict[str, Any]
+    name: str = BATCH_PROGRESS
+
+    def payload(self) -> dict[str, Any]:
+        """``{"batch": {"id", "total", "done", "failed", "progress"}}``."""
+        return {"batch": self.batch}
+
+    def encode(self) -> str:
+        return json.dumps({"name": self.name, "user_id": self.user_id, "batch": self.batch})
+
+
+BusEvent = JobEvent | BatchEvent
+
+
+def decode_event(raw: str | bytes) -> BusEvent:
+    """Parse a bus message of either kind; raises ValueError on anything malformed."""
+    try:
+        data = json.loads(raw)
+        name = data["name"]
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed event: {exc}") from None
+    if name == BATCH_PROGRESS:
+        if not isinstance(data.get("batch"), dict) or "user_id" not in data:
+            raise ValueError("malformed batch event")
+        return BatchEvent(user_id=str(data["user_id"]), batch=data["batch"])
+    return JobEvent.decode(raw)
+
+
 USER_ROOM_PREFIX = "user:"
 
 

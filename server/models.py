@@ -25,6 +25,13 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC with a Z, as every time on the wire."""
+    if value is None:
+        return None
+    return as_utc(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -76,6 +83,7 @@ class Job(Base):
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     image_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    batch_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     # The Dramatiq message that may run this job; any other copy is skipped (see store).
     message_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     # Whether that message reached Redis; the sweeper re-sends those that did not.
@@ -113,4 +121,15 @@ class Webhook(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     user_id: Mapped[str] = mapped_column(String(32), index=True)
     url: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Batch(Base):
+    """Several files uploaded together; progress is followed across their jobs."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    files: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

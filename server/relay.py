@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import socketio
 
 from server.bus import Bus
-from server.events import job_room, user_room
+from server.events import JobEvent, job_room, user_room
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,9 @@ async def relay_events(bus: Bus, sio: socketio.AsyncServer,
             if event is None:
                 await resync()
                 continue
-            await sio.emit(event.name, event.payload(),
-                           room=[user_room(event.user_id), job_room(str(event.job["id"]))])
+            rooms = [user_room(event.user_id)]
+            if isinstance(event, JobEvent):
+                rooms.append(job_room(str(event.job["id"])))
+            await sio.emit(event.name, event.payload(), room=rooms)
         except Exception:  # one bad emit must not stop the relay for everyone
             log.exception("failed to relay %s", event.name if event else "a resync")

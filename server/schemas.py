@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from server import signing
 from server.events import JobEvent, event_for_state
-from server.models import Image, Job, as_utc
+from server.models import Image, Job, iso
 from server.store import JobView
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO-8601 in UTC with a Z; SQLite hands back naive datetimes, which are UTC here."""
-    if value is None:
-        return None
-    return as_utc(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -69,6 +61,7 @@ class Presenter:
             "error": job.error,
             "result": result,
             "image_id": job.image_id,
+            "batch_id": job.batch_id,
             "created_at": iso(job.created_at),
             "started_at": iso(job.started_at),
             "finished_at": iso(job.finished_at),

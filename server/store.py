@@ -26,7 +26,18 @@ from server.jobs import (
     is_final,
     queue_family,
 )
-from server.models import DeadLetter, Image, Job, User, Webhook, as_utc, new_id, utcnow
+from server.models import (
+    Batch,
+    DeadLetter,
+    Image,
+    Job,
+    User,
+    Webhook,
+    as_utc,
+    iso,
+    new_id,
+    utcnow,
+)
 
 # Image status follows its job's state.
 _IMAGE_STATUS = {
@@ -79,6 +90,7 @@ def create_job(
     run_at: datetime | None = None,
     image: Image | None = None,
     stage: str = Stage.STORED.value,
+    batch_id: str | None = None,
 ) -> JobView:
     """Record a queued job (its message is not sent yet); with ``image``, tied to it.
 
@@ -90,7 +102,7 @@ def create_job(
         state=JobState.QUEUED.value, stage=stage, progress=0, attempt=0,
         max_attempts=max_attempts, priority=priority, payload=payload, seq=1,
         created_at=now, updated_at=now, run_at=run_at, message_id=new_message_id(),
-        image_id=image.id if image is not None else None,
+        image_id=image.id if image is not None else None, batch_id=batch_id,
     )
     s.add(job)
     if image is not None:
@@ -133,6 +145,7 @@ def create_image_job(
     priority: str = "normal",
     run_at: datetime | None = None,
     stage: str = Stage.STORED.value,
+    batch_id: str | None = None,
 ) -> JobView:
     """Record an accepted upload and its queued processing job.
 
@@ -146,7 +159,8 @@ def create_image_job(
     s.add(image)
     return create_job(s, user_id=user_id, task_type=task_type, queue=queue,
                       payload={"image_id": image_id}, max_attempts=max_attempts,
-                      priority=priority, run_at=run_at, image=image, stage=stage)
+                      priority=priority, run_at=run_at, image=image, stage=stage,
+                      batch_id=batch_id)
 
 
 def create_upload(s: Session, *, user_id: str, sha256: str,
@@ -494,6 +508,40 @@ def create_webhook_deliveries(s: Session, *, job: Job, event: str, body: dict[st
                    max_attempts=max_attempts)
         for hook in list_webhooks(s, user_id=job.user_id)
     ]
+
+
+# -- batches -----------------------------------------------------------------------------------
+
+def create_batch(s: Session, *, user_id: str, files: int) -> Batch:
+    batch = Batch(id=new_id(), user_id=user_id, files=files, created_at=utcnow())
+    s.add(batch)
+    s.flush()
+    return batch
+
+
+def batch_summary(s: Session, *, batch_id: str, user_id: str | None) -> dict[str, Any] | None:
+    """``{"id", "total", "done", "failed", "progress"}``: total counts the batch's jobs,
+    done the completed ones, failed those failed or cancelled; progress (0-100) is the
+    mean of their progress, ended jobs counting as 100."""
+    query = select(Batch).where(Batch.id == batch_id)
+    if user_id is not None:
+        query = query.where(Batch.user_id == user_id)
+    batch = s.scalars(query).first()
+    if batch is None:
+        return None
+    rows = s.execute(select(Job.state, Job.progress).where(Job.batch_id == batch_id)).all()
+    done = sum(1 for state, _ in rows if state == JobState.COMPLETED.value)
+    failed = sum(1 for state, _ in rows
+                 if state in (JobState.FAILED.value, JobState.CANCELLED.value))
+    points = [100 if is_final(state) else progress for state, progress in rows]
+    return {"id": batch.id, "total": len(rows), "files": batch.files, "done": done,
+            "failed": failed, "progress": round(sum(points) / len(points)) if points else 100,
+            "created_at": iso(batch.created_at)}
+
+
+def batch_jobs(s: Session, *, batch_id: str) -> list[JobView]:
+    return [_view(s, job) for job in
+            s.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.id))]
 
 
 # -- queues ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import sqlalchemy.exc
 from server import store
 from server.bus import SyncBus
 from server.db import SyncDatabase
-from server.events import PROGRESS
+from server.events import PROGRESS, BatchEvent
 from server.jobs import JobState, is_final
 from server.models import Job
 from server.schemas import Presenter
@@ -51,7 +51,13 @@ class Reporter:
 
     def _publish(self, view: JobView, name: str | None = None) -> None:
         try:
-            self.bus.publish(self.presenter.event(view, name=name))
+            event = self.presenter.event(view, name=name)
+            self.bus.publish(event)
+            if view.job.batch_id:
+                summary = self.db.read(store.batch_summary, batch_id=view.job.batch_id,
+                                       user_id=None)
+                if summary is not None:
+                    self.bus.publish(BatchEvent(user_id=event.user_id, batch=summary))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # The row is the truth; clients resync from jobs:snapshot when they reconnect.
             log.warning("could not publish event for job %s: %s", view.job.id, exc)

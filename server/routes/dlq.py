@@ -13,8 +13,7 @@ from server import dispatch, store, validation
 from server.auth import require_admin
 from server.errors import ApiError, not_found
 from server.jobs import TransitionError
-from server.models import DeadLetter
-from server.schemas import iso
+from server.models import DeadLetter, iso
 
 
 def _item(state: Any, entry: DeadLetter, view: store.JobView) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from workers.task_types.image import IMAGE_QUEUE, IMAGE_TASK
 
 log = logging.getLogger(__name__)
 
+# Files per batch request: enough for a folder of photos, bounded so one request is too.
+MAX_BATCH_FILES = 100
 _FILE_TYPES = {"thumbnail": "image/webp", "preview": "image/webp"}
 
 
@@ -36,48 +38,103 @@ async def upload_image(request: Request) -> Response:
     """Store the file, record image + job, enqueue, answer 202 — no image decoding here."""
     principal = await require_user(request)
     state = request.app.state
-    settings = state.settings
     await ratelimit.check_uploads(state, principal.user_id)
-    form = await receive_multipart(request, state.storage, max_file_bytes=settings.max_upload_bytes,
-                                   max_files=1)
+    form = await receive_multipart(request, state.storage,
+                                   max_file_bytes=state.settings.max_upload_bytes, max_files=1)
     try:
         upload = form.single_file("file")
         options = validation.upload_options(form.fields)
-        probe = await _probe(upload, settings.max_image_pixels)
-        image_id = new_id()
-        await asyncio.to_thread(state.storage.adopt_original, upload.path, image_id)
-        run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
-        try:
-            view, duplicate = await state.db.write(
-                store.create_upload, image_id=image_id, user_id=principal.user_id,
-                filename=upload.filename, content_type=probe.mime, size_bytes=upload.size,
-                sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
-                task_type=IMAGE_TASK, queue=queue_for(IMAGE_QUEUE, options.priority),
-                max_attempts=settings.retry_max_attempts, priority=options.priority,
-                run_at=run_at, stage=await queues.waiting_stage(state, IMAGE_QUEUE),
-            )
-        except BaseException:
-            await asyncio.to_thread(state.storage.remove_image, image_id)
-            raise
+        item, duplicate = await accept_file(state, principal.user_id, upload, options)
         if duplicate:
-            await asyncio.to_thread(state.storage.remove_image, image_id)
-            position = await state.db.read(store.queue_position, job=view.job)
-            return JSONResponse({
-                "image": state.presenter.image(view.image),
-                "job": state.presenter.job(view.job, view.image, position),
-                "duplicate": True,
-            }, status_code=200)
-
-        async def undo() -> None:
-            await state.db.write(store.delete_upload, image_id=image_id, job_id=view.job.id)
-            await asyncio.to_thread(state.storage.remove_image, image_id)
-
-        await dispatch.enqueue(state, view, delay_s=options.delay_s, undo=undo)
-        job = await dispatch.announce(state, view)
-        return JSONResponse({"image": state.presenter.image(view.image), "job": job},
-                            status_code=202)
+            return JSONResponse({**item, "duplicate": True}, status_code=200)
+        return JSONResponse(item, status_code=202)
     finally:
         form.cleanup()
+
+
+async def upload_batch(request: Request) -> Response:
+    """Several files at once: each good file becomes a job, each bad one an error item."""
+    principal = await require_user(request)
+    state = request.app.state
+    form = await receive_multipart(request, state.storage,
+                                   max_file_bytes=state.settings.max_upload_bytes,
+                                   max_files=MAX_BATCH_FILES)
+    try:
+        files = [item for item in form.files if item.field == "file"]
+        if not files:
+            raise ApiError(400, "missing_file", "send the images in repeated 'file' fields")
+        await ratelimit.check_uploads(state, principal.user_id, files=len(files))
+        options = validation.upload_options(form.fields)
+        batch = await state.db.write(store.create_batch, user_id=principal.user_id,
+                                     files=len(files))
+        items: list[dict[str, Any]] = []
+        for upload in files:
+            try:
+                item, duplicate = await accept_file(state, principal.user_id, upload, options,
+                                                    batch_id=batch.id)
+            except ApiError as exc:
+                if exc.status == 503:
+                    raise
+                items.append({"error": {"code": exc.code, "message": exc.message},
+                              "filename": upload.filename})
+                continue
+            items.append({**item, "duplicate": True} if duplicate else item)
+        summary = await state.db.read(store.batch_summary, batch_id=batch.id, user_id=None)
+        return JSONResponse({"batch": summary, "items": items}, status_code=202)
+    finally:
+        form.cleanup()
+
+
+async def accept_file(state: Any, user_id: str, upload: ReceivedFile,
+                      options: validation.UploadOptions,
+                      batch_id: str | None = None) -> tuple[dict[str, Any], bool]:
+    """Check one received file, store it, record its job and enqueue it.
+
+    Returns ``({"image", "job"}, duplicate)``; raises ApiError for a file we refuse.
+    """
+    probe = await _probe(upload, state.settings.max_image_pixels)
+    image_id = new_id()
+    await asyncio.to_thread(state.storage.adopt_original, upload.path, image_id)
+    run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
+    try:
+        view, duplicate = await state.db.write(
+            store.create_upload, image_id=image_id, user_id=user_id,
+            filename=upload.filename, content_type=probe.mime, size_bytes=upload.size,
+            sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
+            task_type=IMAGE_TASK, queue=queue_for(IMAGE_QUEUE, options.priority),
+            max_attempts=state.settings.retry_max_attempts, priority=options.priority,
+            run_at=run_at, stage=await queues.waiting_stage(state, IMAGE_QUEUE),
+            batch_id=batch_id,
+        )
+    except BaseException:
+        await asyncio.to_thread(state.storage.remove_image, image_id)
+        raise
+    if duplicate:
+        await asyncio.to_thread(state.storage.remove_image, image_id)
+        position = await state.db.read(store.queue_position, job=view.job)
+        return {"image": state.presenter.image(view.image),
+                "job": state.presenter.job(view.job, view.image, position)}, True
+
+    async def undo() -> None:
+        await state.db.write(store.delete_upload, image_id=image_id, job_id=view.job.id)
+        await asyncio.to_thread(state.storage.remove_image, image_id)
+
+    await dispatch.enqueue(state, view, delay_s=options.delay_s, undo=undo)
+    job = await dispatch.announce(state, view)
+    return {"image": state.presenter.image(view.image), "job": job}, False
+
+
+async def get_batch(request: Request) -> JSONResponse:
+    principal = await require_user(request)
+    state = request.app.state
+    owner = _owner(principal)
+    batch_id = request.path_params["batch_id"]
+    summary = await state.db.read(store.batch_summary, batch_id=batch_id, user_id=owner)
+    if summary is None:
+        raise not_found("batch")
+    views = await state.db.read(store.batch_jobs, batch_id=batch_id)
+    return JSONResponse({"batch": summary,
+                         "jobs": [state.presenter.job(v.job, v.image) for v in views]})
 
 
 async def _probe(upload: ReceivedFile, max_pixels: int) -> imaging.Probe:
@@ -161,6 +218,8 @@ async def delete_image(request: Request) -> Response:
 
 
 routes: list[Any] = [
+    Route("/api/batches", upload_batch, methods=["POST"]),
+    Route("/api/batches/{batch_id}", get_batch, methods=["GET"]),
     Route("/api/images", upload_image, methods=["POST"]),
     Route("/api/images", list_images, methods=["GET"]),
     Route("/api/images/{image_id}", get_image, methods=["GET"]),

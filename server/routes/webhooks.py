@@ -12,8 +12,7 @@ from starlette.routing import Route
 from server import store, validation
 from server.auth import require_user
 from server.errors import ApiError, not_found
-from server.models import Webhook
-from server.schemas import iso
+from server.models import Webhook, iso
 
 _SCHEMA = {"type": "object", "properties": {"url": {"type": "string", "format": "uri",
                                                      "maxLength": 2000}},

@@ -421,3 +421,36 @@ async def test_uploads_past_the_rate_limit_get_429(small_limits: str) -> None:
         assert limited.json()["error"]["code"] == "rate_limited"
         assert 1 <= int(limited.headers["Retry-After"]) <= 61
         assert (await upload(http, other, jpeg_bytes(20, 20))).status_code == 202
+
+
+async def test_batch_reports_each_file_and_its_progress(
+        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _connect(stack, token, live)
+    files = [
+        ("file", ("one.jpg", jpeg_bytes(300, 200, color=(1, 1, 1)), "image/jpeg")),
+        ("file", ("notes.jpg", b"not an image at all", "image/jpeg")),
+        ("file", ("two.jpg", jpeg_bytes(200, 300, color=(2, 2, 2)), "image/jpeg")),
+    ]
+    response = await http.post("/api/batches", headers=auth(token), files=files)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    batch_id = body["batch"]["id"]
+    assert body["batch"]["total"] == 2 and body["batch"]["files"] == 3
+    good, bad, other = body["items"]
+    assert good["job"]["batch_id"] == batch_id and other["image"]["filename"] == "two.jpg"
+    assert bad == {"error": {"code": "unsupported_type", "message": bad["error"]["message"]},
+                   "filename": "notes.jpg"}
+    _, final = await client.wait_for(
+        lambda n, d: n == "batch:progress" and d["batch"]["id"] == batch_id
+        and d["batch"]["done"] == 2)
+    assert final["batch"]["progress"] == 100 and final["batch"]["failed"] == 0
+    steps = [d["batch"]["progress"] for n, d in client.events
+             if n == "batch:progress" and d["batch"]["id"] == batch_id]
+    assert len(steps) >= 4 and steps[-1] == 100
+    polled = (await http.get(f"/api/batches/{batch_id}", headers=auth(token))).json()
+    assert polled["batch"]["done"] == 2
+    assert {j["state"] for j in polled["jobs"]} == {"completed"}
+    stranger = await new_token(http)
+    assert (await http.get(f"/api/batches/{batch_id}",
+                           headers=auth(stranger))).status_code == 404
