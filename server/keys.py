@@ -41,3 +41,8 @@ def upload_rate(prefix: str, user_id: str, window: int) -> str:
 def paused_queues(prefix: str) -> str:
     """The set of queue names whose waiting jobs are held back."""
     return f"{prefix}:paused-queues"
+
+
+def cron_run(prefix: str, name: str, minute: int) -> str:
+    """Claimed by the one scheduler process that runs a maintenance job in that minute."""
+    return f"{prefix}:cron:{name}:{minute}"

@@ -89,6 +89,9 @@ class Settings:
     webhook_timeout_s: int = 10
     rate_limit_uploads_per_min: int = 120
     retention_days: int = 30
+    cleanup_cron: str = "0 * * * *"
+    purge_cron: str = "30 3 * * *"
+    schedule_poll_s: int = 5
     retry_max_attempts: int = 4
     retry_min_backoff_ms: int = 1000
     retry_max_backoff_ms: int = 60_000
@@ -146,6 +149,9 @@ class Settings:
             webhook_timeout_s=_int(env, "WEBHOOK_TIMEOUT_S", 10, minimum=1),
             rate_limit_uploads_per_min=_int(env, "RATE_LIMIT_UPLOADS_PER_MIN", 120, minimum=0),
             retention_days=_int(env, "RETENTION_DAYS", 30, minimum=1),
+            cleanup_cron=env.get("CLEANUP_CRON", "").strip() or "0 * * * *",
+            purge_cron=env.get("PURGE_CRON", "").strip() or "30 3 * * *",
+            schedule_poll_s=_int(env, "SCHEDULE_POLL_S", 5, minimum=1),
             cors_origins=tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",")
                                if o.strip()),
             retry_max_attempts=_int(env, "RETRY_MAX_ATTEMPTS", 4, minimum=1),

@@ -31,6 +31,7 @@ from server.models import (
     DeadLetter,
     Image,
     Job,
+    Schedule,
     User,
     Webhook,
     as_utc,
@@ -542,6 +543,97 @@ def batch_summary(s: Session, *, batch_id: str, user_id: str | None) -> dict[str
 def batch_jobs(s: Session, *, batch_id: str) -> list[JobView]:
     return [_view(s, job) for job in
             s.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.id))]
+
+
+# -- schedules ---------------------------------------------------------------------------------
+
+MAX_SCHEDULES_PER_USER = 100
+
+
+def create_schedule(s: Session, *, user_id: str, task_type: str, payload: dict[str, Any],
+                    cron: str, timezone: str, priority: str, max_attempts: int,
+                    next_run_at: datetime) -> Schedule | None:
+    """Record a schedule; None when the user already has the maximum."""
+    count = s.scalar(select(func.count()).select_from(Schedule)
+                     .where(Schedule.user_id == user_id))
+    if (count or 0) >= MAX_SCHEDULES_PER_USER:
+        return None
+    schedule = Schedule(id=new_id(), user_id=user_id, type=task_type, payload=payload,
+                        cron=cron, timezone=timezone, priority=priority,
+                        max_attempts=max_attempts, next_run_at=next_run_at,
+                        created_at=utcnow())
+    s.add(schedule)
+    s.flush()
+    return schedule
+
+
+def list_schedules(s: Session, *, user_id: str) -> list[Schedule]:
+    return list(s.scalars(select(Schedule).where(Schedule.user_id == user_id)
+                          .order_by(Schedule.id)))
+
+
+def delete_schedule(s: Session, *, user_id: str, schedule_id: str) -> bool:
+    result = s.execute(delete(Schedule).where(Schedule.id == schedule_id,
+                                              Schedule.user_id == user_id))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def due_schedules(s: Session, *, now: datetime, limit: int = 100) -> list[Schedule]:
+    return list(s.scalars(select(Schedule).where(Schedule.next_run_at <= now)
+                          .order_by(Schedule.next_run_at).limit(limit)))
+
+
+def fire_schedule(s: Session, *, schedule_id: str, due: datetime, next_run_at: datetime,
+                  queue: str) -> JobView | None:
+    """Create the job of one firing and move the schedule on, in one transaction.
+
+    None if that firing was already made (another scheduler moved the schedule on).
+    """
+    schedule = s.scalars(select(Schedule).where(Schedule.id == schedule_id)
+                         .with_for_update()).first()
+    if schedule is None or as_utc(schedule.next_run_at) != as_utc(due):
+        return None
+    schedule.next_run_at = next_run_at
+    return create_job(s, user_id=schedule.user_id, task_type=schedule.type, queue=queue,
+                      payload=dict(schedule.payload), max_attempts=schedule.max_attempts,
+                      priority=schedule.priority)
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+def purge_finished(s: Session, *, finished_before: datetime) -> list[str]:
+    """Delete what finished before the cutoff; returns the ids of images whose files go too.
+
+    Images whose current job ended before the cutoff go with all their jobs; other jobs
+    that ended before it go too. Kept: anything in the dead-letter queue (until an admin
+    clears it) and anything unfinished.
+    """
+    finals = [state.value for state in JobState if is_final(state)]
+    dead = select(DeadLetter.job_id)
+    old_jobs = select(Job.id).where(Job.state.in_(finals), Job.finished_at < finished_before,
+                                    Job.id.not_in(dead))
+    image_ids = list(s.scalars(select(Image.id).where(Image.job_id.in_(old_jobs))))
+    if image_ids:
+        s.execute(delete(Image).where(Image.id.in_(image_ids)))
+        s.execute(delete(Job).where(Job.image_id.in_(image_ids), Job.id.not_in(dead),
+                                    Job.state.in_(finals)))
+    s.execute(delete(Job).where(Job.state.in_(finals), Job.finished_at < finished_before,
+                                Job.id.not_in(dead),
+                                Job.id.not_in(select(Image.job_id)
+                                              .where(Image.job_id.is_not(None)))))
+    s.execute(delete(Batch).where(Batch.created_at < finished_before,
+                                  Batch.id.not_in(select(Job.batch_id)
+                                                  .where(Job.batch_id.is_not(None)))))
+    return image_ids
+
+
+def existing_image_ids(s: Session, *, image_ids: list[str]) -> set[str]:
+    """Which of these ids still have an image row (for the orphan-file clean-up)."""
+    found: set[str] = set()
+    for start in range(0, len(image_ids), 500):
+        chunk = image_ids[start:start + 500]
+        found.update(s.scalars(select(Image.id).where(Image.id.in_(chunk))))
+    return found
 
 
 # -- queues ------------------------------------------------------------------------------------

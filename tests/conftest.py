@@ -227,6 +227,13 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
                                 stdout=fh, stderr=subprocess.STDOUT)
 
 
+def start_scheduler(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A scheduler process, as the Procfile runs it."""
+    with log.open("ab") as fh:
+        return subprocess.Popen([sys.executable, "-m", "workers.scheduler"], cwd=ROOT, env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()

@@ -80,15 +80,21 @@ class Reporter:
         deliveries = self._write(store.create_webhook_deliveries, job=view.job, event=event,
                                  body=body, max_attempts=self.delivery_attempts)
         for delivery in deliveries:
-            self._publish(delivery)
-            try:
-                self.send(delivery.job)
-            except redis.RedisError as exc:
-                log.warning("webhook delivery %s left for the sweeper: %s", delivery.job.id, exc)
-                continue
-            assert delivery.job.message_id is not None
-            self._write(store.mark_enqueued, job_id=delivery.job.id,
-                        message_id=delivery.job.message_id)
+            self.submit(delivery)
+
+    def submit(self, view: JobView) -> None:
+        """Announce a newly stored job and send its message.
+
+        If Redis refuses, the job stays unsent and the web's sweeper sends it later.
+        """
+        self._publish(view)
+        try:
+            self.send(view.job)
+        except redis.RedisError as exc:
+            log.warning("job %s left for the sweeper: %s", view.job.id, exc)
+            return
+        assert view.job.message_id is not None
+        self._write(store.mark_enqueued, job_id=view.job.id, message_id=view.job.message_id)
 
     def begin_attempt(self, job_id: str, message_id: str) -> JobView | None:
         view = self._write(store.begin_attempt, job_id=job_id, message_id=message_id)

@@ -7,15 +7,15 @@ from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import dispatch, store, validation
+from server import cron, dispatch, store, validation
 from server.auth import require_user
 from server.error_handlers import error_response
-from server.errors import ApiError
+from server.errors import ApiError, not_found
 from server.jobs import queue_for
-from server.models import utcnow
+from server.models import Schedule, iso, utcnow
 from server.routes import queues
 
 
@@ -28,8 +28,6 @@ async def submit_task(request: Request) -> JSONResponse:
         raise ApiError(400, "bad_request", "the body is not valid JSON") from None
     now = utcnow()
     spec = validation.task_request(body, now=now)
-    if isinstance(body, dict) and body.get("repeat") is not None:
-        raise ApiError(400, "not_supported", "repeating schedules are not available yet")
     task_type = state.task_types.get(spec.task_type)
     if task_type is None or not task_type.public:
         raise ApiError(400, "unknown_task_type", f"no task type named {spec.task_type!r}")
@@ -39,6 +37,10 @@ async def submit_task(request: Request) -> JSONResponse:
                               f"the payload does not fit {spec.task_type}", fields=errors)
     max_attempts = (spec.max_attempts or task_type.max_attempts
                     or state.settings.retry_max_attempts)
+    repeat = body.get("repeat") if isinstance(body, dict) else None
+    if repeat is not None:
+        return await _create_schedule(request, principal.user_id, task_type.name, spec,
+                                      repeat, max_attempts)
     image_id = spec.payload.get(task_type.image_field) if task_type.image_field else None
     view = await state.db.write(
         store.create_task_job, user_id=principal.user_id, task_type=task_type.name,
@@ -59,6 +61,50 @@ async def submit_task(request: Request) -> JSONResponse:
     return JSONResponse({"job": await dispatch.announce(state, view)}, status_code=202)
 
 
+async def _create_schedule(request: Request, user_id: str, task_type: str,
+                           spec: validation.TaskRequest, repeat: Any,
+                           max_attempts: int) -> JSONResponse:
+    """``repeat: {cron, timezone}``: a schedule whose firings each create a job."""
+    if not isinstance(repeat, dict) or not isinstance(repeat.get("cron"), str):
+        raise ApiError(422, "invalid_cron", "repeat must be {\"cron\": \"<5-field cron>\", "
+                                            "\"timezone\": \"<IANA name>\"}")
+    if spec.delay_s:
+        raise ApiError(400, "bad_request", "delay and run_at do not apply to a schedule")
+    timezone = str(repeat.get("timezone") or "UTC")
+    expression = repeat["cron"].strip()
+    next_run_at = cron.next_run(expression, timezone, utcnow())
+    schedule = await request.app.state.db.write(
+        store.create_schedule, user_id=user_id, task_type=task_type, payload=spec.payload,
+        cron=expression, timezone=timezone, priority=spec.priority, max_attempts=max_attempts,
+        next_run_at=next_run_at)
+    if schedule is None:
+        raise ApiError(409, "too_many_schedules",
+                       f"at most {store.MAX_SCHEDULES_PER_USER} schedules per user")
+    return JSONResponse({"schedule": schedule_wire(schedule)}, status_code=201)
+
+
+def schedule_wire(schedule: Schedule) -> dict[str, Any]:
+    return {"id": schedule.id, "type": schedule.type, "payload": schedule.payload,
+            "cron": schedule.cron, "timezone": schedule.timezone,
+            "next_run_at": iso(schedule.next_run_at), "priority": schedule.priority,
+            "max_attempts": schedule.max_attempts, "created_at": iso(schedule.created_at)}
+
+
+async def list_schedules(request: Request) -> JSONResponse:
+    principal = await require_user(request)
+    schedules = await request.app.state.db.read(store.list_schedules,
+                                                user_id=principal.user_id)
+    return JSONResponse({"items": [schedule_wire(s) for s in schedules]})
+
+
+async def delete_schedule(request: Request) -> Response:
+    principal = await require_user(request)
+    if not await request.app.state.db.write(store.delete_schedule, user_id=principal.user_id,
+                                            schedule_id=request.path_params["schedule_id"]):
+        raise not_found("schedule")
+    return Response(status_code=204)
+
+
 async def list_task_types(request: Request) -> JSONResponse:
     await require_user(request)
     types: list[dict[str, Any]] = [t.describe() for t in request.app.state.task_types.values()
@@ -68,5 +114,7 @@ async def list_task_types(request: Request) -> JSONResponse:
 
 routes = [
     Route("/api/tasks", submit_task, methods=["POST"]),
+    Route("/api/schedules", list_schedules, methods=["GET"]),
+    Route("/api/schedules/{schedule_id}", delete_schedule, methods=["DELETE"]),
     Route("/api/tasks/types", list_task_types, methods=["GET"]),
 ]

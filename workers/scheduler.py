@@ -1,0 +1,109 @@
+"""``python -m workers.scheduler``: cron-style maintenance, and users' schedules.
+
+Runs with APScheduler: hourly clean-up of stray files (CLEANUP_CRON), a daily purge of
+data older than RETENTION_DAYS (PURGE_CRON), and every SCHEDULE_POLL_S the firing of
+users' schedules that are due. Any number of scheduler processes may run: each
+maintenance run is claimed in Redis, and each schedule firing is made in one database
+transaction that also moves the schedule on, so every firing happens once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC
+
+import redis
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from server import cron, keys, store
+from server.jobs import queue_for
+from server.models import utcnow
+from server.settings import Settings
+from workers import tasks
+from workers.broker import build_broker
+from workers.context import WorkerContext
+from workers.maintenance import clean_files, purge_old
+
+log = logging.getLogger("workers.scheduler")
+
+# A claim outlives any clock skew between scheduler hosts.
+_CLAIM_TTL_S = 3600
+
+
+def once_per_minute(client: redis.Redis, prefix: str, name: str,
+                    work: Callable[[], object]) -> Callable[[], None]:
+    """Wrap ``work`` so that, of all scheduler processes, one runs it per firing minute."""
+
+    def run() -> None:
+        minute = int(time.time() // 60)
+        try:
+            claimed = client.set(keys.cron_run(prefix, name, minute), "1", nx=True,
+                                 ex=_CLAIM_TTL_S)
+        except redis.RedisError as exc:
+            log.warning("skipping %s: Redis unavailable (%s)", name, exc)
+            return
+        if claimed:
+            work()
+
+    return run
+
+
+def fire_due(ctx: WorkerContext, registry: dict[str, tasks.TaskType]) -> int:
+    """Create a job for every schedule that is due; returns how many fired here."""
+    now = utcnow()
+    fired = 0
+    for schedule in ctx.db.read(store.due_schedules, now=now):
+        task_type = registry.get(schedule.type)
+        if task_type is None:
+            log.warning("schedule %s names unknown type %s", schedule.id, schedule.type)
+            continue
+        following = cron.next_run(schedule.cron, schedule.timezone, now)
+        view = ctx.db.write(store.fire_schedule, schedule_id=schedule.id,
+                            due=schedule.next_run_at, next_run_at=following,
+                            queue=queue_for(task_type.queue, schedule.priority))
+        if view is None:
+            continue  # another scheduler made this firing
+        ctx.reporter.submit(view)
+        fired += 1
+    return fired
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = WorkerContext.from_settings(settings, build_broker(settings, maintenance=False))
+    registry = tasks.load(include_test_tasks=settings.enable_test_tasks)
+    scheduler = BlockingScheduler(timezone=UTC)
+    prefix = settings.redis_prefix
+    scheduler.add_job(
+        once_per_minute(ctx.redis, prefix, "cleanup",
+                        lambda: clean_files(ctx.db, ctx.storage)),
+        CronTrigger.from_crontab(settings.cleanup_cron, timezone=UTC), id="cleanup")
+    scheduler.add_job(
+        once_per_minute(ctx.redis, prefix, "purge",
+                        lambda: purge_old(ctx.db, ctx.storage, settings.retention_days)),
+        CronTrigger.from_crontab(settings.purge_cron, timezone=UTC), id="purge")
+    scheduler.add_job(lambda: fire_due(ctx, registry),
+                      IntervalTrigger(seconds=settings.schedule_poll_s), id="schedules",
+                      max_instances=1, coalesce=True)
+
+    def stop(signum: int, _frame: object) -> None:
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("scheduler started: clean-up %r, purge %r, schedules every %s s",
+             settings.cleanup_cron, settings.purge_cron, settings.schedule_poll_s)
+    scheduler.start()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
