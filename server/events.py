@@ -95,6 +95,10 @@ def user_room(user_id: str) -> str:
     return f"{USER_ROOM_PREFIX}{user_id}"
 
 
+ADMINS_ROOM = "admins"
+"""Admin sockets that asked for every job's events (``subscribe {"scope": "all"}``)."""
+
+
 def job_room(job_id: str) -> str:
     """The room an admin joins to follow another user's job."""
     return f"job:{job_id}"

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import socketio
 
 from server.bus import Bus
-from server.events import JobEvent, job_room, user_room
+from server.events import ADMINS_ROOM, JobEvent, job_room, user_room
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ async def relay_events(bus: Bus, sio: socketio.AsyncServer,
             if event is None:
                 await resync()
                 continue
-            rooms = [user_room(event.user_id)]
+            rooms = [user_room(event.user_id), ADMINS_ROOM]
             if isinstance(event, JobEvent):
                 rooms.append(job_room(str(event.job["id"])))
             await sio.emit(event.name, event.payload(), room=rooms)

@@ -10,7 +10,14 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 
 from server import store
 from server.auth import authenticate
-from server.events import SNAPSHOT, USER_ROOM_PREFIX, job_room, snapshot_payload, user_room
+from server.events import (
+    ADMINS_ROOM,
+    SNAPSHOT,
+    USER_ROOM_PREFIX,
+    job_room,
+    snapshot_payload,
+    user_room,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,14 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
         await send_snapshot(sio, state, principal.user_id, to=sid)
 
     async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
+        if isinstance(data, dict) and data.get("scope") == "all":
+            # The admin dashboard: every job's events, whoever owns the job.
+            session = await sio.get_session(sid)
+            if not session["is_admin"]:
+                return {"ok": False, "error": {"code": "forbidden",
+                                               "message": "admin token required"}}
+            await sio.enter_room(sid, ADMINS_ROOM)
+            return {"ok": True, "scope": "all"}
         job_id = data.get("job_id") if isinstance(data, dict) else None
         if not isinstance(job_id, str) or not job_id:
             return {"ok": False, "error": {"code": "bad_request",

@@ -454,3 +454,17 @@ async def test_batch_reports_each_file_and_its_progress(
     stranger = await new_token(http)
     assert (await http.get(f"/api/batches/{batch_id}",
                            headers=auth(stranger))).status_code == 404
+
+
+async def test_admins_can_follow_every_job_and_users_cannot(
+        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+    user = await new_token(http)
+    admin = await _connect(stack, stack.env["ADMIN_TOKEN"], live)
+    snooper = await _connect(stack, await new_token(http), live)
+    assert (await admin.sio.call("subscribe", {"scope": "all"}, timeout=10))["ok"] is True
+    refused = await snooper.sio.call("subscribe", {"scope": "all"}, timeout=10)
+    assert refused["ok"] is False and refused["error"]["code"] == "forbidden"
+    body = (await upload(http, user, jpeg_bytes(120, 90, color=(3, 4, 5)))).json()
+    name, _ = await admin.wait_final(body["job"]["id"])
+    assert name == "job:completed"
+    assert snooper.of_job(body["job"]["id"]) == []
