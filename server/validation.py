@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -47,6 +48,16 @@ def page(query: Mapping[str, str]) -> tuple[int, str | None]:
         raise ApiError(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
     before = query.get("before") or None
     return int(raw), before
+
+
+def json_body(raw: bytes, *, empty: Any = None) -> Any:
+    """A request body parsed as JSON (``empty`` when there is none), or a 400."""
+    if not raw.strip():
+        return empty
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
 
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from server import keys, store
+from server import keys, store, validation
 from server.auth import require_admin
 from server.errors import ApiError, not_found
 from server.jobs import Stage
@@ -80,11 +79,9 @@ async def clean(request: Request) -> JSONResponse:
     await require_admin(request)
     state = request.app.state
     name = _queue(request)
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    body = validation.json_body(await request.body(), empty={})
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "send a JSON object")
     age = body.get("older_than_s", request.query_params.get("older_than_s",
                                                             DEFAULT_CLEAN_AGE_S))
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -22,10 +21,7 @@ from server.routes import queues
 async def submit_task(request: Request) -> JSONResponse:
     principal = await require_user(request)
     state = request.app.state
-    try:
-        body = json.loads(await request.body() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    body = validation.json_body(await request.body())
     now = utcnow()
     spec = validation.task_request(body, now=now)
     task_type = state.task_types.get(spec.task_type)

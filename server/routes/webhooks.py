@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -25,10 +24,7 @@ def _wire(hook: Webhook) -> dict[str, Any]:
 
 async def create_webhook(request: Request) -> JSONResponse:
     principal = await require_user(request)
-    try:
-        body = json.loads(await request.body() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    body = validation.json_body(await request.body())
     errors = validation.payload_errors(_SCHEMA, body, path="body")
     if errors:
         raise ApiError(422, "invalid_webhook", "; ".join(f"{k} {v}" for k, v in errors.items()))
