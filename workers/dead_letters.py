@@ -16,7 +16,7 @@ import dramatiq
 from server.jobs import TransitionError
 from workers.faults import describe
 from workers.leases import Leases
-from workers.lifecycle import ATTEMPT_OPTION, job_id_of
+from workers.lifecycle import ATTEMPT_OPTION, job_id_of, release_lease
 from workers.progress import Reporter
 
 log = logging.getLogger(__name__)
@@ -48,4 +48,4 @@ class DeadLetters(dramatiq.Middleware):
         except TransitionError as exc:
             log.info("job %s: %s", job_id, exc)
         finally:
-            self.leases.release(job_id)
+            release_lease(self.leases, message)

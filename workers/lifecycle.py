@@ -32,6 +32,16 @@ ATTEMPT_OPTION = "darkroom_attempt"
 PAUSED_RECHECK_MS = 3000
 
 
+# Marks (in memory) a message whose processing took its job's lease.
+LEASE_OPTION = "darkroom_lease"
+
+
+def release_lease(leases: Leases, message: Any) -> None:
+    """Give the job's lease back, if this message's processing took it."""
+    if message.options.pop(LEASE_OPTION, False):
+        leases.release(job_id_of(message))
+
+
 def job_id_of(message: dramatiq.Message[Any]) -> str:
     """Every job actor takes the job id as its only argument."""
     return str(message.args[0])
@@ -50,36 +60,40 @@ class JobLifecycle(dramatiq.Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         job_id = job_id_of(message)
+        # Options travel with re-enqueued copies: a flag from an earlier delivery is stale.
+        message.options.pop(LEASE_OPTION, None)
         if self.is_paused(base_queue(message.queue_name)):
             # Paused by an admin: the job stays queued; look again in a few seconds.
             broker.enqueue(message.copy(), delay=PAUSED_RECHECK_MS)
             raise SkipMessage(f"queue {message.queue_name} is paused")
         if not self.leases.acquire(job_id):
+            # (No lease taken: the skip below must not release the running copy's lease.)
             # Another live process runs this job (this copy was redelivered while that
             # worker was silent, e.g. during a Redis outage). Look again once its lease
             # would have expired, had it died.
             broker.enqueue(message.copy(), delay=self.leases.ttl_ms)
             raise SkipMessage(f"job {job_id} is running elsewhere")
+        message.options[LEASE_OPTION] = True
         try:
             view = self.reporter.begin_attempt(job_id, message.message_id)
         except TransitionError as exc:
             # Cancelled or finished while the message waited, or a superseded copy.
-            self.leases.release(job_id)
+            release_lease(self.leases, message)
             log.info("skipping message for job %s: %s", job_id, exc)
             raise SkipMessage(str(exc)) from None
         except AttemptsExhausted as exc:
             # Every delivery counts as an attempt, so a message that kills its worker
             # process each time (and is redelivered each time) ends here, not in a loop.
-            self.leases.release(job_id)
+            release_lease(self.leases, message)
             log.warning("job %s: %s", job_id, exc)
             self.reporter.dead_letter(job_id, {"type": "WorkerLost", "message": str(exc)},
                                       traceback=None)
             raise SkipMessage(str(exc)) from None
         except BaseException:
-            self.leases.release(job_id)
+            release_lease(self.leases, message)
             raise
         if view is None:
-            self.leases.release(job_id)
+            release_lease(self.leases, message)
             log.info("skipping message for job %s: the job no longer exists", job_id)
             raise SkipMessage("job deleted")
         message.options[ATTEMPT_OPTION] = view.job.attempt
@@ -112,9 +126,9 @@ class JobLifecycle(dramatiq.Middleware):
             log.info("job %s: %s", job_id, exc)
         finally:
             if not message.failed:
-                self.leases.release(job_id)
+                release_lease(self.leases, message)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         # An actor that stopped because its job was cancelled (not our own skips above,
         # which release before raising; releasing twice is harmless).
-        self.leases.release(job_id_of(message))
+        release_lease(self.leases, message)
