@@ -87,6 +87,7 @@ class Settings:
     smtp_from: str = "darkroom@localhost"
     webhook_secret: str = field(default="", repr=False)
     webhook_timeout_s: int = 10
+    webhook_allow_private: bool = False
     rate_limit_uploads_per_min: int = 120
     retention_days: int = 30
     cleanup_cron: str = "0 * * * *"
@@ -147,6 +148,7 @@ class Settings:
             smtp_from=env.get("SMTP_FROM", "").strip() or "darkroom@localhost",
             webhook_secret=env.get("WEBHOOK_SECRET", "").strip(),
             webhook_timeout_s=_int(env, "WEBHOOK_TIMEOUT_S", 10, minimum=1),
+            webhook_allow_private=_bool(env, "WEBHOOK_ALLOW_PRIVATE"),
             rate_limit_uploads_per_min=_int(env, "RATE_LIMIT_UPLOADS_PER_MIN", 120, minimum=0),
             retention_days=_int(env, "RETENTION_DAYS", 30, minimum=1),
             cleanup_cron=env.get("CLEANUP_CRON", "").strip() or "0 * * * *",

@@ -26,3 +26,18 @@ def verify(secret: str, image_id: str, kind: str, *, expires: int, signature: st
     if expires < now:
         return False
     return hmac.compare_digest(_signature(secret, image_id, kind, expires), signature)
+
+
+def webhook_key(secret: str, user_id: str) -> str:
+    """The key a user's webhook deliveries are signed with (derived from WEBHOOK_SECRET).
+
+    One key per user: a delivery signed with it can only have come from that user's
+    jobs, so nobody can send another user's receiver a correctly signed fake.
+    """
+    return hmac.new(secret.encode(), f"webhook:{user_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def webhook_signature(key: str, timestamp: str, body: bytes) -> str:
+    """The value of X-Darkroom-Signature for a body sent at ``timestamp``."""
+    digest = hmac.new(key.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"

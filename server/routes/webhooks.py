@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import store, validation
+from server import signing, store, validation
 from server.auth import require_user
 from server.errors import ApiError, not_found
 from server.models import Webhook, iso
@@ -16,6 +16,12 @@ from server.models import Webhook, iso
 _SCHEMA = {"type": "object", "properties": {"url": {"type": "string", "format": "uri",
                                                      "maxLength": 2000}},
            "required": ["url"], "additionalProperties": False}
+
+
+def _signing_secret(request: Request, user_id: str) -> str | None:
+    """The key this user's deliveries are signed with (null when signing is off)."""
+    secret = request.app.state.settings.webhook_secret
+    return signing.webhook_key(secret, user_id) if secret else None
 
 
 def _wire(hook: Webhook) -> dict[str, Any]:
@@ -33,13 +39,16 @@ async def create_webhook(request: Request) -> JSONResponse:
     if hook is None:
         raise ApiError(409, "too_many_webhooks",
                        f"at most {store.MAX_WEBHOOKS_PER_USER} webhooks per user")
-    return JSONResponse({"webhook": _wire(hook)}, status_code=201)
+    return JSONResponse({"webhook": _wire(hook),
+                         "signing_secret": _signing_secret(request, principal.user_id)},
+                        status_code=201)
 
 
 async def list_webhooks(request: Request) -> JSONResponse:
     principal = await require_user(request)
     hooks = await request.app.state.db.read(store.list_webhooks, user_id=principal.user_id)
-    return JSONResponse({"items": [_wire(h) for h in hooks]})
+    return JSONResponse({"items": [_wire(h) for h in hooks],
+                         "signing_secret": _signing_secret(request, principal.user_id)})
 
 
 async def delete_webhook(request: Request) -> Response:

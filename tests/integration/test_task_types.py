@@ -105,7 +105,8 @@ def tasks_stack(redis_url: str, databases: Databases, mailbox: tuple[Mailbox, in
     with running_stack(redis_url, databases.new(), tmp_path_factory.mktemp("tasks"),
                        SMTP_URL=f"smtp://127.0.0.1:{mailbox[1]}",
                        SMTP_FROM="darkroom@test.example", WEBHOOK_SECRET=SECRET,
-                       WEBHOOK_TIMEOUT_S="3", RETRY_MIN_BACKOFF_MS="200",
+                       WEBHOOK_TIMEOUT_S="3", WEBHOOK_ALLOW_PRIVATE="true",
+                       RETRY_MIN_BACKOFF_MS="200",
                        RETRY_MAX_BACKOFF_MS="1000") as running:
         yield running
 
@@ -179,10 +180,21 @@ async def test_webhook_is_signed_and_retried_on_5xx_only(http: httpx.AsyncClient
     assert len(calls) == 3
     _, headers, raw = calls[-1]
     assert json.loads(raw) == body
-    expected = hmac.new(SECRET.encode(), headers["X-Darkroom-Timestamp"].encode() + b"." + raw,
+    key = (await http.get("/api/webhooks", headers=auth(token))).json()["signing_secret"]
+    expected = hmac.new(key.encode(), headers["X-Darkroom-Timestamp"].encode() + b"." + raw,
                         hashlib.sha256).hexdigest()
     assert headers["X-Darkroom-Signature"] == f"sha256={expected}"
     assert headers["X-Darkroom-Event"] == "ping"
+    # Another user's key differs: nobody can sign deliveries as someone else.
+    other = await new_token(http)
+    assert (await http.get("/api/webhooks", headers=auth(other))).json()[
+        "signing_secret"] != key
+
+    receiver.script["/moved"] = [302]
+    response = await _submit(http, token, "webhook.deliver", {"url": receiver.url("/moved")})
+    job = await wait_final(http, token, response.json()["job"]["id"])
+    assert (job["state"], job["attempt"]) == ("failed", 1)
+    assert job["error"]["message"] == "the receiver answered 302"
 
     receiver.script["/gone"] = [404]
     response = await _submit(http, token, "webhook.deliver", {"url": receiver.url("/gone")})

@@ -7,6 +7,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from workers.faults import PermanentFailure, TransientError, describe, is_transient
 from workers.imaging import InvalidImage
+from workers.task_types.webhook import DeliveryRejected, check_destination
 
 
 @pytest.mark.parametrize("exc", [
@@ -39,3 +40,11 @@ def test_describe_reports_the_original_error() -> None:
     except PermanentFailure as outer:
         assert describe(outer) == {"type": "ValueError", "message": "the real reason"}
     assert describe(RuntimeError()) == {"type": "RuntimeError", "message": "RuntimeError"}
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://10.1.2.3/hook",
+                                 "http://[::1]/hook", "http://169.254.169.254/latest"])
+def test_webhooks_to_internal_addresses_are_refused(url: str) -> None:
+    with pytest.raises(DeliveryRejected, match="not a public address"):
+        check_destination(url, allow_private=False)
+    check_destination(url, allow_private=True)
