@@ -57,6 +57,8 @@ class ReceivedFile:
     size: int = 0
     head: bytes = b""
     sha256: str = ""
+    # Set (and the bytes dropped) when the file alone breaks a limit in a batch.
+    error: ApiError | None = None
 
 
 @dataclass
@@ -82,7 +84,8 @@ class _Collector:
     """python-multipart callbacks: route part data to a temp file or a small field buffer."""
 
     def __init__(self, storage: Storage, form: ReceivedForm, max_files: int,
-                 max_file_bytes: int) -> None:
+                 max_file_bytes: int, per_file_errors: bool) -> None:
+        self.per_file_errors = per_file_errors
         self.storage = storage
         self.form = form
         self.max_files = max_files
@@ -135,8 +138,15 @@ class _Collector:
         if self.current is not None:
             item = self.current
             item.size += len(chunk)
+            if item.error is not None:
+                return
             if item.size > self.max_file_bytes:
-                raise _too_large(self.max_file_bytes)
+                if not self.per_file_errors:
+                    raise _too_large(self.max_file_bytes)
+                # In a batch one oversize file is that file's error, not the request's.
+                item.error = _too_large(self.max_file_bytes)
+                self.pending = [(f, c) for f, c in self.pending if f is not item]
+                return
             if len(item.head) < HEAD_BYTES:
                 item.head += chunk[: HEAD_BYTES - len(item.head)]
             self.hasher.update(chunk)
@@ -169,8 +179,11 @@ def _append(path: Path, data: bytes) -> None:
 
 
 async def receive_multipart(request: Request, storage: Storage, *, max_file_bytes: int,
-                            max_files: int) -> ReceivedForm:
+                            max_files: int, per_file_errors: bool = False) -> ReceivedForm:
     """Stream a multipart body to temp files; 400/413 JSON errors on bad or oversize input.
+
+    With ``per_file_errors`` a file over the cap is marked (``ReceivedFile.error``) and
+    skipped instead of failing the request.
 
     The caller owns the returned form and must call ``cleanup()`` when done.
     """
@@ -183,7 +196,7 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
         raise _too_large(max_file_bytes)
 
     form = ReceivedForm()
-    collector = _Collector(storage, form, max_files, max_file_bytes)
+    collector = _Collector(storage, form, max_files, max_file_bytes, per_file_errors)
     parser = MultipartParser(params[b"boundary"], {
         "on_part_begin": collector.on_part_begin,
         "on_part_data": collector.on_part_data,

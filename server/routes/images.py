@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -44,21 +45,27 @@ async def upload_image(request: Request) -> Response:
     try:
         upload = form.single_file("file")
         options = validation.upload_options(form.fields)
-        item, duplicate = await accept_file(state, principal.user_id, upload, options)
-        if duplicate:
-            return JSONResponse({**item, "duplicate": True}, status_code=200)
-        return JSONResponse(item, status_code=202)
+        stored = await store_file(state, principal.user_id, upload, options)
+        if stored.duplicate:
+            return JSONResponse({**await stored_item(state, stored), "duplicate": True},
+                                status_code=200)
+        return JSONResponse(await submit_file(state, stored), status_code=202)
     finally:
         form.cleanup()
 
 
 async def upload_batch(request: Request) -> Response:
-    """Several files at once: each good file becomes a job, each bad one an error item."""
+    """Several files at once: each good file becomes a job, each bad one an error item.
+
+    All files are stored and their jobs recorded first, then sent: ``batch:progress``
+    never counts a batch that is still growing.
+    """
     principal = await require_user(request)
     state = request.app.state
+    await ratelimit.check_uploads(state, principal.user_id, files=0)
     form = await receive_multipart(request, state.storage,
                                    max_file_bytes=state.settings.max_upload_bytes,
-                                   max_files=MAX_BATCH_FILES)
+                                   max_files=MAX_BATCH_FILES, per_file_errors=True)
     try:
         files = [item for item in form.files if item.field == "file"]
         if not files:
@@ -67,30 +74,48 @@ async def upload_batch(request: Request) -> Response:
         options = validation.upload_options(form.fields)
         batch = await state.db.write(store.create_batch, user_id=principal.user_id,
                                      files=len(files))
-        items: list[dict[str, Any]] = []
+        outcomes: list[StoredFile | dict[str, Any]] = []
         for upload in files:
             try:
-                item, duplicate = await accept_file(state, principal.user_id, upload, options,
-                                                    batch_id=batch.id)
+                if upload.error is not None:
+                    raise upload.error
+                outcomes.append(await store_file(state, principal.user_id, upload, options,
+                                                 batch_id=batch.id))
             except ApiError as exc:
                 if exc.status == 503:
                     raise
-                items.append({"error": {"code": exc.code, "message": exc.message},
-                              "filename": upload.filename})
-                continue
-            items.append({**item, "duplicate": True} if duplicate else item)
+                outcomes.append({"error": {"code": exc.code, "message": exc.message},
+                                 "filename": upload.filename})
+        items: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            if not isinstance(outcome, StoredFile):
+                items.append(outcome)
+            elif outcome.duplicate:
+                items.append({**await stored_item(state, outcome), "duplicate": True})
+            else:
+                items.append(await submit_file(state, outcome))
         summary = await state.db.read(store.batch_summary, batch_id=batch.id, user_id=None)
         return JSONResponse({"batch": summary, "items": items}, status_code=202)
     finally:
         form.cleanup()
 
 
-async def accept_file(state: Any, user_id: str, upload: ReceivedFile,
-                      options: validation.UploadOptions,
-                      batch_id: str | None = None) -> tuple[dict[str, Any], bool]:
-    """Check one received file, store it, record its job and enqueue it.
+@dataclass(frozen=True)
+class StoredFile:
+    """An accepted file on disk with its image and job rows; its message not sent yet."""
 
-    Returns ``({"image", "job"}, duplicate)``; raises ApiError for a file we refuse.
+    view: store.JobView
+    duplicate: bool
+    delay_s: int
+
+
+async def store_file(state: Any, user_id: str, upload: ReceivedFile,
+                     options: validation.UploadOptions,
+                     batch_id: str | None = None) -> StoredFile:
+    """Check one received file, move it into the store and record its image and job.
+
+    For the same bytes uploaded before, the earlier image and job (``duplicate``).
+    Raises ApiError for a file we refuse.
     """
     probe = await _probe(upload, state.settings.max_image_pixels)
     image_id = new_id()
@@ -111,17 +136,30 @@ async def accept_file(state: Any, user_id: str, upload: ReceivedFile,
         raise
     if duplicate:
         await asyncio.to_thread(state.storage.remove_image, image_id)
-        position = await state.db.read(store.queue_position, job=view.job)
-        return {"image": state.presenter.image(view.image),
-                "job": state.presenter.job(view.job, view.image, position)}, True
+    return StoredFile(view, duplicate, options.delay_s)
+
+
+async def stored_item(state: Any, stored: StoredFile) -> dict[str, Any]:
+    """``{"image", "job"}`` of a stored file as it is now."""
+    view = stored.view
+    position = await state.db.read(store.queue_position, job=view.job)
+    return {"image": state.presenter.image(view.image),
+            "job": state.presenter.job(view.job, view.image, position)}
+
+
+async def submit_file(state: Any, stored: StoredFile) -> dict[str, Any]:
+    """Send a stored file's message and announce its job; ``{"image", "job"}``."""
+    view = stored.view
+    assert view.image is not None
+    image_id = view.image.id
 
     async def undo() -> None:
         await state.db.write(store.delete_upload, image_id=image_id, job_id=view.job.id)
         await asyncio.to_thread(state.storage.remove_image, image_id)
 
-    await dispatch.enqueue(state, view, delay_s=options.delay_s, undo=undo)
+    await dispatch.enqueue(state, view, delay_s=stored.delay_s, undo=undo)
     job = await dispatch.announce(state, view)
-    return {"image": state.presenter.image(view.image), "job": job}, False
+    return {"image": state.presenter.image(view.image), "job": job}
 
 
 async def get_batch(request: Request) -> JSONResponse:

@@ -468,3 +468,26 @@ async def test_admins_can_follow_every_job_and_users_cannot(
     name, _ = await admin.wait_final(body["job"]["id"])
     assert name == "job:completed"
     assert snooper.of_job(body["job"]["id"]) == []
+
+
+async def test_batch_survives_an_oversize_file_and_refused_batches_cost_nothing(
+        small_limits: str) -> None:
+    async with httpx.AsyncClient(base_url=small_limits, timeout=30) as http:
+        token = await new_token(http)
+        big = b"\xff\xd8\xff\xe0" + b"\0" * (2 * 1024 * 1024)
+        response = await http.post("/api/batches", headers=auth(token), files=[
+            ("file", ("big.jpg", big, "image/jpeg")),
+            ("file", ("ok.jpg", jpeg_bytes(30, 20), "image/jpeg"))])
+        assert response.status_code == 202, response.text
+        too_big, ok = response.json()["items"]
+        assert too_big == {"error": {"code": "file_too_large",
+                                     "message": too_big["error"]["message"]},
+                           "filename": "big.jpg"}
+        assert ok["job"]["state"] == "queued"
+
+        other = await new_token(http)
+        four = [("file", (f"{n}.jpg", jpeg_bytes(20, 20, color=(n, 1, 1)), "image/jpeg"))
+                for n in range(4)]
+        refused = await http.post("/api/batches", headers=auth(other), files=four)
+        assert refused.status_code == 429
+        assert (await upload(http, other, jpeg_bytes(20, 20))).status_code == 202
