@@ -82,6 +82,10 @@ def is_final(state: JobState | str) -> bool:
     return JobState(state) in FINAL_STATES
 
 
+class ImageBusy(Exception):
+    """The image already has a job waiting or running; a second one would race it."""
+
+
 class AttemptsExhausted(Exception):
     """The job has used all its attempts (each delivery of its message counts as one)."""
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from server.jobs import (
     PRIORITY_ORDER,
     AttemptsExhausted,
+    ImageBusy,
     JobState,
     Stage,
     TransitionError,
@@ -114,12 +115,18 @@ def create_job(
 
 def create_task_job(s: Session, *, user_id: str, image_id: str | None = None,
                     **fields: Any) -> JobView | None:
-    """``create_job`` for a submitted task; None if ``image_id`` is not one of the user's."""
+    """``create_job`` for a submitted task; None if ``image_id`` is not one of the user's.
+
+    Raises ImageBusy while the image's current job is unfinished.
+    """
     image = None
     if image_id is not None:
         image = get_image(s, image_id=image_id, user_id=user_id)
         if image is None:
             return None
+        current = s.get(Job, image.job_id) if image.job_id else None
+        if current is not None and not is_final(current.state):
+            raise ImageBusy(f"image {image_id} is still being processed (job {current.id})")
     return create_job(s, user_id=user_id, image=image, **fields)
 
 
@@ -584,19 +591,31 @@ def due_schedules(s: Session, *, now: datetime, limit: int = 100) -> list[Schedu
 
 
 def fire_schedule(s: Session, *, schedule_id: str, due: datetime, next_run_at: datetime,
-                  queue: str) -> JobView | None:
-    """Create the job of one firing and move the schedule on, in one transaction.
+                  queue: str | None, image_field: str | None = None) -> JobView | None:
+    """Make one firing's job and move the schedule on, in one transaction.
 
-    None if that firing was already made (another scheduler moved the schedule on).
+    None if that firing was already made (another scheduler moved the schedule on), or
+    makes no job: ``queue`` None (its type is gone) or its image is busy. A schedule
+    whose image was deleted is deleted too.
     """
     schedule = s.scalars(select(Schedule).where(Schedule.id == schedule_id)
                          .with_for_update()).first()
     if schedule is None or as_utc(schedule.next_run_at) != as_utc(due):
         return None
     schedule.next_run_at = next_run_at
-    return create_job(s, user_id=schedule.user_id, task_type=schedule.type, queue=queue,
-                      payload=dict(schedule.payload), max_attempts=schedule.max_attempts,
-                      priority=schedule.priority)
+    if queue is None:
+        return None
+    image_id = schedule.payload.get(image_field) if image_field else None
+    try:
+        view = create_task_job(s, user_id=schedule.user_id, task_type=schedule.type,
+                               queue=queue, payload=dict(schedule.payload),
+                               max_attempts=schedule.max_attempts,
+                               priority=schedule.priority, image_id=image_id)
+    except ImageBusy:
+        return None
+    if view is None:
+        s.delete(schedule)
+    return view
 
 
 # -- retention -----------------------------------------------------------------------------------
@@ -677,6 +696,15 @@ def mark_paused(s: Session, *, base: str, paused: bool) -> list[JobView]:
     for job in jobs:
         job.stage, job.seq, job.updated_at = after, job.seq + 1, utcnow()
     return [_view(s, job) for job in jobs]
+
+
+def show_paused(s: Session, *, job_id: str) -> JobView | None:
+    """Mark one waiting job as held by a paused queue; None if there is nothing to change."""
+    job = _locked_job(s, job_id)
+    if job is None or job.state != JobState.QUEUED.value or job.stage == Stage.PAUSED.value:
+        return None
+    job.stage, job.seq, job.updated_at = Stage.PAUSED.value, job.seq + 1, utcnow()
+    return _view(s, job)
 
 
 def clean_finished(s: Session, *, base: str, finished_before: datetime) -> int:

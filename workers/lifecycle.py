@@ -65,6 +65,7 @@ class JobLifecycle(dramatiq.Middleware):
         if self.is_paused(base_queue(message.queue_name)):
             # Paused by an admin: the job stays queued; look again in a few seconds.
             broker.enqueue(message.copy(), delay=PAUSED_RECHECK_MS)
+            self.reporter.show_paused(job_id)
             raise SkipMessage(f"queue {message.queue_name} is paused")
         if not self.leases.acquire(job_id):
             # (No lease taken: the skip below must not release the running copy's lease.)

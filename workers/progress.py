@@ -112,6 +112,12 @@ class Reporter:
             self.notify_webhooks(view)
         return view
 
+    def show_paused(self, job_id: str) -> None:
+        """Tell the owner their waiting job is held by a paused queue (once)."""
+        view = self._write(store.show_paused, job_id=job_id)
+        if view is not None:
+            self._publish(view)
+
     def progress(self, job_id: str, stage: str, progress: int) -> None:
         """Report the start of ``stage``; raises JobCancelled when the job is no longer active."""
         view = self._write(store.report_progress, job_id=job_id, stage=stage, progress=progress)

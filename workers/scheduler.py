@@ -59,18 +59,23 @@ def fire_due(ctx: WorkerContext, registry: dict[str, tasks.TaskType]) -> int:
     now = utcnow()
     fired = 0
     for schedule in ctx.db.read(store.due_schedules, now=now):
-        task_type = registry.get(schedule.type)
-        if task_type is None:
-            log.warning("schedule %s names unknown type %s", schedule.id, schedule.type)
-            continue
-        following = cron.next_run(schedule.cron, schedule.timezone, now)
-        view = ctx.db.write(store.fire_schedule, schedule_id=schedule.id,
-                            due=schedule.next_run_at, next_run_at=following,
-                            queue=queue_for(task_type.queue, schedule.priority))
-        if view is None:
-            continue  # another scheduler made this firing
-        ctx.reporter.submit(view)
-        fired += 1
+        try:
+            task_type = registry.get(schedule.type)
+            if task_type is None:
+                # Moved on without a job, so it does not block the ones behind it.
+                log.warning("schedule %s names unknown type %s", schedule.id, schedule.type)
+            following = cron.next_run(schedule.cron, schedule.timezone, now)
+            view = ctx.db.write(
+                store.fire_schedule, schedule_id=schedule.id, due=schedule.next_run_at,
+                next_run_at=following,
+                queue=queue_for(task_type.queue, schedule.priority) if task_type else None,
+                image_field=task_type.image_field if task_type else None)
+            if view is None:
+                continue  # made elsewhere, or nothing to make this time
+            ctx.reporter.submit(view)
+            fired += 1
+        except Exception:  # one bad schedule must not stop the others
+            log.exception("schedule %s failed to fire", schedule.id)
     return fired
 
 
@@ -80,6 +85,8 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx = WorkerContext.from_settings(settings, build_broker(settings, maintenance=False))
     registry = tasks.load(include_test_tasks=settings.enable_test_tasks)
+    # APScheduler logs two lines per run of every job: the poll would flood the log.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     scheduler = BlockingScheduler(timezone=UTC)
     prefix = settings.redis_prefix
     scheduler.add_job(

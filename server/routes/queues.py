@@ -85,6 +85,8 @@ async def clean(request: Request) -> JSONResponse:
     age = body.get("older_than_s", request.query_params.get("older_than_s",
                                                             DEFAULT_CLEAN_AGE_S))
     try:
+        if isinstance(age, bool):
+            raise TypeError("not a number")
         age_s = int(age)
     except (TypeError, ValueError):
         raise ApiError(400, "bad_request", "older_than_s must be a whole number") from None

@@ -13,7 +13,7 @@ from server import cron, dispatch, store, validation
 from server.auth import require_user
 from server.error_handlers import error_response
 from server.errors import ApiError, not_found
-from server.jobs import queue_for
+from server.jobs import ImageBusy, queue_for
 from server.models import Schedule, iso, utcnow
 from server.routes import queues
 
@@ -33,22 +33,30 @@ async def submit_task(request: Request) -> JSONResponse:
                               f"the payload does not fit {spec.task_type}", fields=errors)
     max_attempts = (spec.max_attempts or task_type.max_attempts
                     or state.settings.retry_max_attempts)
+    image_id = spec.payload.get(task_type.image_field) if task_type.image_field else None
+    no_image = error_response(422, "invalid_payload", "no such image",
+                              fields={f"payload.{task_type.image_field}": "no such image"})
     repeat = body.get("repeat") if isinstance(body, dict) else None
     if repeat is not None:
+        if image_id is not None and await state.db.read(
+                store.get_image, image_id=image_id, user_id=principal.user_id) is None:
+            return no_image
+        if body.get("delay") is not None or body.get("run_at") is not None:
+            raise ApiError(400, "bad_request", "delay and run_at do not apply to a schedule")
         return await _create_schedule(request, principal.user_id, task_type.name, spec,
                                       repeat, max_attempts)
-    image_id = spec.payload.get(task_type.image_field) if task_type.image_field else None
-    view = await state.db.write(
-        store.create_task_job, user_id=principal.user_id, task_type=task_type.name,
-        queue=queue_for(task_type.queue, spec.priority), payload=spec.payload,
-        max_attempts=max_attempts,
-        priority=spec.priority,
-        run_at=now + timedelta(seconds=spec.delay_s) if spec.delay_s else None,
-        image_id=image_id, stage=await queues.waiting_stage(state, task_type.queue),
-    )
+    try:
+        view = await state.db.write(
+            store.create_task_job, user_id=principal.user_id, task_type=task_type.name,
+            queue=queue_for(task_type.queue, spec.priority), payload=spec.payload,
+            max_attempts=max_attempts, priority=spec.priority,
+            run_at=now + timedelta(seconds=spec.delay_s) if spec.delay_s else None,
+            image_id=image_id, stage=await queues.waiting_stage(state, task_type.queue),
+        )
+    except ImageBusy as exc:
+        raise ApiError(409, "image_busy", str(exc)) from None
     if view is None:
-        return error_response(422, "invalid_payload", "no such image",
-                              fields={f"payload.{task_type.image_field}": "no such image"})
+        return no_image
 
     async def undo() -> None:
         await state.db.write(store.delete_job, job_id=view.job.id)
@@ -64,8 +72,6 @@ async def _create_schedule(request: Request, user_id: str, task_type: str,
     if not isinstance(repeat, dict) or not isinstance(repeat.get("cron"), str):
         raise ApiError(422, "invalid_cron", "repeat must be {\"cron\": \"<5-field cron>\", "
                                             "\"timezone\": \"<IANA name>\"}")
-    if spec.delay_s:
-        raise ApiError(400, "bad_request", "delay and run_at do not apply to a schedule")
     timezone = str(repeat.get("timezone") or "UTC")
     expression = repeat["cron"].strip()
     next_run_at = cron.next_run(expression, timezone, utcnow())

@@ -254,3 +254,21 @@ async def test_reprocess_runs_the_pipeline_again(http: httpx.AsyncClient) -> Non
     refused = await _submit(http, stranger, "image.reprocess", {"image_id": image_id})
     assert refused.status_code == 422
     assert refused.json()["error"]["fields"] == {"payload.image_id": "no such image"}
+
+
+async def test_reprocess_waits_for_the_images_own_job(http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    body = (await upload(http, token, jpeg_bytes(300, 200, color=(8, 8, 8)),
+                         fields={"delay": "60"})).json()
+    busy = await _submit(http, token, "image.reprocess", {"image_id": body["image"]["id"]})
+    assert busy.status_code == 409
+    assert busy.json()["error"]["code"] == "image_busy"
+    schedule = await http.post("/api/tasks", headers=auth(token), json={
+        "type": "image.reprocess", "payload": {"image_id": "nope"},
+        "repeat": {"cron": "0 * * * *", "timezone": "UTC"}})
+    assert schedule.status_code == 422
+    timed = await http.post("/api/tasks", headers=auth(token), json={
+        "type": "image.reprocess", "payload": {"image_id": body["image"]["id"]},
+        "run_at": "2020-01-01T00:00:00Z", "repeat": {"cron": "0 * * * *", "timezone": "UTC"}})
+    assert timed.status_code == 400
+    await http.post(f"/api/jobs/{body['job']['id']}/cancel", headers=auth(token))
