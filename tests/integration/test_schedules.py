@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -13,7 +15,7 @@ from sqlalchemy import func, select, update
 from server.db import SyncDatabase
 from server.models import Job, Schedule, utcnow
 from tests.conftest import Databases, Stack, running_stack, start_scheduler, stop
-from tests.factories import LiveClient, auth, new_token
+from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +25,8 @@ def scheduled(redis_url: str, databases: Databases,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("scheduled")
     with running_stack(redis_url, databases.new(), base, ENABLE_TEST_TASKS="true",
-                       SCHEDULE_POLL_S="1") as running:
+                       SCHEDULE_POLL_S="1", CLEANUP_CRON="* * * * *",
+                       PURGE_CRON="* * * * *", RETENTION_DAYS="1") as running:
         schedulers = [start_scheduler(running.env, running.logs / f"scheduler{n}.log")
                       for n in range(2)]
         try:
@@ -95,3 +98,34 @@ async def test_a_due_schedule_fires_once_with_two_schedulers(scheduled: Stack,
         assert (moved.year, moved.month, moved.day) == (utcnow().year + 1, 1, 1)
     finally:
         await client.close()
+
+
+@pytest.mark.timeout(180)
+async def test_scheduler_cleans_stray_files_and_purges_old_jobs(
+        scheduled: Stack, http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    body = (await upload(http, token, jpeg_bytes(64, 48))).json()
+    await wait_final(http, token, body["job"]["id"])
+    stray = scheduled.data_dir / "files" / "tmp" / "upload-stray"
+    stray.write_bytes(b"left behind by a crashed request")
+    os.utime(stray, (time.time() - 7200, time.time() - 7200))
+    database = SyncDatabase(scheduled.env["DATABASE_URL"])
+    try:
+        database.write(lambda s: s.execute(update(Job).where(Job.id == body["job"]["id"])
+                                           .values(finished_at=utcnow() - timedelta(days=3))))
+    finally:
+        database.dispose()
+    # Both run every minute here (CLEANUP_CRON / PURGE_CRON), in one of two schedulers.
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        gone = (await http.get(f"/api/images/{body['image']['id']}",
+                               headers=auth(token))).status_code == 404
+        if gone and not stray.exists():
+            break
+        await asyncio.sleep(1)
+    assert not stray.exists(), "the hourly clean-up removed the stray temp file"
+    assert (await http.get(f"/api/images/{body['image']['id']}",
+                           headers=auth(token))).status_code == 404
+    assert (await http.get(f"/api/jobs/{body['job']['id']}",
+                           headers=auth(token))).status_code == 404
+    assert not list(scheduled.data_dir.rglob(f"*{body['image']['id']}*"))
