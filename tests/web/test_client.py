@@ -1,0 +1,117 @@
+"""The web client at / in headless Chromium, against real web and worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Databases, Stack, running_stack
+from tests.factories import auth, jpeg_bytes
+from tests.web.conftest import screenshot_path
+
+pytestmark = pytest.mark.integration
+
+XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
+
+
+@pytest.fixture(scope="module")
+def site(redis_url: str, databases: Databases,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(redis_url, databases.new(), tmp_path_factory.mktemp("site"),
+                       ENABLE_TEST_TASKS="true") as running:
+        yield running
+
+
+@pytest.fixture
+async def page(browser: Any, site: Stack) -> AsyncIterator[Any]:
+    context = await browser.new_context(viewport={"width": 1100, "height": 900})
+    opened = await context.new_page()
+    problems: list[str] = []
+    dialogs: list[str] = []
+    # The browser itself logs refused requests (4xx answers) and, while the server is
+    # down, refused connections; anything else logged as an error is the page's fault.
+    opened.on("console", lambda msg: problems.append(msg.text)
+              if msg.type == "error" and not _network_noise(msg.text) else None)
+    opened.on("pageerror", lambda exc: problems.append(str(exc)))
+    opened.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    opened.problems, opened.dialogs = problems, dialogs
+    await opened.goto(site.url)
+    await opened.wait_for_selector("#conn[data-state=connected]", timeout=15_000)
+    yield opened
+    await context.close()
+    assert problems == [], f"console errors: {problems}"
+    assert dialogs == [], f"a script ran: {dialogs}"
+
+
+def _network_noise(text: str) -> bool:
+    return "Failed to load resource" in text or "net::ERR_" in text
+
+
+def _file(name: str, data: bytes, mime: str = "image/jpeg") -> dict[str, Any]:
+    return {"name": name, "mimeType": mime, "buffer": data}
+
+
+async def test_three_dropped_images_show_live_progress_and_thumbnails(page: Any) -> None:
+    await page.set_input_files("#file-input", [
+        _file("red.jpg", jpeg_bytes(1600, 1200, color=(200, 30, 30))),
+        _file("green.jpg", jpeg_bytes(900, 1400, color=(30, 200, 30))),
+        _file("blue.jpg", jpeg_bytes(640, 480, color=(30, 30, 200))),
+    ])
+    await page.wait_for_function(
+        "document.querySelectorAll('li.card[data-state=completed]').length === 3",
+        timeout=30_000)
+    thumbs = await page.eval_on_selector_all(
+        "li.card .card-thumb img", "imgs => imgs.map(i => i.complete && i.naturalWidth)")
+    assert thumbs == [200, 200, 200]
+    await page.wait_for_function(
+        "document.querySelectorAll('#gallery li.gallery-item img').length >= 3")
+    titles = await page.eval_on_selector_all("li.card .card-title", "e => e.map(x => x.textContent)")
+    assert sorted(titles) == ["blue.jpg", "green.jpg", "red.jpg"]
+    bars = await page.eval_on_selector_all("li.card progress", "e => e.map(x => x.value)")
+    assert bars == [100, 100, 100]
+    await page.screenshot(path=screenshot_path("client-three-done"), full_page=True)
+
+
+async def test_a_failing_upload_shows_its_reason(page: Any) -> None:
+    whole = jpeg_bytes(800, 600)
+    await page.set_input_files("#file-input", [
+        _file("cut.jpg", whole[: len(whole) // 3]),
+        _file("notes.jpg", b"plain text, not a photo", "text/plain"),
+    ])
+    await page.wait_for_function(
+        "document.querySelectorAll('li.card .card-error:not([hidden])').length === 2",
+        timeout=30_000)
+    errors = await page.eval_on_selector_all("li.card .card-error:not([hidden])",
+                                             "e => e.map(x => x.textContent)")
+    assert any("damaged or incomplete" in text for text in errors), errors
+    assert any("not an image type we accept" in text for text in errors), errors
+    await page.screenshot(path=screenshot_path("client-failures"), full_page=True)
+
+
+async def test_a_hostile_filename_is_shown_as_text(page: Any) -> None:
+    await page.set_input_files("#file-input", [_file(XSS_NAME, jpeg_bytes(300, 200))])
+    await page.wait_for_selector("li.card[data-state=completed]", timeout=30_000)
+    assert await page.inner_text("li.card .card-title") == XSS_NAME
+    assert await page.eval_on_selector_all("img[src='x']", "e => e.length") == 0
+    await page.wait_for_selector("#gallery li.gallery-item")
+    assert XSS_NAME in await page.inner_text("#gallery")
+
+
+async def test_after_a_web_restart_the_page_reconnects_and_shows_the_true_end(
+        page: Any, site: Stack) -> None:
+    token = await page.evaluate("localStorage.getItem('darkroom.token')")
+    async with httpx.AsyncClient(base_url=site.url, timeout=30) as http:
+        job = (await http.post("/api/tasks", headers=auth(token), json={
+            "type": "test.sleep", "payload": {"seconds": 4, "steps": 4}})).json()["job"]
+    card = f"li.card[data-job-id='{job['id']}']"
+    await page.wait_for_selector(f"{card}[data-state=active]", timeout=15_000)
+    site.web.terminate()
+    await page.wait_for_selector("#conn[data-state=reconnecting], #conn[data-state=offline]",
+                                 timeout=15_000)
+    await page.screenshot(path=screenshot_path("client-reconnecting"), full_page=True)
+    site.restart_web()
+    await page.wait_for_selector("#conn[data-state=connected]", timeout=30_000)
+    await page.wait_for_selector(f"{card}[data-state=completed]", timeout=30_000)
