@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from server import store
 from server.bus import Bus
+from server.dashboard import StatsPusher
 from server.db import Database
 from server.error_handlers import EXCEPTION_HANDLERS
 from server.events import BatchEvent, JobEvent
@@ -72,8 +73,10 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                                     settings.public_url)
         state.publish = publish
         state.task_types = task_registry.load(include_test_tasks=settings.enable_test_tasks)
+        stats = StatsPusher(sio, state)
         state.relay = asyncio.create_task(
-            relay_events(bus, sio, resync=lambda: resync_all(sio, state)), name="relay")
+            relay_events(bus, sio, resync=lambda: resync_all(sio, state), moved=stats.poke),
+            name="relay")
         sweeper = asyncio.create_task(run_sweeper(state), name="sweeper")
         try:
             yield
@@ -82,6 +85,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await stats.close()
             state.broker.close()
             await client.aclose()
             await db.dispose()

@@ -10,6 +10,7 @@ from server.jobs import JobState
 
 SNAPSHOT = "jobs:snapshot"
 BATCH_PROGRESS = "batch:progress"
+QUEUE_STATS = "queues:stats"
 PROGRESS = "job:progress"
 
 _STATE_EVENTS = {state: f"job:{state.value}" for state in JobState}

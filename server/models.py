@@ -150,3 +150,19 @@ class Schedule(Base):
     max_attempts: Mapped[int] = mapped_column(Integer)
     next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobEventRecord(Base):
+    """One stored change of a job, as its event announced it: the job's timeline."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[str] = mapped_column(String(32))
+    progress: Mapped[int] = mapped_column(Integer)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -14,11 +14,13 @@ log = logging.getLogger(__name__)
 
 
 async def relay_events(bus: Bus, sio: socketio.AsyncServer,
-                       resync: Callable[[], Awaitable[None]]) -> None:
+                       resync: Callable[[], Awaitable[None]],
+                       moved: Callable[[], None] = lambda: None) -> None:
     """Forward each job event to its owner's room (and to admins following that job).
 
     After a gap in the bus (Redis was away) every connected user gets a fresh
     ``jobs:snapshot``, so no final state is missed by a socket that stayed connected.
+    ``moved`` is called after each event (the dashboard's statistics follow it).
     """
     async for event in bus.listen():
         try:
@@ -29,5 +31,6 @@ async def relay_events(bus: Bus, sio: socketio.AsyncServer,
             if isinstance(event, JobEvent):
                 rooms.append(job_room(str(event.job["id"])))
             await sio.emit(event.name, event.payload(), room=rooms)
+            moved()
         except Exception:  # one bad emit must not stop the relay for everyone
             log.exception("failed to relay %s", event.name if event else "a resync")

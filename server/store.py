@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
+from server.events import PROGRESS, event_for_state
 from server.jobs import (
     PRIORITY_ORDER,
     AttemptsExhausted,
@@ -32,6 +33,7 @@ from server.models import (
     DeadLetter,
     Image,
     Job,
+    JobEventRecord,
     Schedule,
     User,
     Webhook,
@@ -109,6 +111,7 @@ def create_job(
     s.add(job)
     if image is not None:
         image.job_id, image.status = job.id, "queued"
+    _record(s, job)
     s.flush()
     return JobView(job, image)
 
@@ -133,6 +136,7 @@ def create_task_job(s: Session, *, user_id: str, image_id: str | None = None,
 def delete_job(s: Session, *, job_id: str) -> None:
     """Undo ``create_task_job`` when the message could not be enqueued."""
     s.execute(delete(Job).where(Job.id == job_id))
+    s.execute(delete(JobEventRecord).where(JobEventRecord.job_id == job_id))
 
 
 def create_image_job(
@@ -201,6 +205,7 @@ def find_duplicate(s: Session, *, user_id: str, sha256: str) -> JobView | None:
 def delete_upload(s: Session, *, image_id: str, job_id: str) -> None:
     """Undo ``create_image_job`` when the message could not be enqueued."""
     s.execute(delete(Job).where(Job.id == job_id))
+    s.execute(delete(JobEventRecord).where(JobEventRecord.job_id == job_id))
     s.execute(delete(Image).where(Image.id == image_id))
 
 
@@ -299,6 +304,38 @@ def get_job_positioned(s: Session, *, job_id: str,
     return (view, queue_position(s, job=view.job)) if view else None
 
 
+def _record(s: Session, job: Job, name: str | None = None) -> None:
+    """Append the job's current state to its timeline (``name``: the event announcing it)."""
+    s.add(JobEventRecord(job_id=job.id, seq=job.seq, name=name or event_for_state(job.state),
+                         state=job.state, stage=job.stage, progress=job.progress,
+                         error=job.error, at=job.updated_at))
+
+
+def job_timeline(s: Session, *, job_id: str) -> list[JobEventRecord]:
+    return list(s.scalars(select(JobEventRecord).where(JobEventRecord.job_id == job_id)
+                          .order_by(JobEventRecord.seq, JobEventRecord.id)))
+
+
+def list_jobs(s: Session, *, user_id: str | None, limit: int, before: str | None = None,
+              state: str | None = None, task_type: str | None = None) -> list[JobView]:
+    """A page of jobs, newest first: one user's, or everyone's (user_id None, for admins)."""
+    query = select(Job)
+    if user_id is not None:
+        query = query.where(Job.user_id == user_id)
+    if before:
+        query = query.where(Job.id < before)
+    if state:
+        query = query.where(Job.state == state)
+    if task_type:
+        query = query.where(Job.type == task_type)
+    return [_view(s, job) for job in s.scalars(query.order_by(Job.id.desc()).limit(limit))]
+
+
+def _forget_events(s: Session) -> None:
+    """Drop the timelines of jobs that no longer exist."""
+    s.execute(delete(JobEventRecord).where(JobEventRecord.job_id.not_in(select(Job.id))))
+
+
 def _locked_job(s: Session, job_id: str) -> Job | None:
     return s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
 
@@ -360,6 +397,7 @@ def transition(
         job.result = result
     if is_final(state):
         job.finished_at = now
+    _record(s, job)
     view = _view(s, job)
     if view.image is not None:
         view.image.status = _IMAGE_STATUS[state]
@@ -408,6 +446,7 @@ def report_progress(s: Session, *, job_id: str, stage: str, progress: int) -> Jo
     job.progress = max(job.progress, progress)
     job.seq += 1
     job.updated_at = utcnow()
+    _record(s, job, PROGRESS)
     return _view(s, job)
 
 
@@ -643,6 +682,7 @@ def purge_finished(s: Session, *, finished_before: datetime) -> list[str]:
     s.execute(delete(Batch).where(Batch.created_at < finished_before,
                                   Batch.id.not_in(select(Job.batch_id)
                                                   .where(Job.batch_id.is_not(None)))))
+    _forget_events(s)
     return image_ids
 
 
@@ -695,6 +735,7 @@ def mark_paused(s: Session, *, base: str, paused: bool) -> list[JobView]:
         Job.stage == before).with_for_update()))
     for job in jobs:
         job.stage, job.seq, job.updated_at = after, job.seq + 1, utcnow()
+        _record(s, job)
     return [_view(s, job) for job in jobs]
 
 
@@ -704,6 +745,7 @@ def show_paused(s: Session, *, job_id: str) -> JobView | None:
     if job is None or job.state != JobState.QUEUED.value or job.stage == Stage.PAUSED.value:
         return None
     job.stage, job.seq, job.updated_at = Stage.PAUSED.value, job.seq + 1, utcnow()
+    _record(s, job)
     return _view(s, job)
 
 
@@ -720,6 +762,7 @@ def clean_finished(s: Session, *, base: str, finished_before: datetime) -> int:
         Job.queue.in_(queue_family(base)), Job.state.in_(finals),
         Job.finished_at < finished_before, Job.id.not_in(keep_dead),
         Job.id.not_in(keep_current)))
+    _forget_events(s)
     return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -8,10 +8,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from server import dispatch, store
-from server.auth import require_user
+from server import dispatch, store, validation
+from server.auth import Principal, require_user
 from server.errors import ApiError, not_found
-from server.jobs import TransitionError
+from server.jobs import JobState, TransitionError
+from server.models import iso
 
 
 async def get_job(request: Request) -> JSONResponse:
@@ -48,7 +49,49 @@ async def cancel_job(request: Request) -> JSONResponse:
     return JSONResponse({"job": event.job}, status_code=202)
 
 
+async def list_jobs(request: Request) -> JSONResponse:
+    """A page of the caller's jobs (an admin's: everyone's), newest first, filterable."""
+    principal = await require_user(request)
+    state = request.app.state
+    limit, before = validation.page(request.query_params)
+    wanted = request.query_params.get("state") or None
+    if wanted is not None and wanted not in {s.value for s in JobState}:
+        raise ApiError(400, "bad_request", f"unknown state {wanted!r}")
+    views = await state.db.read(store.list_jobs, user_id=_owner(principal), limit=limit,
+                                before=before, state=wanted,
+                                task_type=request.query_params.get("type") or None)
+    return JSONResponse({
+        "items": [state.presenter.job(v.job, v.image) for v in views],
+        "next_before": views[-1].job.id if len(views) == limit else None,
+    })
+
+
+async def job_timeline(request: Request) -> JSONResponse:
+    """The job with its payload, traceback and every stored change (owner or admin)."""
+    principal = await require_user(request)
+    state = request.app.state
+    job_id = request.path_params["job_id"]
+    view = await state.db.read(store.get_job, job_id=job_id, user_id=_owner(principal))
+    if view is None:
+        raise not_found("job")
+    records = await state.db.read(store.job_timeline, job_id=job_id)
+    return JSONResponse({
+        "job": state.presenter.job(view.job, view.image),
+        "payload": view.job.payload,
+        "traceback": view.job.traceback,
+        "events": [{"seq": r.seq, "name": r.name, "state": r.state, "stage": r.stage,
+                    "progress": r.progress, "error": r.error, "at": iso(r.at)}
+                   for r in records],
+    })
+
+
+def _owner(principal: Principal) -> str | None:
+    return None if principal.is_admin else principal.user_id
+
+
 routes = [
+    Route("/api/jobs", list_jobs, methods=["GET"]),
+    Route("/api/jobs/{job_id}/timeline", job_timeline, methods=["GET"]),
     Route("/api/jobs/{job_id}", get_job, methods=["GET"]),
     Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
 ]

@@ -38,8 +38,14 @@ async def index(_request: Request) -> FileResponse:
     return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def admin(_request: Request) -> FileResponse:
+    """The admin dashboard (it asks for the admin token itself)."""
+    return FileResponse(WEB_DIR / "admin.html", headers={"Cache-Control": "no-cache"})
+
+
 routes: list[Any] = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/", index, methods=["GET"]),
+    Route("/admin", admin, methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=WEB_DIR), name="static"),
 ]

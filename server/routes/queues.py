@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -40,15 +41,27 @@ def _queue(request: Request) -> str:
     return name
 
 
-async def list_queues(request: Request) -> JSONResponse:
-    await require_admin(request)
-    state = request.app.state
+async def queue_report(state: Any) -> dict[str, Any]:
+    """Every queue's counts, oldest wait, throughput and pause state, and live workers."""
     paused = await paused_queues(state)
     queues = []
     for name in queue_names(state):
         stats = await state.db.read(store.queue_stats, base=name)
         queues.append({"name": name, "paused": name in paused, **stats})
-    return JSONResponse({"queues": queues})
+    return {"queues": queues, "workers": await live_workers(state)}
+
+
+async def live_workers(state: Any) -> int:
+    """Worker processes whose heartbeat is fresh (Dramatiq's heartbeat set)."""
+    settings = state.settings
+    key = keys.dramatiq_heartbeats(keys.dramatiq_namespace(settings.redis_prefix))
+    since = time.time() * 1000 - settings.worker_heartbeat_timeout_ms
+    return int(await state.redis.zcount(key, since, "+inf"))
+
+
+async def list_queues(request: Request) -> JSONResponse:
+    await require_admin(request)
+    return JSONResponse(await queue_report(request.app.state))
 
 
 async def _set_paused(request: Request, paused: bool) -> JSONResponse:

@@ -158,3 +158,40 @@ async def test_admin_sees_queue_counts_and_pauses_and_resumes(
                               json={"older_than_s": 0})
     assert cleaned.status_code == 200 and cleaned.json()["removed"] >= 1
     assert (await http.get(f"/api/jobs/{held['id']}", headers=auth(token))).status_code == 404
+
+
+async def test_job_lists_timelines_and_live_queue_stats_for_admins(
+        single: Stack, http: httpx.AsyncClient, live: tuple[str, LiveClient]) -> None:
+    token, client = live
+    admin_token = single.env["ADMIN_TOKEN"]
+    admin = await LiveClient().connect(single.url, admin_token, transports=["websocket"])
+    try:
+        assert (await admin.sio.call("subscribe", {"scope": "all"}, timeout=10))["ok"]
+        job = await _sleep(http, token, 0.2)
+        await client.wait_final(job["id"], timeout=30)
+        _, stats = await admin.wait_for(
+            lambda n, d: n == "queues:stats" and any(
+                q["name"] == "default" and q["counts"]["completed"] >= 1 for q in d["queues"]),
+            timeout=15)
+        assert stats["workers"] >= 1 and stats["at"]
+    finally:
+        await admin.close()
+
+    mine = (await http.get("/api/jobs?state=completed&type=test.sleep",
+                           headers=auth(token))).json()["items"]
+    assert job["id"] in [j["id"] for j in mine]
+    assert all(j["state"] == "completed" for j in mine)
+    stranger = await new_token(http)
+    assert (await http.get("/api/jobs", headers=auth(stranger))).json()["items"] == []
+    everyone = (await http.get("/api/jobs?limit=200", headers=auth(admin_token))).json()
+    assert job["id"] in [j["id"] for j in everyone["items"]]
+    assert (await http.get("/api/jobs?state=nope", headers=auth(token))).status_code == 400
+
+    timeline = (await http.get(f"/api/jobs/{job['id']}/timeline", headers=auth(token))).json()
+    assert timeline["payload"] == {"seconds": 0.2, "steps": 1}
+    names = [e["name"] for e in timeline["events"]]
+    assert names[0] == "job:queued" and names[-1] == "job:completed"
+    assert "job:active" in names and "job:progress" in names
+    assert [e["seq"] for e in timeline["events"]] == list(range(1, len(names) + 1))
+    assert (await http.get(f"/api/jobs/{job['id']}/timeline",
+                           headers=auth(stranger))).status_code == 404
