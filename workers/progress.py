@@ -51,7 +51,10 @@ class Reporter:
 
     def _publish(self, view: JobView, name: str | None = None) -> None:
         try:
-            event = self.presenter.event(view, name=name)
+            position = None
+            if view.job.state == JobState.QUEUED.value:
+                position = self.db.read(store.queue_position, job=view.job)
+            event = self.presenter.event(view, name=name, queue_position=position)
             self.bus.publish(event)
             if view.job.batch_id:
                 summary = self.db.read(store.batch_summary, batch_id=view.job.batch_id,

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from server import keys, store, validation
+from server import dispatch, keys, store, validation
 from server.auth import require_admin
 from server.errors import ApiError, not_found
 from server.jobs import Stage
@@ -75,7 +75,7 @@ async def _set_paused(request: Request, paused: bool) -> JSONResponse:
         await state.redis.srem(key, name)
     # Owners see it: their waiting jobs' stage says "paused" (or waiting again).
     for view in await state.db.write(store.mark_paused, base=name, paused=paused):
-        await state.publish(state.presenter.event(view))
+        await dispatch.announce(state, view)
     return JSONResponse({"name": name, "paused": paused})
 
 

@@ -87,6 +87,10 @@ async def test_a_due_schedule_fires_once_with_two_schedulers(scheduled: Stack,
                 Schedule.id == schedule["id"]).values(next_run_at=utcnow())))
             _, event = await client.wait_for(lambda n, d: n == "job:completed"
                                              and d["job"]["type"] == "test.sleep", timeout=30)
+            _, queued = await client.wait_for(lambda n, d: n == "job:queued"
+                                              and d["job"]["id"] == event["job"]["id"])
+            assert isinstance(queued["job"]["queue_position"], int), \
+                "a worker-side job:queued carries the position too"
             await asyncio.sleep(3)  # both schedulers polled several times since
             owner = database.read(lambda s: s.get(Job, event["job"]["id"]).user_id)
             fired = database.read(lambda s: s.scalar(select(func.count()).select_from(Job)
