@@ -115,3 +115,41 @@ async def test_after_a_web_restart_the_page_reconnects_and_shows_the_true_end(
     site.restart_web()
     await page.wait_for_selector("#conn[data-state=connected]", timeout=30_000)
     await page.wait_for_selector(f"{card}[data-state=completed]", timeout=30_000)
+
+
+async def test_admin_dashboard_retries_a_dead_letter_and_counts_move_live(
+        browser: Any, site: Stack) -> None:
+    context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+    admin = await context.new_page()
+    problems: list[str] = []
+    admin.on("console", lambda msg: problems.append(msg.text)
+             if msg.type == "error" and not _network_noise(msg.text) else None)
+    admin.on("pageerror", lambda exc: problems.append(str(exc)))
+    try:
+        await admin.goto(f"{site.url}/admin")
+        await admin.fill("[data-testid=token-input]", site.env["ADMIN_TOKEN"])
+        await admin.press("[data-testid=token-input]", "Enter")
+        await admin.wait_for_selector("[data-testid=conn][data-state=connected]",
+                                      timeout=15_000)
+        completed = ("[data-testid=queue-row][data-queue=default] "
+                     "[data-state=completed]")
+        await admin.wait_for_selector(completed, timeout=15_000)
+        before = int(await admin.inner_text(completed))
+
+        async with httpx.AsyncClient(base_url=site.url, timeout=30) as http:
+            token = (await http.post("/api/session")).json()["token"]
+            job = (await http.post("/api/tasks", headers=auth(token), json={
+                "type": "test.flaky", "payload": {"fail_runs": 1, "error": "permanent"}},
+            )).json()["job"]
+        item = f"[data-testid=dlq-item][data-job-id='{job['id']}']"
+        await admin.wait_for_selector(item, timeout=20_000)
+        await admin.screenshot(path=screenshot_path("admin-dead-letter"), full_page=True)
+        await admin.click(f"{item} [data-testid=dlq-retry]")
+        await admin.wait_for_selector(item, state="detached", timeout=20_000)
+        await admin.wait_for_function(
+            "([sel, n]) => Number(document.querySelector(sel)?.textContent) > n",
+            arg=[completed, before], timeout=20_000)
+        await admin.screenshot(path=screenshot_path("admin-after-retry"), full_page=True)
+        assert problems == [], problems
+    finally:
+        await context.close()
