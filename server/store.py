@@ -452,7 +452,7 @@ def report_progress(s: Session, *, job_id: str, stage: str, progress: int) -> Jo
 
 # -- dead letters ------------------------------------------------------------------------------
 
-def dead_letter(s: Session, *, job_id: str, error: dict[str, str], traceback: str | None,
+def dead_letter(s: Session, *, job_id: str, error: dict[str, Any], traceback: str | None,
                 attempts: int | None = None, of_attempt: int | None = None) -> JobView | None:
     """Fail the job for good and record the final error in the dead-letter queue."""
     view = transition(s, job_id=job_id, state=JobState.FAILED, stage="failed", error=error,

@@ -16,6 +16,22 @@ export const JOB_EVENTS = Object.freeze([
 ]);
 export const TERMINAL_STATES = Object.freeze(['completed', 'failed', 'cancelled']);
 export const CANCELLABLE_STATES = Object.freeze(['queued', 'active', 'retrying']);
+/**
+ * error.type values of a failure that another run may fix: the errors the workers
+ * treat as transient (storage I/O — OSError and its common subclasses, which is how
+ * they are named —, database / Redis trouble, a time limit, a lost worker). Anything
+ * else (InvalidImage, UnsupportedImage, ImageTooLarge, ...) is a problem with the input.
+ */
+export const TRANSIENT_ERROR_TYPES = Object.freeze([
+  'TransientError', 'TimeLimitExceeded', 'WorkerLost', 'ConnectionError', 'TimeoutError',
+  'OperationalError', 'InterfaceError',
+  // OSError and Python's built-in subclasses of it:
+  'OSError', 'IOError', 'EnvironmentError', 'BlockingIOError', 'ChildProcessError',
+  'BrokenPipeError', 'ConnectionAbortedError', 'ConnectionRefusedError', 'ConnectionResetError',
+  'FileExistsError', 'FileNotFoundError', 'InterruptedError', 'IsADirectoryError',
+  'NotADirectoryError', 'PermissionError', 'ProcessLookupError',
+]);
+export const GALLERY_PAGE_SIZE = 24;
 
 /** The seq carried by a live event (`event.seq`, falling back to `event.job.seq`), or null. */
 export function eventSeq(event) {
@@ -197,6 +213,177 @@ export function isUnauthorizedMessage(message) {
   return typeof message === 'string' && message.trim().toLowerCase().startsWith('unauthorized');
 }
 
+/** Did this job fail for a reason worth another run (not a problem with the image itself)? */
+export function isTransientFailure(job) {
+  if (!job || job.state !== 'failed' || !job.error || typeof job.error !== 'object') return false;
+  if (typeof job.error.retryable === 'boolean') return job.error.retryable; // if the server says so
+  return TRANSIENT_ERROR_TYPES.includes(job.error.type);
+}
+
+/**
+ * Body of the `POST /api/tasks` that runs a failed job again: image jobs become
+ * `image.reprocess` of their image; other tasks are resubmitted with their payload
+ * (pass it in; it comes from the job's timeline). null when there is nothing to send.
+ */
+export function retryTaskBody(job, payload = null) {
+  if (!job || typeof job !== 'object') return null;
+  if (job.image_id != null && job.image_id !== '') {
+    return { type: 'image.reprocess', payload: { image_id: String(job.image_id) } };
+  }
+  if (typeof job.type === 'string' && job.type && payload && typeof payload === 'object') {
+    const body = { type: job.type, payload };
+    if (['high', 'normal', 'low'].includes(job.priority)) body.priority = job.priority;
+    if (Number.isInteger(job.max_attempts) && job.max_attempts > 0) body.max_attempts = job.max_attempts;
+    return body;
+  }
+  return null;
+}
+
+/** "in 45 s", "in 5 min", "in 2 h 5 min", "in 3 days" until `target`, or null once it has passed. */
+export function formatCountdown(target, now = Date.now()) {
+  const d = parseDate(target);
+  if (!d) return null;
+  const ms = d.getTime() - (now instanceof Date ? now.getTime() : Number(now));
+  if (!Number.isFinite(ms) || ms <= 0) return null;
+  const s = Math.ceil(ms / 1000);
+  if (s < 60) return `in ${s} s`;
+  const min = Math.round(s / 60);
+  if (min < 60) return `in ${min} min`;
+  const hours = Math.floor(min / 60);
+  if (hours < 48) return min % 60 ? `in ${hours} h ${min % 60} min` : `in ${hours} h`;
+  return `in ${Math.round(hours / 24)} days`;
+}
+
+/** Is a queued job delayed (its run_at more than a second away)? */
+export function isDelayed(job, now = Date.now()) {
+  const d = job ? parseDate(job.run_at) : null;
+  return Boolean(d && job.state === 'queued' && d.getTime() > now + 1000);
+}
+
+/**
+ * What a waiting job is waiting for: { badge, detail, note }.
+ * Paused queue (stage "paused") > delayed (future run_at) > position in the queue.
+ */
+export function queuedView(job, now = Date.now()) {
+  if (job && job.stage === 'paused') {
+    return { badge: 'paused', detail: 'Paused', note: 'Paused by an administrator. It will start when the queue is resumed.' };
+  }
+  if (isDelayed(job, now)) {
+    const when = formatDateTime(job.run_at);
+    const countdown = formatCountdown(job.run_at, now);
+    return { badge: 'delayed', detail: 'Delayed', note: `Scheduled to start ${when}${countdown ? ` (${countdown})` : ''}.` };
+  }
+  const pos = job ? job.queue_position : null;
+  let note = null;
+  if (Number.isFinite(pos)) {
+    note = pos === 0 ? 'Next in line.' : `${pos} ${pos === 1 ? 'job' : 'jobs'} ahead in the queue.`;
+  }
+  const stage = job && job.stage ? `Stage: ${job.stage}` : null;
+  return { badge: 'queued', detail: [stage, 'waiting to start'].filter(Boolean).join(' · '), note };
+}
+
+/**
+ * Progress 0..100 of one file of a drop: uploading its bytes is the first half,
+ * processing (job.progress) the second. A file that has reached an end (done,
+ * failed, cancelled, upload failed) counts as 100 so that the total can finish.
+ */
+export function fileProgress(upload, job) {
+  if (job && typeof job === 'object') {
+    if (TERMINAL_STATES.includes(job.state)) return 100;
+    return 50 + clampPercent(job.progress) / 2;
+  }
+  if (!upload || typeof upload !== 'object') return 0;
+  if (upload.status === 'error' || upload.status === 'cancelled') return 100;
+  if (upload.status === 'done') return 50;
+  const total = Number(upload.total);
+  const loaded = Number(upload.loaded);
+  if (!(total > 0) || !Number.isFinite(loaded)) return 0;
+  return Math.min(50, Math.max(0, (loaded / total) * 50));
+}
+
+/** How one file of a drop ended: 'completed' | 'failed' | 'cancelled', or null while it is still going. */
+export function fileOutcome(upload, job) {
+  if (job && typeof job === 'object') return TERMINAL_STATES.includes(job.state) ? job.state : null;
+  if (upload && upload.status === 'error') return 'failed';
+  if (upload && upload.status === 'cancelled') return 'cancelled';
+  return null;
+}
+
+/**
+ * The whole drop from its files ([{upload, job}]):
+ * { total, done, completed, failed, cancelled, percent (0..100, average), finished }.
+ */
+export function summarizeDrop(files) {
+  const list = Array.isArray(files) ? files.filter(Boolean) : [];
+  const summary = { total: list.length, done: 0, completed: 0, failed: 0, cancelled: 0, percent: 0, finished: false };
+  if (!list.length) return summary;
+  let sum = 0;
+  for (const { upload, job } of list) {
+    sum += fileProgress(upload, job);
+    const outcome = fileOutcome(upload, job);
+    if (outcome) {
+      summary.done += 1;
+      summary[outcome] += 1;
+    }
+  }
+  summary.finished = summary.done === summary.total;
+  summary.percent = summary.finished ? 100 : Math.min(99, Math.floor(sum / list.length));
+  return summary;
+}
+
+/** "2 of 3 done", "3 of 3 done · 1 failed · 1 cancelled". */
+export function dropLabel(summary) {
+  if (!summary || !summary.total) return '';
+  const parts = [`${summary.done} of ${summary.total} done`];
+  if (summary.failed) parts.push(`${summary.failed} failed`);
+  if (summary.cancelled) parts.push(`${summary.cancelled} cancelled`);
+  return parts.join(' · ');
+}
+
+/** Newest first, like `GET /api/images`: ids sort by creation time, so compare them (descending). */
+export function compareNewestFirst(a, b) {
+  const x = a && a.id != null ? String(a.id) : '';
+  const y = b && b.id != null ? String(b.id) : '';
+  if (x === y) return 0;
+  return x < y ? 1 : -1;
+}
+
+/**
+ * Every detail of an Image for the detail view, as [term, value] rows; a value the
+ * image does not have reads "—" (so that the list always shows the same fields).
+ */
+export function describeImageDetails(image) {
+  if (!image || typeof image !== 'object') return [];
+  const meta = image.metadata && typeof image.metadata === 'object' ? image.metadata : {};
+  const text = (v) => (v == null || v === '' ? '—' : String(v));
+  const px = (v) => (Number.isFinite(Number(v)) && v != null && v !== '' ? `${v} px` : '—');
+  const size = Number.isFinite(Number(image.size_bytes)) && image.size_bytes != null
+    ? `${formatBytes(image.size_bytes)} (${Number(image.size_bytes).toLocaleString('en-US')} bytes)` : '—';
+  return [
+    ['Width', px(meta.width ?? image.width)],
+    ['Height', px(meta.height ?? image.height)],
+    ['Format', text(meta.format ?? image.format)],
+    ['Mode', text(meta.mode)],
+    ['Frames', text(meta.frames)],
+    ['Camera make', text(typeof meta.camera_make === 'string' ? meta.camera_make.trim() : meta.camera_make)],
+    ['Camera model', text(typeof meta.camera_model === 'string' ? meta.camera_model.trim() : meta.camera_model)],
+    ['Taken at', text(formatDateTime(meta.taken_at))],
+    ['GPS', typeof meta.has_gps === 'boolean' ? (meta.has_gps ? 'Yes' : 'No') : '—'],
+    ['Size', size],
+    ['Content type', text(image.content_type)],
+    ['Created', text(formatDateTime(image.created_at))],
+    ['Status', text(image.status)],
+  ];
+}
+
+/** A file name for a download link: the original's own name, or "<stem>-preview.webp" for renditions. */
+export function downloadName(filename, kind) {
+  const name = typeof filename === 'string' && filename.trim() ? filename.trim() : 'image';
+  if (kind === 'original') return name;
+  const stem = name.replace(/\.[^./\\]{1,8}$/, '') || 'image';
+  return `${stem}-${kind}.webp`;
+}
+
 // ---------------------------------------------------------------------------
 // Browser app. Nothing below runs outside a browser, and nothing is put on window.
 // ---------------------------------------------------------------------------
@@ -222,7 +409,30 @@ function startApp() {
     gallery: $('gallery'),
     galleryStatus: $('gallery-status'),
     galleryCount: $('gallery-count'),
+    galleryHeading: $('gallery-heading'),
+    galleryMore: $('gallery-more'),
+    galleryMoreError: $('gallery-more-error'),
+    total: $('total'),
+    totalText: $('total-text'),
+    totalPercent: $('total-percent'),
+    totalProgress: $('total-progress'),
     live: $('live'),
+    detail: {
+      dialog: $('image-detail'),
+      title: $('detail-title'),
+      close: $('detail-close'),
+      preview: $('detail-preview'),
+      noPreview: $('detail-no-preview'),
+      status: $('detail-status'),
+      meta: $('detail-meta'),
+      downloads: { original: $('detail-dl-original'), preview: $('detail-dl-preview'), thumbnail: $('detail-dl-thumbnail') },
+      deleteBtn: $('detail-delete'),
+      confirm: $('detail-confirm'),
+      confirmText: $('detail-confirm-text'),
+      confirmYes: $('detail-confirm-yes'),
+      confirmNo: $('detail-confirm-no'),
+      error: $('detail-error'),
+    },
   };
 
   /** Create an element; strings in children become text nodes (never HTML). */
@@ -314,22 +524,23 @@ function startApp() {
     }
   }
 
-  /** JSON API call with bearer token; on 401 the token is replaced once and the call retried. */
-  async function api(path, { method = 'GET', body = undefined, retried = false } = {}) {
+  /**
+   * JSON API call with bearer token; `json` is sent as a JSON body. On 401 the
+   * token is replaced once and the call retried.
+   */
+  async function api(path, { method = 'GET', body = undefined, json = undefined, retried = false } = {}) {
     const used = await getToken();
+    const headers = { Authorization: `Bearer ${used}`, Accept: 'application/json' };
+    if (json !== undefined) headers['Content-Type'] = 'application/json';
     let res;
     try {
-      res = await fetch(path, {
-        method,
-        body,
-        headers: { Authorization: `Bearer ${used}`, Accept: 'application/json' },
-      });
+      res = await fetch(path, { method, body: json !== undefined ? JSON.stringify(json) : body, headers });
     } catch {
       throw new ApiError(0, errorMessage(0));
     }
     if (res.status === 401 && !retried) {
       await renewSession(used);
-      return api(path, { method, body, retried: true });
+      return api(path, { method, body, json, retried: true });
     }
     const text = await res.text();
     if (!res.ok) throw new ApiError(res.status, errorMessage(res.status, text));
@@ -340,6 +551,7 @@ function startApp() {
   function onIdentityChanged() {
     // A new session is a new (empty) user: reload the gallery once and
     // reconnect the socket so it authenticates with the new token.
+    closeDetail();
     resetGallery();
     loadGallery();
     scheduleSocketConnect(0, true);
@@ -353,6 +565,12 @@ function startApp() {
   const entries = new Map();
   /** image id -> Image (from the gallery list and finished jobs), used for filenames. */
   const imagesById = new Map();
+  /** Job ids whose card now follows a newer job (a retry): their late events are ignored. */
+  const supersededJobs = new Set();
+  /** Images deleted in this page: their jobs' events and snapshots no longer make cards. */
+  const deletedImages = new Set();
+  /** The files of the current drop, for the total bar: { entries: [entry…] } or null. */
+  let currentDrop = null;
   let cardCounter = 0;
 
   function newEntry({ file = null, filename = null } = {}) {
@@ -368,7 +586,9 @@ function startApp() {
       upload: file ? { status: 'waiting', loaded: 0, total: file.size, error: null, xhr: null } : null,
       duplicate: false,
       cancelling: false,
+      retryingJob: false,
       actionError: null,
+      drop: null,
       dismissed: false,
       detached: false,
       shownThumb: undefined,
@@ -394,14 +614,18 @@ function startApp() {
     const originalLink = h('a', { className: 'link', target: '_blank', rel: 'noopener', text: 'Original' });
     const links = h('p', { className: 'card-links', hidden: true }, previewLink, originalLink);
     const cancelBtn = h('button', {
-      type: 'button', className: 'btn btn-small', text: 'Cancel', hidden: true,
+      type: 'button', className: 'btn btn-small', text: 'Cancel', hidden: true, 'data-testid': 'job-cancel',
       onclick: () => cancelEntry(entry),
     });
     const retryBtn = h('button', {
-      type: 'button', className: 'btn btn-small btn-primary', text: 'Retry upload', hidden: true,
+      type: 'button', className: 'btn btn-small btn-primary', text: 'Retry upload', hidden: true, 'data-testid': 'upload-retry',
       onclick: () => retryUpload(entry),
     });
-    const actions = h('div', { className: 'card-actions' }, retryBtn, cancelBtn);
+    const retryJobBtn = h('button', {
+      type: 'button', className: 'btn btn-small btn-primary', text: 'Retry', hidden: true, 'data-testid': 'job-retry',
+      onclick: () => retryJob(entry),
+    });
+    const actions = h('div', { className: 'card-actions' }, retryBtn, retryJobBtn, cancelBtn);
     const root = h('li', { className: 'card', dataset: { state: 'waiting' } },
       thumb,
       h('div', { className: 'card-body' },
@@ -415,9 +639,8 @@ function startApp() {
         actions,
       ),
     );
-    cancelBtn.setAttribute('aria-describedby', titleId);
-    retryBtn.setAttribute('aria-describedby', titleId);
-    return { root, title, badge, thumb, progress, detail, note, error, meta, links, previewLink, originalLink, actions, cancelBtn, retryBtn };
+    for (const btn of [cancelBtn, retryBtn, retryJobBtn]) btn.setAttribute('aria-describedby', titleId);
+    return { root, title, badge, thumb, progress, detail, note, error, meta, links, previewLink, originalLink, actions, cancelBtn, retryBtn, retryJobBtn };
   }
 
   function displayName(entry) {
@@ -453,14 +676,13 @@ function startApp() {
       const parts = [];
       let note = null;
       let error = null;
+      let badge = state;
       switch (state) {
         case 'queued': {
-          parts.push(stage, 'waiting to start');
-          const runAt = parseDate(job.run_at);
-          if (runAt && runAt.getTime() > Date.now() + 1000) note = `Scheduled to start ${formatDateTime(job.run_at)}.`;
-          else if (Number.isFinite(job.queue_position)) {
-            note = job.queue_position === 0 ? 'Next in line.' : `${job.queue_position} ${job.queue_position === 1 ? 'job' : 'jobs'} ahead in the queue.`;
-          }
+          const waiting = queuedView(job);
+          badge = waiting.badge;
+          parts.push(waiting.detail);
+          note = waiting.note;
           break;
         }
         case 'active':
@@ -483,6 +705,7 @@ function startApp() {
         case 'failed':
           parts.push(stage, Number.isFinite(job.attempt) && job.attempt > 0 ? `gave up after ${job.attempt} ${job.attempt === 1 ? 'attempt' : 'attempts'}` : null);
           error = (job.error && job.error.message) || 'Processing failed.';
+          if (isTransientFailure(job)) note = 'This looks temporary: retrying may work.';
           break;
         case 'cancelled':
           parts.push(stage, 'cancelled');
@@ -492,7 +715,8 @@ function startApp() {
       }
       if (entry.duplicate && state !== 'completed') note = note || 'Already uploaded — this is the existing job.';
       if (entry.actionError && !isTerminal(state)) error = entry.actionError;
-      return { state, badge: state, percent, detail: parts.filter(Boolean).join(' · '), note, error };
+      else if (entry.actionError && state === 'failed') error = `${error} — ${entry.actionError}`;
+      return { state, badge, percent, detail: parts.filter(Boolean).join(' · '), note, error };
     }
     if (up) {
       const total = up.total || 0;
@@ -535,16 +759,26 @@ function startApp() {
     setText(el.note, view.note);
     setText(el.error, view.error);
 
-    // Thumbnail (only once the job has completed).
+    // Thumbnail (only once the job has completed); it opens the image's detail view.
     const image = entry.image;
     const completed = job && job.state === 'completed';
     const thumbUrl = completed && image ? safeUrl(image.thumbnail_url) : null;
     if (thumbUrl !== entry.shownThumb) {
       entry.shownThumb = thumbUrl;
-      el.thumb.replaceChildren(thumbUrl
-        ? h('img', { src: thumbUrl, alt: `Thumbnail of ${name}`, width: 72, height: 72, decoding: 'async' })
-        : h('span', { className: 'thumb-placeholder', 'aria-hidden': 'true' }));
+      if (thumbUrl) {
+        const img = h('img', { src: thumbUrl, alt: '', width: 72, height: 72, decoding: 'async' });
+        const open = h('button', {
+          type: 'button', className: 'card-thumb-btn', 'aria-haspopup': 'dialog', 'data-testid': 'card-open',
+          onclick: (e) => openDetail(imageIdOf(entry), e.currentTarget),
+        }, img);
+        open.setAttribute('aria-label', `Details of ${name}`);
+        el.thumb.replaceChildren(open);
+      } else {
+        el.thumb.replaceChildren(h('span', { className: 'thumb-placeholder', 'aria-hidden': 'true' }));
+      }
     }
+    const openBtn = thumbUrl ? el.thumb.firstElementChild : null;
+    if (openBtn && openBtn.getAttribute('aria-label') !== `Details of ${name}`) openBtn.setAttribute('aria-label', `Details of ${name}`);
 
     // Metadata and links.
     const metaFor = completed && image ? image : null;
@@ -570,7 +804,20 @@ function startApp() {
     const cancelText = jobCancellable && entry.cancelling ? 'Cancelling…' : 'Cancel';
     if (el.cancelBtn.textContent !== cancelText) el.cancelBtn.textContent = cancelText;
     setHidden(el.retryBtn, !(entry.file && !job && entry.upload && (entry.upload.status === 'error' || entry.upload.status === 'cancelled')));
-    setHidden(el.actions, el.cancelBtn.hidden && el.retryBtn.hidden);
+    setHidden(el.retryJobBtn, !isTransientFailure(job));
+    el.retryJobBtn.disabled = entry.retryingJob;
+    const retryText = entry.retryingJob ? 'Retrying…' : 'Retry';
+    if (el.retryJobBtn.textContent !== retryText) el.retryJobBtn.textContent = retryText;
+    setHidden(el.actions, el.cancelBtn.hidden && el.retryBtn.hidden && el.retryJobBtn.hidden);
+
+    if (entry.drop && entry.drop === currentDrop) renderTotal();
+  }
+
+  /** The image a card is about (from the upload response, the finished job or the job's image_id), or null. */
+  function imageIdOf(entry) {
+    if (entry.image && entry.image.id != null) return String(entry.image.id);
+    if (entry.job && entry.job.image_id != null) return String(entry.job.image_id);
+    return null;
   }
 
   function announceEntry(entry) {
@@ -610,12 +857,20 @@ function startApp() {
   function ingestJob(job, seq, mode) {
     if (!job || typeof job !== 'object' || job.id == null) return;
     const id = String(job.id);
+    if (supersededJobs.has(id)) return;
+    if (job.image_id != null && deletedImages.has(String(job.image_id))) return;
     let entry = entries.get(id);
     if (entry) {
       const strict = mode === 'event' || entry.dismissed;
       const ok = strict ? shouldApply(entry.lastSeq, { job, seq }) : shouldReplace(entry.lastSeq, job);
       if (!ok) return;
     } else {
+      // A reprocess of an image whose card has finished takes over that card.
+      const previous = job.type === 'image.reprocess' ? finishedEntryForImage(job.image_id) : null;
+      if (previous) {
+        rebindEntry(previous, job, seq, mode !== 'snapshot');
+        return;
+      }
       entry = newEntry();
       entry.jobId = id;
       entries.set(id, entry);
@@ -627,11 +882,111 @@ function startApp() {
     afterJobChange(entry, mode !== 'snapshot');
   }
 
+  /** The newest card about `imageId` whose job has ended (so a new job may take it over), or null. */
+  function finishedEntryForImage(imageId) {
+    if (imageId == null) return null;
+    let found = null;
+    for (const entry of entries.values()) {
+      if (entry.detached || !entry.job || !isTerminal(entry.job.state)) continue;
+      if (imageIdOf(entry) === String(imageId) && (!found || entry.uid > found.uid)) found = entry;
+    }
+    return found;
+  }
+
+  /**
+   * Let `entry`'s card follow a new job (a retry of its failed one). Events of the
+   * old job are ignored from now on; a card an early event of the new job created is merged in.
+   */
+  function rebindEntry(entry, job, seq, shouldAnnounce) {
+    const newId = String(job.id);
+    const oldId = entry.jobId;
+    let current = { ...job };
+    let lastSeq = nextSeq(null, seq ?? job.seq);
+    const early = entries.get(newId);
+    if (early && early !== entry) {
+      if (!shouldReplace(early.lastSeq, job)) {
+        current = early.job;
+        lastSeq = early.lastSeq;
+      }
+      detachEntry(early);
+    }
+    if (oldId && oldId !== newId) {
+      supersededJobs.add(oldId);
+      entries.delete(oldId);
+    }
+    entry.jobId = newId;
+    entries.set(newId, entry);
+    entry.job = current;
+    entry.lastSeq = lastSeq;
+    entry.duplicate = false;
+    entry.actionError = null;
+    entry.retryingJob = false;
+    entry.cancelling = false;
+    afterJobChange(entry, shouldAnnounce);
+  }
+
+  /** Run a transiently failed job again: image jobs as `image.reprocess`, other tasks with their payload. */
+  async function retryJob(entry) {
+    const job = entry.job;
+    if (!isTransientFailure(job) || entry.retryingJob) return;
+    entry.retryingJob = true;
+    entry.actionError = null;
+    renderEntry(entry);
+    try {
+      let payload = null;
+      if (job.image_id == null) {
+        const timeline = await api(`/api/jobs/${encodeURIComponent(job.id)}/timeline`);
+        payload = timeline && timeline.payload && typeof timeline.payload === 'object' ? timeline.payload : null;
+      }
+      const body = retryTaskBody(job, payload);
+      if (!body) throw new Error('This job cannot be run again from here.');
+      const res = await api('/api/tasks', { method: 'POST', json: body });
+      if (!res || !res.job || res.job.id == null) throw new Error('The server sent an unexpected response.');
+      if (entry.detached) return;
+      if (entry.jobId === String(res.job.id)) return; // an event already moved the card over
+      rebindEntry(entry, res.job, res.job.seq, true);
+      announce(`${displayName(entry)}: retrying.`);
+    } catch (err) {
+      entry.retryingJob = false;
+      entry.actionError = `Could not retry: ${(err && err.message) || 'unknown error'}`;
+      renderEntry(entry);
+      announce(`${displayName(entry)}: ${entry.actionError}`);
+    }
+  }
+
+  /** Take a card off the page for good (another card took over its job, or its image is gone). */
+  function detachEntry(entry) {
+    entry.detached = true;
+    entry.el.root.remove();
+    if (entry.drop) {
+      entry.drop.entries = entry.drop.entries.filter((e) => e !== entry);
+      entry.drop = null;
+      renderTotal();
+    }
+  }
+
+  /** An image is gone (deleted here): drop its gallery item, its cards and its place in the drop. */
+  function forgetImage(imageId) {
+    const id = String(imageId);
+    deletedImages.add(id);
+    imagesById.delete(id);
+    galleryRemove(id);
+    let removed = false;
+    for (const [jobId, entry] of [...entries]) {
+      if (imageIdOf(entry) !== id) continue;
+      entries.delete(jobId);
+      supersededJobs.add(jobId);
+      detachEntry(entry);
+      removed = true;
+    }
+    if (removed) updateJobsChrome();
+  }
+
   function afterJobChange(entry, shouldAnnounce) {
     const job = entry.job;
     if (job.state === 'completed' && job.result && job.result.image && typeof job.result.image === 'object') {
       entry.image = { ...(entry.image || {}), ...job.result.image };
-      galleryUpsert(entry.image, true);
+      galleryUpsert(entry.image);
     }
     if (job.state !== 'queued' && job.state !== 'active' && job.state !== 'retrying') entry.cancelling = false;
     if (entry.dismissed) {
@@ -647,6 +1002,8 @@ function startApp() {
   /** The upload response arrived: bind the upload card to its job id (adopting any card an event created first). */
   function attachJobToUpload(entry, job, image, duplicate) {
     const id = String(job.id);
+    supersededJobs.delete(id);
+    if (image && image.id != null) deletedImages.delete(String(image.id));
     entry.duplicate = Boolean(duplicate);
     if (image && typeof image === 'object') {
       entry.image = { ...(entry.image || {}), ...image };
@@ -659,8 +1016,7 @@ function startApp() {
       entry.job = existing.job;
       entry.lastSeq = existing.lastSeq;
       if (!entry.image && existing.image) entry.image = existing.image;
-      existing.detached = true;
-      existing.el.root.remove();
+      detachEntry(existing);
     }
     entry.jobId = id;
     entries.set(id, entry);
@@ -668,7 +1024,7 @@ function startApp() {
       entry.job = entry.job ? { ...entry.job, ...job } : { ...job };
       entry.lastSeq = nextSeq(entry.lastSeq, job.seq);
     }
-    if (entry.image && entry.image.status === 'ready') galleryUpsert(entry.image, true);
+    if (entry.image && entry.image.status === 'ready') galleryUpsert(entry.image);
     afterJobChange(entry, true);
   }
 
@@ -729,9 +1085,47 @@ function startApp() {
     for (const entry of entries.values()) {
       if (entry.job && isTerminal(entry.job.state)) entry.dismissed = true;
     }
+    if (currentDrop && summarizeDrop(dropFiles(currentDrop)).finished) {
+      currentDrop = null;
+      renderTotal();
+    }
     updateJobsChrome();
     ui.dropzone.focus();
   });
+
+  // -------------------------------------------------------------------------
+  // Total progress of the current drop (every file added since the last drop finished)
+  // -------------------------------------------------------------------------
+
+
+  function dropFiles(drop) {
+    return drop.entries.map((entry) => ({ upload: entry.upload, job: entry.job }));
+  }
+
+  /** Files added while a drop is still going join it; otherwise they start a new one. */
+  function joinDrop(created) {
+    if (!currentDrop || summarizeDrop(dropFiles(currentDrop)).finished) currentDrop = { entries: [] };
+    for (const entry of created) {
+      entry.drop = currentDrop;
+      currentDrop.entries.push(entry);
+    }
+    renderTotal();
+  }
+
+  function renderTotal() {
+    const summary = currentDrop ? summarizeDrop(dropFiles(currentDrop)) : null;
+    if (!summary || summary.total === 0) {
+      setHidden(ui.total, true);
+      return;
+    }
+    const label = dropLabel(summary);
+    if (ui.totalProgress.value !== summary.percent) ui.totalProgress.value = summary.percent;
+    ui.totalProgress.setAttribute('aria-valuetext', `${summary.percent}% — ${label}`);
+    setText(ui.totalText, label);
+    setText(ui.totalPercent, `${summary.percent}%`);
+    ui.total.dataset.state = summary.finished ? (summary.completed === summary.total ? 'completed' : 'finished') : 'active';
+    setHidden(ui.total, false);
+  }
 
   // -------------------------------------------------------------------------
   // Uploads
@@ -750,6 +1144,7 @@ function startApp() {
       entry.priority = priority;
       return entry;
     });
+    joinDrop(created);
     for (const entry of [...created].reverse()) {
       attachCard(entry);
       renderEntry(entry);
@@ -912,63 +1307,309 @@ function startApp() {
   const galleryItems = new Map(); // image id -> <li>
   let galleryGeneration = 0;
   let galleryLoaded = false;
+  let galleryLoading = false;
+  let galleryNextBefore = null; // cursor of the next page, null when there is none
 
   function buildGalleryItem(image, thumbUrl) {
     const name = typeof image.filename === 'string' && image.filename ? image.filename : 'Untitled image';
-    const target = safeUrl(image.preview_url) || safeUrl(image.original_url);
     const img = h('img', { src: thumbUrl, alt: '', width: 200, height: 200, loading: 'lazy', decoding: 'async' });
     const caption = h('span', { className: 'gallery-name', text: name });
-    const inner = target
-      ? h('a', { href: target, target: '_blank', rel: 'noopener', className: 'gallery-link' }, img, caption)
-      : h('div', { className: 'gallery-link' }, img, caption);
+    const open = h('button', {
+      type: 'button', className: 'gallery-link', 'aria-haspopup': 'dialog',
+      onclick: (e) => openDetail(String(image.id), e.currentTarget),
+    }, img, caption);
     const dims = Number.isFinite(image.width) && Number.isFinite(image.height) ? `${image.width} × ${image.height}` : null;
     if (dims) caption.title = `${name} — ${dims}`;
-    return h('li', { className: 'gallery-item', dataset: { imageId: String(image.id) } }, inner);
+    return h('li', {
+      className: 'gallery-item', 'data-testid': 'gallery-item', dataset: { imageId: String(image.id) },
+    }, open);
   }
 
-  /** Add a ready image to the gallery (prepend for live completions); no-op if already shown. */
-  function galleryUpsert(image, prepend) {
+  /** Put a gallery <li> at its newest-first place among those shown. */
+  function galleryPlace(li, image) {
+    for (const other of ui.gallery.children) {
+      if (compareNewestFirst(image, { id: other.dataset.imageId }) < 0) {
+        ui.gallery.insertBefore(li, other);
+        return;
+      }
+    }
+    ui.gallery.append(li);
+  }
+
+  /**
+   * Show a ready image in the gallery at its newest-first place (refreshing its
+   * thumbnail if it is already there). An image older than every loaded one while
+   * more pages exist is left for its page, so paging neither skips nor repeats it.
+   */
+  function galleryUpsert(image) {
     if (!image || typeof image !== 'object' || image.id == null) return;
     const id = String(image.id);
-    imagesById.set(id, image);
-    if (galleryItems.has(id)) return;
+    if (deletedImages.has(id)) return;
+    imagesById.set(id, { ...(imagesById.get(id) || {}), ...image });
     const thumbUrl = safeUrl(image.thumbnail_url);
+    const existing = galleryItems.get(id);
+    if (existing) {
+      const img = existing.querySelector('img');
+      if (thumbUrl && img && img.getAttribute('src') !== thumbUrl && image.status === 'ready') img.src = thumbUrl;
+      return;
+    }
     if (image.status !== 'ready' || !thumbUrl) return;
+    const last = ui.gallery.lastElementChild;
+    if (galleryNextBefore != null && last && compareNewestFirst(image, { id: last.dataset.imageId }) > 0) return;
     const li = buildGalleryItem(image, thumbUrl);
     galleryItems.set(id, li);
-    if (prepend) ui.gallery.prepend(li); else ui.gallery.append(li);
+    galleryPlace(li, image);
     updateGalleryChrome();
+  }
+
+  /** Take an image out of the gallery; returns the element that should get focus next. */
+  function galleryRemove(id) {
+    const li = galleryItems.get(id);
+    if (!li) return null;
+    const neighbour = li.nextElementSibling || li.previousElementSibling;
+    galleryItems.delete(id);
+    li.remove();
+    updateGalleryChrome();
+    return neighbour ? neighbour.querySelector('button') : null;
   }
 
   function updateGalleryChrome() {
     const n = galleryItems.size;
-    ui.galleryCount.textContent = n ? `${n} ${n === 1 ? 'image' : 'images'}` : '';
+    const more = galleryNextBefore != null;
+    ui.galleryCount.textContent = n ? `${n}${more ? '+' : ''} ${n === 1 && !more ? 'image' : 'images'}` : '';
     if (n > 0) setHidden(ui.galleryStatus, true);
     else if (galleryLoaded) setText(ui.galleryStatus, 'No images yet. Finished uploads appear here.');
+    setHidden(ui.galleryMore, !galleryLoaded || !more);
+    ui.galleryMore.disabled = galleryLoading;
+    const label = galleryLoading ? 'Loading…' : 'Load more';
+    if (ui.galleryMore.textContent !== label) ui.galleryMore.textContent = label;
   }
 
   function resetGallery() {
+    galleryGeneration += 1;
     galleryItems.clear();
     ui.gallery.replaceChildren();
     galleryLoaded = false;
+    galleryLoading = false;
+    galleryNextBefore = null;
+    setText(ui.galleryMoreError, '');
     setText(ui.galleryStatus, 'Loading…');
     updateGalleryChrome();
   }
 
-  async function loadGallery() {
+  /**
+   * Load the first page (or, with `more`, the next one). Pages that add nothing to
+   * show (images still processing or failed) are skipped over, a few at a time.
+   */
+  async function loadGallery(more = false) {
+    if (more && (galleryLoading || galleryNextBefore == null)) return;
     const generation = ++galleryGeneration;
+    galleryLoading = true;
+    setText(ui.galleryMoreError, '');
+    updateGalleryChrome();
+    let cursor = more ? galleryNextBefore : null;
     try {
-      const data = await api('/api/images');
-      if (generation !== galleryGeneration) return;
-      const items = data && Array.isArray(data.items) ? data.items : [];
-      for (const image of items) galleryUpsert(image, false);
+      for (let pages = 0; pages < 5; pages += 1) {
+        const query = `limit=${GALLERY_PAGE_SIZE}${cursor != null ? `&before=${encodeURIComponent(cursor)}` : ''}`;
+        const data = await api(`/api/images?${query}`);
+        if (generation !== galleryGeneration) return;
+        const items = data && Array.isArray(data.items) ? data.items : [];
+        const shownBefore = galleryItems.size;
+        galleryNextBefore = null; // let every item of this page in, in order
+        for (const image of items) galleryUpsert(image);
+        cursor = data && data.next_before != null ? String(data.next_before) : null;
+        galleryNextBefore = cursor;
+        if (galleryItems.size > shownBefore || cursor == null) break;
+      }
       galleryLoaded = true;
-      updateGalleryChrome();
     } catch (err) {
       if (generation !== galleryGeneration) return;
-      if (galleryItems.size === 0) setText(ui.galleryStatus, `Could not load your images: ${err.message}`);
+      if (more) setText(ui.galleryMoreError, `Could not load more images: ${err.message}`);
+      else if (galleryItems.size === 0) setText(ui.galleryStatus, `Could not load your images: ${err.message}`);
+    } finally {
+      if (generation === galleryGeneration) {
+        galleryLoading = false;
+        updateGalleryChrome();
+      }
     }
   }
+
+  ui.galleryMore.addEventListener('click', () => {
+    const count = ui.gallery.children.length;
+    loadGallery(true).then(() => {
+      // Keep keyboard users in place: focus the first newly loaded image when the
+      // button had focus (it may just have been hidden: no more pages).
+      const first = ui.gallery.children[count];
+      const focusWasHere = document.activeElement === ui.galleryMore || document.activeElement === document.body;
+      if (first && focusWasHere) first.querySelector('button').focus();
+    });
+  });
+
+  // -------------------------------------------------------------------------
+  // Image detail (a modal <dialog>)
+  // -------------------------------------------------------------------------
+
+  const detail = { imageId: null, image: null, opener: null, generation: 0, deleting: false };
+
+  function setDownload(link, url, name) {
+    const safe = safeUrl(url);
+    if (safe) {
+      link.href = safe;
+      link.setAttribute('download', name);
+    } else {
+      link.removeAttribute('href');
+    }
+    setHidden(link.parentElement, !safe);
+  }
+
+  function renderDetail(image) {
+    const d = ui.detail;
+    const name = typeof image.filename === 'string' && image.filename ? image.filename : 'Untitled image';
+    setText(d.title, name);
+    const preview = safeUrl(image.preview_url);
+    if (preview) {
+      if (d.preview.getAttribute('src') !== preview) d.preview.src = preview;
+      d.preview.alt = `Preview of ${name}`;
+      if (Number.isFinite(image.width) && Number.isFinite(image.height)) {
+        d.preview.width = image.width;
+        d.preview.height = image.height;
+      }
+    } else {
+      d.preview.removeAttribute('src');
+    }
+    setHidden(d.preview, !preview);
+    setText(d.noPreview, preview ? '' : (image.status === 'failed' ? 'No preview: processing failed.' : 'No preview yet.'));
+    d.meta.replaceChildren(...describeImageDetails(image).map(([term, value]) =>
+      h('div', { className: 'detail-row' }, h('dt', { text: term }), h('dd', { text: value }))));
+    setDownload(d.downloads.original, image.original_url, downloadName(image.filename, 'original'));
+    setDownload(d.downloads.preview, image.preview_url, downloadName(image.filename, 'preview'));
+    setDownload(d.downloads.thumbnail, image.thumbnail_url, downloadName(image.filename, 'thumbnail'));
+    setText(d.confirmText, `Delete “${name}”? The image and its files are removed for good.`);
+  }
+
+  function showConfirm(show) {
+    const d = ui.detail;
+    setHidden(d.confirm, !show);
+    setHidden(d.deleteBtn.parentElement, show);
+    if (show) d.confirmNo.focus();
+  }
+
+  /** Open the detail view of an image; `opener` gets focus back when it closes. */
+  async function openDetail(imageId, opener) {
+    if (imageId == null) return;
+    const d = ui.detail;
+    const generation = ++detail.generation;
+    detail.imageId = String(imageId);
+    detail.opener = opener || document.activeElement;
+    detail.deleting = false;
+    const known = imagesById.get(detail.imageId) || { id: detail.imageId };
+    detail.image = known;
+    renderDetail(known);
+    showConfirm(false);
+    d.deleteBtn.disabled = false;
+    d.confirmYes.disabled = false;
+    d.confirmYes.textContent = 'Delete for good';
+    setText(d.error, '');
+    setText(d.status, 'Loading the latest details…');
+    if (!d.dialog.open) d.dialog.showModal();
+    d.close.focus();
+    try {
+      const fresh = await api(`/api/images/${encodeURIComponent(detail.imageId)}`);
+      if (generation !== detail.generation || !d.dialog.open) return;
+      if (fresh && typeof fresh === 'object' && fresh.id != null) {
+        detail.image = fresh;
+        imagesById.set(detail.imageId, fresh);
+        renderDetail(fresh);
+        galleryUpsert(fresh);
+      }
+      setText(d.status, '');
+    } catch (err) {
+      if (generation !== detail.generation || !d.dialog.open) return;
+      if (err.status === 404) {
+        setText(d.status, '');
+        setText(d.error, 'This image no longer exists.');
+        d.deleteBtn.disabled = true;
+        forgetImage(detail.imageId);
+      } else {
+        setText(d.status, '');
+        setText(d.error, `Could not load the latest details: ${err.message}`);
+      }
+    }
+  }
+
+  function closeDetail() {
+    if (ui.detail.dialog.open) ui.detail.dialog.close();
+  }
+
+  async function deleteDetailImage() {
+    const d = ui.detail;
+    const id = detail.imageId;
+    if (id == null || detail.deleting) return;
+    const name = displayImageName(detail.image);
+    detail.deleting = true;
+    d.confirmYes.disabled = true;
+    d.confirmNo.disabled = true;
+    d.confirmYes.textContent = 'Deleting…';
+    setText(d.error, '');
+    try {
+      await api(`/api/images/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    } catch (err) {
+      if (err.status !== 404) { // 404: it is already gone, which is what we wanted
+        detail.deleting = false;
+        d.confirmYes.disabled = false;
+        d.confirmNo.disabled = false;
+        d.confirmYes.textContent = 'Delete for good';
+        setText(d.error, `Could not delete: ${err.message}`);
+        d.confirmYes.focus();
+        return;
+      }
+    }
+    const next = galleryItems.has(id) ? galleryRemove(id) : null;
+    forgetImage(id);
+    if (detail.opener && !detail.opener.isConnected) detail.opener = next;
+    d.confirmNo.disabled = false;
+    closeDetail();
+    announce(`Deleted ${name}.`);
+  }
+
+  function displayImageName(image) {
+    return image && typeof image.filename === 'string' && image.filename ? image.filename : 'the image';
+  }
+
+  ui.detail.close.addEventListener('click', closeDetail);
+  ui.detail.deleteBtn.addEventListener('click', () => showConfirm(true));
+  ui.detail.confirmNo.addEventListener('click', () => {
+    showConfirm(false);
+    ui.detail.deleteBtn.focus();
+  });
+  ui.detail.confirmYes.addEventListener('click', deleteDetailImage);
+  ui.detail.dialog.addEventListener('cancel', (e) => {
+    // Escape first backs out of the delete question, then closes.
+    if (!ui.detail.confirm.hidden && !detail.deleting) {
+      e.preventDefault();
+      showConfirm(false);
+      ui.detail.deleteBtn.focus();
+    } else if (detail.deleting) {
+      e.preventDefault();
+    }
+  });
+  ui.detail.dialog.addEventListener('click', (e) => {
+    // A click on the backdrop (outside the dialog's box) closes it.
+    if (e.target !== ui.detail.dialog || detail.deleting) return;
+    const r = ui.detail.dialog.getBoundingClientRect();
+    const inside = e.clientX >= r.left && e.clientX <= r.right && e.clientY >= r.top && e.clientY <= r.bottom;
+    if (!inside) closeDetail();
+  });
+  ui.detail.dialog.addEventListener('close', () => {
+    detail.generation += 1;
+    showConfirm(false);
+    const back = detail.opener && detail.opener.isConnected ? detail.opener : ui.galleryHeading;
+    detail.opener = null;
+    detail.imageId = null;
+    detail.image = null;
+    ui.detail.preview.removeAttribute('src');
+    if (back && typeof back.focus === 'function') back.focus();
+  });
 
   // -------------------------------------------------------------------------
   // Live connection (Socket.IO)
@@ -1119,6 +1760,14 @@ function startApp() {
     startSocket();
     loadGallery();
   }
+
+  // Delayed jobs show a countdown ("in 5 min"): refresh it now and then.
+  setInterval(() => {
+    const now = Date.now();
+    for (const entry of entries.values()) {
+      if (!entry.detached && entry.job && isDelayed(entry.job, now - 20_000)) renderEntry(entry);
+    }
+  }, 15_000);
 
   updateJobsChrome();
   boot();

@@ -36,7 +36,8 @@ class DeadLetters(dramatiq.Middleware):
         # after_nack runs in the worker thread before Dramatiq clears the stuffed exception.
         exception: BaseException | None = getattr(message, "_exception", None)
         if exception is None:
-            error = {"type": "Failed", "message": "the job failed without an error"}
+            error: dict[str, Any] = {"type": "Failed",
+                                     "message": "the job failed without an error"}
             trace = None
         else:
             error = describe(exception)

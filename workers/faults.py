@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 import sqlalchemy.exc
 from dramatiq.middleware import SkipMessage
@@ -48,7 +50,16 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def describe(exc: BaseException) -> dict[str, str]:
-    """The ``error`` field of a Job: the original exception's type and a human message."""
+def describe(exc: BaseException) -> dict[str, Any]:
+    """The ``error`` field of a Job: the original exception's type, a human message, and
+    whether it is worth running again (``retryable``: the cause was transient).
+
+    Filesystem errors are told without their paths: those are the server's business.
+    """
     cause = root_cause(exc)
-    return {"type": type(cause).__name__, "message": str(cause) or type(cause).__name__}
+    if isinstance(cause, OSError) and (cause.filename or cause.filename2):
+        message = f"storage error: {cause.strerror or type(cause).__name__}"
+    else:
+        message = str(cause) or type(cause).__name__
+    return {"type": type(cause).__name__, "message": message,
+            "retryable": is_transient(cause)}

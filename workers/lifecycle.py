@@ -87,8 +87,9 @@ class JobLifecycle(dramatiq.Middleware):
             # process each time (and is redelivered each time) ends here, not in a loop.
             release_lease(self.leases, message)
             log.warning("job %s: %s", job_id, exc)
-            self.reporter.dead_letter(job_id, {"type": "WorkerLost", "message": str(exc)},
-                                      traceback=None)
+            self.reporter.dead_letter(
+                job_id, {"type": "WorkerLost", "message": str(exc), "retryable": True},
+                traceback=None)
             raise SkipMessage(str(exc)) from None
         except BaseException:
             release_lease(self.leases, message)

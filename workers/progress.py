@@ -105,7 +105,7 @@ class Reporter:
             self._publish(view)
         return view
 
-    def dead_letter(self, job_id: str, error: dict[str, str], *, traceback: str | None,
+    def dead_letter(self, job_id: str, error: dict[str, Any], *, traceback: str | None,
                     of_attempt: int | None = None) -> JobView | None:
         """Fail the job for good, record it in the dead-letter queue, push ``job:failed``."""
         view = self._write(store.dead_letter, job_id=job_id, error=error, traceback=traceback,

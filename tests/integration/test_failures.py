@@ -113,6 +113,7 @@ async def test_transient_fault_is_retried_with_backoff_then_succeeds(
     for number, (arrived, retry) in enumerate(retrying, start=1):
         assert retry["max_attempts"] == 4
         assert retry["error"]["type"] == "TransientError"
+        assert retry["error"]["retryable"] is True
         assert f"run {number}" in retry["error"]["message"]
         # Exponential backoff from RETRY_MIN_BACKOFF_MS (1 s): at least 1 s, then 2 s.
         run_at = _when(retry["run_at"])
@@ -130,7 +131,7 @@ async def test_permanent_fault_goes_straight_to_the_dead_letter_queue(
     name, final = await client.wait_final(job["id"])
     assert name == "job:failed"
     assert final["job"]["attempt"] == 1
-    assert final["job"]["error"] == {"type": "ValueError",
+    assert final["job"]["error"] == {"type": "ValueError", "retryable": False,
                                      "message": "injected permanent fault on run 1"}
     assert "job:retrying" not in [n for n, _ in client.of_job(job["id"])]
     entry = await _dead_letter(http, faults, job["id"])

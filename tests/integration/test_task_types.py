@@ -200,7 +200,8 @@ async def test_webhook_is_signed_and_retried_on_5xx_only(http: httpx.AsyncClient
     response = await _submit(http, token, "webhook.deliver", {"url": receiver.url("/gone")})
     job = await wait_final(http, token, response.json()["job"]["id"])
     assert job["state"] == "failed" and job["attempt"] == 1
-    assert job["error"] == {"type": "DeliveryRejected", "message": "the receiver answered 404"}
+    assert job["error"] == {"type": "DeliveryRejected", "message": "the receiver answered 404",
+                            "retryable": False}
 
 
 async def test_registered_webhooks_receive_final_states(http: httpx.AsyncClient,

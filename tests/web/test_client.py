@@ -63,9 +63,10 @@ async def test_three_dropped_images_show_live_progress_and_thumbnails(page: Any)
     await page.wait_for_function(
         "document.querySelectorAll('li.card[data-state=completed]').length === 3",
         timeout=30_000)
-    thumbs = await page.eval_on_selector_all(
-        "li.card .card-thumb img", "imgs => imgs.map(i => i.complete && i.naturalWidth)")
-    assert thumbs == [200, 200, 200]
+    # Each card's thumbnail is a real 200×200 image, loaded from its signed URL.
+    await page.wait_for_function(
+        "[...document.querySelectorAll('li.card .card-thumb img')]"
+        ".filter(i => i.complete && i.naturalWidth === 200).length === 3", timeout=15_000)
     await page.wait_for_function(
         "document.querySelectorAll('#gallery li.gallery-item img').length >= 3")
     titles = await page.eval_on_selector_all("li.card .card-title", "e => e.map(x => x.textContent)")
@@ -153,3 +154,35 @@ async def test_admin_dashboard_retries_a_dead_letter_and_counts_move_live(
         assert problems == [], problems
     finally:
         await context.close()
+
+
+async def test_total_bar_detail_view_and_delete(page: Any, site: Stack) -> None:
+    await page.set_input_files("#file-input", [
+        _file("first.jpg", jpeg_bytes(1200, 800, color=(90, 20, 20))),
+        _file("second.jpg", jpeg_bytes(800, 1200, color=(20, 90, 20))),
+    ])
+    await page.wait_for_function(
+        "document.querySelector('[data-testid=total-progress]')?.value === 100",
+        timeout=30_000)
+    assert "2 of 2 done" in await page.inner_text("[data-testid=total-text]")
+    item = "#gallery [data-testid=gallery-item]"
+    await page.wait_for_function(f"document.querySelectorAll('{item}').length >= 2")
+    first = await page.get_attribute(item, "data-image-id")
+    await page.click(f"{item}[data-image-id='{first}'] button, {item}[data-image-id='{first}'] a")
+    dialog = "[data-testid=image-detail]"
+    await page.wait_for_selector(f"{dialog}[open]")
+    await page.wait_for_function(
+        f"(() => {{ const i = document.querySelector('{dialog} img');"
+        " return i && i.complete && i.naturalWidth > 0; })()")
+    meta = await page.inner_text(f"{dialog} [data-testid=image-meta]")
+    assert "JPEG" in meta
+    href = await page.get_attribute("[data-testid=download-original]", "href")
+    async with httpx.AsyncClient(base_url=site.url) as http:
+        assert (await http.get(href)).status_code == 200
+    await page.screenshot(path=screenshot_path("client-detail"), full_page=True)
+    await page.click("[data-testid=image-delete]")
+    await page.click("[data-testid=image-delete-confirm]")
+    await page.wait_for_selector(f"{item}[data-image-id='{first}']", state="detached")
+    token = await page.evaluate("localStorage.getItem('darkroom.token')")
+    async with httpx.AsyncClient(base_url=site.url) as http:
+        assert (await http.get(f"/api/images/{first}", headers=auth(token))).status_code == 404

@@ -38,8 +38,17 @@ def test_describe_reports_the_original_error() -> None:
         except ValueError as inner:
             raise PermanentFailure("wrapped") from inner
     except PermanentFailure as outer:
-        assert describe(outer) == {"type": "ValueError", "message": "the real reason"}
-    assert describe(RuntimeError()) == {"type": "RuntimeError", "message": "RuntimeError"}
+        assert describe(outer) == {"type": "ValueError", "message": "the real reason",
+                                   "retryable": False}
+    assert describe(RuntimeError()) == {"type": "RuntimeError", "message": "RuntimeError",
+                                        "retryable": False}
+
+
+def test_describe_hides_server_paths_and_says_what_is_retryable() -> None:
+    lost = FileNotFoundError(2, "No such file or directory", "/srv/darkroom/files/abc")
+    assert describe(lost) == {"type": "FileNotFoundError", "retryable": True,
+                              "message": "storage error: No such file or directory"}
+    assert describe(TransientError("later"))["retryable"] is True
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://10.1.2.3/hook",
