@@ -17,7 +17,7 @@ from server.bus import Bus
 from server.dashboard import StatsPusher
 from server.db import Database
 from server.error_handlers import EXCEPTION_HANDLERS
-from server.events import BatchEvent, JobEvent
+from server.events import BatchEvent, BusEvent, JobEvent
 from server.relay import relay_events
 from server.routes import dlq, images, jobs, ops, queues, session, tasks, webhooks
 from server.schemas import Presenter
@@ -52,13 +52,13 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                                          health_check_interval=30)
         bus = Bus(client, settings.redis_prefix)
 
-        async def publish(event: JobEvent) -> None:
+        async def publish(event: BusEvent) -> None:
             try:
                 await bus.publish(event)
-                batch_id = event.job.get("batch_id")
+                batch_id = event.job.get("batch_id") if isinstance(event, JobEvent) else None
                 if batch_id:
                     summary = await db.read(store.batch_summary, batch_id=batch_id, user_id=None)
-                    if summary is not None:
+                    if summary is not None and isinstance(event, JobEvent):
                         await bus.publish(BatchEvent(user_id=event.user_id, batch=summary))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # The row is the truth; clients resync from jobs:snapshot on reconnect.
@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                                     settings.public_url)
         state.publish = publish
         state.task_types = task_registry.load(include_test_tasks=settings.enable_test_tasks)
-        stats = StatsPusher(sio, state)
+        stats = state.stats = StatsPusher(sio, state)
         state.relay = asyncio.create_task(
             relay_events(bus, sio, resync=lambda: resync_all(sio, state), moved=stats.poke),
             name="relay")

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 # Stats are a few COUNT queries per queue: once a second is live enough and cheap.
 _INTERVAL_S = 1.0
+# While admins watch and nothing moves, throughput and waiting ages still change.
+_IDLE_REFRESH_S = 10.0
 
 
 class StatsPusher:
@@ -26,6 +28,12 @@ class StatsPusher:
         self.sio = sio
         self.state = state
         self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.create_task(self._refresh_when_idle(), name="queues-stats-idle")
+
+    async def _refresh_when_idle(self) -> None:
+        while True:
+            await asyncio.sleep(_IDLE_REFRESH_S)
+            self.poke()
 
     def poke(self) -> None:
         """Something moved: push fresh stats soon (once, however many pokes come)."""
@@ -43,7 +51,8 @@ class StatsPusher:
             log.exception("could not push queue statistics")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._idle):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

@@ -12,7 +12,8 @@ from typing import Any
 import redis
 
 from server import keys, store
-from server.errors import ApiError
+from server.errors import ApiError, not_found
+from server.jobs import TransitionError
 from server.models import Job, as_utc, utcnow
 from server.store import JobView
 from workers.broker import send_job
@@ -94,6 +95,41 @@ async def sweep(state: Any) -> int:
         log.warning("sent a new message for stuck job %s (%s)", job.id, job.state)
         sent += 1
     return sent
+
+
+async def retry_failed(state: Any, job_id: str, *, user_id: str | None = None,
+                       dead_letters_only: bool = True,
+                       retryable_only: bool = False) -> dict[str, Any]:
+    """Run a failed job again under the same id with fresh attempts; returns its <Job>.
+
+    409 ``input_missing`` if its image was deleted, 409 ``conflict`` if it is not failed
+    (or someone retried it a moment ago), 404 if there is no such job.
+    """
+    found = await state.db.read(store.get_job, job_id=job_id, user_id=user_id)
+    if found is None:
+        raise not_found("job" if user_id else "dead letter")
+    if retryable_only and not (found.job.error or {}).get("retryable", False):
+        raise ApiError(409, "not_retryable",
+                       "this job failed for a reason another run cannot fix")
+    if found.job.image_id is not None and (
+            found.image is None
+            or not await asyncio.to_thread(state.storage.original(found.job.image_id).exists)):
+        raise ApiError(409, "input_missing",
+                       "the image this job processed was deleted, so it cannot run again")
+    try:
+        requeued = await state.db.write(store.requeue_failed, job_id=job_id, user_id=user_id,
+                                        dead_letters_only=dead_letters_only)
+    except TransitionError:
+        raise ApiError(409, "conflict", "only a failed job can run again") from None
+    if requeued is None:
+        raise not_found("job" if user_id else "dead letter")
+    undo_fields, view = requeued
+
+    async def undo() -> None:
+        await state.db.write(store.dead_letter, job_id=job_id, **undo_fields)
+
+    await enqueue(state, view, undo=undo)
+    return await announce(state, view)
 
 
 async def announce(state: Any, view: JobView) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from server.jobs import JobState
 SNAPSHOT = "jobs:snapshot"
 BATCH_PROGRESS = "batch:progress"
 QUEUE_STATS = "queues:stats"
+DLQ_REMOVED = "dlq:removed"
 PROGRESS = "job:progress"
 
 _STATE_EVENTS = {state: f"job:{state.value}" for state in JobState}
@@ -71,7 +72,21 @@ class BatchEvent:
         return json.dumps({"name": self.name, "user_id": self.user_id, "batch": self.batch})
 
 
-BusEvent = JobEvent | BatchEvent
+@dataclass(frozen=True)
+class AdminEvent:
+    """News for every admin watching the dashboard (e.g. dead letters removed)."""
+
+    name: str
+    data: dict[str, Any]
+
+    def payload(self) -> dict[str, Any]:
+        return self.data
+
+    def encode(self) -> str:
+        return json.dumps({"name": self.name, "admin": self.data})
+
+
+BusEvent = JobEvent | BatchEvent | AdminEvent
 
 
 def decode_event(raw: str | bytes) -> BusEvent:
@@ -81,6 +96,10 @@ def decode_event(raw: str | bytes) -> BusEvent:
         name = data["name"]
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"malformed event: {exc}") from None
+    if name == DLQ_REMOVED:
+        if not isinstance(data.get("admin"), dict):
+            raise ValueError("malformed admin event")
+        return AdminEvent(name=name, data=data["admin"])
     if name == BATCH_PROGRESS:
         if not isinstance(data.get("batch"), dict) or "user_id" not in data:
             raise ValueError("malformed batch event")

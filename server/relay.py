@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import socketio
 
 from server.bus import Bus
-from server.events import ADMINS_ROOM, JobEvent, job_room, user_room
+from server.events import ADMINS_ROOM, AdminEvent, JobEvent, job_room, user_room
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,9 @@ async def relay_events(bus: Bus, sio: socketio.AsyncServer,
         try:
             if event is None:
                 await resync()
+                continue
+            if isinstance(event, AdminEvent):
+                await sio.emit(event.name, event.payload(), room=ADMINS_ROOM)
                 continue
             rooms = [user_room(event.user_id), ADMINS_ROOM]
             if isinstance(event, JobEvent):

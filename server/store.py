@@ -499,17 +499,29 @@ def clear_dead_letters(s: Session) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def requeue_dead_letter(s: Session, *, job_id: str) -> tuple[DeadLetter, JobView] | None:
-    """Take a job out of the dead-letter queue and queue it again under the same id."""
+def requeue_failed(s: Session, *, job_id: str, user_id: str | None = None,
+                   dead_letters_only: bool = True) -> tuple[dict[str, Any], JobView] | None:
+    """Queue a failed job again under the same id with fresh attempts.
+
+    Takes it out of the dead-letter queue. Returns what ``dead_letter`` needs to undo it
+    and the job; None if there is no such (dead-lettered) job of that user.
+    """
     entry = s.get(DeadLetter, job_id)
-    if entry is None:
+    found = get_job(s, job_id=job_id, user_id=user_id)
+    if found is None or (entry is None and dead_letters_only):
         return None
+    job = found.job
+    undo = {"error": {"type": entry.error_type, "message": entry.error_message}
+            if entry else (job.error or {"type": "Failed", "message": "failed"}),
+            "traceback": entry.traceback if entry else job.traceback,
+            "attempts": entry.attempts if entry else job.attempt}
     view = transition(s, job_id=job_id, state=JobState.QUEUED)
     if view is None:
         return None
     view.job.message_id, view.job.enqueued = new_message_id(), False
-    s.delete(entry)
-    return entry, view
+    if entry is not None:
+        s.delete(entry)
+    return undo, view
 
 
 # -- webhooks ----------------------------------------------------------------------------------

@@ -926,6 +926,14 @@ function startAdmin() {
     }));
     s.io.on('reconnect_attempt', mine(showDisconnected));
     s.on('queues:stats', mine((payload) => renderQueues(payload)));
+    // Another admin deleted entries (or cleared the queue): mirror it here.
+    s.on('dlq:removed', mine((payload) => {
+      if (payload && payload.all) {
+        for (const id of [...dlqView.items.keys()]) removeDlq(id);
+      } else if (payload && Array.isArray(payload.job_ids)) {
+        for (const id of payload.job_ids) removeDlq(id);
+      }
+    }));
     for (const name of JOB_EVENTS) s.on(name, mine((payload) => onJobEvent(name, payload)));
   }
 

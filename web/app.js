@@ -220,24 +220,6 @@ export function isTransientFailure(job) {
   return TRANSIENT_ERROR_TYPES.includes(job.error.type);
 }
 
-/**
- * Body of the `POST /api/tasks` that runs a failed job again: image jobs become
- * `image.reprocess` of their image; other tasks are resubmitted with their payload
- * (pass it in; it comes from the job's timeline). null when there is nothing to send.
- */
-export function retryTaskBody(job, payload = null) {
-  if (!job || typeof job !== 'object') return null;
-  if (job.image_id != null && job.image_id !== '') {
-    return { type: 'image.reprocess', payload: { image_id: String(job.image_id) } };
-  }
-  if (typeof job.type === 'string' && job.type && payload && typeof payload === 'object') {
-    const body = { type: job.type, payload };
-    if (['high', 'normal', 'low'].includes(job.priority)) body.priority = job.priority;
-    if (Number.isInteger(job.max_attempts) && job.max_attempts > 0) body.max_attempts = job.max_attempts;
-    return body;
-  }
-  return null;
-}
 
 /** "in 45 s", "in 5 min", "in 2 h 5 min", "in 3 days" until `target`, or null once it has passed. */
 export function formatCountdown(target, now = Date.now()) {
@@ -572,6 +554,7 @@ function startApp() {
   /** The files of the current drop, for the total bar: { entries: [entry…] } or null. */
   let currentDrop = null;
   let cardCounter = 0;
+  let snapshotsSeen = 0;
 
   function newEntry({ file = null, filename = null } = {}) {
     cardCounter += 1;
@@ -933,18 +916,12 @@ function startApp() {
     entry.actionError = null;
     renderEntry(entry);
     try {
-      let payload = null;
-      if (job.image_id == null) {
-        const timeline = await api(`/api/jobs/${encodeURIComponent(job.id)}/timeline`);
-        payload = timeline && timeline.payload && typeof timeline.payload === 'object' ? timeline.payload : null;
-      }
-      const body = retryTaskBody(job, payload);
-      if (!body) throw new Error('This job cannot be run again from here.');
-      const res = await api('/api/tasks', { method: 'POST', json: body });
+      // The same job runs again (same id, fresh attempts); its events drive this card.
+      const res = await api(`/api/jobs/${encodeURIComponent(job.id)}/retry`, { method: 'POST' });
       if (!res || !res.job || res.job.id == null) throw new Error('The server sent an unexpected response.');
       if (entry.detached) return;
-      if (entry.jobId === String(res.job.id)) return; // an event already moved the card over
-      rebindEntry(entry, res.job, res.job.seq, true);
+      entry.retryingJob = false;
+      ingestJob(res.job, res.job.seq, 'event');
       announce(`${displayName(entry)}: retrying.`);
     } catch (err) {
       entry.retryingJob = false;
@@ -1653,6 +1630,17 @@ function startApp() {
     const time = (j) => { const d = parseDate(j.created_at); return d ? d.getTime() : 0; };
     jobs.sort((a, b) => time(a) - time(b));
     for (const job of jobs) ingestJob(job, job.seq, 'snapshot');
+    // A card still unfinished that the snapshot left out ended while we were away for
+    // longer than the snapshot's window: ask for its true state once (no polling).
+    const inSnapshot = new Set(jobs.map((j) => String(j.id)));
+    for (const [jobId, entry] of entries) {
+      if (entry.detached || !entry.job || inSnapshot.has(jobId)) continue;
+      if (TERMINAL_STATES.includes(entry.job.state)) continue;
+      api(`/api/jobs/${encodeURIComponent(jobId)}`)
+        .then((job) => { if (job && job.id != null) ingestJob(job, job.seq, 'snapshot'); })
+        .catch(() => {});
+    }
+    if (snapshotsSeen++ > 0) loadGallery(); // a reconnect: images may have changed meanwhile
   }
 
   function handleJobEvent(name, payload) {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -12,7 +11,7 @@ from starlette.routing import Route
 from server import dispatch, store, validation
 from server.auth import require_admin
 from server.errors import ApiError, not_found
-from server.jobs import TransitionError
+from server.events import DLQ_REMOVED, AdminEvent
 from server.models import DeadLetter, iso
 
 
@@ -40,36 +39,9 @@ async def list_dead_letters(request: Request) -> JSONResponse:
     })
 
 
-async def _retry(state: Any, job_id: str) -> dict[str, Any]:
-    """Queue a dead job again under the same id with fresh attempts; returns its <Job>."""
-    found = await state.db.read(store.get_job, job_id=job_id, user_id=None)
-    if found is None:
-        raise not_found("dead letter")
-    if found.job.image_id is not None and (
-            found.image is None
-            or not await asyncio.to_thread(state.storage.original(found.job.image_id).exists)):
-        raise ApiError(409, "input_missing",
-                       "the image this job processed was deleted, so it cannot run again")
-    try:
-        requeued = await state.db.write(store.requeue_dead_letter, job_id=job_id)
-    except TransitionError:  # another admin retried it a moment ago
-        raise ApiError(409, "conflict", "the job is already being retried") from None
-    if requeued is None:
-        raise not_found("dead letter")
-    entry, view = requeued
-
-    async def undo() -> None:
-        await state.db.write(store.dead_letter, job_id=job_id,
-                             error={"type": entry.error_type, "message": entry.error_message},
-                             traceback=entry.traceback, attempts=entry.attempts)
-
-    await dispatch.enqueue(state, view, undo=undo)
-    return await dispatch.announce(state, view)
-
-
 async def retry_one(request: Request) -> JSONResponse:
     await require_admin(request)
-    job = await _retry(request.app.state, request.path_params["job_id"])
+    job = await dispatch.retry_failed(request.app.state, request.path_params["job_id"])
     return JSONResponse({"job": job}, status_code=202)
 
 
@@ -80,7 +52,7 @@ async def retry_all(request: Request) -> JSONResponse:
     errors: list[dict[str, Any]] = []
     for job_id in await state.db.read(store.dead_letter_ids):
         try:
-            await _retry(state, job_id)
+            await dispatch.retry_failed(state, job_id)
             retried.append(job_id)
         except ApiError as exc:
             if exc.status == 503:
@@ -91,15 +63,19 @@ async def retry_all(request: Request) -> JSONResponse:
 
 async def delete_one(request: Request) -> Response:
     await require_admin(request)
-    if not await request.app.state.db.write(store.delete_dead_letter,
-                                            job_id=request.path_params["job_id"]):
+    state = request.app.state
+    job_id = request.path_params["job_id"]
+    if not await state.db.write(store.delete_dead_letter, job_id=job_id):
         raise not_found("dead letter")
+    await state.publish(AdminEvent(DLQ_REMOVED, {"job_ids": [job_id]}))
     return Response(status_code=204)
 
 
 async def clear(request: Request) -> Response:
     await require_admin(request)
-    await request.app.state.db.write(store.clear_dead_letters)
+    state = request.app.state
+    await state.db.write(store.clear_dead_letters)
+    await state.publish(AdminEvent(DLQ_REMOVED, {"all": True}))
     return Response(status_code=204)
 
 

@@ -85,6 +85,15 @@ async def job_timeline(request: Request) -> JSONResponse:
     })
 
 
+async def retry_job(request: Request) -> JSONResponse:
+    """The owner runs their failed job again (same id, fresh attempts): 202 ``{"job"}``."""
+    principal = await require_user(request)
+    job = await dispatch.retry_failed(request.app.state, request.path_params["job_id"],
+                                      user_id=_owner(principal), dead_letters_only=False,
+                                      retryable_only=not principal.is_admin)
+    return JSONResponse({"job": job}, status_code=202)
+
+
 def _owner(principal: Principal) -> str | None:
     return None if principal.is_admin else principal.user_id
 
@@ -94,4 +103,5 @@ routes = [
     Route("/api/jobs/{job_id}/timeline", job_timeline, methods=["GET"]),
     Route("/api/jobs/{job_id}", get_job, methods=["GET"]),
     Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}/retry", retry_job, methods=["POST"]),
 ]

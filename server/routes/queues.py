@@ -76,6 +76,7 @@ async def _set_paused(request: Request, paused: bool) -> JSONResponse:
     # Owners see it: their waiting jobs' stage says "paused" (or waiting again).
     for view in await state.db.write(store.mark_paused, base=name, paused=paused):
         await dispatch.announce(state, view)
+    state.stats.poke()  # every admin's page shows the switch
     return JSONResponse({"name": name, "paused": paused})
 
 

@@ -413,3 +413,26 @@ async def test_job_stored_but_never_enqueued_is_swept_and_runs(
     name, final = await client.wait_final(view.job.id, timeout=30)
     assert name == "job:completed"
     assert final["job"]["attempt"] == 1
+
+
+async def test_owner_retries_a_transient_failure_under_the_same_id(
+        faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
+    token = await new_token(http)
+    client = await _watch(faults, token, sockets)
+    job = await _task(http, token, "test.flaky", {"fail_runs": 1}, max_attempts=1)
+    name, final = await client.wait_final(job["id"])
+    assert name == "job:failed" and final["job"]["error"]["retryable"] is True
+    stranger = await new_token(http)
+    assert (await http.post(f"/api/jobs/{job['id']}/retry",
+                            headers=auth(stranger))).status_code == 404
+    retried = await http.post(f"/api/jobs/{job['id']}/retry", headers=auth(token))
+    assert retried.status_code == 202 and retried.json()["job"]["id"] == job["id"]
+    name, _ = await client.wait_for(
+        lambda n, d: n == "job:completed" and d["job"]["id"] == job["id"], timeout=30)
+    items = (await http.get("/api/dlq?limit=200", headers=_admin(faults))).json()["items"]
+    assert job["id"] not in [i["job"]["id"] for i in items], "no second run via the DLQ"
+
+    permanent = await _task(http, token, "test.flaky", {"fail_runs": 5, "error": "permanent"})
+    await client.wait_final(permanent["id"])
+    refused = await http.post(f"/api/jobs/{permanent['id']}/retry", headers=auth(token))
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "not_retryable"
