@@ -324,7 +324,9 @@ def list_jobs(s: Session, *, user_id: str | None, limit: int, before: str | None
         query = query.where(Job.user_id == user_id)
     if before:
         query = query.where(Job.id < before)
-    if state:
+    if state == "delayed":  # queued with a run_at still ahead, as queue_stats counts it
+        query = query.where(Job.state == JobState.QUEUED.value, Job.run_at > utcnow())
+    elif state:
         query = query.where(Job.state == state)
     if task_type:
         query = query.where(Job.type == task_type)

@@ -86,9 +86,13 @@ export function buildQuery(params) {
 }
 
 /** Does a job belong in the recent-jobs list filtered by {state, type}? (type: exact match) */
-export function jobMatches(job, filter) {
+export function jobMatches(job, filter, now = Date.now()) {
   if (!job || job.id == null) return false;
-  if (filter && filter.state && job.state !== filter.state) return false;
+  if (filter && filter.state === 'delayed') {
+    // "delayed" is a queued job whose run_at is still ahead, as the server counts it.
+    const runAt = job.run_at ? Date.parse(job.run_at) : NaN;
+    if (job.state !== 'queued' || !(runAt > now)) return false;
+  } else if (filter && filter.state && job.state !== filter.state) return false;
   if (filter && filter.type && job.type !== filter.type) return false;
   return true;
 }

@@ -55,7 +55,7 @@ async def list_jobs(request: Request) -> JSONResponse:
     state = request.app.state
     limit, before = validation.page(request.query_params)
     wanted = request.query_params.get("state") or None
-    if wanted is not None and wanted not in {s.value for s in JobState}:
+    if wanted is not None and wanted not in {s.value for s in JobState} | {"delayed"}:
         raise ApiError(400, "bad_request", f"unknown state {wanted!r}")
     views = await state.db.read(store.list_jobs, user_id=_owner(principal), limit=limit,
                                 before=before, state=wanted,

@@ -186,3 +186,55 @@ async def test_total_bar_detail_view_and_delete(page: Any, site: Stack) -> None:
     token = await page.evaluate("localStorage.getItem('darkroom.token')")
     async with httpx.AsyncClient(base_url=site.url) as http:
         assert (await http.get(f"/api/images/{first}", headers=auth(token))).status_code == 404
+
+
+async def test_files_dropped_on_the_page_are_uploaded(page: Any) -> None:
+    await page.evaluate("""async () => {
+        const canvas = document.createElement('canvas');
+        canvas.width = 320; canvas.height = 240;
+        const ctx = canvas.getContext('2d');
+        ctx.fillStyle = '#3a7'; ctx.fillRect(0, 0, 320, 240);
+        const jpeg = await new Promise((done) => canvas.toBlob(done, 'image/jpeg', 0.9));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([jpeg], 'dropped.jpg', {type: 'image/jpeg'}));
+        const zone = document.querySelector('#dropzone');
+        for (const type of ['dragenter', 'dragover', 'drop']) {
+            zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true,
+                                                    dataTransfer: transfer}));
+        }
+    }""")
+    await page.wait_for_selector("li.card[data-state=completed]", timeout=30_000)
+    assert await page.inner_text("li.card .card-title") == "dropped.jpg"
+
+
+async def test_admin_pages_show_hostile_text_as_text(browser: Any, site: Stack) -> None:
+    hostile = "<img src=x onerror=alert(1)>"
+    async with httpx.AsyncClient(base_url=site.url, timeout=30) as http:
+        token = (await http.post("/api/session")).json()["token"]
+        job = (await http.post("/api/tasks", headers=auth(token), json={
+            "type": "webhook.deliver",
+            "payload": {"url": "http://127.0.0.1:9/x", "event": hostile}})).json()["job"]
+        delayed = (await http.post("/api/tasks", headers=auth(token), json={
+            "type": "test.sleep", "payload": {"seconds": 0}, "delay": 600})).json()["job"]
+        listed = (await http.get("/api/jobs?state=delayed",
+                                 headers=auth(site.env["ADMIN_TOKEN"]))).json()["items"]
+        assert delayed["id"] in [j["id"] for j in listed]
+    context = await browser.new_context()
+    admin = await context.new_page()
+    dialogs: list[str] = []
+    admin.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    try:
+        await admin.goto(f"{site.url}/admin")
+        await admin.fill("[data-testid=token-input]", site.env["ADMIN_TOKEN"])
+        await admin.press("[data-testid=token-input]", "Enter")
+        row = f"[data-testid=job-row][data-job-id='{job['id']}']"
+        await admin.wait_for_selector(row, timeout=20_000)
+        await admin.click(row)
+        await admin.wait_for_selector("[data-testid=job-detail]")
+        await admin.wait_for_function(
+            f"document.querySelector('[data-testid=job-detail]').textContent"
+            f".includes({hostile!r})")
+        assert await admin.eval_on_selector_all("img[src='x']", "e => e.length") == 0
+        assert dialogs == []
+    finally:
+        await context.close()
