@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import auth, jpeg_bytes
@@ -236,5 +240,44 @@ async def test_admin_pages_show_hostile_text_as_text(browser: Any, site: Stack) 
             f".includes({hostile!r})")
         assert await admin.eval_on_selector_all("img[src='x']", "e => e.length") == 0
         assert dialogs == []
+    finally:
+        await context.close()
+
+
+async def test_web_stopped_mid_upload_then_the_page_shows_the_true_end(
+        browser: Any, site: Stack) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    try:
+        await page.goto(site.url)
+        await page.wait_for_selector("#conn[data-state=connected]", timeout=15_000)
+        # A slow uplink (≈100 kB/s), so the web process can be stopped while bytes flow.
+        cdp = await context.new_cdp_session(page)
+        await cdp.send("Network.enable")
+        await cdp.send("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 20, "downloadThroughput": -1,
+            "uploadThroughput": 100_000})
+        buf = io.BytesIO()  # noise does not compress: about 1 MB of real JPEG
+        Image.frombytes("RGB", (700, 500), os.urandom(700 * 500 * 3)).save(buf, "JPEG",
+                                                                         quality=95)
+        await page.set_input_files("#file-input", [_file("slow.jpg", buf.getvalue())])
+        await page.wait_for_selector("li.card[data-state=uploading]", timeout=10_000)
+        await asyncio.sleep(1.5)
+        # Stopped hard: a graceful stop would let the upload in flight finish first.
+        site.web.kill()
+        await page.wait_for_selector("#conn[data-state=reconnecting], #conn[data-state=offline]",
+                                     timeout=15_000)
+        await page.wait_for_selector("li.card[data-state=upload-failed]", timeout=30_000)
+        await page.screenshot(path=screenshot_path("client-upload-interrupted"), full_page=True)
+        await cdp.send("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        await asyncio.to_thread(site.restart_web)
+        await page.wait_for_selector("#conn[data-state=connected]", timeout=30_000)
+        token = await page.evaluate("localStorage.getItem('darkroom.token')")
+        async with httpx.AsyncClient(base_url=site.url) as http:
+            images = (await http.get("/api/images", headers=auth(token))).json()["items"]
+        assert images == [], "the interrupted upload left nothing behind"
+        await page.click("li.card[data-state=upload-failed] button:has-text('Retry upload')")
+        await page.wait_for_selector("li.card[data-state=completed]", timeout=30_000)
     finally:
         await context.close()
