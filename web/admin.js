@@ -5,6 +5,7 @@
 //
 // Security note: everything from the server (types, payloads, error messages,
 // tracebacks) is written with textContent, never as HTML.
+import { h } from './dom.js';
 
 // ---------------------------------------------------------------------------
 // Small pure helpers (exported so they can be unit-tested under node).
@@ -195,21 +196,6 @@ function startAdmin() {
     confirm: $('confirm'), confirmText: $('confirm-text'), confirmYes: $('confirm-yes'),
   };
 
-  /** Create an element; strings in children become text nodes (never HTML). */
-  function h(tag, props = {}, ...children) {
-    const el = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (value == null || value === false) continue;
-      if (key === 'className') el.className = value;
-      else if (key === 'text') el.textContent = value;
-      else if (key === 'dataset') Object.assign(el.dataset, value);
-      else if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
-      else if (!key.includes('-') && key in el) el[key] = value;
-      else el.setAttribute(key, value === true ? '' : String(value));
-    }
-    for (const child of children.flat()) if (child != null && child !== false) el.append(child);
-    return el;
-  }
 
   function setText(el, text) {
     const value = text == null ? '' : String(text);

@@ -4,6 +4,7 @@
 // Security note: every piece of server- or user-provided text (filenames,
 // error messages, metadata) is written with textContent / DOM properties,
 // never as HTML. URLs are checked to be http(s) before use in src/href.
+import { h } from './dom.js';
 
 // ---------------------------------------------------------------------------
 // Small pure helpers (exported so they can be unit-tested under node).
@@ -417,23 +418,6 @@ function startApp() {
     },
   };
 
-  /** Create an element; strings in children become text nodes (never HTML). */
-  function h(tag, props = {}, ...children) {
-    const el = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (value == null || value === false) continue;
-      if (key === 'className') el.className = value;
-      else if (key === 'text') el.textContent = value;
-      else if (key === 'dataset') Object.assign(el.dataset, value);
-      else if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
-      else if (!key.includes('-') && key in el) el[key] = value;
-      else el.setAttribute(key, value === true ? '' : String(value));
-    }
-    for (const child of children.flat()) {
-      if (child != null && child !== false) el.append(child);
-    }
-    return el;
-  }
 
   // ----- announcements (single polite live region) -----
   let announceTimer = 0;
