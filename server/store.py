@@ -297,6 +297,23 @@ def queue_position(s: Session, *, job: Job) -> int | None:
     return int(ahead or 0)
 
 
+def advance_line(s: Session, *, queue: str, limit: int) -> list[tuple[JobView, int]]:
+    """The first ``limit`` jobs waiting in a queue family, in start order, each with its
+    position; their seq grows so that clients take the new position (a job ahead of
+    them just started)."""
+    now = utcnow()
+    rank = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
+    jobs = list(s.scalars(
+        select(Job)
+        .where(Job.queue.in_(queue_family(base_queue(queue))),
+               Job.state == JobState.QUEUED.value)
+        .where((Job.run_at.is_(None)) | (Job.run_at <= now))
+        .order_by(rank, Job.id).limit(limit).with_for_update()))
+    for job in jobs:
+        job.seq += 1
+    return [(_view(s, job), position) for position, job in enumerate(jobs)]
+
+
 def get_job_positioned(s: Session, *, job_id: str,
                        user_id: str | None) -> tuple[JobView, int | None] | None:
     """``get_job`` plus the job's queue position (None unless it is waiting)."""

@@ -23,6 +23,9 @@ from workers.faults import JobCancelled
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# How many waiting jobs get a fresh queue_position pushed each time a job starts: the
+# ones a person is most likely watching, at a bounded cost per start.
+POSITION_UPDATES = 10
 # A busy SQLite or a PostgreSQL failover: a few quick tries before giving up.
 _WRITE_TRIES = 4
 _WRITE_PAUSE_S = 0.25
@@ -49,10 +52,10 @@ class Reporter:
                 time.sleep(_WRITE_PAUSE_S * attempt)
         raise AssertionError("unreachable")
 
-    def _publish(self, view: JobView, name: str | None = None) -> None:
+    def _publish(self, view: JobView, name: str | None = None,
+                 position: int | None = None) -> None:
         try:
-            position = None
-            if view.job.state == JobState.QUEUED.value:
+            if position is None and view.job.state == JobState.QUEUED.value:
                 position = self.db.read(store.queue_position, job=view.job)
             event = self.presenter.event(view, name=name, queue_position=position)
             self.bus.publish(event)
@@ -103,7 +106,18 @@ class Reporter:
         view = self._write(store.begin_attempt, job_id=job_id, message_id=message_id)
         if view is not None:
             self._publish(view)
+            self._advance_line(view.job.queue)
         return view
+
+    def _advance_line(self, queue: str) -> None:
+        """A job left the line: the first ones still waiting learn their new position."""
+        try:
+            waiting = self._write(store.advance_line, queue=queue, limit=POSITION_UPDATES)
+        except sqlalchemy.exc.OperationalError as exc:
+            log.warning("queue positions not updated: %s", exc)  # shown again on next event
+            return
+        for waiting_view, position in waiting:
+            self._publish(waiting_view, position=position)
 
     def dead_letter(self, job_id: str, error: dict[str, Any], *, traceback: str | None,
                     of_attempt: int | None = None) -> JobView | None:
