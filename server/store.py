@@ -504,6 +504,10 @@ def list_dead_letters(s: Session, *, limit: int, before: str | None = None,
     return [(entry, _view(s, job)) for entry, job in rows]
 
 
+def dead_letter_count(s: Session) -> int:
+    return int(s.scalar(select(func.count()).select_from(DeadLetter)) or 0)
+
+
 def dead_letter_ids(s: Session) -> list[str]:
     return list(s.scalars(select(DeadLetter.job_id).order_by(DeadLetter.job_id)))
 

@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+
+from server import metrics, store
+from server.routes.queues import queue_report
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 # A health check that hangs is worse than one that says "down".
@@ -34,6 +37,14 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 
+async def prometheus(request: Request) -> Response:
+    """Prometheus text format: jobs by queue and state, waits, throughput, workers, DLQ."""
+    state = request.app.state
+    report = await queue_report(state)
+    dead = await state.db.read(store.dead_letter_count)
+    return Response(metrics.render(report, dead), media_type=metrics.CONTENT_TYPE)
+
+
 async def index(_request: Request) -> FileResponse:
     return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -45,6 +56,7 @@ async def admin(_request: Request) -> FileResponse:
 
 routes: list[Any] = [
     Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", prometheus, methods=["GET"]),
     Route("/", index, methods=["GET"]),
     Route("/admin", admin, methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=WEB_DIR), name="static"),

@@ -491,3 +491,19 @@ async def test_batch_survives_an_oversize_file_and_refused_batches_cost_nothing(
         refused = await http.post("/api/batches", headers=auth(other), files=four)
         assert refused.status_code == 429
         assert (await upload(http, other, jpeg_bytes(20, 20))).status_code == 202
+
+
+async def test_metrics_in_prometheus_text_format(http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    body = (await upload(http, token, jpeg_bytes(90, 60, color=(6, 6, 6)))).json()
+    await wait_final(http, token, body["job"]["id"])
+    response = await http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = response.text.splitlines()
+    completed = next(line for line in lines
+                     if line.startswith('darkroom_jobs{queue="images",state="completed"}'))
+    assert int(completed.split()[-1]) >= 1
+    assert any(line.startswith("darkroom_workers ") and int(line.split()[-1]) >= 1
+               for line in lines)
+    assert "# TYPE darkroom_dead_letters gauge" in lines
