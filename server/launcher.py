@@ -63,11 +63,18 @@ def main() -> int:
         )
         # Ctrl-C in a terminal reaches honcho directly too; a signal sent to this process
         # alone is passed on. Either way honcho stops its children (terminate is idempotent).
+        asked = threading.Event()
+
+        def on_signal(*_: object) -> None:
+            asked.set()
+            honcho.terminate()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: honcho.terminate())
+            signal.signal(signum, on_signal)
         code = honcho.wait()
         stop.set()
-        return code
+        # A stop the user asked for is a normal end (make would call it an error).
+        return 0 if asked.is_set() or code in (-signal.SIGINT, -signal.SIGTERM) else code
     finally:
         if embedded is not None:
             embedded.stop()

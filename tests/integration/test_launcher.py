@@ -83,6 +83,7 @@ def test_launcher_runs_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> Non
     finally:
         alive = _stop(proc)
     assert alive == [], f"left running: {alive}"
+    assert proc.returncode == 0, "a stop the user asked for is a normal end"
 
 
 def test_launcher_uses_the_given_redis_and_starts_none(tmp_path: Path, redis_url: str) -> None:
