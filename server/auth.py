@@ -21,6 +21,11 @@ class Principal:
     user_id: str
     is_admin: bool
 
+    @property
+    def owner(self) -> str | None:
+        """The user filter for reads: admins see every user's data (None), others their own."""
+        return None if self.is_admin else self.user_id
+
 
 def mint_token() -> str:
     """A new opaque bearer token (256 bits)."""

@@ -14,7 +14,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from server import dispatch, ratelimit, signing, store, validation
-from server.auth import Principal, require_user
+from server.auth import require_user
 from server.errors import ApiError, not_found
 from server.jobs import queue_for
 from server.models import new_id, utcnow
@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH_FILES = 100
 _FILE_TYPES = {"thumbnail": "image/webp", "preview": "image/webp"}
 
-
-def _owner(principal: Principal) -> str | None:
-    """Admins may read any user's images; everyone else only their own."""
-    return None if principal.is_admin else principal.user_id
 
 
 async def upload_image(request: Request) -> Response:
@@ -165,7 +161,7 @@ async def submit_file(state: Any, stored: StoredFile) -> dict[str, Any]:
 async def get_batch(request: Request) -> JSONResponse:
     principal = await require_user(request)
     state = request.app.state
-    owner = _owner(principal)
+    owner = principal.owner
     batch_id = request.path_params["batch_id"]
     summary = await state.db.read(store.batch_summary, batch_id=batch_id, user_id=owner)
     if summary is None:
@@ -200,7 +196,7 @@ async def get_image(request: Request) -> JSONResponse:
     principal = await require_user(request)
     state = request.app.state
     image = await state.db.read(store.get_image, image_id=request.path_params["image_id"],
-                                user_id=_owner(principal))
+                                user_id=principal.owner)
     if image is None:
         raise not_found("image")
     return JSONResponse(state.presenter.image(image))
@@ -216,7 +212,7 @@ async def _file_owner(request: Request, image_id: str, kind: str) -> str | None:
             return None
         if "authorization" not in request.headers:
             raise ApiError(403, "forbidden", "the link is invalid or has expired")
-    return _owner(await require_user(request))
+    return (await require_user(request)).owner
 
 
 async def get_image_file(request: Request) -> Response:
@@ -247,7 +243,7 @@ async def delete_image(request: Request) -> Response:
     principal = await require_user(request)
     state = request.app.state
     image = await state.db.write(store.delete_image, image_id=request.path_params["image_id"],
-                                 user_id=_owner(principal))
+                                 user_id=principal.owner)
     if image is None:
         raise not_found("image")
     # A job still queued for it ends `cancelled` when a worker finds the image gone.

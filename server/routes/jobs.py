@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from server import dispatch, store, validation
-from server.auth import Principal, require_user
+from server.auth import require_user
 from server.errors import ApiError, not_found
 from server.jobs import JobState, TransitionError
 from server.models import iso
@@ -18,7 +18,7 @@ from server.models import iso
 async def get_job(request: Request) -> JSONResponse:
     principal = await require_user(request)
     state = request.app.state
-    owner = None if principal.is_admin else principal.user_id
+    owner = principal.owner
     found = await state.db.read(store.get_job_positioned, job_id=request.path_params["job_id"],
                                 user_id=owner)
     if found is None:
@@ -31,7 +31,7 @@ async def cancel_job(request: Request) -> JSONResponse:
     """Cancel a queued, delayed, retrying or running job (owner or admin); 409 once final."""
     principal = await require_user(request)
     state = request.app.state
-    owner = None if principal.is_admin else principal.user_id
+    owner = principal.owner
     job_id = request.path_params["job_id"]
     try:
         view = await state.db.write(store.cancel_job, job_id=job_id, user_id=owner)
@@ -57,7 +57,7 @@ async def list_jobs(request: Request) -> JSONResponse:
     wanted = request.query_params.get("state") or None
     if wanted is not None and wanted not in {s.value for s in JobState} | {"delayed"}:
         raise ApiError(400, "bad_request", f"unknown state {wanted!r}")
-    views = await state.db.read(store.list_jobs, user_id=_owner(principal), limit=limit,
+    views = await state.db.read(store.list_jobs, user_id=principal.owner, limit=limit,
                                 before=before, state=wanted,
                                 task_type=request.query_params.get("type") or None)
     return JSONResponse({
@@ -71,7 +71,7 @@ async def job_timeline(request: Request) -> JSONResponse:
     principal = await require_user(request)
     state = request.app.state
     job_id = request.path_params["job_id"]
-    view = await state.db.read(store.get_job, job_id=job_id, user_id=_owner(principal))
+    view = await state.db.read(store.get_job, job_id=job_id, user_id=principal.owner)
     if view is None:
         raise not_found("job")
     records = await state.db.read(store.job_timeline, job_id=job_id)
@@ -89,13 +89,10 @@ async def retry_job(request: Request) -> JSONResponse:
     """The owner runs their failed job again (same id, fresh attempts): 202 ``{"job"}``."""
     principal = await require_user(request)
     job = await dispatch.retry_failed(request.app.state, request.path_params["job_id"],
-                                      user_id=_owner(principal), dead_letters_only=False,
+                                      user_id=principal.owner, dead_letters_only=False,
                                       retryable_only=not principal.is_admin)
     return JSONResponse({"job": job}, status_code=202)
 
-
-def _owner(principal: Principal) -> str | None:
-    return None if principal.is_admin else principal.user_id
 
 
 routes = [
