@@ -45,7 +45,10 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         storage = Storage(settings.files_dir)
         await asyncio.to_thread(storage.ensure_dirs)
         db = Database(settings.database_url)
-        await db.create_schema()
+        if settings.auto_migrate:
+            await db.migrate()
+        else:  # migrations run as a release step (`darkroom migrate`); refuse a stale schema
+            await db.require_current_schema()
         # No read timeout: the relay's pub/sub connection sits idle between events
         # (health checks ping it); connecting fails fast so uploads get a quick 503.
         client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5,

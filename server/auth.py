@@ -16,10 +16,13 @@ from server.errors import ApiError
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling."""
+    """Who is calling, and with which token."""
 
     user_id: str
     is_admin: bool
+    token_id: str
+    # Authenticated by ADMIN_TOKEN from the environment (it cannot be revoked by a call).
+    env_token: bool = False
 
     @property
     def owner(self) -> str | None:
@@ -37,21 +40,25 @@ def hash_token(token: str) -> str:
 
 
 async def authenticate(db: Database, token: str | None, admin_token: str) -> Principal | None:
-    """The principal behind a token, or None for a missing or unknown one.
+    """The principal behind a token, or None for a missing, unknown or revoked one.
 
-    Admin rights come from matching ADMIN_TOKEN *now*: rotating or unsetting it revokes
-    them at once, whatever was stored when the old token was first used.
+    Admin rights come from the user's ``is_admin`` (``darkroom admin create-token``) or
+    from matching ADMIN_TOKEN *now*: rotating or unsetting it revokes them at once,
+    whatever was stored when the old token was first used.
     """
     if not token:
         return None
     token_hash = hash_token(token)
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        admin = await db.read(store.user_by_token_hash, token_hash=token_hash)
-        if admin is None:
-            admin = await db.write(store.ensure_user, token_hash=token_hash)
-        return Principal(admin.id, True)
-    user = await db.read(store.user_by_token_hash, token_hash=token_hash)
-    return Principal(user.id, False) if user else None
+        found = await db.read(store.user_by_token_hash, token_hash=token_hash)
+        if found is None:
+            found = await db.write(store.ensure_user, token_hash=token_hash)
+        return Principal(found[0].id, True, found[1].id, env_token=True)
+    found = await db.read(store.user_by_token_hash, token_hash=token_hash)
+    if found is None:
+        return None
+    user, row = found
+    return Principal(user.id, user.is_admin, row.id)
 
 
 def bearer_token(request: Request) -> str | None:

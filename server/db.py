@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
-from server.models import Base
+from server import migrate
 
 T = TypeVar("T")
 
@@ -67,14 +67,19 @@ class Database:
         if _is_sqlite(url):
             _configure_sqlite(self.engine.sync_engine)
         # A read that later writes fails at once under DEFERRED: writes begin IMMEDIATE.
-        writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._writes = async_sessionmaker(writer, expire_on_commit=False)
+        self._writes = async_sessionmaker(self._writer, expire_on_commit=False)
 
-    async def create_schema(self) -> None:
-        """Create missing tables (idempotent)."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+    async def migrate(self) -> tuple[str | None, str | None]:
+        """Bring the schema to this code's head (idempotent; see ``server.migrate``)."""
+        async with self._writer.begin() as conn:
+            return await conn.run_sync(migrate.upgrade)
+
+    async def require_current_schema(self) -> None:
+        """Raise ``SchemaOutOfDate`` unless the schema is at head (AUTO_MIGRATE=false)."""
+        async with self.engine.connect() as conn:
+            await conn.run_sync(migrate.require_current)
 
     async def read(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         """Run a ``store`` query in a read transaction."""
@@ -101,12 +106,28 @@ class SyncDatabase:
         self.engine: Engine = create_engine(sync_url(url), pool_pre_ping=True)
         if _is_sqlite(url):
             _configure_sqlite(self.engine)
-        writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
-        self._writes = sessionmaker(writer, expire_on_commit=False)
+        self._writes = sessionmaker(self._writer, expire_on_commit=False)
 
-    def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+    def migrate(self, revision: str = "head") -> tuple[str | None, str | None]:
+        """Bring the schema up to ``revision`` (idempotent; see ``server.migrate``)."""
+        with self._writer.begin() as conn:
+            return migrate.upgrade(conn, revision)
+
+    def downgrade(self, revision: str) -> tuple[str | None, str | None]:
+        """Step the schema back to ``revision``."""
+        with self._writer.begin() as conn:
+            return migrate.downgrade(conn, revision)
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        """Run one raw statement in a write transaction (operators' and tests' escape hatch)."""
+        with self._writer.begin() as conn:
+            conn.execute(text(sql), params or {})
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return migrate.current(conn)
 
     def read(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         with self._reads() as session:

@@ -13,6 +13,8 @@ BATCH_PROGRESS = "batch:progress"
 QUEUE_STATS = "queues:stats"
 DLQ_REMOVED = "dlq:removed"
 PROGRESS = "job:progress"
+# Internal: a token was revoked; every web process disconnects the sockets that used it.
+TOKEN_REVOKED = "session:revoked"
 
 _STATE_EVENTS = {state: f"job:{state.value}" for state in JobState}
 JOB_EVENTS = frozenset({*_STATE_EVENTS.values(), PROGRESS})
@@ -86,7 +88,21 @@ class AdminEvent:
         return json.dumps({"name": self.name, "admin": self.data})
 
 
-BusEvent = JobEvent | BatchEvent | AdminEvent
+@dataclass(frozen=True)
+class TokenRevoked:
+    """A bearer token was revoked: the sockets it opened must close, in every web process."""
+
+    token_id: str
+    name: str = TOKEN_REVOKED
+
+    def payload(self) -> dict[str, Any]:
+        return {"reason": "the token was revoked"}
+
+    def encode(self) -> str:
+        return json.dumps({"name": self.name, "token_id": self.token_id})
+
+
+BusEvent = JobEvent | BatchEvent | AdminEvent | TokenRevoked
 
 
 def decode_event(raw: str | bytes) -> BusEvent:
@@ -100,6 +116,10 @@ def decode_event(raw: str | bytes) -> BusEvent:
         if not isinstance(data.get("admin"), dict):
             raise ValueError("malformed admin event")
         return AdminEvent(name=name, data=data["admin"])
+    if name == TOKEN_REVOKED:
+        if not isinstance(data.get("token_id"), str):
+            raise ValueError("malformed revocation event")
+        return TokenRevoked(token_id=data["token_id"])
     if name == BATCH_PROGRESS:
         if not isinstance(data.get("batch"), dict) or "user_id" not in data:
             raise ValueError("malformed batch event")
@@ -113,6 +133,11 @@ USER_ROOM_PREFIX = "user:"
 def user_room(user_id: str) -> str:
     """The Socket.IO room every socket of one user joins."""
     return f"{USER_ROOM_PREFIX}{user_id}"
+
+
+def token_room(token_id: str) -> str:
+    """The room every socket opened with one token joins (closed when it is revoked)."""
+    return f"token:{token_id}"
 
 
 ADMINS_ROOM = "admins"

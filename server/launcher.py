@@ -1,6 +1,6 @@
 """``make run``: start the whole service on one machine with nothing configured.
 
-Starts a private Redis (unless REDIS_URL is set), creates the database schema, runs
+Starts a private Redis (unless REDIS_URL is set), migrates the database schema, runs
 the Procfile's processes with honcho and prints the URL. Ctrl-C stops all of it.
 """
 
@@ -21,6 +21,8 @@ from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 _READY_TIMEOUT_S = 60.0
+# The Procfile's long-running processes; its `release:` step (migrate) ran above already.
+LONG_RUNNING = ("web", "worker", "scheduler")
 
 
 def _announce_when_ready(url: str, stop: threading.Event) -> None:
@@ -50,7 +52,7 @@ def main() -> int:
         print(f"darkroom: started a private Redis at {embedded.url}", flush=True)
     try:
         database = SyncDatabase(settings.database_url)
-        database.create_schema()
+        database.migrate()
         database.dispose()
         shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
         url = f"http://{shown_host}:{settings.port}"
@@ -58,7 +60,7 @@ def main() -> int:
         threading.Thread(target=_announce_when_ready, args=(url, stop), daemon=True).start()
         honcho = subprocess.Popen(
             [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"),
-             "-d", str(ROOT), "-p", str(settings.port)],
+             "-d", str(ROOT), "-p", str(settings.port), *LONG_RUNNING],
             env=env,
         )
         # Ctrl-C in a terminal reaches honcho directly too; a signal sent to this process

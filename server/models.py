@@ -1,4 +1,7 @@
-"""SQLAlchemy tables: users, images and jobs."""
+"""SQLAlchemy tables: users and their tokens, images, jobs and what hangs off them.
+
+The schema is changed only through migrations (server/migrations, `darkroom migrate`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -40,8 +44,23 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    # Only a SHA-256 of the bearer token is stored, so a leaked database leaks no tokens.
+    # Made by `darkroom admin create-token`; ADMIN_TOKEN's user is an admin by matching it.
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False,
+                                           server_default=sa_false())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Token(Base):
+    """A bearer token of a user; deleting the row revokes it."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    # Only a SHA-256 of the token is stored, so a leaked database leaks no tokens (they
+    # are 256 random bits: a fast hash is enough, there is nothing to guess).
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

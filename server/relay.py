@@ -8,9 +8,26 @@ from collections.abc import Awaitable, Callable
 import socketio
 
 from server.bus import Bus
-from server.events import ADMINS_ROOM, AdminEvent, JobEvent, job_room, user_room
+from server.events import (
+    ADMINS_ROOM,
+    AdminEvent,
+    JobEvent,
+    TokenRevoked,
+    job_room,
+    token_room,
+    user_room,
+)
 
 log = logging.getLogger(__name__)
+
+
+async def disconnect_room(sio: socketio.AsyncServer, room: str, event: TokenRevoked) -> None:
+    """Tell each socket in ``room`` why, then close it (clients do not reconnect by themselves
+    after a server-side disconnect)."""
+    sids = [sid for sid, _ in sio.manager.get_participants("/", room)]
+    for sid in sids:
+        await sio.emit(event.name, event.payload(), to=sid)
+        await sio.disconnect(sid)
 
 
 async def relay_events(bus: Bus, sio: socketio.AsyncServer,
@@ -26,6 +43,9 @@ async def relay_events(bus: Bus, sio: socketio.AsyncServer,
         try:
             if event is None:
                 await resync()
+                continue
+            if isinstance(event, TokenRevoked):
+                await disconnect_room(sio, token_room(event.token_id), event)
                 continue
             if isinstance(event, AdminEvent):
                 await sio.emit(event.name, event.payload(), room=ADMINS_ROOM)

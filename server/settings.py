@@ -30,9 +30,11 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     return value
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
+def _bool(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if not raw:
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
@@ -99,6 +101,7 @@ class Settings:
     job_time_limit_s: int = 300
     public_url: str = ""
     log_level: str = "info"
+    auto_migrate: bool = True
 
     def require_redis(self) -> str:
         """REDIS_URL, or a clear error telling how to get one."""
@@ -162,4 +165,23 @@ class Settings:
             job_time_limit_s=_int(env, "JOB_TIME_LIMIT_S", 300, minimum=1),
             public_url=env.get("PUBLIC_URL", "").strip().rstrip("/"),
             log_level=env.get("LOG_LEVEL", "").strip().lower() or "info",
+            auto_migrate=_bool(env, "AUTO_MIGRATE", default=True),
+        )
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where the ``darkroom`` client commands (dlq, watch) find a running Darkroom."""
+
+    url: str = "http://127.0.0.1:8000"
+    token: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
+        """DARKROOM_URL (else http://127.0.0.1:$PORT) and DARKROOM_TOKEN (else ADMIN_TOKEN)."""
+        env = os.environ if env is None else env
+        port = _int(env, "PORT", 8000, minimum=0)
+        return cls(
+            url=(env.get("DARKROOM_URL", "").strip() or f"http://127.0.0.1:{port}").rstrip("/"),
+            token=env.get("DARKROOM_TOKEN", "").strip() or env.get("ADMIN_TOKEN", "").strip(),
         )

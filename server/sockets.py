@@ -16,6 +16,7 @@ from server.events import (
     USER_ROOM_PREFIX,
     job_room,
     snapshot_payload,
+    token_room,
     user_room,
 )
 
@@ -62,7 +63,9 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
         if principal is None:
             raise Refused("unauthorized: invalid token")
         await sio.save_session(sid, {"user_id": principal.user_id,
-                                     "is_admin": principal.is_admin})
+                                     "is_admin": principal.is_admin,
+                                     "token_id": principal.token_id})
+        await sio.enter_room(sid, token_room(principal.token_id))
         # Join first, then snapshot: an event racing the snapshot arrives twice at worst,
         # and clients drop the older copy by seq; none is lost.
         await sio.enter_room(sid, user_room(principal.user_id))

@@ -35,6 +35,7 @@ from server.models import (
     Job,
     JobEventRecord,
     Schedule,
+    Token,
     User,
     Webhook,
     as_utc,
@@ -64,20 +65,55 @@ class JobView:
 
 # -- users -------------------------------------------------------------------------------------
 
-def create_user(s: Session, *, token_hash: str) -> User:
-    user = User(id=new_id(), token_hash=token_hash, created_at=utcnow())
+def create_user(s: Session, *, token_hash: str, is_admin: bool = False,
+                label: str = "") -> User:
+    """A new user with one token (its hash)."""
+    user = User(id=new_id(), is_admin=is_admin, created_at=utcnow())
     s.add(user)
     s.flush()
+    create_token(s, user_id=user.id, token_hash=token_hash, label=label)
     return user
 
 
-def user_by_token_hash(s: Session, *, token_hash: str) -> User | None:
-    return s.scalars(select(User).where(User.token_hash == token_hash)).first()
+def create_token(s: Session, *, user_id: str, token_hash: str, label: str = "") -> Token:
+    """Another token for an existing user."""
+    token = Token(id=new_id(), user_id=user_id, token_hash=token_hash, label=label,
+                  created_at=utcnow())
+    s.add(token)
+    s.flush()
+    return token
 
 
-def ensure_user(s: Session, *, token_hash: str) -> User:
+def user_by_token_hash(s: Session, *, token_hash: str) -> tuple[User, Token] | None:
+    """The user a token belongs to, and the token; None for an unknown or revoked one."""
+    row = s.execute(select(User, Token).join(Token, Token.user_id == User.id)
+                    .where(Token.token_hash == token_hash)).first()
+    return (row[0], row[1]) if row else None
+
+
+def ensure_user(s: Session, *, token_hash: str) -> tuple[User, Token]:
     """The user behind a token, created on first use (the ADMIN_TOKEN's user)."""
-    return user_by_token_hash(s, token_hash=token_hash) or create_user(s, token_hash=token_hash)
+    found = user_by_token_hash(s, token_hash=token_hash)
+    if found is not None:
+        return found
+    user = create_user(s, token_hash=token_hash, label="ADMIN_TOKEN")
+    found = user_by_token_hash(s, token_hash=token_hash)
+    assert found is not None and found[0] is user
+    return found
+
+
+def revoke_token(s: Session, *, token_id: str) -> bool:
+    """Delete one token; its bearer is unknown from now on. False if it was gone already."""
+    result = s.execute(delete(Token).where(Token.id == token_id))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def set_admin(s: Session, *, user_id: str) -> User | None:
+    """Make an existing user an admin; None if there is no such user."""
+    user = s.get(User, user_id)
+    if user is not None:
+        user.is_admin = True
+    return user
 
 
 # -- images ------------------------------------------------------------------------------------

@@ -90,12 +90,14 @@ class _Slot:
             child.send_signal(signal.SIGTERM)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Supervise the workers; ``argv`` (default: the command line) goes on to dramatiq."""
+    extra = sys.argv[1:] if argv is None else argv
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     command = [str(Path(sys.executable).parent / "dramatiq"), "workers.main",
-               "--processes", "1", "--threads", str(settings.worker_threads), *sys.argv[1:]]
+               "--processes", "1", "--threads", str(settings.worker_threads), *extra]
     stopping = threading.Event()
     slots = [_Slot(command, stopping) for _ in range(settings.worker_processes)]
 

@@ -1,13 +1,15 @@
-"""POST /api/session: create a user and hand back its bearer token."""
+"""Sessions: ``POST /api/session`` makes a user and its token; ``DELETE`` revokes the token."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server import store
-from server.auth import hash_token, mint_token
+from server.auth import hash_token, mint_token, require_user
+from server.errors import ApiError
+from server.events import TokenRevoked
 
 
 async def create_session(request: Request) -> JSONResponse:
@@ -16,4 +18,19 @@ async def create_session(request: Request) -> JSONResponse:
     return JSONResponse({"token": token, "user_id": user.id}, status_code=201)
 
 
-routes = [Route("/api/session", create_session, methods=["POST"])]
+async def revoke_session(request: Request) -> Response:
+    """Revoke the calling token: later calls with it get 401, its open sockets are closed."""
+    principal = await require_user(request)
+    if principal.env_token:
+        raise ApiError(409, "conflict",
+                       "ADMIN_TOKEN comes from the environment; change or unset it there")
+    state = request.app.state
+    await state.db.write(store.revoke_token, token_id=principal.token_id)
+    await state.publish(TokenRevoked(token_id=principal.token_id))
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/api/session", create_session, methods=["POST"]),
+    Route("/api/session", revoke_session, methods=["DELETE"]),
+]

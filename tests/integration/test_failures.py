@@ -403,9 +403,9 @@ async def test_job_stored_but_never_enqueued_is_swept_and_runs(
     # What a web process leaves behind if it dies between the commit and the enqueue.
     database = SyncDatabase(faults.env["DATABASE_URL"])
     try:
-        user = database.read(store.user_by_token_hash, token_hash=hash_token(token))
-        assert user is not None
-        view = database.write(store.create_task_job, user_id=user.id, task_type="test.sleep",
+        found = database.read(store.user_by_token_hash, token_hash=hash_token(token))
+        assert found is not None
+        view = database.write(store.create_task_job, user_id=found[0].id, task_type="test.sleep",
                               queue="default", payload={"seconds": 0.1, "steps": 1},
                               max_attempts=2)
     finally:

@@ -13,7 +13,7 @@ from server.db import Database
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'auth.db'}")
-    await database.create_schema()
+    await database.migrate()
     yield database
     await database.dispose()
 

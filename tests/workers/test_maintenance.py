@@ -25,7 +25,7 @@ OLD = time.time() - 2 * 3600
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[SyncDatabase]:
     database = SyncDatabase(f"sqlite:///{tmp_path / 'm.db'}")
-    database.create_schema()
+    database.migrate()
     yield database
     database.dispose()
 

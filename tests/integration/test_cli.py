@@ -1,0 +1,152 @@
+"""The ``darkroom`` command against a live stack: admin tokens, the DLQ, watch, migrate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from server import store
+from server.auth import hash_token
+from server.db import SyncDatabase
+from tests.conftest import ROOT, Stack
+from tests.factories import auth, jpeg_bytes, new_token, upload, wait_final
+
+pytestmark = pytest.mark.integration
+
+
+def darkroom(stack: Stack, *args: str, token: str | None = None,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``darkroom ARGS`` as an operator would, with the stack's settings."""
+    env = {**stack.env, "DARKROOM_URL": stack.url}
+    env.pop("ADMIN_TOKEN", None)
+    if token is not None:
+        env["DARKROOM_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+async def adarkroom(stack: Stack, *args: str, token: str | None = None,
+                    timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(darkroom, stack, *args, token=token, timeout=timeout)
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
+        yield client
+
+
+async def _failed_job(http: httpx.AsyncClient, token: str) -> str:
+    """An image job that fails for good: a JPEG cut short decodes to nothing."""
+    data = jpeg_bytes(900, 700, color=(7, 70, 170))
+    response = await upload(http, token, data[: len(data) // 3], filename="cut.jpg")
+    assert response.status_code == 202, response.text
+    job = await wait_final(http, token, response.json()["job"]["id"])
+    assert job["state"] == "failed", job
+    return str(job["id"])
+
+
+async def test_create_token_makes_an_admin_that_the_api_accepts(
+        stack: Stack, http: httpx.AsyncClient) -> None:
+    result = await adarkroom(stack, "admin", "create-token", "--label", "ops laptop")
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert len(token) >= 40 and "admin user" in result.stderr
+    assert (await http.get("/api/dlq", headers=auth(token))).status_code == 200
+    # The token is shown once; only its hash is stored.
+    db = SyncDatabase(stack.env["DATABASE_URL"])
+    try:
+        found = db.read(store.user_by_token_hash, token_hash=hash_token(token))
+    finally:
+        db.dispose()
+    assert found is not None and found[0].is_admin and found[1].label == "ops laptop"
+    assert found[1].token_hash == hash_token(token) != token
+
+    user = await new_token(http)
+    assert (await http.get("/api/dlq", headers=auth(user))).status_code == 403
+    user_id = (await http.post("/api/session")).json()["user_id"]
+    promoted = await adarkroom(stack, "admin", "create-token", "--user", user_id)
+    assert promoted.returncode == 0, promoted.stderr
+    assert (await http.get("/api/dlq", headers=auth(promoted.stdout.strip()))).status_code == 200
+    unknown = await adarkroom(stack, "admin", "create-token", "--user", "nobody")
+    assert unknown.returncode == 2 and "no user nobody" in unknown.stderr
+
+
+async def test_dlq_list_retry_and_clear(stack: Stack, http: httpx.AsyncClient) -> None:
+    admin = (await adarkroom(stack, "admin", "create-token")).stdout.strip()
+    owner = await new_token(http)
+    first, second = await _failed_job(http, owner), await _failed_job(http, owner)
+
+    listing = await adarkroom(stack, "dlq", "list", "--limit", "200", token=admin)
+    assert listing.returncode == 0, listing.stderr
+    assert first in listing.stdout and second in listing.stdout
+    as_json = json.loads((await adarkroom(stack, "dlq", "list", "--json", "--limit", "200",
+                                          token=admin)).stdout)
+    assert {first, second} <= {item["job"]["id"] for item in as_json["items"]}
+
+    retried = await adarkroom(stack, "dlq", "retry", first, token=admin)
+    assert retried.returncode == 0, retried.stderr
+    assert f"retried {first}" in retried.stdout
+    # The same bytes fail again: it comes back to the dead-letter queue under the same id.
+    assert (await wait_final(http, owner, first))["state"] == "failed"
+
+    cleared = await adarkroom(stack, "dlq", "clear", second, token=admin)
+    assert cleared.returncode == 0 and f"removed {second}" in cleared.stdout
+    after = json.loads((await adarkroom(stack, "dlq", "list", "--json", "--limit", "200",
+                                        token=admin)).stdout)
+    ids = {item["job"]["id"] for item in after["items"]}
+    assert second not in ids
+
+    # A user's token is not an admin's: refused with the API's own words, exit 3.
+    refused = await adarkroom(stack, "dlq", "list", token=owner)
+    assert refused.returncode == 3 and "403 forbidden" in refused.stderr
+    missing = await adarkroom(stack, "dlq", "list")
+    assert missing.returncode != 0 and "no token" in missing.stderr
+
+
+async def test_watch_prints_live_events_until_the_job_ends(
+        stack: Stack, http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    response = await upload(http, token, jpeg_bytes(2400, 1600, color=(90, 20, 120)),
+                            fields={"delay": "2"})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job"]["id"]
+    watched = await adarkroom(stack, "watch", job_id, "--json", "--timeout", "60", token=token,
+                              timeout=90)
+    assert watched.returncode == 0, watched.stderr
+    lines = [json.loads(line) for line in watched.stdout.splitlines()]
+    seqs = [line["job"]["seq"] for line in lines]
+    assert seqs == sorted(set(seqs)), "newer states only, each once"
+    assert lines[0]["job"]["state"] == "queued"  # the subscribe snapshot, while delayed
+    assert {"job:active", "job:progress"} <= {line["event"] for line in lines}
+    assert lines[-1]["event"] == "job:completed" and lines[-1]["job"]["progress"] == 100
+
+    # Human-readable by default, and exit 1 for a job that failed.
+    failed = await _failed_job(http, token)
+    text = await adarkroom(stack, "watch", failed, token=token)
+    assert text.returncode == 1
+    assert "failed" in text.stdout.splitlines()[-1]
+
+
+async def test_watch_refuses_other_users_jobs_and_bad_tokens(
+        stack: Stack, http: httpx.AsyncClient) -> None:
+    owner, stranger = await new_token(http), await new_token(http)
+    response = await upload(http, owner, jpeg_bytes(300, 200, color=(1, 2, 3)))
+    job_id = response.json()["job"]["id"]
+    other = await adarkroom(stack, "watch", job_id, "--timeout", "20", token=stranger)
+    assert other.returncode == 3 and "not_found" in other.stderr
+    bad = await adarkroom(stack, "watch", job_id, "--timeout", "20", token="not-a-token")
+    assert bad.returncode == 3 and "unauthorized" in bad.stderr
+
+
+def test_migrate_reports_a_current_schema(stack: Stack) -> None:
+    check = darkroom(stack, "migrate", "--check")
+    assert check.returncode == 0, check.stderr
+    again = darkroom(stack, "migrate")
+    assert again.returncode == 0 and "already at" in again.stdout

@@ -1,0 +1,103 @@
+"""Alembic migrations: a fresh or old database reaches the models' schema, on every backend."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from server import migrate, store
+from server.auth import hash_token
+from server.db import SyncDatabase
+from server.models import Base
+from tests.conftest import Databases
+
+_OLD_USER = "INSERT INTO users (id, token_hash, created_at) VALUES (:id, :h, :t)"
+
+
+@pytest.fixture
+def database(databases: Databases) -> Iterator[SyncDatabase]:
+    db = SyncDatabase(databases.new())
+    yield db
+    db.dispose()
+
+
+def _schema_diff(db: SyncDatabase) -> list[object]:
+    with db.engine.connect() as conn:
+        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+
+
+def test_a_fresh_database_gets_exactly_the_models_schema(database: SyncDatabase) -> None:
+    before, after = database.migrate()
+    assert before is None and after == migrate.head()
+    assert _schema_diff(database) == []
+    # Idempotent: a second run (another process starting) changes nothing.
+    assert database.migrate() == (migrate.head(), migrate.head())
+
+
+def test_every_migration_goes_down_and_up_again(database: SyncDatabase) -> None:
+    database.migrate()
+    assert database.downgrade("base") == (migrate.head(), None)
+    with database.engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
+    database.migrate()
+    assert _schema_diff(database) == []
+
+
+def test_users_of_the_first_schema_keep_their_tokens(database: SyncDatabase) -> None:
+    database.migrate(migrate.BASELINE)
+    database.execute(_OLD_USER, {"id": "u" * 32, "h": hash_token("old-token"),
+                                 "t": datetime.now(UTC)})
+    database.migrate()
+    found = database.read(store.user_by_token_hash, token_hash=hash_token("old-token"))
+    assert found is not None
+    user, token = found
+    assert user.id == "u" * 32 and not user.is_admin and token.user_id == user.id
+
+
+def test_a_database_made_before_migrations_existed_is_adopted(database: SyncDatabase) -> None:
+    # The first release made its tables with create_all and kept no alembic_version.
+    database.migrate(migrate.BASELINE)
+    database.execute(_OLD_USER, {"id": "v" * 32, "h": hash_token("legacy"),
+                                 "t": datetime.now(UTC)})
+    database.execute("DROP TABLE alembic_version")
+    before, after = database.migrate()
+    assert before is None and after == migrate.head()
+    assert database.read(store.user_by_token_hash, token_hash=hash_token("legacy")) is not None
+    assert _schema_diff(database) == []
+
+
+def test_concurrent_migrations_are_serialised(databases: Databases) -> None:
+    url = databases.new()
+    results: list[object] = []
+
+    def run() -> None:
+        db = SyncDatabase(url)
+        try:
+            results.append(db.migrate()[1])
+        except Exception as exc:  # recorded: the assertion below shows it
+            results.append(exc)
+        finally:
+            db.dispose()
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [migrate.head()] * 3
+
+
+def test_a_stale_schema_is_refused_when_auto_migrate_is_off(database: SyncDatabase) -> None:
+    database.migrate(migrate.BASELINE)
+    with database.engine.connect() as conn, pytest.raises(migrate.SchemaOutOfDate,
+                                                          match="darkroom migrate"):
+        migrate.require_current(conn)
+    database.migrate()
+    with database.engine.connect() as conn:
+        migrate.require_current(conn)
