@@ -37,7 +37,8 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
     cors: str | list[str] | None = None  # None: same origin only (engine.io default)
     if settings.cors_origins:
         cors = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
-    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=cors)
+    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=cors,
+                               transports=list(settings.socketio_transports))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

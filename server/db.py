@@ -10,7 +10,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
-from server import migrate
 
 T = TypeVar("T")
 
@@ -73,11 +72,15 @@ class Database:
 
     async def migrate(self) -> tuple[str | None, str | None]:
         """Bring the schema to this code's head (idempotent; see ``server.migrate``)."""
+        from server import migrate  # Alembic loads only where migrations run
+
         async with self._writer.begin() as conn:
             return await conn.run_sync(migrate.upgrade)
 
     async def require_current_schema(self) -> None:
         """Raise ``SchemaOutOfDate`` unless the schema is at head (AUTO_MIGRATE=false)."""
+        from server import migrate
+
         async with self.engine.connect() as conn:
             await conn.run_sync(migrate.require_current)
 
@@ -112,11 +115,15 @@ class SyncDatabase:
 
     def migrate(self, revision: str = "head") -> tuple[str | None, str | None]:
         """Bring the schema up to ``revision`` (idempotent; see ``server.migrate``)."""
+        from server import migrate
+
         with self._writer.begin() as conn:
             return migrate.upgrade(conn, revision)
 
     def downgrade(self, revision: str) -> tuple[str | None, str | None]:
         """Step the schema back to ``revision``."""
+        from server import migrate
+
         with self._writer.begin() as conn:
             return migrate.downgrade(conn, revision)
 
@@ -126,6 +133,8 @@ class SyncDatabase:
             conn.execute(text(sql), params or {})
 
     def current_revision(self) -> str | None:
+        from server import migrate
+
         with self.engine.connect() as conn:
             return migrate.current(conn)
 

@@ -41,6 +41,17 @@ def _bool(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _transports(env: Mapping[str, str]) -> tuple[str, ...]:
+    """SOCKETIO_TRANSPORTS: `websocket` alone needs no sticky sessions behind a balancer."""
+    raw = env.get("SOCKETIO_TRANSPORTS", "").strip()
+    if not raw:
+        return ("polling", "websocket")
+    names = tuple(dict.fromkeys(n.strip().lower() for n in raw.split(",") if n.strip()))
+    if not names or set(names) - {"polling", "websocket"}:
+        raise SettingsError(f"SOCKETIO_TRANSPORTS must list polling and/or websocket, got {raw!r}")
+    return names
+
+
 def _secret(env: Mapping[str, str], data_dir: Path) -> str:
     """SECRET_KEY, or a random key kept in the data dir so every local process shares it."""
     given = env.get("SECRET_KEY", "").strip()
@@ -102,6 +113,7 @@ class Settings:
     public_url: str = ""
     log_level: str = "info"
     auto_migrate: bool = True
+    socketio_transports: tuple[str, ...] = ("polling", "websocket")
 
     def require_redis(self) -> str:
         """REDIS_URL, or a clear error telling how to get one."""
@@ -166,6 +178,7 @@ class Settings:
             public_url=env.get("PUBLIC_URL", "").strip().rstrip("/"),
             log_level=env.get("LOG_LEVEL", "").strip().lower() or "info",
             auto_migrate=_bool(env, "AUTO_MIGRATE", default=True),
+            socketio_transports=_transports(env),
         )
 
 

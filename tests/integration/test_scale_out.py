@@ -1,0 +1,145 @@
+"""Several web processes behind one Redis and database: events reach every user's sockets,
+whichever process holds them and whichever process accepted the upload, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.embedded_redis import free_port
+from tests.conftest import (
+    Databases,
+    Stack,
+    running_stack,
+    start_web,
+    stop,
+)
+from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class TwoWebs:
+    """One stack (web A + worker) and a second web process B on the same Redis and database."""
+
+    a: Stack
+    b_url: str
+
+
+@contextlib.contextmanager
+def _second_web(stack: Stack, log: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**stack.env, "PORT": str(port)}
+    web = start_web(env, log)
+    try:
+        second = Stack(f"http://127.0.0.1:{port}", env, stack.data_dir, stack.logs, web,
+                       stack.worker)
+        second.wait_healthy()
+        yield second.url
+    finally:
+        stop(web)
+
+
+@pytest.fixture(scope="module")
+def two_webs(redis_url: str, databases: Databases,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoWebs]:
+    base = tmp_path_factory.mktemp("scale")
+    with running_stack(redis_url, databases.new(), base) as stack:
+        with _second_web(stack, stack.logs / "web-b.log") as b_url:
+            yield TwoWebs(stack, b_url)
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[list[LiveClient]]:
+    clients: list[LiveClient] = []
+    yield clients
+    for client in clients:
+        await client.close()
+
+
+async def _socket(url: str, token: str, sockets: list[LiveClient]) -> LiveClient:
+    client = await LiveClient().connect(url, token, transports=["websocket"])
+    sockets.append(client)
+    await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+    return client
+
+
+def _job_ids(client: LiveClient) -> set[str]:
+    return {data["job"]["id"] for name, data in client.events if name.startswith("job:")}
+
+
+async def test_each_process_relays_each_users_events_to_its_own_sockets_once(
+        two_webs: TwoWebs, sockets: list[LiveClient]) -> None:
+    a_url, b_url = two_webs.a.url, two_webs.b_url
+    async with (httpx.AsyncClient(base_url=a_url, timeout=30) as via_a,
+                httpx.AsyncClient(base_url=b_url, timeout=30) as via_b):
+        alice, bob = await new_token(via_a), await new_token(via_b)
+        # Alice watches on both processes, Bob on B only.
+        alice_a = await _socket(a_url, alice, sockets)
+        alice_b = await _socket(b_url, alice, sockets)
+        bob_b = await _socket(b_url, bob, sockets)
+
+        # Each uploads through the *other* process than the one holding their socket.
+        alice_up = await upload(via_b, alice, jpeg_bytes(1600, 1200, color=(200, 10, 10)))
+        bob_up = await upload(via_a, bob, jpeg_bytes(1600, 1200, color=(10, 200, 10)))
+        assert alice_up.status_code == bob_up.status_code == 202
+        alice_job, bob_job = alice_up.json()["job"]["id"], bob_up.json()["job"]["id"]
+
+        watched = ((alice_a, alice_job), (alice_b, alice_job), (bob_b, bob_job))
+        for client, job_id in watched:
+            name, _ = await client.wait_final(job_id)
+            assert name == "job:completed"
+        # Give a stray duplicate the time to arrive before counting.
+        await asyncio.sleep(1)
+
+        for client, job_id in watched:
+            seqs = sorted(data["seq"] for _, data in client.of_job(job_id))
+            assert seqs == list(range(1, seqs[-1] + 1)), f"every change exactly once: {seqs}"
+        assert _job_ids(alice_a) == _job_ids(alice_b) == {alice_job}
+        assert _job_ids(bob_b) == {bob_job}
+        # Both processes answer with the same truth, and only to the owner.
+        for http in (via_a, via_b):
+            job = (await http.get(f"/api/jobs/{alice_job}", headers=auth(alice))).json()
+            assert job["state"] == "completed"
+            stranger = await http.get(f"/api/jobs/{alice_job}", headers=auth(bob))
+            assert stranger.status_code == 404
+
+
+async def test_polling_needs_the_same_process_and_websocket_does_not(
+        two_webs: TwoWebs, sockets: list[LiveClient]) -> None:
+    """Why the README asks for sticky sessions (or websocket-only clients) behind a balancer:
+    an Engine.IO polling session lives in the process that opened it."""
+    a_url, b_url = two_webs.a.url, two_webs.b_url
+    async with httpx.AsyncClient(timeout=30) as http:
+        opened = await http.get(f"{a_url}/socket.io/", params={"EIO": "4",
+                                                               "transport": "polling"})
+        assert opened.status_code == 200
+        sid = opened.text.split('"sid":"', 1)[1].split('"', 1)[0]
+        same = await http.get(f"{a_url}/socket.io/", params={"EIO": "4", "transport": "polling",
+                                                            "sid": sid})
+        other = await http.get(f"{b_url}/socket.io/", params={"EIO": "4",
+                                                             "transport": "polling",
+                                                             "sid": sid})
+    assert same.status_code == 200
+    assert other.status_code == 400, "another process does not know the polling session"
+
+
+async def test_websocket_only_servers_refuse_polling(
+        redis_url: str, databases: Databases, tmp_path: Path,
+        sockets: list[LiveClient]) -> None:
+    with running_stack(redis_url, databases.new(), tmp_path,
+                       SOCKETIO_TRANSPORTS="websocket") as stack:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+            token = await new_token(http)
+            polling = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+            assert polling.status_code == 400
+        client = await _socket(stack.url, token, sockets)
+        assert client.sio.transport() == "websocket"
