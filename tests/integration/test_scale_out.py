@@ -52,9 +52,9 @@ def _second_web(stack: Stack, log: Path) -> Iterator[str]:
 def two_webs(redis_url: str, databases: Databases,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoWebs]:
     base = tmp_path_factory.mktemp("scale")
-    with running_stack(redis_url, databases.new(), base) as stack:
-        with _second_web(stack, stack.logs / "web-b.log") as b_url:
-            yield TwoWebs(stack, b_url)
+    with (running_stack(redis_url, databases.new(), base) as stack,
+          _second_web(stack, stack.logs / "web-b.log") as b_url):
+        yield TwoWebs(stack, b_url)
 
 
 @pytest.fixture
