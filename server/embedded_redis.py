@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -50,9 +51,11 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A redis-server child process with its data (append-only file) under ``data_dir``."""
 
-    def __init__(self, data_dir: Path, *, persistent: bool = True, use_socket: bool = True) -> None:
+    def __init__(self, data_dir: Path, *, persistent: bool = True, use_socket: bool = True,
+                 password: str = "") -> None:
         self.data_dir = data_dir.resolve()
         self.persistent = persistent
+        self.password = password
         sock = self.data_dir / "redis.sock"
         self.socket_path: Path | None = (
             sock if use_socket and len(str(sock)) < _MAX_SOCKET_PATH else None
@@ -63,8 +66,11 @@ class EmbeddedRedis:
     @property
     def url(self) -> str:
         if self.socket_path:
-            return f"unix://{self.socket_path}?db=0"
-        return f"redis://127.0.0.1:{self.port}/0"
+            secret = quote(self.password, safe="")
+            auth = f"?password={secret}&" if self.password else "?"
+            return f"unix://{self.socket_path}{auth}db=0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +88,8 @@ class EmbeddedRedis:
             "--maxmemory-policy", "noeviction",
             "--daemonize", "no",
         ]
+        if self.password:
+            args += ["--requirepass", self.password]
         if self.socket_path:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         # Its own session: a Ctrl-C in the terminal reaches the launcher, which stops it last.
