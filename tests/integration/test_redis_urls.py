@@ -188,6 +188,6 @@ def test_tls_checks_the_certificate(shared_redis: SharedRedis) -> None:
     """Without the private CA (``ssl_ca_certs``) the server's certificate is refused."""
     unverified = redis.Redis.from_url(shared_redis.tls_url.split("?", 1)[0],
                                       socket_connect_timeout=5)
-    with pytest.raises(redis.ConnectionError, match="(?i)certificate"):
+    with pytest.raises(redis.ConnectionError, match=r"(?i)certificate"):
         unverified.ping()
     unverified.close()
