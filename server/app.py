@@ -23,7 +23,7 @@ from server.routes import dlq, images, jobs, ops, queues, session, tasks, webhoo
 from server.schemas import Presenter
 from server.settings import Settings
 from server.sockets import register_handlers, resync_all
-from server.storage import Storage
+from server.storage import storage_for
 from server.sweeper import run_sweeper
 from workers import tasks as task_registry
 from workers.broker import build_broker
@@ -43,7 +43,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = app.state
-        storage = Storage(settings.files_dir)
+        storage = storage_for(settings)
         await asyncio.to_thread(storage.ensure_dirs)
         db = Database(settings.database_url)
         if settings.auto_migrate:

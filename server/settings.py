@@ -81,6 +81,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path("var")
+    storage_dir: Path = Path("var/files")
     redis_url: str = ""
     database_url: str = ""
     redis_prefix: str = "darkroom"
@@ -128,9 +129,6 @@ class Settings:
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
 
-    @property
-    def files_dir(self) -> Path:
-        return self.data_dir / "files"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +142,7 @@ class Settings:
             host=env.get("HOST", "").strip() or "127.0.0.1",
             port=_int(env, "PORT", 8000, minimum=0),
             data_dir=data_dir,
+            storage_dir=Path(env.get("STORAGE_DIR", "").strip() or data_dir / "files").resolve(),
             redis_url=redis_url,
             database_url=database_url,
             redis_prefix=env.get("REDIS_PREFIX", "").strip() or "darkroom",

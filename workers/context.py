@@ -12,7 +12,7 @@ from server.bus import SyncBus
 from server.db import SyncDatabase
 from server.schemas import Presenter
 from server.settings import Settings
-from server.storage import Storage
+from server.storage import Storage, storage_for
 from workers.broker import redis_client, send_job
 from workers.progress import Reporter
 
@@ -34,5 +34,5 @@ class WorkerContext:
         reporter = Reporter(db, SyncBus(client, settings.redis_prefix), presenter,
                             send=partial(send_job, broker),
                             delivery_attempts=settings.retry_max_attempts)
-        return cls(settings=settings, db=db, redis=client, storage=Storage(settings.files_dir),
+        return cls(settings=settings, db=db, redis=client, storage=storage_for(settings),
                    reporter=reporter)

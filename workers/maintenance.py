@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
 from datetime import timedelta
-from pathlib import Path
 
 from server import store
 from server.db import SyncDatabase
@@ -19,30 +17,13 @@ log = logging.getLogger(__name__)
 GRACE_S = 3600
 
 
-def _older_than(path: Path, seconds: float) -> bool:
-    try:
-        return time.time() - path.stat().st_mtime > seconds
-    except FileNotFoundError:
-        return False
-
-
 def clean_files(db: SyncDatabase, storage: Storage, grace_s: float = GRACE_S) -> int:
     """Remove abandoned upload temp files and files of images that no longer exist."""
     removed = 0
-    if storage.tmp_dir.exists():
-        for path in storage.tmp_dir.iterdir():
-            if path.is_file() and _older_than(path, grace_s):
-                path.unlink(missing_ok=True)
-                removed += 1
-    candidates: dict[str, list[Path]] = {}
-    if storage.originals_dir.exists():
-        for path in storage.originals_dir.glob("*/*"):
-            candidates.setdefault(path.name, []).append(path)
-    if storage.derived_dir.exists():
-        for path in storage.derived_dir.iterdir():
-            candidates.setdefault(path.name, []).append(path)
-    old = [image_id for image_id, paths in candidates.items()
-           if all(_older_than(p, grace_s) for p in paths)]
+    for path in storage.stale_temp_files(grace_s):
+        path.unlink(missing_ok=True)
+        removed += 1
+    old = list(storage.stored_image_ids(grace_s))
     existing = db.read(store.existing_image_ids, image_ids=old)
     for image_id in old:
         if image_id not in existing:

@@ -35,9 +35,11 @@ class TwoWebs:
 
 
 @contextlib.contextmanager
-def _second_web(stack: Stack, log: Path) -> Iterator[str]:
+def _second_web(stack: Stack, log: Path, data_dir: Path) -> Iterator[str]:
+    """Another web process as on another host: its own DATA_DIR, the shared STORAGE_DIR."""
     port = free_port()
-    env = {**stack.env, "PORT": str(port)}
+    env = {**stack.env, "PORT": str(port), "DATA_DIR": str(data_dir),
+           "STORAGE_DIR": str(stack.data_dir / "files")}
     web = start_web(env, log)
     try:
         second = Stack(f"http://127.0.0.1:{port}", env, stack.data_dir, stack.logs, web,
@@ -52,8 +54,9 @@ def _second_web(stack: Stack, log: Path) -> Iterator[str]:
 def two_webs(redis_url: str, databases: Databases,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoWebs]:
     base = tmp_path_factory.mktemp("scale")
-    with (running_stack(redis_url, databases.new(), base) as stack,
-          _second_web(stack, stack.logs / "web-b.log") as b_url):
+    # Hosts share the secret (signed URLs) and the storage volume, nothing else on disk.
+    with (running_stack(redis_url, databases.new(), base, SECRET_KEY="shared-secret") as stack,
+          _second_web(stack, stack.logs / "web-b.log", base / "host-b") as b_url):
         yield TwoWebs(stack, b_url)
 
 
@@ -95,8 +98,13 @@ async def test_each_process_relays_each_users_events_to_its_own_sockets_once(
 
         watched = ((alice_a, alice_job), (alice_b, alice_job), (bob_b, bob_job))
         for client, job_id in watched:
-            name, _ = await client.wait_final(job_id)
+            name, final = await client.wait_final(job_id)
             assert name == "job:completed"
+            # Renditions the worker wrote to the shared volume are served by either process.
+            image = final["job"]["result"]["image"]
+            for http in (via_a, via_b):
+                thumb = await http.get(image["thumbnail_url"])
+                assert thumb.status_code == 200 and thumb.content[:4] == b"RIFF"
         # Give a stray duplicate the time to arrive before counting.
         await asyncio.sleep(1)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import Settings, SettingsError
+from server.settings import ClientSettings, Settings, SettingsError
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -37,3 +37,31 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = Settings.from_env({"DATA_DIR": str(tmp_path)})
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_storage_dir_defaults_under_the_data_dir_and_may_be_a_shared_volume(
+        tmp_path: Path) -> None:
+    assert Settings.from_env({"DATA_DIR": str(tmp_path)}).storage_dir == tmp_path / "files"
+    shared = tmp_path / "mnt" / "shared"
+    given = Settings.from_env({"DATA_DIR": str(tmp_path), "STORAGE_DIR": str(shared)})
+    assert given.storage_dir == shared
+
+
+def test_socketio_transports_and_auto_migrate(tmp_path: Path) -> None:
+    base = {"DATA_DIR": str(tmp_path)}
+    defaults = Settings.from_env(base)
+    assert defaults.socketio_transports == ("polling", "websocket") and defaults.auto_migrate
+    only_ws = Settings.from_env({**base, "SOCKETIO_TRANSPORTS": " WebSocket "})
+    assert only_ws.socketio_transports == ("websocket",)
+    with pytest.raises(SettingsError, match="SOCKETIO_TRANSPORTS"):
+        Settings.from_env({**base, "SOCKETIO_TRANSPORTS": "carrier-pigeon"})
+    assert not Settings.from_env({**base, "AUTO_MIGRATE": "false"}).auto_migrate
+
+
+def test_client_commands_find_the_server_and_token() -> None:
+    assert ClientSettings.from_env({}) == ClientSettings("http://127.0.0.1:8000", "")
+    assert ClientSettings.from_env({"PORT": "9000", "ADMIN_TOKEN": "a"}) == \
+        ClientSettings("http://127.0.0.1:9000", "a")
+    given = ClientSettings.from_env({"DARKROOM_URL": "https://img.example.com/",
+                                     "DARKROOM_TOKEN": "t", "ADMIN_TOKEN": "a"})
+    assert given == ClientSettings("https://img.example.com", "t")

@@ -15,7 +15,7 @@ from server import store
 from server.db import SyncDatabase
 from server.jobs import JobState
 from server.models import Job, utcnow
-from server.storage import Storage
+from server.storage import LocalStorage, Storage
 from workers.maintenance import clean_files, purge_old
 from workers.scheduler import once_per_minute
 
@@ -50,7 +50,7 @@ def _age(*paths: Path) -> None:
 
 def test_clean_files_removes_stale_temp_files_and_orphans_only(db: SyncDatabase,
                                                                tmp_path: Path) -> None:
-    storage = Storage(tmp_path / "files")
+    storage = LocalStorage(tmp_path / "files")
     storage.ensure_dirs()
     kept = _image(db, storage, "u1")
     _age(storage.original(kept), storage.rendition(kept, "thumbnail"))
@@ -75,7 +75,7 @@ def test_clean_files_removes_stale_temp_files_and_orphans_only(db: SyncDatabase,
 
 def test_purge_keeps_unfinished_recent_and_dead_lettered(db: SyncDatabase,
                                                          tmp_path: Path) -> None:
-    storage = Storage(tmp_path / "files")
+    storage = LocalStorage(tmp_path / "files")
     old_done, old_dead, running, recent = (_image(db, storage, "u1") for _ in range(4))
 
     def finish(image_id: str, state: JobState, days_ago: int) -> str:
