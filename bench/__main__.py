@@ -5,6 +5,7 @@ Numbers only; nothing here asserts a timing. Results are printed as a table.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from bench import scale
 from server.embedded_redis import EmbeddedRedis, free_port
 from workers import imaging
 
@@ -107,10 +109,22 @@ def bench_end_to_end(tmp: Path) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("suites", nargs="*", help="pipeline, e2e, scale (default: all)")
+    parser.add_argument("--quick", action="store_true", help="fewer runs, for a smoke test")
+    args = parser.parse_args()
+    chosen = args.suites or ["pipeline", "e2e", "scale"]
     with tempfile.TemporaryDirectory(prefix="darkroom-bench-") as name:
         tmp = Path(name)
-        bench_pipeline(tmp)
-        bench_end_to_end(tmp)
+        if "pipeline" in chosen:
+            bench_pipeline(tmp)
+        if "e2e" in chosen:
+            bench_end_to_end(tmp)
+    if "scale" in chosen:
+        print("\n## Scale: end to end with more worker processes or threads")
+        result = scale.main(quick=args.quick)
+        print(f"  results in {result.save()}")
+        print("\n".join(scale.table(result)))
 
 
 if __name__ == "__main__":

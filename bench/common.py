@@ -1,0 +1,261 @@
+"""What every benchmark shares: test images, statistics, results on disk, a running stack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import socketio
+from PIL import Image, ImageDraw, ImageFilter
+
+from server.embedded_redis import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+FINAL_EVENTS = ("job:completed", "job:failed", "job:cancelled")
+
+
+# -- images ------------------------------------------------------------------------------------
+
+def photo_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A photo-like RGB picture: smooth light, shapes with edges, and sensor-like noise.
+
+    Flat synthetic images decode and compress unrealistically fast; this one has the
+    entropy of a real photo (a 12 MP JPEG at quality 90 is about 4-5 MB).
+    """
+    rng = random.Random(seed)
+    small = Image.new("RGB", (64, 48))
+    small.putdata([(rng.randrange(40, 220), rng.randrange(40, 220), rng.randrange(40, 220))
+                   for _ in range(64 * 48)])
+    img = small.resize((width, height), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(img)
+    for _ in range(40):
+        x, y = rng.randrange(width), rng.randrange(height)
+        r = rng.randrange(min(width, height) // 40, min(width, height) // 6)
+        color = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        if rng.random() < 0.5:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=color)
+        else:
+            draw.rectangle((x - r, y - r // 2, x + r, y + r // 2), fill=color)
+    img = img.filter(ImageFilter.GaussianBlur(1.2))
+    noise = Image.effect_noise((width, height), 18).convert("RGB")
+    return Image.blend(img, noise, 0.12)
+
+
+def photo(width: int, height: int, fmt: str = "JPEG", seed: int = 0, **save: Any) -> bytes:
+    """``photo_image`` encoded (JPEG quality 90 unless told otherwise)."""
+    buf = io.BytesIO()
+    options = {"quality": 90, **save} if fmt == "JPEG" else save
+    photo_image(width, height, seed).save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def jpeg_of_size(target_bytes: int, seed: int = 0) -> bytes:
+    """A photo JPEG of about ``target_bytes`` (by picking its dimensions)."""
+    side = 400
+    data = photo(side * 4 // 3, side, seed=seed)
+    while len(data) < target_bytes * 0.9:
+        side = int(side * (target_bytes / len(data)) ** 0.5 * 1.02) + 8
+        data = photo(side * 4 // 3, side, seed=seed)
+    return data
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (0-100) by linear interpolation; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# -- results -----------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    """One suite's figures, written to ``bench/results/<suite>.json``."""
+
+    suite: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def save(self) -> Path:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{self.suite}.json"
+        path.write_text(json.dumps({
+            "suite": self.suite,
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "figures": self.figures,
+            "notes": self.notes,
+        }, indent=2) + "\n")
+        return path
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(terse=True)}
+
+
+# -- a running Darkroom ------------------------------------------------------------------------
+
+@dataclass
+class BenchStack:
+    url: str
+    env: dict[str, str]
+    processes: list[subprocess.Popen[bytes]]
+
+    @property
+    def web_pid(self) -> int:
+        return self.processes[0].pid
+
+
+def _wait_healthy(url: str, web: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if web.poll() is not None:
+            raise RuntimeError("the web process exited while starting")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("the web process did not become healthy")
+
+
+def _wait_workers(url: str, count: int, timeout: float = 60) -> None:
+    """Until ``count`` worker processes beat (they take a few seconds to boot)."""
+    headers = {"Authorization": "Bearer bench-admin"}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            report = httpx.get(f"{url}/api/queues", headers=headers, timeout=5).json()
+            if int(report["workers"]) >= count:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{count} workers did not start")
+
+
+@contextlib.contextmanager
+def running(worker_processes: int = 1, worker_threads: int = 4, *, workers: bool = True,
+            **extra: str) -> Iterator[BenchStack]:
+    """A private Redis, SQLite, one web process and (supervised) workers, as `make run` has."""
+    with tempfile.TemporaryDirectory(prefix="darkroom-bench-") as name:
+        tmp = Path(name)
+        redis = EmbeddedRedis(tmp / "redis", persistent=False).start()
+        port = free_port()
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN")}
+        env.update({"REDIS_URL": redis.url, "DATA_DIR": str(tmp / "data"), "PORT": str(port),
+                    "LOG_LEVEL": "warning", "ADMIN_TOKEN": "bench-admin",
+                    "RATE_LIMIT_UPLOADS_PER_MIN": "0", "WORKER_PROCESSES": str(worker_processes),
+                    "WORKER_THREADS": str(worker_threads), **extra})
+        url = f"http://127.0.0.1:{port}"
+        procs: list[subprocess.Popen[bytes]] = []
+        log = (tmp / "bench.log").open("wb")
+        try:
+            procs.append(subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env,
+                                          stdout=log, stderr=subprocess.STDOUT))
+            _wait_healthy(url, procs[0])
+            if workers:
+                procs.append(subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT,
+                                              env=env, stdout=log, stderr=subprocess.STDOUT))
+                _wait_workers(url, worker_processes)
+            yield BenchStack(url, env, procs)
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            log.close()
+            redis.stop()
+
+
+class Watcher:
+    """A Socket.IO subscriber noting when each job's final event arrives (and the event)."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.final_at: dict[str, float] = {}
+        self.final: dict[str, dict[str, Any]] = {}
+        self._waiters: dict[str, asyncio.Future[float]] = {}
+
+        async def on_final(data: Any) -> None:
+            job_id = data["job"]["id"]
+            if job_id in self.final_at:
+                return
+            now = time.perf_counter()
+            self.final_at[job_id] = now
+            self.final[job_id] = data
+            waiter = self._waiters.pop(job_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(now)
+
+        for name in FINAL_EVENTS:
+            self.sio.on(name, on_final)
+
+    async def connect(self, url: str, token: str) -> Watcher:
+        snapshot = asyncio.get_running_loop().create_future()
+        self.sio.on("jobs:snapshot", lambda _data: snapshot.done() or snapshot.set_result(True))
+        await self.sio.connect(url, auth={"token": token}, transports=["websocket"],
+                               wait_timeout=15)
+        await asyncio.wait_for(snapshot, 15)
+        return self
+
+    async def wait(self, job_id: str, timeout: float = 300) -> float:
+        """perf_counter time the job's final event arrived."""
+        if job_id in self.final_at:
+            return self.final_at[job_id]
+        waiter = self._waiters.setdefault(job_id, asyncio.get_running_loop().create_future())
+        return await asyncio.wait_for(waiter, timeout)
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+
+async def new_token(http: httpx.AsyncClient) -> str:
+    response = await http.post("/api/session")
+    response.raise_for_status()
+    return str(response.json()["token"])
+
+
+async def upload(http: httpx.AsyncClient, token: str, data: bytes,
+                 name: str = "photo.jpg") -> dict[str, Any]:
+    response = await http.post("/api/images", headers={"Authorization": f"Bearer {token}"},
+                               files={"file": (name, data, "image/jpeg")})
+    if response.status_code not in (200, 202):
+        raise RuntimeError(f"upload refused: {response.status_code} {response.text[:200]}")
+    return dict(response.json())
+
+
+def unique(data: bytes, n: int) -> bytes:
+    """The same JPEG with a different trailing comment, so duplicates are not detected.
+
+    Bytes after the JPEG end-of-image marker are ignored by decoders.
+    """
+    return data + f"bench-{n}".encode()
