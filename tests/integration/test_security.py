@@ -203,14 +203,15 @@ async def test_sockets_per_user_are_capped_across_web_processes(
     assert await _refusal(guarded.url, ana, transports=["websocket"]) is None
 
 
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
 async def test_an_oversize_message_closes_only_that_socket(
-        guarded: Stack, http: httpx.AsyncClient, sockets: list[Any]) -> None:
+        guarded: Stack, http: httpx.AsyncClient, sockets: list[Any], transport: str) -> None:
     token = await new_token(http)
     big = socketio.AsyncClient(reconnection=False)
     sockets.append(big)
     gone = asyncio.Event()
     big.on("disconnect", lambda *_args: gone.set())
-    await big.connect(guarded.url, auth={"token": token}, transports=["websocket"],
+    await big.connect(guarded.url, auth={"token": token}, transports=[transport],
                       wait_timeout=10)
     neighbour = await _connect(guarded.url, token, sockets)
     await big.emit("subscribe", {"job_id": "x" * 200_000})
