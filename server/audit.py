@@ -32,4 +32,5 @@ def audit_foreign(actor: Actor, owner_id: str, action: str, target: str,
                   detail: str = "") -> None:
     """Audit an admin touching another user's data; a user's own data is not audited."""
     if actor.is_admin and owner_id != actor.user_id:
-        audit(actor.user_id, action, target, detail or f"owner {owner_id}")
+        audit(actor.user_id, action, target,
+              f"owner {owner_id}, {detail}" if detail else f"owner {owner_id}")

@@ -55,7 +55,7 @@ def page_headers(public_url: str = "") -> dict[str, str]:
 _UNSAFE_IN_QUOTES = re.compile(r'["\\\x00-\x1f\x7f]')
 
 
-def content_disposition(filename: str, *, attachment: bool = True) -> str:
+def content_disposition(filename: str) -> str:
     """``attachment; filename="<ascii>"; filename*=UTF-8''<percent-encoded>`` (RFC 6266).
 
     The plain ``filename`` is an ASCII fallback for old clients; every current browser
@@ -67,5 +67,4 @@ def content_disposition(filename: str, *, attachment: bool = True) -> str:
     fallback = _UNSAFE_IN_QUOTES.sub("_", fallback).strip()
     if not fallback or fallback.startswith("."):
         fallback = "download" + fallback
-    kind = "attachment" if attachment else "inline"
-    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

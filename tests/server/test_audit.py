@@ -45,5 +45,7 @@ def test_only_admins_touching_others_data_are_audited(lines: list[logging.LogRec
     audit_foreign(Principal("u1", False), "u2", "job.read", "job:j")  # a 404 anyway
     audit_foreign(Principal("adm", True), "adm", "job.read", "job:own")
     audit_foreign(Principal("adm", True), "u2", "job.read", "job:theirs")
+    audit_foreign(Principal("adm", True), "u2", "image.file", "image:i", "preview")
     assert [(r.target, r.getMessage()) for r in lines] == [  # type: ignore[attr-defined]
-        ("job:theirs", "admin adm: job.read job:theirs (owner u2)")]
+        ("job:theirs", "admin adm: job.read job:theirs (owner u2)"),
+        ("image:i", "admin adm: image.file image:i (owner u2, preview)")]
