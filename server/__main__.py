@@ -15,7 +15,10 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, proxy_headers=True, lifespan="on")
+                log_level=settings.log_level, proxy_headers=True, lifespan="on",
+                # Refuse oversized WebSocket frames before buffering them; engine.io
+                # checks the same bound on every transport.
+                ws_max_size=settings.socket_max_message_bytes)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from server.events import BatchEvent, BusEvent, JobEvent
 from server.relay import relay_events
 from server.routes import dlq, images, jobs, ops, queues, session, tasks, webhooks
 from server.schemas import Presenter
+from server.security import http_middleware, socketio_origins
 from server.settings import Settings
+from server.socket_limits import SocketRegistry
 from server.sockets import register_handlers, resync_all
 from server.storage import storage_for
 from server.sweeper import run_sweeper
@@ -34,10 +36,11 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> socketio.ASGIApp:
     """The whole web process: REST API, web client and Socket.IO on one port."""
     settings.require_redis()
-    cors: str | list[str] | None = None  # None: same origin only (engine.io default)
-    if settings.cors_origins:
-        cors = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
-    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=cors,
+    # engine.io checks the Origin header of polling and WebSocket requests alike, and
+    # closes a connection whose message is larger than max_http_buffer_size.
+    sio = socketio.AsyncServer(async_mode="asgi",
+                               cors_allowed_origins=socketio_origins(settings),
+                               max_http_buffer_size=settings.socket_max_message_bytes,
                                transports=list(settings.socketio_transports))
 
     @contextlib.asynccontextmanager
@@ -77,18 +80,22 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                                     settings.public_url)
         state.publish = publish
         state.task_types = task_registry.load(include_test_tasks=settings.enable_test_tasks)
+        state.sockets = SocketRegistry(client, settings.redis_prefix,
+                                       settings.max_sockets_per_user)
         stats = state.stats = StatsPusher(sio, state)
         state.relay = asyncio.create_task(
             relay_events(bus, sio, resync=lambda: resync_all(sio, state), moved=stats.poke),
             name="relay")
         sweeper = asyncio.create_task(run_sweeper(state), name="sweeper")
+        registry = asyncio.create_task(state.sockets.run(), name="socket-registry")
         try:
             yield
         finally:
-            for task in (state.relay, sweeper):
+            for task in (state.relay, sweeper, registry):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await state.sockets.release_all()
             await stats.close()
             state.broker.close()
             await client.aclose()
@@ -99,6 +106,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                 *webhooks.routes, *queues.routes, *ops.routes],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=http_middleware(settings),
     )
     register_handlers(sio, app.state)
     return socketio.ASGIApp(sio, other_asgi_app=app)

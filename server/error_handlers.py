@@ -67,7 +67,10 @@ async def handle_redis_down(request: Request, exc: Exception) -> Response:
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log, never to the client.
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "internal server error")
+    # Sent from outside every middleware (Starlette's ServerErrorMiddleware), so the
+    # SecurityHeaders middleware never sees this response.
+    return error_response(500, "internal_error", "internal server error",
+                          headers={"X-Content-Type-Options": "nosniff"})
 
 
 EXCEPTION_HANDLERS = {

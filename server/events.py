@@ -144,9 +144,12 @@ ADMINS_ROOM = "admins"
 """Admin sockets that asked for every job's events (``subscribe {"scope": "all"}``)."""
 
 
+JOB_ROOM_PREFIX = "job:"
+
+
 def job_room(job_id: str) -> str:
     """The room an admin joins to follow another user's job."""
-    return f"job:{job_id}"
+    return f"{JOB_ROOM_PREFIX}{job_id}"
 
 
 def snapshot_payload(jobs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -46,3 +46,8 @@ def paused_queues(prefix: str) -> str:
 def cron_run(prefix: str, name: str, minute: int) -> str:
     """Claimed by the one scheduler process that runs a maintenance job in that minute."""
     return f"{prefix}:cron:{name}:{minute}"
+
+
+def user_sockets(prefix: str, user_id: str) -> str:
+    """Sorted set of one user's live sockets across web processes, scored by expiry."""
+    return f"{prefix}:sockets:{user_id}"

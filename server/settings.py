@@ -91,6 +91,8 @@ class Settings:
     max_image_pixels: int = 50_000_000
     signed_url_ttl_s: int = 3600
     cors_origins: tuple[str, ...] = ()
+    max_sockets_per_user: int = 20
+    socket_max_message_bytes: int = 64 * 1024
     worker_processes: int = 1
     worker_threads: int = 4
     worker_heartbeat_timeout_ms: int = 20_000
@@ -170,6 +172,9 @@ class Settings:
             schedule_poll_s=_int(env, "SCHEDULE_POLL_S", 5, minimum=1),
             cors_origins=tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",")
                                if o.strip()),
+            max_sockets_per_user=_int(env, "MAX_SOCKETS_PER_USER", 20, minimum=1),
+            socket_max_message_bytes=_int(env, "SOCKET_MAX_MESSAGE_BYTES", 64 * 1024,
+                                          minimum=1024),
             retry_max_attempts=_int(env, "RETRY_MAX_ATTEMPTS", 4, minimum=1),
             retry_min_backoff_ms=_int(env, "RETRY_MIN_BACKOFF_MS", 1000, minimum=1),
             retry_max_backoff_ms=_int(env, "RETRY_MAX_BACKOFF_MS", 60_000, minimum=1),

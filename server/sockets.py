@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
+import redis
 import socketio
 from socketio.exceptions import ConnectionRefusedError as Refused
 
 from server import store
-from server.auth import authenticate
+from server.audit import audit, audit_foreign
+from server.auth import Principal, authenticate
 from server.events import (
     ADMINS_ROOM,
+    JOB_ROOM_PREFIX,
     SNAPSHOT,
     USER_ROOM_PREFIX,
     job_room,
@@ -19,6 +23,7 @@ from server.events import (
     token_room,
     user_room,
 )
+from server.socket_limits import MAX_JOB_ROOMS, TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +53,13 @@ async def resync_all(sio: socketio.AsyncServer, state: Any) -> None:
             await send_snapshot(sio, state, room.removeprefix(USER_ROOM_PREFIX), to=room)
 
 
+def _refusal(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message, **extra}}
+
+
 def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
     """Attach the handlers; ``state`` is the app state the lifespan fills in."""
+    buckets: dict[str, TokenBucket] = {}  # sid → its allowance of client → server events
 
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = _token_from(auth, environ)
@@ -62,44 +72,91 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
             raise Refused("unavailable: cannot check the token right now") from None
         if principal is None:
             raise Refused("unauthorized: invalid token")
-        await sio.save_session(sid, {"user_id": principal.user_id,
-                                     "is_admin": principal.is_admin,
-                                     "token_id": principal.token_id})
-        await sio.enter_room(sid, token_room(principal.token_id))
-        # Join first, then snapshot: an event racing the snapshot arrives twice at worst,
-        # and clients drop the older copy by seq; none is lost.
-        await sio.enter_room(sid, user_room(principal.user_id))
-        await send_snapshot(sio, state, principal.user_id, to=sid)
+        registry = state.sockets
+        try:
+            claimed = await registry.claim(principal.user_id, sid)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("socket registry unavailable: %s", exc)
+            raise Refused("unavailable: cannot count connections right now") from None
+        if not claimed:
+            raise Refused(f"too_many_sockets: at most {registry.limit} live connections per "
+                          "user; close another tab or client first")
+        try:
+            await sio.save_session(sid, {"user_id": principal.user_id,
+                                         "is_admin": principal.is_admin,
+                                         "token_id": principal.token_id})
+            buckets[sid] = TokenBucket()
+            await sio.enter_room(sid, token_room(principal.token_id))
+            # Join first, then snapshot: an event racing the snapshot arrives twice at worst,
+            # and clients drop the older copy by seq; none is lost.
+            await sio.enter_room(sid, user_room(principal.user_id))
+            await send_snapshot(sio, state, principal.user_id, to=sid)
+        except BaseException:
+            buckets.pop(sid, None)
+            await registry.release(sid)
+            raise
+
+    async def disconnect(sid: str, reason: Any = None) -> None:
+        buckets.pop(sid, None)
+        try:
+            await state.sockets.release(sid)
+        except (redis.RedisError, OSError) as exc:
+            # Its entry expires by itself once this process stops refreshing it.
+            log.warning("could not release socket %s: %s", sid, exc)
+
+    def _throttled(sid: str) -> dict[str, Any] | None:
+        """The rate_limited answer when this socket sends events too fast (no I/O at all)."""
+        bucket = buckets.get(sid)
+        wait_s = bucket.take() if bucket is not None else 0.0
+        if wait_s <= 0:
+            return None
+        return _refusal("rate_limited", "too many requests on this connection; slow down",
+                        retry_after_ms=math.ceil(wait_s * 1000))
 
     async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
+        refused = _throttled(sid)
+        if refused is not None:
+            return refused
+        session = await sio.get_session(sid)
+        caller = Principal(session["user_id"], session["is_admin"], session["token_id"])
         if isinstance(data, dict) and data.get("scope") == "all":
             # The admin dashboard: every job's events, whoever owns the job.
-            session = await sio.get_session(sid)
-            if not session["is_admin"]:
-                return {"ok": False, "error": {"code": "forbidden",
-                                               "message": "admin token required"}}
+            if not caller.is_admin:
+                return _refusal("forbidden", "admin token required")
             await sio.enter_room(sid, ADMINS_ROOM)
+            audit(caller.user_id, "events.subscribe_all", "jobs of all users")
             return {"ok": True, "scope": "all"}
         job_id = data.get("job_id") if isinstance(data, dict) else None
-        if not isinstance(job_id, str) or not job_id:
-            return {"ok": False, "error": {"code": "bad_request",
-                                           "message": "send {\"job_id\": \"<id>\"}"}}
-        session = await sio.get_session(sid)
-        owner = None if session["is_admin"] else session["user_id"]
-        found = await state.db.read(store.get_job_positioned, job_id=job_id, user_id=owner)
+        if not isinstance(job_id, str) or not job_id or len(job_id) > 64:
+            return _refusal("bad_request", "send {\"job_id\": \"<id>\"}")
+        if caller.is_admin and _job_rooms(sio, sid) >= MAX_JOB_ROOMS:
+            return _refusal("too_many_subscriptions",
+                            f"at most {MAX_JOB_ROOMS} followed jobs per connection; "
+                            "unsubscribe from some first")
+        found = await state.db.read(store.get_job_positioned, job_id=job_id,
+                                    user_id=caller.owner)
         if found is None:
-            return {"ok": False, "error": {"code": "not_found", "message": "job not found"}}
+            return _refusal("not_found", "job not found")
         view, position = found
-        if view.job.user_id != session["user_id"]:
+        if view.job.user_id != caller.user_id:
             # Admins following someone else's job get its events through the job's room.
             await sio.enter_room(sid, job_room(job_id))
+            audit_foreign(caller, view.job.user_id, "job.subscribe", f"job:{job_id}")
         return {"ok": True, "job": state.presenter.job(view.job, view.image, position)}
 
     async def unsubscribe(sid: str, data: Any = None) -> dict[str, Any]:
+        refused = _throttled(sid)
+        if refused is not None:
+            return refused
         job_id = data.get("job_id") if isinstance(data, dict) else None
         if isinstance(job_id, str):
             await sio.leave_room(sid, job_room(job_id))
         return {"ok": True}
 
-    for handler in (connect, subscribe, unsubscribe):
+    for handler in (connect, disconnect, subscribe, unsubscribe):
         sio.on(handler.__name__, handler)
+
+
+def _job_rooms(sio: socketio.AsyncServer, sid: str) -> int:
+    """How many job rooms the socket is in."""
+    return sum(1 for room in sio.rooms(sid) if str(room).startswith(JOB_ROOM_PREFIX))

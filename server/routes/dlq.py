@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server import dispatch, store, validation
+from server.audit import audit
 from server.auth import require_admin
 from server.errors import ApiError, not_found
 from server.events import DLQ_REMOVED, AdminEvent
@@ -27,12 +28,15 @@ def _item(state: Any, entry: DeadLetter, view: store.JobView) -> dict[str, Any]:
 
 
 async def list_dead_letters(request: Request) -> JSONResponse:
-    await require_admin(request)
+    admin = await require_admin(request)
     state = request.app.state
     limit, before = validation.page(request.query_params)
+    task_type = request.query_params.get("type") or None
+    error = request.query_params.get("error") or None
     rows = await state.db.read(store.list_dead_letters, limit=limit, before=before,
-                               task_type=request.query_params.get("type") or None,
-                               error=request.query_params.get("error") or None)
+                               task_type=task_type, error=error)
+    audit(admin.user_id, "dlq.list", "dlq",
+          f"{len(rows)} items, type={task_type or '*'}, error={error or '*'}")
     return JSONResponse({
         "items": [_item(state, entry, view) for entry, view in rows],
         "next_before": rows[-1][0].job_id if len(rows) == limit else None,
@@ -40,13 +44,15 @@ async def list_dead_letters(request: Request) -> JSONResponse:
 
 
 async def retry_one(request: Request) -> JSONResponse:
-    await require_admin(request)
-    job = await dispatch.retry_failed(request.app.state, request.path_params["job_id"])
+    admin = await require_admin(request)
+    job_id = request.path_params["job_id"]
+    job = await dispatch.retry_failed(request.app.state, job_id)
+    audit(admin.user_id, "dlq.retry", f"job:{job_id}")
     return JSONResponse({"job": job}, status_code=202)
 
 
 async def retry_all(request: Request) -> JSONResponse:
-    await require_admin(request)
+    admin = await require_admin(request)
     state = request.app.state
     retried: list[str] = []
     errors: list[dict[str, Any]] = []
@@ -58,23 +64,26 @@ async def retry_all(request: Request) -> JSONResponse:
             if exc.status == 503:
                 raise
             errors.append({"job_id": job_id, "error": {"code": exc.code, "message": exc.message}})
+    audit(admin.user_id, "dlq.retry_all", "dlq", f"{len(retried)} retried, {len(errors)} refused")
     return JSONResponse({"retried": retried, "errors": errors}, status_code=202)
 
 
 async def delete_one(request: Request) -> Response:
-    await require_admin(request)
+    admin = await require_admin(request)
     state = request.app.state
     job_id = request.path_params["job_id"]
     if not await state.db.write(store.delete_dead_letter, job_id=job_id):
         raise not_found("dead letter")
+    audit(admin.user_id, "dlq.delete", f"job:{job_id}")
     await state.publish(AdminEvent(DLQ_REMOVED, {"job_ids": [job_id]}))
     return Response(status_code=204)
 
 
 async def clear(request: Request) -> Response:
-    await require_admin(request)
+    admin = await require_admin(request)
     state = request.app.state
-    await state.db.write(store.clear_dead_letters)
+    removed = await state.db.write(store.clear_dead_letters)
+    audit(admin.user_id, "dlq.clear", "dlq", f"{removed} removed")
     await state.publish(AdminEvent(DLQ_REMOVED, {"all": True}))
     return Response(status_code=204)
 

@@ -14,8 +14,10 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from server import dispatch, ratelimit, signing, store, validation
-from server.auth import require_user
+from server.audit import audit_foreign
+from server.auth import Principal, require_user
 from server.errors import ApiError, not_found
+from server.headers import content_disposition
 from server.jobs import queue_for
 from server.models import new_id, utcnow
 from server.routes import queues
@@ -167,6 +169,8 @@ async def get_batch(request: Request) -> JSONResponse:
     if summary is None:
         raise not_found("batch")
     views = await state.db.read(store.batch_jobs, batch_id=batch_id)
+    if views:
+        audit_foreign(principal, views[0].job.user_id, "batch.read", f"batch:{batch_id}")
     return JSONResponse({"batch": summary,
                          "jobs": [state.presenter.job(v.job, v.image) for v in views]})
 
@@ -199,11 +203,12 @@ async def get_image(request: Request) -> JSONResponse:
                                 user_id=principal.owner)
     if image is None:
         raise not_found("image")
+    audit_foreign(principal, image.user_id, "image.read", f"image:{image.id}")
     return JSONResponse(state.presenter.image(image))
 
 
-async def _file_owner(request: Request, image_id: str, kind: str) -> str | None:
-    """Whose image the caller may read; None means any (a valid signed link, or an admin)."""
+async def _file_caller(request: Request, image_id: str, kind: str) -> Principal | None:
+    """Who asks for the file; None for a valid signed link (it names the file itself)."""
     params = request.query_params
     sig, expires = params.get("sig"), params.get("expires", "")
     if sig and expires.isdigit():
@@ -212,19 +217,24 @@ async def _file_owner(request: Request, image_id: str, kind: str) -> str | None:
             return None
         if "authorization" not in request.headers:
             raise ApiError(403, "forbidden", "the link is invalid or has expired")
-    return (await require_user(request)).owner
+    return await require_user(request)
 
 
 async def get_image_file(request: Request) -> Response:
+    """The file's bytes. Renditions show inline (they are <img> sources); the original is
+    always a download: it is the uploader's bytes, so a browser must never render it here."""
     kind = request.path_params["kind"]
     image_id = request.path_params["image_id"]
     if kind not in signing.FILE_KINDS:
         raise ApiError(404, "not_found", "no such resource")
-    owner = await _file_owner(request, image_id, kind)
+    caller = await _file_caller(request, image_id, kind)
     state = request.app.state
-    image = await state.db.read(store.get_image, image_id=image_id, user_id=owner)
+    image = await state.db.read(store.get_image, image_id=image_id,
+                                user_id=caller.owner if caller else None)
     if image is None:
         raise not_found("image")
+    if caller is not None:
+        audit_foreign(caller, image.user_id, "image.file", f"image:{image_id}", kind)
     if kind == "original":
         path, media_type = state.storage.original(image_id), image.content_type
     else:
@@ -236,6 +246,8 @@ async def get_image_file(request: Request) -> Response:
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'",
     }
+    if kind == "original":
+        headers["Content-Disposition"] = content_disposition(image.filename)
     return FileResponse(path, media_type=media_type, headers=headers)
 
 
@@ -246,6 +258,7 @@ async def delete_image(request: Request) -> Response:
                                  user_id=principal.owner)
     if image is None:
         raise not_found("image")
+    audit_foreign(principal, image.user_id, "image.delete", f"image:{image.id}")
     # A job still queued for it ends `cancelled` when a worker finds the image gone.
     await asyncio.to_thread(state.storage.remove_image, image.id)
     return Response(status_code=204)

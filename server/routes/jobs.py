@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from server import dispatch, store, validation
+from server.audit import audit, audit_foreign
 from server.auth import require_user
 from server.errors import ApiError, not_found
 from server.jobs import JobState, TransitionError
@@ -24,6 +25,7 @@ async def get_job(request: Request) -> JSONResponse:
     if found is None:
         raise not_found("job")
     view, position = found
+    audit_foreign(principal, view.job.user_id, "job.read", f"job:{view.job.id}")
     return JSONResponse(state.presenter.job(view.job, view.image, position))
 
 
@@ -39,6 +41,7 @@ async def cancel_job(request: Request) -> JSONResponse:
         raise ApiError(409, "conflict", "the job has already finished") from None
     if view is None:
         raise not_found("job")
+    audit_foreign(principal, view.job.user_id, "job.cancel", f"job:{job_id}")
     # A worker running it stops at its next stage boundary and removes partial outputs;
     # a queued message is skipped when a worker picks it up.
     if view.image is not None:
@@ -60,6 +63,10 @@ async def list_jobs(request: Request) -> JSONResponse:
     views = await state.db.read(store.list_jobs, user_id=principal.owner, limit=limit,
                                 before=before, state=wanted,
                                 task_type=request.query_params.get("type") or None)
+    if principal.is_admin:
+        audit(principal.user_id, "jobs.list", "jobs of all users",
+              f"{len(views)} items, state={wanted or '*'}, "
+              f"type={request.query_params.get('type') or '*'}")
     return JSONResponse({
         "items": [state.presenter.job(v.job, v.image) for v in views],
         "next_before": views[-1].job.id if len(views) == limit else None,
@@ -74,6 +81,7 @@ async def job_timeline(request: Request) -> JSONResponse:
     view = await state.db.read(store.get_job, job_id=job_id, user_id=principal.owner)
     if view is None:
         raise not_found("job")
+    audit_foreign(principal, view.job.user_id, "job.timeline", f"job:{job_id}")
     records = await state.db.read(store.job_timeline, job_id=job_id)
     return JSONResponse({
         "job": state.presenter.job(view.job, view.image),
@@ -88,9 +96,15 @@ async def job_timeline(request: Request) -> JSONResponse:
 async def retry_job(request: Request) -> JSONResponse:
     """The owner runs their failed job again (same id, fresh attempts): 202 ``{"job"}``."""
     principal = await require_user(request)
-    job = await dispatch.retry_failed(request.app.state, request.path_params["job_id"],
-                                      user_id=principal.owner, dead_letters_only=False,
+    state = request.app.state
+    job_id = request.path_params["job_id"]
+    job = await dispatch.retry_failed(state, job_id, user_id=principal.owner,
+                                      dead_letters_only=False,
                                       retryable_only=not principal.is_admin)
+    if principal.is_admin:
+        view = await state.db.read(store.get_job, job_id=job_id, user_id=None)
+        if view is not None:
+            audit_foreign(principal, view.job.user_id, "job.retry", f"job:{job_id}")
     return JSONResponse({"job": job}, status_code=202)
 
 

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from server import dispatch, keys, store, validation
+from server.audit import audit
 from server.auth import require_admin
 from server.errors import ApiError, not_found
 from server.jobs import Stage
@@ -60,12 +61,14 @@ async def live_workers(state: Any) -> int:
 
 
 async def list_queues(request: Request) -> JSONResponse:
-    await require_admin(request)
-    return JSONResponse(await queue_report(request.app.state))
+    admin = await require_admin(request)
+    report = await queue_report(request.app.state)
+    audit(admin.user_id, "queues.list", "queues")
+    return JSONResponse(report)
 
 
 async def _set_paused(request: Request, paused: bool) -> JSONResponse:
-    await require_admin(request)
+    admin = await require_admin(request)
     state = request.app.state
     name = _queue(request)
     key = keys.paused_queues(state.settings.redis_prefix)
@@ -77,6 +80,7 @@ async def _set_paused(request: Request, paused: bool) -> JSONResponse:
     for view in await state.db.write(store.mark_paused, base=name, paused=paused):
         await dispatch.announce(state, view)
     state.stats.poke()  # every admin's page shows the switch
+    audit(admin.user_id, "queue.pause" if paused else "queue.resume", f"queue:{name}")
     return JSONResponse({"name": name, "paused": paused})
 
 
@@ -90,7 +94,7 @@ async def resume(request: Request) -> JSONResponse:
 
 
 async def clean(request: Request) -> JSONResponse:
-    await require_admin(request)
+    admin = await require_admin(request)
     state = request.app.state
     name = _queue(request)
     body = validation.json_body(await request.body(), empty={})
@@ -108,6 +112,8 @@ async def clean(request: Request) -> JSONResponse:
         raise ApiError(400, "bad_request", "older_than_s must not be negative")
     removed = await state.db.write(store.clean_finished, base=name,
                                    finished_before=utcnow() - timedelta(seconds=age_s))
+    audit(admin.user_id, "queue.clean", f"queue:{name}",
+          f"{removed} removed, older than {age_s} s")
     return JSONResponse({"name": name, "removed": removed})
 
 

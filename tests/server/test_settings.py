@@ -65,3 +65,16 @@ def test_client_commands_find_the_server_and_token() -> None:
     given = ClientSettings.from_env({"DARKROOM_URL": "https://img.example.com/",
                                      "DARKROOM_TOKEN": "t", "ADMIN_TOKEN": "a"})
     assert given == ClientSettings("https://img.example.com", "t")
+
+
+def test_socket_limits(tmp_path: Path) -> None:
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path)})
+    assert settings.max_sockets_per_user == 20
+    assert settings.socket_max_message_bytes == 64 * 1024
+    given = Settings.from_env({"DATA_DIR": str(tmp_path), "MAX_SOCKETS_PER_USER": "3",
+                               "SOCKET_MAX_MESSAGE_BYTES": "4096"})
+    assert (given.max_sockets_per_user, given.socket_max_message_bytes) == (3, 4096)
+    with pytest.raises(SettingsError, match="MAX_SOCKETS_PER_USER"):
+        Settings.from_env({"DATA_DIR": str(tmp_path), "MAX_SOCKETS_PER_USER": "0"})
+    with pytest.raises(SettingsError, match="SOCKET_MAX_MESSAGE_BYTES"):
+        Settings.from_env({"DATA_DIR": str(tmp_path), "SOCKET_MAX_MESSAGE_BYTES": "10"})

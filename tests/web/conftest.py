@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +41,42 @@ async def browser() -> AsyncIterator[object]:
             yield launched
         finally:
             await launched.close()
+
+
+# Records every Content-Security-Policy violation the page reports, from the first script on.
+_CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__cspViolations.push(`${e.effectiveDirective} blocked ${e.blockedURI || 'inline'}`);
+});
+"""
+
+
+async def watch_csp(context: Any) -> None:
+    """Have every page of ``context`` record CSP violations (read them with csp_violations)."""
+    await context.add_init_script(_CSP_WATCH)
+
+
+async def csp_violations(page: Any) -> list[str]:
+    return list(await page.evaluate("window.__cspViolations || []"))
+
+
+async def wait_for_js(page: Any, expression: str, arg: Any = None,
+                      timeout: float = 30_000) -> Any:
+    """``page.wait_for_function``, polled from the test instead.
+
+    Playwright evaluates a wait_for_function predicate with eval inside the page, which
+    the pages' Content-Security-Policy forbids; ``page.evaluate`` goes through the
+    DevTools protocol, which it does not.
+    """
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        value = await page.evaluate(expression, arg)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout} ms: {expression}")
+        await asyncio.sleep(0.1)
 
 
 def screenshot_path(name: str) -> str:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import auth, jpeg_bytes
-from tests.web.conftest import screenshot_path
+from tests.web.conftest import csp_violations, screenshot_path, wait_for_js, watch_csp
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +32,7 @@ def site(redis_url: str, databases: Databases,
 @pytest.fixture
 async def page(browser: Any, site: Stack) -> AsyncIterator[Any]:
     context = await browser.new_context(viewport={"width": 1100, "height": 900})
+    await watch_csp(context)
     opened = await context.new_page()
     problems: list[str] = []
     dialogs: list[str] = []
@@ -45,7 +46,9 @@ async def page(browser: Any, site: Stack) -> AsyncIterator[Any]:
     await opened.goto(site.url)
     await opened.wait_for_selector("#conn[data-state=connected]", timeout=15_000)
     yield opened
+    violations = await csp_violations(opened)
     await context.close()
+    assert violations == [], f"Content-Security-Policy violations: {violations}"
     assert problems == [], f"console errors: {problems}"
     assert dialogs == [], f"a script ran: {dialogs}"
 
@@ -64,14 +67,14 @@ async def test_three_dropped_images_show_live_progress_and_thumbnails(page: Any)
         _file("green.jpg", jpeg_bytes(900, 1400, color=(30, 200, 30))),
         _file("blue.jpg", jpeg_bytes(640, 480, color=(30, 30, 200))),
     ])
-    await page.wait_for_function(
+    await wait_for_js(page,
         "document.querySelectorAll('li.card[data-state=completed]').length === 3",
         timeout=30_000)
     # Each card's thumbnail is a real 200×200 image, loaded from its signed URL.
-    await page.wait_for_function(
+    await wait_for_js(page,
         "[...document.querySelectorAll('li.card .card-thumb img')]"
         ".filter(i => i.complete && i.naturalWidth === 200).length === 3", timeout=15_000)
-    await page.wait_for_function(
+    await wait_for_js(page,
         "document.querySelectorAll('#gallery li.gallery-item img').length >= 3")
     titles = await page.eval_on_selector_all("li.card .card-title", "e => e.map(x => x.textContent)")
     assert sorted(titles) == ["blue.jpg", "green.jpg", "red.jpg"]
@@ -86,7 +89,7 @@ async def test_a_failing_upload_shows_its_reason(page: Any) -> None:
         _file("cut.jpg", whole[: len(whole) // 3]),
         _file("notes.jpg", b"plain text, not a photo", "text/plain"),
     ])
-    await page.wait_for_function(
+    await wait_for_js(page,
         "document.querySelectorAll('li.card .card-error:not([hidden])').length === 2",
         timeout=30_000)
     errors = await page.eval_on_selector_all("li.card .card-error:not([hidden])",
@@ -125,6 +128,7 @@ async def test_after_a_web_restart_the_page_reconnects_and_shows_the_true_end(
 async def test_admin_dashboard_retries_a_dead_letter_and_counts_move_live(
         browser: Any, site: Stack) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+    await watch_csp(context)
     admin = await context.new_page()
     problems: list[str] = []
     admin.on("console", lambda msg: problems.append(msg.text)
@@ -151,11 +155,12 @@ async def test_admin_dashboard_retries_a_dead_letter_and_counts_move_live(
         await admin.screenshot(path=screenshot_path("admin-dead-letter"), full_page=True)
         await admin.click(f"{item} [data-testid=dlq-retry]")
         await admin.wait_for_selector(item, state="detached", timeout=20_000)
-        await admin.wait_for_function(
+        await wait_for_js(admin,
             "([sel, n]) => Number(document.querySelector(sel)?.textContent) > n",
             arg=[completed, before], timeout=20_000)
         await admin.screenshot(path=screenshot_path("admin-after-retry"), full_page=True)
         assert problems == [], problems
+        assert await csp_violations(admin) == []
     finally:
         await context.close()
 
@@ -165,17 +170,17 @@ async def test_total_bar_detail_view_and_delete(page: Any, site: Stack) -> None:
         _file("first.jpg", jpeg_bytes(1200, 800, color=(90, 20, 20))),
         _file("second.jpg", jpeg_bytes(800, 1200, color=(20, 90, 20))),
     ])
-    await page.wait_for_function(
+    await wait_for_js(page,
         "document.querySelector('[data-testid=total-progress]')?.value === 100",
         timeout=30_000)
     assert "2 of 2 done" in await page.inner_text("[data-testid=total-text]")
     item = "#gallery [data-testid=gallery-item]"
-    await page.wait_for_function(f"document.querySelectorAll('{item}').length >= 2")
+    await wait_for_js(page, f"document.querySelectorAll('{item}').length >= 2")
     first = await page.get_attribute(item, "data-image-id")
     await page.click(f"{item}[data-image-id='{first}'] button, {item}[data-image-id='{first}'] a")
     dialog = "[data-testid=image-detail]"
     await page.wait_for_selector(f"{dialog}[open]")
-    await page.wait_for_function(
+    await wait_for_js(page,
         f"(() => {{ const i = document.querySelector('{dialog} img');"
         " return i && i.complete && i.naturalWidth > 0; })()")
     meta = await page.inner_text(f"{dialog} [data-testid=image-meta]")
@@ -235,7 +240,7 @@ async def test_admin_pages_show_hostile_text_as_text(browser: Any, site: Stack) 
         await admin.wait_for_selector(row, timeout=20_000)
         await admin.click(row)
         await admin.wait_for_selector("[data-testid=job-detail]")
-        await admin.wait_for_function(
+        await wait_for_js(admin,
             f"document.querySelector('[data-testid=job-detail]').textContent"
             f".includes({hostile!r})")
         assert await admin.eval_on_selector_all("img[src='x']", "e => e.length") == 0
@@ -279,5 +284,44 @@ async def test_web_stopped_mid_upload_then_the_page_shows_the_true_end(
         assert images == [], "the interrupted upload left nothing behind"
         await page.click("li.card[data-state=upload-failed] button:has-text('Retry upload')")
         await page.wait_for_selector("li.card[data-state=completed]", timeout=30_000)
+    finally:
+        await context.close()
+
+
+@pytest.mark.parametrize("path", ["/", "/admin"])
+async def test_pages_work_under_their_content_security_policy(
+        browser: Any, site: Stack, path: str) -> None:
+    context = await browser.new_context()
+    await watch_csp(context)
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    try:
+        response = await page.goto(f"{site.url}{path}")
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        assert response.headers["x-frame-options"] == "DENY"
+        if path == "/admin":
+            await page.fill("[data-testid=token-input]", site.env["ADMIN_TOKEN"])
+            await page.press("[data-testid=token-input]", "Enter")
+            await page.wait_for_selector("[data-testid=queue-row]", timeout=15_000)
+        await page.wait_for_selector("#conn[data-state=connected]", timeout=15_000)
+        assert await csp_violations(page) == [], "the page itself needs nothing the policy bans"
+        assert problems == []
+        # The policy is in force: an injected inline script and handler do not run.
+        ran = await page.evaluate("""async () => {
+            window.__ran = false;
+            const s = document.createElement('script');
+            s.textContent = 'window.__ran = true';
+            document.body.append(s);
+            const img = document.createElement('img');
+            img.setAttribute('onerror', 'window.__ran = true');
+            const failed = new Promise((done) => img.addEventListener('error', done));
+            img.src = '/static/no-such-image.png';
+            document.body.append(img);
+            await failed;  // listeners run in order: the inline handler had its turn
+            return window.__ran;
+        }""")
+        assert ran is False
+        assert any(v.startswith("script-src") for v in await csp_violations(page))
     finally:
         await context.close()
