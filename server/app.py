@@ -12,17 +12,18 @@ import redis.asyncio as aioredis
 import socketio
 from starlette.applications import Starlette
 
-from server import store
+from server import metrics, store, telemetry
 from server.bus import Bus
 from server.dashboard import StatsPusher
 from server.db import Database
 from server.error_handlers import EXCEPTION_HANDLERS
 from server.events import BatchEvent, BusEvent, JobEvent
 from server.relay import relay_events
+from server.request_ids import RequestIds
 from server.routes import dlq, images, jobs, ops, queues, session, tasks, webhooks
 from server.schemas import Presenter
 from server.settings import Settings
-from server.sockets import register_handlers, resync_all
+from server.sockets import register_handlers, resync_all, socket_counts
 from server.storage import Storage
 from server.sweeper import run_sweeper
 from workers import tasks as task_registry
@@ -31,7 +32,7 @@ from workers.broker import build_broker
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> socketio.ASGIApp:
+def create_app(settings: Settings) -> RequestIds:
     """The whole web process: REST API, web client and Socket.IO on one port."""
     settings.require_redis()
     cors: str | list[str] | None = None  # None: same origin only (engine.io default)
@@ -73,15 +74,22 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                                     settings.public_url)
         state.publish = publish
         state.task_types = task_registry.load(include_test_tasks=settings.enable_test_tasks)
+        # Uploads and relay delays, added to the deployment's metrics every few seconds.
+        tally = state.tally = metrics.Tally()
+        state.socket_counts = lambda: socket_counts(sio)
         stats = state.stats = StatsPusher(sio, state)
         state.relay = asyncio.create_task(
-            relay_events(bus, sio, resync=lambda: resync_all(sio, state), moved=stats.poke),
+            relay_events(bus, sio, resync=lambda: resync_all(sio, state), moved=stats.poke,
+                         tally=tally),
             name="relay")
         sweeper = asyncio.create_task(run_sweeper(state), name="sweeper")
+        reporter = asyncio.create_task(
+            telemetry.report_forever(client, settings.redis_prefix, tally, state.socket_counts),
+            name="metrics")
         try:
             yield
         finally:
-            for task in (state.relay, sweeper):
+            for task in (state.relay, sweeper, reporter):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -97,4 +105,4 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         exception_handlers=EXCEPTION_HANDLERS,
     )
     register_handlers(sio, app.state)
-    return socketio.ASGIApp(sio, other_asgi_app=app)
+    return RequestIds(socketio.ASGIApp(sio, other_asgi_app=app))

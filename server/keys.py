@@ -46,3 +46,31 @@ def paused_queues(prefix: str) -> str:
 def cron_run(prefix: str, name: str, minute: int) -> str:
     """Claimed by the one scheduler process that runs a maintenance job in that minute."""
     return f"{prefix}:cron:{name}:{minute}"
+
+
+def dramatiq_queue(namespace: str, queue: str) -> str:
+    """Dramatiq's list of message ids waiting in a queue (brokers/redis/dispatch.lua).
+
+    ``queue`` may be a delay queue (``images.DQ``), whose list holds delayed messages.
+    """
+    return f"{namespace}:{queue}"
+
+
+def dramatiq_messages(namespace: str, queue: str) -> str:
+    """Dramatiq's hash of a queue's messages not yet acknowledged (waiting or fetched)."""
+    return f"{namespace}:{queue}.msgs"
+
+
+def dramatiq_delay_queue(queue: str) -> str:
+    """The delay queue Dramatiq puts a queue's delayed messages on until they are due."""
+    return f"{queue}.DQ"
+
+
+def metrics_samples(prefix: str) -> str:
+    """Deployment-wide counters and histogram buckets (a hash: one field per series)."""
+    return f"{prefix}:metrics:samples"
+
+
+def metrics_sockets(prefix: str) -> str:
+    """Each web process's connected sockets and users, with the time it last said so."""
+    return f"{prefix}:metrics:sockets"

@@ -39,6 +39,16 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed`` (the first is the default), case-insensitive."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return allowed[0]
+    if raw not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
 def _secret(env: Mapping[str, str], data_dir: Path) -> str:
     """SECRET_KEY, or a random key kept in the data dir so every local process shares it."""
     given = env.get("SECRET_KEY", "").strip()
@@ -99,6 +109,7 @@ class Settings:
     job_time_limit_s: int = 300
     public_url: str = ""
     log_level: str = "info"
+    log_format: str = "text"
 
     def require_redis(self) -> str:
         """REDIS_URL, or a clear error telling how to get one."""
@@ -162,4 +173,5 @@ class Settings:
             job_time_limit_s=_int(env, "JOB_TIME_LIMIT_S", 300, minimum=1),
             public_url=env.get("PUBLIC_URL", "").strip().rstrip("/"),
             log_level=env.get("LOG_LEVEL", "").strip().lower() or "info",
+            log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
         )

@@ -8,7 +8,7 @@ from typing import Any
 import socketio
 from socketio.exceptions import ConnectionRefusedError as Refused
 
-from server import store
+from server import logs, store
 from server.auth import authenticate
 from server.events import (
     ADMINS_ROOM,
@@ -47,6 +47,14 @@ async def resync_all(sio: socketio.AsyncServer, state: Any) -> None:
             await send_snapshot(sio, state, room.removeprefix(USER_ROOM_PREFIX), to=room)
 
 
+def socket_counts(sio: socketio.AsyncServer) -> tuple[int, int]:
+    """Sockets connected to this process, and distinct users among them (their rooms)."""
+    rooms = sio.manager.rooms.get("/", {})
+    sockets = len(rooms.get(None, ()))
+    users = sum(1 for room in rooms if isinstance(room, str) and room.startswith(USER_ROOM_PREFIX))
+    return sockets, users
+
+
 def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
     """Attach the handlers; ``state`` is the app state the lifespan fills in."""
 
@@ -61,6 +69,7 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
             raise Refused("unavailable: cannot check the token right now") from None
         if principal is None:
             raise Refused("unauthorized: invalid token")
+        logs.bind(user_id=principal.user_id)  # for the rest of this socket's handling
         await sio.save_session(sid, {"user_id": principal.user_id,
                                      "is_admin": principal.is_admin})
         # Join first, then snapshot: an event racing the snapshot arrives twice at worst,
@@ -69,9 +78,10 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
         await send_snapshot(sio, state, principal.user_id, to=sid)
 
     async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
+        session = await sio.get_session(sid)
+        logs.bind(user_id=session["user_id"])  # this event's task
         if isinstance(data, dict) and data.get("scope") == "all":
             # The admin dashboard: every job's events, whoever owns the job.
-            session = await sio.get_session(sid)
             if not session["is_admin"]:
                 return {"ok": False, "error": {"code": "forbidden",
                                                "message": "admin token required"}}
@@ -81,7 +91,6 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
         if not isinstance(job_id, str) or not job_id:
             return {"ok": False, "error": {"code": "bad_request",
                                            "message": "send {\"job_id\": \"<id>\"}"}}
-        session = await sio.get_session(sid)
         owner = None if session["is_admin"] else session["user_id"]
         found = await state.db.read(store.get_job_positioned, job_id=job_id, user_id=owner)
         if found is None:

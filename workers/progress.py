@@ -18,6 +18,7 @@ from server.jobs import JobState, is_final
 from server.models import Job
 from server.schemas import Presenter
 from server.store import JobView
+from workers import timings
 from workers.faults import JobCancelled
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class Reporter:
 
     def progress(self, job_id: str, stage: str, progress: int) -> None:
         """Report the start of ``stage``; raises JobCancelled when the job is no longer active."""
+        timings.stage_entered(stage)
         view = self._write(store.report_progress, job_id=job_id, stage=stage, progress=progress)
         if view is None:
             raise JobCancelled("the job was cancelled")

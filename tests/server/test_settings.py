@@ -37,3 +37,11 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = Settings.from_env({"DATA_DIR": str(tmp_path)})
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_log_format_is_text_or_json(tmp_path: Path) -> None:
+    assert Settings.from_env({"DATA_DIR": str(tmp_path)}).log_format == "text"
+    assert Settings.from_env({"DATA_DIR": str(tmp_path), "LOG_FORMAT": "JSON"}).log_format \
+        == "json"
+    with pytest.raises(SettingsError, match="LOG_FORMAT"):
+        Settings.from_env({"DATA_DIR": str(tmp_path), "LOG_FORMAT": "xml"})
