@@ -69,12 +69,13 @@ def context() -> dict[str, str]:
     return dict(_context.get())
 
 
-def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    """Context fields, then the record's own ``extra=`` fields (which win)."""
+def _extras(record: logging.LogRecord, *, access_fields: bool = True) -> dict[str, Any]:
+    """Context fields, then the record's own ``extra=`` fields (which win), then for an
+    access line its request's method, path, status (when ``access_fields``)."""
     fields: dict[str, Any] = dict(_context.get())
     fields.update((k, v) for k, v in record.__dict__.items()
                   if k not in _STANDARD and not k.startswith("_"))
-    if record.name == "uvicorn.access" and isinstance(record.args, tuple) \
+    if access_fields and record.name == "uvicorn.access" and isinstance(record.args, tuple) \
             and len(record.args) == len(_ACCESS_FIELDS):
         fields.update(zip(_ACCESS_FIELDS, record.args, strict=True))
     return fields
@@ -116,7 +117,9 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        pairs = " ".join(f"{key}={_text_value(value)}" for key, value in _extras(record).items())
+        # (An access line's message already tells its method, path and status.)
+        pairs = " ".join(f"{key}={_text_value(value)}"
+                         for key, value in _extras(record, access_fields=False).items())
         base = super().formatMessage(record)
         return f"{base} {pairs}" if pairs else base
 
@@ -143,6 +146,7 @@ def configure(level: str, fmt: str = "text", stream: TextIO | None = None) -> No
         old.close()
     root.addHandler(handler)
     root.setLevel(level_number(level))
+    logging.captureWarnings(True)  # warnings become log lines of the same shape
     # uvicorn and Dramatiq log through their own named loggers: let them reach ours.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "dramatiq"):
         logger = logging.getLogger(name)

@@ -124,6 +124,7 @@ def test_configure_replaces_root_handlers_and_reaches_uvicorn() -> None:
         (line,) = _json_lines(buf)
         assert line["logger"] == "uvicorn.error" and line["message"] == "from uvicorn"
     finally:
+        logging.captureWarnings(False)
         for handler in root.handlers[:]:
             root.removeHandler(handler)
         for handler in saved[0]:
