@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Stack
+from server.embedded_redis import free_port
+from tests.conftest import Stack, _wait_for_port, start_web, stop
 from tests.factories import LiveClient, jpeg_bytes, new_token, upload
 
 pytestmark = pytest.mark.integration
@@ -131,3 +134,57 @@ async def test_a_socket_that_leaves_leaves_the_count(stack: Stack,
             and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert count <= with_it - 1
+
+
+async def _scrape_until(http: httpx.AsyncClient, done: Callable[[Samples], bool],
+                        timeout: float = 40.0) -> Samples:
+    """Scrape until ``done`` holds (other processes report every few seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = await _scrape(http)
+        if done(samples) or time.monotonic() > deadline:
+            return samples
+        await asyncio.sleep(0.5)
+
+
+async def test_any_web_process_reports_the_whole_deployment(
+        stack: Stack, http: httpx.AsyncClient) -> None:
+    port = free_port()
+    other = start_web({**stack.env, "PORT": str(port)}, stack.logs / "web-b.log")
+    client: LiveClient | None = None
+    try:
+        _wait_for_port(port, other)
+        other_name = f"{socket.gethostname()}:{other.pid}"
+        other_url = f"http://127.0.0.1:{port}"
+        before = await _scrape(http)
+        async with httpx.AsyncClient(base_url=other_url, timeout=30) as http_b:
+            token = await new_token(http_b)
+            client = await LiveClient().connect(other_url, token, transports=["websocket"])
+            await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+            response = await upload(http_b, token, jpeg_bytes(50, 40, color=(3, 141, 59)))
+            assert response.status_code == 202, response.text
+
+        # The first process's scrape shows the second one's socket and upload.
+        def sees_b(samples: Samples) -> bool:
+            return _value(samples, "darkroom_process_socket_connections",
+                          process=other_name) >= 1 and _grew(
+                before, samples, "darkroom_uploads_total", outcome="accepted") >= 1
+
+        seen = await _scrape_until(http, sees_b)
+        assert sees_b(seen), "the other web process's figures never showed"
+        assert _value(seen, "darkroom_web_processes") >= 2
+
+        # Killed without a word: its sockets leave the report once it has gone quiet.
+        other.send_signal(signal.SIGKILL)
+        other.wait()
+
+        def b_gone(samples: Samples) -> bool:
+            return not any(name == "darkroom_process_socket_connections"
+                           and dict(labels).get("process") == other_name
+                           for name, labels in samples)
+
+        assert b_gone(await _scrape_until(http, b_gone))
+    finally:
+        stop(other)
+        if client is not None:
+            await client.close()
