@@ -63,7 +63,8 @@ def create_app(settings: Settings) -> RequestIds:
                         await bus.publish(BatchEvent(user_id=event.user_id, batch=summary))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # The row is the truth; clients resync from jobs:snapshot on reconnect.
-                log.warning("could not publish %s: %s", event.name, exc)
+                about = {"job_id": event.job.get("id")} if isinstance(event, JobEvent) else {}
+                log.warning("could not publish %s: %s", event.name, exc, extra=about)
 
         state.settings = settings
         state.db = db

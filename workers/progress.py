@@ -67,7 +67,8 @@ class Reporter:
                     self.bus.publish(BatchEvent(user_id=event.user_id, batch=summary))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # The row is the truth; clients resync from jobs:snapshot when they reconnect.
-            log.warning("could not publish event for job %s: %s", view.job.id, exc)
+            log.warning("could not publish event for job %s: %s", view.job.id, exc,
+                        extra={"job_id": view.job.id, "user_id": view.job.user_id})
 
     def transition(self, job_id: str, state: JobState, **fields: Any) -> JobView | None:
         """Move the job to ``state`` and tell its owner; None if the job is gone."""
@@ -98,7 +99,8 @@ class Reporter:
         try:
             self.send(view.job)
         except redis.RedisError as exc:
-            log.warning("job %s left for the sweeper: %s", view.job.id, exc)
+            log.warning("job %s left for the sweeper: %s", view.job.id, exc,
+                        extra={"job_id": view.job.id, "user_id": view.job.user_id})
             return
         assert view.job.message_id is not None
         self._write(store.mark_enqueued, job_id=view.job.id, message_id=view.job.message_id)

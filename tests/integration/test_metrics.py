@@ -174,7 +174,10 @@ async def test_any_web_process_reports_the_whole_deployment(
         assert sees_b(seen), "the other web process's figures never showed"
         assert _value(seen, "darkroom_web_processes") >= 2
 
-        # Killed without a word: its sockets leave the report once it has gone quiet.
+        # Killed without a word: it leaves the report once it has gone quiet. (The socket
+        # closes first, so that no client is left reconnecting to a dead process.)
+        await client.close()
+        client = None
         other.send_signal(signal.SIGKILL)
         other.wait()
 
