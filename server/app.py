@@ -12,19 +12,20 @@ import redis.asyncio as aioredis
 import socketio
 from starlette.applications import Starlette
 
-from server import store
+from server import metrics, store, telemetry
 from server.bus import Bus
 from server.dashboard import StatsPusher
 from server.db import Database
 from server.error_handlers import EXCEPTION_HANDLERS
 from server.events import BatchEvent, BusEvent, JobEvent
 from server.relay import relay_events
+from server.request_ids import RequestIds
 from server.routes import dlq, images, jobs, ops, queues, session, tasks, webhooks
 from server.schemas import Presenter
 from server.security import http_middleware, socketio_origins
 from server.settings import Settings
 from server.socket_limits import SocketRegistry
-from server.sockets import register_handlers, resync_all
+from server.sockets import register_handlers, resync_all, socket_counts
 from server.storage import storage_for
 from server.sweeper import run_sweeper
 from workers import tasks as task_registry
@@ -33,7 +34,7 @@ from workers.broker import build_broker
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> socketio.ASGIApp:
+def create_app(settings: Settings) -> RequestIds:
     """The whole web process: REST API, web client and Socket.IO on one port."""
     settings.require_redis()
     # engine.io checks the Origin header of polling and WebSocket requests alike, and
@@ -69,7 +70,8 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                         await bus.publish(BatchEvent(user_id=event.user_id, batch=summary))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # The row is the truth; clients resync from jobs:snapshot on reconnect.
-                log.warning("could not publish %s: %s", event.name, exc)
+                about = {"job_id": event.job.get("id")} if isinstance(event, JobEvent) else {}
+                log.warning("could not publish %s: %s", event.name, exc, extra=about)
 
         state.settings = settings
         state.db = db
@@ -82,16 +84,23 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         state.task_types = task_registry.load(include_test_tasks=settings.enable_test_tasks)
         state.sockets = SocketRegistry(client, settings.redis_prefix,
                                        settings.max_sockets_per_user)
+        # Uploads and relay delays, added to the deployment's metrics every few seconds.
+        tally = state.tally = metrics.Tally()
+        state.socket_counts = lambda: socket_counts(sio)
         stats = state.stats = StatsPusher(sio, state)
         state.relay = asyncio.create_task(
-            relay_events(bus, sio, resync=lambda: resync_all(sio, state), moved=stats.poke),
+            relay_events(bus, sio, resync=lambda: resync_all(sio, state), moved=stats.poke,
+                         tally=tally),
             name="relay")
         sweeper = asyncio.create_task(run_sweeper(state), name="sweeper")
         registry = asyncio.create_task(state.sockets.run(), name="socket-registry")
+        reporter = asyncio.create_task(
+            telemetry.report_forever(client, settings.redis_prefix, tally, state.socket_counts),
+            name="metrics")
         try:
             yield
         finally:
-            for task in (state.relay, sweeper, registry):
+            for task in (state.relay, sweeper, registry, reporter):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -109,4 +118,4 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         middleware=http_middleware(settings),
     )
     register_handlers(sio, app.state)
-    return socketio.ASGIApp(sio, other_asgi_app=app)
+    return RequestIds(socketio.ASGIApp(sio, other_asgi_app=app))

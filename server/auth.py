@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from server import store
+from server import logs, store
 from server.db import Database
 from server.errors import ApiError
 
@@ -75,6 +75,7 @@ async def require_user(request: Request) -> Principal:
     if principal is None:
         message = "missing bearer token" if token is None else "invalid bearer token"
         raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    logs.bind(user_id=principal.user_id)  # every later line of this request names the caller
     return principal
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import redis
@@ -28,7 +29,8 @@ class Bus:
         self._channel = keys.events_channel(prefix)
 
     async def publish(self, event: BusEvent) -> None:
-        await self._client.publish(self._channel, event.encode())
+        # Stamped now, so the relay (and any client) can tell how long delivery took.
+        await self._client.publish(self._channel, event.encode(published_at=time.time()))
 
     async def listen(self) -> AsyncIterator[BusEvent | None]:
         """Yield events forever, re-subscribing by itself whenever Redis drops.
@@ -77,4 +79,4 @@ class SyncBus:
         self._channel = keys.events_channel(prefix)
 
     def publish(self, event: BusEvent) -> None:
-        self._client.publish(self._channel, event.encode())
+        self._client.publish(self._channel, event.encode(published_at=time.time()))

@@ -34,7 +34,8 @@ async def enqueue(state: Any, view: JobView, *, delay_s: int = 0,
         await send(state, job, delay_s=delay_s)
     except redis.RedisError as exc:
         await undo()
-        log.warning("refused job %s, Redis unavailable: %s", job.id, exc)
+        log.warning("refused job %s, Redis unavailable: %s", job.id, exc,
+                    extra={"job_id": job.id})
         raise ApiError(503, "queue_unavailable",
                        "the job queue is unavailable; try again shortly") from None
     # Should this write fail, the sweeper sends a fresh message and the first is skipped.
@@ -57,7 +58,8 @@ async def notify_webhooks(state: Any, view: JobView) -> None:
         try:
             await send(state, delivery.job)
         except redis.RedisError as exc:
-            log.warning("webhook delivery %s left for the sweeper: %s", delivery.job.id, exc)
+            log.warning("webhook delivery %s left for the sweeper: %s", delivery.job.id, exc,
+                        extra={"job_id": delivery.job.id})
             continue
         await state.db.write(store.mark_enqueued, job_id=delivery.job.id,
                              message_id=delivery.job.message_id)
@@ -92,7 +94,8 @@ async def sweep(state: Any) -> int:
             remaining = max(0, math.ceil((as_utc(job.run_at) - now).total_seconds()))
         await send(state, job, delay_s=remaining)
         await state.db.write(store.mark_enqueued, job_id=job.id, message_id=job.message_id)
-        log.warning("sent a new message for stuck job %s (%s)", job.id, job.state)
+        log.warning("sent a new message for stuck job %s (%s)", job.id, job.state,
+                    extra={"job_id": job.id, "user_id": job.user_id})
         sent += 1
     return sent
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,26 @@ _STATE_EVENTS = {state: f"job:{state.value}" for state in JobState}
 JOB_EVENTS = frozenset({*_STATE_EVENTS.values(), PROGRESS})
 
 
+def _stamped(data: dict[str, Any], published_at: float | None) -> str:
+    """A bus message, with the publish time when there is one."""
+    if published_at is not None:
+        data["published_at"] = published_at
+    return json.dumps(data)
+
+
+def _published_at(data: dict[str, Any]) -> float | None:
+    """The publish time a bus message carries (None from publishers that predate it)."""
+    value = data.get("published_at")
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _with_time(payload: dict[str, Any], published_at: float | None) -> dict[str, Any]:
+    return payload if published_at is None else {**payload, "published_at": published_at}
+
+
 def event_for_state(state: JobState | str) -> str:
     """The Socket.IO event name announcing that a job entered ``state``."""
     return _STATE_EVENTS[JobState(state)]
@@ -32,18 +53,21 @@ class JobEvent:
     name: str
     user_id: str
     job: dict[str, Any]
+    published_at: float | None = None
+    """When it was published on the bus (epoch seconds), once it has been."""
 
     @property
     def seq(self) -> int:
         return int(self.job["seq"])
 
     def payload(self) -> dict[str, Any]:
-        """What a Socket.IO client receives: ``{"job": <Job>, "seq": n}``."""
-        return {"job": self.job, "seq": self.seq}
+        """What a Socket.IO client receives: ``{"job": <Job>, "seq": n, "published_at"}``."""
+        return _with_time({"job": self.job, "seq": self.seq}, self.published_at)
 
-    def encode(self) -> str:
-        """Serialise for the Redis bus."""
-        return json.dumps({"name": self.name, "user_id": self.user_id, "job": self.job})
+    def encode(self, *, published_at: float | None = None) -> str:
+        """Serialise for the Redis bus, stamped with the publish time if given."""
+        return _stamped({"name": self.name, "user_id": self.user_id, "job": self.job},
+                        published_at if published_at is not None else self.published_at)
 
     @classmethod
     def decode(cls, raw: str | bytes) -> JobEvent:
@@ -55,7 +79,7 @@ class JobEvent:
             raise ValueError(f"malformed event: {exc}") from None
         if name not in JOB_EVENTS or not isinstance(job, dict) or "seq" not in job:
             raise ValueError(f"malformed event {name!r}")
-        return cls(name=name, user_id=str(user_id), job=job)
+        return cls(name=name, user_id=str(user_id), job=job, published_at=_published_at(data))
 
 
 @dataclass(frozen=True)
@@ -65,13 +89,15 @@ class BatchEvent:
     user_id: str
     batch: dict[str, Any]
     name: str = BATCH_PROGRESS
+    published_at: float | None = None
 
     def payload(self) -> dict[str, Any]:
-        """``{"batch": {"id", "total", "done", "failed", "progress"}}``."""
-        return {"batch": self.batch}
+        """``{"batch": {"id", "total", "done", "failed", "progress"}, "published_at"}``."""
+        return _with_time({"batch": self.batch}, self.published_at)
 
-    def encode(self) -> str:
-        return json.dumps({"name": self.name, "user_id": self.user_id, "batch": self.batch})
+    def encode(self, *, published_at: float | None = None) -> str:
+        return _stamped({"name": self.name, "user_id": self.user_id, "batch": self.batch},
+                        published_at if published_at is not None else self.published_at)
 
 
 @dataclass(frozen=True)
@@ -80,12 +106,14 @@ class AdminEvent:
 
     name: str
     data: dict[str, Any]
+    published_at: float | None = None
 
     def payload(self) -> dict[str, Any]:
-        return self.data
+        return _with_time(self.data, self.published_at)
 
-    def encode(self) -> str:
-        return json.dumps({"name": self.name, "admin": self.data})
+    def encode(self, *, published_at: float | None = None) -> str:
+        return _stamped({"name": self.name, "admin": self.data},
+                        published_at if published_at is not None else self.published_at)
 
 
 @dataclass(frozen=True)
@@ -94,12 +122,14 @@ class TokenRevoked:
 
     token_id: str
     name: str = TOKEN_REVOKED
+    published_at: float | None = None
 
     def payload(self) -> dict[str, Any]:
-        return {"reason": "the token was revoked"}
+        return _with_time({"reason": "the token was revoked"}, self.published_at)
 
-    def encode(self) -> str:
-        return json.dumps({"name": self.name, "token_id": self.token_id})
+    def encode(self, *, published_at: float | None = None) -> str:
+        return _stamped({"name": self.name, "token_id": self.token_id},
+                        published_at if published_at is not None else self.published_at)
 
 
 BusEvent = JobEvent | BatchEvent | AdminEvent | TokenRevoked
@@ -115,15 +145,16 @@ def decode_event(raw: str | bytes) -> BusEvent:
     if name == DLQ_REMOVED:
         if not isinstance(data.get("admin"), dict):
             raise ValueError("malformed admin event")
-        return AdminEvent(name=name, data=data["admin"])
+        return AdminEvent(name=name, data=data["admin"], published_at=_published_at(data))
     if name == TOKEN_REVOKED:
         if not isinstance(data.get("token_id"), str):
             raise ValueError("malformed revocation event")
-        return TokenRevoked(token_id=data["token_id"])
+        return TokenRevoked(token_id=data["token_id"], published_at=_published_at(data))
     if name == BATCH_PROGRESS:
         if not isinstance(data.get("batch"), dict) or "user_id" not in data:
             raise ValueError("malformed batch event")
-        return BatchEvent(user_id=str(data["user_id"]), batch=data["batch"])
+        return BatchEvent(user_id=str(data["user_id"]), batch=data["batch"],
+                          published_at=_published_at(data))
     return JobEvent.decode(raw)
 
 

@@ -51,3 +51,31 @@ def cron_run(prefix: str, name: str, minute: int) -> str:
 def user_sockets(prefix: str, user_id: str) -> str:
     """Sorted set of one user's live sockets across web processes, scored by expiry."""
     return f"{prefix}:sockets:{user_id}"
+
+
+def dramatiq_queue(namespace: str, queue: str) -> str:
+    """Dramatiq's list of message ids waiting in a queue (brokers/redis/dispatch.lua).
+
+    ``queue`` may be a delay queue (``images.DQ``), whose list holds delayed messages.
+    """
+    return f"{namespace}:{queue}"
+
+
+def dramatiq_messages(namespace: str, queue: str) -> str:
+    """Dramatiq's hash of a queue's messages not yet acknowledged (waiting or fetched)."""
+    return f"{namespace}:{queue}.msgs"
+
+
+def dramatiq_delay_queue(queue: str) -> str:
+    """The delay queue Dramatiq puts a queue's delayed messages on until they are due."""
+    return f"{queue}.DQ"
+
+
+def metrics_samples(prefix: str) -> str:
+    """Deployment-wide counters and histogram buckets (a hash: one field per series)."""
+    return f"{prefix}:metrics:samples"
+
+
+def metrics_sockets(prefix: str) -> str:
+    """Each web process's connected sockets and users, with the time it last said so."""
+    return f"{prefix}:metrics:sockets"

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from server import logs
 from server.db import SyncDatabase
 from server.embedded_redis import EmbeddedRedis
 from server.settings import Settings
@@ -41,6 +42,7 @@ def _announce_when_ready(url: str, stop: threading.Event) -> None:
 
 def main() -> int:
     settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
     env = dict(os.environ)
     env["DATA_DIR"] = str(settings.data_dir)
     # Children find `python` and `dramatiq` of this environment first.

@@ -52,6 +52,16 @@ def _transports(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed`` (the first is the default), case-insensitive."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return allowed[0]
+    if raw not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
 def _secret(env: Mapping[str, str], data_dir: Path) -> str:
     """SECRET_KEY, or a random key kept in the data dir so every local process shares it."""
     given = env.get("SECRET_KEY", "").strip()
@@ -117,6 +127,7 @@ class Settings:
     log_level: str = "info"
     auto_migrate: bool = True
     socketio_transports: tuple[str, ...] = ("polling", "websocket")
+    log_format: str = "text"
 
     def require_redis(self) -> str:
         """REDIS_URL, or a clear error telling how to get one."""
@@ -183,6 +194,7 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "").strip().lower() or "info",
             auto_migrate=_bool(env, "AUTO_MIGRATE", default=True),
             socketio_transports=_transports(env),
+            log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
         )
 
 

@@ -10,7 +10,7 @@ import redis
 import socketio
 from socketio.exceptions import ConnectionRefusedError as Refused
 
-from server import store
+from server import logs, store
 from server.audit import audit, audit_foreign
 from server.auth import Principal, authenticate
 from server.events import (
@@ -57,6 +57,14 @@ def _refusal(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message, **extra}}
 
 
+def socket_counts(sio: socketio.AsyncServer) -> tuple[int, int]:
+    """Sockets connected to this process, and distinct users among them (their rooms)."""
+    rooms = sio.manager.rooms.get("/", {})
+    sockets = len(rooms.get(None, ()))
+    users = sum(1 for room in rooms if isinstance(room, str) and room.startswith(USER_ROOM_PREFIX))
+    return sockets, users
+
+
 def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
     """Attach the handlers; ``state`` is the app state the lifespan fills in."""
     buckets: dict[str, TokenBucket] = {}  # sid → its allowance of client → server events
@@ -81,6 +89,7 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
         if not claimed:
             raise Refused(f"too_many_sockets: at most {registry.limit} live connections per "
                           "user; close another tab or client first")
+        logs.bind(user_id=principal.user_id)  # for the rest of this socket's handling
         try:
             await sio.save_session(sid, {"user_id": principal.user_id,
                                          "is_admin": principal.is_admin,
@@ -118,6 +127,7 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
         if refused is not None:
             return refused
         session = await sio.get_session(sid)
+        logs.bind(user_id=session["user_id"])  # this event's task
         caller = Principal(session["user_id"], session["is_admin"], session["token_id"])
         if isinstance(data, dict) and data.get("scope") == "all":
             # The admin dashboard: every job's events, whoever owns the job.

@@ -8,6 +8,7 @@ All arguments after the session are keyword-only.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -795,6 +796,22 @@ def queue_stats(s: Session, *, base: str) -> dict[str, Any]:
         "oldest_waiting_s": round((now - as_utc(oldest)).total_seconds(), 1) if oldest else None,
         "throughput_per_min": round(done / (THROUGHPUT_WINDOW.total_seconds() / 60), 2),
     }
+
+
+def job_counts_by_type(s: Session, *, types: Iterable[str] = ()) -> dict[tuple[str, str], int]:
+    """How many jobs of each type are in each state (``delayed`` as in queue_stats); the
+    ``types`` given and every type found get all states, zeros included."""
+    now = utcnow()
+    delayed = (Job.state == JobState.QUEUED.value) & (Job.run_at > now)
+    label = case((delayed, "delayed"), else_=Job.state)
+    counts: dict[tuple[str, str], int] = {}
+    for job_type, state, count in s.execute(
+            select(Job.type, label, func.count()).group_by(Job.type, label)):
+        counts[(str(job_type), str(state))] = int(count)
+    for job_type in {*types, *(job_type for job_type, _ in counts)}:
+        for state in _COUNTED_STATES:
+            counts.setdefault((job_type, state), 0)
+    return counts
 
 
 def mark_paused(s: Session, *, base: str, paused: bool) -> list[JobView]:

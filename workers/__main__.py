@@ -16,8 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
+from server import logs
 from server.settings import Settings
 
 log = logging.getLogger("workers.supervisor")
@@ -94,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     """Supervise the workers; ``argv`` (default: the command line) goes on to dramatiq."""
     extra = sys.argv[1:] if argv is None else argv
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    command = [str(Path(sys.executable).parent / "dramatiq"), "workers.main",
+    logs.configure(settings.log_level, settings.log_format)
+    command = [sys.executable, "-m", "workers.dramatiq_cli", "workers.main", "--skip-logging",
                "--processes", "1", "--threads", str(settings.worker_threads), *extra]
     stopping = threading.Event()
     slots = [_Slot(command, stopping) for _ in range(settings.worker_processes)]

@@ -18,6 +18,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
+from server import logs
 from server.jobs import AttemptsExhausted, JobState, Stage, TransitionError, base_queue
 from server.models import utcnow
 from workers.faults import describe
@@ -60,6 +61,10 @@ class JobLifecycle(dramatiq.Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         job_id = job_id_of(message)
+        # Every line logged while this message is handled names its job (and, once the
+        # row is read, its owner); cleared when the message is acked or nacked.
+        logs.clear()
+        logs.bind(job_id=job_id)
         # Options travel with re-enqueued copies: a flag from an earlier delivery is stale.
         message.options.pop(LEASE_OPTION, None)
         if self.is_paused(base_queue(message.queue_name)):
@@ -98,6 +103,7 @@ class JobLifecycle(dramatiq.Middleware):
             release_lease(self.leases, message)
             log.info("skipping message for job %s: the job no longer exists", job_id)
             raise SkipMessage("job deleted")
+        logs.bind(user_id=view.job.user_id)
         message.options[ATTEMPT_OPTION] = view.job.attempt
 
     def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
@@ -134,3 +140,10 @@ class JobLifecycle(dramatiq.Middleware):
         # An actor that stopped because its job was cancelled (not our own skips above,
         # which release before raising; releasing twice is harmless).
         release_lease(self.leases, message)
+
+    def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
+        logs.clear()
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        # After DeadLetters.after_nack (hooks run in reverse order), so its lines name the job.
+        logs.clear()

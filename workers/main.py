@@ -6,6 +6,7 @@ import logging
 
 import dramatiq
 
+from server import logs
 from server.settings import Settings
 from workers import tasks
 from workers.actors import declare_actors
@@ -15,10 +16,11 @@ from workers.dead_letters import DeadLetters
 from workers.heartbeat import Heartbeat
 from workers.leases import Leases, QueueGate
 from workers.lifecycle import JobLifecycle
+from workers.timings import JobTimings
 
 settings = Settings.from_env()
-logging.basicConfig(level=settings.log_level.upper(),
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+# Dramatiq's CLI has set up logging its way already: this replaces it with ours.
+logs.configure(settings.log_level, settings.log_format)
 # Our actors return their job's result for JobLifecycle to store; Dramatiq warns about
 # any returned value when its Results middleware is absent. That warning is noise here.
 logging.getLogger("dramatiq.worker.WorkerThread").addFilter(
@@ -32,6 +34,8 @@ install(
     JobLifecycle(context.reporter, leases, is_paused=gate),
     DeadLetters(context.reporter, leases),
     Heartbeat(interval_s=settings.worker_heartbeat_timeout_ms / 4000, leases=leases),
+    # After JobLifecycle: its timings are written before the job's end is published.
+    JobTimings(context.redis, settings.redis_prefix),
 )
 dramatiq.set_broker(broker)
 declare_actors(broker, context, tasks.load(include_test_tasks=settings.enable_test_tasks))

@@ -18,6 +18,7 @@ from server.jobs import JobState, is_final
 from server.models import Job
 from server.schemas import Presenter
 from server.store import JobView
+from workers import timings
 from workers.faults import JobCancelled
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ class Reporter:
                     self.bus.publish(BatchEvent(user_id=event.user_id, batch=summary))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # The row is the truth; clients resync from jobs:snapshot when they reconnect.
-            log.warning("could not publish event for job %s: %s", view.job.id, exc)
+            log.warning("could not publish event for job %s: %s", view.job.id, exc,
+                        extra={"job_id": view.job.id, "user_id": view.job.user_id})
 
     def transition(self, job_id: str, state: JobState, **fields: Any) -> JobView | None:
         """Move the job to ``state`` and tell its owner; None if the job is gone."""
@@ -97,7 +99,8 @@ class Reporter:
         try:
             self.send(view.job)
         except redis.RedisError as exc:
-            log.warning("job %s left for the sweeper: %s", view.job.id, exc)
+            log.warning("job %s left for the sweeper: %s", view.job.id, exc,
+                        extra={"job_id": view.job.id, "user_id": view.job.user_id})
             return
         assert view.job.message_id is not None
         self._write(store.mark_enqueued, job_id=view.job.id, message_id=view.job.message_id)
@@ -137,6 +140,7 @@ class Reporter:
 
     def progress(self, job_id: str, stage: str, progress: int) -> None:
         """Report the start of ``stage``; raises JobCancelled when the job is no longer active."""
+        timings.stage_entered(stage)
         view = self._write(store.report_progress, job_id=job_id, stage=stage, progress=progress)
         if view is None:
             raise JobCancelled("the job was cancelled")

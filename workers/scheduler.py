@@ -21,7 +21,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from server import cron, keys, store
+from server import cron, keys, logs, store
 from server.jobs import queue_for
 from server.models import utcnow
 from server.settings import Settings
@@ -81,8 +81,7 @@ def fire_due(ctx: WorkerContext, registry: dict[str, tasks.TaskType]) -> int:
 
 def main() -> int:
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     ctx = WorkerContext.from_settings(settings, build_broker(settings, maintenance=False))
     registry = tasks.load(include_test_tasks=settings.enable_test_tasks)
     # APScheduler logs two lines per run of every job: the poll would flood the log.

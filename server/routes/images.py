@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import redis
+import sqlalchemy.exc
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from server import dispatch, ratelimit, signing, store, validation
+from server import dispatch, metrics, ratelimit, signing, store, validation
 from server.audit import audit_foreign
 from server.auth import Principal, require_user
 from server.errors import ApiError, not_found
@@ -32,9 +34,36 @@ MAX_BATCH_FILES = 100
 _FILE_TYPES = {"thumbnail": "image/webp", "preview": "image/webp"}
 
 
+def _count_upload(state: Any, outcome: str, status: int, reason: str = "") -> None:
+    state.tally.inc(metrics.UPLOADS, outcome=outcome, status=status, reason=reason)
+
+
+def _count_refusal(state: Any, exc: BaseException) -> None:
+    """Count a request refused as a whole, with the status and code its answer has."""
+    if isinstance(exc, ApiError):
+        _count_upload(state, "rejected", exc.status, exc.code)
+    elif isinstance(exc, redis.RedisError):
+        _count_upload(state, "rejected", 503, "queue_unavailable")
+    elif isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        _count_upload(state, "rejected", 503, "database_unavailable")
+    elif isinstance(exc, Exception):
+        _count_upload(state, "rejected", 500, "internal_error")
+
 
 async def upload_image(request: Request) -> Response:
     """Store the file, record image + job, enqueue, answer 202 — no image decoding here."""
+    state = request.app.state
+    try:
+        response = await _upload_image(request)
+    except BaseException as exc:
+        _count_refusal(state, exc)
+        raise
+    _count_upload(state, "duplicate" if response.status_code == 200 else "accepted",
+                  response.status_code)
+    return response
+
+
+async def _upload_image(request: Request) -> Response:
     principal = await require_user(request)
     state = request.app.state
     await ratelimit.check_uploads(state, principal.user_id)
@@ -58,6 +87,25 @@ async def upload_batch(request: Request) -> Response:
     All files are stored and their jobs recorded first, then sent: ``batch:progress``
     never counts a batch that is still growing.
     """
+    state = request.app.state
+    refused: list[ApiError] = []
+    try:
+        response, items = await _upload_batch(request, refused)
+    except BaseException as exc:
+        _count_refusal(state, exc)
+        raise
+    for error in refused:
+        _count_upload(state, "rejected", error.status, error.code)
+    for item in items:
+        if "job" in item:
+            _count_upload(state, "duplicate" if item.get("duplicate") else "accepted",
+                          200 if item.get("duplicate") else 202)
+    return response
+
+
+async def _upload_batch(request: Request,
+                        refused: list[ApiError]) -> tuple[Response, list[dict[str, Any]]]:
+    """The batch upload; files refused one by one are added to ``refused``."""
     principal = await require_user(request)
     state = request.app.state
     await ratelimit.check_uploads(state, principal.user_id, files=0)
@@ -82,6 +130,7 @@ async def upload_batch(request: Request) -> Response:
             except ApiError as exc:
                 if exc.status == 503:
                     raise
+                refused.append(exc)
                 outcomes.append({"error": {"code": exc.code, "message": exc.message},
                                  "filename": upload.filename})
         items: list[dict[str, Any]] = []
@@ -93,7 +142,7 @@ async def upload_batch(request: Request) -> Response:
             else:
                 items.append(await submit_file(state, outcome))
         summary = await state.db.read(store.batch_summary, batch_id=batch.id, user_id=None)
-        return JSONResponse({"batch": summary, "items": items}, status_code=202)
+        return JSONResponse({"batch": summary, "items": items}, status_code=202), items
     finally:
         form.cleanup()
 

@@ -11,8 +11,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from server import metrics, store
-from server.routes.queues import queue_report
+from server import keys, metrics, store, telemetry
+from server.jobs import queue_family
+from server.routes.queues import queue_names, queue_report
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 # A health check that hangs is worse than one that says "down".
@@ -38,11 +39,28 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def prometheus(request: Request) -> Response:
-    """Prometheus text format: jobs by queue and state, waits, throughput, workers, DLQ."""
+    """Prometheus text format, deployment-wide whichever web process answers: jobs by
+    queue, type and state, waits, throughput, workers, DLQ, Dramatiq queue depths,
+    sockets, uploads, stage and run durations, relay delay."""
     state = request.app.state
+    prefix = state.settings.redis_prefix
+    # This process's own figures first, so a scrape sees them at once (the others' are
+    # at most a report interval old).
+    await telemetry.flush(state.redis, prefix, state.tally)
+    await telemetry.report_sockets(state.redis, prefix, telemetry.process_name(),
+                                   *state.socket_counts())
     report = await queue_report(state)
     dead = await state.db.read(store.dead_letter_count)
-    return Response(metrics.render(report, dead), media_type=metrics.CONTENT_TYPE)
+    by_type = await state.db.read(store.job_counts_by_type, types=list(state.task_types))
+    queues = [name for base in queue_names(state) for name in queue_family(base)]
+    scrape = metrics.Scrape(
+        report=report, dead_letters=dead, jobs_by_type=by_type,
+        queue_messages=await telemetry.read_queue_messages(
+            state.redis, keys.dramatiq_namespace(prefix), queues),
+        sockets=await telemetry.read_sockets(state.redis, prefix),
+        samples=await telemetry.read_samples(state.redis, prefix),
+    )
+    return Response(metrics.render(scrape), media_type=metrics.CONTENT_TYPE)
 
 
 async def index(_request: Request) -> FileResponse:

@@ -78,3 +78,11 @@ def test_socket_limits(tmp_path: Path) -> None:
         Settings.from_env({"DATA_DIR": str(tmp_path), "MAX_SOCKETS_PER_USER": "0"})
     with pytest.raises(SettingsError, match="SOCKET_MAX_MESSAGE_BYTES"):
         Settings.from_env({"DATA_DIR": str(tmp_path), "SOCKET_MAX_MESSAGE_BYTES": "10"})
+
+
+def test_log_format_is_text_or_json(tmp_path: Path) -> None:
+    assert Settings.from_env({"DATA_DIR": str(tmp_path)}).log_format == "text"
+    assert Settings.from_env({"DATA_DIR": str(tmp_path), "LOG_FORMAT": "JSON"}).log_format \
+        == "json"
+    with pytest.raises(SettingsError, match="LOG_FORMAT"):
+        Settings.from_env({"DATA_DIR": str(tmp_path), "LOG_FORMAT": "xml"})

@@ -1,0 +1,215 @@
+"""The Prometheus renderer and tally, checked with plain inputs and the reference parser."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from server import metrics
+from server.metrics import Counter, Histogram, Scrape, Tally
+
+LATENCY = Histogram("t_latency_seconds", "Test latency.", (0.1, 0.5, 1.0), ("route",))
+PLAIN = Histogram("t_plain_seconds", "No labels.", (1.0, 2.0))
+HITS = Counter("t_hits", "Test hits.", ("path",))
+
+
+def _samples(tally: Tally) -> dict[str, float]:
+    """What the shared hash would hold after one flush of ``tally``."""
+    drained = tally.drain()
+    return {**{k: float(v) for k, v in drained.counts.items()}, **drained.sums}
+
+
+def _parse(text: str) -> dict[str, Any]:
+    """Every sample by (name, sorted labels), via prometheus_client's own parser."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def _report() -> dict[str, Any]:
+    return {"queues": [{"name": "images", "paused": False,
+                        "counts": {"queued": 2, "completed": 5},
+                        "oldest_waiting_s": 1234567.5, "throughput_per_min": 0.4}],
+            "workers": 3}
+
+
+@pytest.mark.parametrize(("value", "bound"), [
+    (0.0, 0.1), (0.1, 0.1), (0.1000001, 0.5), (0.5, 0.5), (0.7, 1.0), (1.0, 1.0),
+    (1.5, math.inf),
+])
+def test_an_observation_lands_in_the_smallest_bucket_that_holds_it(value: float,
+                                                                    bound: float) -> None:
+    assert metrics.bucket_bound(LATENCY.buckets, value) == bound
+
+
+def test_histogram_buckets_are_cumulative_and_inf_equals_count() -> None:
+    tally = Tally()
+    for value in (0.05, 0.1, 0.3, 0.3, 0.9, 7.0):
+        tally.observe(LATENCY, value, route="/a")
+    tally.observe(LATENCY, 0.2, route="/b")
+    parsed = _parse("\n".join(metrics.render_shared(_samples(tally), [LATENCY])) + "\n")
+
+    def bucket(route: str, le: str) -> float:
+        return float(parsed[("t_latency_seconds_bucket", (("le", le), ("route", route)))])
+
+    assert [bucket("/a", le) for le in ("0.1", "0.5", "1", "+Inf")] == [2, 4, 5, 6]
+    assert parsed[("t_latency_seconds_count", (("route", "/a"),))] == 6
+    assert parsed[("t_latency_seconds_sum", (("route", "/a"),))] == pytest.approx(8.65)
+    assert [bucket("/b", le) for le in ("0.1", "0.5", "1", "+Inf")] == [0, 1, 1, 1]
+
+
+def test_bucket_text_uses_prometheus_spellings() -> None:
+    tally = Tally()
+    tally.observe(LATENCY, 3, route="r")
+    lines = metrics.render_shared(_samples(tally), [LATENCY])
+    assert 't_latency_seconds_bucket{route="r",le="0.1"} 0' in lines
+    assert 't_latency_seconds_bucket{route="r",le="1"} 0' in lines
+    assert 't_latency_seconds_bucket{route="r",le="+Inf"} 1' in lines
+    assert "# TYPE t_latency_seconds histogram" in lines
+
+
+def test_increments_from_several_flushes_add_up() -> None:
+    first, second = Tally(), Tally()
+    first.observe(PLAIN, 0.5)
+    second.observe(PLAIN, 0.5)
+    second.observe(PLAIN, 1.5)
+    merged: dict[str, float] = {}
+    for part in (_samples(first), _samples(second)):
+        for key, value in part.items():
+            merged[key] = merged.get(key, 0.0) + value
+    parsed = _parse("\n".join(metrics.render_shared(merged, [PLAIN])) + "\n")
+    assert parsed[("t_plain_seconds_bucket", (("le", "1"),))] == 2
+    assert parsed[("t_plain_seconds_bucket", (("le", "2"),))] == 3
+    assert parsed[("t_plain_seconds_sum", ())] == 2.5
+
+
+def test_a_bucket_of_an_older_layout_counts_in_the_next_bound_above() -> None:
+    stale = metrics.encode_field(PLAIN.name, "bucket", (("le", "0.25"),))
+    between = metrics.encode_field(PLAIN.name, "bucket", (("le", "1.5"),))
+    lines = metrics.render_shared({stale: 1, between: 2}, [PLAIN])
+    assert 't_plain_seconds_bucket{le="1"} 1' in lines
+    assert 't_plain_seconds_bucket{le="2"} 3' in lines
+    assert "t_plain_seconds_count 3" in lines
+
+
+def test_unlabelled_families_show_zero_before_any_observation() -> None:
+    lines = metrics.render_shared({}, [PLAIN, Counter("t_once", "Once.")])
+    assert 't_plain_seconds_bucket{le="+Inf"} 0' in lines
+    assert "t_plain_seconds_count 0" in lines
+    assert "t_once_total 0" in lines
+    labelled = metrics.render_shared({}, [HITS])
+    assert labelled == ["# HELP t_hits_total Test hits.", "# TYPE t_hits_total counter"]
+
+
+def test_negative_observations_count_as_zero() -> None:
+    tally = Tally()
+    tally.observe(PLAIN, -0.2)  # a web host whose clock is behind the publisher's
+    lines = metrics.render_shared(_samples(tally), [PLAIN])
+    assert 't_plain_seconds_bucket{le="1"} 1' in lines
+    assert "t_plain_seconds_sum 0" in lines
+
+
+@pytest.mark.parametrize("value", ['say "hi"', "back\\slash", "two\nlines", "ünï", "a,b=c}"])
+def test_label_values_survive_the_hash_and_the_text_format(value: str) -> None:
+    tally = Tally()
+    tally.inc(HITS, 2, path=value)
+    drained = tally.drain()
+    (field,) = drained.counts
+    assert metrics.decode_field(field) == ("t_hits", "total", (("path", value),))
+    text = "\n".join(metrics.render_shared({field: 2}, [HITS])) + "\n"
+    assert _parse(text) == {("t_hits_total", (("path", value),)): 2.0}
+
+
+def test_escape_label() -> None:
+    assert metrics.escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+
+
+def test_labels_must_match_the_definition() -> None:
+    with pytest.raises(ValueError, match="labels"):
+        Tally().inc(HITS, path="/", extra="x")
+    with pytest.raises(ValueError, match="labels"):
+        Tally().observe(LATENCY, 1.0)
+
+
+def test_drain_empties_and_restore_puts_back() -> None:
+    tally = Tally()
+    tally.inc(HITS, path="/")
+    tally.observe(PLAIN, 1.5)
+    drained = tally.drain()
+    assert drained and not tally.drain()
+    tally.restore(drained)
+    tally.inc(HITS, path="/")
+    again = tally.drain()
+    assert sorted(again.counts.values()) == [1, 2]
+    assert list(again.sums.values()) == [1.5]
+
+
+def test_fields_not_ours_are_ignored() -> None:
+    lines = metrics.render_shared({"junk": "1", b'["t_hits","total",[["path","/"]]]': b"x",
+                                   b'["t_hits","total",[["path","/x"]]]': b"4"}, [HITS])
+    assert lines[2:] == ['t_hits_total{path="/x"} 4']
+
+
+def test_numbers() -> None:
+    assert metrics.format_number(3.0) == "3"
+    assert metrics.format_number(0.25) == "0.25"
+    assert metrics.format_number(1234567.5) == "1234567.5"
+    assert metrics.format_number(math.inf) == "+Inf"
+    assert metrics.format_number(math.nan) == "NaN"
+
+
+def test_socket_reports_older_than_the_limit_are_stale() -> None:
+    raw = {b"web-a:1": metrics.encode_socket_report(3, 2, at=100.0),
+           b"web-b:2": metrics.encode_socket_report(5, 5, at=80.0),
+           b"web-c:3": b"not json"}
+    live, stale = metrics.live_socket_reports(raw, now=110.0, max_age_s=15.0)
+    assert live == [metrics.SocketReport("web-a:1", 3, 2)]
+    assert sorted(stale) == ["web-b:2", "web-c:3"]
+
+
+def test_the_whole_scrape_parses_and_keeps_the_existing_names() -> None:
+    tally = Tally()
+    tally.inc(metrics.UPLOADS, outcome="accepted", status=202, reason="")
+    tally.inc(metrics.UPLOADS, outcome="rejected", status=415, reason="unsupported_type")
+    tally.observe(metrics.STAGE_DURATION, 0.02, type="image.process", stage="thumbnail")
+    tally.observe(metrics.RELAY_DELAY, 0.003)
+    scrape = Scrape(
+        report=_report(), dead_letters=1,
+        jobs_by_type={("image.process", "completed"): 5, ("email.send", "queued"): 0},
+        queue_messages={"images": metrics.QueueMessages(ready=2, delayed=1, unacked=4)},
+        sockets=[metrics.SocketReport("h:1", 3, 2), metrics.SocketReport("h:2", 1, 1)],
+        samples=_samples(tally))
+    text = metrics.render(scrape)
+    parsed = _parse(text)
+    assert parsed[("darkroom_jobs", (("queue", "images"), ("state", "completed")))] == 5
+    assert parsed[("darkroom_queue_oldest_waiting_seconds", (("queue", "images"),))] \
+        == 1234567.5
+    assert parsed[("darkroom_queue_paused", (("queue", "images"),))] == 0
+    assert parsed[("darkroom_workers", ())] == 3
+    assert parsed[("darkroom_dead_letters", ())] == 1
+    assert parsed[("darkroom_jobs_by_type", (("state", "completed"),
+                                             ("type", "image.process")))] == 5
+    assert parsed[("darkroom_queue_messages", (("queue", "images"), ("state", "unacked")))] == 4
+    assert parsed[("darkroom_socket_connections", ())] == 4
+    assert parsed[("darkroom_socket_users", ())] == 3
+    assert parsed[("darkroom_web_processes", ())] == 2
+    assert parsed[("darkroom_process_socket_connections", (("process", "h:2"),))] == 1
+    assert parsed[("darkroom_uploads_total", (("outcome", "accepted"), ("status", "202")))] == 1
+    assert parsed[("darkroom_uploads_total", (("outcome", "rejected"),
+                                              ("reason", "unsupported_type"),
+                                              ("status", "415")))] == 1
+    assert parsed[("darkroom_job_stage_duration_seconds_count",
+                   (("stage", "thumbnail"), ("type", "image.process")))] == 1
+    assert parsed[("darkroom_event_relay_delay_seconds_count", ())] == 1
+    assert "# TYPE darkroom_job_run_duration_seconds histogram" in text  # none observed yet
+    # Every family has HELP and TYPE exactly once.
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name = line.split()[2]
+            assert text.count(f"# TYPE {name} ") == 1
+            assert f"# HELP {name} " in text
