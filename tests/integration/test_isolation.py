@@ -142,7 +142,7 @@ def case(method: str, path: str) -> Callable[[Case], Case]:
 def api_routes() -> set[tuple[str, str]]:
     """(method, path) of every /api route the app serves (HEAD comes with GET)."""
     settings = Settings(redis_url="redis://unused", data_dir=Path("unused"))
-    http_app = create_app(settings).other_asgi_app
+    http_app = create_app(settings).app.other_asgi_app
     return {(method, route.path) for route in http_app.routes
             if isinstance(route, Route) and route.path.startswith("/api")
             for method in (route.methods or set()) - {"HEAD"}}
@@ -154,6 +154,15 @@ def api_routes() -> set[tuple[str, str]]:
 @case("POST", "/api/session")
 async def _session(b: Attempt) -> None:
     await b.call("POST", "/api/session", 201, bearer=False)
+
+
+@case("DELETE", "/api/session")
+async def _revoke(b: Attempt) -> None:
+    # B can revoke only the token B calls with; A's stays good.
+    await b.call("DELETE", "/api/session", 204)
+    await b.call("GET", "/api/images", 401)
+    mine = await b.http.get(f"/api/images/{b.alice.image['id']}", headers=auth(b.alice.token))
+    assert mine.status_code == 200
 
 
 @case("POST", "/api/images")
