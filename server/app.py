@@ -19,7 +19,7 @@ from server.db import Database
 from server.error_handlers import EXCEPTION_HANDLERS
 from server.events import BatchEvent, BusEvent, JobEvent
 from server.relay import relay_events
-from server.routes import dlq, images, jobs, ops, queues, session, tasks, webhooks
+from server.routes import dlq, docs, images, jobs, ops, queues, session, tasks, webhooks
 from server.schemas import Presenter
 from server.settings import Settings
 from server.sockets import register_handlers, resync_all
@@ -92,7 +92,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
 
     app = Starlette(
         routes=[*session.routes, *images.routes, *jobs.routes, *tasks.routes, *dlq.routes,
-                *webhooks.routes, *queues.routes, *ops.routes],
+                *webhooks.routes, *queues.routes, *docs.routes, *ops.routes],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
     )

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 IO_LIBRARIES = {"dramatiq", "redis", "sqlalchemy", "starlette", "socketio", "uvicorn",
                 "httpx", "aiosqlite", "psycopg"}
 PURE_MODULES = ["server/jobs.py", "server/events.py", "server/keys.py", "server/signing.py",
-                "server/validation.py", "server/metrics.py", "workers/imaging.py"]
+                "server/validation.py", "server/metrics.py", "server/openapi.py",
+                "workers/imaging.py"]
 HTTP_MODULES = {"server.app", "server.routes", "server.sockets", "server.relay", "server.auth",
                 "server.uploads", "server.error_handlers", "server.sweeper", "server.dispatch"}
 
