@@ -41,10 +41,15 @@ def upload_options(fields: Mapping[str, str]) -> UploadOptions:
     return UploadOptions(priority=priority, delay_s=delay)
 
 
+def is_whole_number(raw: str) -> bool:
+    """Whether ``raw`` is plain ASCII digits (str.isdigit also takes "²", which int() refuses)."""
+    return raw.isascii() and raw.isdigit()
+
+
 def page(query: Mapping[str, str]) -> tuple[int, str | None]:
     """``limit`` (1..200, default 50) and the ``before`` cursor of a list request."""
     raw = query.get("limit", str(DEFAULT_PAGE))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not is_whole_number(raw) or not 1 <= int(raw) <= MAX_PAGE:
         raise ApiError(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
     before = query.get("before") or None
     return int(raw), before

@@ -206,7 +206,7 @@ async def _file_owner(request: Request, image_id: str, kind: str) -> str | None:
     """Whose image the caller may read; None means any (a valid signed link, or an admin)."""
     params = request.query_params
     sig, expires = params.get("sig"), params.get("expires", "")
-    if sig and expires.isdigit():
+    if sig and validation.is_whole_number(expires):
         if signing.verify(request.app.state.settings.secret_key, image_id, kind,
                           expires=int(expires), signature=sig, now=time.time()):
             return None

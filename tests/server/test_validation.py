@@ -27,7 +27,7 @@ def test_bad_upload_options_are_400(fields: dict[str, str]) -> None:
 def test_page_bounds() -> None:
     assert page({}) == (50, None)
     assert page({"limit": "5", "before": "abc"}) == (5, "abc")
-    for bad in ("0", "201", "x"):
+    for bad in ("0", "201", "x", "²", "٣", "-1", " 5", ""):
         with pytest.raises(ApiError):
             page({"limit": bad})
 
