@@ -19,7 +19,13 @@ from typing import Any
 
 from server.jobs import JobState
 from server.signing import FILE_KINDS
-from server.validation import MAX_ATTEMPTS_LIMIT, MAX_DELAY_S, MAX_PAGE, PRIORITIES
+from server.validation import (
+    MAX_ATTEMPTS_LIMIT,
+    MAX_CLEAN_AGE_S,
+    MAX_DELAY_S,
+    MAX_PAGE,
+    PRIORITIES,
+)
 
 Schema = dict[str, Any]
 
@@ -384,6 +390,7 @@ _RETRY_AFTER = {"Retry-After": {"description": "Seconds until a new allowance.",
                                 "schema": {"type": "integer", "minimum": 1}}}
 _IMAGE_ID = _path("image_id", "The image's id.")
 _JOB_ID = _path("job_id", "The job's id.")
+_AGE: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_CLEAN_AGE_S}
 _QUEUE = _path("name", "A base queue name from GET /api/queues (e.g. images).")
 _TASK_EXAMPLES = {
     "email": {"type": "email.send", "priority": "low", "max_attempts": 3,
@@ -585,12 +592,11 @@ def _paths() -> dict[str, dict[str, Any]]:
                 {200: _json("How many were removed.", _ref("QueueCleaned"))},
                 access=ADMIN, errors=(400, 404), parameters=[
                     _QUEUE,
-                    _query("older_than_s", "Used when the body does not give it.",
-                           {"type": "integer", "minimum": 0}),
+                    _query("older_than_s", "Used when the body does not give it.", _AGE),
                 ],
                 body=_json_body(
                     {"type": "object", "properties": {
-                        "older_than_s": {"type": "integer", "minimum": 0, "default": 3600,
+                        "older_than_s": {**_AGE, "default": 3600,
                                          "description": "Finished at least this long ago."}}},
                     required=False, example={"older_than_s": 86400}),
                 description="Dead letters and images' current jobs are kept."),

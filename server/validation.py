@@ -55,6 +55,24 @@ def page(query: Mapping[str, str]) -> tuple[int, str | None]:
     return int(raw), before
 
 
+# Far enough back for any clean-up; further would underflow datetime (year 1).
+MAX_CLEAN_AGE_S = 100 * 365 * 24 * 3600
+
+
+def clean_age(body: Any, query_value: str | None, *, default: int) -> int:
+    """``older_than_s`` of a queue clean-up: from the JSON body, else the query, else default."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "send a JSON object")
+    age = body.get("older_than_s", default if query_value is None else query_value)
+    if isinstance(age, str) and is_whole_number(age):
+        age = int(age)
+    # bool is an int in Python; floats (1e300, Infinity) are refused rather than rounded.
+    if isinstance(age, bool) or not isinstance(age, int) or not 0 <= age <= MAX_CLEAN_AGE_S:
+        raise ApiError(400, "bad_request",
+                       f"older_than_s must be a whole number from 0 to {MAX_CLEAN_AGE_S}")
+    return age
+
+
 def json_body(raw: bytes, *, empty: Any = None) -> Any:
     """A request body parsed as JSON (``empty`` when there is none), or a 400."""
     if not raw.strip():

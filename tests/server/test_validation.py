@@ -5,7 +5,15 @@ from datetime import UTC, datetime
 import pytest
 
 from server.errors import ApiError
-from server.validation import MAX_DELAY_S, page, payload_errors, task_request, upload_options
+from server.validation import (
+    MAX_CLEAN_AGE_S,
+    MAX_DELAY_S,
+    clean_age,
+    page,
+    payload_errors,
+    task_request,
+    upload_options,
+)
 
 
 def test_upload_options_defaults_and_values() -> None:
@@ -84,4 +92,24 @@ def test_task_request_fields() -> None:
 def test_bad_task_requests_are_400(body: object) -> None:
     with pytest.raises(ApiError) as caught:
         task_request(body, now=NOW)
+    assert caught.value.status == 400
+
+
+def test_clean_age_from_body_query_or_default() -> None:
+    assert clean_age({}, None, default=3600) == 3600
+    assert clean_age({}, "60", default=3600) == 60
+    assert clean_age({"older_than_s": 0}, "60", default=3600) == 0
+    assert clean_age({"older_than_s": "120"}, None, default=3600) == 120
+    assert clean_age({"older_than_s": MAX_CLEAN_AGE_S}, None, default=1) == MAX_CLEAN_AGE_S
+
+
+@pytest.mark.parametrize(("body", "query"), [
+    ([], None), ({"older_than_s": -1}, None), ({"older_than_s": True}, None),
+    ({"older_than_s": None}, None), ({"older_than_s": 1.5}, None),
+    ({"older_than_s": float("inf")}, None), ({"older_than_s": 1e300}, None),
+    ({"older_than_s": 10**30}, None), ({}, "99999999999999999999"), ({}, "-1"), ({}, "²"),
+])
+def test_bad_clean_ages_are_400(body: object, query: str | None) -> None:
+    with pytest.raises(ApiError) as caught:
+        clean_age(body, query, default=3600)
     assert caught.value.status == 400
