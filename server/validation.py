@@ -86,9 +86,20 @@ def json_body(raw: bytes, *, empty: Any = None) -> Any:
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
+# Control characters and spaces never belong in a URL (and NUL cannot be stored in PostgreSQL).
+_NOT_IN_URL = re.compile(r"[\x00-\x20\x7f]")
+
+
 def _is_http_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    if _NOT_IN_URL.search(value):
+        return False
+    try:
+        parts = urlsplit(value)
+        # Both raise ValueError for what urlsplit lets through: "http://[x", "http://h:99999".
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(host)
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {

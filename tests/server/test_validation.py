@@ -113,3 +113,16 @@ def test_bad_clean_ages_are_400(body: object, query: str | None) -> None:
     with pytest.raises(ApiError) as caught:
         clean_age(body, query, default=3600)
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("url", [
+    "http://[abc/x", "http://[::1", "https://h:99999/", "https://h:port/", "http://a b.test/",
+    "http://a\x00b.test/", "https://x.test/\n", "http://", "mailto:a@b.test", "",
+])
+def test_urls_that_are_not_http_are_field_errors(url: str) -> None:
+    assert payload_errors(SCHEMA, {"url": url}) == {"payload.url": "must be an http(s) URL"}
+
+
+def test_http_urls_pass() -> None:
+    for url in ("https://x.test/h?a=1#f", "http://127.0.0.1:8080/", "http://[::1]:80/x"):
+        assert payload_errors(SCHEMA, {"url": url}) == {}
