@@ -164,6 +164,20 @@ class TaskRequest:
 MAX_ATTEMPTS_LIMIT = 20
 
 
+def repeat_fields(repeat: Any) -> tuple[str, str]:
+    """``(cron, timezone)`` of a task's ``repeat`` object (UTC when the zone is absent).
+
+    Only the shape is checked here (422); ``server.cron`` checks the values.
+    """
+    if not isinstance(repeat, dict) or not isinstance(repeat.get("cron"), str):
+        raise ApiError(422, "invalid_cron", "repeat must be {\"cron\": \"<5-field cron>\", "
+                                            "\"timezone\": \"<IANA name>\"}")
+    timezone = repeat.get("timezone")
+    if timezone is not None and not isinstance(timezone, str):
+        raise ApiError(422, "invalid_timezone", "timezone must be an IANA name, e.g. Europe/Paris")
+    return repeat["cron"].strip(), timezone or "UTC"
+
+
 def task_request(body: Any, *, now: datetime) -> TaskRequest:
     """The fields of ``POST /api/tasks`` (the type and payload are checked by the caller)."""
     if not isinstance(body, dict):

@@ -11,6 +11,7 @@ from server.validation import (
     clean_age,
     page,
     payload_errors,
+    repeat_fields,
     task_request,
     upload_options,
 )
@@ -126,3 +127,21 @@ def test_urls_that_are_not_http_are_field_errors(url: str) -> None:
 def test_http_urls_pass() -> None:
     for url in ("https://x.test/h?a=1#f", "http://127.0.0.1:8080/", "http://[::1]:80/x"):
         assert payload_errors(SCHEMA, {"url": url}) == {}
+
+
+def test_repeat_fields() -> None:
+    assert repeat_fields({"cron": " 0 7 * * * "}) == ("0 7 * * *", "UTC")
+    assert repeat_fields({"cron": "0 7 * * *", "timezone": None}) == ("0 7 * * *", "UTC")
+    assert repeat_fields({"cron": "* * * * *", "timezone": "Europe/Paris"})[1] == "Europe/Paris"
+
+
+@pytest.mark.parametrize(("repeat", "code"), [
+    ({}, "invalid_cron"), ([], "invalid_cron"), ({"cron": 5}, "invalid_cron"),
+    ({"cron": "* * * * *", "timezone": {}}, "invalid_timezone"),
+    ({"cron": "* * * * *", "timezone": 0}, "invalid_timezone"),
+    ({"cron": "* * * * *", "timezone": ["UTC"]}, "invalid_timezone"),
+])
+def test_repeat_of_the_wrong_shape_is_422(repeat: object, code: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        repeat_fields(repeat)
+    assert (caught.value.status, caught.value.code) == (422, code)
