@@ -75,6 +75,16 @@ async def handle_database_down(request: Request, exc: Exception) -> Response:
                           headers={"Retry-After": "5"})
 
 
+async def handle_unstorable_value(request: Request, exc: Exception) -> Response:
+    # PostgreSQL refuses some values SQLite takes: NUL in text (an id, a cursor, a
+    # filter), a number out of a column's range. They come from the request.
+    log.warning("database refused a value on %s %s: %s", request.method, request.url.path,
+                getattr(exc, "orig", exc))
+    return error_response(400, "invalid_value",
+                          "a value in the request cannot be stored or searched for "
+                          "(a NUL character, or a number out of range)")
+
+
 async def handle_redis_down(request: Request, exc: Exception) -> Response:
     log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
     return error_response(503, "queue_unavailable",
@@ -91,6 +101,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
+    sqlalchemy.exc.DataError: handle_unstorable_value,
     sqlalchemy.exc.OperationalError: handle_database_down,
     sqlalchemy.exc.InterfaceError: handle_database_down,
     redis.ConnectionError: handle_redis_down,

@@ -340,7 +340,7 @@ def _op(summary: str, tag: str, ok: dict[int, Schema], *, access: str = USER,
         statuses.add(403)
     if touches_state:
         statuses.add(503)
-    responses: dict[str, Any] = {str(status): answer for status, answer in ok.items()}
+    responses: dict[str, Any] = {str(status): answer for status, answer in sorted(ok.items())}
     for status in sorted(statuses):
         responses[str(status)] = {"$ref": f"#/components/responses/{_ERRORS[status][0]}"}
     out: Schema = {"summary": summary, "tags": [tag], "responses": responses}
@@ -622,6 +622,22 @@ def _paths() -> dict[str, dict[str, Any]]:
     }
 
 
+def _with_invalid_values(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """400 ``invalid_value`` on every operation that looks up a path or query value.
+
+    The database may refuse such a value outright (PostgreSQL: a NUL character).
+    """
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method == "parameters" or "503" not in operation["responses"]:
+                continue
+            if "{" in path or any(p["in"] == "query" for p in operation.get("parameters", [])):
+                operation["responses"].setdefault(
+                    "400", {"$ref": f"#/components/responses/{_ERRORS[400][0]}"})
+                operation["responses"] = dict(sorted(operation["responses"].items()))
+    return paths
+
+
 def _version() -> str:
     try:
         return metadata.version("darkroom")
@@ -648,7 +664,7 @@ def _document() -> dict[str, Any]:
         "tags": [{"name": name} for name in (
             "session", "images", "batches", "jobs", "tasks", "webhooks", "dlq", "queues",
             "operations")],
-        "paths": _paths(),
+        "paths": _with_invalid_values(_paths()),
         "components": {
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer",
