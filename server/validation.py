@@ -41,6 +41,17 @@ def upload_options(fields: Mapping[str, str]) -> UploadOptions:
     return UploadOptions(priority=priority, delay_s=delay)
 
 
+def whole(value: Any) -> int | None:
+    """A JSON number that is whole (1 and 1.0 alike, as JSON Schema's integer), else None."""
+    if isinstance(value, bool):  # bool is an int in Python; JSON keeps them apart
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():  # inf and nan are not
+        return int(value)
+    return None
+
+
 def is_whole_number(raw: str) -> bool:
     """Whether ``raw`` is plain ASCII digits (str.isdigit also takes "²", which int() refuses)."""
     return raw.isascii() and raw.isdigit()
@@ -63,11 +74,9 @@ def clean_age(body: Any, query_value: str | None, *, default: int) -> int:
     """``older_than_s`` of a queue clean-up: from the JSON body, else the query, else default."""
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "send a JSON object")
-    age = body.get("older_than_s", default if query_value is None else query_value)
-    if isinstance(age, str) and is_whole_number(age):
-        age = int(age)
-    # bool is an int in Python; floats (1e300, Infinity) are refused rather than rounded.
-    if isinstance(age, bool) or not isinstance(age, int) or not 0 <= age <= MAX_CLEAN_AGE_S:
+    raw = body.get("older_than_s", default if query_value is None else query_value)
+    age = int(raw) if isinstance(raw, str) and is_whole_number(raw) else whole(raw)
+    if age is None or not 0 <= age <= MAX_CLEAN_AGE_S:
         raise ApiError(400, "bad_request",
                        f"older_than_s must be a whole number from 0 to {MAX_CLEAN_AGE_S}")
     return age
@@ -192,10 +201,10 @@ def task_request(body: Any, *, now: datetime) -> TaskRequest:
     if priority not in PRIORITIES:
         raise ApiError(400, "invalid_priority", f"priority must be one of {', '.join(PRIORITIES)}")
     delay_s = _delay(body, now)
-    max_attempts = body.get("max_attempts")
-    if max_attempts is not None and (
-            isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
-            or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT):
+    raw_attempts = body.get("max_attempts")
+    max_attempts = whole(raw_attempts)
+    if raw_attempts is not None and (
+            max_attempts is None or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT):
         raise ApiError(400, "invalid_max_attempts",
                        f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}")
     return TaskRequest(task_type, payload, priority, delay_s, max_attempts)

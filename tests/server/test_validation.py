@@ -82,6 +82,8 @@ def test_task_request_fields() -> None:
     assert later.delay_s == 60
     past = task_request({"type": "t", "run_at": "2025-01-01T00:00:00+00:00"}, now=NOW)
     assert past.delay_s == 0
+    # 3.0 is an integer to JSON Schema (and to the OpenAPI document).
+    assert task_request({"type": "t", "max_attempts": 3.0}, now=NOW).max_attempts == 3
 
 
 @pytest.mark.parametrize("body", [
@@ -89,6 +91,7 @@ def test_task_request_fields() -> None:
     {"type": "t", "delay": 1, "run_at": "2026-01-01T00:00:00Z"},
     {"type": "t", "run_at": "tomorrow"}, {"type": "t", "run_at": "2026-01-01T00:00:00"},
     {"type": "t", "max_attempts": 0}, {"type": "t", "max_attempts": "3"},
+    {"type": "t", "max_attempts": 2.5}, {"type": "t", "max_attempts": True},
 ])
 def test_bad_task_requests_are_400(body: object) -> None:
     with pytest.raises(ApiError) as caught:
@@ -102,11 +105,13 @@ def test_clean_age_from_body_query_or_default() -> None:
     assert clean_age({"older_than_s": 0}, "60", default=3600) == 0
     assert clean_age({"older_than_s": "120"}, None, default=3600) == 120
     assert clean_age({"older_than_s": MAX_CLEAN_AGE_S}, None, default=1) == MAX_CLEAN_AGE_S
+    assert clean_age({"older_than_s": 600.0}, None, default=1) == 600  # JSON Schema's integer
 
 
 @pytest.mark.parametrize(("body", "query"), [
     ([], None), ({"older_than_s": -1}, None), ({"older_than_s": True}, None),
     ({"older_than_s": None}, None), ({"older_than_s": 1.5}, None),
+    ({"older_than_s": float("nan")}, None),
     ({"older_than_s": float("inf")}, None), ({"older_than_s": 1e300}, None),
     ({"older_than_s": 10**30}, None), ({}, "99999999999999999999"), ({}, "-1"), ({}, "²"),
 ])
