@@ -197,8 +197,10 @@ def task_request(body: Any, *, now: datetime) -> TaskRequest:
     payload = body.get("payload", {})
     if payload is None:
         payload = {}
-    priority = body.get("priority") or "normal"
-    if priority not in PRIORITIES:
+    priority = body.get("priority")
+    if priority is None or priority == "":
+        priority = "normal"
+    if priority not in PRIORITIES:  # {} or false used to pass as "normal"
         raise ApiError(400, "invalid_priority", f"priority must be one of {', '.join(PRIORITIES)}")
     delay_s = _delay(body, now)
     raw_attempts = body.get("max_attempts")

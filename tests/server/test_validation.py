@@ -84,6 +84,7 @@ def test_task_request_fields() -> None:
     assert past.delay_s == 0
     # 3.0 is an integer to JSON Schema (and to the OpenAPI document).
     assert task_request({"type": "t", "max_attempts": 3.0}, now=NOW).max_attempts == 3
+    assert task_request({"type": "t", "priority": None}, now=NOW).priority == "normal"
 
 
 @pytest.mark.parametrize("body", [
@@ -92,6 +93,7 @@ def test_task_request_fields() -> None:
     {"type": "t", "run_at": "tomorrow"}, {"type": "t", "run_at": "2026-01-01T00:00:00"},
     {"type": "t", "max_attempts": 0}, {"type": "t", "max_attempts": "3"},
     {"type": "t", "max_attempts": 2.5}, {"type": "t", "max_attempts": True},
+    {"type": "t", "priority": {}}, {"type": "t", "priority": False}, {"type": "t", "priority": 0},
 ])
 def test_bad_task_requests_are_400(body: object) -> None:
     with pytest.raises(ApiError) as caught:
