@@ -20,7 +20,7 @@ from server.error_handlers import EXCEPTION_HANDLERS
 from server.events import BatchEvent, BusEvent, JobEvent
 from server.relay import relay_events
 from server.request_ids import RequestIds
-from server.routes import dlq, images, jobs, ops, queues, session, tasks, webhooks
+from server.routes import dlq, docs, images, jobs, ops, queues, session, tasks, webhooks
 from server.schemas import Presenter
 from server.security import http_middleware, socketio_origins
 from server.settings import Settings
@@ -112,7 +112,7 @@ def create_app(settings: Settings) -> RequestIds:
 
     app = Starlette(
         routes=[*session.routes, *images.routes, *jobs.routes, *tasks.routes, *dlq.routes,
-                *webhooks.routes, *queues.routes, *ops.routes],
+                *webhooks.routes, *queues.routes, *docs.routes, *ops.routes],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=http_middleware(settings),

@@ -10,6 +10,7 @@ import sqlalchemy.exc
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
 
 from server.errors import ApiError
 
@@ -44,10 +45,27 @@ async def handle_api_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
-async def handle_http_exception(_request: Request, exc: Exception) -> Response:
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
-    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return error_response(exc.status_code, code, str(exc.detail), headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method served at this path.
+
+    Starlette answers 405 with the methods of the first route whose path matches, but
+    a path here has one route per method (GET and DELETE /api/dlq are two routes).
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods \
+                and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def handle_database_down(request: Request, exc: Exception) -> Response:
@@ -55,6 +73,16 @@ async def handle_database_down(request: Request, exc: Exception) -> Response:
     return error_response(503, "database_unavailable",
                           "the database is unavailable; try again shortly",
                           headers={"Retry-After": "5"})
+
+
+async def handle_unstorable_value(request: Request, exc: Exception) -> Response:
+    # PostgreSQL refuses some values SQLite takes: NUL in text (an id, a cursor, a
+    # filter), a number out of a column's range. They come from the request.
+    log.warning("database refused a value on %s %s: %s", request.method, request.url.path,
+                getattr(exc, "orig", exc))
+    return error_response(400, "invalid_value",
+                          "a value in the request cannot be stored or searched for "
+                          "(a NUL character, or a number out of range)")
 
 
 async def handle_redis_down(request: Request, exc: Exception) -> Response:
@@ -76,6 +104,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
+    sqlalchemy.exc.DataError: handle_unstorable_value,
     sqlalchemy.exc.OperationalError: handle_database_down,
     sqlalchemy.exc.InterfaceError: handle_database_down,
     redis.ConnectionError: handle_redis_down,

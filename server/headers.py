@@ -23,9 +23,10 @@ def content_security_policy(public_url: str = "") -> str:
     The pages load their scripts and stylesheets from /static, set no inline styles or
     handlers, talk to their own origin (fetch and the Socket.IO WebSocket: CSP 3 lets
     'self' match ws/wss of the same host) and show images from signed URLs, which are
-    absolute on PUBLIC_URL when that is set.
+    absolute on PUBLIC_URL when that is set. ``data:`` images are the icons of the API
+    reference at /docs (Swagger UI inlines them); an image cannot run script.
     """
-    images = ["'self'"]
+    images = ["'self'", "data:"]
     public = origin_of(public_url) if public_url else None
     if public:
         images.append(public)

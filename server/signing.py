@@ -25,7 +25,9 @@ def verify(secret: str, image_id: str, kind: str, *, expires: int, signature: st
     """Whether ``signature`` is ours for this file and has not expired."""
     if expires < now:
         return False
-    return hmac.compare_digest(_signature(secret, image_id, kind, expires), signature)
+    # compare_digest refuses str with non-ASCII characters (TypeError); ours never has them.
+    return hmac.compare_digest(_signature(secret, image_id, kind, expires).encode(),
+                               signature.encode("utf-8", "surrogatepass"))
 
 
 def webhook_key(secret: str, user_id: str) -> str:

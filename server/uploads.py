@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from server.errors import ApiError
 from server.storage import Storage
+from server.validation import is_whole_number
 
 # Plain form fields (priority, delay) are tiny; anything bigger is not ours.
 MAX_FIELD_BYTES = 64 * 1024
@@ -192,7 +193,7 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
         raise ApiError(400, "bad_request", "expected multipart/form-data with a file field")
     body_cap = max_file_bytes * max_files + _ENVELOPE_BYTES
     declared_length = request.headers.get("content-length")
-    if declared_length and declared_length.isdigit() and int(declared_length) > body_cap:
+    if declared_length and is_whole_number(declared_length) and int(declared_length) > body_cap:
         raise _too_large(max_file_bytes)
 
     form = ReceivedForm()

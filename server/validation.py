@@ -41,13 +41,45 @@ def upload_options(fields: Mapping[str, str]) -> UploadOptions:
     return UploadOptions(priority=priority, delay_s=delay)
 
 
+def whole(value: Any) -> int | None:
+    """A JSON number that is whole (1 and 1.0 alike, as JSON Schema's integer), else None."""
+    if isinstance(value, bool):  # bool is an int in Python; JSON keeps them apart
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():  # inf and nan are not
+        return int(value)
+    return None
+
+
+def is_whole_number(raw: str) -> bool:
+    """Whether ``raw`` is plain ASCII digits (str.isdigit also takes "²", which int() refuses)."""
+    return raw.isascii() and raw.isdigit()
+
+
 def page(query: Mapping[str, str]) -> tuple[int, str | None]:
     """``limit`` (1..200, default 50) and the ``before`` cursor of a list request."""
     raw = query.get("limit", str(DEFAULT_PAGE))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not is_whole_number(raw) or not 1 <= int(raw) <= MAX_PAGE:
         raise ApiError(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
     before = query.get("before") or None
     return int(raw), before
+
+
+# Far enough back for any clean-up; further would underflow datetime (year 1).
+MAX_CLEAN_AGE_S = 100 * 365 * 24 * 3600
+
+
+def clean_age(body: Any, query_value: str | None, *, default: int) -> int:
+    """``older_than_s`` of a queue clean-up: from the JSON body, else the query, else default."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "send a JSON object")
+    raw = body.get("older_than_s", default if query_value is None else query_value)
+    age = int(raw) if isinstance(raw, str) and is_whole_number(raw) else whole(raw)
+    if age is None or not 0 <= age <= MAX_CLEAN_AGE_S:
+        raise ApiError(400, "bad_request",
+                       f"older_than_s must be a whole number from 0 to {MAX_CLEAN_AGE_S}")
+    return age
 
 
 def json_body(raw: bytes, *, empty: Any = None) -> Any:
@@ -63,9 +95,20 @@ def json_body(raw: bytes, *, empty: Any = None) -> Any:
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
+# Control characters and spaces never belong in a URL (and NUL cannot be stored in PostgreSQL).
+_NOT_IN_URL = re.compile(r"[\x00-\x20\x7f]")
+
+
 def _is_http_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    if _NOT_IN_URL.search(value):
+        return False
+    try:
+        parts = urlsplit(value)
+        # Both raise ValueError for what urlsplit lets through: "http://[x", "http://h:99999".
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(host)
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -130,6 +173,20 @@ class TaskRequest:
 MAX_ATTEMPTS_LIMIT = 20
 
 
+def repeat_fields(repeat: Any) -> tuple[str, str]:
+    """``(cron, timezone)`` of a task's ``repeat`` object (UTC when the zone is absent).
+
+    Only the shape is checked here (422); ``server.cron`` checks the values.
+    """
+    if not isinstance(repeat, dict) or not isinstance(repeat.get("cron"), str):
+        raise ApiError(422, "invalid_cron", "repeat must be {\"cron\": \"<5-field cron>\", "
+                                            "\"timezone\": \"<IANA name>\"}")
+    timezone = repeat.get("timezone")
+    if timezone is not None and not isinstance(timezone, str):
+        raise ApiError(422, "invalid_timezone", "timezone must be an IANA name, e.g. Europe/Paris")
+    return repeat["cron"].strip(), timezone or "UTC"
+
+
 def task_request(body: Any, *, now: datetime) -> TaskRequest:
     """The fields of ``POST /api/tasks`` (the type and payload are checked by the caller)."""
     if not isinstance(body, dict):
@@ -140,14 +197,16 @@ def task_request(body: Any, *, now: datetime) -> TaskRequest:
     payload = body.get("payload", {})
     if payload is None:
         payload = {}
-    priority = body.get("priority") or "normal"
-    if priority not in PRIORITIES:
+    priority = body.get("priority")
+    if priority is None or priority == "":
+        priority = "normal"
+    if priority not in PRIORITIES:  # {} or false used to pass as "normal"
         raise ApiError(400, "invalid_priority", f"priority must be one of {', '.join(PRIORITIES)}")
     delay_s = _delay(body, now)
-    max_attempts = body.get("max_attempts")
-    if max_attempts is not None and (
-            isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
-            or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT):
+    raw_attempts = body.get("max_attempts")
+    max_attempts = whole(raw_attempts)
+    if raw_attempts is not None and (
+            max_attempts is None or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT):
         raise ApiError(400, "invalid_max_attempts",
                        f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}")
     return TaskRequest(task_type, payload, priority, delay_s, max_attempts)

@@ -220,10 +220,14 @@ def start_web(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
                                 stdout=fh, stderr=subprocess.STDOUT)
 
 
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """The supervised worker (``python -m workers``), as the Procfile runs it."""
+def start_worker(env: dict[str, str], log: Path,
+                 args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """The supervised worker (``python -m workers``), as the Procfile runs it.
+
+    ``args`` go to Dramatiq, e.g. ``("-Q", "images")`` to serve only some queues.
+    """
     with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env,
+        return subprocess.Popen([sys.executable, "-m", "workers", *args], cwd=ROOT, env=env,
                                 stdout=fh, stderr=subprocess.STDOUT)
 
 
@@ -245,7 +249,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(redis_url: str, database_url: str, base: Path, **extra: str) -> Iterator[Stack]:
+def running_stack(redis_url: str, database_url: str, base: Path,
+                  worker_args: tuple[str, ...] = (), **extra: str) -> Iterator[Stack]:
     """Start a web process and a supervised worker; stop both on exit."""
     data_dir, logs = base / "data", base / "logs"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +258,7 @@ def running_stack(redis_url: str, database_url: str, base: Path, **extra: str) -
     port = free_port()
     env = stack_env(redis_url, database_url, data_dir, port, **extra)
     web = start_web(env, logs / "web.log")
-    worker = start_worker(env, logs / "worker.log")
+    worker = start_worker(env, logs / "worker.log", worker_args)
     running = Stack(f"http://127.0.0.1:{port}", env, data_dir, logs, web, worker)
     try:
         running.wait_healthy()

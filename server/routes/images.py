@@ -260,7 +260,7 @@ async def _file_caller(request: Request, image_id: str, kind: str) -> Principal 
     """Who asks for the file; None for a valid signed link (it names the file itself)."""
     params = request.query_params
     sig, expires = params.get("sig"), params.get("expires", "")
-    if sig and expires.isdigit():
+    if sig and validation.is_whole_number(expires):
         if signing.verify(request.app.state.settings.secret_key, image_id, kind,
                           expires=int(expires), signature=sig, now=time.time()):
             return None

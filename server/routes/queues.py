@@ -13,7 +13,7 @@ from starlette.routing import Route
 from server import dispatch, keys, store, validation
 from server.audit import audit
 from server.auth import require_admin
-from server.errors import ApiError, not_found
+from server.errors import not_found
 from server.jobs import Stage
 from server.models import utcnow
 
@@ -97,19 +97,9 @@ async def clean(request: Request) -> JSONResponse:
     admin = await require_admin(request)
     state = request.app.state
     name = _queue(request)
-    body = validation.json_body(await request.body(), empty={})
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "send a JSON object")
-    age = body.get("older_than_s", request.query_params.get("older_than_s",
-                                                            DEFAULT_CLEAN_AGE_S))
-    try:
-        if isinstance(age, bool):
-            raise TypeError("not a number")
-        age_s = int(age)
-    except (TypeError, ValueError):
-        raise ApiError(400, "bad_request", "older_than_s must be a whole number") from None
-    if age_s < 0:
-        raise ApiError(400, "bad_request", "older_than_s must not be negative")
+    age_s = validation.clean_age(validation.json_body(await request.body(), empty={}),
+                                 request.query_params.get("older_than_s"),
+                                 default=DEFAULT_CLEAN_AGE_S)
     removed = await state.db.write(store.clean_finished, base=name,
                                    finished_before=utcnow() - timedelta(seconds=age_s))
     audit(admin.user_id, "queue.clean", f"queue:{name}",

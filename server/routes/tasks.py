@@ -69,11 +69,7 @@ async def _create_schedule(request: Request, user_id: str, task_type: str,
                            spec: validation.TaskRequest, repeat: Any,
                            max_attempts: int) -> JSONResponse:
     """``repeat: {cron, timezone}``: a schedule whose firings each create a job."""
-    if not isinstance(repeat, dict) or not isinstance(repeat.get("cron"), str):
-        raise ApiError(422, "invalid_cron", "repeat must be {\"cron\": \"<5-field cron>\", "
-                                            "\"timezone\": \"<IANA name>\"}")
-    timezone = str(repeat.get("timezone") or "UTC")
-    expression = repeat["cron"].strip()
+    expression, timezone = validation.repeat_fields(repeat)
     next_run_at = cron.next_run(expression, timezone, utcnow())
     schedule = await request.app.state.db.write(
         store.create_schedule, user_id=user_id, task_type=task_type, payload=spec.payload,

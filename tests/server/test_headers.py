@@ -24,7 +24,7 @@ def test_the_page_policy_allows_only_our_own_scripts() -> None:
 
 def test_images_may_come_from_the_public_url() -> None:
     policy = _directives(content_security_policy("https://img.example.com/base"))
-    assert policy["img-src"] == "'self' https://img.example.com"
+    assert policy["img-src"] == "'self' data: https://img.example.com"
     assert policy["script-src"] == "'self'"
 
 

@@ -5,7 +5,16 @@ from datetime import UTC, datetime
 import pytest
 
 from server.errors import ApiError
-from server.validation import MAX_DELAY_S, page, payload_errors, task_request, upload_options
+from server.validation import (
+    MAX_CLEAN_AGE_S,
+    MAX_DELAY_S,
+    clean_age,
+    page,
+    payload_errors,
+    repeat_fields,
+    task_request,
+    upload_options,
+)
 
 
 def test_upload_options_defaults_and_values() -> None:
@@ -27,7 +36,7 @@ def test_bad_upload_options_are_400(fields: dict[str, str]) -> None:
 def test_page_bounds() -> None:
     assert page({}) == (50, None)
     assert page({"limit": "5", "before": "abc"}) == (5, "abc")
-    for bad in ("0", "201", "x"):
+    for bad in ("0", "201", "x", "²", "٣", "-1", " 5", ""):
         with pytest.raises(ApiError):
             page({"limit": bad})
 
@@ -73,6 +82,9 @@ def test_task_request_fields() -> None:
     assert later.delay_s == 60
     past = task_request({"type": "t", "run_at": "2025-01-01T00:00:00+00:00"}, now=NOW)
     assert past.delay_s == 0
+    # 3.0 is an integer to JSON Schema (and to the OpenAPI document).
+    assert task_request({"type": "t", "max_attempts": 3.0}, now=NOW).max_attempts == 3
+    assert task_request({"type": "t", "priority": None}, now=NOW).priority == "normal"
 
 
 @pytest.mark.parametrize("body", [
@@ -80,8 +92,63 @@ def test_task_request_fields() -> None:
     {"type": "t", "delay": 1, "run_at": "2026-01-01T00:00:00Z"},
     {"type": "t", "run_at": "tomorrow"}, {"type": "t", "run_at": "2026-01-01T00:00:00"},
     {"type": "t", "max_attempts": 0}, {"type": "t", "max_attempts": "3"},
+    {"type": "t", "max_attempts": 2.5}, {"type": "t", "max_attempts": True},
+    {"type": "t", "priority": {}}, {"type": "t", "priority": False}, {"type": "t", "priority": 0},
 ])
 def test_bad_task_requests_are_400(body: object) -> None:
     with pytest.raises(ApiError) as caught:
         task_request(body, now=NOW)
     assert caught.value.status == 400
+
+
+def test_clean_age_from_body_query_or_default() -> None:
+    assert clean_age({}, None, default=3600) == 3600
+    assert clean_age({}, "60", default=3600) == 60
+    assert clean_age({"older_than_s": 0}, "60", default=3600) == 0
+    assert clean_age({"older_than_s": "120"}, None, default=3600) == 120
+    assert clean_age({"older_than_s": MAX_CLEAN_AGE_S}, None, default=1) == MAX_CLEAN_AGE_S
+    assert clean_age({"older_than_s": 600.0}, None, default=1) == 600  # JSON Schema's integer
+
+
+@pytest.mark.parametrize(("body", "query"), [
+    ([], None), ({"older_than_s": -1}, None), ({"older_than_s": True}, None),
+    ({"older_than_s": None}, None), ({"older_than_s": 1.5}, None),
+    ({"older_than_s": float("nan")}, None),
+    ({"older_than_s": float("inf")}, None), ({"older_than_s": 1e300}, None),
+    ({"older_than_s": 10**30}, None), ({}, "99999999999999999999"), ({}, "-1"), ({}, "²"),
+])
+def test_bad_clean_ages_are_400(body: object, query: str | None) -> None:
+    with pytest.raises(ApiError) as caught:
+        clean_age(body, query, default=3600)
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("url", [
+    "http://[abc/x", "http://[::1", "https://h:99999/", "https://h:port/", "http://a b.test/",
+    "http://a\x00b.test/", "https://x.test/\n", "http://", "mailto:a@b.test", "",
+])
+def test_urls_that_are_not_http_are_field_errors(url: str) -> None:
+    assert payload_errors(SCHEMA, {"url": url}) == {"payload.url": "must be an http(s) URL"}
+
+
+def test_http_urls_pass() -> None:
+    for url in ("https://x.test/h?a=1#f", "http://127.0.0.1:8080/", "http://[::1]:80/x"):
+        assert payload_errors(SCHEMA, {"url": url}) == {}
+
+
+def test_repeat_fields() -> None:
+    assert repeat_fields({"cron": " 0 7 * * * "}) == ("0 7 * * *", "UTC")
+    assert repeat_fields({"cron": "0 7 * * *", "timezone": None}) == ("0 7 * * *", "UTC")
+    assert repeat_fields({"cron": "* * * * *", "timezone": "Europe/Paris"})[1] == "Europe/Paris"
+
+
+@pytest.mark.parametrize(("repeat", "code"), [
+    ({}, "invalid_cron"), ([], "invalid_cron"), ({"cron": 5}, "invalid_cron"),
+    ({"cron": "* * * * *", "timezone": {}}, "invalid_timezone"),
+    ({"cron": "* * * * *", "timezone": 0}, "invalid_timezone"),
+    ({"cron": "* * * * *", "timezone": ["UTC"]}, "invalid_timezone"),
+])
+def test_repeat_of_the_wrong_shape_is_422(repeat: object, code: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        repeat_fields(repeat)
+    assert (caught.value.status, caught.value.code) == (422, code)
