@@ -121,22 +121,28 @@ async def test_each_process_relays_each_users_events_to_its_own_sockets_once(
             assert stranger.status_code == 404
 
 
+def http_at(http: httpx.AsyncClient, url: str) -> httpx.AsyncClient:
+    http.base_url = httpx.URL(url)
+    return http
+
+
 async def test_polling_needs_the_same_process_and_websocket_does_not(
         two_webs: TwoWebs, sockets: list[LiveClient]) -> None:
     """Why the README asks for sticky sessions (or websocket-only clients) behind a balancer:
     an Engine.IO polling session lives in the process that opened it."""
     a_url, b_url = two_webs.a.url, two_webs.b_url
     async with httpx.AsyncClient(timeout=30) as http:
+        token = await new_token(http_at(http, a_url))
         opened = await http.get(f"{a_url}/socket.io/", params={"EIO": "4",
                                                                "transport": "polling"})
         assert opened.status_code == 200
         sid = opened.text.split('"sid":"', 1)[1].split('"', 1)[0]
-        same = await http.get(f"{a_url}/socket.io/", params={"EIO": "4", "transport": "polling",
-                                                            "sid": sid})
-        other = await http.get(f"{b_url}/socket.io/", params={"EIO": "4",
-                                                             "transport": "polling",
-                                                             "sid": sid})
-    assert same.status_code == 200
+        session = {"EIO": "4", "transport": "polling", "sid": sid}
+        connect = b'40{"token":"' + token.encode() + b'"}'  # Socket.IO CONNECT with auth
+        other = await http.post(f"{b_url}/socket.io/", params=session, content=connect)
+        sent = await http.post(f"{a_url}/socket.io/", params=session, content=connect)
+        acked = await http.get(f"{a_url}/socket.io/", params=session)
+    assert sent.status_code == 200 and "40{\"sid\"" in acked.text, acked.text
     assert other.status_code == 400, "another process does not know the polling session"
 
 
