@@ -1,0 +1,88 @@
+"""Push delay: the worker's publish of ``job:completed`` → the Socket.IO client's receipt.
+
+Every event carries ``published_at`` (the publisher's wall clock at publish); the
+subscriber subtracts it from its own clock at receipt (same machine, same clock). Measured
+with only the subscriber connected, and with 500 sockets of other users connected too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import socketio
+
+from bench.common import Result, new_token, percentile, photo, running, unique, upload
+
+OTHERS = (0, 500)
+CONCURRENCY = 4
+
+
+async def idle_sockets(url: str, count: int) -> list[socketio.AsyncClient]:
+    """``count`` connected sockets, each of a user of its own."""
+    clients: list[socketio.AsyncClient] = []
+    gate = asyncio.Semaphore(50)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+
+        async def one() -> None:
+            async with gate:
+                token = await new_token(http)
+                client = socketio.AsyncClient(reconnection=False)
+                await client.connect(url, auth={"token": token}, transports=["websocket"],
+                                     wait_timeout=30)
+                clients.append(client)
+
+        await asyncio.gather(*(one() for _ in range(count)))
+    return clients
+
+
+async def measure(url: str, data: bytes, count: int, others: int) -> dict[str, Any]:
+    crowd = await idle_sockets(url, others)
+    delays: list[float] = []
+    done: dict[str, asyncio.Event] = {}
+    sio = socketio.AsyncClient(reconnection=False)
+
+    async def completed(payload: Any) -> None:
+        received = time.time()
+        delays.append((received - float(payload["published_at"])) * 1000)
+        done.setdefault(payload["job"]["id"], asyncio.Event()).set()
+
+    sio.on("job:completed", completed)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            token = await new_token(http)
+            await sio.connect(url, auth={"token": token}, transports=["websocket"],
+                              wait_timeout=30)
+            todo = iter(range(count))
+
+            async def slot() -> None:
+                for n in todo:
+                    body = await upload(http, token, unique(data, others * 10_000 + n))
+                    job_id = body["job"]["id"]
+                    await asyncio.wait_for(done.setdefault(job_id, asyncio.Event()).wait(), 60)
+
+            await asyncio.gather(*(slot() for _ in range(CONCURRENCY)))
+    finally:
+        await sio.disconnect()
+        await asyncio.gather(*(client.disconnect() for client in crowd))
+    return {"other_sockets": others, "events": len(delays),
+            "p50_ms": percentile(delays, 50), "p99_ms": percentile(delays, 99),
+            "max_ms": max(delays)}
+
+
+def main(quick: bool = False) -> Result:
+    count = 40 if quick else 200
+    result = Result("push")
+    data = photo(640, 480, seed=70)
+    rows = []
+    with running() as stack:
+        asyncio.run(measure(stack.url, data, 8, 0))  # warm-up
+        for others in OTHERS:
+            row = asyncio.run(measure(stack.url, data, count, others))
+            rows.append(row)
+            print(f"  {others:>4} other sockets: p50 {row['p50_ms']:5.2f} ms  "
+                  f"p99 {row['p99_ms']:5.2f} ms  ({row['events']} events)")
+    result.figures["rows"] = rows
+    return result
