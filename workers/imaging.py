@@ -333,41 +333,49 @@ def decode(path: StrPath, *, max_pixels: int) -> Image.Image:
 def make_thumbnail(im: Image.Image) -> bytes:
     """200x200 cover-cropped WebP, quality 80."""
     with _pillow_errors("The thumbnail could not be made from this image."):
-        im = _to_rgb_or_rgba(im)
-        width, height = im.size
-        box_w, box_h = THUMBNAIL_SIZE
-        # The same cover crop as ImageOps.fit(im, size, LANCZOS) (centred, scaled so the box is
-        # filled, enlarging small sources), done as one resize with a crop box so that the
-        # reducing gap can shrink large sources cheaply first; fit() offers no reducing_gap.
-        scale = max(box_w / width, box_h / height)
-        crop_w, crop_h = box_w / scale, box_h / scale
-        left, top = (width - crop_w) / 2, (height - crop_h) / 2
-        thumb = im.resize(
-            THUMBNAIL_SIZE,
-            Image.Resampling.LANCZOS,
-            box=(left, top, left + crop_w, top + crop_h),
-            reducing_gap=_REDUCING_GAP,
-        )
-        return _encode_webp(thumb, quality=THUMBNAIL_QUALITY)
+        return encode_webp(thumbnail_image(im), quality=THUMBNAIL_QUALITY)
 
 
 def make_preview(im: Image.Image) -> bytes:
     """800 px wide WebP at quality 85, never upscaled."""
     with _pillow_errors("The preview could not be made from this image."):
-        im = _to_rgb_or_rgba(im)
-        width, height = im.size
-        target_w = min(PREVIEW_WIDTH, width)
-        target_h = max(1, round(height * target_w / width))
-        if target_h > _WEBP_MAX_DIMENSION:
-            # Only for extreme strips (taller than ~20:1): WebP cannot hold the full height at
-            # 800 wide, so the preview gets narrower instead of failing.
-            target_w = max(1, round(width * _WEBP_MAX_DIMENSION / height))
-            target_h = _WEBP_MAX_DIMENSION
-        if (target_w, target_h) != im.size:
-            im = im.resize(
-                (target_w, target_h), Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP
-            )
-        return _encode_webp(im, quality=PREVIEW_QUALITY)
+        return encode_webp(preview_image(im), quality=PREVIEW_QUALITY)
+
+
+def thumbnail_image(im: Image.Image) -> Image.Image:
+    """The thumbnail's pixels: 200x200, cover-cropped and centred, before encoding."""
+    im = _to_rgb_or_rgba(im)
+    width, height = im.size
+    box_w, box_h = THUMBNAIL_SIZE
+    # The same cover crop as ImageOps.fit(im, size, LANCZOS) (centred, scaled so the box is
+    # filled, enlarging small sources), done as one resize with a crop box so that the
+    # reducing gap can shrink large sources cheaply first; fit() offers no reducing_gap.
+    scale = max(box_w / width, box_h / height)
+    crop_w, crop_h = box_w / scale, box_h / scale
+    left, top = (width - crop_w) / 2, (height - crop_h) / 2
+    return im.resize(
+        THUMBNAIL_SIZE,
+        Image.Resampling.LANCZOS,
+        box=(left, top, left + crop_w, top + crop_h),
+        reducing_gap=_REDUCING_GAP,
+    )
+
+
+def preview_image(im: Image.Image) -> Image.Image:
+    """The preview's pixels: 800 px wide (never upscaled), before encoding."""
+    im = _to_rgb_or_rgba(im)
+    width, height = im.size
+    target_w = min(PREVIEW_WIDTH, width)
+    target_h = max(1, round(height * target_w / width))
+    if target_h > _WEBP_MAX_DIMENSION:
+        # Only for extreme strips (taller than ~20:1): WebP cannot hold the full height at
+        # 800 wide, so the preview gets narrower instead of failing.
+        target_w = max(1, round(width * _WEBP_MAX_DIMENSION / height))
+        target_h = _WEBP_MAX_DIMENSION
+    if (target_w, target_h) == im.size:
+        return im
+    return im.resize((target_w, target_h), Image.Resampling.LANCZOS,
+                     reducing_gap=_REDUCING_GAP)
 
 
 def read_metadata(path: StrPath, *, max_pixels: int) -> Metadata:
@@ -492,7 +500,7 @@ def _rgb_icc_profile(profile: object) -> bytes | None:
     return profile
 
 
-def _encode_webp(im: Image.Image, *, quality: int) -> bytes:
+def encode_webp(im: Image.Image, *, quality: int) -> bytes:
     """WebP bytes carrying no EXIF or XMP: Pillow writes those only when passed explicitly."""
     buffer = io.BytesIO()
     params: dict[str, Any] = {"quality": quality, "method": _WEBP_METHOD}
