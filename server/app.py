@@ -25,7 +25,7 @@ from server.schemas import Presenter
 from server.security import http_middleware, socketio_origins
 from server.settings import Settings
 from server.socket_limits import SocketRegistry
-from server.sockets import register_handlers, resync_all, socket_counts
+from server.sockets import keep_sockets, register_handlers, resync_all, socket_counts
 from server.storage import storage_for
 from server.sweeper import run_sweeper
 from workers import tasks as task_registry
@@ -47,6 +47,8 @@ def create_app(settings: Settings) -> RequestIds:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = app.state
+        if (warning := settings.multi_host_warning()) is not None:
+            log.warning(warning)
         storage = storage_for(settings)
         await asyncio.to_thread(storage.ensure_dirs)
         db = Database(settings.database_url)
@@ -83,7 +85,7 @@ def create_app(settings: Settings) -> RequestIds:
         state.publish = publish
         state.task_types = task_registry.load(include_test_tasks=settings.enable_test_tasks)
         state.sockets = SocketRegistry(client, settings.redis_prefix,
-                                       settings.max_sockets_per_user)
+                                       settings.max_sockets_per_user, settings.socket_refresh_s)
         # Uploads and relay delays, added to the deployment's metrics every few seconds.
         tally = state.tally = metrics.Tally()
         state.socket_counts = lambda: socket_counts(sio)
@@ -93,7 +95,7 @@ def create_app(settings: Settings) -> RequestIds:
                          tally=tally),
             name="relay")
         sweeper = asyncio.create_task(run_sweeper(state), name="sweeper")
-        registry = asyncio.create_task(state.sockets.run(), name="socket-registry")
+        registry = asyncio.create_task(keep_sockets(sio, state), name="socket-upkeep")
         reporter = asyncio.create_task(
             telemetry.report_forever(client, settings.redis_prefix, tally, state.socket_counts),
             name="metrics")

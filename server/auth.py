@@ -7,6 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+import sqlalchemy.exc
 from starlette.requests import Request
 
 from server import logs, store
@@ -52,7 +53,12 @@ async def authenticate(db: Database, token: str | None, admin_token: str) -> Pri
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         found = await db.read(store.user_by_token_hash, token_hash=token_hash)
         if found is None:
-            found = await db.write(store.ensure_user, token_hash=token_hash)
+            try:
+                found = await db.write(store.ensure_user, token_hash=token_hash)
+            except sqlalchemy.exc.IntegrityError:  # another request made it a moment ago
+                found = await db.read(store.user_by_token_hash, token_hash=token_hash)
+            if found is None:
+                return None
         return Principal(found[0].id, True, found[1].id, env_token=True)
     found = await db.read(store.user_by_token_hash, token_hash=token_hash)
     if found is None:
@@ -75,7 +81,8 @@ async def require_user(request: Request) -> Principal:
     if principal is None:
         message = "missing bearer token" if token is None else "invalid bearer token"
         raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
-    logs.bind(user_id=principal.user_id)  # every later line of this request names the caller
+    # Every later line of this request names the caller, and the job it is about if any.
+    logs.bind(user_id=principal.user_id, job_id=request.path_params.get("job_id"))
     return principal
 
 

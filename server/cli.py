@@ -68,14 +68,24 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _create_token(args: argparse.Namespace) -> int:
-    from server import store
+    import getpass
+
+    from server import logs, store
+    from server.audit import audit
     from server.auth import hash_token, mint_token
     from server.db import SyncDatabase
+    from server.migrate import SchemaOutOfDate
 
-    db = SyncDatabase(Settings.from_env().database_url)
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    db = SyncDatabase(settings.database_url)
     token = mint_token()
     try:
-        db.migrate()
+        try:
+            db.require_current_schema()
+        except SchemaOutOfDate as exc:
+            print(f"darkroom: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         if args.user:
             user = db.write(store.set_admin, user_id=args.user)
             if user is None:
@@ -88,6 +98,7 @@ def _create_token(args: argparse.Namespace) -> int:
                             label=args.label)
     finally:
         db.dispose()
+    audit(f"cli:{getpass.getuser()}", "admin.create_token", f"user:{user.id}", args.label)
     # The token itself is shown once, here; only its hash is kept.
     print(token)
     print(f"admin user {user.id}; keep the token secret, revoke it with "

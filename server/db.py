@@ -12,8 +12,11 @@ from sqlalchemy.orm import sessionmaker
 
 T = TypeVar("T")
 
-_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
-_SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg"}
+# "postgres://" is what Heroku, Render and others hand out; SQLAlchemy wants "postgresql".
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg",
+                  "postgres": "postgresql+psycopg"}
+_SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg",
+                 "postgres": "postgresql+psycopg"}
 
 
 def _with_driver(url: str, drivers: dict[str, str]) -> str:
@@ -130,6 +133,13 @@ class SyncDatabase:
         """Run one raw statement in a write transaction (operators' and tests' escape hatch)."""
         with self._writer.begin() as conn:
             conn.execute(text(sql), params or {})
+
+    def require_current_schema(self) -> None:
+        """Raise ``SchemaOutOfDate`` if the schema is behind this code."""
+        from server import migrate
+
+        with self.engine.connect() as conn:
+            migrate.require_current(conn)
 
     def current_revision(self) -> str | None:
         from server import migrate

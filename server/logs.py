@@ -146,6 +146,8 @@ def configure(level: str, fmt: str = "text", stream: TextIO | None = None) -> No
         old.close()
     root.addHandler(handler)
     root.setLevel(level_number(level))
+    # The audit trail is not noise to be turned down with LOG_LEVEL=warning.
+    logging.getLogger("darkroom.audit").setLevel(logging.INFO)
     logging.captureWarnings(True)  # warnings become log lines of the same shape
     # uvicorn and Dramatiq log through their own named loggers: let them reach ours.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "dramatiq"):

@@ -310,6 +310,8 @@ class Scrape:
     queue_messages: Mapping[str, QueueMessages] = field(default_factory=dict)
     sockets: Sequence[SocketReport] = ()
     samples: Mapping[Any, Any] = field(default_factory=dict)
+    # False when Redis could not be read: only the database's figures are shown then.
+    redis_up: bool = True
 
 
 def _queue_report_lines(report: dict[str, Any], dead_letters: int) -> list[str]:
@@ -334,7 +336,8 @@ def _queue_report_lines(report: dict[str, Any], dead_letters: int) -> list[str]:
                 continue
             lines.append(_series(metric, (("queue", str(queue["name"])),), float(value)))
     lines += _header("darkroom_workers", "Worker processes with a fresh heartbeat.", "gauge")
-    lines.append(_series("darkroom_workers", (), int(report["workers"])))
+    if report["workers"] is not None:  # None: unknown, Redis is away
+        lines.append(_series("darkroom_workers", (), int(report["workers"])))
     lines += _header("darkroom_dead_letters", "Jobs in the dead-letter queue.", "gauge")
     lines.append(_series("darkroom_dead_letters", (), dead_letters))
     return lines
@@ -381,7 +384,10 @@ def _socket_lines(reports: Sequence[SocketReport]) -> list[str]:
 
 def render(scrape: Scrape) -> str:
     """The whole ``GET /metrics`` body."""
-    lines = _queue_report_lines(scrape.report, scrape.dead_letters)
+    lines = _header("darkroom_redis_up", "1 if this scrape could read Redis (queues, "
+                    "workers, sockets, counters and histograms come from there).", "gauge")
+    lines.append(_series("darkroom_redis_up", (), int(scrape.redis_up)))
+    lines += _queue_report_lines(scrape.report, scrape.dead_letters)
     lines += _jobs_by_type_lines(scrape.jobs_by_type)
     lines += _queue_message_lines(scrape.queue_messages)
     lines += _socket_lines(scrape.sockets)

@@ -8,12 +8,14 @@ second one finds the schema at head and does nothing.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, inspect, text
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -25,6 +27,9 @@ _PG_LOCK_KEY = 0x6461726B  # "dark"
 
 class SchemaOutOfDate(RuntimeError):
     """The database is behind the code and AUTO_MIGRATE is off."""
+
+
+log = logging.getLogger(__name__)
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -47,6 +52,21 @@ def current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+def is_ahead(connection: Connection) -> bool:
+    """Whether the database was migrated by newer code (a revision this code does not know).
+
+    That happens during a rolling deploy (the release step ran, old processes restart)
+    and after a rollback; the newer schema only adds, so older code keeps working.
+    """
+    found = current(connection)
+    if found is None:
+        return False
+    try:
+        return ScriptDirectory.from_config(_config()).get_revision(found) is None
+    except CommandError:
+        return True
+
+
 def upgrade(connection: Connection, revision: str = "head") -> tuple[str | None, str | None]:
     """Migrate inside the caller's transaction; returns (revision before, revision after).
 
@@ -57,6 +77,10 @@ def upgrade(connection: Connection, revision: str = "head") -> tuple[str | None,
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
     config = _config(connection)
     before = current(connection)
+    if is_ahead(connection):
+        log.warning("the database schema (%s) is newer than this code (%s): not migrating",
+                    before, head())
+        return before, before
     inspector = inspect(connection)
     if before is None and inspector.has_table("jobs"):
         # Made by create_all before migrations existed: it is the baseline schema.
@@ -75,8 +99,14 @@ def downgrade(connection: Connection, revision: str) -> tuple[str | None, str | 
 
 
 def require_current(connection: Connection) -> None:
-    """Raise SchemaOutOfDate unless the database is at this code's head revision."""
+    """Raise SchemaOutOfDate if the database is behind this code's head revision.
+
+    A database ahead of the code (newer code migrated it) is accepted with a warning.
+    """
     found, wanted = current(connection), head()
+    if found != wanted and is_ahead(connection):
+        log.warning("the database schema (%s) is newer than this code (%s)", found, wanted)
+        return
     if found != wanted:
         raise SchemaOutOfDate(
             f"the database schema is at {found or 'nothing'}, this code needs {wanted}: "

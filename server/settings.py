@@ -96,6 +96,8 @@ class Settings:
     database_url: str = ""
     redis_prefix: str = "darkroom"
     secret_key: str = field(default="", repr=False)
+    # False: the key was generated into DATA_DIR, so it is this host's alone.
+    secret_key_given: bool = False
     admin_token: str = field(default="", repr=False)
     max_upload_mb: int = 50
     max_image_pixels: int = 50_000_000
@@ -128,6 +130,15 @@ class Settings:
     auto_migrate: bool = True
     socketio_transports: tuple[str, ...] = ("polling", "websocket")
     log_format: str = "text"
+    socket_refresh_s: int = 20
+
+    def multi_host_warning(self) -> str | None:
+        """Why this configuration would break once processes run on several hosts, if so."""
+        if self.secret_key_given or self.database_url.startswith("sqlite"):
+            return None
+        return ("SECRET_KEY is not set, so this host signs file URLs with a key of its own "
+                f"({self.data_dir / 'secret_key'}); with processes on several hosts, set one "
+                "SECRET_KEY everywhere or links made on one host are refused by another")
 
     def require_redis(self) -> str:
         """REDIS_URL, or a clear error telling how to get one."""
@@ -160,6 +171,7 @@ class Settings:
             database_url=database_url,
             redis_prefix=env.get("REDIS_PREFIX", "").strip() or "darkroom",
             secret_key=_secret(env, data_dir),
+            secret_key_given=bool(env.get("SECRET_KEY", "").strip()),
             admin_token=env.get("ADMIN_TOKEN", "").strip(),
             max_upload_mb=_int(env, "MAX_UPLOAD_MB", 50, minimum=1),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 50_000_000, minimum=1),
@@ -195,6 +207,7 @@ class Settings:
             auto_migrate=_bool(env, "AUTO_MIGRATE", default=True),
             socketio_transports=_transports(env),
             log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
+            socket_refresh_s=_int(env, "SOCKET_REFRESH_S", 20, minimum=1),
         )
 
 

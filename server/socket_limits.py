@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,16 +13,17 @@ from server import keys
 
 log = logging.getLogger(__name__)
 
-# Each web process re-stamps its sockets' entries every REFRESH_S; an entry not re-stamped
-# for TTL_S (its process died without a goodbye) stops counting. Three refreshes fit in a
-# TTL, so one slow or failed refresh never drops a live socket.
+# Each web process re-stamps its sockets' entries every REFRESH_S (SOCKET_REFRESH_S); an
+# entry not re-stamped for TTL_S (its process died without a goodbye) stops counting. Three
+# refreshes fit in a TTL, so one slow or failed refresh never drops a live socket.
 REFRESH_S = 20.0
 TTL_S = 60.0
 
 # Client → server events (subscribe, unsubscribe) per socket: a burst, then a steady rate.
-# The bundled pages send one subscribe per connection; a script following a 100-file batch
-# job by job is slowed down, not refused for good (the ack says when to try again).
-EVENT_BURST = 20
+# The bundled pages send one subscribe per connection; a client following each job of a
+# batch (up to 100 files) subscribes to all of them at once without being refused, and
+# only a flood beyond that is slowed down (the ack says when to try again).
+EVENT_BURST = 120
 EVENTS_PER_S = 5.0
 # Job rooms one socket may join (admins following other users' jobs one by one).
 MAX_JOB_ROOMS = 500
@@ -45,13 +45,17 @@ class SocketRegistry:
     """Every live socket of every user, in one Redis sorted set per user shared by all web
     processes (member: the socket id; score: when the entry expires unless refreshed).
 
-    ``claim`` at connect, ``release`` at disconnect, ``run`` refreshes this process's own.
+    ``claim`` at connect, ``release`` at disconnect, ``refresh`` re-stamps this process's
+    own (``server.sockets.keep_sockets`` calls it every ``refresh_s``).
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str, limit: int) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, limit: int,
+                 refresh_s: float = REFRESH_S) -> None:
         self._client = client
         self._prefix = prefix
         self.limit = limit
+        self.refresh_s = refresh_s
+        self._ttl_s = TTL_S * refresh_s / REFRESH_S
         self._local: dict[str, str] = {}  # sid → user id, the sockets of this process
 
     def _key(self, user_id: str) -> str:
@@ -60,8 +64,9 @@ class SocketRegistry:
     async def claim(self, user_id: str, sid: str, *, now: float | None = None) -> bool:
         """Count the socket against its user's limit; False when the user is at the limit."""
         now = time.time() if now is None else now
-        added = await self._client.eval(_CLAIM, 1, self._key(user_id), now, sid, now + TTL_S,
-                                        self.limit, int(TTL_S * 2))
+        added = await self._client.eval(_CLAIM, 1, self._key(user_id), now, sid,
+                                        now + self._ttl_s, self.limit,
+                                        max(1, int(self._ttl_s * 2)))
         if int(added):
             self._local[sid] = user_id
         return bool(int(added))
@@ -80,22 +85,17 @@ class SocketRegistry:
             return
         async with self._client.pipeline(transaction=False) as pipe:
             for sid, user_id in stamped.items():
-                pipe.zadd(self._key(user_id), {sid: now + TTL_S})
-                pipe.expire(self._key(user_id), int(TTL_S * 2))
+                pipe.zadd(self._key(user_id), {sid: now + self._ttl_s})
+                pipe.expire(self._key(user_id), max(1, int(self._ttl_s * 2)))
             await pipe.execute()
         # A socket that left while the stamps were in flight may have been stamped again
         # after its release: take it out once more.
         for sid in stamped.keys() - self._local.keys():
             await self._client.zrem(self._key(stamped[sid]), sid)
 
-    async def run(self) -> None:
-        """Refresh forever (the web process's lifespan runs this as a task)."""
-        while True:
-            await asyncio.sleep(REFRESH_S)
-            try:
-                await self.refresh()
-            except (redis.RedisError, OSError) as exc:
-                log.warning("could not refresh the socket registry: %s", exc)
+    def local_sids(self) -> list[str]:
+        """The sockets of this process that count against their users."""
+        return list(self._local)
 
     async def release_all(self) -> None:
         """At shutdown: this process's sockets stop counting now rather than after TTL_S."""

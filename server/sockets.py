@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from typing import Any
 
 import redis
 import socketio
+import sqlalchemy.exc
 from socketio.exceptions import ConnectionRefusedError as Refused
 
 from server import logs, store
@@ -18,6 +20,7 @@ from server.events import (
     JOB_ROOM_PREFIX,
     SNAPSHOT,
     USER_ROOM_PREFIX,
+    TokenRevoked,
     job_room,
     snapshot_payload,
     token_room,
@@ -46,7 +49,9 @@ async def send_snapshot(sio: socketio.AsyncServer, state: Any, user_id: str, to:
 
 
 async def resync_all(sio: socketio.AsyncServer, state: Any) -> None:
-    """A fresh snapshot to every user connected to this process."""
+    """After a gap in the bus: close sockets of tokens revoked meanwhile, and send a fresh
+    snapshot to every user connected to this process."""
+    await close_revoked(sio, state)
     rooms = list(sio.manager.rooms.get("/", {}))
     for room in rooms:
         if isinstance(room, str) and room.startswith(USER_ROOM_PREFIX):
@@ -65,9 +70,77 @@ def socket_counts(sio: socketio.AsyncServer) -> tuple[int, int]:
     return sockets, users
 
 
+class Connections:
+    """This process's sockets: each one's token and allowance of client → server events."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, TokenBucket] = {}
+        self.tokens: dict[str, str] = {}  # sid → the id of the token it connected with
+        self.connecting: set[str] = set()
+
+    def forget(self, sid: str) -> None:
+        self.buckets.pop(sid, None)
+        self.tokens.pop(sid, None)
+
+
+def _alive(sio: socketio.AsyncServer, sid: str) -> bool:
+    """Connected in Socket.IO and still backed by an Engine.IO connection."""
+    if not sio.manager.is_connected(sid, "/"):
+        return False
+    eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+    return eio_sid is not None and eio_sid in sio.eio.sockets
+
+
+async def close_revoked(sio: socketio.AsyncServer, state: Any) -> int:
+    """Close this process's sockets whose token was revoked; how many were closed.
+
+    ``DELETE /api/session`` announces each revocation on the bus, but pub/sub keeps
+    nothing: a web process that missed it (Redis away, a socket connecting as the token
+    was revoked) finds out here, on its next round.
+    """
+    connections: Connections = state.connections
+    held = dict(connections.tokens)
+    if not held:
+        return 0
+    valid = await state.db.read(store.existing_token_ids, token_ids=set(held.values()))
+    closed = 0
+    for sid, token_id in held.items():
+        if token_id not in valid:
+            event = TokenRevoked(token_id=token_id)
+            await sio.emit(event.name, event.payload(), to=sid)
+            await sio.disconnect(sid)
+            connections.forget(sid)
+            closed += 1
+    return closed
+
+
+async def tidy_sockets(sio: socketio.AsyncServer, state: Any) -> None:
+    """One round of upkeep: release sockets that vanished without a disconnect (a client
+    gone while its connect was still running), close revoked ones, re-stamp the rest."""
+    connections: Connections = state.connections
+    registry = state.sockets
+    for sid in registry.local_sids():
+        if sid not in connections.connecting and not _alive(sio, sid):
+            connections.forget(sid)
+            await registry.release(sid)
+    await close_revoked(sio, state)
+    await registry.refresh()
+
+
+async def keep_sockets(sio: socketio.AsyncServer, state: Any) -> None:
+    """Run ``tidy_sockets`` every SOCKET_REFRESH_S, forever (a lifespan task)."""
+    while True:
+        await asyncio.sleep(state.sockets.refresh_s)
+        try:
+            await tidy_sockets(sio, state)
+        except Exception as exc:  # Redis or the database away: try again next round
+            log.warning("socket upkeep failed: %s", exc)
+
+
 def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
     """Attach the handlers; ``state`` is the app state the lifespan fills in."""
-    buckets: dict[str, TokenBucket] = {}  # sid → its allowance of client → server events
+    connections = state.connections = Connections()
+    buckets = connections.buckets
 
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = _token_from(auth, environ)
@@ -81,12 +154,15 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
         if principal is None:
             raise Refused("unauthorized: invalid token")
         registry = state.sockets
+        connections.connecting.add(sid)
         try:
             claimed = await registry.claim(principal.user_id, sid)
         except (redis.RedisError, OSError) as exc:
+            connections.connecting.discard(sid)
             log.warning("socket registry unavailable: %s", exc)
             raise Refused("unavailable: cannot count connections right now") from None
         if not claimed:
+            connections.connecting.discard(sid)
             raise Refused(f"too_many_sockets: at most {registry.limit} live connections per "
                           "user; close another tab or client first")
         logs.bind(user_id=principal.user_id)  # for the rest of this socket's handling
@@ -95,18 +171,21 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
                                          "is_admin": principal.is_admin,
                                          "token_id": principal.token_id})
             buckets[sid] = TokenBucket()
+            connections.tokens[sid] = principal.token_id
             await sio.enter_room(sid, token_room(principal.token_id))
             # Join first, then snapshot: an event racing the snapshot arrives twice at worst,
             # and clients drop the older copy by seq; none is lost.
             await sio.enter_room(sid, user_room(principal.user_id))
             await send_snapshot(sio, state, principal.user_id, to=sid)
         except BaseException:
-            buckets.pop(sid, None)
+            connections.forget(sid)
             await registry.release(sid)
             raise
+        finally:
+            connections.connecting.discard(sid)
 
     async def disconnect(sid: str, reason: Any = None) -> None:
-        buckets.pop(sid, None)
+        connections.forget(sid)
         try:
             await state.sockets.release(sid)
         except (redis.RedisError, OSError) as exc:
@@ -143,8 +222,11 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
             return _refusal("too_many_subscriptions",
                             f"at most {MAX_JOB_ROOMS} followed jobs per connection; "
                             "unsubscribe from some first")
-        found = await state.db.read(store.get_job_positioned, job_id=job_id,
-                                    user_id=caller.owner)
+        try:
+            found = await state.db.read(store.get_job_positioned, job_id=job_id,
+                                        user_id=caller.owner)
+        except sqlalchemy.exc.DataError:  # PostgreSQL refuses some text, e.g. a NUL
+            return _refusal("bad_request", "that is not a job id")
         if found is None:
             return _refusal("not_found", "job not found")
         view, position = found

@@ -109,6 +109,13 @@ def revoke_token(s: Session, *, token_id: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
+def existing_token_ids(s: Session, *, token_ids: set[str]) -> set[str]:
+    """Those of ``token_ids`` that are not revoked."""
+    if not token_ids:
+        return set()
+    return set(s.scalars(select(Token.id).where(Token.id.in_(token_ids))))
+
+
 def set_admin(s: Session, *, user_id: str) -> User | None:
     """Make an existing user an admin; None if there is no such user."""
     user = s.get(User, user_id)

@@ -21,6 +21,8 @@ from workers.timings import JobTimings
 settings = Settings.from_env()
 # Dramatiq's CLI has set up logging its way already: this replaces it with ours.
 logs.configure(settings.log_level, settings.log_format)
+if (warning := settings.multi_host_warning()) is not None:
+    logging.getLogger("workers").warning(warning)
 # Our actors return their job's result for JobLifecycle to store; Dramatiq warns about
 # any returned value when its Results middleware is absent. That warning is noise here.
 logging.getLogger("dramatiq.worker.WorkerThread").addFilter(

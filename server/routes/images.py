@@ -46,6 +46,8 @@ def _count_refusal(state: Any, exc: BaseException) -> None:
         _count_upload(state, "rejected", 503, "queue_unavailable")
     elif isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
         _count_upload(state, "rejected", 503, "database_unavailable")
+    elif isinstance(exc, sqlalchemy.exc.DataError):  # answered 400 by the error handler
+        _count_upload(state, "rejected", 400, "invalid_value")
     elif isinstance(exc, Exception):
         _count_upload(state, "rejected", 500, "internal_error")
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
+import redis
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -14,6 +16,8 @@ from starlette.staticfiles import StaticFiles
 from server import keys, metrics, store, telemetry
 from server.jobs import queue_family
 from server.routes.queues import queue_names, queue_report
+
+log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 # A health check that hangs is worse than one that says "down".
@@ -44,22 +48,27 @@ async def prometheus(request: Request) -> Response:
     sockets, uploads, stage and run durations, relay delay."""
     state = request.app.state
     prefix = state.settings.redis_prefix
-    # This process's own figures first, so a scrape sees them at once (the others' are
-    # at most a report interval old).
-    await telemetry.flush(state.redis, prefix, state.tally)
-    await telemetry.report_sockets(state.redis, prefix, telemetry.process_name(),
-                                   *state.socket_counts())
-    report = await queue_report(state)
     dead = await state.db.read(store.dead_letter_count)
     by_type = await state.db.read(store.job_counts_by_type, types=list(state.task_types))
-    queues = [name for base in queue_names(state) for name in queue_family(base)]
-    scrape = metrics.Scrape(
-        report=report, dead_letters=dead, jobs_by_type=by_type,
-        queue_messages=await telemetry.read_queue_messages(
-            state.redis, keys.dramatiq_namespace(prefix), queues),
-        sockets=await telemetry.read_sockets(state.redis, prefix),
-        samples=await telemetry.read_samples(state.redis, prefix),
-    )
+    try:
+        # This process's own figures first, so a scrape sees them at once (the others'
+        # are at most a report interval old).
+        await telemetry.flush(state.redis, prefix, state.tally)
+        await telemetry.report_sockets(state.redis, prefix, telemetry.process_name(),
+                                       *state.socket_counts())
+        queues = [name for base in queue_names(state) for name in queue_family(base)]
+        scrape = metrics.Scrape(
+            report=await queue_report(state), dead_letters=dead, jobs_by_type=by_type,
+            queue_messages=await telemetry.read_queue_messages(
+                state.redis, keys.dramatiq_namespace(prefix), queues),
+            sockets=await telemetry.read_sockets(state.redis, prefix),
+            samples=await telemetry.read_samples(state.redis, prefix),
+        )
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        # Exactly when something is wrong the database's figures matter most: show those.
+        log.warning("metrics without Redis: %s", exc)
+        scrape = metrics.Scrape(report=await queue_report(state, with_redis=False),
+                                dead_letters=dead, jobs_by_type=by_type, redis_up=False)
     return Response(metrics.render(scrape), media_type=metrics.CONTENT_TYPE)
 
 

@@ -42,14 +42,19 @@ def _queue(request: Request) -> str:
     return name
 
 
-async def queue_report(state: Any) -> dict[str, Any]:
-    """Every queue's counts, oldest wait, throughput and pause state, and live workers."""
-    paused = await paused_queues(state)
+async def queue_report(state: Any, *, with_redis: bool = True) -> dict[str, Any]:
+    """Every queue's counts, oldest wait, throughput and pause state, and live workers.
+
+    ``with_redis=False`` (Redis is away): the database's figures, and None for the pause
+    state and the workers, which only Redis knows.
+    """
+    paused = await paused_queues(state) if with_redis else None
     queues = []
     for name in queue_names(state):
         stats = await state.db.read(store.queue_stats, base=name)
-        queues.append({"name": name, "paused": name in paused, **stats})
-    return {"queues": queues, "workers": await live_workers(state)}
+        queues.append({"name": name, "paused": None if paused is None else name in paused,
+                       **stats})
+    return {"queues": queues, "workers": await live_workers(state) if with_redis else None}
 
 
 async def live_workers(state: Any) -> int:

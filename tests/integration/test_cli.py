@@ -58,6 +58,8 @@ async def test_create_token_makes_an_admin_that_the_api_accepts(
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     assert len(token) >= 40 and "admin user" in result.stderr
+    # Audited even though the stack logs at LOG_LEVEL=warning.
+    assert "admin.create_token" in result.stderr and token not in result.stderr
     assert (await http.get("/api/dlq", headers=auth(token))).status_code == 200
     # The token is shown once; only its hash is stored.
     db = SyncDatabase(stack.env["DATABASE_URL"])

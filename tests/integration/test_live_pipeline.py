@@ -171,6 +171,9 @@ async def test_subscribe_acknowledges_with_the_snapshot_or_an_error(
     assert denied["ok"] is False and denied["error"]["code"] == "not_found"
     garbage = await owner_socket.sio.call("subscribe", "nonsense", timeout=10)
     assert garbage["ok"] is False
+    # PostgreSQL refuses a NUL in text: still an answer, never a hung call.
+    nul = await owner_socket.sio.call("subscribe", {"job_id": "a\x00b"}, timeout=10)
+    assert nul["ok"] is False and nul["error"]["code"] in ("bad_request", "not_found")
 
 
 async def test_admin_token_reads_any_users_job(stack: Stack, http: httpx.AsyncClient) -> None:

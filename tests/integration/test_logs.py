@@ -67,6 +67,8 @@ async def test_json_logs_carry_request_user_and_job_ids(
             flaky_job = flaky.json()["job"]["id"]
             for job_id in (image_job, flaky_job):
                 assert (await wait_final(http, token, job_id))["state"] == "completed"
+            await http.get(f"/api/jobs/{image_job}",
+                           headers={**auth(token), "X-Request-ID": "req-job-1"})
 
         # The upload's access line names the request and the caller who made it.
         access = await _eventually(web_log, lambda r: r.get("logger") == "uvicorn.access"
@@ -76,6 +78,9 @@ async def test_json_logs_carry_request_user_and_job_ids(
         owner = access["user_id"]
         await _eventually(web_log, lambda r: r.get("request_id") == made
                           and r.get("status") == 404)
+        # A request about a job names the job too.
+        about_job = await _eventually(web_log, lambda r: r.get("request_id") == "req-job-1")
+        assert about_job["job_id"] == image_job and about_job["user_id"] == owner
         # The worker's lines about the flaky job's failed run name the job and its owner,
         # and carry the exception text.
         failure = await _eventually(worker_log, lambda r: r.get("job_id") == flaky_job

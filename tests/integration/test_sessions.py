@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 import socketio
+import websockets
 
 from server import store
 from server.auth import hash_token, mint_token
 from server.db import SyncDatabase
-from tests.conftest import Stack
+from server.embedded_redis import free_port
+from tests.conftest import Databases, Stack, _wait_for_port, running_stack, start_web, stop
 from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload
 
 pytestmark = pytest.mark.integration
@@ -103,3 +105,94 @@ async def test_tokens_are_stored_only_as_hashes(stack: Stack, http: httpx.AsyncC
     finally:
         db.dispose()
     assert found is not None and found[1].token_hash == hash_token(token) != token
+
+
+@pytest.fixture(scope="module")
+def pair(redis_url: str, databases: Databases,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
+    """A stack whose web processes re-count their sockets every second, and a second web
+    process on the same Redis and database."""
+    base = tmp_path_factory.mktemp("sessions")
+    with running_stack(redis_url, databases.new(), base, SOCKET_REFRESH_S="1",
+                       MAX_SOCKETS_PER_USER="2") as stack:
+        port = free_port()
+        other = start_web({**stack.env, "PORT": str(port)}, stack.logs / "web-b.log")
+        try:
+            _wait_for_port(port, other)
+            yield stack, f"http://127.0.0.1:{port}"
+        finally:
+            stop(other)
+
+
+async def _closed(client: LiveClient, timeout: float = 15) -> bool:
+    for _ in range(int(timeout * 10)):
+        if not client.sio.connected:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_revoking_through_one_process_closes_sockets_held_by_another(
+        pair: tuple[Stack, str], sockets: list[LiveClient]) -> None:
+    stack, b_url = pair
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+        token = await new_token(http)
+        on_b = await _connect_to(b_url, token, sockets)
+        assert (await http.delete("/api/session", headers=auth(token))).status_code == 204
+    await on_b.wait_for(lambda name, _: name == "session:revoked", timeout=10)
+    assert await _closed(on_b)
+
+
+async def test_a_revocation_the_bus_never_carried_still_closes_the_sockets(
+        pair: tuple[Stack, str], sockets: list[LiveClient]) -> None:
+    """Pub/sub keeps nothing: a process that missed the event finds out on its next round."""
+    stack, b_url = pair
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+        token = await new_token(http)
+    on_b = await _connect_to(b_url, token, sockets)
+    db = SyncDatabase(stack.env["DATABASE_URL"])
+    try:
+        found = db.read(store.user_by_token_hash, token_hash=hash_token(token))
+        assert found is not None
+        db.write(store.revoke_token, token_id=found[1].id)  # no event published
+    finally:
+        db.dispose()
+    await on_b.wait_for(lambda name, _: name == "session:revoked", timeout=10)
+    assert await _closed(on_b)
+
+
+async def test_clients_that_hang_up_while_connecting_leave_no_slot_behind(
+        pair: tuple[Stack, str], sockets: list[LiveClient]) -> None:
+    stack, _ = pair
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+        token = await new_token(http)
+    ws_url = stack.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    # Each sends its Socket.IO CONNECT and hangs up without waiting for the answer: some
+    # while the server's connect handler still runs, some just after.
+    for _ in range(6):
+        async with websockets.connect(ws_url) as ws:
+            await ws.recv()  # the Engine.IO open packet
+            await ws.send('40{"token":"' + token + '"}')
+    # The user's limit is 2: both slots must be free again within a round or two.
+    for _ in range(50):
+        try:
+            first = await _connect_to(stack.url, token, sockets)
+            second = await _connect_to(stack.url, token, sockets)
+        except socketio.exceptions.ConnectionError:
+            for client in sockets:
+                if client.sio.connected:
+                    await client.close()
+            sockets.clear()
+            await asyncio.sleep(0.2)
+            continue
+        assert first.sio.connected and second.sio.connected
+        return
+    raise AssertionError("slots of vanished clients were never freed")
+
+
+async def _connect_to(url: str, token: str, sockets: list[LiveClient]) -> LiveClient:
+    client = LiveClient()
+    sockets.append(client)
+    await client.connect(url, token, transports=["websocket"])
+    await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+    return client

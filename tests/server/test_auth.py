@@ -1,18 +1,19 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from server import store
 from server.auth import authenticate, hash_token, mint_token
-from server.db import Database
+from server.db import Database, async_url, sync_url
+from tests.conftest import Databases
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'auth.db'}")
+async def db(databases: Databases) -> AsyncIterator[Database]:
+    database = Database(databases.new())
     await database.migrate()
     yield database
     await database.dispose()
@@ -37,3 +38,30 @@ async def test_admin_rights_follow_the_current_admin_token(db: Database) -> None
     assert unset is not None and not unset.is_admin
     new = await authenticate(db, "new-admin-token", admin_token="new-admin-token")
     assert new is not None and new.is_admin and new.user_id != first.user_id
+
+
+async def test_revoked_tokens_and_admin_users(db: Database) -> None:
+    token, spare = mint_token(), mint_token()
+    user = await db.write(store.create_user, token_hash=hash_token(token))
+    await db.write(store.create_token, user_id=user.id, token_hash=hash_token(spare))
+    principal = await authenticate(db, token, admin_token="")
+    assert principal is not None
+    assert await db.write(store.revoke_token, token_id=principal.token_id)
+    assert await authenticate(db, token, admin_token="") is None
+    still = await authenticate(db, spare, admin_token="")
+    assert still is not None and still.user_id == user.id and not still.is_admin
+    await db.write(store.set_admin, user_id=user.id)
+    promoted = await authenticate(db, spare, admin_token="")
+    assert promoted is not None and promoted.is_admin and not promoted.env_token
+
+
+async def test_first_uses_of_the_admin_token_at_once_make_one_user(db: Database) -> None:
+    found = await asyncio.gather(*(authenticate(db, "fresh-admin", admin_token="fresh-admin")
+                                   for _ in range(5)))
+    assert all(p is not None and p.is_admin for p in found)
+    assert len({p.user_id for p in found if p is not None}) == 1
+
+
+def test_postgres_urls_of_hosting_providers_are_accepted() -> None:
+    assert sync_url("postgres://u:p@db.example.com/app").startswith("postgresql+psycopg://")
+    assert async_url("postgres://u:p@db.example.com/app").startswith("postgresql+psycopg://")

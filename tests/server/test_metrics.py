@@ -213,3 +213,18 @@ def test_the_whole_scrape_parses_and_keeps_the_existing_names() -> None:
             name = line.split()[2]
             assert text.count(f"# TYPE {name} ") == 1
             assert f"# HELP {name} " in text
+
+
+def test_without_redis_the_scrape_still_shows_the_databases_figures() -> None:
+    report = _report()
+    report["workers"] = None
+    for queue in report["queues"]:
+        queue["paused"] = None
+    parsed = _parse(metrics.render(Scrape(report=report, dead_letters=2, redis_up=False)))
+    assert parsed[("darkroom_redis_up", ())] == 0
+    assert parsed[("darkroom_dead_letters", ())] == 2
+    assert parsed[("darkroom_jobs", (("queue", "images"), ("state", "completed")))] == 5
+    assert ("darkroom_workers", ()) not in parsed  # unknown, not zero
+    assert not any(name == "darkroom_queue_paused" for name, _ in parsed)
+    assert _parse(metrics.render(Scrape(report=_report(), dead_letters=0)))[
+        ("darkroom_redis_up", ())] == 1

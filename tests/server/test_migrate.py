@@ -101,3 +101,13 @@ def test_a_stale_schema_is_refused_when_auto_migrate_is_off(database: SyncDataba
     database.migrate()
     with database.engine.connect() as conn:
         migrate.require_current(conn)
+
+
+def test_a_schema_newer_than_the_code_is_left_alone(database: SyncDatabase) -> None:
+    """A rolling deploy or a rollback: newer code migrated; this code starts, changes nothing."""
+    database.migrate()
+    database.execute("UPDATE alembic_version SET version_num = '9999'")
+    assert database.migrate() == ("9999", "9999")
+    with database.engine.connect() as conn:
+        migrate.require_current(conn)  # accepted (with a warning)
+        assert migrate.is_ahead(conn)

@@ -86,3 +86,11 @@ def test_log_format_is_text_or_json(tmp_path: Path) -> None:
         == "json"
     with pytest.raises(SettingsError, match="LOG_FORMAT"):
         Settings.from_env({"DATA_DIR": str(tmp_path), "LOG_FORMAT": "xml"})
+
+
+def test_a_generated_secret_is_flagged_once_the_database_is_shared(tmp_path: Path) -> None:
+    base = {"DATA_DIR": str(tmp_path)}
+    assert Settings.from_env(base).multi_host_warning() is None  # SQLite: one host
+    shared = {**base, "DATABASE_URL": "postgresql://db/darkroom"}
+    assert "SECRET_KEY" in (Settings.from_env(shared).multi_host_warning() or "")
+    assert Settings.from_env({**shared, "SECRET_KEY": "k"}).multi_host_warning() is None

@@ -16,6 +16,7 @@ from server.db import SyncDatabase
 from server.jobs import JobState
 from server.models import Job, utcnow
 from server.storage import LocalStorage, Storage
+from tests.conftest import Databases
 from workers.maintenance import clean_files, purge_old
 from workers.scheduler import once_per_minute
 
@@ -23,8 +24,8 @@ OLD = time.time() - 2 * 3600
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[SyncDatabase]:
-    database = SyncDatabase(f"sqlite:///{tmp_path / 'm.db'}")
+def db(databases: Databases) -> Iterator[SyncDatabase]:
+    database = SyncDatabase(databases.new())
     database.migrate()
     yield database
     database.dispose()
