@@ -178,9 +178,11 @@ SHARED_FIXTURES = settings(suppress_health_check=[HealthCheck.function_scoped_fi
 # Which operations answered with a success at least once, per run: a run whose every
 # answer is a 4xx (a token gone bad, say) would otherwise "conform" and pass.
 SUCCEEDED: dict[str, set[str]] = {"user": set(), "admin": set()}
+_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 ADMIN_ONLY = frozenset(
     f"{method.upper()} {path}" for path, item in openapi.document()["paths"].items()
-    for method, operation in item.items() if "403" in operation["responses"])
+    for method, operation in item.items()
+    if method in _METHODS and "403" in operation["responses"])
 
 
 def _call(case: schemathesis.Case, api: Stack, token: str, run: str) -> None:
@@ -208,14 +210,15 @@ def test_the_api_as_an_admin_keeps_its_document(case: schemathesis.Case, api: St
 
 
 def test_both_runs_reached_real_resources() -> None:
-    """Most operations succeeded at least once in each run (runs after both, by order)."""
+    """Most operations (about 90% today) succeeded at least once in each run (this test
+    runs after both, by file order)."""
     operations = {f"{method.upper()} {path}" for path, item in
-                  openapi.document()["paths"].items() for method in item}
+                  openapi.document()["paths"].items() for method in item if method in _METHODS}
     if not SUCCEEDED["user"] and not SUCCEEDED["admin"]:
         pytest.skip("the schemathesis runs did not run in this session")
     for run, reachable in (("user", operations - ADMIN_ONLY), ("admin", operations)):
         share = len(SUCCEEDED[run] & reachable) / len(reachable)
-        assert share >= 0.6, (run, sorted(reachable - SUCCEEDED[run]))
+        assert share >= 0.8, (run, sorted(reachable - SUCCEEDED[run]))
 
 
 def test_the_server_serves_this_document(api: Stack) -> None:
