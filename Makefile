@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Test files in parallel: most integration tests wait on real processes, not on the CPU,
+# so three workers fit two cores (one file stays in one worker: its fixtures are shared).
+TEST_WORKERS ?= 3
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test lint bench clean
@@ -20,7 +23,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check server workers tests bench
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(PY) -m ruff check server workers tests bench

@@ -60,8 +60,10 @@ class Receiver:
         return [r for r in self.requests if r[0] == path]
 
 
+# Per database backend (``databases``), like the stack: when pytest-xdist runs both
+# backends' tests of this module in one worker, each stack gets a fresh mailbox/receiver.
 @pytest.fixture(scope="module")
-def mailbox() -> Iterator[tuple[Mailbox, int]]:
+def mailbox(databases: Databases) -> Iterator[tuple[Mailbox, int]]:
     box = Mailbox()
     port = free_port()
     controller = Controller(box, hostname="127.0.0.1", port=port)
@@ -73,7 +75,7 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
+def receiver(databases: Databases) -> Iterator[Receiver]:
     state = Receiver(port=free_port())
 
     class Handler(BaseHTTPRequestHandler):
