@@ -86,6 +86,10 @@ class ImageBusy(Exception):
     """The image already has a job waiting or running; a second one would race it."""
 
 
+class ImageDeleted(Exception):
+    """The image a job works on was deleted while the job ran."""
+
+
 class AttemptsExhausted(Exception):
     """The job has used all its attempts (each delivery of its message counts as one)."""
 

@@ -79,3 +79,8 @@ def metrics_samples(prefix: str) -> str:
 def metrics_sockets(prefix: str) -> str:
     """Each web process's connected sockets and users, with the time it last said so."""
     return f"{prefix}:metrics:sockets"
+
+
+def line_refresh(prefix: str, queue_family: str) -> str:
+    """Held for a moment by the worker that refreshed a queue family's waiting positions."""
+    return f"{prefix}:line-refresh:{queue_family}"

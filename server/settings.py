@@ -41,6 +41,13 @@ def _bool(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _cpus() -> int:
+    """CPUs this process may run on: one worker process each by default (the Python parts
+    of a job hold the GIL, so threads alone cannot use a second core)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+
+
 def _transports(env: Mapping[str, str]) -> tuple[str, ...]:
     """SOCKETIO_TRANSPORTS: `websocket` alone needs no sticky sessions behind a balancer."""
     raw = env.get("SOCKETIO_TRANSPORTS", "").strip()
@@ -176,7 +183,7 @@ class Settings:
             max_upload_mb=_int(env, "MAX_UPLOAD_MB", 50, minimum=1),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 50_000_000, minimum=1),
             signed_url_ttl_s=_int(env, "SIGNED_URL_TTL_S", 3600, minimum=60),
-            worker_processes=_int(env, "WORKER_PROCESSES", 1, minimum=1),
+            worker_processes=_int(env, "WORKER_PROCESSES", _cpus(), minimum=1),
             worker_threads=_int(env, "WORKER_THREADS", 4, minimum=1),
             worker_heartbeat_timeout_ms=_int(env, "WORKER_HEARTBEAT_TIMEOUT_MS", 20_000,
                                              minimum=1000),

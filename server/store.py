@@ -21,6 +21,7 @@ from server.jobs import (
     PRIORITY_ORDER,
     AttemptsExhausted,
     ImageBusy,
+    ImageDeleted,
     JobState,
     Stage,
     TransitionError,
@@ -499,11 +500,20 @@ def begin_attempt(s: Session, *, job_id: str, message_id: str | None = None) -> 
                       progress=0, attempt=job.attempt + 1)
 
 
-def report_progress(s: Session, *, job_id: str, stage: str, progress: int) -> JobView | None:
-    """Record a progress step of an active job; None if it is not active (e.g. cancelled)."""
+def report_progress(s: Session, *, job_id: str, stage: str, progress: int,
+                    image_id: str | None = None,
+                    outputs: dict[str, Any] | None = None) -> JobView | None:
+    """Record a progress step of an active job; None if it is not active (e.g. cancelled).
+
+    ``outputs``: what the stage before produced, stored on image ``image_id`` in the same
+    transaction (one write per step, not two); raises ImageDeleted if the image is gone.
+    """
     job = _locked_job(s, job_id)
     if job is None or job.state != JobState.ACTIVE.value:
         return None
+    target = image_id or str(job.image_id)
+    if outputs and record_image_output(s, image_id=target, **outputs) is None:
+        raise ImageDeleted(f"image {target} was deleted")
     job.stage = stage
     # Never backwards within an attempt (CONTRACT: job:progress never goes backwards).
     job.progress = max(job.progress, progress)

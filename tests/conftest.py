@@ -207,6 +207,7 @@ def stack_env(redis_url: str, database_url: str, data_dir: Path, port: int,
         "REDIS_PREFIX": f"dt{secrets.token_hex(4)}",
         "ADMIN_TOKEN": "test-admin-token",
         "LOG_LEVEL": "warning",
+        "WORKER_PROCESSES": "1",
         "WORKER_THREADS": "2",
         "PYTHONUNBUFFERED": "1",
     })

@@ -9,16 +9,16 @@ from typing import Any, TypeVar
 
 import redis
 import sqlalchemy.exc
+from sqlalchemy.orm import Session
 
-from server import store
+from server import keys, store
 from server.bus import SyncBus
 from server.db import SyncDatabase
 from server.events import PROGRESS, BatchEvent
-from server.jobs import JobState, is_final
+from server.jobs import JobState, base_queue, is_final
 from server.models import Job
 from server.schemas import Presenter
 from server.store import JobView
-from workers import timings
 from workers.faults import JobCancelled
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,11 @@ T = TypeVar("T")
 # How many waiting jobs get a fresh queue_position pushed each time a job starts: the
 # ones a person is most likely watching, at a bounded cost per start.
 POSITION_UPDATES = 10
+# ...but at most once per LINE_REFRESH_MS per queue family, across all workers: when
+# small jobs start dozens of times a second, refreshing ten positions at each start
+# would cost ten writes and ten events per job. A person reading a position sees it
+# move at least this often; GET /api/jobs/{id} always computes it afresh.
+LINE_REFRESH_MS = 150
 # A busy SQLite or a PostgreSQL failover: a few quick tries before giving up.
 _WRITE_TRIES = 4
 _WRITE_PAUSE_S = 0.25
@@ -36,12 +41,14 @@ class Reporter:
     """The one way workers change a job: a short DB write, then an event on the bus."""
 
     def __init__(self, db: SyncDatabase, bus: SyncBus, presenter: Presenter,
-                 send: Callable[[Job], None], delivery_attempts: int) -> None:
+                 send: Callable[[Job], None], delivery_attempts: int,
+                 may_advance_line: Callable[[str], bool] = lambda _queue: True) -> None:
         self.db = db
         self.bus = bus
         self.presenter = presenter
         self.send = send
         self.delivery_attempts = delivery_attempts
+        self.may_advance_line = may_advance_line
 
     def _write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         for attempt in range(1, _WRITE_TRIES + 1):
@@ -72,23 +79,25 @@ class Reporter:
 
     def transition(self, job_id: str, state: JobState, **fields: Any) -> JobView | None:
         """Move the job to ``state`` and tell its owner; None if the job is gone."""
-        view = self._write(store.transition, job_id=job_id, state=state, **fields)
+        view, deliveries = self._write(self._ending, change=store.transition, job_id=job_id,
+                                       state=state, **fields)
         if view is not None:
             self._publish(view)
-            if is_final(state):
-                self.notify_webhooks(view)
+            for delivery in deliveries:
+                self.submit(delivery)
         return view
 
-    def notify_webhooks(self, view: JobView) -> None:
-        """Queue a ``webhook.deliver`` job per URL the owner registered, for a job that ended.
-
-        A delivery whose message cannot be sent now stays unsent; the web's sweeper sends it.
-        """
+    def _ending(self, s: Session, *, change: Callable[..., JobView | None],
+                **fields: Any) -> tuple[JobView | None, list[JobView]]:
+        """Run a state change; if it ended the job, queue a ``webhook.deliver`` job per URL
+        the owner registered, in the same transaction (one write, and no end without its
+        deliveries). Deliveries whose message cannot be sent stay for the web's sweeper."""
+        view = change(s, **fields)
+        if view is None or not is_final(view.job.state):
+            return view, []
         event, body = self.presenter.webhook(view)
-        deliveries = self._write(store.create_webhook_deliveries, job=view.job, event=event,
-                                 body=body, max_attempts=self.delivery_attempts)
-        for delivery in deliveries:
-            self.submit(delivery)
+        return view, store.create_webhook_deliveries(s, job=view.job, event=event, body=body,
+                                                     max_attempts=self.delivery_attempts)
 
     def submit(self, view: JobView) -> None:
         """Announce a newly stored job and send its message.
@@ -115,8 +124,10 @@ class Reporter:
     def _advance_line(self, queue: str) -> None:
         """A job left the line: the first ones still waiting learn their new position."""
         try:
+            if not self.may_advance_line(queue):
+                return
             waiting = self._write(store.advance_line, queue=queue, limit=POSITION_UPDATES)
-        except sqlalchemy.exc.OperationalError as exc:
+        except (sqlalchemy.exc.OperationalError, redis.RedisError) as exc:
             log.warning("queue positions not updated: %s", exc)  # shown again on next event
             return
         for waiting_view, position in waiting:
@@ -125,11 +136,12 @@ class Reporter:
     def dead_letter(self, job_id: str, error: dict[str, Any], *, traceback: str | None,
                     of_attempt: int | None = None) -> JobView | None:
         """Fail the job for good, record it in the dead-letter queue, push ``job:failed``."""
-        view = self._write(store.dead_letter, job_id=job_id, error=error, traceback=traceback,
-                           of_attempt=of_attempt)
+        view, deliveries = self._write(self._ending, change=store.dead_letter, job_id=job_id,
+                                       error=error, traceback=traceback, of_attempt=of_attempt)
         if view is not None:
             self._publish(view)
-            self.notify_webhooks(view)
+            for delivery in deliveries:
+                self.submit(delivery)
         return view
 
     def show_paused(self, job_id: str) -> None:
@@ -138,10 +150,23 @@ class Reporter:
         if view is not None:
             self._publish(view)
 
-    def progress(self, job_id: str, stage: str, progress: int) -> None:
-        """Report the start of ``stage``; raises JobCancelled when the job is no longer active."""
-        timings.stage_entered(stage)
-        view = self._write(store.report_progress, job_id=job_id, stage=stage, progress=progress)
+    def progress(self, job_id: str, stage: str, progress: int, *, image_id: str | None = None,
+                 **outputs: Any) -> None:
+        """Report the start of ``stage`` (and store ``outputs`` of the stage before on image
+        ``image_id``); raises JobCancelled when the job is no longer active, ImageDeleted
+        when its image is gone."""
+        view = self._write(store.report_progress, job_id=job_id, stage=stage, progress=progress,
+                           image_id=image_id, outputs=outputs or None)
         if view is None:
             raise JobCancelled("the job was cancelled")
         self._publish(view, PROGRESS)
+
+
+def line_refresh_gate(client: redis.Redis, prefix: str) -> Callable[[str], bool]:
+    """``may_advance_line`` for a deployment: one claim per queue family and interval."""
+
+    def may_advance(queue: str) -> bool:
+        key = keys.line_refresh(prefix, base_queue(queue))
+        return bool(client.set(key, b"1", nx=True, px=LINE_REFRESH_MS))
+
+    return may_advance

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,10 @@ def test_a_generated_secret_is_flagged_once_the_database_is_shared(tmp_path: Pat
     shared = {**base, "DATABASE_URL": "postgresql://db/darkroom"}
     assert "SECRET_KEY" in (Settings.from_env(shared).multi_host_warning() or "")
     assert Settings.from_env({**shared, "SECRET_KEY": "k"}).multi_host_warning() is None
+
+
+def test_one_worker_process_per_cpu_by_default(tmp_path: Path) -> None:
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path)})
+    assert settings.worker_processes == len(os.sched_getaffinity(0))
+    given = Settings.from_env({"DATA_DIR": str(tmp_path), "WORKER_PROCESSES": "3"})
+    assert given.worker_processes == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from server import store
-from server.jobs import STAGE_PROGRESS, JobState, Stage
+from server.jobs import STAGE_PROGRESS, ImageDeleted, JobState, Stage
 from server.store import JobView
 from workers import imaging
 from workers.context import WorkerContext
@@ -45,28 +45,29 @@ def _process(ctx: WorkerContext, job_id: str, image_id: str) -> None:
     source = ctx.storage.original(image_id)
     max_pixels = ctx.settings.max_image_pixels
 
-    def enter(stage: Stage) -> None:
-        ctx.reporter.progress(job_id, stage.value, STAGE_PROGRESS[stage])
-
-    def keep(**fields: object) -> None:
-        if ctx.db.write(store.record_image_output, image_id=image_id, **fields) is None:
-            raise _cancel(ctx, job_id, "the image was deleted while it was processed")
+    def enter(stage: Stage, **outputs: object) -> None:
+        """Report the stage, storing what the stage before produced in the same write."""
+        try:
+            ctx.reporter.progress(job_id, stage.value, STAGE_PROGRESS[stage], image_id=image_id,
+                                  **outputs)
+        except ImageDeleted:
+            raise _cancel(ctx, job_id, "the image was deleted while it was processed") from None
 
     enter(Stage.DECODING)
     if ctx.db.read(store.get_image, image_id=image_id, user_id=None) is None \
             or not source.exists():
         raise _cancel(ctx, job_id, "the image was deleted before it was processed")
+    # The header facts first: cheap, and a bomb hidden in a later frame fails here, before
+    # any decoding. They are stored with the metadata stage below.
+    meta = imaging.read_metadata(source, max_pixels=max_pixels)
     # Each stage rewrites its output atomically, so a redelivered job simply runs again.
     picture = imaging.decode(source, max_pixels=max_pixels)
     enter(Stage.THUMBNAIL)
     ctx.storage.write_rendition(image_id, "thumbnail", imaging.make_thumbnail(picture))
-    keep(has_thumbnail=True)
-    enter(Stage.PREVIEW)
+    enter(Stage.PREVIEW, has_thumbnail=True)
     ctx.storage.write_rendition(image_id, "preview", imaging.make_preview(picture))
-    keep(has_preview=True)
-    enter(Stage.METADATA)
-    meta = imaging.read_metadata(source, max_pixels=max_pixels)
-    keep(meta=meta.as_dict(), width=meta.width, height=meta.height, format=meta.format)
+    enter(Stage.METADATA, has_preview=True, meta=meta.as_dict(), width=meta.width,
+          height=meta.height, format=meta.format)
 
 
 register(TaskType(
