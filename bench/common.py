@@ -25,6 +25,7 @@ import socketio
 from PIL import Image, ImageDraw, ImageFilter
 
 from server.embedded_redis import EmbeddedRedis, free_port
+from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -159,9 +160,10 @@ def _wait_workers(url: str, count: int, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def running(worker_processes: int = 1, worker_threads: int = 4, *, workers: bool = True,
-            **extra: str) -> Iterator[BenchStack]:
-    """A private Redis, SQLite, one web process and (supervised) workers, as `make run` has."""
+def running(worker_processes: int | None = None, worker_threads: int | None = None, *,
+            workers: bool = True, **extra: str) -> Iterator[BenchStack]:
+    """A private Redis, SQLite, one web process and (supervised) workers, as `make run` has
+    (the same defaults: one worker process per CPU, WORKER_THREADS threads each)."""
     with tempfile.TemporaryDirectory(prefix="darkroom-bench-") as name:
         tmp = Path(name)
         redis = EmbeddedRedis(tmp / "redis", persistent=False).start()
@@ -170,8 +172,13 @@ def running(worker_processes: int = 1, worker_threads: int = 4, *, workers: bool
                if k not in ("DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN")}
         env.update({"REDIS_URL": redis.url, "DATA_DIR": str(tmp / "data"), "PORT": str(port),
                     "LOG_LEVEL": "warning", "ADMIN_TOKEN": "bench-admin",
-                    "RATE_LIMIT_UPLOADS_PER_MIN": "0", "WORKER_PROCESSES": str(worker_processes),
-                    "WORKER_THREADS": str(worker_threads), **extra})
+                    "RATE_LIMIT_UPLOADS_PER_MIN": "0", **extra})
+        for name, value in (("WORKER_PROCESSES", worker_processes),
+                            ("WORKER_THREADS", worker_threads)):
+            env.pop(name, None)
+            if value is not None:
+                env[name] = str(value)
+        settings = Settings.from_env(env)
         url = f"http://127.0.0.1:{port}"
         procs: list[subprocess.Popen[bytes]] = []
         log = (tmp / "bench.log").open("wb")
@@ -182,7 +189,7 @@ def running(worker_processes: int = 1, worker_threads: int = 4, *, workers: bool
             if workers:
                 procs.append(subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT,
                                               env=env, stdout=log, stderr=subprocess.STDOUT))
-                _wait_workers(url, worker_processes)
+                _wait_workers(url, settings.worker_processes)
             yield BenchStack(url, env, procs)
         finally:
             for proc in reversed(procs):

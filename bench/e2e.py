@@ -24,6 +24,7 @@ from bench.common import (
     unique,
     upload,
 )
+from server.settings import Settings
 
 CONCURRENCY = 8
 SIZES = {"12 MP JPEG": (4000, 3000), "0.3 MP JPEG": (640, 480)}
@@ -71,9 +72,9 @@ def main(quick: bool = False) -> Result:
     result = Result("e2e")
     rows = []
     with running() as stack:
-        threads = stack.env["WORKER_THREADS"]
-        result.figures["workers"] = {"processes": stack.env["WORKER_PROCESSES"],
-                                     "threads": threads}
+        settings = Settings.from_env(stack.env)
+        result.figures["workers"] = {"processes": settings.worker_processes,
+                                     "threads": settings.worker_threads}
         for n, (label, (width, height)) in enumerate(SIZES.items()):
             data = photo(width, height, seed=40 + n)
             asyncio.run(run_flow(stack.url, data, 8, closed=False, salt=9_000_000))  # warm-up

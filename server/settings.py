@@ -41,6 +41,14 @@ def _bool(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _webp_method(env: Mapping[str, str]) -> int:
+    """WEBP_METHOD: libwebp's speed/size trade-off, 0 (fastest) to 6 (smallest files)."""
+    value = _int(env, "WEBP_METHOD", 0, minimum=0)
+    if value > 6:
+        raise SettingsError(f"WEBP_METHOD must be 0 to 6, got {value}")
+    return value
+
+
 def _cpus() -> int:
     """CPUs this process may run on: one worker process each by default (the Python parts
     of a job hold the GIL, so threads alone cannot use a second core)."""
@@ -138,6 +146,7 @@ class Settings:
     socketio_transports: tuple[str, ...] = ("polling", "websocket")
     log_format: str = "text"
     socket_refresh_s: int = 20
+    webp_method: int = 0
 
     def multi_host_warning(self) -> str | None:
         """Why this configuration would break once processes run on several hosts, if so."""
@@ -215,6 +224,7 @@ class Settings:
             socketio_transports=_transports(env),
             log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
             socket_refresh_s=_int(env, "SOCKET_REFRESH_S", 20, minimum=1),
+            webp_method=_webp_method(env),
         )
 
 

@@ -57,10 +57,16 @@ PREVIEW_QUALITY = 85
 # ISO-BMFF 'ftyp' box list more compatible brands.
 SNIFF_BYTES = 64
 
-# libwebp's method 0 (fast) .. 6 (slow). On an 800x533 preview at q85 method 2 takes ~19 ms
-# against ~44 ms for the default 4, for files only ~4% larger (FACTS.md section 4, re-measured
-# here), so the worker spends its time on decoding rather than on squeezing out a few bytes.
-_WEBP_METHOD = 2
+# libwebp's method 0 (fast) .. 6 (slow); the worker passes the WEBP_METHOD setting.
+# Measured here on an 800x600 preview of a 12 MP photo at q85: method 0 8.8 ms / 43 KB,
+# 2 14 ms / 34 KB, 4 34 ms / 33 KB, at the same PSNR (36.4 dB). 0 is the default: the
+# encode is then a fifth of the whole pipeline instead of a third.
+WEBP_METHOD = 0
+# The resampling filter of both renditions. Pillow widens a filter's support by the
+# reduction factor, so HAMMING antialiases like LANCZOS does, at a third of the cost on a
+# 1000x750 → 800x600 preview (6 ms vs 14 ms); against a full-size LANCZOS reference the
+# renditions measure 47 dB (preview) and 44 dB (thumbnail), well past visible (bench/).
+_RESAMPLE = Image.Resampling.HAMMING
 # libwebp refuses pictures wider or taller than this (WEBP_MAX_DIMENSION).
 _WEBP_MAX_DIMENSION = 16383
 # Image.resize first shrinks by an integer factor with reduce() and then resamples; Pillow's
@@ -303,8 +309,39 @@ def probe(path: StrPath, *, max_pixels: int) -> Probe:
         return Probe(format=fmt, width=im.width, height=im.height, mime=MIME_TYPES[fmt])
 
 
-def decode(path: StrPath, *, max_pixels: int) -> Image.Image:
-    """Decode frame one, only as large as the renditions need, oriented, as RGB or RGBA."""
+@dataclass(frozen=True)
+class Picture:
+    """Decoded pixels as the file stores them, and the EXIF orientation that turns them upright.
+
+    Renditions are resized first and turned last: turning an 800 px preview costs far less
+    than turning the decoded picture (for orientations 5-8, twice as large as needed on one
+    side, since DCT scaling must keep the upright width).
+    """
+
+    pixels: Image.Image
+    orientation: int = 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height once upright."""
+        width, height = self.pixels.size
+        return (height, width) if self.orientation in _SWAPS_AXES else (width, height)
+
+    def turn(self, im: Image.Image) -> Image.Image:
+        """``im`` (pixels in the stored orientation) turned upright."""
+        method = _TRANSPOSE.get(self.orientation)
+        if method is None:
+            return im
+        turned = im.transpose(method)
+        turned.info = im.info
+        return turned
+
+    def upright(self) -> Image.Image:
+        return self.turn(self.pixels)
+
+
+def decode_picture(path: StrPath, *, max_pixels: int) -> Picture:
+    """Decode frame one, only as large as the renditions need, as RGB or RGBA, not yet turned."""
     with (
         _open_image(path, max_pixels=max_pixels) as im,
         _pillow_errors(_damaged_message(im.format), max_pixels=max_pixels),
@@ -319,52 +356,64 @@ def decode(path: StrPath, *, max_pixels: int) -> Image.Image:
         orientation = _orientation(im)
         icc_profile = _rgb_icc_profile(im.info.get("icc_profile"))
         out = _to_rgb_or_rgba(im)
-        method = _TRANSPOSE.get(orientation)
-        if method is not None:
-            out = out.transpose(method)
         if out is im:
             # Detach from the file object, which is closed when we return.
             out = im.copy()
         # Keep nothing of the source's metadata but a usable colour profile.
         out.info = {"icc_profile": icc_profile} if icc_profile else {}
-    return out
+    return Picture(out, orientation)
 
 
-def make_thumbnail(im: Image.Image) -> bytes:
+def decode(path: StrPath, *, max_pixels: int) -> Image.Image:
+    """Decode frame one, only as large as the renditions need, upright, as RGB or RGBA."""
+    return decode_picture(path, max_pixels=max_pixels).upright()
+
+
+def make_thumbnail(im: Image.Image | Picture, preview: Image.Image | None = None, *,
+                   method: int = WEBP_METHOD) -> bytes:
     """200x200 cover-cropped WebP, quality 80."""
     with _pillow_errors("The thumbnail could not be made from this image."):
-        return encode_webp(thumbnail_image(im), quality=THUMBNAIL_QUALITY)
+        return encode_webp(thumbnail_image(im, preview), quality=THUMBNAIL_QUALITY,
+                           method=method)
 
 
-def make_preview(im: Image.Image) -> bytes:
+def make_preview(im: Image.Image | Picture, *, method: int = WEBP_METHOD) -> bytes:
     """800 px wide WebP at quality 85, never upscaled."""
+    return encode_preview(preview_image(im), method=method)
+
+
+def encode_preview(preview: Image.Image, *, method: int = WEBP_METHOD) -> bytes:
+    """The preview's pixels (``preview_image``) as WebP at quality 85."""
     with _pillow_errors("The preview could not be made from this image."):
-        return encode_webp(preview_image(im), quality=PREVIEW_QUALITY)
+        return encode_webp(preview, quality=PREVIEW_QUALITY, method=method)
 
 
-def thumbnail_image(im: Image.Image) -> Image.Image:
-    """The thumbnail's pixels: 200x200, cover-cropped and centred, before encoding."""
-    im = _to_rgb_or_rgba(im)
-    width, height = im.size
-    box_w, box_h = THUMBNAIL_SIZE
-    # The same cover crop as ImageOps.fit(im, size, LANCZOS) (centred, scaled so the box is
-    # filled, enlarging small sources), done as one resize with a crop box so that the
-    # reducing gap can shrink large sources cheaply first; fit() offers no reducing_gap.
-    scale = max(box_w / width, box_h / height)
-    crop_w, crop_h = box_w / scale, box_h / scale
-    left, top = (width - crop_w) / 2, (height - crop_h) / 2
-    return im.resize(
-        THUMBNAIL_SIZE,
-        Image.Resampling.LANCZOS,
-        box=(left, top, left + crop_w, top + crop_h),
-        reducing_gap=_REDUCING_GAP,
-    )
+def thumbnail_image(im: Image.Image | Picture, preview: Image.Image | None = None) -> Image.Image:
+    """The thumbnail's pixels: 200x200, cover-cropped and centred, before encoding.
+
+    Made from the preview's pixels when they are at least twice the box on the short side
+    (then the preview's resampling costs the thumbnail nothing: PSNR against a full-size
+    LANCZOS reference stays above 40 dB), else from the picture itself, e.g. for a
+    panorama whose 800 px wide preview is too low to fill a square.
+    """
+    if preview is not None and min(preview.size) >= 2 * max(THUMBNAIL_SIZE):
+        return _cover(_to_rgb_or_rgba(preview))
+    if isinstance(im, Picture):
+        # A centred square crop turned upright is the turned picture's centred square crop.
+        return im.turn(_cover(_to_rgb_or_rgba(im.pixels)))
+    return _cover(_to_rgb_or_rgba(im))
 
 
-def preview_image(im: Image.Image) -> Image.Image:
-    """The preview's pixels: 800 px wide (never upscaled), before encoding."""
-    im = _to_rgb_or_rgba(im)
-    width, height = im.size
+def preview_image(im: Image.Image | Picture) -> Image.Image:
+    """The preview's pixels: 800 px wide (never upscaled), upright, before encoding."""
+    with _pillow_errors("The preview could not be made from this image."):
+        return _preview(im)
+
+
+def _preview(im: Image.Image | Picture) -> Image.Image:
+    picture = im if isinstance(im, Picture) else Picture(im)
+    pixels = _to_rgb_or_rgba(picture.pixels)
+    width, height = picture.size
     target_w = min(PREVIEW_WIDTH, width)
     target_h = max(1, round(height * target_w / width))
     if target_h > _WEBP_MAX_DIMENSION:
@@ -372,9 +421,23 @@ def preview_image(im: Image.Image) -> Image.Image:
         # 800 wide, so the preview gets narrower instead of failing.
         target_w = max(1, round(width * _WEBP_MAX_DIMENSION / height))
         target_h = _WEBP_MAX_DIMENSION
-    if (target_w, target_h) == im.size:
-        return im
-    return im.resize((target_w, target_h), Image.Resampling.LANCZOS,
+    stored = (target_h, target_w) if picture.orientation in _SWAPS_AXES else (target_w,
+                                                                              target_h)
+    if stored != pixels.size:
+        pixels = pixels.resize(stored, _RESAMPLE, reducing_gap=_REDUCING_GAP)
+    return picture.turn(pixels)
+
+
+def _cover(im: Image.Image) -> Image.Image:
+    """Scale so the thumbnail box is filled (enlarging small sources), crop the centre."""
+    width, height = im.size
+    box_w, box_h = THUMBNAIL_SIZE
+    # The same cover crop as ImageOps.fit (centred), done as one resize with a crop box so
+    # that the reducing gap can shrink large sources cheaply first; fit() offers no gap.
+    scale = max(box_w / width, box_h / height)
+    crop_w, crop_h = box_w / scale, box_h / scale
+    left, top = (width - crop_w) / 2, (height - crop_h) / 2
+    return im.resize(THUMBNAIL_SIZE, _RESAMPLE, box=(left, top, left + crop_w, top + crop_h),
                      reducing_gap=_REDUCING_GAP)
 
 
@@ -405,12 +468,14 @@ def read_metadata(path: StrPath, *, max_pixels: int) -> Metadata:
         )
 
 
-def process(path: StrPath, *, max_pixels: int) -> Renditions:
+def process(path: StrPath, *, max_pixels: int, method: int = WEBP_METHOD) -> Renditions:
     """Metadata, thumbnail and preview of one file, failing with an ImageError."""
     # Metadata first: it is cheap and finds bombs hidden in later frames before any decoding.
     metadata = read_metadata(path, max_pixels=max_pixels)
-    im = decode(path, max_pixels=max_pixels)
-    return Renditions(thumbnail=make_thumbnail(im), preview=make_preview(im), metadata=metadata)
+    picture = decode_picture(path, max_pixels=max_pixels)
+    preview = preview_image(picture)
+    return Renditions(thumbnail=make_thumbnail(picture, preview, method=method),
+                      preview=encode_preview(preview, method=method), metadata=metadata)
 
 
 # ------------------------------------------------------------------------------------ internals
@@ -500,10 +565,10 @@ def _rgb_icc_profile(profile: object) -> bytes | None:
     return profile
 
 
-def encode_webp(im: Image.Image, *, quality: int) -> bytes:
+def encode_webp(im: Image.Image, *, quality: int, method: int = WEBP_METHOD) -> bytes:
     """WebP bytes carrying no EXIF or XMP: Pillow writes those only when passed explicitly."""
     buffer = io.BytesIO()
-    params: dict[str, Any] = {"quality": quality, "method": _WEBP_METHOD}
+    params: dict[str, Any] = {"quality": quality, "method": method}
     icc_profile = _rgb_icc_profile(im.info.get("icc_profile"))
     if icc_profile:
         params["icc_profile"] = icc_profile

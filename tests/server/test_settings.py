@@ -102,3 +102,10 @@ def test_one_worker_process_per_cpu_by_default(tmp_path: Path) -> None:
     assert settings.worker_processes == len(os.sched_getaffinity(0))
     given = Settings.from_env({"DATA_DIR": str(tmp_path), "WORKER_PROCESSES": "3"})
     assert given.worker_processes == 3
+
+
+def test_webp_method_is_libwebps_range(tmp_path: Path) -> None:
+    assert Settings.from_env({"DATA_DIR": str(tmp_path)}).webp_method == 0
+    assert Settings.from_env({"DATA_DIR": str(tmp_path), "WEBP_METHOD": "4"}).webp_method == 4
+    with pytest.raises(SettingsError, match="WEBP_METHOD"):
+        Settings.from_env({"DATA_DIR": str(tmp_path), "WEBP_METHOD": "7"})

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ast
 import io
+import math
 import random
 import struct
 import sys
 from pathlib import Path
 
 import pytest
-from PIL import EpsImagePlugin, ExifTags, Image, ImageCms, ImageStat
+from PIL import EpsImagePlugin, ExifTags, Image, ImageChops, ImageCms, ImageStat
 
 from workers import imaging
 from workers.imaging import (
@@ -661,3 +662,62 @@ def test_process_makes_all_renditions(tmp_path: Path) -> None:
     assert open_webp(renditions.thumbnail).size == (200, 200)
     assert open_webp(renditions.preview).size == (800, 400)
     assert renditions.metadata.format == "WEBP"
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    assert a.size == b.size
+    stat = ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB")))
+    mse = sum(stat.sum2) / (3 * a.width * a.height)
+    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def _scene(width: int, height: int) -> Image.Image:
+    """A picture with structure in every corner, so a wrong turn or crop shows."""
+    img = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    img.paste((200, 30, 30), (0, 0, width // 3, height // 4))
+    img.paste((30, 200, 30), (width // 2, height // 2, width, height))
+    img.paste((30, 30, 200), (0, height * 3 // 4, width // 5, height))
+    return img
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_renditions_turned_last_match_those_of_the_upright_picture(
+        tmp_path: Path, orientation: int) -> None:
+    path = tmp_path / f"o{orientation}.jpg"
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    _scene(2400, 1600).save(path, "JPEG", quality=92, exif=exif.tobytes())
+    picture = imaging.decode_picture(path, max_pixels=CAP)
+    upright = imaging.decode(path, max_pixels=CAP)
+    assert picture.size == upright.size
+    fast, slow = imaging.preview_image(picture), imaging.preview_image(upright)
+    assert fast.size == slow.size and fast.width == 800
+    assert _psnr(fast, slow) > 40
+    fast_thumb = imaging.thumbnail_image(picture, fast)
+    assert _psnr(fast_thumb, imaging.thumbnail_image(upright)) > 35
+
+
+def test_a_panorama_thumbnail_is_cut_from_the_picture_not_its_low_preview(
+        tmp_path: Path) -> None:
+    path = tmp_path / "pano.jpg"
+    _scene(4000, 400).save(path, "JPEG", quality=92)
+    picture = imaging.decode_picture(path, max_pixels=CAP)
+    preview = imaging.preview_image(picture)
+    assert preview.size == (800, 80)
+    assert imaging.thumbnail_image(picture, preview).tobytes() == \
+        imaging.thumbnail_image(picture).tobytes()
+    # A preview with pixels to spare is used (and gives the same picture, near enough).
+    photo = tmp_path / "photo.jpg"
+    _scene(3000, 2000).save(photo, "JPEG", quality=92)
+    big = imaging.decode_picture(photo, max_pixels=CAP)
+    assert _psnr(imaging.thumbnail_image(big, imaging.preview_image(big)),
+                 imaging.thumbnail_image(big)) > 35
+
+
+@pytest.mark.parametrize("method", [0, 2, 6])
+def test_every_webp_method_makes_the_same_renditions(tmp_path: Path, method: int) -> None:
+    path = tmp_path / "m.jpg"
+    _scene(1600, 1200).save(path, "JPEG", quality=90)
+    out = imaging.process(path, max_pixels=CAP, method=method)
+    assert open_webp(out.thumbnail).size == (200, 200)
+    assert open_webp(out.preview).size == (800, 600)

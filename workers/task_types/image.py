@@ -61,11 +61,16 @@ def _process(ctx: WorkerContext, job_id: str, image_id: str) -> None:
     # any decoding. They are stored with the metadata stage below.
     meta = imaging.read_metadata(source, max_pixels=max_pixels)
     # Each stage rewrites its output atomically, so a redelivered job simply runs again.
-    picture = imaging.decode(source, max_pixels=max_pixels)
+    picture = imaging.decode_picture(source, max_pixels=max_pixels)
+    method = ctx.settings.webp_method
     enter(Stage.THUMBNAIL)
-    ctx.storage.write_rendition(image_id, "thumbnail", imaging.make_thumbnail(picture))
+    # The preview's pixels are made here already: the thumbnail is cut from them.
+    preview = imaging.preview_image(picture)
+    ctx.storage.write_rendition(image_id, "thumbnail",
+                                imaging.make_thumbnail(picture, preview, method=method))
     enter(Stage.PREVIEW, has_thumbnail=True)
-    ctx.storage.write_rendition(image_id, "preview", imaging.make_preview(picture))
+    ctx.storage.write_rendition(image_id, "preview",
+                                imaging.encode_preview(preview, method=method))
     enter(Stage.METADATA, has_preview=True, meta=meta.as_dict(), width=meta.width,
           height=meta.height, format=meta.format)
 
