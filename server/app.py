@@ -16,6 +16,7 @@ from server import metrics, store, telemetry
 from server.bus import Bus
 from server.dashboard import StatsPusher
 from server.db import Database
+from server.dispatch import SentMarks
 from server.error_handlers import EXCEPTION_HANDLERS
 from server.events import BatchEvent, BusEvent, JobEvent
 from server.relay import relay_events
@@ -96,17 +97,21 @@ def create_app(settings: Settings) -> RequestIds:
             name="relay")
         sweeper = asyncio.create_task(run_sweeper(state), name="sweeper")
         registry = asyncio.create_task(keep_sockets(sio, state), name="socket-upkeep")
+        state.sent = SentMarks()
+        marks = asyncio.create_task(state.sent.run(db), name="sent-marks")
         reporter = asyncio.create_task(
             telemetry.report_forever(client, settings.redis_prefix, tally, state.socket_counts),
             name="metrics")
         try:
             yield
         finally:
-            for task in (state.relay, sweeper, registry, reporter):
+            for task in (state.relay, sweeper, registry, reporter, marks):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await state.sockets.release_all()
+            with contextlib.suppress(Exception):  # the sweeper resends what this misses
+                await state.sent.flush(db)
             await stats.close()
             state.broker.close()
             await client.aclose()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -69,6 +72,10 @@ class Database:
             _configure_sqlite(self.engine.sync_engine)
         # A read that later writes fails at once under DEFERRED: writes begin IMMEDIATE.
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        # SQLite has one writer at a time; writers of one process take turns here, in
+        # order, instead of in SQLite's busy handler, whose back-off sleeps grow to 100 ms.
+        self._write_turn: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if _is_sqlite(url) else contextlib.nullcontext())
         self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writes = async_sessionmaker(self._writer, expire_on_commit=False)
 
@@ -93,7 +100,7 @@ class Database:
 
     async def write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         """Run a ``store`` write in one short IMMEDIATE transaction, committed on success."""
-        async with self._writes() as session, session.begin():
+        async with self._write_turn, self._writes() as session, session.begin():
             return await session.run_sync(lambda s: fn(s, **kwargs))
 
     async def ping(self) -> None:
@@ -112,6 +119,9 @@ class SyncDatabase:
         if _is_sqlite(url):
             _configure_sqlite(self.engine)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        # Threads of one worker process take turns (see Database).
+        self._write_turn: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if _is_sqlite(url) else contextlib.nullcontext())
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
         self._writes = sessionmaker(self._writer, expire_on_commit=False)
 
@@ -152,7 +162,7 @@ class SyncDatabase:
             return fn(session, **kwargs)
 
     def write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
-        with self._writes() as session, session.begin():
+        with self._write_turn, self._writes() as session, session.begin():
             return fn(session, **kwargs)
 
     def dispose(self) -> None:

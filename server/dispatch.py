@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from types import EllipsisType
 from typing import Any
 
 import redis
@@ -19,6 +20,46 @@ from server.store import JobView
 from workers.broker import send_job
 
 log = logging.getLogger(__name__)
+
+
+class SentMarks:
+    """Jobs whose message reached Redis, noted on their rows in one write every FLUSH_S.
+
+    The note only keeps the sweeper from sending them again, and the sweeper looks at jobs
+    left unsent for SWEEP_AFTER_S (a minute by default), so a fraction of a second's delay
+    costs nothing, while an upload no longer waits for a second write of its own. Should a
+    note be lost (the process died), the sweeper sends a fresh message and the first one
+    is skipped: the job still runs once.
+    """
+
+    FLUSH_S = 0.25
+
+    def __init__(self) -> None:
+        self._pending: dict[str, str] = {}
+
+    def add(self, job: Job) -> None:
+        assert job.message_id is not None
+        self._pending[job.id] = job.message_id
+
+    async def flush(self, db: Any) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        try:
+            await db.write(store.mark_enqueued_many, sent=pending)
+        except BaseException:
+            for job_id, message_id in pending.items():
+                self._pending.setdefault(job_id, message_id)
+            raise
+
+    async def run(self, db: Any) -> None:
+        """Flush every FLUSH_S, forever (a lifespan task)."""
+        while True:
+            await asyncio.sleep(self.FLUSH_S)
+            try:
+                await self.flush(db)
+            except Exception as exc:  # the database is away: kept for the next round
+                log.warning("could not note sent messages: %s", exc)
 
 
 async def enqueue(state: Any, view: JobView, *, delay_s: int = 0,
@@ -38,8 +79,7 @@ async def enqueue(state: Any, view: JobView, *, delay_s: int = 0,
                     extra={"job_id": job.id})
         raise ApiError(503, "queue_unavailable",
                        "the job queue is unavailable; try again shortly") from None
-    # Should this write fail, the sweeper sends a fresh message and the first is skipped.
-    await state.db.write(store.mark_enqueued, job_id=job.id, message_id=job.message_id)
+    state.sent.add(job)
 
 
 async def send(state: Any, job: Job, *, delay_s: int = 0) -> None:
@@ -61,8 +101,7 @@ async def notify_webhooks(state: Any, view: JobView) -> None:
             log.warning("webhook delivery %s left for the sweeper: %s", delivery.job.id, exc,
                         extra={"job_id": delivery.job.id})
             continue
-        await state.db.write(store.mark_enqueued, job_id=delivery.job.id,
-                             message_id=delivery.job.message_id)
+        state.sent.add(delivery.job)
 
 
 async def sweep(state: Any) -> int:
@@ -93,7 +132,7 @@ async def sweep(state: Any) -> int:
         if job.run_at is not None:
             remaining = max(0, math.ceil((as_utc(job.run_at) - now).total_seconds()))
         await send(state, job, delay_s=remaining)
-        await state.db.write(store.mark_enqueued, job_id=job.id, message_id=job.message_id)
+        state.sent.add(job)
         log.warning("sent a new message for stuck job %s (%s)", job.id, job.state,
                     extra={"job_id": job.id, "user_id": job.user_id})
         sent += 1
@@ -135,9 +174,14 @@ async def retry_failed(state: Any, job_id: str, *, user_id: str | None = None,
     return await announce(state, view)
 
 
-async def announce(state: Any, view: JobView) -> dict[str, Any]:
-    """Publish the job's current state to its owner; returns the <Job> sent."""
-    position = await state.db.read(store.queue_position, job=view.job)
+async def announce(state: Any, view: JobView,
+                   position: int | EllipsisType | None = ...) -> dict[str, Any]:
+    """Publish the job's current state to its owner; returns the <Job> sent.
+
+    ``position``: its queue position when the caller knows it already (else it is read).
+    """
+    if isinstance(position, EllipsisType):
+        position = await state.db.read(store.queue_position, job=view.job)
     event = state.presenter.event(view, queue_position=position)
     await state.publish(event)
     return dict(event.job)

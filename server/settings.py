@@ -147,6 +147,7 @@ class Settings:
     log_format: str = "text"
     socket_refresh_s: int = 20
     webp_method: int = 0
+    worker_nice: int = 10
 
     def multi_host_warning(self) -> str | None:
         """Why this configuration would break once processes run on several hosts, if so."""
@@ -225,6 +226,7 @@ class Settings:
             log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
             socket_refresh_s=_int(env, "SOCKET_REFRESH_S", 20, minimum=1),
             webp_method=_webp_method(env),
+            worker_nice=_int(env, "WORKER_NICE", 10, minimum=0),
         )
 
 

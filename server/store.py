@@ -884,6 +884,13 @@ def mark_enqueued(s: Session, *, job_id: str, message_id: str) -> None:
         job.enqueued = True
 
 
+def mark_enqueued_many(s: Session, *, sent: dict[str, str]) -> None:
+    """``mark_enqueued`` for many jobs at once (job id → the message id that was sent)."""
+    for job in s.scalars(select(Job).where(Job.id.in_(sent))):
+        if job.message_id == sent[job.id]:
+            job.enqueued = True
+
+
 _WAITING = (JobState.QUEUED.value, JobState.RETRYING.value)
 
 

@@ -9,6 +9,7 @@ redelivered (see the README's "Failure handling").
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -28,6 +29,17 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _MAX_PAUSE_S = 30.0
 # A run this long counts as healthy: the next crash restarts after the shortest pause.
 _HEALTHY_RUN_S = 60.0
+
+
+def _child_setup(nice: int) -> None:
+    """In the child: its own process group dying with us, at a lower CPU priority.
+
+    ``nice``: web processes answer uploads and push events first when the CPUs are busy;
+    workers take what is left (WORKER_NICE, 0 for equal shares).
+    """
+    _own_group_dying_with_us()
+    if nice:
+        os.nice(nice)
 
 
 def _own_group_dying_with_us() -> None:
@@ -52,9 +64,10 @@ class _Slot:
     would stall every worker for up to the time limit.
     """
 
-    def __init__(self, command: list[str], stopping: threading.Event) -> None:
+    def __init__(self, command: list[str], stopping: threading.Event, nice: int = 0) -> None:
         self.command = command
         self.stopping = stopping
+        self.nice = nice
         self.child: subprocess.Popen[bytes] | None = None
         self._terminated: subprocess.Popen[bytes] | None = None
         self.code = 0
@@ -63,7 +76,8 @@ class _Slot:
         pause = 1.0
         while not self.stopping.is_set():
             started = time.monotonic()
-            self.child = subprocess.Popen(self.command, preexec_fn=_own_group_dying_with_us)
+            self.child = subprocess.Popen(self.command,
+                                          preexec_fn=functools.partial(_child_setup, self.nice))
             if self.stopping.is_set():  # a stop that came while it was starting
                 self.terminate()
             code = self.child.wait()
@@ -98,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.executable, "-m", "workers.dramatiq_cli", "workers.main", "--skip-logging",
                "--processes", "1", "--threads", str(settings.worker_threads), *extra]
     stopping = threading.Event()
-    slots = [_Slot(command, stopping) for _ in range(settings.worker_processes)]
+    slots = [_Slot(command, stopping, settings.worker_nice)
+             for _ in range(settings.worker_processes)]
 
     def stop(signum: int, _frame: object) -> None:
         stopping.set()

@@ -156,6 +156,7 @@ class StoredFile:
     view: store.JobView
     duplicate: bool
     delay_s: int
+    position: int | None = None  # in its queue, as the job was recorded
 
 
 async def store_file(state: Any, user_id: str, upload: ReceivedFile,
@@ -171,8 +172,8 @@ async def store_file(state: Any, user_id: str, upload: ReceivedFile,
     await asyncio.to_thread(state.storage.adopt_original, upload.path, image_id)
     run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
     try:
-        view, duplicate = await state.db.write(
-            store.create_upload, image_id=image_id, user_id=user_id,
+        view, duplicate, position = await state.db.write(
+            _create_upload, image_id=image_id, user_id=user_id,
             filename=upload.filename, content_type=probe.mime, size_bytes=upload.size,
             sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
             task_type=IMAGE_TASK, queue=queue_for(IMAGE_QUEUE, options.priority),
@@ -185,7 +186,13 @@ async def store_file(state: Any, user_id: str, upload: ReceivedFile,
         raise
     if duplicate:
         await asyncio.to_thread(state.storage.remove_image, image_id)
-    return StoredFile(view, duplicate, options.delay_s)
+    return StoredFile(view, duplicate, options.delay_s, position)
+
+
+def _create_upload(s: Any, **fields: Any) -> tuple[store.JobView, bool, int | None]:
+    """``store.create_upload`` and the job's queue position, in one transaction."""
+    view, duplicate = store.create_upload(s, **fields)
+    return view, duplicate, store.queue_position(s, job=view.job)
 
 
 async def stored_item(state: Any, stored: StoredFile) -> dict[str, Any]:
@@ -207,7 +214,7 @@ async def submit_file(state: Any, stored: StoredFile) -> dict[str, Any]:
         await asyncio.to_thread(state.storage.remove_image, image_id)
 
     await dispatch.enqueue(state, view, delay_s=stored.delay_s, undo=undo)
-    job = await dispatch.announce(state, view)
+    job = await dispatch.announce(state, view, stored.position)
     return {"image": state.presenter.image(view.image), "job": job}
 
 
