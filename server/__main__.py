@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import uvicorn
+import sys
 
-from server import logs
-from server.app import create_app
-from server.settings import Settings
+# The web process serves Socket.IO and never acts as a client, but python-socketio imports
+# its client half, which would load aiohttp, requests and websocket-client when installed
+# (for `darkroom watch`, or the tests): some 30 MB of memory per web process for nothing.
+# Marked missing before anything imports socketio, engine.io's clients see no transport.
+for _client_library in ("aiohttp", "requests", "websocket"):
+    sys.modules.setdefault(_client_library, None)  # type: ignore[arg-type]
+
+import uvicorn  # noqa: E402
+
+from server import logs  # noqa: E402
+from server.app import create_app  # noqa: E402
+from server.settings import Settings  # noqa: E402
 
 
 def main() -> None:

@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import socketio
-
 FINAL_EVENTS = ("job:completed", "job:failed", "job:cancelled")
 _JOB_EVENTS = ("job:queued", "job:active", "job:progress", "job:retrying", *FINAL_EVENTS)
 _HTTP_TIMEOUT_S = 30
@@ -92,6 +90,8 @@ async def watch_job(url: str, token: str, job_id: str,
     ``subscribe {job_id}`` for the current snapshot, then the job's events, dropping any
     whose ``seq`` is not newer. Reconnects by itself; ``jobs:snapshot`` fills any gap.
     """
+    import socketio  # only here: the web process imports this module but is no client
+
     watch = JobWatch(job_id)
     done = asyncio.Event()
     refused: list[str] = []
