@@ -148,6 +148,7 @@ class Settings:
     socket_refresh_s: int = 20
     webp_method: int = 0
     worker_nice: int = 10
+    progress_interval_ms: int = 50
 
     def multi_host_warning(self) -> str | None:
         """Why this configuration would break once processes run on several hosts, if so."""
@@ -227,6 +228,7 @@ class Settings:
             socket_refresh_s=_int(env, "SOCKET_REFRESH_S", 20, minimum=1),
             webp_method=_webp_method(env),
             worker_nice=_int(env, "WORKER_NICE", 10, minimum=0),
+            progress_interval_ms=_int(env, "PROGRESS_INTERVAL_MS", 50, minimum=0),
         )
 
 

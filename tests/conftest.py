@@ -208,6 +208,8 @@ def stack_env(redis_url: str, database_url: str, data_dir: Path, port: int,
         "ADMIN_TOKEN": "test-admin-token",
         "LOG_LEVEL": "warning",
         "WORKER_PROCESSES": "1",
+        # Every stage reported, however quick: tests follow each one.
+        "PROGRESS_INTERVAL_MS": "0",
         "WORKER_THREADS": "2",
         "PYTHONUNBUFFERED": "1",
     })

@@ -13,7 +13,15 @@ import socketio
 from PIL import Image
 
 from server.embedded_redis import free_port
-from tests.conftest import Databases, Stack, _wait_for_port, stack_env, start_web, stop
+from tests.conftest import (
+    Databases,
+    Stack,
+    _wait_for_port,
+    running_stack,
+    stack_env,
+    start_web,
+    stop,
+)
 from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
@@ -510,3 +518,32 @@ async def test_metrics_in_prometheus_text_format(http: httpx.AsyncClient) -> Non
     assert any(line.startswith("darkroom_workers ") and int(line.split()[-1]) >= 1
                for line in lines)
     assert "# TYPE darkroom_dead_letters gauge" in lines
+
+
+async def test_quick_stages_are_folded_into_the_next_report_with_their_outputs(
+        redis_url: str, databases: Databases, tmp_path: Path) -> None:
+    with running_stack(redis_url, databases.new(), tmp_path,
+                       PROGRESS_INTERVAL_MS="60000") as folded:
+        async with httpx.AsyncClient(base_url=folded.url, timeout=30) as http:
+            token = await new_token(http)
+            client = await LiveClient().connect(folded.url, token, transports=["websocket"])
+            try:
+                await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+                body = (await upload(http, token, jpeg_bytes(640, 480))).json()
+                job_id = body["job"]["id"]
+                name, final = await client.wait_final(job_id)
+            finally:
+                await client.close()
+            assert name == "job:completed"
+            events = sorted(client.of_job(job_id), key=lambda e: e[1]["seq"])
+            stages = [data["job"]["stage"] for n, data in events if n == "job:progress"]
+            # The first and the last stage are always pushed; the two between were quick.
+            assert stages == ["decoding", "metadata"]
+            seqs = [data["seq"] for _, data in events]
+            assert seqs == list(range(1, len(seqs) + 1))
+            # What the folded stages made was stored all the same.
+            image = final["job"]["result"]["image"]
+            assert image["thumbnail_url"] and image["preview_url"]
+            assert image["metadata"]["width"] == 640
+            polled = (await http.get(f"/api/images/{image['id']}", headers=auth(token))).json()
+            assert polled["thumbnail_url"] and polled["metadata"]["format"] == "JPEG"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from server import store
@@ -41,19 +42,41 @@ def _cancel(ctx: WorkerContext, job_id: str, reason: str) -> JobCancelled:
     return JobCancelled(reason)
 
 
+class _Stages:
+    """Reports each stage as it starts, with what the stages before it produced.
+
+    A stage that starts within PROGRESS_INTERVAL_MS of the last report is folded into the
+    next report (its outputs travel with it): nobody sees a 20 ms step, and each report
+    is a database write. The first and the last stage are always reported.
+    """
+
+    def __init__(self, ctx: WorkerContext, job_id: str, image_id: str) -> None:
+        self.ctx, self.job_id, self.image_id = ctx, job_id, image_id
+        self.interval_s = ctx.settings.progress_interval_ms / 1000
+        self.reported_at: float | None = None
+        self.outputs: dict[str, object] = {}
+
+    def enter(self, stage: Stage, *, last: bool = False, **outputs: object) -> None:
+        self.outputs.update(outputs)
+        now = time.monotonic()
+        if not last and self.reported_at is not None \
+                and now - self.reported_at < self.interval_s:
+            return
+        try:
+            self.ctx.reporter.progress(self.job_id, stage.value, STAGE_PROGRESS[stage],
+                                       image_id=self.image_id, **self.outputs)
+        except ImageDeleted:
+            raise _cancel(self.ctx, self.job_id,
+                          "the image was deleted while it was processed") from None
+        self.outputs, self.reported_at = {}, time.monotonic()
+
+
 def _process(ctx: WorkerContext, job_id: str, image_id: str) -> None:
     source = ctx.storage.original(image_id)
     max_pixels = ctx.settings.max_image_pixels
+    stages = _Stages(ctx, job_id, image_id)
 
-    def enter(stage: Stage, **outputs: object) -> None:
-        """Report the stage, storing what the stage before produced in the same write."""
-        try:
-            ctx.reporter.progress(job_id, stage.value, STAGE_PROGRESS[stage], image_id=image_id,
-                                  **outputs)
-        except ImageDeleted:
-            raise _cancel(ctx, job_id, "the image was deleted while it was processed") from None
-
-    enter(Stage.DECODING)
+    stages.enter(Stage.DECODING)
     if ctx.db.read(store.get_image, image_id=image_id, user_id=None) is None \
             or not source.exists():
         raise _cancel(ctx, job_id, "the image was deleted before it was processed")
@@ -63,16 +86,16 @@ def _process(ctx: WorkerContext, job_id: str, image_id: str) -> None:
     # Each stage rewrites its output atomically, so a redelivered job simply runs again.
     picture = imaging.decode_picture(source, max_pixels=max_pixels)
     method = ctx.settings.webp_method
-    enter(Stage.THUMBNAIL)
+    stages.enter(Stage.THUMBNAIL)
     # The preview's pixels are made here already: the thumbnail is cut from them.
     preview = imaging.preview_image(picture)
     ctx.storage.write_rendition(image_id, "thumbnail",
                                 imaging.make_thumbnail(picture, preview, method=method))
-    enter(Stage.PREVIEW, has_thumbnail=True)
+    stages.enter(Stage.PREVIEW, has_thumbnail=True)
     ctx.storage.write_rendition(image_id, "preview",
                                 imaging.encode_preview(preview, method=method))
-    enter(Stage.METADATA, has_preview=True, meta=meta.as_dict(), width=meta.width,
-          height=meta.height, format=meta.format)
+    stages.enter(Stage.METADATA, last=True, has_preview=True, meta=meta.as_dict(),
+                 width=meta.width, height=meta.height, format=meta.format)
 
 
 register(TaskType(
