@@ -45,22 +45,22 @@ def _cancel(ctx: WorkerContext, job_id: str, reason: str) -> JobCancelled:
 class _Stages:
     """Reports each stage as it starts, with what the stages before it produced.
 
-    A stage that starts within PROGRESS_INTERVAL_MS of the last report is folded into the
-    next report (its outputs travel with it): nobody sees a 20 ms step, and each report
-    is a database write. The first and the last stage are always reported.
+    A stage that starts within PROGRESS_INTERVAL_MS of the last report (``job:active``
+    included, pushed just before the first stage) is folded into the next report, its
+    outputs travelling with it: nobody sees a 20 ms step, and each report is a database
+    write. The last stage is always reported.
     """
 
     def __init__(self, ctx: WorkerContext, job_id: str, image_id: str) -> None:
         self.ctx, self.job_id, self.image_id = ctx, job_id, image_id
         self.interval_s = ctx.settings.progress_interval_ms / 1000
-        self.reported_at: float | None = None
+        self.reported_at = time.monotonic()  # job:active has just been pushed
         self.outputs: dict[str, object] = {}
 
     def enter(self, stage: Stage, *, last: bool = False, **outputs: object) -> None:
         self.outputs.update(outputs)
         now = time.monotonic()
-        if not last and self.reported_at is not None \
-                and now - self.reported_at < self.interval_s:
+        if not last and now - self.reported_at < self.interval_s:
             return
         try:
             self.ctx.reporter.progress(self.job_id, stage.value, STAGE_PROGRESS[stage],
