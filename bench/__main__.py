@@ -6,7 +6,8 @@
     python -m bench --summary       # only rebuild the table from bench/results/*.json
 
 Each suite writes ``bench/results/<suite>.json``; the table of figures against their
-targets goes to ``bench/results/summary.md`` and to the terminal.
+targets goes to ``bench/results/summary.md``, to the terminal and into README.md's
+"Performance" section.
 """
 
 from __future__ import annotations
@@ -44,7 +45,19 @@ def write_summary() -> list[str]:
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     (RESULTS / "summary.md").write_text("\n".join(lines) + "\n")
+    _update_readme(lines)
     return lines
+
+
+def _update_readme(lines: list[str]) -> None:
+    """Put the table into README.md's Performance section, between its markers."""
+    readme = RESULTS.parent.parent / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        readme.write_text(f"{head}{begin}\n" + "\n".join(lines) + f"\n{end}"
+                          + rest.split(end, 1)[1])
 
 
 def main() -> None:

@@ -93,6 +93,12 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric figure's median over several runs (the machine is noisy), and the runs."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, int | float)]
+    return {**{k: median([float(r[k]) for r in runs]) for k in keys}, "runs": runs}
+
+
 # -- results -----------------------------------------------------------------------------------
 
 @dataclass

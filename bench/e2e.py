@@ -1,6 +1,7 @@
 """End to end: N uploads at concurrency 8, upload start → ``job:completed`` received.
 
-Open flow: eight uploaders send back to back, never waiting for the work. Closed flow:
+Medians of three runs. Open flow: eight uploaders send back to back, never waiting for
+the work. Closed flow:
 each of eight slots waits for its job's ``job:completed`` before its next upload. Both run
 against the processes ``make run`` starts by default (one web process, one supervised
 worker process with WORKER_THREADS threads), on a fresh private Redis and SQLite.
@@ -17,6 +18,7 @@ import httpx
 from bench.common import (
     Result,
     Watcher,
+    medians,
     new_token,
     percentile,
     photo,
@@ -68,7 +70,7 @@ async def run_flow(url: str, data: bytes, count: int, *, closed: bool,
 
 
 def main(quick: bool = False) -> Result:
-    count = 40 if quick else 200
+    count, runs = (40, 1) if quick else (200, 3)
     result = Result("e2e")
     rows = []
     with running() as stack:
@@ -79,8 +81,10 @@ def main(quick: bool = False) -> Result:
             data = photo(width, height, seed=40 + n)
             asyncio.run(run_flow(stack.url, data, 8, closed=False, salt=9_000_000))  # warm-up
             for closed in (False, True):
-                flow = asyncio.run(run_flow(stack.url, data, count, closed=closed,
-                                            salt=n * 1_000_000 + closed * 100_000))
+                flow = medians([asyncio.run(run_flow(
+                    stack.url, data, count, closed=closed,
+                    salt=n * 1_000_000 + closed * 100_000 + run * 10_000))
+                    for run in range(runs)])
                 row = {"source": label, "bytes": len(data),
                        "flow": "closed" if closed else "open", **flow}
                 rows.append(row)

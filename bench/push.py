@@ -94,7 +94,7 @@ async def measure(url: str, data: bytes, count: int, others: int) -> dict[str, A
 
 
 def main(quick: bool = False) -> Result:
-    count = 40 if quick else 200
+    count = 40 if quick else 300
     result = Result("push")
     data = photo(640, 480, seed=70)
     rows = []
