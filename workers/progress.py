@@ -19,6 +19,7 @@ from server.jobs import JobState, base_queue, is_final
 from server.models import Job
 from server.schemas import Presenter
 from server.store import JobView
+from workers import timings
 from workers.faults import JobCancelled
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ class Reporter:
         """Report the start of ``stage`` (and store ``outputs`` of the stage before on image
         ``image_id``); raises JobCancelled when the job is no longer active, ImageDeleted
         when its image is gone."""
+        timings.stage_entered(stage)
         view = self._write(store.report_progress, job_id=job_id, stage=stage, progress=progress,
                            image_id=image_id, outputs=outputs or None)
         if view is None:

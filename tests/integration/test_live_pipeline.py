@@ -549,3 +549,10 @@ async def test_quick_stages_are_folded_into_the_next_report_with_their_outputs(
             assert image["metadata"]["width"] == 640
             polled = (await http.get(f"/api/images/{image['id']}", headers=auth(token))).json()
             assert polled["thumbnail_url"] and polled["metadata"]["format"] == "JPEG"
+            # Folded stages are still timed for /metrics.
+            scrape = (await http.get("/metrics")).text
+            for stage in ("decoding", "thumbnail", "preview"):
+                line = next(line for line in scrape.splitlines() if line.startswith(
+                    "darkroom_job_stage_duration_seconds_count{")
+                    and f'stage="{stage}"' in line)
+                assert float(line.rsplit(" ", 1)[1]) >= 1, line

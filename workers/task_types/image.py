@@ -8,7 +8,7 @@ from typing import Any
 from server import store
 from server.jobs import STAGE_PROGRESS, ImageDeleted, JobState, Stage
 from server.store import JobView
-from workers import imaging
+from workers import imaging, timings
 from workers.context import WorkerContext
 from workers.faults import JobCancelled
 from workers.tasks import TaskType, register
@@ -61,6 +61,7 @@ class _Stages:
         self.outputs.update(outputs)
         now = time.monotonic()
         if not last and now - self.reported_at < self.interval_s:
+            timings.stage_entered(stage.value)  # timed all the same
             return
         try:
             self.ctx.reporter.progress(self.job_id, stage.value, STAGE_PROGRESS[stage],
