@@ -31,26 +31,36 @@ SUITES: dict[str, Callable[[bool], Result]] = {
 }
 
 
-def write_summary() -> list[str]:
+def write_summary(*, readme: bool) -> list[str]:
+    """The tables, from every suite's latest results; into README.md only when ``readme``."""
     results = {path.stem: json.loads(path.read_text()) for path in RESULTS.glob("*.json")}
     dates = sorted(r["measured_at"][:10] for r in results.values())
     cpus = {r["machine"]["cpus"] for r in results.values()}
+    commits = sorted({str(r.get("commit")) for r in results.values()})
     when = f"{dates[0]} to {dates[-1]}" if dates and dates[0] != dates[-1] else \
         dates[0] if dates else "never"
-    lines = [f"Measured {when} on {'/'.join(map(str, sorted(cpus)))} cores (`make bench`).",
-             "", *report.summary(results)]
-    if "scale" in results:
-        lines += ["", *scale.table(Result("scale", results["scale"]["figures"]))]
+    quick = sorted(name for name, r in results.items() if r.get("quick"))
+    took = sum(r.get("seconds") or 0 for r in results.values())
+    lines = [f"Measured {when} on {'/'.join(map(str, sorted(cpus)))} cores by `make bench` "
+             f"(commit {', '.join(commits)}; {took / 60:.1f} minutes)"
+             + (f"; **quick runs** (not for comparison): {', '.join(quick)}" if quick else "")
+             + ".", "", *report.summary(results)]
+    for name, table in (("pipeline", pipeline.table), ("e2e", report.e2e_table),
+                        ("accept", report.accept_table), ("push", report.push_table),
+                        ("scale", scale.table)):
+        if name in results:
+            lines += ["", *table(Result(name, results[name]["figures"]))]
     notes = [note for r in results.values() for note in r.get("notes", [])]
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     (RESULTS / "summary.md").write_text("\n".join(lines) + "\n")
-    _update_readme(lines)
+    if readme:
+        _update_readme(lines)
     return lines
 
 
 def _update_readme(lines: list[str]) -> None:
-    """Put the table into README.md's Performance section, between its markers."""
+    """Put the tables into README.md's Performance section, between its markers."""
     readme = RESULTS.parent.parent / "README.md"
     text = readme.read_text()
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -65,19 +75,24 @@ def main() -> None:
     parser.add_argument("suites", nargs="*", metavar="SUITE",
                         help=f"some of: {', '.join(SUITES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
-    parser.add_argument("--summary", action="store_true", help="only rebuild the table")
+    parser.add_argument("--summary", action="store_true", help="only rebuild the tables")
     args = parser.parse_args()
     unknown = set(args.suites) - set(SUITES)
     if unknown:
         parser.error(f"unknown suite(s): {', '.join(sorted(unknown))}")
+    started_all = time.monotonic()
     if not args.summary:
         for name in args.suites or SUITES:
             started = time.monotonic()
             print(f"\n## {name} ({datetime.now(UTC):%H:%M:%S})", flush=True)
-            path = SUITES[name](args.quick).save()
+            result = SUITES[name](args.quick)
+            path = result.save(quick=args.quick, seconds=time.monotonic() - started)
             print(f"  -> {path.relative_to(RESULTS.parent.parent)} "
                   f"in {time.monotonic() - started:.0f} s", flush=True)
-    print("\n" + "\n".join(write_summary()))
+    # Only a full run of every suite speaks for the README.
+    complete = not args.summary and not args.quick and not args.suites
+    print("\n" + "\n".join(write_summary(readme=complete or args.summary)))
+    print(f"\n(make bench: {(time.monotonic() - started_all) / 60:.1f} minutes)")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Medians of three runs. Open flow: eight uploaders send back to back, never waiting for
 the work. Closed flow:
 each of eight slots waits for its job's ``job:completed`` before its next upload. Both run
-against the processes ``make run`` starts by default (one web process, one supervised
-worker process with WORKER_THREADS threads), on a fresh private Redis and SQLite.
+against the processes ``make run`` starts, with its defaults (one web process, one worker
+process per CPU with WORKER_THREADS threads each), on a fresh private Redis and SQLite.
 """
 
 from __future__ import annotations

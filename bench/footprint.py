@@ -86,10 +86,12 @@ async def upload_growth(url: str, pid: int) -> dict[str, float]:
 
 def main(quick: bool = False) -> Result:
     result = Result("footprint")
-    with running(workers=False, MAX_UPLOAD_MB=str(UPLOAD_MB)) as stack:
+    with running(workers=False) as stack:
         sockets = asyncio.run(idle_sockets(stack.url, stack.web_pid))
         print(f"  web RSS {sockets['rss_before_mb']:.0f} MB idle, "
               f"{sockets['rss_with_sockets_mb']:.0f} MB with {SOCKETS} sockets")
+    # A fresh web process: memory the sockets freed would hide what the upload takes.
+    with running(workers=False, MAX_UPLOAD_MB=str(UPLOAD_MB)) as stack:
         growth = asyncio.run(upload_growth(stack.url, stack.web_pid))
         print(f"  a {growth['upload_mb']:.0f} MB upload grew web RSS by "
               f"{growth['growth_mb']:.1f} MB")

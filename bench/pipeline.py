@@ -1,10 +1,16 @@
 """Pipeline: images per second on one core for the whole pipeline, beside sharp, with quality.
 
-The pipeline is ``workers.imaging.process`` (metadata, decode with orientation, thumbnail,
-preview). The sharp column runs the same operations with Node and sharp in the same run,
-on the same files and the same CPU (``bench/sharp/pipeline.mjs``); it is skipped, with a
-note, where Node is absent. Quality is the PSNR of each rendition against a full-quality
-reference made with Pillow LANCZOS from the fully decoded image.
+The pipeline is ``workers.imaging.process`` (metadata, decode, orientation, thumbnail,
+preview). The sharp column runs the same operations with Node and sharp
+(``bench/sharp/pipeline.mjs``), on the same files and pinned to the same CPU, in
+alternating rounds: each round times both, and the figure is the median of the rounds'
+ratios, so the machine's drift between rounds cancels out. Skipped, with a note, where
+Node is absent.
+
+Quality is PSNR against a full-quality reference made with Pillow LANCZOS from the fully
+decoded image: of what is delivered (the WebP files), of the pixels before encoding (what
+our shortcuts cost), and of the reference itself through the same encoder (the most any
+resizer can deliver at the contract's quality).
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +34,7 @@ from bench.common import ROOT, Result, median, photo_image
 from workers import imaging
 
 SHARP_DIR = ROOT / "bench" / "sharp"
-# The core both pipelines are pinned to: the other one stays free for the OS and noise.
-CORE = 0
+MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -45,11 +50,16 @@ class Source:
 SOURCES = [
     Source("0.3 MP JPEG", "small.jpg", 640, 480, "JPEG"),
     Source("12 MP JPEG", "12mp.jpg", 4000, 3000, "JPEG"),
+    # The same pixels turned by EXIF, and a portrait stored upright: the turned one should
+    # cost about what the upright portrait costs (DCT scaling kept, turn done last).
     Source("12 MP JPEG, EXIF orientation 6", "12mp-rot6.jpg", 4000, 3000, "JPEG", 6),
+    Source("12 MP JPEG, portrait", "12mp-portrait.jpg", 3000, 4000, "JPEG"),
     Source("24 MP JPEG", "24mp.jpg", 6000, 4000, "JPEG"),
     Source("12 MP PNG", "12mp.png", 4000, 3000, "PNG"),
     Source("6 MP WebP", "6mp.webp", 3000, 2000, "WEBP"),
 ]
+# The rows the targets are about.
+TARGET_SOURCES = ("12 MP JPEG", "24 MP JPEG")
 
 
 def write_sources(folder: Path) -> dict[str, Path]:
@@ -97,12 +107,31 @@ def decoded(data: bytes) -> Image.Image:
         return im.copy()
 
 
+def quality(path: Path, out: imaging.Renditions) -> dict[str, float]:
+    """The three PSNRs of each rendition (see the module docstring)."""
+    ref_thumb, ref_preview = references(path)
+    # The pixels before encoding, made the way the worker makes them.
+    picture = imaging.decode_picture(path, max_pixels=MAX_PIXELS)
+    preview = imaging.preview_image(picture)
+    thumb = imaging.thumbnail_image(picture, preview)
+    return {
+        "psnr_thumbnail_db": psnr(decoded(out.thumbnail), ref_thumb),
+        "psnr_preview_db": psnr(decoded(out.preview), ref_preview),
+        "psnr_thumbnail_resampled_db": psnr(thumb, ref_thumb),
+        "psnr_preview_resampled_db": psnr(preview, ref_preview),
+        "psnr_thumbnail_ceiling_db": psnr(decoded(imaging.encode_webp(
+            ref_thumb, quality=imaging.THUMBNAIL_QUALITY)), ref_thumb),
+        "psnr_preview_ceiling_db": psnr(decoded(imaging.encode_webp(
+            ref_preview, quality=imaging.PREVIEW_QUALITY)), ref_preview),
+    }
+
+
 def time_darkroom(path: Path, runs: int) -> tuple[list[float], imaging.Renditions]:
-    out = imaging.process(path, max_pixels=100_000_000)  # warm-up (codecs, caches)
+    out = imaging.process(path, max_pixels=MAX_PIXELS)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        out = imaging.process(path, max_pixels=100_000_000)
+        out = imaging.process(path, max_pixels=MAX_PIXELS)
         times.append((time.perf_counter() - start) * 1000)
     return times, out
 
@@ -113,85 +142,114 @@ def sharp_available() -> str | None:
     if not node or not npm:
         return "Node.js is not installed here: the sharp column is skipped"
     if not (SHARP_DIR / "node_modules" / "sharp").exists():
-        done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent"],
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--silent"],
                               cwd=SHARP_DIR, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             return f"npm could not install sharp: {done.stderr.strip()[-300:]}"
     return None
 
 
-def time_sharp(paths: list[Path], runs: int, out_dir: Path) -> dict[str, list[float]]:
+def time_sharp(paths: list[Path], runs: int, out_dir: Path, core: int) -> dict[str, Any]:
+    """sharp's timings per file (ms, after one warm-up run), pinned to ``core``."""
     env = {**os.environ, "UV_THREADPOOL_SIZE": "1"}
-    # One warm-up pass, then the timed runs (the warm-up's numbers are dropped).
-    command = ["taskset", "-c", str(CORE), "node", str(SHARP_DIR / "pipeline.mjs"),
-               str(runs + 1), str(out_dir), *map(str, paths)]
-    if not shutil.which("taskset"):
-        command = command[3:]
-    done = subprocess.run(command, cwd=SHARP_DIR, env=env, capture_output=True, text=True,
-                          check=True, timeout=900)
-    found = {}
+    pin: Callable[[], None] = lambda: os.sched_setaffinity(0, {core})  # noqa: E731
+    done = subprocess.run(
+        ["node", str(SHARP_DIR / "pipeline.mjs"), str(runs + 1), str(out_dir), *map(str, paths)],
+        cwd=SHARP_DIR, env=env, capture_output=True, text=True, check=True, timeout=900,
+        preexec_fn=pin)
+    found: dict[str, Any] = {}
     for line in done.stdout.splitlines():
         row = json.loads(line)
-        found[Path(row["file"]).name] = row["ms"][1:]
+        if "versions" in row:
+            found["versions"] = row["versions"]
+        else:
+            found[Path(row["file"]).name] = row["ms"][1:]
     return found
 
 
 def main(quick: bool = False) -> Result:
-    runs = 3 if quick else 9
+    rounds, runs = (1, 3) if quick else (5, 3)
     result = Result("pipeline")
+    allowed = os.sched_getaffinity(0)
+    core = min(allowed)
     with tempfile.TemporaryDirectory(prefix="darkroom-pipeline-") as name:
         folder = Path(name)
         paths = write_sources(folder)
-        os.sched_setaffinity(0, {CORE})
-        try:
-            ours = {src.name: time_darkroom(paths[src.name], runs) for src in SOURCES}
-        finally:
-            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         why_not = sharp_available()
-        theirs: dict[str, list[float]] = {}
-        if why_not is None:
-            theirs = time_sharp([paths[src.name] for src in SOURCES], runs, folder)
-        else:
+        if why_not is not None:
             result.notes.append(why_not)
+        ours: dict[str, list[float]] = {src.name: [] for src in SOURCES}
+        theirs: dict[str, list[float]] = {src.name: [] for src in SOURCES}
+        ratios: dict[str, list[float]] = {src.name: [] for src in SOURCES}
+        outputs: dict[str, imaging.Renditions] = {}
+        for _ in range(rounds):
+            os.sched_setaffinity(0, {core})
+            try:
+                round_ours = {}
+                for src in SOURCES:
+                    times, outputs[src.name] = time_darkroom(paths[src.name], runs)
+                    round_ours[src.name] = median(times)
+                    ours[src.name] += times
+            finally:
+                os.sched_setaffinity(0, allowed)
+            if why_not is None:
+                found = time_sharp([paths[src.name] for src in SOURCES], runs, folder, core)
+                result.figures["sharp_versions"] = found.pop("versions", None)
+                for src in SOURCES:
+                    theirs[src.name] += found[src.name]
+                    ratios[src.name].append(median(found[src.name]) / round_ours[src.name])
         rows = []
         for src in SOURCES:
-            times, out = ours[src.name]
-            ref_thumb, ref_preview = references(paths[src.name])
-            base = imaging.decode(paths[src.name], max_pixels=100_000_000)
+            out = outputs[src.name]
             row: dict[str, Any] = {
                 "source": src.label, "width": src.width, "height": src.height,
                 "bytes": paths[src.name].stat().st_size,
-                "ms": statistics.median(times), "images_per_s": 1000 / median(times),
-                # What the shortcuts (DCT scaling, reduce, one base) cost in fidelity...
-                "psnr_thumbnail_resampled_db": psnr(imaging.thumbnail_image(base), ref_thumb),
-                "psnr_preview_resampled_db": psnr(imaging.preview_image(base), ref_preview),
-                # ...what is delivered, after WebP at the contract's quality...
-                "psnr_thumbnail_db": psnr(decoded(out.thumbnail), ref_thumb),
-                "psnr_preview_db": psnr(decoded(out.preview), ref_preview),
-                # ...and the most that encoder setting allows: the reference itself encoded.
-                "psnr_thumbnail_ceiling_db": psnr(decoded(imaging.encode_webp(
-                    ref_thumb, quality=imaging.THUMBNAIL_QUALITY)), ref_thumb),
-                "psnr_preview_ceiling_db": psnr(decoded(imaging.encode_webp(
-                    ref_preview, quality=imaging.PREVIEW_QUALITY)), ref_preview),
+                "ms": median(ours[src.name]), "images_per_s": 1000 / median(ours[src.name]),
+                "thumbnail_bytes": len(out.thumbnail), "preview_bytes": len(out.preview),
+                **quality(paths[src.name], out),
             }
-            if src.name in theirs:
-                sharp_ms = median(theirs[src.name])
-                row["sharp_ms"] = sharp_ms
-                row["sharp_images_per_s"] = 1000 / sharp_ms
-                row["ratio"] = row["images_per_s"] / row["sharp_images_per_s"]
-                thumb = Image.open(folder / f"{src.name}.sharp-thumbnail.webp")
-                preview = Image.open(folder / f"{src.name}.sharp-preview.webp")
-                row["sharp_psnr_thumbnail_db"] = psnr(thumb, ref_thumb)
-                row["sharp_psnr_preview_db"] = psnr(preview, ref_preview)
+            if ratios[src.name]:
+                row.update({
+                    "sharp_ms": median(theirs[src.name]),
+                    "sharp_images_per_s": 1000 / median(theirs[src.name]),
+                    "ratio": median(ratios[src.name]),
+                    "ratio_range": [min(ratios[src.name]), max(ratios[src.name])],
+                    "sharp_thumbnail_bytes":
+                        (folder / f"{src.name}.sharp-thumbnail.webp").stat().st_size,
+                    "sharp_preview_bytes":
+                        (folder / f"{src.name}.sharp-preview.webp").stat().st_size,
+                })
+                ref_thumb, ref_preview = references(paths[src.name])
+                row["sharp_psnr_thumbnail_db"] = psnr(
+                    Image.open(folder / f"{src.name}.sharp-thumbnail.webp"), ref_thumb)
+                row["sharp_psnr_preview_db"] = psnr(
+                    Image.open(folder / f"{src.name}.sharp-preview.webp"), ref_preview)
             rows.append(row)
-            print(f"  {src.label:<32} {row['ms']:7.1f} ms  {row['images_per_s']:6.1f}/s"
-                  + (f"  sharp {row['sharp_ms']:7.1f} ms  x{row['ratio']:.2f}"
+            print(f"  {src.label:<32} {row['ms']:6.1f} ms"
+                  + (f"  sharp {row['sharp_ms']:6.1f} ms  x{row['ratio']:.2f}"
                      if "ratio" in row else "")
-                  + f"  PSNR resampled {row['psnr_thumbnail_resampled_db']:.1f}/"
-                    f"{row['psnr_preview_resampled_db']:.1f} dB, delivered "
-                    f"{row['psnr_thumbnail_db']:.1f}/{row['psnr_preview_db']:.1f} dB "
-                    f"(ceiling {row['psnr_thumbnail_ceiling_db']:.1f}/"
-                    f"{row['psnr_preview_ceiling_db']:.1f})")
-    result.figures["runs"] = runs
-    result.figures["rows"] = rows
+                  + f"  PSNR delivered {row['psnr_thumbnail_db']:.1f}/"
+                    f"{row['psnr_preview_db']:.1f} dB (ceiling "
+                    f"{row['psnr_thumbnail_ceiling_db']:.1f}/{row['psnr_preview_ceiling_db']:.1f}"
+                    f", before encoding {row['psnr_thumbnail_resampled_db']:.1f}/"
+                    f"{row['psnr_preview_resampled_db']:.1f})", flush=True)
+    result.figures.update({"rounds": rounds, "runs_per_round": runs, "core": core,
+                           "webp_method": imaging.WEBP_METHOD, "rows": rows})
     return result
+
+
+def table(result: Result) -> list[str]:
+    """The per-source detail under the summary."""
+    lines = ["| source | Darkroom ms | sharp ms | ratio (range) | thumbnail / preview bytes "
+             "(sharp) | PSNR delivered, dB (ceiling) |", "|---|---|---|---|---|---|"]
+    for r in result.figures["rows"]:
+        sharp = (f"{r['sharp_ms']:.1f} | {r['ratio']:.2f}x ({r['ratio_range'][0]:.2f}-"
+                 f"{r['ratio_range'][1]:.2f}) | {r['thumbnail_bytes']} / {r['preview_bytes']} "
+                 f"({r['sharp_thumbnail_bytes']} / {r['sharp_preview_bytes']})"
+                 if "ratio" in r else
+                 f"n/a | n/a | {r['thumbnail_bytes']} / {r['preview_bytes']}")
+        lines.append(f"| {r['source']} | {r['ms']:.1f} | {sharp} | "
+                     f"{r['psnr_thumbnail_db']:.1f} / {r['psnr_preview_db']:.1f} "
+                     f"({r['psnr_thumbnail_ceiling_db']:.1f} / "
+                     f"{r['psnr_preview_ceiling_db']:.1f}) |")
+    return lines

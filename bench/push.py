@@ -17,7 +17,16 @@ from typing import Any
 import httpx
 import socketio
 
-from bench.common import Result, new_token, percentile, photo, running, unique, upload
+from bench.common import (
+    Result,
+    medians,
+    new_token,
+    percentile,
+    photo,
+    running,
+    unique,
+    upload,
+)
 
 OTHERS = (0, 500)
 CONCURRENCY = 4
@@ -94,14 +103,15 @@ async def measure(url: str, data: bytes, count: int, others: int) -> dict[str, A
 
 
 def main(quick: bool = False) -> Result:
-    count = 40 if quick else 300
+    count, runs = (40, 1) if quick else (200, 3)
     result = Result("push")
     data = photo(640, 480, seed=70)
     rows = []
     with running() as stack:
         asyncio.run(measure(stack.url, data, 8, 0))  # warm-up
         for others in OTHERS:
-            row = asyncio.run(measure(stack.url, data, count, others))
+            row = {"other_sockets": others, **medians(
+                [asyncio.run(measure(stack.url, data, count, others)) for _ in range(runs)])}
             rows.append(row)
             print(f"  {others:>4} other sockets: p50 {row['p50_ms']:5.2f} ms  "
                   f"p99 {row['p99_ms']:5.2f} ms  ({row['events']} events)")

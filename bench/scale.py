@@ -47,7 +47,7 @@ async def throughput(url: str, data: bytes, count: int, run: int) -> float:
 
 
 def main(quick: bool = False) -> Result:
-    count, runs = (16, 1) if quick else (40, 2)
+    count, runs = (16, 1) if quick else (40, 3)
     data = photo(4000, 3000, seed=12)
     result = Result("scale")
     result.figures["image"] = {"width": 4000, "height": 3000, "bytes": len(data)}

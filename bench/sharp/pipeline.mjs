@@ -22,6 +22,8 @@ async function pipeline(file) {
 }
 
 const [runs, outDir, ...files] = process.argv.slice(2);
+console.log(JSON.stringify({ versions: { node: process.version, sharp: sharp.versions.sharp,
+                                         vips: sharp.versions.vips } }));
 for (const file of files) {
   const ms = [];
   let last;
