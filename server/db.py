@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -63,6 +66,72 @@ def _is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+class WriteTurn:
+    """SQLite's one writer at a time, queued on a file lock beside the database file.
+
+    Every process (web and workers) takes it around its write transactions, so a writer
+    waits in the kernel and wakes the moment the lock is free, instead of polling in
+    SQLite's busy handler, whose back-off sleeps grow to 100 ms and stretch the latency
+    of uploads while workers write. Threads of one process queue on a lock of their own
+    first. A process that dies holding it releases it with its file descriptors.
+    """
+
+    def __init__(self, database_path: str | None) -> None:
+        self._threads = threading.Lock()
+        self._path = f"{database_path}-writer.lock" if database_path else None
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self._threads.acquire()
+        try:
+            if self._path is not None:
+                if self._fd is None:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+class AsyncWriteTurn:
+    """``WriteTurn`` for the event loop: the wait happens in a thread, never on the loop."""
+
+    def __init__(self, turn: WriteTurn) -> None:
+        self._turn = turn
+
+    async def __aenter__(self) -> None:
+        taking = asyncio.ensure_future(asyncio.to_thread(self._turn.acquire))
+        try:
+            await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            # The thread goes on waiting; whenever it gets the turn, give it back.
+            taking.add_done_callback(
+                lambda done: None if done.cancelled() or done.exception() is not None
+                else self._turn.release())
+            raise
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._turn.release()
+
+
+def _sqlite_path(url: str) -> str | None:
+    database = make_url(url).database
+    return None if not database or database == ":memory:" else str(Path(database).resolve())
+
+
 class Database:
     """The web process's async engine; queries come from ``server.store``."""
 
@@ -72,10 +141,9 @@ class Database:
             _configure_sqlite(self.engine.sync_engine)
         # A read that later writes fails at once under DEFERRED: writes begin IMMEDIATE.
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
-        # SQLite has one writer at a time; writers of one process take turns here, in
-        # order, instead of in SQLite's busy handler, whose back-off sleeps grow to 100 ms.
         self._write_turn: contextlib.AbstractAsyncContextManager[Any] = (
-            asyncio.Lock() if _is_sqlite(url) else contextlib.nullcontext())
+            AsyncWriteTurn(WriteTurn(_sqlite_path(url))) if _is_sqlite(url)
+            else contextlib.nullcontext())
         self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writes = async_sessionmaker(self._writer, expire_on_commit=False)
 
@@ -119,9 +187,8 @@ class SyncDatabase:
         if _is_sqlite(url):
             _configure_sqlite(self.engine)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
-        # Threads of one worker process take turns (see Database).
         self._write_turn: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if _is_sqlite(url) else contextlib.nullcontext())
+            WriteTurn(_sqlite_path(url)) if _is_sqlite(url) else contextlib.nullcontext())
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
         self._writes = sessionmaker(self._writer, expire_on_commit=False)
 

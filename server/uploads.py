@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
@@ -30,6 +33,10 @@ _ENVELOPE_BYTES = 64 * 1024
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_FILENAME_CHARS = 200
 HEAD_BYTES = 64
+# Received bytes are written (and hashed) off the event loop in batches of about this
+# much: a few thread hops per upload instead of one per network chunk, and the memory a
+# request holds stays this small however large the file.
+FLUSH_BYTES = 1024 * 1024
 
 
 def display_filename(raw: str) -> str:
@@ -60,6 +67,22 @@ class ReceivedFile:
     sha256: str = ""
     # Set (and the bytes dropped) when the file alone breaks a limit in a batch.
     error: ApiError | None = None
+    # While receiving: the open temp file and the running hash, used off the event loop.
+    _out: BinaryIO | None = dataclasses.field(default=None, repr=False)
+    _hasher: Any = dataclasses.field(default_factory=hashlib.sha256, repr=False)
+
+    def _write(self, data: bytes) -> None:
+        """Append to the temp file and the hash (in a thread: hashlib releases the GIL)."""
+        if self._out is None:
+            self._out = self.path.open("ab")
+        self._out.write(data)
+        self._hasher.update(data)
+
+    def _finish(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+        self.sha256 = self._hasher.hexdigest()
 
 
 @dataclass
@@ -77,6 +100,9 @@ class ReceivedForm:
     def cleanup(self) -> None:
         """Remove temp files that were not adopted into the store."""
         for item in self.files:
+            if item._out is not None:
+                item._out.close()
+                item._out = None
             with contextlib.suppress(FileNotFoundError):
                 item.path.unlink()
 
@@ -97,8 +123,8 @@ class _Collector:
         self.current: ReceivedFile | None = None
         self.current_field: str | None = None
         self.field_buf = bytearray()
-        self.hasher = hashlib.sha256()
         self.pending: list[tuple[ReceivedFile, bytes]] = []
+        self.pending_bytes = 0
 
     # -- callbacks --
     def on_part_begin(self) -> None:
@@ -130,7 +156,6 @@ class _Collector:
             self.current = ReceivedFile(field=name, filename=display_filename(raw_name),
                                         declared_type=declared, path=self.storage.new_temp())
             self.form.files.append(self.current)
-            self.hasher = hashlib.sha256()
         else:
             self.current_field = name
 
@@ -147,11 +172,12 @@ class _Collector:
                 # In a batch one oversize file is that file's error, not the request's.
                 item.error = _too_large(self.max_file_bytes)
                 self.pending = [(f, c) for f, c in self.pending if f is not item]
+                self.pending_bytes = sum(len(c) for _, c in self.pending)
                 return
             if len(item.head) < HEAD_BYTES:
                 item.head += chunk[: HEAD_BYTES - len(item.head)]
-            self.hasher.update(chunk)
             self.pending.append((item, chunk))
+            self.pending_bytes += len(chunk)
         elif self.current_field is not None:
             self.field_buf += chunk
             if len(self.field_buf) > MAX_FIELD_BYTES:
@@ -159,24 +185,17 @@ class _Collector:
                                f"form field {self.current_field!r} is too large")
 
     def on_part_end(self) -> None:
-        if self.current is not None:
-            self.current.sha256 = self.hasher.hexdigest()
-        elif self.current_field is not None:
+        if self.current_field is not None:
             self.form.fields[self.current_field] = self.field_buf.decode("utf-8", "replace")
 
     def take_pending(self) -> list[tuple[ReceivedFile, bytes]]:
-        pending, self.pending = self.pending, []
+        pending, self.pending, self.pending_bytes = self.pending, [], 0
         return pending
 
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "file_too_large",
                     f"upload exceeds the limit of {limit // (1024 * 1024)} MB")
-
-
-def _append(path: Path, data: bytes) -> None:
-    with path.open("ab") as fh:
-        fh.write(data)
 
 
 async def receive_multipart(request: Request, storage: Storage, *, max_file_bytes: int,
@@ -214,14 +233,13 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
             if received > body_cap:
                 raise _too_large(max_file_bytes)
             parser.write(chunk)
-            pending = collector.take_pending()
-            if pending:
-                # Disk writes leave the event loop; one hop per network chunk, not per part.
-                await asyncio.to_thread(_write_all, pending)
+            if collector.pending_bytes >= FLUSH_BYTES:
+                await asyncio.to_thread(_write_all, collector.take_pending())
         parser.finalize()
         if parser.state != MultipartState.END:
             # The closing boundary never came: the body was cut short.
             raise ApiError(400, "bad_request", "the multipart body is incomplete")
+        await asyncio.to_thread(_write_all, collector.take_pending(), finish=form.files)
     except MultipartParseError as exc:
         form.cleanup()
         raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from None
@@ -234,14 +252,20 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
     return form
 
 
-def _write_all(pending: list[tuple[ReceivedFile, bytes]]) -> None:
-    current: Path | None = None
+def _write_all(pending: list[tuple[ReceivedFile, bytes]],
+               finish: Sequence[ReceivedFile] = ()) -> None:
+    """Append buffered chunks to their files (one write per run of a file's chunks); then
+    close and hash the files of ``finish``. Runs in a thread: disk and hashing stay off
+    the event loop."""
+    current: ReceivedFile | None = None
     buf: list[bytes] = []
     for item, chunk in pending:
-        if item.path != current and buf and current is not None:
-            _append(current, b"".join(buf))
+        if item is not current and buf and current is not None:
+            current._write(b"".join(buf))
             buf = []
-        current = item.path
+        current = item
         buf.append(chunk)
     if buf and current is not None:
-        _append(current, b"".join(buf))
+        current._write(b"".join(buf))
+    for item in finish:
+        item._finish()

@@ -64,10 +64,12 @@ class _Slot:
     would stall every worker for up to the time limit.
     """
 
-    def __init__(self, command: list[str], stopping: threading.Event, nice: int = 0) -> None:
+    def __init__(self, command: list[str], stopping: threading.Event, nice: int = 0,
+                 env: dict[str, str] | None = None) -> None:
         self.command = command
         self.stopping = stopping
         self.nice = nice
+        self.env = env
         self.child: subprocess.Popen[bytes] | None = None
         self._terminated: subprocess.Popen[bytes] | None = None
         self.code = 0
@@ -76,7 +78,7 @@ class _Slot:
         pause = 1.0
         while not self.stopping.is_set():
             started = time.monotonic()
-            self.child = subprocess.Popen(self.command,
+            self.child = subprocess.Popen(self.command, env=self.env,
                                           preexec_fn=functools.partial(_child_setup, self.nice))
             if self.stopping.is_set():  # a stop that came while it was starting
                 self.terminate()
@@ -112,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.executable, "-m", "workers.dramatiq_cli", "workers.main", "--skip-logging",
                "--processes", "1", "--threads", str(settings.worker_threads), *extra]
     stopping = threading.Event()
-    slots = [_Slot(command, stopping, settings.worker_nice)
+    # Each process fetches no more messages than it has threads (Dramatiq's default is
+    # twice as many): a process with its threads busy leaves the next message to an idle
+    # one instead of holding it, so work spreads over all the worker processes.
+    env = {**os.environ, "dramatiq_queue_prefetch": str(settings.worker_threads)}
+    slots = [_Slot(command, stopping, settings.worker_nice, env)
              for _ in range(settings.worker_processes)]
 
     def stop(signum: int, _frame: object) -> None:
