@@ -30,8 +30,8 @@ T = TypeVar("T")
 POSITION_UPDATES = 10
 # ...but at most once per LINE_REFRESH_MS per queue family, across all workers: when
 # small jobs start dozens of times a second, refreshing ten positions at each start
-# would cost ten writes and ten events per job. A person reading a position sees it
-# move at least this often; GET /api/jobs/{id} always computes it afresh.
+# would cost ten writes and ten events per job. A refresh skipped at a start is caught up
+# when a job of the family ends; GET /api/jobs/{id} always computes positions afresh.
 LINE_REFRESH_MS = 150
 # A busy SQLite or a PostgreSQL failover: a few quick tries before giving up.
 _WRITE_TRIES = 4
@@ -86,6 +86,10 @@ class Reporter:
             self._publish(view)
             for delivery in deliveries:
                 self.submit(delivery)
+            if is_final(state):
+                # A refresh skipped at a start (LINE_REFRESH_MS) is caught up here, before
+                # the waiting jobs' pushed positions could stay stale while work goes on.
+                self._advance_line(view.job.queue)
         return view
 
     def _ending(self, s: Session, *, change: Callable[..., JobView | None],

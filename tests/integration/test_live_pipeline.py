@@ -549,6 +549,22 @@ async def test_quick_stages_are_folded_into_the_next_report_with_their_outputs(
             assert image["metadata"]["width"] == 640
             polled = (await http.get(f"/api/images/{image['id']}", headers=auth(token))).json()
             assert polled["thumbnail_url"] and polled["metadata"]["format"] == "JPEG"
+            # A decode known to be slow (a PNG over 4 MP decodes in full) is shown as it
+            # starts, however soon after job:active.
+            big = io.BytesIO()
+            Image.linear_gradient("L").resize((2400, 2000)).convert("RGB").save(big, "PNG")
+            client = await LiveClient().connect(folded.url, token, transports=["websocket"])
+            try:
+                await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+                png = (await upload(http, token, big.getvalue(), filename="big.png",
+                                    content_type="image/png")).json()["job"]["id"]
+                name, _ = await client.wait_final(png)
+            finally:
+                await client.close()
+            assert name == "job:completed"
+            png_stages = [d["job"]["stage"] for n, d in sorted(
+                client.of_job(png), key=lambda e: e[1]["seq"]) if n == "job:progress"]
+            assert png_stages == ["decoding", "metadata"], png_stages
             # Folded stages are still timed for /metrics.
             scrape = (await http.get("/metrics")).text
             for stage in ("decoding", "thumbnail", "preview"):

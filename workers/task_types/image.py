@@ -15,6 +15,8 @@ from workers.tasks import TaskType, register
 
 IMAGE_TASK = "image.process"
 IMAGE_QUEUE = "images"
+# Above this many pixels a non-JPEG decode takes long enough to push "decoding" at once.
+_SLOW_DECODE_PIXELS = 4_000_000
 
 
 def process_image(ctx: WorkerContext, view: JobView,
@@ -48,7 +50,7 @@ class _Stages:
     A stage that starts within PROGRESS_INTERVAL_MS of the last report (``job:active``
     included, pushed just before the first stage) is folded into the next report, its
     outputs travelling with it: nobody sees a 20 ms step, and each report is a database
-    write. The last stage is always reported.
+    write. The last stage is always reported, and so is a stage known to be slow.
     """
 
     def __init__(self, ctx: WorkerContext, job_id: str, image_id: str) -> None:
@@ -57,10 +59,12 @@ class _Stages:
         self.reported_at = time.monotonic()  # job:active has just been pushed
         self.outputs: dict[str, object] = {}
 
-    def enter(self, stage: Stage, *, last: bool = False, **outputs: object) -> None:
+    def enter(self, stage: Stage, *, last: bool = False, slow: bool = False,
+              **outputs: object) -> None:
+        """``slow``: the stage is known to take long, so it is pushed however soon."""
         self.outputs.update(outputs)
         now = time.monotonic()
-        if not last and now - self.reported_at < self.interval_s:
+        if not (last or slow) and now - self.reported_at < self.interval_s:
             timings.stage_entered(stage.value)  # timed all the same
             return
         try:
@@ -77,13 +81,16 @@ def _process(ctx: WorkerContext, job_id: str, image_id: str) -> None:
     max_pixels = ctx.settings.max_image_pixels
     stages = _Stages(ctx, job_id, image_id)
 
-    stages.enter(Stage.DECODING)
     if ctx.db.read(store.get_image, image_id=image_id, user_id=None) is None \
             or not source.exists():
         raise _cancel(ctx, job_id, "the image was deleted before it was processed")
     # The header facts first: cheap, and a bomb hidden in a later frame fails here, before
     # any decoding. They are stored with the metadata stage below.
     meta = imaging.read_metadata(source, max_pixels=max_pixels)
+    # JPEGs decode at a reduced scale in tens of milliseconds; a large PNG, WebP or HEIC
+    # decodes in full, for a second or more: that is worth showing as it starts.
+    slow = meta.format not in ("JPEG", "MPO") and meta.width * meta.height > _SLOW_DECODE_PIXELS
+    stages.enter(Stage.DECODING, slow=slow)
     # Each stage rewrites its output atomically, so a redelivered job simply runs again.
     picture = imaging.decode_picture(source, max_pixels=max_pixels)
     method = ctx.settings.webp_method
