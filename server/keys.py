@@ -84,3 +84,8 @@ def metrics_sockets(prefix: str) -> str:
 def line_refresh(prefix: str, queue_family: str) -> str:
     """Held for a moment by the worker that refreshed a queue family's waiting positions."""
     return f"{prefix}:line-refresh:{queue_family}"
+
+
+def line_refresh_owed(prefix: str, queue_family: str) -> str:
+    """Set when a refresh of a queue family's positions was skipped by the throttle."""
+    return f"{prefix}:line-refresh-owed:{queue_family}"

@@ -14,7 +14,7 @@ from server.schemas import Presenter
 from server.settings import Settings
 from server.storage import Storage, storage_for
 from workers.broker import redis_client, send_job
-from workers.progress import Reporter, line_refresh_gate
+from workers.progress import RedisLineRefresh, Reporter
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,6 @@ class WorkerContext:
         reporter = Reporter(db, SyncBus(client, settings.redis_prefix), presenter,
                             send=partial(send_job, broker),
                             delivery_attempts=settings.retry_max_attempts,
-                            may_advance_line=line_refresh_gate(client, settings.redis_prefix))
+                            line=RedisLineRefresh(client, settings.redis_prefix))
         return cls(settings=settings, db=db, redis=client, storage=storage_for(settings),
                    reporter=reporter)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis
 import sqlalchemy.exc
@@ -43,13 +43,13 @@ class Reporter:
 
     def __init__(self, db: SyncDatabase, bus: SyncBus, presenter: Presenter,
                  send: Callable[[Job], None], delivery_attempts: int,
-                 may_advance_line: Callable[[str], bool] = lambda _queue: True) -> None:
+                 line: LineRefresh | None = None) -> None:
         self.db = db
         self.bus = bus
         self.presenter = presenter
         self.send = send
         self.delivery_attempts = delivery_attempts
-        self.may_advance_line = may_advance_line
+        self.line = line or _Unthrottled()
 
     def _write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         for attempt in range(1, _WRITE_TRIES + 1):
@@ -86,9 +86,9 @@ class Reporter:
             self._publish(view)
             for delivery in deliveries:
                 self.submit(delivery)
-            if is_final(state):
-                # A refresh skipped at a start (LINE_REFRESH_MS) is caught up here, before
-                # the waiting jobs' pushed positions could stay stale while work goes on.
+            if is_final(state) and self.line.owed(view.job.queue):
+                # A refresh the throttle skipped at a start is caught up when a job of the
+                # family ends, so pushed positions do not stay stale while work goes on.
                 self._advance_line(view.job.queue)
         return view
 
@@ -129,7 +129,7 @@ class Reporter:
     def _advance_line(self, queue: str) -> None:
         """A job left the line: the first ones still waiting learn their new position."""
         try:
-            if not self.may_advance_line(queue):
+            if not self.line.claim(queue):
                 return
             waiting = self._write(store.advance_line, queue=queue, limit=POSITION_UPDATES)
         except (sqlalchemy.exc.OperationalError, redis.RedisError) as exc:
@@ -168,11 +168,39 @@ class Reporter:
         self._publish(view, PROGRESS)
 
 
-def line_refresh_gate(client: redis.Redis, prefix: str) -> Callable[[str], bool]:
-    """``may_advance_line`` for a deployment: one claim per queue family and interval."""
+class LineRefresh(Protocol):
+    """When a queue family's waiting positions may be refreshed."""
 
-    def may_advance(queue: str) -> bool:
-        key = keys.line_refresh(prefix, base_queue(queue))
-        return bool(client.set(key, b"1", nx=True, px=LINE_REFRESH_MS))
+    def claim(self, queue: str) -> bool:
+        """May refresh now; when not, the refresh is owed."""
 
-    return may_advance
+    def owed(self, queue: str) -> bool:
+        """Take the note that a refresh was skipped (True once per skip)."""
+
+
+class _Unthrottled:
+    def claim(self, queue: str) -> bool:
+        return True
+
+    def owed(self, queue: str) -> bool:
+        return False
+
+
+class RedisLineRefresh:
+    """One refresh per queue family and LINE_REFRESH_MS across all workers, the skipped
+    ones noted in Redis so that the next job end of the family catches up."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client, self.prefix = client, prefix
+
+    def claim(self, queue: str) -> bool:
+        family = base_queue(queue)
+        if self.client.set(keys.line_refresh(self.prefix, family), b"1", nx=True,
+                           px=LINE_REFRESH_MS):
+            return True
+        self.client.set(keys.line_refresh_owed(self.prefix, family), b"1", ex=3600)
+        return False
+
+    def owed(self, queue: str) -> bool:
+        key = keys.line_refresh_owed(self.prefix, base_queue(queue))
+        return bool(self.client.delete(key))
