@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from server.embedded_redis import EmbeddedRedis, free_port
+from tests.factories import LiveClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -279,3 +280,13 @@ def stack(redis_url: str, database_url: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(redis_url, database_url, tmp_path_factory.mktemp("stack")) as running:
         yield running
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[list[LiveClient]]:
+    """The Socket.IO clients a test opened (``factories.connected``), closed after it."""
+    clients: list[LiveClient] = []
+    yield clients
+    for client in clients:
+        if client.sio.connected:
+            await client.close()

@@ -114,3 +114,13 @@ class LiveClient:
         return await self.wait_for(
             lambda name, data: name in ("job:completed", "job:failed", "job:cancelled")
             and data["job"]["id"] == job_id, timeout)
+
+
+async def connected(url: str, token: str, opened: list[LiveClient]) -> LiveClient:
+    """A WebSocket client of ``token`` that has had its ``jobs:snapshot``; it goes into
+    ``opened`` (the ``sockets`` fixture closes them all after the test)."""
+    client = LiveClient()
+    opened.append(client)
+    await client.connect(url, token, transports=["websocket"])
+    await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+    return client

@@ -19,7 +19,7 @@ from server.auth import hash_token
 from server.db import SyncDatabase
 from server.embedded_redis import EmbeddedRedis
 from tests.conftest import Databases, Stack, running_stack
-from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
+from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
 
@@ -53,21 +53,6 @@ async def http(faults: Stack) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture
-async def sockets() -> AsyncIterator[list[LiveClient]]:
-    clients: list[LiveClient] = []
-    yield clients
-    for client in clients:
-        await client.close()
-
-
-async def _watch(stack: Stack, token: str, sockets: list[LiveClient]) -> LiveClient:
-    client = await LiveClient().connect(stack.url, token, transports=["websocket"])
-    sockets.append(client)
-    await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
-    return client
-
-
 async def _task(http: httpx.AsyncClient, token: str, task_type: str, payload: dict[str, Any],
                 **options: Any) -> dict[str, Any]:
     response = await http.post("/api/tasks", headers=auth(token),
@@ -94,7 +79,7 @@ def _when(value: str) -> float:
 async def test_transient_fault_is_retried_with_backoff_then_succeeds(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _watch(faults, token, sockets)
+    client = await connected(faults.url, token, sockets)
     job = await _task(http, token, "test.flaky", {"fail_runs": 2})
     name, final = await client.wait_final(job["id"], timeout=60)
     assert name == "job:completed", final
@@ -126,7 +111,7 @@ async def test_transient_fault_is_retried_with_backoff_then_succeeds(
 async def test_permanent_fault_goes_straight_to_the_dead_letter_queue(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _watch(faults, token, sockets)
+    client = await connected(faults.url, token, sockets)
     job = await _task(http, token, "test.flaky", {"fail_runs": 5, "error": "permanent"})
     name, final = await client.wait_final(job["id"])
     assert name == "job:failed"
@@ -146,7 +131,7 @@ async def test_permanent_fault_goes_straight_to_the_dead_letter_queue(
 async def test_exhausted_job_keeps_final_traceback_and_dlq_retry_reruns_same_id(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _watch(faults, token, sockets)
+    client = await connected(faults.url, token, sockets)
     job = await _task(http, token, "test.flaky", {"fail_runs": 2}, max_attempts=2)
     name, final = await client.wait_final(job["id"], timeout=60)
     assert name == "job:failed"
@@ -217,7 +202,7 @@ async def test_dead_letters_filter_delete_and_clear(faults: Stack,
 async def test_cancel_running_job_stops_it_at_the_next_stage(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _watch(faults, token, sockets)
+    client = await connected(faults.url, token, sockets)
     job = await _task(http, token, "test.sleep", {"seconds": 3, "steps": 6})
     await client.wait_for(lambda n, d: n == "job:progress" and d["job"]["id"] == job["id"])
     cancelled = await http.post(f"/api/jobs/{job['id']}/cancel", headers=auth(token))
@@ -240,7 +225,7 @@ async def test_cancel_running_job_stops_it_at_the_next_stage(
 async def test_job_over_its_time_limit_fails_cleanly_as_transient(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _watch(faults, token, sockets)
+    client = await connected(faults.url, token, sockets)
     job = await _task(http, token, "test.sleep", {"seconds": 30, "steps": 60}, max_attempts=2)
     name, final = await client.wait_final(job["id"], timeout=60)
     assert name == "job:failed"
@@ -253,7 +238,7 @@ async def test_job_over_its_time_limit_fails_cleanly_as_transient(
 async def test_killed_worker_job_is_redelivered_and_completes(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _watch(faults, token, sockets)
+    client = await connected(faults.url, token, sockets)
     job = await _task(http, token, "test.sleep", {"seconds": 2, "steps": 4})
     await client.wait_for(lambda n, d: n == "job:progress" and d["job"]["id"] == job["id"])
     workers = faults.worker_processes()
@@ -271,7 +256,7 @@ async def test_killed_worker_job_is_redelivered_and_completes(
 async def test_message_that_kills_its_worker_every_time_ends_in_the_dlq(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _watch(faults, token, sockets)
+    client = await connected(faults.url, token, sockets)
     job = await _task(http, token, "test.crash", {}, max_attempts=2)
     name, final = await client.wait_final(job["id"], timeout=REDELIVERY_BOUND_S)
     assert name == "job:failed"
@@ -287,7 +272,7 @@ async def test_message_that_kills_its_worker_every_time_ends_in_the_dlq(
 async def test_client_ends_with_the_final_state_across_a_web_restart(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _watch(faults, token, sockets)
+    client = await connected(faults.url, token, sockets)
     job = await _task(http, token, "test.sleep", {"seconds": 3, "steps": 3})
     await client.wait_for(lambda n, d: n == "job:active" and d["job"]["id"] == job["id"])
     snapshots_before = sum(1 for n, _ in client.events if n == "jobs:snapshot")
@@ -313,7 +298,7 @@ async def test_redis_restart_loses_nothing(databases: Databases,
                            **{**FAULT_ENV, "JOB_TIME_LIMIT_S": "60"}) as stack:
             async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
                 token = await new_token(http)
-                client = await _watch(stack, token, sockets)
+                client = await connected(stack.url, token, sockets)
                 # Still running when Redis comes back, past the heartbeat timeout.
                 sleepers = [await _task(http, token, "test.sleep", {"seconds": 9, "steps": 9})
                             for _ in range(2)]
@@ -399,7 +384,7 @@ async def test_task_submission_checks_type_and_payload(faults: Stack,
 async def test_job_stored_but_never_enqueued_is_swept_and_runs(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _watch(faults, token, sockets)
+    client = await connected(faults.url, token, sockets)
     # What a web process leaves behind if it dies between the commit and the enqueue.
     database = SyncDatabase(faults.env["DATABASE_URL"])
     try:
@@ -418,7 +403,7 @@ async def test_job_stored_but_never_enqueued_is_swept_and_runs(
 async def test_owner_retries_a_transient_failure_under_the_same_id(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _watch(faults, token, sockets)
+    client = await connected(faults.url, token, sockets)
     job = await _task(http, token, "test.flaky", {"fail_runs": 1}, max_attempts=1)
     name, final = await client.wait_final(job["id"])
     assert name == "job:failed" and final["job"]["error"]["retryable"] is True

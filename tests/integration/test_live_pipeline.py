@@ -22,7 +22,7 @@ from tests.conftest import (
     start_web,
     stop,
 )
-from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
+from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
 
@@ -33,21 +33,6 @@ async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture
-async def live() -> AsyncIterator[list[LiveClient]]:
-    clients: list[LiveClient] = []
-    yield clients
-    for client in clients:
-        await client.close()
-
-
-async def _connect(stack: Stack, token: str, live: list[LiveClient]) -> LiveClient:
-    client = await LiveClient().connect(stack.url, token, transports=["websocket"])
-    live.append(client)
-    await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
-    return client
-
-
 def _open(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img.load()
@@ -55,10 +40,10 @@ def _open(data: bytes) -> Image.Image:
 
 
 async def test_owner_sees_every_stage_live_and_others_see_nothing(
-        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+        stack: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     owner, stranger = await new_token(http), await new_token(http)
-    owner_socket = await _connect(stack, owner, live)
-    stranger_socket = await _connect(stack, stranger, live)
+    owner_socket = await connected(stack.url, owner, sockets)
+    stranger_socket = await connected(stack.url, stranger, sockets)
 
     response = await upload(http, owner, jpeg_bytes(3000, 2000), filename="big.jpg")
     assert response.status_code == 202, response.text
@@ -147,14 +132,14 @@ async def test_socket_refuses_missing_and_bad_tokens(stack: Stack) -> None:
 
 
 async def test_reconnect_gets_snapshot_with_the_final_state(
-        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+        stack: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
     body = (await upload(http, token, jpeg_bytes(640, 480))).json()
     job = await wait_final(http, token, body["job"]["id"])
     assert job["state"] == "completed"
 
     client = await LiveClient().connect(stack.url, token, transports=["websocket"])
-    live.append(client)
+    sockets.append(client)
     await client.wait_for(lambda name, _: name == "jobs:snapshot")
     first_name, snapshot = client.events[0]
     assert first_name == "jobs:snapshot"
@@ -165,12 +150,12 @@ async def test_reconnect_gets_snapshot_with_the_final_state(
 
 
 async def test_subscribe_acknowledges_with_the_snapshot_or_an_error(
-        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+        stack: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     owner, stranger = await new_token(http), await new_token(http)
     body = (await upload(http, owner, jpeg_bytes(320, 240))).json()
     job = await wait_final(http, owner, body["job"]["id"])
-    owner_socket = await _connect(stack, owner, live)
-    stranger_socket = await _connect(stack, stranger, live)
+    owner_socket = await connected(stack.url, owner, sockets)
+    stranger_socket = await connected(stack.url, stranger, sockets)
 
     ack = await owner_socket.sio.call("subscribe", {"job_id": job["id"]}, timeout=10)
     assert ack["ok"] is True
@@ -350,9 +335,9 @@ async def test_over_pixel_cap_is_413(small_limits: str) -> None:
 
 
 async def test_cancelled_delayed_job_never_runs(stack: Stack, http: httpx.AsyncClient,
-                                                live: list[LiveClient]) -> None:
+                                                sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _connect(stack, token, live)
+    client = await connected(stack.url, token, sockets)
     response = await upload(http, token, jpeg_bytes(200, 100), fields={"delay": "2"})
     assert response.status_code == 202
     job = response.json()["job"]
@@ -410,9 +395,9 @@ async def test_parallel_uploads_of_the_same_bytes_make_one_job(stack: Stack,
 
 
 async def test_deleting_an_image_before_it_runs_cancels_its_job(
-        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+        stack: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _connect(stack, token, live)
+    client = await connected(stack.url, token, sockets)
     body = (await upload(http, token, jpeg_bytes(500, 300), fields={"delay": "1"})).json()
     assert (await http.delete(f"/api/images/{body['image']['id']}",
                               headers=auth(token))).status_code == 204
@@ -435,9 +420,9 @@ async def test_uploads_past_the_rate_limit_get_429(small_limits: str) -> None:
 
 
 async def test_batch_reports_each_file_and_its_progress(
-        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+        stack: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await _connect(stack, token, live)
+    client = await connected(stack.url, token, sockets)
     files = [
         ("file", ("one.jpg", jpeg_bytes(300, 200, color=(1, 1, 1)), "image/jpeg")),
         ("file", ("notes.jpg", b"not an image at all", "image/jpeg")),
@@ -468,10 +453,10 @@ async def test_batch_reports_each_file_and_its_progress(
 
 
 async def test_admins_can_follow_every_job_and_users_cannot(
-        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+        stack: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     user = await new_token(http)
-    admin = await _connect(stack, stack.env["ADMIN_TOKEN"], live)
-    snooper = await _connect(stack, await new_token(http), live)
+    admin = await connected(stack.url, stack.env["ADMIN_TOKEN"], sockets)
+    snooper = await connected(stack.url, await new_token(http), sockets)
     assert (await admin.sio.call("subscribe", {"scope": "all"}, timeout=10))["ok"] is True
     refused = await snooper.sio.call("subscribe", {"scope": "all"}, timeout=10)
     assert refused["ok"] is False and refused["error"]["code"] == "forbidden"

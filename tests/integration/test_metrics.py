@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server.embedded_redis import free_port
 from tests.conftest import Stack, _wait_for_port, start_web, stop
-from tests.factories import LiveClient, jpeg_bytes, new_token, upload
+from tests.factories import LiveClient, connected, jpeg_bytes, new_token, upload
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +26,6 @@ IMAGE_STAGES = ("decoding", "thumbnail", "preview", "metadata")
 async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
         yield client
-
-
-@pytest.fixture
-async def live() -> AsyncIterator[list[LiveClient]]:
-    clients: list[LiveClient] = []
-    yield clients
-    for client in clients:
-        await client.close()
 
 
 async def _scrape(http: httpx.AsyncClient) -> Samples:
@@ -59,13 +51,11 @@ def _grew(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 
 async def test_uploads_stages_relay_sockets_and_queues_show_in_metrics(
-        stack: Stack, http: httpx.AsyncClient, live: list[LiveClient]) -> None:
+        stack: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     before = await _scrape(http)
     token = await new_token(http)
     for _ in range(2):
-        client = await LiveClient().connect(stack.url, token, transports=["websocket"])
-        live.append(client)
-        await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+        await connected(stack.url, token, sockets)
 
     n = 3
     images = [jpeg_bytes(320 + i, 240, color=(20 + 60 * i, 90, 17)) for i in range(n)]
@@ -81,11 +71,11 @@ async def test_uploads_stages_relay_sockets_and_queues_show_in_metrics(
     assert refused.status_code == 415
     refused_code = refused.json()["error"]["code"]
     for job_id in job_ids:
-        name, _ = await live[0].wait_final(job_id)
+        name, _ = await sockets[0].wait_final(job_id)
         assert name == "job:completed"
 
     # Every pushed event says when it was published (same host: no later than it arrived).
-    for arrived, _name, payload in live[0].timed(job_ids[0]):
+    for arrived, _name, payload in sockets[0].timed(job_ids[0]):
         assert isinstance(payload["published_at"], float)
         assert payload["published_at"] <= arrived
 

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -19,7 +19,7 @@ import trustme
 
 from server.embedded_redis import EmbeddedRedis
 from tests.conftest import Databases, Stack, running_stack
-from tests.factories import LiveClient, jpeg_bytes, new_token, upload
+from tests.factories import LiveClient, connected, jpeg_bytes, new_token, upload
 
 pytestmark = pytest.mark.integration
 
@@ -129,20 +129,10 @@ def beta(shared_redis: SharedRedis, databases: Databases,
         yield stack
 
 
-@pytest.fixture
-async def sockets() -> AsyncIterator[list[LiveClient]]:
-    clients: list[LiveClient] = []
-    yield clients
-    for client in clients:
-        await client.close()
-
-
 async def _process_one(stack: Stack, sockets: list[LiveClient]) -> str:
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
         token = await new_token(http)
-        client = await LiveClient().connect(stack.url, token, transports=["websocket"])
-        sockets.append(client)
-        await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+        client = await connected(stack.url, token, sockets)
         response = await upload(http, token, jpeg_bytes(900, 600, color=(30, 60, 90)))
         assert response.status_code == 202, response.text
         job_id = str(response.json()["job"]["id"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from tests.conftest import (
     start_web,
     stop,
 )
-from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload
+from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload
 
 pytestmark = pytest.mark.integration
 
@@ -60,21 +60,6 @@ def two_webs(redis_url: str, databases: Databases,
         yield TwoWebs(stack, b_url)
 
 
-@pytest.fixture
-async def sockets() -> AsyncIterator[list[LiveClient]]:
-    clients: list[LiveClient] = []
-    yield clients
-    for client in clients:
-        await client.close()
-
-
-async def _socket(url: str, token: str, sockets: list[LiveClient]) -> LiveClient:
-    client = await LiveClient().connect(url, token, transports=["websocket"])
-    sockets.append(client)
-    await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
-    return client
-
-
 def _job_ids(client: LiveClient) -> set[str]:
     return {data["job"]["id"] for name, data in client.events if name.startswith("job:")}
 
@@ -86,9 +71,9 @@ async def test_each_process_relays_each_users_events_to_its_own_sockets_once(
                 httpx.AsyncClient(base_url=b_url, timeout=30) as via_b):
         alice, bob = await new_token(via_a), await new_token(via_b)
         # Alice watches on both processes, Bob on B only.
-        alice_a = await _socket(a_url, alice, sockets)
-        alice_b = await _socket(b_url, alice, sockets)
-        bob_b = await _socket(b_url, bob, sockets)
+        alice_a = await connected(a_url, alice, sockets)
+        alice_b = await connected(b_url, alice, sockets)
+        bob_b = await connected(b_url, bob, sockets)
 
         # Each uploads through the *other* process than the one holding their socket.
         alice_up = await upload(via_b, alice, jpeg_bytes(1600, 1200, color=(200, 10, 10)))
@@ -155,5 +140,5 @@ async def test_websocket_only_servers_refuse_polling(
             token = await new_token(http)
             polling = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
             assert polling.status_code == 400
-        client = await _socket(stack.url, token, sockets)
+        client = await connected(stack.url, token, sockets)
         assert client.sio.transport() == "websocket"

@@ -15,7 +15,7 @@ from server.auth import hash_token, mint_token
 from server.db import SyncDatabase
 from server.embedded_redis import free_port
 from tests.conftest import Databases, Stack, _wait_for_port, running_stack, start_web, stop
-from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload
+from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload
 
 pytestmark = pytest.mark.integration
 
@@ -24,22 +24,6 @@ pytestmark = pytest.mark.integration
 async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
         yield client
-
-
-@pytest.fixture
-async def sockets() -> AsyncIterator[list[LiveClient]]:
-    clients: list[LiveClient] = []
-    yield clients
-    for client in clients:
-        if client.sio.connected:
-            await client.close()
-
-
-async def _connect(stack: Stack, token: str, sockets: list[LiveClient]) -> LiveClient:
-    client = await LiveClient().connect(stack.url, token, transports=["websocket"])
-    sockets.append(client)
-    await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
-    return client
 
 
 def _second_token(stack: Stack, user_id: str) -> str:
@@ -59,9 +43,9 @@ async def test_a_revoked_token_is_refused_and_its_sockets_close(
     token, user_id = session["token"], session["user_id"]
     spare = _second_token(stack, user_id)
     bystander = await new_token(http)
-    revoked_socket = await _connect(stack, token, sockets)
-    spare_socket = await _connect(stack, spare, sockets)
-    bystander_socket = await _connect(stack, bystander, sockets)
+    revoked_socket = await connected(stack.url, token, sockets)
+    spare_socket = await connected(stack.url, spare, sockets)
+    bystander_socket = await connected(stack.url, bystander, sockets)
 
     response = await http.delete("/api/session", headers=auth(token))
     assert response.status_code == 204, response.text
@@ -137,7 +121,7 @@ async def test_revoking_through_one_process_closes_sockets_held_by_another(
     stack, b_url = pair
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
         token = await new_token(http)
-        on_b = await _connect_to(b_url, token, sockets)
+        on_b = await connected(b_url, token, sockets)
         assert (await http.delete("/api/session", headers=auth(token))).status_code == 204
     await on_b.wait_for(lambda name, _: name == "session:revoked", timeout=10)
     assert await _closed(on_b)
@@ -149,7 +133,7 @@ async def test_a_revocation_the_bus_never_carried_still_closes_the_sockets(
     stack, b_url = pair
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
         token = await new_token(http)
-    on_b = await _connect_to(b_url, token, sockets)
+    on_b = await connected(b_url, token, sockets)
     db = SyncDatabase(stack.env["DATABASE_URL"])
     try:
         found = db.read(store.user_by_token_hash, token_hash=hash_token(token))
@@ -176,8 +160,8 @@ async def test_clients_that_hang_up_while_connecting_leave_no_slot_behind(
     # The user's limit is 2: both slots must be free again within a round or two.
     for _ in range(50):
         try:
-            first = await _connect_to(stack.url, token, sockets)
-            second = await _connect_to(stack.url, token, sockets)
+            first = await connected(stack.url, token, sockets)
+            second = await connected(stack.url, token, sockets)
         except socketio.exceptions.ConnectionError:
             for client in sockets:
                 if client.sio.connected:
@@ -190,9 +174,3 @@ async def test_clients_that_hang_up_while_connecting_leave_no_slot_behind(
     raise AssertionError("slots of vanished clients were never freed")
 
 
-async def _connect_to(url: str, token: str, sockets: list[LiveClient]) -> LiveClient:
-    client = LiveClient()
-    sockets.append(client)
-    await client.connect(url, token, transports=["websocket"])
-    await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
-    return client
