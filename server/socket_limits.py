@@ -25,6 +25,8 @@ TTL_S = 60.0
 # only a flood beyond that is slowed down (the ack says when to try again).
 EVENT_BURST = 120
 EVENTS_PER_S = 5.0
+# Sockets re-stamped per Redis round trip.
+_REFRESH_BATCH = 200
 # Job rooms one socket may join (admins following other users' jobs one by one).
 MAX_JOB_ROOMS = 500
 
@@ -81,13 +83,14 @@ class SocketRegistry:
         """Re-stamp this process's sockets so they keep counting."""
         now = time.time() if now is None else now
         stamped = dict(self._local)
-        if not stamped:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for sid, user_id in stamped.items():
-                pipe.zadd(self._key(user_id), {sid: now + self._ttl_s})
-                pipe.expire(self._key(user_id), max(1, int(self._ttl_s * 2)))
-            await pipe.execute()
+        items = list(stamped.items())
+        for start in range(0, len(items), _REFRESH_BATCH):
+            # One round trip per batch; the loop relays events between batches.
+            async with self._client.pipeline(transaction=False) as pipe:
+                for sid, user_id in items[start:start + _REFRESH_BATCH]:
+                    pipe.zadd(self._key(user_id), {sid: now + self._ttl_s})
+                    pipe.expire(self._key(user_id), max(1, int(self._ttl_s * 2)))
+                await pipe.execute()
         # A socket that left while the stamps were in flight may have been stamped again
         # after its release: take it out once more.
         for sid in stamped.keys() - self._local.keys():

@@ -58,6 +58,10 @@ async def resync_all(sio: socketio.AsyncServer, state: Any) -> None:
             await send_snapshot(sio, state, room.removeprefix(USER_ROOM_PREFIX), to=room)
 
 
+# Sockets looked at per step of the upkeep, between which the event loop relays events.
+_UPKEEP_BATCH = 200
+
+
 def _refusal(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message, **extra}}
 
@@ -102,7 +106,12 @@ async def close_revoked(sio: socketio.AsyncServer, state: Any) -> int:
     held = dict(connections.tokens)
     if not held:
         return 0
-    valid = await state.db.read(store.existing_token_ids, token_ids=set(held.values()))
+    ids = sorted(set(held.values()))
+    valid: set[str] = set()
+    for start in range(0, len(ids), _UPKEEP_BATCH):
+        # In batches: the query's rows are built on the event loop, which relays events.
+        valid |= await state.db.read(store.existing_token_ids,
+                                     token_ids=set(ids[start:start + _UPKEEP_BATCH]))
     closed = 0
     for sid, token_id in held.items():
         if token_id not in valid:
@@ -119,10 +128,12 @@ async def tidy_sockets(sio: socketio.AsyncServer, state: Any) -> None:
     gone while its connect was still running), close revoked ones, re-stamp the rest."""
     connections: Connections = state.connections
     registry = state.sockets
-    for sid in registry.local_sids():
+    for n, sid in enumerate(registry.local_sids(), 1):
         if sid not in connections.connecting and not _alive(sio, sid):
             connections.forget(sid)
             await registry.release(sid)
+        if n % _UPKEEP_BATCH == 0:
+            await asyncio.sleep(0)  # let events through between batches
     await close_revoked(sio, state)
     await registry.refresh()
 
