@@ -2,9 +2,10 @@
 
 Every event carries ``published_at`` (the publisher's wall clock at publish); the
 subscriber subtracts it from its own clock at receipt (same machine, same clock). Measured
-with only the subscriber connected, and with 500 sockets of other users connected too;
-those are held by a process of their own, as other users' browsers would be, so that the
-measuring client's own event loop is not what is measured.
+with only the subscriber connected, and with 500 sockets of other users connected too.
+The other sockets and the uploads come from processes of their own, as other browsers and
+the uploading app would: the subscriber's process only receives, so its own event loop is
+not what is measured.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from bench.common import (
 )
 
 OTHERS = (0, 500)
-CONCURRENCY = 4
+# Uploads per second while measuring: steady work for the workers and the relay.
+RATE_PER_S = 20
 
 
 async def idle_sockets(url: str, count: int) -> list[socketio.AsyncClient]:
@@ -62,6 +64,20 @@ def _hold_crowd(url: str, count: int, ready: Any, done: Any) -> None:
     asyncio.run(hold())
 
 
+def _upload_all(url: str, token: str, data: bytes, count: int, salt: int) -> None:
+    """In a child process: ``count`` uploads at a steady RATE_PER_S, so the service has
+    work going on throughout; the subscriber's process does nothing but receive."""
+
+    async def run() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            started = time.monotonic()
+            for n in range(count):
+                await asyncio.sleep(max(0.0, started + n / RATE_PER_S - time.monotonic()))
+                await upload(http, token, unique(data, salt + n))
+
+    asyncio.run(run())
+
+
 async def measure(url: str, data: bytes, count: int, others: int) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     ready, stop = context.Event(), context.Event()
@@ -70,29 +86,27 @@ async def measure(url: str, data: bytes, count: int, others: int) -> dict[str, A
     if not await asyncio.to_thread(ready.wait, 120):
         raise RuntimeError("the other sockets did not connect")
     delays: list[float] = []
-    done: dict[str, asyncio.Event] = {}
+    all_done = asyncio.Event()
     sio = socketio.AsyncClient(reconnection=False)
 
     async def completed(payload: Any) -> None:
         received = time.time()
         delays.append((received - float(payload["published_at"])) * 1000)
-        done.setdefault(payload["job"]["id"], asyncio.Event()).set()
+        if len(delays) >= count:
+            all_done.set()
 
     sio.on("job:completed", completed)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:
             token = await new_token(http)
-            await sio.connect(url, auth={"token": token}, transports=["websocket"],
-                              wait_timeout=30)
-            todo = iter(range(count))
-
-            async def slot() -> None:
-                for n in todo:
-                    body = await upload(http, token, unique(data, others * 10_000 + n))
-                    job_id = body["job"]["id"]
-                    await asyncio.wait_for(done.setdefault(job_id, asyncio.Event()).wait(), 60)
-
-            await asyncio.gather(*(slot() for _ in range(CONCURRENCY)))
+        await sio.connect(url, auth={"token": token}, transports=["websocket"],
+                          wait_timeout=30)
+        # The uploads come from another process: this one only receives, as a browser would.
+        uploader = context.Process(target=_upload_all,
+                                   args=(url, token, data, count, others * 10_000))
+        uploader.start()
+        await asyncio.wait_for(all_done.wait(), 300)
+        await asyncio.to_thread(uploader.join, 60)
     finally:
         await sio.disconnect()
         stop.set()
