@@ -86,10 +86,10 @@ class Reporter:
             self._publish(view)
             for delivery in deliveries:
                 self.submit(delivery)
-            if is_final(state) and self.line.owed(view.job.queue):
+            if is_final(state):
                 # A refresh the throttle skipped at a start is caught up when a job of the
                 # family ends, so pushed positions do not stay stale while work goes on.
-                self._advance_line(view.job.queue)
+                self._advance_line(view.job.queue, only_if_owed=True)
         return view
 
     def _ending(self, s: Session, *, change: Callable[..., JobView | None],
@@ -126,9 +126,11 @@ class Reporter:
             self._advance_line(view.job.queue)
         return view
 
-    def _advance_line(self, queue: str) -> None:
+    def _advance_line(self, queue: str, *, only_if_owed: bool = False) -> None:
         """A job left the line: the first ones still waiting learn their new position."""
         try:
+            if only_if_owed and not self.line.owed(queue):
+                return
             if not self.line.claim(queue):
                 return
             waiting = self._write(store.advance_line, queue=queue, limit=POSITION_UPDATES)
