@@ -1,36 +1,60 @@
 # Two commands on a fresh machine: `make run` and `make test`.
+# Everything installs from uv.lock (versions and hashes); `make lock` refreshes it on purpose.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# uv itself comes from PyPI by pip, pinned with hashes in tools/uv-requirements.txt.
+UV_DIR := .uv
+UV := $(UV_DIR)/bin/uv
 # Test files in parallel: most integration tests wait on real processes, not on the CPU,
 # so three workers fit two cores (one file stays in one worker: its fixtures are shared).
 TEST_WORKERS ?= 3
-STAMP := $(VENV)/.installed-stamp
+# uv uses the Python it is given and never downloads one; the project's environment is .venv.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+SYNC := $(UV) sync --locked --python $(PYTHON)
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint lock upgrade bench clean
 
-$(STAMP): pyproject.toml
+$(UV): tools/uv-requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Darkroom needs Python 3.11+ (set PYTHON=python3.x)"; exit 1; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		--upgrade --target $(UV_DIR) -r tools/uv-requirements.txt
+	touch $(UV)
 
-run: $(STAMP)
+# `make run` needs the runtime packages only (--inexact keeps test tools already there);
+# `make test` installs the whole lock, test tools included, and nothing else.
+$(VENV)/.run-stamp: $(UV) pyproject.toml uv.lock
+	$(SYNC) --inexact
+	touch $@
+
+$(VENV)/.test-stamp: $(UV) pyproject.toml uv.lock
+	$(SYNC) --extra test
+	touch $@ $(VENV)/.run-stamp
+
+run: $(VENV)/.run-stamp
 	$(PY) -m server.launcher
 
-test: $(STAMP)
+test: $(VENV)/.test-stamp
 	$(PY) -m ruff check server workers tests bench
 	$(PY) -m mypy
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-lint: $(STAMP)
+lint: $(VENV)/.test-stamp
 	$(PY) -m ruff check server workers tests bench
 	$(PY) -m mypy
 
-bench: $(STAMP)
+# Re-resolve uv.lock from pyproject.toml, keeping every pin that still fits (add a package
+# to pyproject.toml, then `make lock`); `make upgrade` moves every package to its newest.
+lock: $(UV)
+	$(UV) lock --python $(PYTHON)
+
+upgrade: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+
+bench: $(VENV)/.test-stamp
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) $(UV_DIR) var .pytest_cache

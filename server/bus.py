@@ -68,7 +68,7 @@ class Bus:
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
 
 class SyncBus:
