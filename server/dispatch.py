@@ -87,12 +87,9 @@ async def send(state: Any, job: Job, *, delay_s: int = 0) -> None:
     await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000)
 
 
-async def notify_webhooks(state: Any, view: JobView) -> None:
-    """Queue the owner's webhook deliveries for a job that ended (here: cancelled)."""
-    event, body = state.presenter.webhook(view)
-    deliveries = await state.db.write(store.create_webhook_deliveries, job=view.job,
-                                      event=event, body=body,
-                                      max_attempts=state.settings.retry_max_attempts)
+async def send_deliveries(state: Any, deliveries: list[JobView]) -> None:
+    """Announce and send the webhook deliveries of a job that ended (here: cancelled);
+    one Redis refuses is left for the sweeper."""
     for delivery in deliveries:
         await announce(state, delivery)
         try:

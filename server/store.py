@@ -8,7 +8,7 @@ All arguments after the session are keyword-only.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -628,6 +628,20 @@ def delete_webhook(s: Session, *, user_id: str, webhook_id: str) -> bool:
     result = s.execute(delete(Webhook).where(Webhook.id == webhook_id,
                                              Webhook.user_id == user_id))
     return bool(getattr(result, "rowcount", 0))
+
+
+def end_with_deliveries(s: Session, *, change: Callable[..., JobView | None],
+                        webhook: Callable[[JobView], tuple[str, dict[str, Any]]],
+                        max_attempts: int, **fields: Any) -> tuple[JobView | None, list[JobView]]:
+    """Run a state change (``transition``, ``dead_letter``, ``cancel_job``…); if it ended the
+    job, queue its owner's webhook deliveries in the same transaction, so that no job ends
+    without them. ``webhook`` makes the delivery's event name and body from the ended job."""
+    view = change(s, **fields)
+    if view is None or not is_final(view.job.state):
+        return view, []
+    event, body = webhook(view)
+    return view, create_webhook_deliveries(s, job=view.job, event=event, body=body,
+                                           max_attempts=max_attempts)
 
 
 def create_webhook_deliveries(s: Session, *, job: Job, event: str, body: dict[str, Any],

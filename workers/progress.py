@@ -9,7 +9,6 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 import sqlalchemy.exc
-from sqlalchemy.orm import Session
 
 from server import keys, store
 from server.bus import SyncBus
@@ -80,7 +79,9 @@ class Reporter:
 
     def transition(self, job_id: str, state: JobState, **fields: Any) -> JobView | None:
         """Move the job to ``state`` and tell its owner; None if the job is gone."""
-        view, deliveries = self._write(self._ending, change=store.transition, job_id=job_id,
+        view, deliveries = self._write(store.end_with_deliveries, change=store.transition,
+                                       webhook=self.presenter.webhook,
+                                       max_attempts=self.delivery_attempts, job_id=job_id,
                                        state=state, **fields)
         if view is not None:
             self._publish(view)
@@ -91,18 +92,6 @@ class Reporter:
                 # family ends, so pushed positions do not stay stale while work goes on.
                 self._advance_line(view.job.queue, only_if_owed=True)
         return view
-
-    def _ending(self, s: Session, *, change: Callable[..., JobView | None],
-                **fields: Any) -> tuple[JobView | None, list[JobView]]:
-        """Run a state change; if it ended the job, queue a ``webhook.deliver`` job per URL
-        the owner registered, in the same transaction (one write, and no end without its
-        deliveries). Deliveries whose message cannot be sent stay for the web's sweeper."""
-        view = change(s, **fields)
-        if view is None or not is_final(view.job.state):
-            return view, []
-        event, body = self.presenter.webhook(view)
-        return view, store.create_webhook_deliveries(s, job=view.job, event=event, body=body,
-                                                     max_attempts=self.delivery_attempts)
 
     def submit(self, view: JobView) -> None:
         """Announce a newly stored job and send its message.
@@ -143,7 +132,9 @@ class Reporter:
     def dead_letter(self, job_id: str, error: dict[str, Any], *, traceback: str | None,
                     of_attempt: int | None = None) -> JobView | None:
         """Fail the job for good, record it in the dead-letter queue, push ``job:failed``."""
-        view, deliveries = self._write(self._ending, change=store.dead_letter, job_id=job_id,
+        view, deliveries = self._write(store.end_with_deliveries, change=store.dead_letter,
+                                       webhook=self.presenter.webhook,
+                                       max_attempts=self.delivery_attempts, job_id=job_id,
                                        error=error, traceback=traceback, of_attempt=of_attempt)
         if view is not None:
             self._publish(view)

@@ -36,7 +36,9 @@ async def cancel_job(request: Request) -> JSONResponse:
     owner = principal.owner
     job_id = request.path_params["job_id"]
     try:
-        view = await state.db.write(store.cancel_job, job_id=job_id, user_id=owner)
+        view, deliveries = await state.db.write(
+            store.end_with_deliveries, change=store.cancel_job, webhook=state.presenter.webhook,
+            max_attempts=state.settings.retry_max_attempts, job_id=job_id, user_id=owner)
     except TransitionError:
         raise ApiError(409, "conflict", "the job has already finished") from None
     if view is None:
@@ -48,7 +50,7 @@ async def cancel_job(request: Request) -> JSONResponse:
         await asyncio.to_thread(state.storage.remove_renditions, view.image.id)
     event = state.presenter.event(view)
     await state.publish(event)
-    await dispatch.notify_webhooks(state, view)
+    await dispatch.send_deliveries(state, deliveries)
     return JSONResponse({"job": event.job}, status_code=202)
 
 
