@@ -21,6 +21,8 @@ import redis
 # AF_UNIX paths are limited to 108 bytes on Linux; beyond that we fall back to a port.
 _MAX_SOCKET_PATH = 100
 _START_TIMEOUT_S = 15.0
+# Tries at a free port that another process may take before the server binds it.
+_BIND_ATTEMPTS = 5
 
 
 def redis_server_binary() -> str:
@@ -38,7 +40,7 @@ def redis_server_binary() -> str:
         pass
     found = shutil.which("redis-server")
     if not found:
-        raise RuntimeError("no redis-server binary: install the project (pip install -e .)")
+        raise RuntimeError("no redis-server binary: install the project (make run)")
     return found
 
 
@@ -73,7 +75,26 @@ class EmbeddedRedis:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
+        """Start the server and wait until it answers as itself.
+
+        On a port, another process may take the free port between our choice and the
+        server's bind: it then exits with "Address already in use", and we try another.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(_BIND_ATTEMPTS - 1):
+            if self._start_once():
+                return self
+            self.port = free_port()
+        if self._start_once():
+            return self
+        raise RuntimeError(f"redis-server found no free port; see {self.log_path}")
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    def _start_once(self) -> bool:
+        """True once the server runs; False if its port was taken (nothing left running)."""
         if self.socket_path:
             self.socket_path.unlink(missing_ok=True)
         args = [
@@ -81,7 +102,7 @@ class EmbeddedRedis:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--logfile", str(self.log_path),
             # Queued jobs must survive a restart; an evicted key would be a lost job.
             "--appendonly", "yes" if self.persistent else "no",
             "--save", "",
@@ -92,6 +113,7 @@ class EmbeddedRedis:
             args += ["--requirepass", self.password]
         if self.socket_path:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        logged = self.log_path.stat().st_size if self.log_path.exists() else 0
         # Its own session: a Ctrl-C in the terminal reaches the launcher, which stops it last.
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
@@ -100,17 +122,28 @@ class EmbeddedRedis:
         try:
             while True:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}")
+                    if self._port_was_taken(logged):
+                        return False
+                    raise RuntimeError(f"redis-server exited; see {self.log_path}")
                 try:
-                    if client.ping():
-                        return self
-                except (redis.ConnectionError, OSError):
+                    # The server that answers must be ours, not one that holds the port.
+                    if int(client.info("server")["process_id"]) == self.process.pid:
+                        return True
+                except (redis.RedisError, OSError):
                     pass
                 if time.monotonic() > deadline:
+                    self.stop()
                     raise RuntimeError("redis-server did not start in time")
                 time.sleep(0.05)
         finally:
             client.close()
+
+    def _port_was_taken(self, logged: int) -> bool:
+        if self.socket_path is not None or not self.log_path.exists():
+            return False
+        with self.log_path.open("rb") as log:
+            log.seek(logged)
+            return b"Address already in use" in log.read()
 
     def stop(self) -> None:
         """Shut down (flushing the append-only file) and wait for the process."""

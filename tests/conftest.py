@@ -11,11 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,42 @@ def corpus_dir() -> Path | None:
     given = os.environ.get("DARKROOM_CORPUS")
     path = Path(given) if given else ROOT.parent / "shared" / "corpus"
     return path if (path / "manifest.json").exists() else None
+
+
+# Fixtures that start Redis, a database or processes: a test that uses one (directly or
+# through another fixture) must be marked `integration`, so that `-m "not integration"`
+# runs the pure tests alone, quickly and with no process started.
+PROCESS_FIXTURES = frozenset({"redis_url", "databases", "database_url", "stack", "http_stack"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items
+                if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("integration") is None]
+    if unmarked:
+        raise pytest.UsageError("tests that start Redis, a database or a process must be "
+                                "marked integration:\n  " + "\n  ".join(unmarked))
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outside_integration(request: pytest.FixtureRequest,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked `integration` may not start a process."""
+    if request.node.get_closest_marker("integration") is not None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process: mark it integration")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not os.environ.get("TEST_DATABASE_URL"):
+        terminalreporter.write_line(
+            "PostgreSQL NOT under test: database tests ran on SQLite only "
+            "(set TEST_DATABASE_URL=postgresql://… to run them on PostgreSQL too)",
+            yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session")
@@ -124,24 +159,13 @@ class Stack:
         return int(self.env["PORT"])
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        """Wait until the web process answers /healthz with 200."""
-        _wait_for_port(self.port, self.web, timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"web process never became healthy\n{self.log_tail()}")
-            time.sleep(0.1)
+        """Deprecated: wait until this stack's own web process serves /healthz."""
+        wait_until_serving(self.web, self.port, self.logs / "web.log", timeout=timeout)
 
     def restart_web(self) -> None:
         """Stop the web process and start a new one on the same port."""
         stop(self.web)
-        self.web = start_web(self.env, self.logs / "web.log")
-        self.wait_healthy()
+        self.web, _ = start_web_process(self.env, self.logs / "web.log", port=self.port)
 
     def worker_processes(self) -> list[int]:
         """Pids of the Dramatiq worker processes (grandchildren of the supervisor)."""
@@ -184,16 +208,100 @@ def _is_dramatiq_worker(pid: int) -> bool:
     return b"dramatiq" in cmd and b"dramatiq" in parent_cmd
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on ``port`` (TCP, IPv4 or IPv6), read from /proc."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    found.add(fields[9])
+    return found
+
+
+def owns_port(pid: int, port: int) -> bool:
+    """Whether ``pid`` (or a process below it) is the one listening on ``port``."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    for each in (pid, *descendants(pid)):
+        for fd in Path(f"/proc/{each}/fd").glob("*"):
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in wanted:
+                    return True
+    return False
+
+
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Deprecated: wait until ``proc`` listens on ``port`` (use start_web_process)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited early with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+    while not owns_port(proc.pid, port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"nothing of {proc.pid} listening on {port}")
         time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+class PortTaken(Exception):
+    """The process could not bind its port: another process took it first."""
+
+
+def wait_until_serving(proc: subprocess.Popen[bytes], port: int, log: Path, *,
+                       logged: int = 0, timeout: float = 30.0) -> None:
+    """Wait until ``proc`` itself listens on ``port`` and its /healthz answers 200.
+
+    Raises PortTaken if it exited because the port was taken (its log says so after
+    byte ``logged``), RuntimeError with its log if it failed otherwise.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            tail = log.read_bytes()[logged:] if log.exists() else b""
+            if b"address already in use" in tail.lower():
+                raise PortTaken(port)
+            raise RuntimeError(f"process exited early with {proc.returncode}\n"
+                               f"{tail.decode(errors='replace')[-3000:]}")
+        if owns_port(proc.pid, port):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+        if time.monotonic() > deadline:
+            tail = log.read_bytes()[logged:] if log.exists() else b""
+            raise RuntimeError(f"not serving on {port} after {timeout}s\n"
+                               f"{tail.decode(errors='replace')[-3000:]}")
+        time.sleep(0.1)
+
+
+def start_serving(launch: Callable[[int], subprocess.Popen[bytes]], log: Path, *,
+                  port: int | None = None, timeout: float = 30.0
+                  ) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a process that serves HTTP on the port it is given, and wait until it does.
+
+    ``launch(port)`` starts it. A port chosen here may be taken by another process before
+    ours binds it: then another port is tried. A ``port`` given (a restart) is kept.
+    """
+    for _ in range(5):
+        chosen = port or free_port()
+        logged = log.stat().st_size if log.exists() else 0
+        proc = launch(chosen)
+        try:
+            wait_until_serving(proc, chosen, log, logged=logged, timeout=timeout)
+            return proc, chosen
+        except PortTaken:
+            if port:
+                raise
+        except BaseException:
+            stop(proc)
+            raise
+    raise RuntimeError("no free port could be bound in five tries")
+
+
+def start_web_process(env: dict[str, str], log: Path, *, port: int | None = None
+                      ) -> tuple[subprocess.Popen[bytes], str]:
+    """A web process (``python -m server``) with ``env``, serving: (process, its URL)."""
+    proc, bound = start_serving(lambda chosen: start_web({**env, "PORT": str(chosen)}, log),
+                                log, port=port)
+    return proc, f"http://127.0.0.1:{bound}"
 
 
 def stack_env(redis_url: str, database_url: str, data_dir: Path, port: int,
@@ -259,13 +367,16 @@ def running_stack(redis_url: str, database_url: str, base: Path,
     data_dir, logs = base / "data", base / "logs"
     data_dir.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = stack_env(redis_url, database_url, data_dir, port, **extra)
-    web = start_web(env, logs / "web.log")
+    env = stack_env(redis_url, database_url, data_dir, 0, **extra)
     worker = start_worker(env, logs / "worker.log", worker_args)
-    running = Stack(f"http://127.0.0.1:{port}", env, data_dir, logs, web, worker)
     try:
-        running.wait_healthy()
+        web, url = start_web_process(env, logs / "web.log")
+    except BaseException:
+        stop(worker)
+        raise
+    env["PORT"] = url.rsplit(":", 1)[1]
+    running = Stack(url, env, data_dir, logs, web, worker)
+    try:
         yield running
     except BaseException:
         print(running.log_tail())

@@ -36,6 +36,7 @@ def test_pure_modules_import_no_io_library(module: str) -> None:
     assert not imported & IO_LIBRARIES, imported & IO_LIBRARIES
 
 
+@pytest.mark.integration  # a fresh interpreter per module: a process each
 @pytest.mark.parametrize("module", PURE_MODULES)
 def test_pure_modules_pull_in_no_io_library_indirectly(module: str) -> None:
     name = module.removesuffix(".py").replace("/", ".")

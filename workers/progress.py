@@ -183,13 +183,14 @@ class RedisLineRefresh:
     """One refresh per queue family and LINE_REFRESH_MS across all workers, the skipped
     ones noted in Redis so that the next job end of the family catches up."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self.client, self.prefix = client, prefix
+    def __init__(self, client: redis.Redis, prefix: str,
+                 interval_ms: int = LINE_REFRESH_MS) -> None:
+        self.client, self.prefix, self.interval_ms = client, prefix, interval_ms
 
     def claim(self, queue: str) -> bool:
         family = base_queue(queue)
         if self.client.set(keys.line_refresh(self.prefix, family), b"1", nx=True,
-                           px=LINE_REFRESH_MS):
+                           px=self.interval_ms):
             return True
         self.client.set(keys.line_refresh_owed(self.prefix, family), b"1", ex=3600)
         return False

@@ -36,12 +36,13 @@ log = logging.getLogger("workers.scheduler")
 _CLAIM_TTL_S = 3600
 
 
-def once_per_minute(client: redis.Redis, prefix: str, name: str,
-                    work: Callable[[], object]) -> Callable[[], None]:
-    """Wrap ``work`` so that, of all scheduler processes, one runs it per firing minute."""
+def once_per_minute(client: redis.Redis, prefix: str, name: str, work: Callable[[], object],
+                    *, clock: Callable[[], float] = time.time) -> Callable[[], None]:
+    """Wrap ``work`` so that, of all scheduler processes, one runs it per firing minute
+    (``clock`` gives the epoch time)."""
 
     def run() -> None:
-        minute = int(time.time() // 60)
+        minute = int(clock() // 60)
         try:
             claimed = client.set(keys.cron_run(prefix, name, minute), "1", nx=True,
                                  ex=_CLAIM_TTL_S)

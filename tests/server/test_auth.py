@@ -10,6 +10,8 @@ from server.auth import authenticate, hash_token, mint_token
 from server.db import Database, async_url, sync_url
 from tests.conftest import Databases
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def db(databases: Databases) -> AsyncIterator[Database]:

@@ -17,6 +17,8 @@ from server.db import SyncDatabase
 from server.models import Base
 from tests.conftest import Databases
 
+pytestmark = pytest.mark.integration
+
 _OLD_USER = "INSERT INTO users (id, token_hash, created_at) VALUES (:id, :h, :t)"
 
 

@@ -11,6 +11,8 @@ import redis.asyncio as aioredis
 from server import keys
 from server.socket_limits import TTL_S, SocketRegistry, TokenBucket
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:

@@ -3,9 +3,12 @@ from __future__ import annotations
 import secrets
 import time
 
+import pytest
 import redis
 
 from workers.leases import Leases
+
+pytestmark = pytest.mark.integration
 
 
 def _pair(redis_url: str, ttl_ms: int = 5000) -> tuple[Leases, Leases, redis.Redis]:
@@ -27,12 +30,21 @@ def test_a_held_lease_keeps_a_second_run_out_until_released(redis_url: str) -> N
 
 
 def test_a_dead_holders_lease_expires_and_a_live_one_is_refreshed(redis_url: str) -> None:
-    first, second, client = _pair(redis_url, ttl_ms=300)
+    """A refresh sets a held lease's time to live back to the full TTL; a lease nobody
+    refreshes runs out and frees the job. Time passing is made by shortening the keys'
+    TTL in Redis, not by sleeping through a short TTL (which a slow machine could miss)."""
+    first, second, client = _pair(redis_url, ttl_ms=60_000)
     assert first.acquire("live") and first.acquire("dead")
-    for _ in range(4):
-        time.sleep(0.15)
-        first.refresh()
-        first._held.discard("dead")  # the process holding "dead" stopped refreshing it
+    live, dead = f"{first.prefix}:lease:live", f"{first.prefix}:lease:dead"
+    client.pexpire(live, 5_000)
+    client.pexpire(dead, 1)
+    first._held.discard("dead")  # the process holding "dead" stopped refreshing it
+    deadline = time.monotonic() + 5
+    while client.exists(dead):
+        assert time.monotonic() < deadline, "the dead holder's lease never expired"
+        time.sleep(0.01)
+    first.refresh()
+    assert client.pttl(live) > 59_000, "refresh gives the live lease its whole TTL again"
     assert not second.acquire("live")
     assert second.acquire("dead")
     client.close()

@@ -20,6 +20,8 @@ from tests.conftest import Databases
 from workers.maintenance import clean_files, purge_old
 from workers.scheduler import once_per_minute
 
+pytestmark = pytest.mark.integration
+
 OLD = time.time() - 2 * 3600
 
 
@@ -106,14 +108,25 @@ def test_purge_keeps_unfinished_recent_and_dead_lettered(db: SyncDatabase,
 
 
 def test_maintenance_runs_once_per_minute_across_schedulers(redis_url: str) -> None:
+    """Two schedulers firing in the same minute run the work once; the next minute, again
+    once. The clock is injected, so the test cannot straddle a minute boundary."""
     client = redis.Redis.from_url(redis_url)
     prefix = f"sched-{secrets.token_hex(4)}"
     runs: list[str] = []
-    first = once_per_minute(client, prefix, "cleanup", lambda: runs.append("first"))
-    second = once_per_minute(client, prefix, "cleanup", lambda: runs.append("second"))
-    if time.time() % 60 > 58:  # both calls must fall in one minute, as two schedulers' do
-        time.sleep(2.5)
+    now = [1_800_000_000.0 + 59.9]  # the last tenth of a second of a minute
+
+    def clock() -> float:
+        return now[0]
+
+    first = once_per_minute(client, prefix, "cleanup", lambda: runs.append("first"),
+                            clock=clock)
+    second = once_per_minute(client, prefix, "cleanup", lambda: runs.append("second"),
+                             clock=clock)
     first()
     second()
-    assert len(runs) == 1
+    assert runs == ["first"]
+    now[0] += 0.2  # the next minute
+    second()
+    first()
+    assert runs == ["first", "second"]
     client.close()
