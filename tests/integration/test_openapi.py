@@ -209,16 +209,25 @@ def test_the_api_as_an_admin_keeps_its_document(case: schemathesis.Case, api: St
     _call(case, api, as_admin, "admin")
 
 
-def test_both_runs_reached_real_resources() -> None:
+RUNS = {"user": "test_the_api_as_a_user_keeps_its_document",
+        "admin": "test_the_api_as_an_admin_keeps_its_document"}
+
+
+def test_both_runs_reached_real_resources(request: pytest.FixtureRequest) -> None:
     """Most operations (about 90% today) succeeded at least once in each run (this test
-    runs after both, by file order)."""
+    runs after both, by file order). A run selected in this session that reached nothing
+    fails here; only a run left out of the selection (-k) is not judged."""
     operations = {f"{method.upper()} {path}" for path, item in
                   openapi.document()["paths"].items() for method in item if method in _METHODS}
-    if not SUCCEEDED["user"] and not SUCCEEDED["admin"]:
-        pytest.skip("the schemathesis runs did not run in this session")
-    for run, reachable in (("user", operations - ADMIN_ONLY), ("admin", operations)):
+    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
+    judged = [run for run, test in RUNS.items() if test in selected]
+    if not judged:
+        pytest.skip("neither schemathesis run was selected in this session")
+    for run in judged:
+        reachable = operations - ADMIN_ONLY if run == "user" else operations
         share = len(SUCCEEDED[run] & reachable) / len(reachable)
-        assert share >= 0.8, (run, sorted(reachable - SUCCEEDED[run]))
+        assert share >= 0.8, (run, f"{share:.0%} of operations answered 2xx",
+                              sorted(reachable - SUCCEEDED[run]))
 
 
 def test_the_server_serves_this_document(api: Stack) -> None:
