@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, delete, func, select
@@ -179,9 +179,18 @@ def create_task_job(s: Session, *, user_id: str, image_id: str | None = None,
 
 
 def delete_job(s: Session, *, job_id: str) -> None:
-    """Undo ``create_task_job`` when the message could not be enqueued."""
+    """Undo ``create_task_job`` when the message could not be enqueued.
+
+    An image the job was made for gets its previous job back, and that job's status.
+    """
     s.execute(delete(Job).where(Job.id == job_id))
     s.execute(delete(JobEventRecord).where(JobEventRecord.job_id == job_id))
+    for image in list(s.scalars(select(Image).where(Image.job_id == job_id))):
+        previous = s.scalars(select(Job).where(Job.image_id == image.id)
+                             .order_by(Job.id.desc())).first()
+        image.job_id = previous.id if previous is not None else None
+        if previous is not None:
+            image.status = _IMAGE_STATUS[JobState(previous.state)]
 
 
 def create_image_job(
@@ -709,11 +718,17 @@ def create_schedule(s: Session, *, user_id: str, task_type: str, payload: dict[s
         return None
     schedule = Schedule(id=new_id(), user_id=user_id, type=task_type, payload=payload,
                         cron=cron, timezone=timezone, priority=priority,
-                        max_attempts=max_attempts, next_run_at=next_run_at,
+                        max_attempts=max_attempts, next_run_at=_utc(next_run_at),
                         created_at=utcnow())
     s.add(schedule)
     s.flush()
     return schedule
+
+
+def _utc(value: datetime) -> datetime:
+    """The same instant in UTC: SQLite stores a datetime's wall-clock time and drops its
+    zone, so a next run in the schedule's own zone (cron.next_run) would move."""
+    return as_utc(value).astimezone(UTC)
 
 
 def list_schedules(s: Session, *, user_id: str) -> list[Schedule]:
@@ -744,7 +759,7 @@ def fire_schedule(s: Session, *, schedule_id: str, due: datetime, next_run_at: d
                          .with_for_update()).first()
     if schedule is None or as_utc(schedule.next_run_at) != as_utc(due):
         return None
-    schedule.next_run_at = next_run_at
+    schedule.next_run_at = _utc(next_run_at)
     if queue is None:
         return None
     image_id = schedule.payload.get(image_field) if image_field else None
