@@ -33,6 +33,24 @@ from workers import tasks as task_registry
 from workers.broker import build_broker
 
 log = logging.getLogger(__name__)
+# How long shutdown waits for the background tasks it cancelled.
+_TASK_STOP_TIMEOUT_S = 5.0
+
+
+async def _stop(tasks: tuple[asyncio.Task[None], ...]) -> None:
+    """Cancel the lifespan's background tasks and wait for them, a bounded time.
+
+    A cancel can be eaten by a library (redis-py turns one that lands mid-connect into a
+    ConnectionError, which a loop then treats as an outage and goes on): so the tasks
+    still running are cancelled again every 0.1 s, and shutdown never waits forever."""
+    pending = set(tasks)
+    deadline = asyncio.get_running_loop().time() + _TASK_STOP_TIMEOUT_S
+    while pending and asyncio.get_running_loop().time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+    for task in pending:
+        log.warning("background task %s did not stop; leaving it", task.get_name())
 
 
 def create_app(settings: Settings) -> RequestIds:
@@ -105,10 +123,7 @@ def create_app(settings: Settings) -> RequestIds:
         try:
             yield
         finally:
-            for task in (state.relay, sweeper, registry, reporter, marks):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await _stop((state.relay, sweeper, registry, reporter, marks))
             await state.sockets.release_all()
             with contextlib.suppress(Exception):  # the sweeper resends what this misses
                 await state.sent.flush(db)

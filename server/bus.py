@@ -21,6 +21,19 @@ _MIN_BACKOFF_S = 0.2
 _MAX_BACKOFF_S = 5.0
 
 
+def raise_if_cancelled(exc: BaseException | None = None) -> None:
+    """Raise this task's cancellation if a library ate it.
+
+    redis-py turns a cancel that lands while a connection is being set up into a
+    ConnectionError (``exc`` here), or loses it inside SUBSCRIBE. A loop that catches
+    Redis errors to try again would then run on and its task never end: a web process
+    that could not bind its port hung in shutdown. Call this where such a loop catches.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
 class Bus:
     """The web process's side of the bus (asyncio)."""
 
@@ -41,26 +54,34 @@ class Bus:
         backoff = _MIN_BACKOFF_S
         gap = False
         while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
-                backoff = _MIN_BACKOFF_S
-                if gap:
-                    gap = False
-                    yield None
+                raise_if_cancelled()
                 async for message in pubsub.listen():
-                    if message.get("type") != "message":
+                    kind = message.get("type")
+                    if kind == "subscribe":
+                        # Subscribed only once Redis confirms it: it may refuse (an ACL
+                        # without the channel), and that must back off, not resync at once.
+                        backoff = _MIN_BACKOFF_S
+                        if gap:
+                            gap = False
+                            yield None
+                        continue
+                    if kind != "message":
                         continue
                     try:
                         yield decode_event(message["data"])
                     except ValueError:
                         log.warning("dropping malformed bus message")
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                raise_if_cancelled(exc)
                 log.warning("event bus lost Redis (%s); re-subscribing in %.1fs", exc, backoff)
                 gap = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
-            except Exception:
+            except Exception as exc:
+                raise_if_cancelled(exc)
                 # Whatever went wrong, live events must not stop for good.
                 log.exception("event bus failed; re-subscribing in %.1fs", backoff)
                 gap = True

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 ATTEMPT_OPTION = "darkroom_attempt"
 # How often a message of a paused queue looks again: resume takes effect within this.
 PAUSED_RECHECK_MS = 3000
+# How soon a message whose job could not be marked active (database away) is tried again.
+START_RETRY_MS = 3000
 
 
 # Marks (in memory) a message whose processing took its job's lease.
@@ -96,6 +98,18 @@ class JobLifecycle(dramatiq.Middleware):
                 job_id, {"type": "WorkerLost", "message": str(exc), "retryable": True},
                 traceback=None)
             raise SkipMessage(str(exc)) from None
+        except Exception as exc:
+            # The database is away, say. Dramatiq only logs an error raised here and runs
+            # the actor anyway, on a job never marked active (whose end is then refused,
+            # leaving it queued for good): put the message back for later instead.
+            release_lease(self.leases, message)
+            log.warning("could not start job %s, trying again in %d ms: %s", job_id,
+                        START_RETRY_MS, exc)
+            try:
+                broker.enqueue(message.copy(), delay=START_RETRY_MS)
+            except Exception as again:  # Redis is away too: so is the ack of this copy
+                log.warning("could not put job %s back: %s", job_id, again)
+            raise SkipMessage(f"job {job_id} could not be started") from None
         except BaseException:
             release_lease(self.leases, message)
             raise

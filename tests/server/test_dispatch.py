@@ -1,0 +1,525 @@
+"""``server.dispatch``: handing stored jobs to the queue, against real Redis and a real database.
+
+The state these functions receive is built as ``server.app`` builds it: a ``Database``, an
+asyncio Redis client, the deployment's ``RedisBroker`` (``build_broker``, under a namespace
+of each test's own), local storage, the presenter and ``SentMarks``. Only ``publish`` is a
+recorder, so the events each call announces can be checked by name, job and position.
+
+Proven here:
+- ``enqueue`` puts the job's own message (id, actor, queue, per-job retries, delay) in
+  Redis and notes it; with Redis unreachable it runs the undo and answers 503;
+- ``SentMarks`` marks only rows whose message is still the one sent, keeps what a failed
+  write could not note, and its loop survives a database outage;
+- ``send_deliveries`` announces and sends each webhook delivery, and leaves those Redis
+  refuses unsent for the sweeper;
+- ``sweep`` resends exactly the jobs that would wait forever (unsent waiting jobs, silent
+  active jobs without a lease), each under a new message id, delayed ones to their run_at;
+- ``retry_failed`` requeues a dead letter under the same id with fresh attempts, refuses
+  what cannot run again (404, 409 ``not_retryable`` / ``input_missing`` / ``conflict``),
+  and puts the dead letter back when Redis refuses (503);
+- ``announce`` publishes the stored state with the job's queue position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from dramatiq import Message
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import update
+
+from server import dispatch, keys, store
+from server.db import Database
+from server.dispatch import SentMarks
+from server.embedded_redis import free_port
+from server.errors import ApiError
+from server.events import JobEvent
+from server.jobs import JobState, queue_for
+from server.models import DeadLetter, Job, as_utc, utcnow
+from server.schemas import Presenter
+from server.settings import Settings
+from server.storage import LocalStorage
+from server.store import JobView
+from tests.conftest import Databases
+from workers.broker import build_broker
+
+pytestmark = pytest.mark.integration
+
+TASK = "test.echo"
+
+
+@dataclass
+class State:
+    """The parts of the web app's state that dispatch uses (see ``server.app``)."""
+
+    settings: Settings
+    db: Database
+    redis: aioredis.Redis
+    broker: RedisBroker
+    storage: LocalStorage
+    presenter: Presenter
+    sent: SentMarks
+    published: list[JobEvent] = field(default_factory=list)
+
+    async def publish(self, event: JobEvent) -> None:
+        self.published.append(event)
+
+    @property
+    def namespace(self) -> str:
+        return keys.dramatiq_namespace(self.settings.redis_prefix)
+
+    def without_redis(self) -> State:
+        """The same app, its broker pointed at a Redis that does not answer."""
+        down = replace(self.settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        return replace(self, settings=down, broker=build_broker(down, maintenance=False),
+                       published=self.published)
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def state(redis_url: str, databases: Databases, tmp_path: Path) -> AsyncIterator[State]:
+    settings = Settings(redis_url=redis_url, database_url=databases.new(),
+                        redis_prefix=f"dispatch-{secrets.token_hex(4)}", data_dir=tmp_path,
+                        storage_dir=tmp_path / "files", sweep_after_s=60,
+                        worker_heartbeat_timeout_ms=20_000)
+    db = Database(settings.database_url)
+    await db.migrate()
+    client = aioredis.Redis.from_url(redis_url)
+    broker = build_broker(settings, maintenance=False)
+    storage = LocalStorage(settings.storage_dir)
+    storage.ensure_dirs()
+    made = State(settings, db, client, broker, storage, Presenter("dispatch-secret", 3600),
+                 SentMarks())
+    yield made
+    broker.close()
+    await client.aclose()
+    await db.dispose()
+
+
+def in_queue(client: redis.Redis, namespace: str, queue: str) -> list[Message[Any]]:
+    """The messages waiting in a Dramatiq queue of the Redis broker, in queue order."""
+    ids = client.lrange(keys.dramatiq_queue(namespace, queue), 0, -1)
+    if not ids:
+        return []
+    data = client.hmget(keys.dramatiq_messages(namespace, queue), ids)
+    return [Message.decode(raw) for raw in data]
+
+
+async def new_job(state: State, user_id: str = "u1", *, priority: str = "normal",
+                  max_attempts: int = 3, task_type: str = TASK,
+                  queue: str = "default") -> JobView:
+    view: JobView = await state.db.write(store.create_job, user_id=user_id,
+                                         task_type=task_type,
+                                         queue=queue_for(queue, priority), payload={"n": 1},
+                                         max_attempts=max_attempts, priority=priority)
+    return view
+
+
+async def row(state: State, job_id: str) -> Job:
+    view = await state.db.read(store.get_job, job_id=job_id, user_id=None)
+    assert view is not None, f"job {job_id} is gone"
+    return view.job
+
+
+async def set_row(app: State, job_id: str, **values: Any) -> None:
+    """Put a row where a test needs it (states, ages) with one UPDATE."""
+    await app.db.write(lambda s: s.execute(update(Job).where(Job.id == job_id).values(**values)))
+
+
+async def fail_for_good(state: State, job_id: str, *, retryable: bool = True) -> None:
+    """Run the job once and dead-letter it, as a worker does after its last attempt."""
+    await state.db.write(store.begin_attempt, job_id=job_id)
+    await state.db.write(store.dead_letter, job_id=job_id,
+                         error={"type": "Boom", "message": "it broke", "retryable": retryable},
+                         traceback="Traceback: boom")
+
+
+async def undo_delete(state: State, job_id: str) -> None:
+    await state.db.write(store.delete_job, job_id=job_id)
+
+
+# -- enqueue and SentMarks ---------------------------------------------------------------------
+
+async def test_enqueue_sends_the_jobs_own_message_and_notes_it_sent(
+        state: State, sync_redis: redis.Redis) -> None:
+    """The message in Redis is the stored job's: its message id, its only argument the job
+    id, the priority's actor and queue, retries from the job's attempts; a delay puts it on
+    the delay queue due then. The row is marked sent on the next flush, not before."""
+    normal, high, later = (await new_job(state), await new_job(state, priority="high"),
+                           await new_job(state, max_attempts=1))
+    undone: list[str] = []
+
+    async def undo() -> None:
+        undone.append("undo")
+
+    await dispatch.enqueue(state, normal, undo=undo)
+    await dispatch.enqueue(state, high, undo=undo)
+    before_ms = int(time.time() * 1000)
+    await dispatch.enqueue(state, later, delay_s=30, undo=undo)
+    assert undone == []
+
+    [message] = in_queue(sync_redis, state.namespace, "default")
+    assert (message.message_id, message.args, message.actor_name) == (
+        normal.job.message_id, (normal.job.id,), TASK)
+    assert message.options["max_retries"] == 2
+    [message] = in_queue(sync_redis, state.namespace, "default.high")
+    assert (message.message_id, message.actor_name) == (high.job.message_id, f"{TASK}@high")
+    [message] = in_queue(sync_redis, state.namespace, "default.DQ")
+    assert message.message_id == later.job.message_id
+    assert message.options["max_retries"] == 0
+    assert before_ms + 30_000 <= message.options["eta"] <= time.time() * 1000 + 30_000
+
+    assert not (await row(state, normal.job.id)).enqueued, "noted in one later write"
+    await state.sent.flush(state.db)
+    for view in (normal, high, later):
+        assert (await row(state, view.job.id)).enqueued
+
+
+async def test_enqueue_with_redis_down_undoes_the_job_and_answers_503(
+        state: State, sync_redis: redis.Redis) -> None:
+    """No 202 without a message: the undo runs (the row is deleted), the caller gets 503
+    ``queue_unavailable``, nothing is noted as sent and nothing reached any queue."""
+    view = await new_job(state)
+    down = state.without_redis()
+    try:
+        with pytest.raises(ApiError) as refused:
+            await dispatch.enqueue(down, view, undo=lambda: undo_delete(state, view.job.id))
+    finally:
+        down.broker.close()
+    assert (refused.value.status, refused.value.code) == (503, "queue_unavailable")
+    assert await state.db.read(store.get_job, job_id=view.job.id, user_id=None) is None
+    assert in_queue(sync_redis, state.namespace, "default") == []
+    await state.sent.flush(state.db)
+    assert state.sent._pending == {}
+
+
+async def test_sent_marks_skip_superseded_messages_and_survive_a_failed_write(
+        state: State, tmp_path: Path) -> None:
+    """A note names the message that was sent: a row whose message was renewed meanwhile
+    stays unsent. A flush the database refuses raises and keeps every note for the next
+    one, which then marks the rows."""
+    first, renewed, third = await new_job(state), await new_job(state), await new_job(state)
+    marks = SentMarks()
+    for view in (first, renewed, third):
+        marks.add(view.job)
+    await set_row(state, renewed.job.id, message_id="a-newer-message")
+
+    broken = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}")
+    try:
+        with pytest.raises(OSError):
+            await marks.flush(broken)
+    finally:
+        await broken.dispose()
+    assert marks._pending == {v.job.id: v.job.message_id for v in (first, renewed, third)}
+    assert not (await row(state, first.job.id)).enqueued
+
+    await marks.flush(state.db)
+    assert marks._pending == {}
+    assert (await row(state, first.job.id)).enqueued
+    assert (await row(state, third.job.id)).enqueued
+    assert not (await row(state, renewed.job.id)).enqueued, "its message is not that one"
+    await marks.flush(state.db)  # nothing pending: nothing to write
+
+
+async def test_sent_marks_loop_flushes_periodically_and_outlasts_a_database_outage(
+        state: State, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``run`` flushes every FLUSH_S; while the database is away it logs and keeps the
+    notes, and against a working database the rows get marked without any explicit flush."""
+    view = await new_job(state)
+    marks = SentMarks()
+    marks.FLUSH_S = 0.02
+    marks.add(view.job)
+    broken = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}")
+    failing = asyncio.create_task(marks.run(broken))
+    try:
+        deadline = time.monotonic() + 10
+        while sum("could not note sent messages" in r.getMessage()
+                  for r in caplog.records) < 2:
+            assert time.monotonic() < deadline, "the loop did not retry"
+            assert not failing.done(), "the loop must survive a failed flush"
+            await asyncio.sleep(0.01)
+    finally:
+        failing.cancel()
+        await asyncio.gather(failing, return_exceptions=True)
+        await broken.dispose()
+    assert marks._pending == {view.job.id: view.job.message_id}
+
+    working = asyncio.create_task(marks.run(state.db))
+    try:
+        deadline = time.monotonic() + 10
+        while not (await row(state, view.job.id)).enqueued:
+            assert time.monotonic() < deadline, "the loop never flushed"
+            await asyncio.sleep(0.02)
+    finally:
+        working.cancel()
+        await asyncio.gather(working, return_exceptions=True)
+    assert marks._pending == {}
+
+
+# -- webhook deliveries ------------------------------------------------------------------------
+
+async def cancelled_with_deliveries(state: State, urls: list[str]) -> list[JobView]:
+    """Cancel a job of a user with webhooks, as DELETE … cancel does; its deliveries."""
+    for url in urls:
+        await state.db.write(store.create_webhook, user_id="hooked", url=url)
+    job = await new_job(state, user_id="hooked")
+    view, deliveries = await state.db.write(
+        store.end_with_deliveries, change=store.cancel_job, webhook=state.presenter.webhook,
+        max_attempts=3, job_id=job.job.id, user_id="hooked")
+    assert view is not None and view.job.state == JobState.CANCELLED.value
+    assert len(deliveries) == len(urls)
+    return list(deliveries)
+
+
+async def test_send_deliveries_announces_and_sends_each_delivery(
+        state: State, sync_redis: redis.Redis) -> None:
+    """Each delivery is announced to its owner as ``job:queued`` and its message reaches the
+    webhooks queue; both are noted sent."""
+    deliveries = await cancelled_with_deliveries(state, ["https://a.example/h",
+                                                         "https://b.example/h"])
+    await dispatch.send_deliveries(state, deliveries)
+
+    assert [(e.name, e.user_id, e.job["id"], e.job["type"]) for e in state.published] == [
+        ("job:queued", "hooked", d.job.id, store.WEBHOOK_TASK) for d in deliveries]
+    sent = in_queue(sync_redis, state.namespace, store.WEBHOOK_QUEUE)
+    assert [(m.message_id, m.args) for m in sent] == [
+        (d.job.message_id, (d.job.id,)) for d in deliveries]
+    await state.sent.flush(state.db)
+    for delivery in deliveries:
+        assert (await row(state, delivery.job.id)).enqueued
+
+
+async def test_deliveries_redis_refuses_are_announced_and_left_for_the_sweeper(
+        state: State, sync_redis: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    """With Redis refusing, every delivery is still announced, none is noted sent (so the
+    sweeper will send them), each refusal is logged, and the call itself does not fail."""
+    deliveries = await cancelled_with_deliveries(state, ["https://a.example/h",
+                                                         "https://b.example/h"])
+    down = state.without_redis()
+    try:
+        await dispatch.send_deliveries(down, deliveries)
+    finally:
+        down.broker.close()
+    assert [e.job["id"] for e in state.published] == [d.job.id for d in deliveries]
+    assert in_queue(sync_redis, state.namespace, store.WEBHOOK_QUEUE) == []
+    assert state.sent._pending == {}
+    left = [r for r in caplog.records if "left for the sweeper" in r.getMessage()]
+    assert len(left) == 2
+    for delivery in deliveries:
+        assert not (await row(state, delivery.job.id)).enqueued
+
+
+# -- the sweeper -------------------------------------------------------------------------------
+
+async def test_sweep_resends_exactly_the_jobs_that_would_wait_forever(
+        state: State, sync_redis: redis.Redis) -> None:
+    """Resent, each under a new message id: a queued job never sent, a retrying one never
+    sent (delayed to its run_at), an active one silent past three heartbeat timeouts whose
+    lease is gone. Left alone: recent changes, sent ones, leased ones, finished ones."""
+    now = utcnow()
+    old = now - timedelta(minutes=5)
+    jobs = {name: await new_job(state) for name in (
+        "unsent", "unsent_recent", "sent", "retrying", "silent", "leased", "active_recent",
+        "completed")}
+
+    async def make(name: str, **values: Any) -> str:
+        job_id = jobs[name].job.id
+        await set_row(state, job_id, **values)
+        return job_id
+
+    await make("unsent", updated_at=old)
+    await make("sent", enqueued=True, updated_at=old)
+    run_at = now + timedelta(seconds=40)
+    await make("retrying", state=JobState.RETRYING.value, run_at=run_at, updated_at=old)
+    await make("silent", state=JobState.ACTIVE.value, enqueued=True, attempt=1, updated_at=old)
+    leased = await make("leased", state=JobState.ACTIVE.value, enqueued=True, attempt=1,
+                        updated_at=old)
+    await make("active_recent", state=JobState.ACTIVE.value, enqueued=True, attempt=1,
+               updated_at=now)
+    await make("completed", state=JobState.COMPLETED.value, updated_at=old)
+    sync_redis.set(keys.job_lease(state.settings.redis_prefix, leased), "another-worker",
+                   px=60_000)
+
+    assert await dispatch.sweep(state) == 3
+
+    resent = {name: await row(state, jobs[name].job.id) for name in jobs}
+    for name, job in resent.items():
+        changed = job.message_id != jobs[name].job.message_id
+        assert changed == (name in {"unsent", "retrying", "silent"}), name
+    queued = in_queue(sync_redis, state.namespace, "default")
+    assert sorted((m.message_id, m.args[0]) for m in queued) == sorted(
+        (resent[n].message_id, resent[n].id) for n in ("unsent", "silent"))
+    [delayed] = in_queue(sync_redis, state.namespace, "default.DQ")
+    assert (delayed.message_id, delayed.args[0]) == (resent["retrying"].message_id,
+                                                     resent["retrying"].id)
+    due_ms = as_utc(run_at).timestamp() * 1000
+    assert due_ms - 2000 <= delayed.options["eta"] <= due_ms + 2000
+    assert resent["retrying"].state == JobState.RETRYING.value, "still waiting for its turn"
+
+    await state.sent.flush(state.db)
+    for name in ("unsent", "retrying", "silent"):
+        assert (await row(state, jobs[name].job.id)).enqueued, name
+    assert await dispatch.sweep(state) == 1, "only the active one, whose run is still gone"
+    sync_redis.delete(keys.job_lease(state.settings.redis_prefix, leased))
+
+
+# -- dead-letter retries -----------------------------------------------------------------------
+
+async def test_retry_failed_requeues_a_dead_letter_under_the_same_id(
+        state: State, sync_redis: redis.Redis) -> None:
+    """The job is queued again with fresh attempts and no error, out of the dead-letter
+    queue, under a new message that is in Redis; ``job:queued`` is announced with its
+    position, and the <Job> returned is the one announced."""
+    ahead = await new_job(state)
+    view = await new_job(state)
+    await fail_for_good(state, view.job.id)
+    dead = await row(state, view.job.id)
+
+    job = await dispatch.retry_failed(state, view.job.id)
+
+    stored = await row(state, view.job.id)
+    assert (stored.state, stored.attempt, stored.error, stored.progress) == (
+        JobState.QUEUED.value, 0, None, 0)
+    assert stored.message_id not in (None, dead.message_id)
+    assert stored.seq == dead.seq + 1
+    assert await state.db.read(store.dead_letter_ids) == []
+    [message] = [m for m in in_queue(sync_redis, state.namespace, "default")
+                 if m.args[0] == view.job.id]
+    assert message.message_id == stored.message_id
+    [event] = state.published
+    assert (event.name, event.user_id, event.job["id"]) == ("job:queued", "u1", view.job.id)
+    assert event.job["queue_position"] == 1, f"behind {ahead.job.id}"
+    assert job == event.job and job["state"] == "queued" and job["attempt"] == 0
+    assert state.sent._pending == {view.job.id: stored.message_id}
+
+
+async def test_retry_failed_refuses_what_cannot_run_again(state: State) -> None:
+    """404 for an unknown job, another user's job, or a failed job outside the dead-letter
+    queue when only dead letters may be retried; 409 ``not_retryable`` for a permanent
+    failure when only retryable ones may; 409 ``conflict`` for a job that is not failed.
+    Nothing is announced or changed by a refusal."""
+    async def refused(job_id: str, **kwargs: Any) -> tuple[int, str, str]:
+        with pytest.raises(ApiError) as caught:
+            await dispatch.retry_failed(state, job_id, **kwargs)
+        return caught.value.status, caught.value.code, caught.value.message
+
+    assert await refused("nope") == (404, "not_found", "dead letter not found")
+    permanent = await new_job(state)
+    await fail_for_good(state, permanent.job.id, retryable=False)
+    assert await refused(permanent.job.id, user_id="someone-else") == (
+        404, "not_found", "job not found")
+    assert (await refused(permanent.job.id, user_id="u1", retryable_only=True))[:2] == (
+        409, "not_retryable")
+    queued = await new_job(state)
+    assert (await refused(queued.job.id, dead_letters_only=False))[:2] == (409, "conflict")
+
+    # Failed, but its dead letter was cleared by an admin: only the owner's retry finds it.
+    cleared = await new_job(state)
+    await fail_for_good(state, cleared.job.id)
+    assert await state.db.write(store.delete_dead_letter, job_id=cleared.job.id)
+    assert await refused(cleared.job.id) == (404, "not_found", "dead letter not found")
+    job = await dispatch.retry_failed(state, cleared.job.id, user_id="u1",
+                                      dead_letters_only=False, retryable_only=True)
+    assert job["state"] == "queued"
+
+    assert [e.job["id"] for e in state.published] == [cleared.job.id]
+    assert (await row(state, permanent.job.id)).state == JobState.FAILED.value
+    assert (await row(state, queued.job.id)).state == JobState.QUEUED.value
+
+
+async def test_retry_failed_refuses_an_image_job_whose_image_is_gone(state: State) -> None:
+    """409 ``input_missing`` when the original file was deleted, and when the image row
+    is gone; with the original in place the same job runs again."""
+    image_id = secrets.token_hex(16)
+    view = await state.db.write(
+        store.create_image_job, image_id=image_id, user_id="u1", filename="a.jpg",
+        content_type="image/jpeg", size_bytes=3, sha256=secrets.token_hex(32), fmt="JPEG",
+        width=1, height=1, task_type="image.process", queue="images", max_attempts=2)
+    await fail_for_good(state, view.job.id)
+
+    with pytest.raises(ApiError) as no_file:
+        await dispatch.retry_failed(state, view.job.id)
+    assert (no_file.value.status, no_file.value.code) == (409, "input_missing")
+
+    original = state.storage.original(image_id)
+    original.parent.mkdir(parents=True, exist_ok=True)
+    original.write_bytes(b"abc")
+    job = await dispatch.retry_failed(state, view.job.id)
+    assert job["state"] == "queued" and job["image_id"] == image_id
+
+    await set_row(state, view.job.id, state=JobState.FAILED.value)
+    assert await state.db.write(store.delete_image, image_id=image_id, user_id=None)
+    with pytest.raises(ApiError) as no_image:
+        await dispatch.retry_failed(state, view.job.id, dead_letters_only=False)
+    assert (no_image.value.status, no_image.value.code) == (409, "input_missing")
+
+
+async def test_retry_failed_with_redis_down_puts_the_dead_letter_back(
+        state: State, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis refusing the message: 503, and the job is failed again with its dead letter
+    and its error as they were (so its owner may still retry it once Redis is back),
+    nothing announced, nothing noted sent."""
+    caplog.set_level(logging.WARNING, logger="server.dispatch")
+    view = await new_job(state)
+    await fail_for_good(state, view.job.id)
+    before = await state.db.read(lambda s: s.get(DeadLetter, view.job.id))
+    down = state.without_redis()
+    try:
+        with pytest.raises(ApiError) as refused:
+            await dispatch.retry_failed(down, view.job.id)
+    finally:
+        down.broker.close()
+    assert (refused.value.status, refused.value.code) == (503, "queue_unavailable")
+    stored = await row(state, view.job.id)
+    assert stored.state == JobState.FAILED.value
+    assert stored.error == {"type": "Boom", "message": "it broke", "retryable": True}
+    after = await state.db.read(lambda s: s.get(DeadLetter, view.job.id))
+    assert after is not None and before is not None
+    assert (after.error_type, after.error_message, after.traceback, after.attempts) == (
+        before.error_type, before.error_message, before.traceback, before.attempts)
+    assert state.published == [] and state.sent._pending == {}
+    assert any(view.job.id in r.getMessage() for r in caplog.records)
+    # Redis is back: the owner's own retry (only retryable failures) goes through.
+    job = await dispatch.retry_failed(state, view.job.id, user_id="u1",
+                                      dead_letters_only=False, retryable_only=True)
+    assert job["state"] == "queued"
+
+
+# -- announce ----------------------------------------------------------------------------------
+
+async def test_announce_publishes_the_stored_state_with_its_queue_position(
+        state: State) -> None:
+    """Without a position it is read (jobs ahead in the queue family); a given one, or
+    None, is used as is; the <Job> returned is the one published."""
+    first, second = await new_job(state), await new_job(state)
+    high = await new_job(state, priority="high")
+
+    read = await dispatch.announce(state, second)
+    given = await dispatch.announce(state, first, position=7)
+    unknown = await dispatch.announce(state, high, position=None)
+
+    assert read["queue_position"] == 2, "behind the first job and the high-priority one"
+    assert given["queue_position"] == 7
+    assert unknown["queue_position"] is None
+    assert [(e.name, e.user_id, e.job["id"]) for e in state.published] == [
+        ("job:queued", "u1", second.job.id), ("job:queued", "u1", first.job.id),
+        ("job:queued", "u1", high.job.id)]
+    assert [e.job for e in state.published] == [read, given, unknown]
+    assert read["seq"] == second.job.seq and isinstance(read["created_at"], str)

@@ -1,0 +1,604 @@
+"""``workers.lifecycle.JobLifecycle`` run by Dramatiq itself: a real ``dramatiq.Worker`` on the
+deployment's ``RedisBroker`` (``build_broker``, a namespace of each test's own), with the
+middleware installed as ``workers.main`` installs it (``JobLifecycle`` and ``DeadLetters``
+before ``Retries``), a real ``Reporter`` writing to a real database and publishing on the
+Redis bus, real ``Leases`` and ``QueueGate``.
+
+Each test sends a stored job's message as the web process does and follows it through the
+database row, the events on the bus (by name, seq and attempt, in order), the job's lease
+key and the in-memory lease book. Proven here:
+- a job runs once under its lease and completes; the lease is given back;
+- a transient failure is announced as ``job:retrying`` with its next run, and the retry
+  runs as the next attempt; a retry whose message Redis refuses is left, unsent under a new
+  message id, for the sweeper; exhausted retries end in the dead-letter queue;
+- a paused queue holds the job without using an attempt, and it runs once resumed;
+- a job whose lease another process holds is not run twice, and that lease is untouched;
+- superseded, cancelled and deleted jobs are skipped; attempts used up by lost workers
+  end as ``WorkerLost`` dead letters; a cancellation during the run stands;
+- every path gives the lease back exactly when it took it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import dramatiq.worker
+import psycopg
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy.engine import make_url
+
+from server import keys, store
+from server.bus import SyncBus
+from server.db import SyncDatabase
+from server.embedded_redis import EmbeddedRedis
+from server.events import JobEvent, decode_event
+from server.models import Job
+from server.schemas import Presenter
+from server.settings import Settings
+from tests.conftest import Databases
+from workers import lifecycle
+from workers.broker import build_broker, enqueue_job, install, redis_client, send_job
+from workers.dead_letters import DeadLetters
+from workers.faults import JobCancelled, PermanentFailure, TransientError
+from workers.leases import Leases, QueueGate
+from workers.lifecycle import JobLifecycle, job_id_of, release_lease
+from workers.progress import RedisLineRefresh, Reporter
+
+pytestmark = pytest.mark.integration
+
+TASK = "test.behave"
+QUEUE = "work"
+LEASE_TTL_MS = 400
+DEADLINE_S = 20.0
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
+    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class Tap:
+    """Every event published on the deployment's bus, decoded, in publish order."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.pubsub = client.pubsub()
+        self.pubsub.subscribe(keys.events_channel(prefix))
+        self.events: list[JobEvent] = []
+        confirmed = self.pubsub.get_message(timeout=5)
+        assert confirmed is not None and confirmed["type"] == "subscribe"
+
+    def _pump(self) -> None:
+        while (message := self.pubsub.get_message(timeout=0.02)) is not None:
+            if message["type"] == "message":
+                event = decode_event(message["data"])
+                if isinstance(event, JobEvent):
+                    self.events.append(event)
+
+    def of(self, job_id: str) -> list[tuple[str, int, str, int]]:
+        """(event, seq, state, attempt) of one job's events so far."""
+        self._pump()
+        return [(e.name, e.seq, e.job["state"], e.job["attempt"]) for e in self.events
+                if e.job["id"] == job_id]
+
+    def moves(self, job_id: str) -> list[tuple[str, str, int]]:
+        """(event, state, attempt) of one job's events but ``job:queued``: when other jobs
+        of its queue start, waiting ones get fresh queue positions (as throttled)."""
+        return [(name, state, attempt) for name, _, state, attempt in self.of(job_id)
+                if name != "job:queued"]
+
+    def last(self, job_id: str) -> dict[str, Any]:
+        self._pump()
+        return [e.job for e in self.events if e.job["id"] == job_id][-1]
+
+    def wait_for(self, job_id: str, name: str) -> list[tuple[str, int, str, int]]:
+        """The job's events once one named ``name`` has arrived (those after it come later:
+        one worker thread publishes a job's events in order)."""
+        wait_until(lambda: any(event == name for event, *_ in self.of(job_id)),
+                   f"{name} of job {job_id}; got {self.of(job_id)}")
+        return self.of(job_id)
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+
+@dataclass
+class Harness:
+    """One deployment's worker side: broker with our middleware, database, Redis, bus tap."""
+
+    prefix: str
+    db: SyncDatabase
+    client: redis.Redis
+    broker: RedisBroker
+    leases: Leases
+    lifecycle: JobLifecycle
+    tap: Tap
+    # What each run of the test actor saw: (job id, attempt, held the lease itself).
+    runs: list[tuple[str, int, bool]] = field(default_factory=list)
+    on_run: dict[str, Callable[[Job], Any]] = field(default_factory=dict)
+    # Called (by job id) as the actor starts, before it reads anything.
+    before_run: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+    def new_job(self, mode: str, *, max_attempts: int = 3, user_id: str = "u1") -> Job:
+        view = self.db.write(store.create_job, user_id=user_id, task_type=TASK, queue=QUEUE,
+                             payload={"mode": mode}, max_attempts=max_attempts)
+        return view.job
+
+    def send(self, job: Job) -> None:
+        """As the web process sends a stored job (``dispatch.send``)."""
+        send_job(self.broker, job)
+
+    def row(self, job_id: str) -> Job:
+        view = self.db.read(store.get_job, job_id=job_id, user_id=None)
+        assert view is not None, f"job {job_id} is gone"
+        return view.job
+
+    def lease(self, job_id: str) -> bytes | None:
+        value: bytes | None = self.client.get(keys.job_lease(self.prefix, job_id))
+        return value
+
+    def wait_released(self, *job_ids: str) -> None:
+        """Until this process holds no lease, in memory or in Redis, for those jobs."""
+        wait_until(lambda: not self.leases._held and all(self.lease(j) is None for j in job_ids),
+                   f"leases of {job_ids} released")
+
+    def queue_is_empty(self) -> bool:
+        """No message of ours waiting, delayed or unacknowledged in Redis."""
+        namespace = self.broker.namespace
+        names = [keys.dramatiq_messages(namespace, q) for q in (QUEUE, f"{QUEUE}.DQ")]
+        return not any(self.client.hlen(name) for name in names)
+
+    @contextlib.contextmanager
+    def worker(self) -> Iterator[dramatiq.Worker]:
+        """A Dramatiq worker (one thread, so messages run one at a time) for the block."""
+        self.broker.emit_after("process_boot")
+        running = dramatiq.Worker(self.broker, worker_timeout=100, worker_threads=1)
+        running.start()
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+def _behave(harness: Harness, job_id: str) -> dict[str, Any] | None:
+    """The test actor: does what the job's payload ``mode`` says."""
+    if job_id in harness.before_run:
+        harness.before_run[job_id]()
+    job = harness.row(job_id)
+    held = harness.lease(job_id) == harness.leases.owner.encode()
+    harness.runs.append((job_id, job.attempt, held))
+    mode = job.payload["mode"]
+    if mode in harness.on_run:
+        harness.on_run[mode](job)
+    if mode == "ok":
+        return {"answer": 42}
+    if mode == "flaky" and job.attempt < 2:
+        raise TransientError("try again")
+    if mode == "flaky":
+        return {"answer": job.attempt}
+    if mode in ("always_transient", "refuse_retry"):
+        raise TransientError("still down")
+    if mode == "permanent":
+        raise PermanentFailure("bad input") from ValueError("bad input")
+    if mode == "cancel_midway":  # cancelled through the API while running, then finishes
+        harness.db.write(store.cancel_job, job_id=job_id, user_id=None)
+        return {"answer": 1}
+    if mode == "cancel_and_stop":  # cancelled, and the task notices at a stage boundary
+        harness.db.write(store.cancel_job, job_id=job_id, user_id=None)
+        raise JobCancelled("the job was cancelled")
+    raise AssertionError(f"unknown mode {mode}")
+
+
+def build_harness(redis_url: str, database_url: str) -> Harness:
+    prefix = f"life-{secrets.token_hex(4)}"
+    settings = Settings(redis_url=redis_url, database_url=database_url, redis_prefix=prefix)
+    db = SyncDatabase(database_url)
+    db.migrate()
+    client = redis_client(redis_url)
+    broker = build_broker(settings)
+    reporter = Reporter(db, SyncBus(client, prefix), Presenter("life-secret", 3600),
+                        send=partial(send_job, broker), delivery_attempts=3,
+                        line=RedisLineRefresh(client, prefix))
+    leases = Leases(client, prefix, ttl_ms=LEASE_TTL_MS)
+    middleware = JobLifecycle(reporter, leases, is_paused=QueueGate(client, prefix))
+    install(broker, middleware, DeadLetters(reporter, leases))
+    harness = Harness(prefix, db, client, broker, leases, middleware, Tap(client, prefix))
+    dramatiq.actor(partial(_behave, harness), broker=broker, actor_name=TASK, queue_name=QUEUE,
+                   min_backoff=10, max_backoff=40, throws=(PermanentFailure,))
+    return harness
+
+
+class Outage:
+    """Takes a test's own database away from every new connection, and brings it back:
+    SQLite by moving its directory, PostgreSQL by refusing connections to it."""
+
+    def __init__(self, databases: Databases, url: str, db: SyncDatabase) -> None:
+        self.databases, self.url, self.db = databases, url, db
+        self.down = False
+
+    def _postgres(self, *statements: str) -> None:
+        with psycopg.connect(self.databases._admin_dsn(), autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    def start(self) -> None:
+        name = make_url(self.url).database
+        assert name is not None
+        if self.databases.backend == "sqlite":
+            folder = os.path.dirname(name)
+            os.rename(folder, f"{folder}-away")
+        else:
+            self._postgres(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
+                           "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+        self.db.engine.dispose()  # pooled connections would outlive the outage
+        self.down = True
+
+    def end(self) -> None:
+        if not self.down:
+            return
+        name = make_url(self.url).database
+        assert name is not None
+        if self.databases.backend == "sqlite":
+            folder = os.path.dirname(name)
+            os.rename(f"{folder}-away", folder)
+        else:
+            self._postgres(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        self.down = False
+
+
+@pytest.fixture
+def make_harness(databases: Databases) -> Iterator[Callable[[str], Harness]]:
+    made: list[Harness] = []
+
+    def make(redis_url: str) -> Harness:
+        harness = build_harness(redis_url, databases.new())
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.tap.close()
+        harness.broker.close()
+        harness.client.close()
+        harness.db.dispose()
+
+
+@pytest.fixture
+def harness(redis_url: str, make_harness: Callable[[str], Harness]) -> Harness:
+    return make_harness(redis_url)
+
+
+@pytest.fixture
+def outage(harness: Harness, databases: Databases) -> Iterator[Outage]:
+    made = Outage(databases, str(harness.db.engine.url.render_as_string(hide_password=False)),
+                  harness.db)
+    yield made
+    made.end()
+
+
+def at(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+# -- runs that end ---------------------------------------------------------------------------------
+
+def test_a_job_runs_once_under_its_lease_and_completes(harness: Harness) -> None:
+    """``job:active`` (attempt 1) then ``job:completed`` with the actor's result, progress
+    100 and stage done; the actor ran once holding the lease, which is given back; the
+    message is acknowledged and the row and its timeline agree with the events."""
+    job = harness.new_job("ok")
+    with harness.worker():
+        harness.send(job)
+        events = harness.tap.wait_for(job.id, "job:completed")
+        harness.wait_released(job.id)
+        wait_until(harness.queue_is_empty, "the message acknowledged")
+    assert events == [("job:active", 2, "active", 1), ("job:completed", 3, "completed", 1)]
+    assert harness.runs == [(job.id, 1, True)]
+    done = harness.tap.last(job.id)
+    assert (done["progress"], done["stage"], done["result"], done["error"]) == (
+        100, "done", {"answer": 42}, None)
+    stored = harness.row(job.id)
+    assert (stored.state, stored.attempt, stored.result) == ("completed", 1, {"answer": 42})
+    assert stored.started_at is not None and stored.finished_at is not None
+    timeline = harness.db.read(store.job_timeline, job_id=job.id)
+    assert [(r.seq, r.name) for r in timeline] == [
+        (1, "job:queued"), (2, "job:active"), (3, "job:completed")]
+
+
+def test_a_transient_failure_is_retried_as_the_next_attempt(harness: Harness) -> None:
+    """The failed attempt is announced as ``job:retrying`` with its error and the time
+    Retries scheduled the next run; the retry runs as attempt 2 (same message id, so the
+    sweeper leaves it alone) and completes."""
+    job = harness.new_job("flaky")
+    started = time.time()
+    with harness.worker():
+        harness.send(job)
+        events = harness.tap.wait_for(job.id, "job:completed")
+        harness.wait_released(job.id)
+    assert events == [("job:active", 2, "active", 1), ("job:retrying", 3, "retrying", 1),
+                      ("job:active", 4, "active", 2), ("job:completed", 5, "completed", 2)]
+    assert [attempt for _, attempt, _ in harness.runs] == [1, 2]
+    assert all(held for *_, held in harness.runs), "each run held the lease"
+    retrying = next(e.job for e in harness.tap.events if e.name == "job:retrying")
+    assert retrying["error"] == {"type": "TransientError", "message": "try again",
+                                 "retryable": True}
+    assert retrying["run_at"] is not None
+    assert started <= at(retrying["run_at"]).timestamp() <= time.time()
+    stored = harness.row(job.id)
+    assert (stored.state, stored.result, stored.message_id) == (
+        "completed", {"answer": 2}, job.message_id)
+    assert harness.lifecycle._next_run == {}, "each noted next run is taken once"
+
+
+def test_exhausted_retries_end_in_the_dead_letter_queue(harness: Harness) -> None:
+    """The last attempt's failure is left to ``DeadLetters`` (no ``job:retrying`` for it):
+    the job fails with that error, is in the dead-letter queue, and its lease is given back
+    even though JobLifecycle does not release a failed message's lease itself."""
+    job = harness.new_job("always_transient", max_attempts=2)
+    with harness.worker():
+        harness.send(job)
+        events = harness.tap.wait_for(job.id, "job:failed")
+        harness.wait_released(job.id)
+    assert events == [("job:active", 2, "active", 1), ("job:retrying", 3, "retrying", 1),
+                      ("job:active", 4, "active", 2), ("job:failed", 5, "failed", 2)]
+    [(entry, view)] = harness.db.read(store.list_dead_letters, limit=10)
+    assert (entry.job_id, entry.error_type, entry.attempts) == (job.id, "TransientError", 2)
+    assert view.job.error == {"type": "TransientError", "message": "still down",
+                              "retryable": True}
+    assert harness.lifecycle._next_run == {}
+
+
+def test_a_permanent_failure_is_not_retried(harness: Harness) -> None:
+    """A failure another run cannot fix ends the job at once, with the original error."""
+    job = harness.new_job("permanent", max_attempts=3)
+    with harness.worker():
+        harness.send(job)
+        events = harness.tap.wait_for(job.id, "job:failed")
+        harness.wait_released(job.id)
+    assert events == [("job:active", 2, "active", 1), ("job:failed", 3, "failed", 1)]
+    assert harness.row(job.id).error == {"type": "ValueError", "message": "bad input",
+                                         "retryable": False}
+    assert len(harness.runs) == 1
+
+
+# -- messages that must not run (yet) --------------------------------------------------------------
+
+def skipped(caplog: pytest.LogCaptureFixture) -> int:
+    """How many messages Dramatiq's worker skipped (middleware raised SkipMessage)."""
+    return sum(1 for r in caplog.records if "was skipped" in r.getMessage())
+
+
+def test_a_paused_queue_holds_the_job_without_using_an_attempt(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """While its queue is paused the message is put back (delayed) again and again; the
+    owner is told once that the job is paused, it uses no attempt and takes no lease.
+    Resumed, it runs as attempt 1."""
+    monkeypatch.setattr(lifecycle, "PAUSED_RECHECK_MS", 50)
+    caplog.set_level(logging.INFO)
+    paused = keys.paused_queues(harness.prefix)
+    harness.client.sadd(paused, QUEUE)
+    job = harness.new_job("ok")
+    with harness.worker():
+        harness.send(job)
+        wait_until(lambda: skipped(caplog) >= 3, "the paused job skipped three times")
+        held = harness.row(job.id)
+        assert (held.state, held.stage, held.attempt) == ("queued", "paused", 0)
+        assert harness.runs == [] and harness.lease(job.id) is None
+        harness.client.srem(paused, QUEUE)
+        events = harness.tap.wait_for(job.id, "job:completed")
+        harness.wait_released(job.id)
+    assert events == [("job:queued", 2, "queued", 0), ("job:active", 3, "active", 1),
+                      ("job:completed", 4, "completed", 1)]
+    assert harness.tap.last(job.id)["stage"] == "done"
+    assert next(e.job["stage"] for e in harness.tap.events) == "paused"
+    assert harness.runs == [(job.id, 1, True)]
+
+
+def test_a_job_leased_by_another_process_is_not_run_twice(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """A redelivered message whose job another live process runs is put back for when that
+    lease would have expired; it does not start, and does not release the other's lease.
+    Once the other process is done (lease released) the message runs."""
+    caplog.set_level(logging.INFO)
+    elsewhere = Leases(harness.client, harness.prefix, ttl_ms=60_000)
+    job = harness.new_job("ok")
+    assert elsewhere.acquire(job.id)
+    with harness.worker():
+        harness.send(job)
+        wait_until(lambda: skipped(caplog) >= 2, "the leased job skipped twice")
+        assert harness.lease(job.id) == elsewhere.owner.encode(), "the other's lease stands"
+        assert harness.runs == [] and harness.tap.of(job.id) == []
+        assert harness.row(job.id).attempt == 0
+        elsewhere.release(job.id)
+        events = harness.tap.wait_for(job.id, "job:completed")
+        harness.wait_released(job.id)
+    assert events == [("job:active", 2, "active", 1), ("job:completed", 3, "completed", 1)]
+    assert harness.runs == [(job.id, 1, True)]
+
+
+def test_superseded_cancelled_and_deleted_jobs_are_skipped(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """A stale copy (the sweeper sent a newer message), a cancelled job and a deleted one:
+    each message is skipped without running, changing or announcing anything, and each
+    lease taken for the check is given back. A good job sent after them still runs."""
+    caplog.set_level(logging.INFO)
+    stale, cancelled, after = harness.new_job("ok"), harness.new_job("ok"), harness.new_job("ok")
+    harness.db.write(store.renew_message, job_id=stale.id,
+                     changed_before=datetime.fromisoformat("2999-01-01T00:00:00+00:00"))
+    assert harness.row(stale.id).message_id != stale.message_id
+    harness.db.write(store.cancel_job, job_id=cancelled.id, user_id=None)
+    with harness.worker():
+        harness.send(stale)  # the old message id
+        harness.send(cancelled)
+        enqueue_job(harness.broker, job_id="no-such-job", message_id="m-gone", actor_name=TASK,
+                    queue_name=QUEUE, max_attempts=1)
+        harness.send(after)
+        harness.tap.wait_for(after.id, "job:completed")
+        wait_until(lambda: skipped(caplog) >= 3, "three skips")
+        harness.wait_released(stale.id, cancelled.id, "no-such-job", after.id)
+    assert harness.runs == [(after.id, 1, True)]
+    assert harness.tap.moves(stale.id) == [] and harness.tap.moves(cancelled.id) == []
+    assert (harness.row(stale.id).state, harness.row(stale.id).attempt) == ("queued", 0)
+    assert (harness.row(cancelled.id).state, harness.row(cancelled.id).attempt) == (
+        "cancelled", 0)
+    reasons = " ".join(r.getMessage() for r in caplog.records if r.name == "workers.lifecycle")
+    assert "the job no longer exists" in reasons
+    assert f"message {stale.message_id} was superseded" in reasons
+    assert "cannot go from cancelled to active" in reasons
+
+
+def test_attempts_used_up_by_lost_workers_end_as_a_dead_letter(harness: Harness) -> None:
+    """A job still active after as many deliveries as it has attempts (its worker died
+    each time) is not run again: it fails as ``WorkerLost`` (retryable), lands in the
+    dead-letter queue, and the lease taken for the check is given back."""
+    job = harness.new_job("ok", max_attempts=2)
+    for _ in range(2):  # two deliveries whose worker process never came back
+        harness.db.write(store.begin_attempt, job_id=job.id)
+    with harness.worker():
+        harness.send(job)
+        events = harness.tap.wait_for(job.id, "job:failed")
+        harness.wait_released(job.id)
+    assert events == [("job:failed", 4, "failed", 2)]
+    assert harness.runs == []
+    error = harness.row(job.id).error
+    assert error == {"type": "WorkerLost", "retryable": True,
+                     "message": "gave up after 2 attempts (its worker stopped unexpectedly)"}
+    [(entry, _)] = harness.db.read(store.list_dead_letters, limit=10)
+    assert (entry.job_id, entry.error_type, entry.traceback) == (job.id, "WorkerLost", None)
+
+
+def test_a_cancellation_during_the_run_stands(harness: Harness) -> None:
+    """Cancelled while running: a run that still finishes cannot complete the job, and one
+    that stops (JobCancelled) is acknowledged without a retry; both leases are given back
+    and neither job is announced as completed or retrying."""
+    finishes, stops = harness.new_job("cancel_midway"), harness.new_job("cancel_and_stop")
+    sentinel = harness.new_job("ok")
+    with harness.worker():
+        for job in (finishes, stops, sentinel):
+            harness.send(job)
+        harness.tap.wait_for(sentinel.id, "job:completed")
+        harness.wait_released(finishes.id, stops.id, sentinel.id)
+        wait_until(harness.queue_is_empty, "every message acknowledged")
+    for job in (finishes, stops):
+        assert harness.tap.moves(job.id) == [("job:active", "active", 1)]
+        stored = harness.row(job.id)
+        assert (stored.state, stored.result, stored.attempt) == ("cancelled", None, 1)
+    assert [job_id for job_id, *_ in harness.runs] == [finishes.id, stops.id, sentinel.id]
+
+
+def test_a_job_that_cannot_be_started_is_not_run_and_not_lost(
+        harness: Harness, outage: Outage, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The database is away when the message arrives, so the job cannot be marked active.
+    The actor must not run on a job that was never started (Dramatiq only logs an error
+    raised by a ``before_process_message`` hook and runs the actor anyway): the message is
+    put back and the lease given back; once the database is back the job runs as attempt 1
+    and completes."""
+    monkeypatch.setattr(lifecycle, "START_RETRY_MS", 50)
+    caplog.set_level(logging.INFO)
+    job = harness.new_job("ok")
+    # Should the actor run anyway, the database is back for it, as it may well be.
+    harness.before_run[job.id] = outage.end
+    outage.start()
+    with harness.worker():
+        harness.send(job)
+        try:
+            wait_until(lambda: any("could not start job" in r.getMessage()
+                                   for r in caplog.records) or harness.runs
+                       or not outage.down, "the start to fail")
+        finally:
+            outage.end()
+        events = harness.tap.wait_for(job.id, "job:completed")
+        harness.wait_released(job.id)
+    assert harness.runs == [(job.id, 1, True)], "the actor ran only on the started job"
+    assert events == [("job:active", 2, "active", 1), ("job:completed", 3, "completed", 1)]
+    assert harness.row(job.id).state == "completed"
+    assert not [r for r in caplog.records if "Unexpected failure in before_process_message"
+                in r.getMessage()]
+
+
+# -- a retry Redis refuses -------------------------------------------------------------------------
+
+def test_a_retry_redis_refuses_is_left_unsent_for_the_sweeper(
+        tmp_path: Path, make_harness: Callable[[str], Harness],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis refuses the retry's message (out of memory; dramatiq#545 would lose it): the
+    job is still announced as ``job:retrying``, now under a new message id marked unsent,
+    due at once, so the web's sweeper sends it; the lease is given back."""
+    # Consumers that hit the refusal restart after this instead of 3 s.
+    monkeypatch.setattr(dramatiq.worker, "CONSUMER_RESTART_DELAY_SECS", 0.05)
+    server = EmbeddedRedis(tmp_path / "redis", persistent=False, use_socket=False).start()
+    try:
+        harness = make_harness(server.url)
+
+        def refuse_writes(job: Job) -> None:
+            harness.client.config_set("maxmemory", 1)
+
+        harness.on_run["refuse_retry"] = refuse_writes
+        job = harness.new_job("refuse_retry", max_attempts=3)
+        started = time.time()
+        with harness.worker():
+            harness.send(job)
+            try:
+                wait_until(lambda: harness.row(job.id).state == "retrying", "the retrying row")
+            finally:
+                harness.client.config_set("maxmemory", 0)
+            events = harness.tap.wait_for(job.id, "job:retrying")
+            harness.wait_released(job.id)
+        assert events == [("job:active", 2, "active", 1), ("job:retrying", 3, "retrying", 1)]
+        stored = harness.row(job.id)
+        assert stored.message_id != job.message_id and not stored.enqueued
+        assert stored.error == {"type": "TransientError", "message": "still down",
+                                "retryable": True}
+        assert stored.run_at is not None
+        assert started <= at(harness.tap.last(job.id)["run_at"]).timestamp() <= time.time()
+        assert harness.runs == [(job.id, 1, True)]
+        assert harness.lifecycle._next_run == {}
+        refusals = [r for r in caplog.records if r.exc_info and "OOM" in str(r.exc_info[1])
+                    and "after_process_message" in r.getMessage()]
+        assert refusals, "Retries' enqueue was refused by Redis"
+    finally:
+        server.stop()
+
+
+# -- the helpers -----------------------------------------------------------------------------------
+
+def test_release_lease_gives_back_only_a_lease_this_message_took(harness: Harness) -> None:
+    """The flag on the message decides: without it (a skip before the lease was taken)
+    nothing is released; with it, the lease goes, once. ``job_id_of`` is the only argument."""
+    message = dramatiq.Message(queue_name=QUEUE, actor_name=TASK, args=("j1",), kwargs={},
+                               options={})
+    assert job_id_of(message) == "j1"
+    elsewhere = Leases(harness.client, harness.prefix, ttl_ms=60_000)
+    assert elsewhere.acquire("j1")
+    release_lease(harness.leases, message)
+    assert harness.lease("j1") == elsewhere.owner.encode()
+    elsewhere.release("j1")
+
+    assert harness.leases.acquire("j1")
+    message.options[lifecycle.LEASE_OPTION] = True
+    release_lease(harness.leases, message)
+    assert harness.lease("j1") is None and harness.leases._held == set()
+    assert lifecycle.LEASE_OPTION not in message.options
+    assert harness.leases.acquire("j1"), "free again"
+    release_lease(harness.leases, message)  # no flag any more: the new lease stays
+    assert harness.lease("j1") == harness.leases.owner.encode()
+    harness.leases.release("j1")
