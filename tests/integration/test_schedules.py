@@ -5,19 +5,26 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from sqlalchemy import func, select, update
 
 from server.db import SyncDatabase
-from server.models import Job, Schedule, utcnow
+from server.models import Job, Schedule, as_utc, utcnow
 from tests.conftest import Databases, Stack, running_stack, start_scheduler, stop
-from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
+from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
+
+# Behind UTC all year: a schedule's hours and weekdays land on other UTC hours (and, late
+# in the day, other UTC days), so a schedule computed in UTC gets different answers.
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +44,8 @@ def scheduled(redis_url: str, databases: Databases,
 
 
 @pytest.fixture
-async def http(scheduled: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=scheduled.url, timeout=30) as client:
-        yield client
+def http_stack(scheduled: Stack) -> Stack:
+    return scheduled
 
 
 async def _schedule(http: httpx.AsyncClient, token: str, cron: str,
@@ -47,6 +53,55 @@ async def _schedule(http: httpx.AsyncClient, token: str, cron: str,
     return await http.post("/api/tasks", headers=auth(token), json={
         "type": "test.sleep", "payload": {"seconds": 0.1, "steps": 1},
         "repeat": {"cron": cron, "timezone": timezone}})
+
+
+def _when(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _next_local(after: datetime, zone: ZoneInfo, hour: int,
+                weekday: int | None = None) -> datetime:
+    """The first ``hour``:00 of ``zone`` (on ``weekday``, Monday 0) after ``after``, in UTC;
+    worked out here from the calendar, not with server.cron."""
+    today = after.astimezone(zone).date()
+    for day in (today + timedelta(days=n) for n in range(9)):
+        candidate = datetime.combine(day, clock(hour), tzinfo=zone)
+        if (weekday is None or day.weekday() == weekday) and candidate > after:
+            return candidate.astimezone(UTC)
+    raise AssertionError("unreachable: every weekday comes within 9 days")
+
+
+async def _listed(http: httpx.AsyncClient, token: str, schedule_id: str) -> dict[str, Any]:
+    items = (await http.get("/api/schedules", headers=auth(token))).json()["items"]
+    return dict(next(s for s in items if s["id"] == schedule_id))
+
+
+async def test_next_run_is_worked_out_in_the_schedules_zone(http: httpx.AsyncClient) -> None:
+    """The next run the API reports, when created and when listed (read back from the
+    database), is the declared zone's: 09:00 daily and Friday 23:00 in New York are other
+    instants, and the second another weekday, than the same crons in UTC."""
+    token = await new_token(http)
+    crons = {"0 9 * * *": (9, None), "0 23 * * 5": (23, 4)}  # (hour, weekday Monday=0)
+    for cron, (hour, weekday) in crons.items():
+        before = utcnow()
+        created = await _schedule(http, token, cron, timezone="America/New_York")
+        after = utcnow()
+        assert created.status_code == 201, created.text
+        schedule = created.json()["schedule"]
+        assert schedule["timezone"] == "America/New_York"
+        reported = _when(schedule["next_run_at"])
+        # Computed once, at creation: a boundary crossed during the request allows either.
+        expected = {_next_local(moment, NEW_YORK, hour, weekday) for moment in (before, after)}
+        in_utc = {_next_local(moment, ZoneInfo("UTC"), hour, weekday)
+                  for moment in (before, after)}
+        assert expected.isdisjoint(in_utc), "the cron must tell the zones apart"
+        assert reported in expected, (cron, reported, expected)
+        assert reported.astimezone(NEW_YORK).hour == hour
+        if weekday is not None:
+            assert reported.astimezone(NEW_YORK).weekday() == weekday
+            assert reported.weekday() == (weekday + 1) % 7, "Saturday in UTC"
+        listed = await _listed(http, token, schedule["id"])
+        assert _when(listed["next_run_at"]) == reported, "stored and read back unchanged"
 
 
 async def test_schedules_are_created_listed_and_deleted(http: httpx.AsyncClient) -> None:
@@ -73,35 +128,39 @@ async def test_schedules_are_created_listed_and_deleted(http: httpx.AsyncClient)
     assert (await http.get("/api/schedules", headers=auth(token))).json()["items"] == []
 
 
-async def test_a_due_schedule_fires_once_with_two_schedulers(scheduled: Stack,
-                                                             http: httpx.AsyncClient) -> None:
+async def test_a_due_schedule_fires_once_with_two_schedulers(
+        scheduled: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await LiveClient().connect(scheduled.url, token, transports=["websocket"])
+    client = await connected(scheduled.url, token, sockets)
+    # New Year in New York: 05:00 UTC on 1 January, not midnight.
+    schedule = (await _schedule(http, token, "0 0 1 1 *",
+                                timezone="America/New_York")).json()["schedule"]
+    database = SyncDatabase(scheduled.env["DATABASE_URL"])
     try:
-        schedule = (await _schedule(http, token, "0 0 1 1 *", timezone="UTC")).json()[
-            "schedule"]
-        database = SyncDatabase(scheduled.env["DATABASE_URL"])
-        try:
-            # Make it due now instead of waiting for New Year.
-            database.write(lambda s: s.execute(update(Schedule).where(
-                Schedule.id == schedule["id"]).values(next_run_at=utcnow())))
-            _, event = await client.wait_for(lambda n, d: n == "job:completed"
-                                             and d["job"]["type"] == "test.sleep", timeout=30)
-            _, queued = await client.wait_for(lambda n, d: n == "job:queued"
-                                              and d["job"]["id"] == event["job"]["id"])
-            assert isinstance(queued["job"]["queue_position"], int), \
-                "a worker-side job:queued carries the position too"
-            await asyncio.sleep(3)  # both schedulers polled several times since
-            owner = database.read(lambda s: s.get(Job, event["job"]["id"]).user_id)
-            fired = database.read(lambda s: s.scalar(select(func.count()).select_from(Job)
-                                                     .where(Job.user_id == owner)))
-            assert fired == 1, "one firing, one job, whatever the number of schedulers"
-            moved = database.read(lambda s: s.get(Schedule, schedule["id"]).next_run_at)
-        finally:
-            database.dispose()
-        assert (moved.year, moved.month, moved.day) == (utcnow().year + 1, 1, 1)
+        # Make it due now instead of waiting for New Year.
+        database.write(lambda s: s.execute(update(Schedule).where(
+            Schedule.id == schedule["id"]).values(next_run_at=utcnow())))
+        _, event = await client.wait_for(lambda n, d: n == "job:completed"
+                                         and d["job"]["type"] == "test.sleep", timeout=30)
+        _, queued = await client.wait_for(lambda n, d: n == "job:queued"
+                                          and d["job"]["id"] == event["job"]["id"])
+        assert isinstance(queued["job"]["queue_position"], int), \
+            "a worker-side job:queued carries the position too"
+        await asyncio.sleep(3)  # both schedulers polled several times since
+        owner = database.read(lambda s: s.get(Job, event["job"]["id"]).user_id)
+        fired = database.read(lambda s: s.scalar(select(func.count()).select_from(Job)
+                                                 .where(Job.user_id == owner)))
+        assert fired == 1, "one firing, one job, whatever the number of schedulers"
+        fired_at = utcnow()
+        moved = as_utc(database.read(
+            lambda s: s.get(Schedule, schedule["id"]).next_run_at))
     finally:
-        await client.close()
+        database.dispose()
+    new_year = datetime(fired_at.astimezone(NEW_YORK).year + 1, 1, 1, tzinfo=NEW_YORK)
+    assert moved == new_year.astimezone(UTC)
+    assert (moved.month, moved.day, moved.hour) == (1, 1, 5)
+    listed = await _listed(http, token, schedule["id"])
+    assert _when(listed["next_run_at"]) == moved, "the API reports the moved next run"
 
 
 @pytest.mark.timeout(180)
