@@ -28,13 +28,6 @@ from tests.factories import LiveClient
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def corpus_dir() -> Path | None:
-    """The shared image corpus, or None when it is not beside the project."""
-    given = os.environ.get("DARKROOM_CORPUS")
-    path = Path(given) if given else ROOT.parent / "shared" / "corpus"
-    return path if (path / "manifest.json").exists() else None
-
-
 # Fixtures that start Redis, a database or processes: a test that uses one (directly or
 # through another fixture) must be marked `integration`, so that `-m "not integration"`
 # runs the pure tests alone, quickly and with no process started.
@@ -158,10 +151,6 @@ class Stack:
     def port(self) -> int:
         return int(self.env["PORT"])
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
-        """Deprecated: wait until this stack's own web process serves /healthz."""
-        wait_until_serving(self.web, self.port, self.logs / "web.log", timeout=timeout)
-
     def restart_web(self) -> None:
         """Stop the web process and start a new one on the same port."""
         stop(self.web)
@@ -229,15 +218,6 @@ def owns_port(pid: int, port: int) -> bool:
                 if os.readlink(fd) in wanted:
                     return True
     return False
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Deprecated: wait until ``proc`` listens on ``port`` (use start_web_process)."""
-    deadline = time.monotonic() + timeout
-    while not owns_port(proc.pid, port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"nothing of {proc.pid} listening on {port}")
-        time.sleep(0.1)
 
 
 class PortTaken(Exception):
@@ -401,3 +381,17 @@ async def sockets() -> AsyncIterator[list[LiveClient]]:
     for client in clients:
         if client.sio.connected:
             await client.close()
+
+
+@pytest.fixture
+def http_stack(stack: Stack) -> Stack:
+    """The stack the ``http`` client talks to: the session's ``stack``. A module that runs
+    a stack of its own overrides this fixture to return that one."""
+    return stack
+
+
+@pytest.fixture
+async def http(http_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of ``http_stack``'s web process."""
+    async with httpx.AsyncClient(base_url=http_stack.url, timeout=30) as client:
+        yield client

@@ -6,7 +6,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -34,12 +33,6 @@ def darkroom(stack: Stack, *args: str, token: str | None = None,
 async def adarkroom(stack: Stack, *args: str, token: str | None = None,
                     timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(darkroom, stack, *args, token=token, timeout=timeout)
-
-
-@pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
-        yield client
 
 
 async def _failed_job(http: httpx.AsyncClient, token: str) -> str:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from server.app import create_app
 from server.settings import Settings
 from tests.conftest import Databases, Stack, running_stack
-from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
+from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
 
@@ -379,45 +379,41 @@ async def test_pages_and_operations_carry_nothing_of_a(bob: Attempt) -> None:
 # -- events --------------------------------------------------------------------------------
 
 
-async def test_b_socket_never_sees_a_jobs(shared: Stack, bob: Attempt) -> None:
+async def test_b_socket_never_sees_a_jobs(shared: Stack, bob: Attempt,
+                                          sockets: list[LiveClient]) -> None:
     a = bob.alice
     own = (await bob.http.post("/api/tasks", headers=auth(bob.token), json={
         "type": "test.sleep", "payload": {"seconds": 0}})).json()["job"]
     await wait_final(bob.http, bob.token, own["id"])
-    watcher, spy = LiveClient(), LiveClient()
-    try:
-        await watcher.connect(shared.url, a.token, transports=["websocket"])
-        await spy.connect(shared.url, bob.token, transports=["websocket"])
-        _, snapshot = await spy.wait_for(lambda name, _data: name == "jobs:snapshot")
-        assert [j["id"] for j in snapshot["jobs"]] == [own["id"]]
-        for job_id in _alice_jobs(bob):
-            ack = await spy.sio.call("subscribe", {"job_id": job_id}, timeout=10)
-            assert ack == {"ok": False, "error": {"code": "not_found",
-                                                  "message": "job not found"}}
-            assert await spy.sio.call("unsubscribe", {"job_id": job_id}, timeout=10) == \
-                {"ok": True}
-        refused = await spy.sio.call("subscribe", {"scope": "all"}, timeout=10)
-        assert refused["error"]["code"] == "forbidden"
+    watcher = await connected(shared.url, a.token, sockets)
+    spy = await connected(shared.url, bob.token, sockets)
+    _, snapshot = await spy.wait_for(lambda name, _data: name == "jobs:snapshot")
+    assert [j["id"] for j in snapshot["jobs"]] == [own["id"]]
+    for job_id in _alice_jobs(bob):
+        ack = await spy.sio.call("subscribe", {"job_id": job_id}, timeout=10)
+        assert ack == {"ok": False, "error": {"code": "not_found",
+                                              "message": "job not found"}}
+        assert await spy.sio.call("unsubscribe", {"job_id": job_id}, timeout=10) == \
+            {"ok": True}
+    refused = await spy.sio.call("subscribe", {"scope": "all"}, timeout=10)
+    assert refused["error"]["code"] == "forbidden"
 
-        # A's jobs run to the end while B listens; then a job of B's, so B's socket has
-        # had every chance to receive anything the relay sent it before.
-        started = [(await bob.http.post("/api/tasks", headers=auth(a.token), json={
-            "type": "test.sleep", "payload": {"seconds": 0.3, "steps": 3}})).json()["job"]
-            for _ in range(2)]
-        started.append((await upload(bob.http, a.token, jpeg_bytes(200, 150, color=(7, 7, 7)),
-                                     filename="alice-live.jpg")).json()["job"])
-        for job in started:
-            name, _ = await watcher.wait_final(job["id"])
-            assert name == "job:completed"
-        last = (await bob.http.post("/api/tasks", headers=auth(bob.token), json={
-            "type": "test.sleep", "payload": {"seconds": 0}})).json()["job"]
-        await spy.wait_final(last["id"])
+    # A's jobs run to the end while B listens; then a job of B's, so B's socket has
+    # had every chance to receive anything the relay sent it before.
+    started = [(await bob.http.post("/api/tasks", headers=auth(a.token), json={
+        "type": "test.sleep", "payload": {"seconds": 0.3, "steps": 3}})).json()["job"]
+        for _ in range(2)]
+    started.append((await upload(bob.http, a.token, jpeg_bytes(200, 150, color=(7, 7, 7)),
+                                 filename="alice-live.jpg")).json()["job"])
+    for job in started:
+        name, _ = await watcher.wait_final(job["id"])
+        assert name == "job:completed"
+    last = (await bob.http.post("/api/tasks", headers=auth(bob.token), json={
+        "type": "test.sleep", "payload": {"seconds": 0}})).json()["job"]
+    await spy.wait_final(last["id"])
 
-        heard = json.dumps(spy.events)
-        for secret in a.secrets | {job["id"] for job in started} | {"alice-live"}:
-            assert secret not in heard, secret
-        assert all(data["job"]["id"] in (own["id"], last["id"])
-                   for name, data in spy.events if name.startswith("job:"))
-    finally:
-        await watcher.close()
-        await spy.close()
+    heard = json.dumps(spy.events)
+    for secret in a.secrets | {job["id"] for job in started} | {"alice-live"}:
+        assert secret not in heard, secret
+    assert all(data["job"]["id"] in (own["id"], last["id"])
+               for name, data in spy.events if name.startswith("job:"))

@@ -12,28 +12,40 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.embedded_redis import free_port
-from tests.conftest import ROOT, descendants
+from tests.conftest import ROOT, descendants, start_serving
 
 pytestmark = pytest.mark.integration
 
 
-def _launch(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def _launch(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen[bytes], str, int]:
+    """The launcher on a free port, once its own web process serves there: (the launcher,
+    its URL, where its output starts in launcher.log). If another process takes the port
+    before the launcher's web process binds it, the launcher is started again on another."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("REDIS_URL", "DATABASE_URL") and not k.startswith("TEST_")}
-    env.update({"DATA_DIR": str(tmp_path / "var"), "PORT": str(port), "LOG_LEVEL": "warning",
+    env.update({"DATA_DIR": str(tmp_path / "var"), "LOG_LEVEL": "warning",
                 "PYTHONUNBUFFERED": "1", **extra})
-    with (tmp_path / "launcher.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "server.launcher"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, f"http://127.0.0.1:{port}"
+    log = tmp_path / "launcher.log"
+
+    starts: list[int] = []
+
+    def launch(port: int) -> subprocess.Popen[bytes]:
+        starts.append(log.stat().st_size if log.exists() else 0)
+        with log.open("ab") as fh:
+            return subprocess.Popen([sys.executable, "-m", "server.launcher"], cwd=ROOT,
+                                    env={**env, "PORT": str(port)}, stdout=fh,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+
+    # A web process that cannot bind its port exits, and honcho and the launcher with it.
+    proc, port = start_serving(launch, log, timeout=60)
+    return proc, f"http://127.0.0.1:{port}", starts[-1]
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> list[str]:
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, since: int) -> list[str]:
+    """The launcher's output lines (from byte ``since``) once it has printed its URL."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        lines = log.read_text(errors="replace").splitlines()
+        lines = log.read_bytes()[since:].decode(errors="replace").splitlines()
         if any(f"Darkroom is ready at {url}" in line for line in lines):
             return lines
         time.sleep(0.2)
@@ -62,9 +74,9 @@ def _state(pid: int) -> str:
 
 
 def test_launcher_runs_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
-    proc, url = _launch(tmp_path)
+    proc, url, since = _launch(tmp_path)
     try:
-        lines = _wait_ready(proc, url, tmp_path / "launcher.log")
+        lines = _wait_ready(proc, url, tmp_path / "launcher.log", since)
         assert any("started a private Redis at unix://" in line for line in lines)
         assert (tmp_path / "var" / "darkroom.db").exists()
         token = httpx.post(f"{url}/api/session").json()["token"]
@@ -87,9 +99,9 @@ def test_launcher_runs_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> Non
 
 
 def test_launcher_uses_the_given_redis_and_starts_none(tmp_path: Path, redis_url: str) -> None:
-    proc, url = _launch(tmp_path, REDIS_URL=redis_url, REDIS_PREFIX="launchertest")
+    proc, url, since = _launch(tmp_path, REDIS_URL=redis_url, REDIS_PREFIX="launchertest")
     try:
-        lines = _wait_ready(proc, url, tmp_path / "launcher.log")
+        lines = _wait_ready(proc, url, tmp_path / "launcher.log", since)
         assert not any("private Redis" in line for line in lines)
         assert not (tmp_path / "var" / "redis").exists()
         assert httpx.get(f"{url}/healthz").json()["redis"] == "ok"

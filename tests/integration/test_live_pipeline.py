@@ -12,25 +12,17 @@ import pytest
 import socketio
 from PIL import Image
 
-from server.embedded_redis import free_port
 from tests.conftest import (
     Databases,
     Stack,
-    _wait_for_port,
     running_stack,
     stack_env,
-    start_web,
+    start_web_process,
     stop,
 )
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
-        yield client
 
 
 def _open(data: bytes) -> Image.Image:
@@ -138,9 +130,7 @@ async def test_reconnect_gets_snapshot_with_the_final_state(
     job = await wait_final(http, token, body["job"]["id"])
     assert job["state"] == "completed"
 
-    client = await LiveClient().connect(stack.url, token, transports=["websocket"])
-    sockets.append(client)
-    await client.wait_for(lambda name, _: name == "jobs:snapshot")
+    client = await connected(stack.url, token, sockets)
     first_name, snapshot = client.events[0]
     assert first_name == "jobs:snapshot"
     by_id = {j["id"]: j for j in snapshot["jobs"]}
@@ -286,14 +276,12 @@ async def test_web_client_is_served(http: httpx.AsyncClient) -> None:
 @pytest.fixture(scope="module")
 def small_limits(redis_url: str, databases: Databases,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
     data_dir = tmp_path_factory.mktemp("small")
-    env = stack_env(redis_url, databases.new(), data_dir, port, MAX_UPLOAD_MB="1",
+    env = stack_env(redis_url, databases.new(), data_dir, 0, MAX_UPLOAD_MB="1",
                     MAX_IMAGE_PIXELS="1000000", RATE_LIMIT_UPLOADS_PER_MIN="3")
-    web = start_web(env, data_dir / "web.log")
+    web, url = start_web_process(env, data_dir / "web.log")
     try:
-        _wait_for_port(port, web)
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         stop(web)
 
@@ -506,14 +494,15 @@ async def test_metrics_in_prometheus_text_format(http: httpx.AsyncClient) -> Non
 
 
 async def test_quick_stages_are_folded_into_the_next_report_with_their_outputs(
-        redis_url: str, databases: Databases, tmp_path: Path) -> None:
+        redis_url: str, databases: Databases, tmp_path: Path,
+        sockets: list[LiveClient]) -> None:
     with running_stack(redis_url, databases.new(), tmp_path,
                        PROGRESS_INTERVAL_MS="60000") as folded:
         async with httpx.AsyncClient(base_url=folded.url, timeout=30) as http:
             token = await new_token(http)
-            client = await LiveClient().connect(folded.url, token, transports=["websocket"])
+            # Closed before its stack stops (not left reconnecting to a stopped process).
+            client = await connected(folded.url, token, sockets)
             try:
-                await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
                 body = (await upload(http, token, jpeg_bytes(640, 480))).json()
                 job_id = body["job"]["id"]
                 name, final = await client.wait_final(job_id)
@@ -538,9 +527,8 @@ async def test_quick_stages_are_folded_into_the_next_report_with_their_outputs(
             # starts, however soon after job:active.
             big = io.BytesIO()
             Image.linear_gradient("L").resize((2400, 2000)).convert("RGB").save(big, "PNG")
-            client = await LiveClient().connect(folded.url, token, transports=["websocket"])
+            client = await connected(folded.url, token, sockets)
             try:
-                await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
                 png = (await upload(http, token, big.getvalue(), filename="big.png",
                                     content_type="image/png")).json()["job"]["id"]
                 name, _ = await client.wait_final(png)

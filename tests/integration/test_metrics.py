@@ -6,26 +6,19 @@ import asyncio
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.embedded_redis import free_port
-from tests.conftest import Stack, _wait_for_port, start_web, stop
+from tests.conftest import Stack, start_web_process, stop
 from tests.factories import LiveClient, connected, jpeg_bytes, new_token, upload
 
 pytestmark = pytest.mark.integration
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 IMAGE_STAGES = ("decoding", "thumbnail", "preview", "metadata")
-
-
-@pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
-        yield client
 
 
 async def _scrape(http: httpx.AsyncClient) -> Samples:
@@ -110,11 +103,10 @@ async def test_uploads_stages_relay_sockets_and_queues_show_in_metrics(
     assert ("darkroom_dead_letters", ()) in after
 
 
-async def test_a_socket_that_leaves_leaves_the_count(stack: Stack,
-                                                     http: httpx.AsyncClient) -> None:
+async def test_a_socket_that_leaves_leaves_the_count(stack: Stack, http: httpx.AsyncClient,
+                                                     sockets: list[LiveClient]) -> None:
     token = await new_token(http)
-    client = await LiveClient().connect(stack.url, token, transports=["websocket"])
-    await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+    client = await connected(stack.url, token, sockets)
     with_it = _value(await _scrape(http), "darkroom_socket_connections")
     assert with_it >= 1
     await client.close()
@@ -138,19 +130,14 @@ async def _scrape_until(http: httpx.AsyncClient, done: Callable[[Samples], bool]
 
 
 async def test_any_web_process_reports_the_whole_deployment(
-        stack: Stack, http: httpx.AsyncClient) -> None:
-    port = free_port()
-    other = start_web({**stack.env, "PORT": str(port)}, stack.logs / "web-b.log")
-    client: LiveClient | None = None
+        stack: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
+    other, other_url = start_web_process(stack.env, stack.logs / "web-b.log")
     try:
-        _wait_for_port(port, other)
         other_name = f"{socket.gethostname()}:{other.pid}"
-        other_url = f"http://127.0.0.1:{port}"
         before = await _scrape(http)
         async with httpx.AsyncClient(base_url=other_url, timeout=30) as http_b:
             token = await new_token(http_b)
-            client = await LiveClient().connect(other_url, token, transports=["websocket"])
-            await client.wait_for(lambda name, _: name == "jobs:snapshot", timeout=10)
+            client = await connected(other_url, token, sockets)
             response = await upload(http_b, token, jpeg_bytes(50, 40, color=(3, 141, 59)))
             assert response.status_code == 202, response.text
 
@@ -167,7 +154,6 @@ async def test_any_web_process_reports_the_whole_deployment(
         # Killed without a word: it leaves the report once it has gone quiet. (The socket
         # closes first, so that no client is left reconnecting to a dead process.)
         await client.close()
-        client = None
         other.send_signal(signal.SIGKILL)
         other.wait()
 
@@ -179,5 +165,3 @@ async def test_any_web_process_reports_the_whole_deployment(
         assert b_gone(await _scrape_until(http, b_gone))
     finally:
         stop(other)
-        if client is not None:
-            await client.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import Databases, Stack, running_stack
-from tests.factories import LiveClient, auth, new_token
+from tests.factories import LiveClient, auth, connected, new_token
 
 pytestmark = pytest.mark.integration
 
@@ -25,18 +25,15 @@ def single(redis_url: str, databases: Databases,
 
 
 @pytest.fixture
-async def http(single: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=single.url, timeout=30) as client:
-        yield client
+def http_stack(single: Stack) -> Stack:
+    return single
 
 
 @pytest.fixture
-async def live(single: Stack, http: httpx.AsyncClient) -> AsyncIterator[tuple[str, LiveClient]]:
+async def live(single: Stack, http: httpx.AsyncClient,
+               sockets: list[LiveClient]) -> tuple[str, LiveClient]:
     token = await new_token(http)
-    client = await LiveClient().connect(single.url, token, transports=["websocket"])
-    await client.wait_for(lambda name, _: name == "jobs:snapshot")
-    yield token, client
-    await client.close()
+    return token, await connected(single.url, token, sockets)
 
 
 async def _sleep(http: httpx.AsyncClient, token: str, seconds: float,
@@ -94,19 +91,17 @@ async def test_high_priority_overtakes_a_backlog_of_low_ones(
 
 
 async def test_snapshot_carries_queue_positions(single: Stack, http: httpx.AsyncClient,
-                                                live: tuple[str, LiveClient]) -> None:
+                                                live: tuple[str, LiveClient],
+                                                sockets: list[LiveClient]) -> None:
     token, client = live
     busy = await _sleep(http, token, 2)
     await client.wait_for(lambda n, d: n == "job:active" and d["job"]["id"] == busy["id"])
     waiting = await _sleep(http, token, 0.1)
-    second = await LiveClient().connect(single.url, token, transports=["websocket"])
-    try:
-        _, snapshot = await second.wait_for(lambda name, _: name == "jobs:snapshot")
-        by_id = {job["id"]: job for job in snapshot["jobs"]}
-        assert by_id[waiting["id"]]["queue_position"] == 0
-        assert by_id[busy["id"]]["queue_position"] is None
-    finally:
-        await second.close()
+    second = await connected(single.url, token, sockets)
+    _, snapshot = await second.wait_for(lambda name, _: name == "jobs:snapshot")
+    by_id = {job["id"]: job for job in snapshot["jobs"]}
+    assert by_id[waiting["id"]]["queue_position"] == 0
+    assert by_id[busy["id"]]["queue_position"] is None
     await asyncio.wait_for(client.wait_final(waiting["id"]), timeout=30)
 
 
@@ -166,21 +161,19 @@ async def test_admin_sees_queue_counts_and_pauses_and_resumes(
 
 
 async def test_job_lists_timelines_and_live_queue_stats_for_admins(
-        single: Stack, http: httpx.AsyncClient, live: tuple[str, LiveClient]) -> None:
+        single: Stack, http: httpx.AsyncClient, live: tuple[str, LiveClient],
+        sockets: list[LiveClient]) -> None:
     token, client = live
     admin_token = single.env["ADMIN_TOKEN"]
-    admin = await LiveClient().connect(single.url, admin_token, transports=["websocket"])
-    try:
-        assert (await admin.sio.call("subscribe", {"scope": "all"}, timeout=10))["ok"]
-        job = await _sleep(http, token, 0.2)
-        await client.wait_final(job["id"], timeout=30)
-        _, stats = await admin.wait_for(
-            lambda n, d: n == "queues:stats" and any(
-                q["name"] == "default" and q["counts"]["completed"] >= 1 for q in d["queues"]),
-            timeout=15)
-        assert stats["workers"] >= 1 and stats["at"]
-    finally:
-        await admin.close()
+    admin = await connected(single.url, admin_token, sockets)
+    assert (await admin.sio.call("subscribe", {"scope": "all"}, timeout=10))["ok"]
+    job = await _sleep(http, token, 0.2)
+    await client.wait_final(job["id"], timeout=30)
+    _, stats = await admin.wait_for(
+        lambda n, d: n == "queues:stats" and any(
+            q["name"] == "default" and q["counts"]["completed"] >= 1 for q in d["queues"]),
+        timeout=15)
+    assert stats["workers"] >= 1 and stats["at"]
 
     mine = (await http.get("/api/jobs?state=completed&type=test.sleep",
                            headers=auth(token))).json()["items"]

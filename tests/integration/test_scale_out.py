@@ -13,12 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.embedded_redis import free_port
 from tests.conftest import (
     Databases,
     Stack,
     running_stack,
-    start_web,
+    start_web_process,
     stop,
 )
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload
@@ -37,15 +36,10 @@ class TwoWebs:
 @contextlib.contextmanager
 def _second_web(stack: Stack, log: Path, data_dir: Path) -> Iterator[str]:
     """Another web process as on another host: its own DATA_DIR, the shared STORAGE_DIR."""
-    port = free_port()
-    env = {**stack.env, "PORT": str(port), "DATA_DIR": str(data_dir),
-           "STORAGE_DIR": str(stack.data_dir / "files")}
-    web = start_web(env, log)
+    env = {**stack.env, "DATA_DIR": str(data_dir), "STORAGE_DIR": str(stack.data_dir / "files")}
+    web, url = start_web_process(env, log)
     try:
-        second = Stack(f"http://127.0.0.1:{port}", env, stack.data_dir, stack.logs, web,
-                       stack.worker)
-        second.wait_healthy()
-        yield second.url
+        yield url
     finally:
         stop(web)
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import socketio
 
-from server.embedded_redis import free_port
-from tests.conftest import Databases, Stack, _wait_for_port, running_stack, start_web, stop
+from server.headers import content_security_policy
+from tests.conftest import Databases, Stack, running_stack, start_web_process, stop
 from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
@@ -37,24 +37,16 @@ def guarded(redis_url: str, databases: Databases,
 @pytest.fixture(scope="module")
 def second_web(guarded: Stack) -> Iterator[str]:
     """Another web process of the same deployment (same Redis, database, prefix)."""
-    env = {**guarded.env, "PORT": str(free_port())}
-    web = start_web(env, guarded.logs / "web2.log")
+    web, url = start_web_process(guarded.env, guarded.logs / "web2.log")
     try:
-        _wait_for_port(int(env["PORT"]), web)
-        url = f"http://127.0.0.1:{env['PORT']}"
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{url}/healthz", timeout=5).status_code != 200:
-            assert time.monotonic() < deadline, "second web process never became healthy"
-            time.sleep(0.1)
         yield url
     finally:
         stop(web)
 
 
 @pytest.fixture
-async def http(guarded: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=guarded.url, timeout=30) as client:
-        yield client
+def http_stack(guarded: Stack) -> Stack:
+    return guarded
 
 
 @pytest.fixture
@@ -94,21 +86,30 @@ async def _refusal(url: str, token: str, **kwargs: Any) -> str | None:
 
 
 async def test_pages_get_the_page_policy_and_everything_gets_nosniff(
-        http: httpx.AsyncClient) -> None:
-    for path in ("/", "/admin"):
+        guarded: Stack, http: httpx.AsyncClient) -> None:
+    for path in ("/", "/admin", "/docs"):
         page = await http.get(path)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         policy = page.headers["content-security-policy"]
+        # One policy for every page.
+        assert policy == content_security_policy(guarded.env.get("PUBLIC_URL", "")), path
         assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
         assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
-        assert page.headers["x-frame-options"] == "DENY"
-        assert page.headers["referrer-policy"] == "no-referrer"
-        assert page.headers["x-content-type-options"] == "nosniff"
-    for path in ("/static/app.js", "/static/style.css", "/healthz", "/metrics", "/api/images",
-                 "/api/no-such-thing", "/no-such-page"):
-        response = await http.get(path)
+        assert page.headers["x-frame-options"] == "DENY", path
+        assert page.headers["referrer-policy"] == "no-referrer", path
+        assert page.headers["x-content-type-options"] == "nosniff", path
+    # Nothing else gets a policy. No exemption for the list of images, refused or given:
+    # it is JSON like any other API answer (only the image files have one, see below).
+    answers = {path: await http.get(path) for path in (
+        "/static/app.js", "/static/style.css", "/static/docs.js", "/healthz", "/metrics",
+        "/openapi.json", "/api/images", "/api/no-such-thing", "/no-such-page")}
+    answers["/api/images, signed in"] = await http.get("/api/images",
+                                                       headers=auth(await new_token(http)))
+    assert answers["/api/images"].status_code == 401
+    assert answers["/api/images, signed in"].status_code == 200
+    for path, response in answers.items():
         assert response.headers["x-content-type-options"] == "nosniff", path
-        assert "content-security-policy" not in response.headers or path == "/api/images", path
+        assert "content-security-policy" not in response.headers, path
     assert (await http.get("/no-such-page")).headers["content-type"] == "application/json"
 
 
@@ -127,11 +128,16 @@ async def test_the_original_is_a_download_and_renditions_show_inline(
         assert unquote(disposition.split("filename*=UTF-8''", 1)[1]) == name
         assert original.headers["x-content-type-options"] == "nosniff"
         assert original.headers["content-type"] == "image/jpeg"
+        # The one non-page response with a policy, and the strictest one: should a browser
+        # ever render an uploaded file as a document (an SVG or HTML behind an image name,
+        # opened directly), it could load and run nothing.
+        assert original.headers["content-security-policy"] == "default-src 'none'"
     for kind in ("thumbnail", "preview"):
         shown = await http.get(image[f"{kind}_url"])
         assert shown.status_code == 200 and shown.headers["content-type"] == "image/webp"
         assert "attachment" not in shown.headers.get("content-disposition", "")
         assert shown.headers["x-content-type-options"] == "nosniff"
+        assert shown.headers["content-security-policy"] == "default-src 'none'"
 
 
 # -- CORS ----------------------------------------------------------------------------------

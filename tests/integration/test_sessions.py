@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+import sqlite3
+from collections.abc import Iterator
 
 import httpx
 import pytest
 import socketio
 import websockets
+from sqlalchemy.engine import make_url
 
 from server import store
 from server.auth import hash_token, mint_token
 from server.db import SyncDatabase
-from server.embedded_redis import free_port
-from tests.conftest import Databases, Stack, _wait_for_port, running_stack, start_web, stop
-from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload
+from tests.conftest import Databases, Stack, running_stack, start_web_process, stop
+from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
-        yield client
 
 
 def _second_token(stack: Stack, user_id: str) -> str:
@@ -81,14 +77,54 @@ async def test_admin_token_from_the_environment_cannot_be_revoked_by_a_call(
     assert (await http.get("/api/dlq", headers=auth(admin))).status_code == 200
 
 
+def _database_dump(database_url: str) -> str:
+    """Every row of every table as text, read with the database's own driver, not the ORM.
+
+    SQLite: ``iterdump``, the SQL dump of the whole file. PostgreSQL: each row of every
+    table of every schema but the system ones, as ``row::text`` (every column, whatever its
+    type: JSON, arrays and bytea included, the last as hex).
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        assert url.database
+        with contextlib.closing(sqlite3.connect(url.database)) as conn:
+            return "\n".join(conn.iterdump())
+    import psycopg
+    from psycopg import sql
+
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    lines: list[str] = []
+    with psycopg.connect(dsn) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_type = 'BASE TABLE'"
+            " AND table_schema NOT IN ('pg_catalog', 'information_schema')").fetchall()
+        for schema, table in tables:
+            query = sql.SQL("SELECT t::text FROM {}.{} AS t").format(sql.Identifier(schema),
+                                                                    sql.Identifier(table))
+            lines.extend(f"{schema}.{table}: {row}" for (row,) in conn.execute(query))
+    return "\n".join(lines)
+
+
 async def test_tokens_are_stored_only_as_hashes(stack: Stack, http: httpx.AsyncClient) -> None:
-    token = await new_token(http)
-    db = SyncDatabase(stack.env["DATABASE_URL"])
-    try:
-        found = db.read(store.user_by_token_hash, token_hash=hash_token(token))
-    finally:
-        db.dispose()
-    assert found is not None and found[1].token_hash == hash_token(token) != token
+    """No plaintext token anywhere in the database, after it has been used for real work."""
+    session = (await http.post("/api/session")).json()
+    token, user_id = session["token"], session["user_id"]
+    job = (await upload(http, token, jpeg_bytes(300, 200, color=(9, 8, 7)))).json()["job"]
+    assert (await wait_final(http, token, job["id"]))["state"] == "completed"
+    assert (await http.get("/api/images", headers=auth(token))).status_code == 200
+    timeline = await http.get(f"/api/jobs/{job['id']}/timeline", headers=auth(token))
+    assert timeline.status_code == 200
+    admin = stack.env["ADMIN_TOKEN"]
+    assert (await http.get(f"/api/jobs/{job['id']}/timeline",
+                           headers=auth(admin))).status_code == 200  # an admin looks too
+
+    dump = _database_dump(stack.env["DATABASE_URL"])
+    # The dump holds this user's rows: its token's hash, its job.
+    assert hash_token(token) in dump and user_id in dump and job["id"] in dump
+    for secret in (token, admin):
+        assert secret not in dump
+        assert secret.encode().hex() not in dump.lower()  # nor as bytes
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +135,9 @@ def pair(redis_url: str, databases: Databases,
     base = tmp_path_factory.mktemp("sessions")
     with running_stack(redis_url, databases.new(), base, SOCKET_REFRESH_S="1",
                        MAX_SOCKETS_PER_USER="2") as stack:
-        port = free_port()
-        other = start_web({**stack.env, "PORT": str(port)}, stack.logs / "web-b.log")
+        other, url = start_web_process(stack.env, stack.logs / "web-b.log")
         try:
-            _wait_for_port(port, other)
-            yield stack, f"http://127.0.0.1:{port}"
+            yield stack, url
         finally:
             stop(other)
 

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +18,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from server.embedded_redis import free_port
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import auth, jpeg_bytes, new_token, upload, wait_final
 
@@ -45,6 +44,20 @@ class Mailbox:
         return "250 Message accepted"
 
 
+class BoundController(Controller):
+    """aiosmtpd's Controller on a port the system gives it (port 0): the port is read back
+    from the bound socket, so no other process can take it between choosing and binding."""
+
+    def __init__(self, handler: Any) -> None:
+        super().__init__(handler, hostname="127.0.0.1", port=0)
+
+    def _trigger_server(self) -> None:
+        # Called by start() once the server is bound, before it first connects to it.
+        assert self.server is not None
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
+
+
 @dataclass
 class Receiver:
     """A local HTTP server that records POSTs; ``script`` lists statuses to answer in turn."""
@@ -65,19 +78,16 @@ class Receiver:
 @pytest.fixture(scope="module")
 def mailbox(databases: Databases) -> Iterator[tuple[Mailbox, int]]:
     box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller = BoundController(box)
     controller.start()
     try:
-        yield box, port
+        yield box, controller.port
     finally:
         controller.stop()
 
 
 @pytest.fixture(scope="module")
 def receiver(databases: Databases) -> Iterator[Receiver]:
-    state = Receiver(port=free_port())
-
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -91,7 +101,8 @@ def receiver(databases: Databases) -> Iterator[Receiver]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", state.port), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state = Receiver(port=server.socket.getsockname()[1])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -114,9 +125,8 @@ def tasks_stack(redis_url: str, databases: Databases, mailbox: tuple[Mailbox, in
 
 
 @pytest.fixture
-async def http(tasks_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=tasks_stack.url, timeout=30) as client:
-        yield client
+def http_stack(tasks_stack: Stack) -> Stack:
+    return tasks_stack
 
 
 async def _submit(http: httpx.AsyncClient, token: str, task_type: str,

@@ -1,4 +1,10 @@
-"""/docs in headless Chromium: the vendored Swagger UI shows every operation and calls the API."""
+"""/docs in headless Chromium, under the Content-Security-Policy the server really sends.
+
+The policy is read from the response to the page's own request, never set by the test, and
+the browser enforces it: the vendored Swagger UI shows every operation and calls the API
+with no CSP violation (``securitypolicyviolation`` events, console errors) and no error.
+A control at the end shows violations would be seen: an inline script is refused.
+"""
 
 from __future__ import annotations
 
@@ -9,33 +15,44 @@ import httpx
 import pytest
 
 from server import openapi
+from server.headers import content_security_policy
 from tests.conftest import Stack
-from tests.web.conftest import screenshot_path
+from tests.web.conftest import csp_violations, screenshot_path, wait_for_js, watch_csp
 
 pytestmark = pytest.mark.integration
-
-# The policy the pages are meant to get: the app's own scripts only, nothing inline.
-CSP = "script-src 'self'; object-src 'none'; base-uri 'none'"
 
 
 @pytest.fixture
 async def docs(browser: Any, stack: Stack) -> AsyncIterator[Any]:
     context = await browser.new_context(viewport={"width": 1200, "height": 1000})
+    await watch_csp(context)
     page = await context.new_page()
     problems: list[str] = []
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
 
-    async def with_csp(route: Any) -> None:
-        answer = await route.fetch()
-        await route.fulfill(response=answer,
-                            headers={**answer.headers, "content-security-policy": CSP})
-
-    await page.route(f"{stack.url}/docs", with_csp)
-    await page.goto(f"{stack.url}/docs")
+    response = await page.goto(f"{stack.url}/docs")
+    assert response is not None and response.status == 200
+    # What the browser enforces is what the server sent: the page policy, nothing looser.
+    policy = (await response.all_headers())["content-security-policy"]
+    assert policy == content_security_policy(stack.env.get("PUBLIC_URL", ""))
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
     yield page
-    await context.close()
-    assert problems == [], f"console errors (a CSP violation shows here too): {problems}"
+    try:
+        assert await csp_violations(page) == []
+        assert problems == [], f"console errors (a CSP violation shows here too): {problems}"
+        # Control: the policy is enforced and its violations are seen.
+        await page.evaluate("""() => {
+            const script = document.createElement('script');
+            script.textContent = 'window.__inlineRan = true';
+            document.body.append(script);
+        }""")
+        await wait_for_js(page, "window.__cspViolations.length > 0", timeout=5_000)
+        assert await page.evaluate("window.__inlineRan === undefined")
+        assert await csp_violations(page) == ["script-src-elem blocked inline"]
+    finally:
+        await context.close()
 
 
 async def test_docs_lists_every_operation(docs: Any) -> None:

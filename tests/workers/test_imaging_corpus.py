@@ -1,15 +1,28 @@
 """The image pipeline against the shared corpus of real files, each with its expected outcome.
 
-Runs every manifest entry the way the service does: sniff the first bytes and probe the header
-at upload ("reject" on failure), then decode, render and read metadata in the worker ("failed"
-on an ImageError, "ready" otherwise). Any other exception escaping is a bug.
+Every manifest entry goes through the service's own code, in this process:
+
+- upload: the web route's header check (``server.routes.images._probe``: empty file, sniffed
+  type, header, pixel cap) refuses it ("reject"), with the deployment's limits;
+- worker: the job is stored as an upload stores it, its attempt begins as JobLifecycle
+  begins it, and ``workers.actors.run_job`` runs the registered ``image.process`` type, whose
+  ``run`` is ``workers.task_types.image.process_image``, the very function the worker's actor
+  runs. An ImageError there, turned into a PermanentFailure (no retry), is "failed"; a
+  clean return with both renditions and the metadata stored is "ready".
+
+Any other exception escaping is a bug. The limits come from ``Settings.from_env``, so a
+change of the service's default pixel cap or WebP effort is what is tested here too. The
+corpus lives beside the project (see tests/corpus.py); missing, this module is skipped, or
+fails the run under CI.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import json
-import os
+import secrets
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,23 +31,31 @@ from typing import Any
 import pytest
 from PIL import EpsImagePlugin, Image
 
-from workers import imaging
+from server import store
+from server.errors import ApiError
+from server.jobs import queue_for
+from server.models import new_id
+from server.routes.images import _probe
+from server.settings import Settings
+from server.uploads import ReceivedFile
+from tests.corpus import corpus_entries, find_corpus, missing_reason
+from workers import imaging, tasks
+from workers.actors import run_job
+from workers.broker import build_broker
+from workers.context import WorkerContext
+from workers.faults import PermanentFailure
+from workers.task_types.image import IMAGE_QUEUE, IMAGE_TASK, process_image
 
 # Pillow reports corrupt metadata ("Corrupt EXIF data", "Tag data larger than file") as a
 # UserWarning and carries on; in the service such a warning is only logged, so it must not
-# turn into an error here either.
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")
+# turn into an error here either. Integration: the worker's code writes to a real database
+# and publishes on a real Redis.
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")]
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = Path(os.environ.get("DARKROOM_CORPUS") or REPO.parent / "shared" / "corpus")
-MANIFEST = CORPUS / "manifest.json"
-# The service's upload limit; the largest good file in the corpus is 24 MP.
-MAX_PIXELS = 50_000_000
-
-if not MANIFEST.is_file():
-    pytest.skip(f"no image corpus at {CORPUS}", allow_module_level=True)
-
-ENTRIES: list[dict[str, Any]] = json.loads(MANIFEST.read_text(encoding="utf-8"))["entries"]
+CORPUS = find_corpus()
+if CORPUS is None:
+    pytest.skip(missing_reason(), allow_module_level=True)
+ENTRIES = corpus_entries(CORPUS)
 
 
 def entry_id(entry: dict[str, Any]) -> str:
@@ -43,32 +64,88 @@ def entry_id(entry: dict[str, Any]) -> str:
 
 
 @dataclass
+class Worker:
+    """A worker's context as ``workers.main`` builds it (own SQLite, the test Redis)."""
+
+    settings: Settings
+    ctx: WorkerContext
+    task: tasks.TaskType
+
+
+@pytest.fixture(scope="module")
+def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    prefix = f"corpus{secrets.token_hex(4)}"
+    # Only where things are: every limit is the service's default, read by Settings itself.
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path_factory.mktemp("corpus-worker")),
+                                  "REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
+    broker = build_broker(settings, maintenance=False)
+    ctx = WorkerContext.from_settings(settings, broker)
+    ctx.db.migrate()
+    ctx.storage.ensure_dirs()
+    task = tasks.load(include_test_tasks=False)[IMAGE_TASK]
+    # What the image actor runs (declare_actors: actor → run_job → task.run).
+    assert task.run is process_image
+    try:
+        yield Worker(settings, ctx, task)
+    finally:
+        ctx.db.dispose()
+        for key in ctx.redis.scan_iter(f"{prefix}*"):
+            ctx.redis.delete(key)
+        ctx.redis.close()
+        broker.close()
+
+
+@dataclass
 class Outcome:
     status: str  # "reject", "failed" or "ready"
-    renditions: imaging.Renditions | None = None
-    error: imaging.ImageError | None = None
+    error: Exception | None = None
+    image: Any = None  # the stored image row of a "ready" one
+    thumbnail: bytes | None = None
+    preview: bytes | None = None
 
 
-def run_pipeline(path: Path) -> Outcome:
-    """Upload checks, then the worker's steps, as the service runs them."""
-    with path.open("rb") as fp:
-        head = fp.read(imaging.SNIFF_BYTES)
-    if imaging.sniff(head) is None:
-        return Outcome("reject")
+async def run_pipeline(worker: Worker, entry: dict[str, Any]) -> Outcome:
+    """The upload's checks, then one worker attempt, both through the service's own code."""
+    assert CORPUS is not None
+    settings, ctx = worker.settings, worker.ctx
+    source = CORPUS / entry["file"]
+    data = source.read_bytes()
+    if len(data) > settings.max_upload_bytes:  # the upload stream's cap (server.uploads)
+        return Outcome("reject", ApiError(413, "too_large", "over MAX_UPLOAD_MB"))
+    temp = ctx.storage.new_temp()
+    shutil.copyfile(source, temp)
+    upload = ReceivedFile(field="file", filename=Path(entry["file"]).name,
+                          declared_type=entry["upload_content_type"], path=temp,
+                          size=len(data), sha256=hashlib.sha256(data).hexdigest())
     try:
-        imaging.probe(path, max_pixels=MAX_PIXELS)
-    except imaging.ImageError as exc:
-        return Outcome("reject", error=exc)
+        probe = await _probe(upload, settings.max_image_pixels)
+    except ApiError as exc:
+        temp.unlink()
+        return Outcome("reject", exc)
+
+    image_id = new_id()
+    ctx.storage.adopt_original(temp, image_id)
+    view, duplicate = ctx.db.write(
+        store.create_upload, image_id=image_id, user_id=new_id(), filename=upload.filename,
+        content_type=probe.mime, size_bytes=upload.size, sha256=upload.sha256,
+        fmt=probe.format, width=probe.width, height=probe.height, task_type=IMAGE_TASK,
+        queue=queue_for(IMAGE_QUEUE, "normal"), max_attempts=settings.retry_max_attempts)
+    assert not duplicate  # a new user each time
+    # JobLifecycle.before_process_message, then the actor's body.
+    assert ctx.reporter.begin_attempt(view.job.id, str(view.job.message_id)) is not None
     try:
-        picture = imaging.decode(path, max_pixels=MAX_PIXELS)
-        renditions = imaging.Renditions(
-            thumbnail=imaging.make_thumbnail(picture),
-            preview=imaging.make_preview(picture),
-            metadata=imaging.read_metadata(path, max_pixels=MAX_PIXELS),
-        )
-    except imaging.ImageError as exc:
-        return Outcome("failed", error=exc)
-    return Outcome("ready", renditions=renditions)
+        run_job(ctx, worker.task, view.job.id)
+    except PermanentFailure as exc:
+        if not isinstance(exc.__cause__, imaging.ImageError):
+            raise  # a bug, not a bad file
+        for kind in ("thumbnail", "preview"):
+            assert not ctx.storage.rendition(image_id, kind).exists(), "partial output kept"
+        return Outcome("failed", exc.__cause__)
+    image = ctx.db.read(store.get_image, image_id=image_id, user_id=None)
+    assert image is not None and image.has_thumbnail and image.has_preview
+    return Outcome("ready", image=image,
+                   thumbnail=ctx.storage.rendition(image_id, "thumbnail").read_bytes(),
+                   preview=ctx.storage.rendition(image_id, "preview").read_bytes())
 
 
 @pytest.fixture(autouse=True)
@@ -86,46 +163,46 @@ def iso(exif_datetime: str) -> str:
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=entry_id)
-def test_corpus_entry(entry: dict[str, Any]) -> None:
-    outcome = run_pipeline(CORPUS / entry["file"])
+async def test_corpus_entry(entry: dict[str, Any], worker: Worker) -> None:
+    outcome = await run_pipeline(worker, entry)
     assert outcome.status in entry["acceptable"], (outcome.status, outcome.error, entry["why"])
 
     if outcome.error is not None:
         message = str(outcome.error)
         assert message
-        assert str(CORPUS) not in message
+        for place in (CORPUS, worker.settings.data_dir, worker.settings.storage_dir):
+            assert str(place) not in message
         assert "Traceback" not in message
+    if isinstance(outcome.error, ApiError):
+        assert outcome.error.status in (400, 413, 415, 422)
     if outcome.status != "ready":
         return
 
-    renditions = outcome.renditions
-    assert renditions is not None
-    with Image.open(io.BytesIO(renditions.thumbnail)) as thumbnail:
+    with Image.open(io.BytesIO(outcome.thumbnail or b"")) as thumbnail:
         assert thumbnail.format == "WEBP"
         assert thumbnail.size == (200, 200)
         assert "exif" not in thumbnail.info
-    with Image.open(io.BytesIO(renditions.preview)) as preview:
+    with Image.open(io.BytesIO(outcome.preview or b"")) as preview:
         assert preview.format == "WEBP"
         expected_w, expected_h = entry["preview_size"]
         assert abs(preview.width - expected_w) <= 1, preview.size
         assert abs(preview.height - expected_h) <= 1, preview.size
         assert "exif" not in preview.info
 
-    metadata = renditions.metadata
+    image = outcome.image
+    metadata = image.meta
     # The manifest's format is Pillow's name, so a multi-picture JPEG is "MPO".
-    assert (metadata.width, metadata.height, metadata.format) == (
-        entry["width"],
-        entry["height"],
-        entry["format"],
-    )
+    expected = (entry["width"], entry["height"], entry["format"])
+    assert (metadata["width"], metadata["height"], metadata["format"]) == expected
+    assert (image.width, image.height, image.format) == expected
     if entry.get("mode") is not None:
-        assert metadata.mode == entry["mode"]
+        assert metadata["mode"] == entry["mode"]
     if entry.get("frames") is not None:
-        assert metadata.frames == entry["frames"]
+        assert metadata["frames"] == entry["frames"]
     exif = entry.get("exif")
     if exif:
-        assert metadata.camera_make == exif["make"]
-        assert metadata.camera_model == exif["model"]
-        assert metadata.has_gps is exif["has_gps"]
+        assert metadata["camera_make"] == exif["make"]
+        assert metadata["camera_model"] == exif["model"]
+        assert metadata["has_gps"] is exif["has_gps"]
         if exif["datetime_original"] is not None:
-            assert metadata.taken_at == iso(exif["datetime_original"])
+            assert metadata["taken_at"] == iso(exif["datetime_original"])

@@ -17,13 +17,43 @@ from workers.faults import TransientError
 from workers.tasks import TaskType, register
 
 
+def steps_key(prefix: str, job_id: str) -> str:
+    """The Redis list where ``test.sleep`` with ``record`` logs what it does, one entry per
+    step begun (``step N``) and one when the run ends (``end <outcome>``)."""
+    return f"{prefix}:test-steps:{job_id}"
+
+
 def sleep_task(ctx: WorkerContext, view: JobView) -> dict[str, Any]:
-    """Sleep in steps, reporting progress after each (a stand-in for slow work)."""
+    """Sleep in steps, reporting progress before each (a stand-in for slow work).
+
+    Like real tasks it looks for cancellation at each stage boundary: ``progress`` raises
+    JobCancelled once the job is no longer active. With ``record``, every step is logged
+    in Redis (``steps_key``) as it begins, and the end of the run with its outcome, so a
+    test can tell whether work went on without relying on events.
+    """
     seconds = float(view.job.payload.get("seconds", 1))
     steps = int(view.job.payload.get("steps", 4))
-    for step in range(steps):
-        ctx.reporter.progress(view.job.id, f"step {step + 1} of {steps}", 100 * step // steps)
-        time.sleep(seconds / steps)
+    key = steps_key(ctx.settings.redis_prefix, view.job.id)
+    record = bool(view.job.payload.get("record", False))
+
+    def log(entry: str) -> None:
+        if record:
+            ctx.redis.rpush(key, entry)
+            ctx.redis.expire(key, 86_400)
+
+    outcome = "interrupted"
+    try:
+        for step in range(steps):
+            ctx.reporter.progress(view.job.id, f"step {step + 1} of {steps}",
+                                  100 * step // steps)
+            log(f"step {step + 1}")
+            time.sleep(seconds / steps)
+        outcome = "completed"
+    except BaseException as exc:
+        outcome = type(exc).__name__
+        raise
+    finally:
+        log(f"end {outcome}")
     return {"slept_s": seconds}
 
 
@@ -51,7 +81,8 @@ register(TaskType(
     description="Sleep for a while in steps (testing only).",
     schema={"type": "object", "properties": {
         "seconds": {"type": "number", "minimum": 0, "maximum": 600},
-        "steps": {"type": "integer", "minimum": 1, "maximum": 100}},
+        "steps": {"type": "integer", "minimum": 1, "maximum": 100},
+        "record": {"type": "boolean"}},
         "additionalProperties": False},
     run=sleep_task,
 ))
