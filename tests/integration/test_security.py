@@ -16,7 +16,7 @@ import socketio
 
 from server.headers import content_security_policy
 from tests.conftest import Databases, Stack, running_stack, start_web_process, stop
-from tests.factories import LiveClient, auth, jpeg_bytes, new_token, upload, wait_final
+from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
 
@@ -58,12 +58,6 @@ async def sockets() -> AsyncIterator[list[Any]]:
         sio = client.sio if isinstance(client, LiveClient) else client
         if sio.connected:
             await sio.disconnect()
-
-
-async def _connect(url: str, token: str, opened: list[Any], **kwargs: Any) -> LiveClient:
-    client = LiveClient()
-    opened.append(client)
-    return await client.connect(url, token, transports=["websocket"], **kwargs)
 
 
 async def _refusal(url: str, token: str, **kwargs: Any) -> str | None:
@@ -195,14 +189,14 @@ async def test_sockets_per_user_are_capped_across_web_processes(
         guarded: Stack, second_web: str, http: httpx.AsyncClient,
         sockets: list[Any]) -> None:
     ana, bo = await new_token(http), await new_token(http)
-    held = [await _connect(guarded.url, ana, sockets),
-            await _connect(second_web, ana, sockets),
-            await _connect(guarded.url, ana, sockets)]
+    held = [await connected(guarded.url, ana, sockets),
+            await connected(second_web, ana, sockets),
+            await connected(guarded.url, ana, sockets)]
     for url in (guarded.url, second_web):
         refused = await _refusal(url, ana, transports=["websocket"])
         assert refused is not None and refused.startswith("too_many_sockets:"), refused
     # Another user is not affected.
-    other = await _connect(second_web, bo, sockets)
+    other = await connected(second_web, bo, sockets)
     await other.wait_for(lambda name, _data: name == "jobs:snapshot")
     # A closed socket frees its slot at once, whichever process held it.
     await held[1].close()
@@ -219,7 +213,7 @@ async def test_an_oversize_message_closes_only_that_socket(
     big.on("disconnect", lambda *_args: gone.set())
     await big.connect(guarded.url, auth={"token": token}, transports=[transport],
                       wait_timeout=10)
-    neighbour = await _connect(guarded.url, token, sockets)
+    neighbour = await connected(guarded.url, token, sockets)
     await big.emit("subscribe", {"job_id": "x" * 200_000})
     await asyncio.wait_for(gone.wait(), timeout=30)
     ack = await neighbour.sio.call("subscribe", {"job_id": "no-such-job"}, timeout=10)
@@ -229,7 +223,7 @@ async def test_an_oversize_message_closes_only_that_socket(
 
 async def test_a_subscribe_flood_is_throttled_and_others_are_served(
         guarded: Stack, http: httpx.AsyncClient, sockets: list[Any]) -> None:
-    flooder = await _connect(guarded.url, await new_token(http), sockets)
+    flooder = await connected(guarded.url, await new_token(http), sockets)
     victim_token = await new_token(http)
 
     async def flood() -> list[dict[str, Any]]:
@@ -238,7 +232,7 @@ async def test_a_subscribe_flood_is_throttled_and_others_are_served(
             for i in range(1000))))
 
     flooding = asyncio.create_task(flood())
-    victim = await _connect(guarded.url, victim_token, sockets)
+    victim = await connected(guarded.url, victim_token, sockets)
     await victim.wait_for(lambda name, _data: name == "jobs:snapshot")
     job = (await http.post("/api/tasks", headers=auth(victim_token), json={
         "type": "test.sleep", "payload": {"seconds": 0.4, "steps": 2}})).json()["job"]
@@ -323,7 +317,7 @@ async def test_admin_operations_are_audited(guarded: Stack, http: httpx.AsyncCli
                      f"image:{image_id}")
     await admin_call("DELETE", f"/api/images/{image_id}", "image.delete", f"image:{image_id}")
 
-    watcher = await _connect(guarded.url, guarded.env["ADMIN_TOKEN"], sockets)
+    watcher = await connected(guarded.url, guarded.env["ADMIN_TOKEN"], sockets)
     assert (await watcher.sio.call("subscribe", {"scope": "all"}, timeout=10))["ok"]
     expected.append(("events.subscribe_all", "jobs of all users"))
     assert (await watcher.sio.call("subscribe", {"job_id": image_job}, timeout=10))["ok"]

@@ -42,7 +42,6 @@ from sqlalchemy import update
 from server import dispatch, keys, store
 from server.db import Database
 from server.dispatch import SentMarks
-from server.embedded_redis import free_port
 from server.errors import ApiError
 from server.events import JobEvent
 from server.jobs import JobState, queue_for
@@ -81,7 +80,8 @@ class State:
 
     def without_redis(self) -> State:
         """The same app, its broker pointed at a Redis that does not answer."""
-        down = replace(self.settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        # Port 1: nothing listens there, and no test can take it (it is privileged).
+        down = replace(self.settings, redis_url="redis://127.0.0.1:1/0")
         return replace(self, settings=down, broker=build_broker(down, maintenance=False),
                        published=self.published)
 
