@@ -42,7 +42,7 @@ test: $(VENV)/.test-stamp
 	$(PY) -m ruff check server workers tests bench
 	$(PY) -m mypy
 	rm -f .coverage .coverage.*
-	$(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 	$(PY) -m coverage combine --quiet
 	$(PY) -m coverage report
 

@@ -107,18 +107,31 @@ async def test_dlq_list_retry_and_clear(stack: Stack, http: httpx.AsyncClient) -
 
 async def test_watch_prints_live_events_until_the_job_ends(
         stack: Stack, http: httpx.AsyncClient) -> None:
+    """The first line is the subscribe snapshot of the job still queued: its queue is held
+    paused until the watcher has printed it, whatever the time the CLI takes to start."""
     token = await new_token(http)
-    response = await upload(http, token, jpeg_bytes(2400, 1600, color=(90, 20, 120)),
-                            fields={"delay": "2"})
-    assert response.status_code == 202, response.text
-    job_id = response.json()["job"]["id"]
-    watched = await adarkroom(stack, "watch", job_id, "--json", "--timeout", "60", token=token,
-                              timeout=90)
-    assert watched.returncode == 0, watched.stderr
-    lines = [json.loads(line) for line in watched.stdout.splitlines()]
+    admin = auth(stack.env["ADMIN_TOKEN"])
+    assert (await http.post("/api/queues/images/pause", headers=admin)).status_code == 200
+    try:
+        response = await upload(http, token, jpeg_bytes(2400, 1600, color=(90, 20, 120)))
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job"]["id"]
+        env = {**stack.env, "DARKROOM_URL": stack.url, "DARKROOM_TOKEN": token}
+        env.pop("ADMIN_TOKEN", None)
+        watcher = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server.cli", "watch", job_id, "--json", "--timeout", "60",
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        assert watcher.stdout is not None
+        first = await asyncio.wait_for(watcher.stdout.readline(), timeout=60)
+    finally:
+        assert (await http.post("/api/queues/images/resume",
+                                headers=admin)).status_code == 200
+    rest, errors = await asyncio.wait_for(watcher.communicate(), timeout=90)
+    assert watcher.returncode == 0, errors.decode()
+    lines = [json.loads(line) for line in [first, *rest.splitlines()]]
     seqs = [line["job"]["seq"] for line in lines]
     assert seqs == sorted(set(seqs)), "newer states only, each once"
-    assert lines[0]["job"]["state"] == "queued"  # the subscribe snapshot, while delayed
+    assert lines[0]["job"]["state"] == "queued"  # the subscribe snapshot, while paused
     assert {"job:active", "job:progress"} <= {line["event"] for line in lines}
     assert lines[-1]["event"] == "job:completed" and lines[-1]["job"]["progress"] == 100
 

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,7 +62,9 @@ pytestmark = pytest.mark.integration
 
 TASK = "test.behave"
 QUEUE = "work"
-LEASE_TTL_MS = 400
+# Long enough that no scheduling delay on a loaded machine lets a running job's lease
+# lapse (the harness refreshes none); it is also how long a leased-elsewhere copy waits.
+LEASE_TTL_MS = 3000
 DEADLINE_S = 20.0
 
 
@@ -231,6 +234,8 @@ class Outage:
     def __init__(self, databases: Databases, url: str, db: SyncDatabase) -> None:
         self.databases, self.url, self.db = databases, url, db
         self.down = False
+        # The test and the actor's thread may both end it: one does, the other waits.
+        self._lock = threading.Lock()
 
     def _postgres(self, *statements: str) -> None:
         with psycopg.connect(self.databases._admin_dsn(), autocommit=True) as conn:
@@ -251,16 +256,17 @@ class Outage:
         self.down = True
 
     def end(self) -> None:
-        if not self.down:
-            return
-        name = make_url(self.url).database
-        assert name is not None
-        if self.databases.backend == "sqlite":
-            folder = os.path.dirname(name)
-            os.rename(f"{folder}-away", folder)
-        else:
-            self._postgres(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        self.down = False
+        with self._lock:
+            if not self.down:
+                return
+            name = make_url(self.url).database
+            assert name is not None
+            if self.databases.backend == "sqlite":
+                folder = os.path.dirname(name)
+                os.rename(f"{folder}-away", folder)
+            else:
+                self._postgres(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            self.down = False
 
 
 @pytest.fixture
