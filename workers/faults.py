@@ -22,6 +22,10 @@ class TransientError(Exception):
     """A task's own signal that the failure is temporary and worth another attempt."""
 
 
+class DatabaseUnavailable(Exception):
+    """A job's state could not be written: the database is away. Nothing was changed."""
+
+
 class PermanentFailure(Exception):
     """A failure another attempt cannot fix; the original error is its ``__cause__``."""
 

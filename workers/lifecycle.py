@@ -21,7 +21,7 @@ from dramatiq.middleware import SkipMessage
 from server import logs
 from server.jobs import AttemptsExhausted, JobState, Stage, TransitionError, base_queue
 from server.models import utcnow
-from workers.faults import describe
+from workers.faults import DatabaseUnavailable, describe
 from workers.leases import Leases
 from workers.progress import Reporter
 
@@ -98,9 +98,9 @@ class JobLifecycle(dramatiq.Middleware):
                 job_id, {"type": "WorkerLost", "message": str(exc), "retryable": True},
                 traceback=None)
             raise SkipMessage(str(exc)) from None
-        except Exception as exc:
-            # The database is away, say. Dramatiq only logs an error raised here and runs
-            # the actor anyway, on a job never marked active (whose end is then refused,
+        except DatabaseUnavailable as exc:
+            # Nothing was written. Dramatiq only logs an error raised here and runs the
+            # actor anyway, on a job never marked active (whose end is then refused,
             # leaving it queued for good): put the message back for later instead.
             release_lease(self.leases, message)
             log.warning("could not start job %s, trying again in %d ms: %s", job_id,

@@ -19,7 +19,7 @@ from server.models import Job
 from server.schemas import Presenter
 from server.store import JobView
 from workers import timings
-from workers.faults import JobCancelled
+from workers.faults import DatabaseUnavailable, JobCancelled
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +72,7 @@ class Reporter:
                                        user_id=None)
                 if summary is not None:
                     self.bus.publish(BatchEvent(user_id=event.user_id, batch=summary))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, sqlalchemy.exc.OperationalError) as exc:
             # The row is the truth; clients resync from jobs:snapshot when they reconnect.
             log.warning("could not publish event for job %s: %s", view.job.id, exc,
                         extra={"job_id": view.job.id, "user_id": view.job.user_id})
@@ -109,7 +109,12 @@ class Reporter:
         self._write(store.mark_enqueued, job_id=view.job.id, message_id=view.job.message_id)
 
     def begin_attempt(self, job_id: str, message_id: str) -> JobView | None:
-        view = self._write(store.begin_attempt, job_id=job_id, message_id=message_id)
+        """Mark the job active (a new attempt); DatabaseUnavailable when that write could not
+        be made, so nothing changed. What follows the write (events) cannot fail it."""
+        try:
+            view = self._write(store.begin_attempt, job_id=job_id, message_id=message_id)
+        except sqlalchemy.exc.OperationalError as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
         if view is not None:
             self._publish(view)
             self._advance_line(view.job.queue)
