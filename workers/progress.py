@@ -154,16 +154,17 @@ class Reporter:
             self._publish(view)
 
     def progress(self, job_id: str, stage: str, progress: int, *, image_id: str | None = None,
-                 **outputs: Any) -> None:
+                 **outputs: Any) -> int:
         """Report the start of ``stage`` (and store ``outputs`` of the stage before on image
         ``image_id``); raises JobCancelled when the job is no longer active, ImageDeleted
-        when its image is gone."""
+        when its image is gone. Returns the job's ``seq`` after this report."""
         timings.stage_entered(stage)
         view = self._write(store.report_progress, job_id=job_id, stage=stage, progress=progress,
                            image_id=image_id, outputs=outputs or None)
         if view is None:
             raise JobCancelled("the job was cancelled")
         self._publish(view, PROGRESS)
+        return view.job.seq
 
 
 class LineRefresh(Protocol):

@@ -28,8 +28,10 @@ def sleep_task(ctx: WorkerContext, view: JobView) -> dict[str, Any]:
 
     Like real tasks it looks for cancellation at each stage boundary: ``progress`` raises
     JobCancelled once the job is no longer active. With ``record``, every step is logged
-    in Redis (``steps_key``) as it begins, and the end of the run with its outcome, so a
-    test can tell whether work went on without relying on events.
+    in Redis (``steps_key``) as it begins, with the job's ``seq`` its progress report was
+    given (the database's order: a step begun after a cancel would have a larger one), and
+    the end of the run with its outcome, so a test can tell whether work went on without
+    relying on events.
     """
     seconds = float(view.job.payload.get("seconds", 1))
     steps = int(view.job.payload.get("steps", 4))
@@ -44,9 +46,9 @@ def sleep_task(ctx: WorkerContext, view: JobView) -> dict[str, Any]:
     outcome = "interrupted"
     try:
         for step in range(steps):
-            ctx.reporter.progress(view.job.id, f"step {step + 1} of {steps}",
-                                  100 * step // steps)
-            log(f"step {step + 1}")
+            seq = ctx.reporter.progress(view.job.id, f"step {step + 1} of {steps}",
+                                        100 * step // steps)
+            log(f"step {step + 1} seq {seq}")
             time.sleep(seconds / steps)
         outcome = "completed"
     except BaseException as exc:
