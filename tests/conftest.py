@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Fixtures that start Redis, a database or processes: a test that uses one (directly or
 # through another fixture) must be marked `integration`, so that `-m "not integration"`
 # runs the pure tests alone, quickly and with no process started.
-PROCESS_FIXTURES = frozenset({"redis_url", "databases", "database_url", "stack", "http_stack"})
+PROCESS_FIXTURES = frozenset({"redis_url", "databases", "database_url", "stack", "http_stack",
+                              "browser"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -43,17 +45,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                 "marked integration:\n  " + "\n  ".join(unmarked))
 
 
-@pytest.fixture(autouse=True)
-def _no_process_outside_integration(request: pytest.FixtureRequest,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test not marked `integration` may not start a process."""
-    if request.node.get_closest_marker("integration") is not None:
-        return
+@contextlib.contextmanager
+def _refusing_processes(nodeid: str) -> Iterator[None]:
+    """While it lasts, starting a process (subprocess, or a fork) fails the test."""
 
     def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"{request.node.nodeid} starts a process: mark it integration")
+        raise AssertionError(f"{nodeid} starts a process: mark it integration")
 
-    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "_execute_child", refuse)
+        patch.setattr(os, "fork", refuse)
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A test not marked `integration` may not start a process, in its fixtures (of any
+    scope) or in its body (below)."""
+    if item.get_closest_marker("integration") is not None:
+        return (yield)
+    with _refusing_processes(item.nodeid):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("integration") is not None:
+        return (yield)
+    with _refusing_processes(item.nodeid):
+        return (yield)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -374,13 +394,15 @@ def stack(redis_url: str, database_url: str,
 
 
 @pytest.fixture
-async def sockets() -> AsyncIterator[list[LiveClient]]:
-    """The Socket.IO clients a test opened (``factories.connected``), closed after it."""
-    clients: list[LiveClient] = []
+async def sockets() -> AsyncIterator[list[Any]]:
+    """The Socket.IO clients a test opened (``factories.connected``, or a bare
+    ``socketio.AsyncClient``), closed after it."""
+    clients: list[Any] = []
     yield clients
     for client in clients:
-        if client.sio.connected:
-            await client.close()
+        sio = client.sio if isinstance(client, LiveClient) else client
+        if sio.connected:
+            await sio.disconnect()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -16,7 +16,7 @@ import socketio
 
 from server.headers import content_security_policy
 from tests.conftest import Databases, Stack, running_stack, start_web_process, stop
-from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
+from tests.factories import auth, connected, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
 
@@ -47,17 +47,6 @@ def second_web(guarded: Stack) -> Iterator[str]:
 @pytest.fixture
 def http_stack(guarded: Stack) -> Stack:
     return guarded
-
-
-@pytest.fixture
-async def sockets() -> AsyncIterator[list[Any]]:
-    """Clients (LiveClient or AsyncClient) to disconnect after the test."""
-    opened: list[Any] = []
-    yield opened
-    for client in opened:
-        sio = client.sio if isinstance(client, LiveClient) else client
-        if sio.connected:
-            await sio.disconnect()
 
 
 async def _refusal(url: str, token: str, **kwargs: Any) -> str | None:

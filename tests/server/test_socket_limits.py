@@ -11,8 +11,6 @@ import redis.asyncio as aioredis
 from server import keys
 from server.socket_limits import TTL_S, SocketRegistry, TokenBucket
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
@@ -23,6 +21,7 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await connection.aclose()
 
 
+@pytest.mark.integration
 async def test_the_limit_is_shared_by_every_process(client: aioredis.Redis) -> None:
     prefix = f"t{secrets.token_hex(4)}"
     web1, web2 = SocketRegistry(client, prefix, 2), SocketRegistry(client, prefix, 2)
@@ -35,6 +34,7 @@ async def test_the_limit_is_shared_by_every_process(client: aioredis.Redis) -> N
     assert await client.zcard(keys.user_sockets(prefix, "ana")) == 2
 
 
+@pytest.mark.integration
 async def test_a_dead_process_sockets_stop_counting_after_the_ttl(client: aioredis.Redis) -> None:
     prefix = f"t{secrets.token_hex(4)}"
     dead, alive = SocketRegistry(client, prefix, 1), SocketRegistry(client, prefix, 1)
@@ -43,6 +43,7 @@ async def test_a_dead_process_sockets_stop_counting_after_the_ttl(client: aiored
     assert await alive.claim("ana", "new", now=1000 + TTL_S + 1)
 
 
+@pytest.mark.integration
 async def test_refreshed_sockets_keep_counting(client: aioredis.Redis) -> None:
     prefix = f"t{secrets.token_hex(4)}"
     web1, web2 = SocketRegistry(client, prefix, 1), SocketRegistry(client, prefix, 1)
