@@ -28,6 +28,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from server.errors import ApiError
@@ -94,6 +96,13 @@ def _wall_triggers(expression: str) -> list[CronTrigger]:
     if day.startswith("*") or weekday.startswith("*"):
         return [make(day, weekdays)]
     return [make(day, "*"), make("*", weekdays)]
+
+
+def utc_trigger(expression: str) -> BaseTrigger:
+    """An APScheduler trigger firing on ``expression`` read in UTC (no daylight saving),
+    with this module's crontab rules: for the scheduler's own housekeeping crons."""
+    walls, _ = validate(expression, "UTC")
+    return walls[0] if len(walls) == 1 else OrTrigger(walls)
 
 
 def validate(expression: str, timezone: str) -> tuple[list[CronTrigger], ZoneInfo]:

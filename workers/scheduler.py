@@ -18,7 +18,6 @@ from datetime import UTC
 
 import redis
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from server import cron, keys, logs, store
@@ -92,11 +91,11 @@ def main() -> int:
     scheduler.add_job(
         once_per_minute(ctx.redis, prefix, "cleanup",
                         lambda: clean_files(ctx.db, ctx.storage)),
-        CronTrigger.from_crontab(settings.cleanup_cron, timezone=UTC), id="cleanup")
+        cron.utc_trigger(settings.cleanup_cron), id="cleanup")
     scheduler.add_job(
         once_per_minute(ctx.redis, prefix, "purge",
                         lambda: purge_old(ctx.db, ctx.storage, settings.retention_days)),
-        CronTrigger.from_crontab(settings.purge_cron, timezone=UTC), id="purge")
+        cron.utc_trigger(settings.purge_cron), id="purge")
     scheduler.add_job(lambda: fire_due(ctx, registry),
                       IntervalTrigger(seconds=settings.schedule_poll_s), id="schedules",
                       max_instances=1, coalesce=True)

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from server import cron
 from server.cron import next_run
 from server.errors import ApiError
 
@@ -153,3 +154,14 @@ def test_bad_expressions_and_zones_are_a_422(expression: str, timezone: str,
     with pytest.raises(ApiError) as raised:
         next_run(expression, timezone, utc(2026, 1, 1, 0, 0))
     assert (raised.value.status, raised.value.code) == (422, code)
+
+
+def test_housekeeping_crons_read_the_same_crontab_in_utc() -> None:
+    """The scheduler's own crons (CLEANUP_CRON, PURGE_CRON) follow the same rules as
+    users' schedules: 0 is Sunday (APScheduler's own numbering would make it Monday)."""
+    trigger = cron.utc_trigger("30 3 * * 0")
+    after = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)  # a Friday
+    fire = trigger.get_next_fire_time(None, after)
+    assert fire == datetime(2026, 12, 6, 3, 30, tzinfo=UTC)  # Sunday
+    either = cron.utc_trigger("0 0 1 * 1")  # the 1st, or any Monday
+    assert either.get_next_fire_time(None, after) == datetime(2026, 12, 7, 0, 0, tzinfo=UTC)
