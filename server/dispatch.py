@@ -165,10 +165,7 @@ async def retry_failed(state: Any, job_id: str, *, user_id: str | None = None,
     undo_fields, view = requeued
 
     async def undo() -> None:
-        # The error as it was, "retryable" included (the dead letter keeps only its type
-        # and message): the owner may still retry once Redis is back.
-        error = found.job.error or undo_fields["error"]
-        await state.db.write(store.dead_letter, job_id=job_id, **{**undo_fields, "error": error})
+        await state.db.write(store.dead_letter, job_id=job_id, **undo_fields)
 
     await enqueue(state, view, undo=undo)
     return await announce(state, view)

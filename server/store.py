@@ -597,8 +597,10 @@ def requeue_failed(s: Session, *, job_id: str, user_id: str | None = None,
     if found is None or (entry is None and dead_letters_only):
         return None
     job = found.job
-    undo = {"error": {"type": entry.error_type, "message": entry.error_message}
-            if entry else (job.error or {"type": "Failed", "message": "failed"}),
+    # The job's own error first: it keeps "retryable" (the dead letter has only type and
+    # message), so an undone retry leaves the owner able to retry again.
+    undo = {"error": job.error or ({"type": entry.error_type, "message": entry.error_message}
+                                   if entry else {"type": "Failed", "message": "failed"}),
             "traceback": entry.traceback if entry else job.traceback,
             "attempts": entry.attempts if entry else job.attempt}
     view = transition(s, job_id=job_id, state=JobState.QUEUED)
