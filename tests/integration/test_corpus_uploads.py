@@ -166,6 +166,8 @@ def test_corpus_entry_gets_an_acceptable_outcome(entry: dict[str, Any],
     if outcome.kind != "ready":
         return
     assert outcome.job is not None
+    # Done in one go: a first attempt lost to a worker that died would show here.
+    assert outcome.job["attempt"] == 1, outcome.job
     image = outcome.job["result"]["image"]
     assert (image["width"], image["height"]) == (entry["width"], entry["height"])
     assert image["format"] == entry["format"]
