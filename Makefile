@@ -39,7 +39,10 @@ run: $(VENV)/.run-stamp
 	$(PY) -m server.launcher
 
 # Coverage counts every process the tests start (pyproject [tool.coverage]); server/ and
-# workers/ must each reach the floor.
+# workers/ must each reach their floor (set a little below what they reach: 96 % and 93 %,
+# which moves by a point from run to run).
+COVERAGE_FLOOR_SERVER ?= 94
+COVERAGE_FLOOR_WORKERS ?= 90
 test: $(VENV)/.test-stamp
 	$(PY) -m ruff check server workers tests bench
 	$(PY) -m mypy
@@ -47,10 +50,12 @@ test: $(VENV)/.test-stamp
 	$(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 	$(PY) -m coverage combine --quiet
 	$(PY) -m coverage report --fail-under=0
-	@for part in server workers; do \
-		printf '%s/ lines covered (floor: fail_under in pyproject.toml): ' $$part; \
-		$(PY) -m coverage report --include="$$part/*" --format=total || exit 1; \
-	done
+	@printf 'server/ lines covered (floor %s %%): ' $(COVERAGE_FLOOR_SERVER)
+	@$(PY) -m coverage report --include='server/*' --format=total \
+		--fail-under=$(COVERAGE_FLOOR_SERVER)
+	@printf 'workers/ lines covered (floor %s %%): ' $(COVERAGE_FLOOR_WORKERS)
+	@$(PY) -m coverage report --include='workers/*' --format=total \
+		--fail-under=$(COVERAGE_FLOOR_WORKERS)
 
 lint: $(VENV)/.test-stamp
 	$(PY) -m ruff check server workers tests bench
