@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +44,29 @@ def sync_url(url: str) -> str:
     return _with_driver(url, _SYNC_DRIVERS)
 
 
+_WAL_TRIES = 100  # 10 s in all
+
+
+def _use_wal(cur: Any) -> None:
+    """Put the database in WAL mode (it stays so, in the file).
+
+    Switching needs the database to itself, and SQLite answers "locked" at once, without
+    waiting on the busy timeout, while another connection is in a transaction: so several
+    processes opening a new database together (one migrating) try again for a while.
+    """
+    for attempt in range(_WAL_TRIES):
+        cur.execute("PRAGMA journal_mode")
+        if str(cur.fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3's or the async driver's OperationalError
+            if "locked" not in str(exc) or attempt == _WAL_TRIES - 1:
+                raise
+            time.sleep(0.1)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     """WAL, a busy timeout and BEGIN IMMEDIATE for writes (FACTS.md §5)."""
 
@@ -51,9 +75,9 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
         cur = dbapi_conn.cursor()
         # 30 s: long enough to ride out a burst of writers, short enough to surface a deadlock.
-        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "synchronous=NORMAL",
-                       "foreign_keys=ON"):
+        for pragma in ("busy_timeout=30000", "synchronous=NORMAL", "foreign_keys=ON"):
             cur.execute("PRAGMA " + pragma)
+        _use_wal(cur)
         cur.close()
 
     @event.listens_for(engine, "begin")
