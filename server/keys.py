@@ -89,3 +89,13 @@ def line_refresh(prefix: str, queue_family: str) -> str:
 def line_refresh_owed(prefix: str, queue_family: str) -> str:
     """Set when a refresh of a queue family's positions was skipped by the throttle."""
     return f"{prefix}:line-refresh-owed:{queue_family}"
+
+
+def fair_messages(prefix: str, queue: str) -> str:
+    """Messages of a queue waiting in their users' lists (a hash; workers.fair)."""
+    return f"{prefix}:fair:msgs:{queue}"
+
+
+def fair_threads(prefix: str, base: str) -> str:
+    """Each live worker's threads for a queue family, for the fair dispatcher (a hash)."""
+    return f"{prefix}:fair:threads:{base}"

@@ -149,6 +149,7 @@ class Settings:
     webp_method: int = 0
     worker_nice: int = 10
     progress_interval_ms: int = 50
+    max_jobs_in_flight_per_user: int = 16
 
     def multi_host_warning(self) -> str | None:
         """Why this configuration would break once processes run on several hosts, if so."""
@@ -229,6 +230,8 @@ class Settings:
             webp_method=_webp_method(env),
             worker_nice=_int(env, "WORKER_NICE", 10, minimum=0),
             progress_interval_ms=_int(env, "PROGRESS_INTERVAL_MS", 50, minimum=0),
+            max_jobs_in_flight_per_user=_int(env, "MAX_JOBS_IN_FLIGHT_PER_USER", 16,
+                                             minimum=0),
         )
 
 

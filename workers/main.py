@@ -13,6 +13,7 @@ from workers.actors import declare_actors
 from workers.broker import build_broker, install
 from workers.context import WorkerContext
 from workers.dead_letters import DeadLetters
+from workers.fair import FairDispatch
 from workers.heartbeat import Heartbeat
 from workers.leases import Leases, QueueGate
 from workers.lifecycle import JobLifecycle
@@ -38,6 +39,7 @@ install(
     Heartbeat(interval_s=settings.worker_heartbeat_timeout_ms / 4000, leases=leases),
     # After JobLifecycle: its timings are written before the job's end is published.
     JobTimings(context.redis, settings.redis_prefix),
+    FairDispatch(broker.fair, offer_every_s=settings.worker_heartbeat_timeout_ms / 4000),
 )
 dramatiq.set_broker(broker)
 declare_actors(broker, context, tasks.load(include_test_tasks=settings.enable_test_tasks))

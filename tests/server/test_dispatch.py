@@ -114,12 +114,15 @@ async def state(redis_url: str, databases: Databases, tmp_path: Path) -> AsyncIt
 
 
 def in_queue(client: redis.Redis, namespace: str, queue: str) -> list[Message[Any]]:
-    """The messages waiting in a Dramatiq queue of the Redis broker, in queue order."""
+    """The messages waiting for a worker in a queue: in Dramatiq's queue (in its order),
+    then in their owners' lists (workers.fair; no worker runs in these tests, so there
+    they stay)."""
     ids = client.lrange(keys.dramatiq_queue(namespace, queue), 0, -1)
-    if not ids:
-        return []
-    data = client.hmget(keys.dramatiq_messages(namespace, queue), ids)
-    return [Message.decode(raw) for raw in data]
+    data = client.hmget(keys.dramatiq_messages(namespace, queue), ids) if ids else []
+    prefix = namespace.removesuffix(":dramatiq")
+    waiting = client.hgetall(keys.fair_messages(prefix, queue))
+    found = [Message.decode(raw) for raw in [*data, *waiting.values()]]
+    return sorted(found, key=lambda m: m.message_timestamp) if waiting else found
 
 
 async def new_job(state: State, user_id: str = "u1", *, priority: str = "normal",

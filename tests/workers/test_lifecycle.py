@@ -53,6 +53,7 @@ from tests.conftest import Databases
 from workers import lifecycle
 from workers.broker import build_broker, enqueue_job, install, redis_client, send_job
 from workers.dead_letters import DeadLetters
+from workers.fair import FairDispatch
 from workers.faults import JobCancelled, PermanentFailure, TransientError
 from workers.leases import Leases, QueueGate
 from workers.lifecycle import JobLifecycle, job_id_of, release_lease
@@ -220,7 +221,8 @@ def build_harness(redis_url: str, database_url: str) -> Harness:
                         line=RedisLineRefresh(client, prefix))
     leases = Leases(client, prefix, ttl_ms=LEASE_TTL_MS)
     middleware = JobLifecycle(reporter, leases, is_paused=QueueGate(client, prefix))
-    install(broker, middleware, DeadLetters(reporter, leases))
+    install(broker, middleware, DeadLetters(reporter, leases),
+            FairDispatch(broker.fair, offer_every_s=1.0))
     harness = Harness(prefix, db, client, broker, leases, middleware, Tap(client, prefix))
     dramatiq.actor(partial(_behave, harness), broker=broker, actor_name=TASK, queue_name=QUEUE,
                    min_backoff=10, max_backoff=40, throws=(PermanentFailure,))
@@ -394,28 +396,41 @@ def skipped(caplog: pytest.LogCaptureFixture) -> int:
 def test_a_paused_queue_holds_the_job_without_using_an_attempt(
         harness: Harness, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    """While its queue is paused the message is put back (delayed) again and again; the
-    owner is told once that the job is paused, it uses no attempt and takes no lease.
-    Resumed, it runs as attempt 1."""
+    """While its queue is paused a job's message stays in its owner's waiting list
+    (workers.fair); one already in the broker's queue (sent before the pause) is put back
+    (delayed) again and again, and its owner is told once that the job is paused. Neither
+    uses an attempt or takes a lease. Resumed, each runs as attempt 1."""
     monkeypatch.setattr(lifecycle, "PAUSED_RECHECK_MS", 50)
     caplog.set_level(logging.INFO)
     paused = keys.paused_queues(harness.prefix)
     harness.client.sadd(paused, QUEUE)
     job = harness.new_job("ok")
+    waiting = harness.new_job("ok")
     with harness.worker():
-        harness.send(job)
+        harness.send(waiting)
+        # Straight to the broker's queue, as a message moved there before the pause.
+        assert job.message_id is not None
+        enqueue_job(harness.broker, job_id=job.id, message_id=job.message_id,
+                    actor_name=TASK, queue_name=QUEUE, max_attempts=3)
         wait_until(lambda: skipped(caplog) >= 3, "the paused job skipped three times")
         held = harness.row(job.id)
         assert (held.state, held.stage, held.attempt) == ("queued", "paused", 0)
         assert harness.runs == [] and harness.lease(job.id) is None
+        assert harness.broker.fair.waiting(QUEUE) == 1, "the other waits in its owner's list"
+        assert harness.row(waiting.id).attempt == 0
         harness.client.srem(paused, QUEUE)
         events = harness.tap.wait_for(job.id, "job:completed")
+        harness.tap.wait_for(waiting.id, "job:completed")
         harness.wait_released(job.id)
-    assert events == [("job:queued", 2, "queued", 0), ("job:active", 3, "active", 1),
-                      ("job:completed", 4, "completed", 1)]
+    assert events[0] == ("job:queued", 2, "queued", 0)
+    # (Further job:queued events only move its place in line as the other job starts.)
+    assert [(name, state, attempt) for name, _, state, attempt in events
+            if name != "job:queued"] == [("job:active", "active", 1),
+                                         ("job:completed", "completed", 1)]
     assert harness.tap.last(job.id)["stage"] == "done"
     assert next(e.job["stage"] for e in harness.tap.events) == "paused"
-    assert harness.runs == [(job.id, 1, True)]
+    assert sorted(harness.runs) == sorted([(job.id, 1, True), (waiting.id, 1, True)])
+    assert harness.broker.fair.waiting(QUEUE) == 0
 
 
 def test_a_job_leased_by_another_process_is_not_run_twice(
