@@ -329,25 +329,45 @@ def snapshot_jobs(s: Session, *, user_id: str, finished_since: datetime,
             for job in reversed(list(s.scalars(query)))]
 
 
+def _turns(base: str, now: datetime) -> Any:
+    """The waiting (eligible) jobs of a queue family with the turn each gets.
+
+    Workers take a priority's jobs round-robin across users (``workers.fair``): a user's
+    first waiting job has turn 1, their second turn 2, and so on; all turns 1 go before
+    any turn 2. Within a turn users are taken in the order they started waiting, which
+    the oldest job id stands for here. A job already handed to a worker's queue may still
+    run before its turn, so a position is an estimate, off by at most the jobs there
+    (about one per worker thread).
+    """
+    rank = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
+    return (
+        select(Job.id.label("id"), rank.label("rank"),
+               func.row_number().over(partition_by=(Job.user_id, rank),
+                                      order_by=Job.id).label("turn"))
+        .where(Job.queue.in_(queue_family(base)), Job.state == JobState.QUEUED.value)
+        .where((Job.run_at.is_(None)) | (Job.run_at <= now))
+        .subquery()
+    )
+
+
 def queue_position(s: Session, *, job: Job) -> int | None:
-    """How many eligible queued jobs of the same queue were created before this one."""
+    """How many waiting jobs of the same queue family start before this one: those of
+    higher priorities, then those of its own whose turn comes first (``_turns``)."""
     if job.state != JobState.QUEUED.value:
         return None
     now = utcnow()
     if job.run_at is not None and as_utc(job.run_at) > now:
         return None
-    base = base_queue(job.queue)
-    family = queue_family(base)
-    rank = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
-    mine = PRIORITY_ORDER.get(job.priority, PRIORITY_ORDER["normal"])
+    turns = _turns(base_queue(job.queue), now)
+    mine = s.execute(select(turns.c.rank, turns.c.turn).where(turns.c.id == job.id)).first()
+    if mine is None:
+        return None
+    rank, turn = mine
     ahead = s.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.queue.in_(family), Job.state == JobState.QUEUED.value, Job.id != job.id)
-        .where((Job.run_at.is_(None)) | (Job.run_at <= now))
-        # Higher priorities go first; within a priority, first come first served.
-        .where((rank < mine) | ((rank == mine) & (Job.id < job.id)))
-    )
+        select(func.count()).select_from(turns).where(turns.c.id != job.id).where(
+            (turns.c.rank < rank)
+            | ((turns.c.rank == rank)
+               & ((turns.c.turn < turn) | ((turns.c.turn == turn) & (turns.c.id < job.id))))))
     return int(ahead or 0)
 
 
@@ -355,17 +375,18 @@ def advance_line(s: Session, *, queue: str, limit: int) -> list[tuple[JobView, i
     """The first ``limit`` jobs waiting in a queue family, in start order, each with its
     position; their seq grows so that clients take the new position (a job ahead of
     them just started)."""
-    now = utcnow()
-    rank = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
-    jobs = list(s.scalars(
-        select(Job)
-        .where(Job.queue.in_(queue_family(base_queue(queue))),
-               Job.state == JobState.QUEUED.value)
-        .where((Job.run_at.is_(None)) | (Job.run_at <= now))
-        .order_by(rank, Job.id).limit(limit).with_for_update()))
-    for job in jobs:
+    turns = _turns(base_queue(queue), utcnow())
+    ids = list(s.scalars(select(turns.c.id).order_by(turns.c.rank, turns.c.turn, turns.c.id)
+                         .limit(limit)))
+    if not ids:
+        return []
+    jobs = {job.id: job for job in s.scalars(
+        select(Job).where(Job.id.in_(ids), Job.state == JobState.QUEUED.value)
+        .with_for_update())}
+    line = [jobs[job_id] for job_id in ids if job_id in jobs]
+    for job in line:
         job.seq += 1
-    return [(_view(s, job), position) for position, job in enumerate(jobs)]
+    return [(_view(s, job), position) for position, job in enumerate(line)]
 
 
 def get_job_positioned(s: Session, *, job_id: str,

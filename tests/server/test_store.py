@@ -504,6 +504,27 @@ def test_queue_position_orders_by_priority_then_arrival_within_the_family(
     assert position(delayed) is None and position(running) is None
 
 
+def test_queue_position_takes_users_in_turn_within_a_priority(db: SyncDatabase) -> None:
+    """Round-robin across users (workers.fair): another user's single job waits for one
+    job of each user ahead of it in line, not for their whole backlog; the line lists
+    jobs in that order too."""
+    heavy, light, base = _user(db), _user(db), _queue()
+    backlog = [_job(db, heavy, queue=base) for _ in range(4)]
+    single = _job(db, light, queue=base)
+    urgent = _job(db, light, queue=f"{base}.high", priority="high")
+
+    def position(job: Job) -> int | None:
+        stored = _get(db, job.id)
+        return db.read(lambda s: store.queue_position(s, job=stored))
+
+    assert position(urgent) == 0
+    # Turn 1: heavy's first, then light's single; then heavy's other jobs.
+    assert [position(j) for j in (backlog[0], single, *backlog[1:])] == [1, 2, 3, 4, 5]
+    line = db.write(store.advance_line, queue=base, limit=3)
+    assert [(view.job.id, n) for view, n in line] == [
+        (urgent.id, 0), (backlog[0].id, 1), (single.id, 2)]
+
+
 def test_get_job_positioned_adds_the_position(db: SyncDatabase) -> None:
     """A waiting job gets its position, a running one None; scoped like get_job."""
     owner, base = _user(db), _queue()
@@ -529,11 +550,11 @@ def test_snapshot_jobs_lists_unfinished_and_recently_finished_oldest_first(
     running = _job(db, user_id, queue=base)
     db.write(store.begin_attempt, job_id=running.id)
     waiting = [_job(db, user_id, queue=base) for _ in range(2)]
-    _job(db, _user(db), queue=base)  # someone else's, ahead of nobody of ours
+    _job(db, _user(db), queue=base)  # someone else's: users take turns, so it goes second
 
     got = db.read(store.snapshot_jobs, user_id=user_id, finished_since=_ago(minutes=10))
     assert [(view.job.id, position) for view, position in got] == [
-        (recent_done.id, None), (running.id, None), (waiting[0].id, 0), (waiting[1].id, 1)]
+        (recent_done.id, None), (running.id, None), (waiting[0].id, 0), (waiting[1].id, 2)]
     newest = db.read(store.snapshot_jobs, user_id=user_id, finished_since=_ago(minutes=10),
                      limit=2)
     assert [view.job.id for view, _ in newest] == [waiting[0].id, waiting[1].id]
