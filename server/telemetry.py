@@ -116,18 +116,21 @@ async def read_sockets(client: aioredis.Redis, prefix: str) -> list[metrics.Sock
 
 async def read_queue_messages(client: aioredis.Redis, namespace: str,
                               queues: Iterable[str]) -> dict[str, metrics.QueueMessages]:
-    """How many messages Dramatiq holds for each queue (one transaction, so consistent)."""
+    """How many messages Dramatiq holds for each queue, with those still waiting in
+    their owners' lists (workers.fair) counted as ready (one transaction, so consistent)."""
     names = sorted(queues)
+    prefix = namespace.removesuffix(":dramatiq")
     pipe = client.pipeline(transaction=True)
     for name in names:
         pipe.llen(keys.dramatiq_queue(namespace, name))
         pipe.hlen(keys.dramatiq_messages(namespace, name))
         pipe.hlen(keys.dramatiq_messages(namespace, keys.dramatiq_delay_queue(name)))
+        pipe.hlen(keys.fair_messages(prefix, name))
     replies = await pipe.execute()
     found = {}
     for n, name in enumerate(names):
-        ready, held, delayed = (int(v) for v in replies[3 * n: 3 * n + 3])
+        ready, held, delayed, turns = (int(v) for v in replies[4 * n: 4 * n + 4])
         # The hash holds every message not yet acknowledged: the list's and the fetched.
-        found[name] = metrics.QueueMessages(ready=ready, delayed=delayed,
+        found[name] = metrics.QueueMessages(ready=ready + turns, delayed=delayed,
                                             unacked=max(0, held - ready))
     return found
