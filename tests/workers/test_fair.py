@@ -1,0 +1,120 @@
+"""workers.fair against a real Redis: turns round-robin across users, the broker's queue kept
+shallow, the per-user cap, priorities, pauses and worker liveness (no worker processes)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from dramatiq import Message
+
+from server import keys
+from workers.fair import USER_OPTION, FairQueues
+
+pytestmark = pytest.mark.integration
+
+BASE = "images"
+
+
+class Deployment:
+    def __init__(self, client: redis.Redis, *, per_user_cap: int = 0) -> None:
+        self.client = client
+        self.prefix = f"fair-{secrets.token_hex(4)}"
+        self.namespace = keys.dramatiq_namespace(self.prefix)
+        self.fair = FairQueues(client, prefix=self.prefix, heartbeat_timeout_ms=10_000,
+                               per_user_cap=per_user_cap, stale_ms=600_000)
+
+    def worker(self, threads: int, name: str = "w1", *, beat_ms_ago: int = 0) -> None:
+        """A worker whose heartbeat is ``beat_ms_ago`` old, offering ``threads``."""
+        self.client.zadd(keys.dramatiq_heartbeats(self.namespace),
+                         {name: int(time.time() * 1000) - beat_ms_ago})
+        self.fair.offer_threads(name, [BASE], threads)
+
+    def send(self, user: str, n: int = 1, queue: str = BASE) -> list[Message[object]]:
+        sent = []
+        for _ in range(n):
+            message: Message[object] = Message(
+                queue_name=queue, actor_name="image.process", args=(f"job-{user}",),
+                kwargs={}, options={USER_OPTION: user})
+            sent.append(self.fair.push(message, user))
+        return sent
+
+    def in_broker(self, queue: str = BASE) -> list[str]:
+        """The owners of the messages in Dramatiq's queue, in its order."""
+        ids = self.client.lrange(keys.dramatiq_queue(self.namespace, queue), 0, -1)
+        data = self.client.hmget(keys.dramatiq_messages(self.namespace, queue), ids)
+        return [str(Message.decode(raw).options[USER_OPTION]) for raw in data]
+
+    def take(self, queue: str = BASE) -> Message[object]:
+        """What a worker does: fetch the first message of the queue (then run it)."""
+        rid = self.client.lpop(keys.dramatiq_queue(self.namespace, queue))
+        assert rid is not None
+        raw = self.client.hget(keys.dramatiq_messages(self.namespace, queue), rid)
+        self.client.hdel(keys.dramatiq_messages(self.namespace, queue), rid)
+        return Message.decode(raw)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    made = redis.Redis.from_url(redis_url)
+    yield made
+    made.close()
+
+
+def test_users_take_turns_and_the_broker_queue_stays_shallow(client: redis.Redis) -> None:
+    """A's backlog of 10 then B's one: Dramatiq's queue holds no more than the workers'
+    threads, B's message goes in at the next turn, and every message gets there once."""
+    d = Deployment(client)
+    d.send("A", 10)
+    assert d.in_broker() == [], "no live worker: everything waits in its owner's list"
+    d.send("B")
+    d.worker(threads=2)
+    assert d.fair.dispatch(BASE) == 2
+    assert d.in_broker() == ["A", "B"], "A's first, then B's turn, not A's backlog"
+    assert d.fair.dispatch(BASE) == 0, "the queue is as deep as the threads"
+    ran: list[str] = []
+    while d.in_broker():
+        message = d.take()
+        ran.append(str(message.options[USER_OPTION]))
+        d.fair.release(message)  # the worker ended it: the next turn moves in
+    assert ran == ["A", "B"] + ["A"] * 9
+    assert d.fair.waiting(BASE) == 0
+
+
+def test_a_user_at_the_in_flight_cap_waits_while_others_go(client: redis.Redis) -> None:
+    """With a cap of 2, A has two messages between the move and their end; B's go on
+    meanwhile; when one of A's ends, A's next moves."""
+    d = Deployment(client, per_user_cap=2)
+    d.worker(threads=8)
+    d.send("A", 5)
+    d.send("B", 3)
+    assert sorted(d.in_broker()) == ["A", "A", "B", "B", "B"]
+    first = d.take()
+    assert first.options[USER_OPTION] == "A"
+    assert d.fair.release(first) == 1
+    assert d.in_broker().count("A") == 2 and d.fair.waiting(BASE) == 2
+
+
+def test_higher_priorities_take_the_free_places_first(client: redis.Redis) -> None:
+    d = Deployment(client)
+    d.send("A", 3)
+    d.send("B", 1, queue=f"{BASE}.high")
+    d.worker(threads=2)
+    d.fair.dispatch(BASE)
+    assert d.in_broker(f"{BASE}.high") == ["B"] and d.in_broker() == ["A"]
+
+
+def test_nothing_moves_while_paused_or_without_a_live_worker(client: redis.Redis) -> None:
+    d = Deployment(client)
+    d.send("A", 2)
+    d.worker(threads=4, beat_ms_ago=60_000)  # its heartbeat is older than the timeout
+    assert d.fair.dispatch(BASE) == 0
+    assert client.hlen(keys.fair_threads(d.prefix, BASE)) == 0, "the dead worker is dropped"
+    client.sadd(keys.paused_queues(d.prefix), BASE)
+    d.worker(threads=4)
+    assert d.fair.dispatch(BASE) == 0
+    client.srem(keys.paused_queues(d.prefix), BASE)
+    assert d.fair.dispatch(BASE) == 2 and d.in_broker() == ["A", "A"]
