@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import accept, e2e, footprint, pipeline, push, report, scale
+from bench import accept, e2e, fairness, footprint, pipeline, push, report, scale
 from bench.common import RESULTS, Result
 
 SUITES: dict[str, Callable[[bool], Result]] = {
@@ -28,6 +28,7 @@ SUITES: dict[str, Callable[[bool], Result]] = {
     "push": push.main,
     "footprint": footprint.main,
     "scale": scale.main,
+    "fairness": fairness.main,
 }
 
 
@@ -47,7 +48,7 @@ def write_summary(*, readme: bool) -> list[str]:
              + ".", "", *report.summary(results)]
     for name, table in (("pipeline", pipeline.table), ("e2e", report.e2e_table),
                         ("accept", report.accept_table), ("push", report.push_table),
-                        ("scale", scale.table)):
+                        ("scale", scale.table), ("fairness", fairness.table)):
         if name in results:
             lines += ["", *table(Result(name, results[name]["figures"]))]
     notes = [note for r in results.values() for note in r.get("notes", [])]
