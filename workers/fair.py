@@ -4,11 +4,12 @@ Dramatiq's Redis queues are first come, first served: a user with 1,000 waiting 
 would make everyone else wait for all of them. So a job's message does not go to the
 broker's queue when it is sent; it waits in a list of its user's own (per queue, so per
 priority), and a round-robin ring of the users who have messages waiting says whose turn
-it is. Messages are moved to the broker's queue only while that queue is shallow: fewer
-waiting there than the live workers consuming it have threads. A user's single upload
-therefore waits for about one job per busy worker thread, however long the others'
-backlogs are. A user also has at most ``MAX_JOBS_IN_FLIGHT_PER_USER`` messages of one
-queue family between the move and the end of their processing.
+it is. Messages are moved to the broker's queue only while fewer messages are moved and
+not yet ended (waiting there or running) than the live workers consuming it have
+threads. A user's single upload therefore waits for about one job per busy worker
+thread, however long the others' backlogs are. A user also has at most
+``MAX_JOBS_IN_FLIGHT_PER_USER`` messages of one queue family between the move and the end
+of their processing.
 
 Every step is one Lua script, so a process killed at any moment (kill -9 included) leaves
 each message either in its user's list or in the broker's queue, never in both and never
@@ -23,6 +24,7 @@ Redis keys (``<prefix>:fair:…``; Dramatiq's own are under its namespace):
   msgs:<queue>          hash: redis message id -> encoded message
   mids:<queue>          hash: redis message id -> the job's message id
   inflight:<base>:<user> sorted set: message ids moved and not yet ended, by move time
+  inflight:<base>       the same for every user of the queue family
   threads:<base>        hash: worker (broker id) -> threads it runs for that queue family
 """
 
@@ -72,6 +74,7 @@ if mode == "push" then
   end
 elseif mode == "release" then
   redis.call("zrem", fair .. "inflight:" .. base .. ":" .. ARGV[rest + 1], ARGV[rest + 2])
+  redis.call("zrem", fair .. "inflight:" .. base, ARGV[rest + 2])
 end
 
 if redis.call("sismember", paused_key, base) == 1 then return 0 end
@@ -88,10 +91,10 @@ for i = 1, #workers, 2 do
     redis.call("hdel", threads_key, workers[i])
   end
 end
-local free = capacity
-for q = 1, n do
-  free = free - redis.call("llen", namespace .. ":" .. ARGV[10 + q])
-end
+-- Moved and not yet ended, whoever's: waiting in Dramatiq's queue or running.
+local all = fair .. "inflight:" .. base
+redis.call("zremrangebyscore", all, "-inf", now - stale)
+local free = capacity - redis.call("zcard", all)
 
 local moved = 0
 for q = 1, n do
@@ -121,6 +124,7 @@ for q = 1, n do
         redis.call("hset", namespace .. ":" .. queue .. ".msgs", rid, data)
         redis.call("rpush", namespace .. ":" .. queue, rid)
         redis.call("zadd", inflight, now, mid)
+        redis.call("zadd", all, now, mid)
         free = free - 1
         moved = moved + 1
       end
@@ -176,7 +180,7 @@ class FairQueues:
         return self._run("release", base, [str(user), message.message_id])
 
     def dispatch(self, base: str) -> int:
-        """Move waiting messages of a queue family to the broker while it is shallow."""
+        """Move waiting messages of a queue family to the broker while threads are free."""
         return self._run("dispatch", base, [])
 
     def offer_threads(self, worker_id: str, bases: Iterable[str], threads: int) -> None:
@@ -207,6 +211,8 @@ class FairDispatch(dramatiq.Middleware):
         self._stop = threading.Event()
         self._bases: list[str] = []
         self._worker_id = ""
+        self._lock = threading.Lock()
+        self._unreleased: list[Any] = []
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         whitelist = worker.consumer_whitelist
@@ -230,6 +236,7 @@ class FairDispatch(dramatiq.Middleware):
                 if time.monotonic() - offered_at >= self.offer_every_s:
                     self.fair.offer_threads(self._worker_id, self._bases, threads)
                     offered_at = time.monotonic()
+                self._release_pending()
                 for base in self._bases:
                     self.fair.dispatch(base)
             except redis.RedisError as exc:
@@ -239,8 +246,23 @@ class FairDispatch(dramatiq.Middleware):
     def _end(self, message: Any) -> None:
         try:
             self.fair.release(message)
-        except redis.RedisError as exc:  # it stops counting after stale_ms
+        except redis.RedisError as exc:
+            # Tried again every tick (were the process to die first, the entry would stop
+            # counting after stale_ms); meanwhile it holds one place.
             log.warning("could not release job %s's turn: %s", message.message_id, exc)
+            with self._lock:
+                self._unreleased.append(message)
+
+    def _release_pending(self) -> None:
+        with self._lock:
+            pending, self._unreleased = self._unreleased, []
+        for n, message in enumerate(pending):
+            try:
+                self.fair.release(message)
+            except redis.RedisError:
+                with self._lock:
+                    self._unreleased.extend(pending[n:])
+                raise
 
     def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
                               result: Any = None, exception: BaseException | None = None) -> None:
