@@ -27,6 +27,9 @@ def main() -> None:
     # log_config=None: uvicorn's error and access lines go through our handler too.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, log_config=None, proxy_headers=True,
+                # X-Forwarded-* only from TRUSTED_PROXIES (uvicorn's own default trusts any
+                # local peer's, so a client on the host could pick its own address).
+                forwarded_allow_ips=settings.trusted_proxies.forwarded_allow_ips(),
                 lifespan="on",
                 # Refuse oversized WebSocket frames before buffering them; engine.io
                 # checks the same bound on every transport.

@@ -25,7 +25,7 @@ from server.routes import dlq, docs, images, jobs, ops, queues, session, tasks, 
 from server.schemas import Presenter
 from server.security import http_middleware, socketio_origins
 from server.settings import Settings
-from server.socket_limits import SocketRegistry
+from server.socket_limits import HandshakeRate, LimitedSocketApp, SocketRegistry
 from server.sockets import keep_sockets, register_handlers, resync_all, socket_counts
 from server.storage import storage_for
 from server.sweeper import run_sweeper
@@ -139,5 +139,7 @@ def create_app(settings: Settings) -> RequestIds:
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=http_middleware(settings),
     )
-    register_handlers(sio, app.state)
-    return RequestIds(socketio.ASGIApp(sio, other_asgi_app=app))
+    register_handlers(sio, app.state, connect_timeout_s=settings.socket_connect_timeout_s)
+    return RequestIds(LimitedSocketApp(
+        sio, app, handshakes=HandshakeRate(settings.socket_handshakes_per_min),
+        trusted_proxies=settings.trusted_proxies))

@@ -37,7 +37,7 @@ def _up(_args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from workers.__main__ import main
 
-    return main(list(args.dramatiq_args))
+    return main((["--io"] if args.io else []) + list(args.dramatiq_args))
 
 
 def _scheduler(_args: argparse.Namespace) -> int:
@@ -216,10 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "up", help="everything on this machine, as `make run` (private Redis if no REDIS_URL)"
     ).set_defaults(func=_up)
-    worker = commands.add_parser("worker", help="supervised Dramatiq worker processes")
-    worker.add_argument("dramatiq_args", nargs=argparse.REMAINDER,
-                        help="passed on to dramatiq, e.g. -Q images images.high")
-    worker.set_defaults(func=_worker)
+    worker = commands.add_parser(
+        "worker", help="supervised Dramatiq worker processes (any other option goes on to "
+                       "dramatiq, e.g. -Q images images.high)")
+    worker.add_argument("--io", action="store_true",
+                        help="the I/O worker: webhook deliveries and e-mail only, on threads "
+                             "of its own (IO_WORKER_THREADS)")
+    worker.set_defaults(func=_worker, dramatiq_args=[])
     commands.add_parser("scheduler", help="cron schedules and housekeeping").set_defaults(
         func=_scheduler)
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
@@ -265,7 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from server.client import ClientError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Options the worker does not know are Dramatiq's (argparse's REMAINDER would refuse
+    # them when they come first); any other command takes none.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.command != "worker":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.dramatiq_args = unknown
     try:
         return int(args.func(args))
     except ClientError as exc:

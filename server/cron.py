@@ -158,3 +158,42 @@ def next_run(expression: str, timezone: str, after: datetime) -> datetime:
     if best is None:
         raise ApiError(422, "invalid_cron", "the cron expression never fires")
     return best
+
+
+def shortest_interval(expression: str, *, below: timedelta | None = None) -> timedelta:
+    """The shortest wall-clock time between two firings of ``expression``.
+
+    Only the minute and hour fields decide it: they give the same times every day, so
+    one day's times are walked, and then the step from a day's last time to the next
+    day's first, as if two days in a row fired (conservative: for most expressions some
+    do). Stops early once a step shorter than ``below`` is found. Clock changes aside:
+    the day clocks go forward, two firings either side of the gap can come closer once.
+    """
+    validate(expression, "UTC")
+    minute, hour = expression.split()[:2]
+    daily = CronTrigger(minute=minute, hour=hour, timezone=UTC)
+    day = datetime(2001, 1, 1, tzinfo=UTC)  # any day: the times repeat daily
+    first: datetime | None = daily.get_next_fire_time(None, day)
+    assert first is not None  # a minute and an hour field always match some time of day
+    previous = first
+    shortest = timedelta(days=1)
+    while True:
+        fire: datetime | None = daily.get_next_fire_time(None, previous + timedelta(seconds=1))
+        assert fire is not None  # it fires every day
+        shortest = min(shortest, fire - previous)
+        if fire >= first + timedelta(days=1) or (below is not None and shortest < below):
+            return shortest
+        previous = fire
+
+
+def check_interval(expression: str, minimum_s: int) -> None:
+    """422 ``cron_too_frequent`` when two firings can be closer than ``minimum_s``
+    (SCHEDULE_MIN_INTERVAL_S; 0 allows any)."""
+    if minimum_s <= 0:
+        return
+    minimum = timedelta(seconds=minimum_s)
+    shortest = shortest_interval(expression, below=minimum)
+    if shortest < minimum:
+        raise ApiError(422, "cron_too_frequent",
+                       f"{expression!r} can fire {int(shortest.total_seconds())} s apart; "
+                       f"schedules here fire at most once every {minimum_s} s")

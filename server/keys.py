@@ -33,9 +33,28 @@ def job_lease(prefix: str, job_id: str) -> str:
     return f"{prefix}:lease:{job_id}"
 
 
-def upload_rate(prefix: str, user_id: str, window: int) -> str:
-    """Uploads a user made in one minute-long window (fixed windows, expiring)."""
-    return f"{prefix}:rate:uploads:{user_id}:{window}"
+def email_sends(prefix: str, user_id: str | None = None) -> str:
+    """The e-mail jobs counted in the last hour (a sorted set scored by time, ms): one
+    user's, or with no user the whole deployment's (server.mail_limits)."""
+    return f"{prefix}:email-sends:user:{user_id}" if user_id else f"{prefix}:email-sends"
+
+
+def rate_window(prefix: str, name: str, subject: str, window: int) -> str:
+    """What one subject (a user, a client address) used of a rate (``uploads``, ``tasks``,
+    ``sessions``, ``high-priority``) in one fixed window (numbered; the key expires)."""
+    return f"{prefix}:rate:{name}:{subject}:{window}"
+
+
+def metrics_finished(prefix: str) -> str:
+    """The last count of finished jobs and dead letters (JSON with the time it was made),
+    which any web process's scrape shows until it is older than METRICS_RECOUNT_S."""
+    return f"{prefix}:metrics:finished"
+
+
+def metrics_recount(prefix: str) -> str:
+    """Held for METRICS_RECOUNT_S by the web process that recounts; the others show the
+    last count meanwhile."""
+    return f"{prefix}:metrics:recount"
 
 
 def paused_queues(prefix: str) -> str:

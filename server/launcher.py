@@ -23,7 +23,8 @@ from server.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 _READY_TIMEOUT_S = 60.0
 # The Procfile's long-running processes; its `release:` step (migrate) ran above already.
-LONG_RUNNING = ("web", "worker", "scheduler")
+# `io` is the I/O worker: webhook and e-mail jobs, on threads image jobs never wait for.
+LONG_RUNNING = ("web", "worker", "io", "scheduler")
 
 
 def _announce_when_ready(url: str, stop: threading.Event) -> None:

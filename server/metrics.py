@@ -15,7 +15,10 @@ import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from server.jobs import base_queue
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -300,6 +303,96 @@ class QueueMessages:
     """Fetched by a worker (prefetched or running), not yet acknowledged."""
 
 
+# -- jobs by queue, type and state ---------------------------------------------------------------
+
+JOB_STATES = ("queued", "delayed", "active", "retrying", "completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class FinishedCounts:
+    """The figures that need a pass over every stored finished job, as counted at ``at``
+    (Unix time): recounted at most once per METRICS_RECOUNT_S for the whole deployment and
+    shared through Redis, so a scrape never pays for the history."""
+
+    at: float
+    jobs: Mapping[tuple[str, str, str], int]
+    """Finished jobs by (queue, type, state)."""
+    completed_recent: Mapping[str, int]
+    """Jobs of each queue completed within ``window_s`` before ``at``."""
+    window_s: float
+    dead_letters: int
+
+    def encode(self) -> str:
+        return json.dumps({"at": self.at, "window_s": self.window_s,
+                           "dead_letters": self.dead_letters,
+                           "jobs": [[*key, n] for key, n in sorted(self.jobs.items())],
+                           "completed_recent": dict(self.completed_recent)})
+
+    @classmethod
+    def decode(cls, raw: str | bytes | None) -> FinishedCounts | None:
+        """The counts ``encode`` wrote; None for nothing or anything else."""
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            jobs = {(str(q), str(t), str(st)): int(n) for q, t, st, n in data["jobs"]}
+            recent = {str(q): int(n) for q, n in data["completed_recent"].items()}
+            return cls(float(data["at"]), jobs, recent, float(data["window_s"]),
+                       int(data["dead_letters"]))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+
+def count_finished(rows: Iterable[tuple[str, str, str, int, int]], dead_letters: int, *,
+                   at: float, window_s: float) -> FinishedCounts:
+    """``FinishedCounts`` from ``store.finished_job_counts``'s rows."""
+    jobs: dict[tuple[str, str, str], int] = {}
+    recent: dict[str, int] = {}
+    for queue, job_type, state, count, completed_recent in rows:
+        jobs[(queue, job_type, state)] = jobs.get((queue, job_type, state), 0) + count
+        if completed_recent:
+            recent[queue] = recent.get(queue, 0) + completed_recent
+    return FinishedCounts(at, jobs, recent, window_s, dead_letters)
+
+
+def job_figures(*, bases: Sequence[str], types: Iterable[str],
+                unfinished: Iterable[tuple[str, str, str, int]],
+                oldest: Mapping[str, datetime], finished: FinishedCounts, now: datetime,
+                paused: set[str] | None, workers: int | None,
+                ) -> tuple[dict[str, Any], dict[tuple[str, str], int]]:
+    """The queue report (the shape of ``GET /api/queues``) and the jobs by type and
+    state, from the unfinished jobs counted now and the finished ones counted last.
+
+    ``paused`` and ``workers`` are None when Redis, which alone knows them, is away.
+    """
+    by_family: dict[str, dict[str, int]] = {base: dict.fromkeys(JOB_STATES, 0)
+                                              for base in bases}
+    by_type: dict[tuple[str, str], int] = {(job_type, state): 0 for job_type in types
+                                           for state in JOB_STATES}
+    every = [*unfinished, *((q, t, st, n) for (q, t, st), n in finished.jobs.items())]
+    for queue, job_type, state, count in every:
+        if state not in JOB_STATES:
+            continue
+        family = by_family.get(base_queue(queue))
+        if family is not None:
+            family[state] += count
+        if (job_type, state) not in by_type:  # a type no longer registered: still shown
+            by_type.update({(job_type, other): 0 for other in JOB_STATES})
+        by_type[(job_type, state)] += count
+    queues = []
+    for base in bases:
+        since = [at for queue, at in oldest.items() if base_queue(queue) == base]
+        done = sum(n for queue, n in finished.completed_recent.items()
+                   if base_queue(queue) == base)
+        queues.append({
+            "name": base, "paused": None if paused is None else base in paused,
+            "counts": by_family[base],
+            "oldest_waiting_s": round((now - min(since)).total_seconds(), 1) if since else None,
+            "throughput_per_min": round(done / (finished.window_s / 60), 2),
+        })
+    return {"queues": queues, "workers": workers}, by_type
+
+
 @dataclass(frozen=True)
 class Scrape:
     """Everything one ``GET /metrics`` shows, read by the route (the I/O) beforehand."""
@@ -312,6 +405,8 @@ class Scrape:
     samples: Mapping[Any, Any] = field(default_factory=dict)
     # False when Redis could not be read: only the database's figures are shown then.
     redis_up: bool = True
+    # How old the counts of finished jobs, dead letters and throughput are (None: unknown).
+    recount_age_s: float | None = None
 
 
 def _queue_report_lines(report: dict[str, Any], dead_letters: int) -> list[str]:
@@ -340,6 +435,17 @@ def _queue_report_lines(report: dict[str, Any], dead_letters: int) -> list[str]:
         lines.append(_series("darkroom_workers", (), int(report["workers"])))
     lines += _header("darkroom_dead_letters", "Jobs in the dead-letter queue.", "gauge")
     lines.append(_series("darkroom_dead_letters", (), dead_letters))
+    return lines
+
+
+def _recount_lines(age_s: float | None) -> list[str]:
+    lines = _header("darkroom_jobs_recount_age_seconds",
+                    "Age of the counts of finished jobs (completed, failed, cancelled), dead "
+                    "letters and completions per minute: recounted at most every "
+                    "METRICS_RECOUNT_S for the whole deployment; unfinished jobs are counted "
+                    "on every scrape.", "gauge")
+    if age_s is not None:
+        lines.append(_series("darkroom_jobs_recount_age_seconds", (), round(age_s, 3)))
     return lines
 
 
@@ -389,6 +495,7 @@ def render(scrape: Scrape) -> str:
     lines.append(_series("darkroom_redis_up", (), int(scrape.redis_up)))
     lines += _queue_report_lines(scrape.report, scrape.dead_letters)
     lines += _jobs_by_type_lines(scrape.jobs_by_type)
+    lines += _recount_lines(scrape.recount_age_s)
     lines += _queue_message_lines(scrape.queue_messages)
     lines += _socket_lines(scrape.sockets)
     lines += render_shared(scrape.samples)

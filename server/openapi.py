@@ -35,14 +35,20 @@ PUBLIC, USER, ADMIN = "public", "user", "admin"
 _ERRORS = {
     400: ("BadRequest", "The request is malformed or a value is out of range."),
     401: ("Unauthorized", "The bearer token is missing or unknown."),
-    403: ("Forbidden", "The caller is not an admin (or a signed link is invalid or expired)."),
+    403: ("Forbidden", "The caller is not an admin (or a signed link is invalid or expired, "
+                       "or `priority: high` is for admins here: priority_not_allowed, or an "
+                       "e-mail recipient plain users may not mail: recipient_not_allowed)."),
     404: ("NotFound", "No such resource, or it belongs to another user."),
     409: ("Conflict", "The resource is not in a state that allows this."),
-    413: ("TooLarge", "The file is over the size or pixel cap."),
+    413: ("TooLarge", "A body, file or form field is over its cap (payload_too_large, "
+                      "file_too_large, fields_too_large), or an image over the pixel or "
+                      "decode-memory cap (image_too_large)."),
     415: ("UnsupportedType", "The file is not an image of a supported format."),
     422: ("Unprocessable", "The input is well-formed but does not make sense; "
                            "`error.fields` names each bad field where there are several."),
-    429: ("RateLimited", "Too many uploads this minute; `Retry-After` says when to try again."),
+    429: ("RateLimited", "A rate is spent (uploads, task submissions, new sessions, "
+                         "high-priority jobs, e-mails, webhook deliveries in flight); "
+                         "`Retry-After` says when to try again."),
     503: ("Unavailable", "The database or the job queue is down; try again shortly."),
 }
 
@@ -222,7 +228,10 @@ def _schemas() -> dict[str, Schema]:
                                        "IANA name; UTC when absent."}),
                 }, optional=("timezone",))),
             },
-            "description": "Give at most one of delay and run_at, and neither with repeat.",
+            "additionalProperties": False,
+            "description": "Give at most one of delay and run_at, and neither with repeat. "
+                           "Any other field is 422 unknown_field; a payload over "
+                           "MAX_TASK_PAYLOAD_KB as compact JSON is 422 invalid_payload.",
         },
         "TaskType": _obj({
             "type": {"type": "string"},
@@ -406,7 +415,9 @@ def _paths() -> dict[str, dict[str, Any]]:
     return {
         "/api/session": {
             "post": _op("Create a user and its bearer token", "session",
-                        {201: _json("The new user's token.", _ref("Session"))}, access=PUBLIC),
+                        {201: _json("The new user's token.", _ref("Session"))}, access=PUBLIC,
+                errors=(429,), description="429 past RATE_LIMIT_SESSIONS_PER_MIN new "
+                                           "sessions a minute from one client address."),
             "delete": _op(
                 "Revoke the calling token", "session", {204: _NO_CONTENT}, errors=(409,),
                 description="Later calls with this token get 401; the sockets it opened are "
@@ -419,13 +430,14 @@ def _paths() -> dict[str, dict[str, Any]]:
                 {202: _json("Stored and queued; no image work happened yet.", _ref("Upload")),
                  200: _json("The same bytes were uploaded before: that image and job "
                             "(duplicate: true); no new job.", _ref("Upload"))},
-                errors=(400, 413, 415, 422, 429), body=_multipart(many=False),
+                errors=(400, 403, 413, 415, 422, 429), body=_multipart(many=False),
                 description="One image in the multipart field `file`. 400 empty, missing or "
-                            "malformed; 413 over MAX_UPLOAD_MB or MAX_IMAGE_PIXELS; 415 not "
+                            "malformed; 413 over MAX_UPLOAD_MB, MAX_IMAGE_PIXELS or "
+                            "MAX_DECODE_MB; 415 not "
                             "a supported image; 422 damaged header; 429 rate limited."),
             "get": _op("List your images, newest first", "images",
                        {200: _json("A page of images.", _ref("ImagePage"))},
-                       errors=(400,), parameters=_PAGE),
+                       errors=(400, 422), parameters=_PAGE),
         },
         "/api/images/{image_id}": {
             "parameters": [_IMAGE_ID],
@@ -443,7 +455,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                                       "sniffed type for the original.",
                        "content": {"image/*": {"schema": {"type": "string",
                                                           "format": "binary"}}}}},
-                errors=(403, 404),
+                errors=(403, 404, 422),
                 parameters=[
                     _query("expires", "Signed links: the expiry (Unix seconds); a link "
                                       "that is not one is ignored.", {"type": "string"}),
@@ -459,10 +471,13 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "Upload several images", "batches",
                 {202: _json("Each good file became a job; each refused one is an item "
                             "with its error.", _ref("BatchUpload"))},
-                errors=(400, 413, 429), body=_multipart(many=True),
+                errors=(400, 403, 413, 429), body=_multipart(many=True),
                 description="Repeated `file` fields, up to 100. A file over the size cap, "
-                            "of the wrong type or damaged is refused in its item; 413 only "
-                            "when the whole body is over the cap."),
+                            "of the wrong type or damaged is refused in its item, and so is "
+                            "one past the upload allowance (rate_limited, checked as each "
+                            "file begins); 413 only when the whole body is over the cap or "
+                            "the form fields are over MAX_FORM_FIELDS_KB, 400 past "
+                            "MAX_FORM_FIELDS fields."),
         },
         "/api/batches/{batch_id}": {
             "get": _op("Read a batch and its jobs", "batches",
@@ -472,7 +487,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/jobs": {
             "get": _op(
                 "List jobs, newest first", "jobs",
-                {200: _json("A page of jobs.", _ref("JobPage"))}, errors=(400,),
+                {200: _json("A page of jobs.", _ref("JobPage"))}, errors=(400, 422),
                 parameters=[
                     _query("state", "Only jobs in this state (delayed: queued with a "
                                     "future run_at).",
@@ -514,11 +529,24 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "Submit a task, or a schedule of them", "tasks",
                 {202: _json("A job.", _ref("JobEnvelope")),
                  201: _json("With repeat: a schedule.", _ref("ScheduleEnvelope"))},
-                errors=(400, 409, 422),
+                errors=(400, 403, 409, 413, 422, 429),
                 body=_json_body(_ref("TaskRequest"), examples=_TASK_EXAMPLES),
                 description="400 not JSON, unknown type or a bad option; 422 a payload that "
                             "does not fit the type (invalid_payload, with error.fields), a "
-                            "bad cron or time zone; 409 image_busy or too_many_schedules."),
+                            "bad cron or time zone, or a cron firing more often than "
+                            "SCHEDULE_MIN_INTERVAL_S (cron_too_frequent); 409 image_busy or "
+                            "too_many_schedules; 429 past RATE_LIMIT_TASKS_PER_MIN, or past "
+                            "HIGH_PRIORITY_PER_HOUR for priority high; 403 "
+                            "priority_not_allowed (high when that is 0, or a high schedule, "
+                            "for a plain user). Outgoing work: max_attempts above the type's "
+                            "own (its ceiling, in GET /api/tasks/types) is 400 "
+                            "invalid_max_attempts; email.send takes exactly one address in "
+                            "`to` (422), a plain user may mail only EMAIL_ALLOWED_RECIPIENTS "
+                            "(403 recipient_not_allowed), and at most "
+                            "EMAIL_RATE_PER_USER_PER_HOUR / EMAIL_RATE_PER_HOUR e-mails an "
+                            "hour (429 rate_limited); webhook.deliver is 429 "
+                            "too_many_deliveries while WEBHOOK_MAX_IN_FLIGHT_PER_USER of "
+                            "yours are unfinished."),
         },
         "/api/tasks/types": {
             "get": _op("List the task types", "tasks",
@@ -537,7 +565,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "post": _op("Register a webhook", "webhooks",
                         {201: _json("Every final state of your jobs is POSTed there.",
                                     _ref("WebhookCreated"))},
-                        errors=(400, 409, 422),
+                        errors=(400, 409, 413, 422),
                         body=_json_body(_ref("WebhookRequest"),
                                         example={"url": "https://example.com/darkroom"}),
                         description="422 not an http(s) URL; 409 too many webhooks."),
@@ -552,7 +580,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op(
                 "List dead letters", "dlq",
                 {200: _json("A page of failed jobs, newest first.", _ref("DeadLetterPage"))},
-                access=ADMIN, errors=(400,),
+                access=ADMIN, errors=(400, 422),
                 parameters=[*_PAGE,
                             _query("type", "Only this task type.", {"type": "string"}),
                             _query("error", "Text in the error's type or message.",
@@ -595,7 +623,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "post": _op(
                 "Remove old finished jobs", "queues",
                 {200: _json("How many were removed.", _ref("QueueCleaned"))},
-                access=ADMIN, errors=(400, 404), parameters=[
+                access=ADMIN, errors=(400, 404, 413, 422), parameters=[
                     _QUEUE,
                     _query("older_than_s", "Used when the body does not give it.", _AGE),
                 ],
@@ -617,7 +645,10 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op("Prometheus metrics", "operations",
                        {200: {"description": "Prometheus text format 0.0.4.",
                               "content": {"text/plain": {"schema": {"type": "string"}}}}},
-                       access=PUBLIC),
+                       access=PUBLIC, errors=(401, 403),
+                       description="Open unless METRICS_TOKEN is set; then the bearer token "
+                                   "must be it or an admin token (401 without, 403 for a "
+                                   "plain user's)."),
         },
         "/openapi.json": {
             "get": _op("This document", "operations",

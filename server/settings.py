@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.client_address import TrustedProxies, parse_trusted_proxies
+from server.mail_limits import allowlist_entry
+
 
 class SettingsError(ValueError):
     """An environment variable has a value we cannot use."""
@@ -77,6 +80,26 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
     return raw
 
 
+def _trusted_proxies(env: Mapping[str, str]) -> TrustedProxies:
+    """TRUSTED_PROXIES: which X-Forwarded-For entries name the client (server/client_address)."""
+    try:
+        return parse_trusted_proxies(env.get("TRUSTED_PROXIES", ""))
+    except ValueError as exc:
+        raise SettingsError(f"TRUSTED_PROXIES: {exc}") from None
+
+
+def _recipients(env: Mapping[str, str]) -> tuple[str, ...]:
+    """EMAIL_ALLOWED_RECIPIENTS: addresses and @domains plain users may e-mail."""
+    raw = env.get("EMAIL_ALLOWED_RECIPIENTS", "")
+    entries = [entry for entry in raw.split(",") if entry.strip()]
+    normalised = tuple(allowlist_entry(entry) or "" for entry in entries)
+    bad = [entry.strip() for entry, ok in zip(entries, normalised, strict=True) if not ok]
+    if bad:
+        raise SettingsError("EMAIL_ALLOWED_RECIPIENTS must list addresses (ana@example.com) "
+                            f"and domains (@example.com), not {', '.join(map(repr, bad))}")
+    return tuple(dict.fromkeys(normalised))
+
+
 def _secret(env: Mapping[str, str], data_dir: Path) -> str:
     """SECRET_KEY, or a random key kept in the data dir so every local process shares it."""
     given = env.get("SECRET_KEY", "").strip()
@@ -116,6 +139,13 @@ class Settings:
     admin_token: str = field(default="", repr=False)
     max_upload_mb: int = 50
     max_image_pixels: int = 50_000_000
+    max_decode_mb: int = 256
+    max_json_body_kb: int = 256
+    max_task_payload_kb: int = 64
+    max_form_fields: int = 20
+    max_form_fields_kb: int = 64
+    socket_connect_timeout_s: int = 10
+    socket_handshakes_per_min: int = 120
     signed_url_ttl_s: int = 3600
     cors_origins: tuple[str, ...] = ()
     max_sockets_per_user: int = 20
@@ -131,7 +161,23 @@ class Settings:
     webhook_secret: str = field(default="", repr=False)
     webhook_timeout_s: int = 10
     webhook_allow_private: bool = False
+    webhook_deadline_s: int = 15
+    webhook_max_in_flight_per_user: int = 50
+    email_deadline_s: int = 30
+    email_allowed_recipients: tuple[str, ...] = ()
+    email_rate_per_user_per_hour: int = 20
+    email_rate_per_hour: int = 200
+    io_worker_threads: int = 8
+    worker_pool: str = "images"
     rate_limit_uploads_per_min: int = 120
+    rate_limit_tasks_per_min: int = 120
+    rate_limit_sessions_per_min: int = 10
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    high_priority_per_hour: int = 10
+    schedule_min_interval_s: int = 300
+    max_schedules_per_user: int = 100
+    metrics_token: str = field(default="", repr=False)
+    metrics_recount_s: int = 60
     retention_days: int = 30
     cleanup_cron: str = "0 * * * *"
     purge_cron: str = "30 3 * * *"
@@ -172,6 +218,22 @@ class Settings:
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
 
+    @property
+    def max_decode_bytes(self) -> int:
+        return self.max_decode_mb * 1024 * 1024
+
+    @property
+    def max_json_body_bytes(self) -> int:
+        return self.max_json_body_kb * 1024
+
+    @property
+    def max_task_payload_bytes(self) -> int:
+        return self.max_task_payload_kb * 1024
+
+    @property
+    def max_form_fields_bytes(self) -> int:
+        return self.max_form_fields_kb * 1024
+
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -194,6 +256,13 @@ class Settings:
             admin_token=env.get("ADMIN_TOKEN", "").strip(),
             max_upload_mb=_int(env, "MAX_UPLOAD_MB", 50, minimum=1),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 50_000_000, minimum=1),
+            max_decode_mb=_int(env, "MAX_DECODE_MB", 256, minimum=1),
+            max_json_body_kb=_int(env, "MAX_JSON_BODY_KB", 256, minimum=1),
+            max_task_payload_kb=_int(env, "MAX_TASK_PAYLOAD_KB", 64, minimum=1),
+            max_form_fields=_int(env, "MAX_FORM_FIELDS", 20, minimum=0),
+            max_form_fields_kb=_int(env, "MAX_FORM_FIELDS_KB", 64, minimum=1),
+            socket_connect_timeout_s=_int(env, "SOCKET_CONNECT_TIMEOUT_S", 10, minimum=1),
+            socket_handshakes_per_min=_int(env, "SOCKET_HANDSHAKES_PER_MIN", 120, minimum=0),
             signed_url_ttl_s=_int(env, "SIGNED_URL_TTL_S", 3600, minimum=60),
             worker_processes=_int(env, "WORKER_PROCESSES", _cpus(), minimum=1),
             worker_threads=_int(env, "WORKER_THREADS", 4, minimum=1),
@@ -207,7 +276,25 @@ class Settings:
             webhook_secret=env.get("WEBHOOK_SECRET", "").strip(),
             webhook_timeout_s=_int(env, "WEBHOOK_TIMEOUT_S", 10, minimum=1),
             webhook_allow_private=_bool(env, "WEBHOOK_ALLOW_PRIVATE"),
+            webhook_deadline_s=_int(env, "WEBHOOK_DEADLINE_S", 15, minimum=1),
+            webhook_max_in_flight_per_user=_int(env, "WEBHOOK_MAX_IN_FLIGHT_PER_USER", 50,
+                                                minimum=1),
+            email_deadline_s=_int(env, "EMAIL_DEADLINE_S", 30, minimum=1),
+            email_allowed_recipients=_recipients(env),
+            email_rate_per_user_per_hour=_int(env, "EMAIL_RATE_PER_USER_PER_HOUR", 20,
+                                              minimum=0),
+            email_rate_per_hour=_int(env, "EMAIL_RATE_PER_HOUR", 200, minimum=0),
+            io_worker_threads=_int(env, "IO_WORKER_THREADS", 8, minimum=1),
+            worker_pool=_choice(env, "WORKER_POOL", ("images", "io")),
             rate_limit_uploads_per_min=_int(env, "RATE_LIMIT_UPLOADS_PER_MIN", 120, minimum=0),
+            rate_limit_tasks_per_min=_int(env, "RATE_LIMIT_TASKS_PER_MIN", 120, minimum=0),
+            rate_limit_sessions_per_min=_int(env, "RATE_LIMIT_SESSIONS_PER_MIN", 10, minimum=0),
+            trusted_proxies=_trusted_proxies(env),
+            high_priority_per_hour=_int(env, "HIGH_PRIORITY_PER_HOUR", 10, minimum=0),
+            schedule_min_interval_s=_int(env, "SCHEDULE_MIN_INTERVAL_S", 300, minimum=0),
+            max_schedules_per_user=_int(env, "MAX_SCHEDULES_PER_USER", 100, minimum=1),
+            metrics_token=env.get("METRICS_TOKEN", "").strip(),
+            metrics_recount_s=_int(env, "METRICS_RECOUNT_S", 60, minimum=0),
             retention_days=_int(env, "RETENTION_DAYS", 30, minimum=1),
             cleanup_cron=env.get("CLEANUP_CRON", "").strip() or "0 * * * *",
             purge_cron=env.get("PURGE_CRON", "").strip() or "30 3 * * *",

@@ -26,7 +26,7 @@ from server.events import (
     token_room,
     user_room,
 )
-from server.socket_limits import MAX_JOB_ROOMS, TokenBucket
+from server.socket_limits import MAX_JOB_ROOMS, HandshakeTimeouts, TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +148,38 @@ async def keep_sockets(sio: socketio.AsyncServer, state: Any) -> None:
             log.warning("socket upkeep failed: %s", exc)
 
 
-def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
-    """Attach the handlers; ``state`` is the app state the lifespan fills in."""
+def register_handlers(sio: socketio.AsyncServer, state: Any, *,
+                      connect_timeout_s: float) -> None:
+    """Attach the handlers; ``state`` is the app state the lifespan fills in.
+
+    An engine.io session that has not joined the namespace ``connect_timeout_s`` after its
+    handshake, or after its connect was refused, is closed (SOCKET_CONNECT_TIMEOUT_S).
+    """
     connections = state.connections = Connections()
     buckets = connections.buckets
+    timeouts = state.handshake_timeouts = HandshakeTimeouts(sio, connect_timeout_s)
+    # socketio's own engine.io connect handler (it keeps the environ), then the watch.
+    eio_connect = sio.eio.handlers["connect"]
+
+    async def on_handshake(eio_sid: str, environ: dict[str, Any]) -> Any:
+        result = await eio_connect(eio_sid, environ)
+        timeouts.watch(eio_sid)
+        return result
+
+    sio.eio.on("connect", on_handshake)
 
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            await _admit(sid, environ, auth)
+        except Refused:
+            # The namespace is left at once; the engine.io session would stay open until
+            # the client leaves or its ping times out.
+            eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+            if eio_sid is not None:
+                timeouts.watch(eio_sid)
+            raise
+
+    async def _admit(sid: str, environ: dict[str, Any], auth: Any) -> None:
         token = _token_from(auth, environ)
         if token is None:
             raise Refused("unauthorized: missing token (connect with auth: {token})")
@@ -196,6 +222,9 @@ def register_handlers(sio: socketio.AsyncServer, state: Any) -> None:
             connections.connecting.discard(sid)
 
     async def disconnect(sid: str, reason: Any = None) -> None:
+        eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is not None:  # left the namespace; engine.io may be open still
+            timeouts.watch(eio_sid)
         connections.forget(sid)
         try:
             await state.sockets.release(sid)

@@ -7,6 +7,7 @@ All arguments after the session are keyword-only.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from server.models import (
     new_id,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
 
 # Image status follows its job's state.
 _IMAGE_STATUS = {
@@ -664,32 +667,52 @@ def delete_webhook(s: Session, *, user_id: str, webhook_id: str) -> bool:
 
 def end_with_deliveries(s: Session, *, change: Callable[..., JobView | None],
                         webhook: Callable[[JobView], tuple[str, dict[str, Any]]],
-                        max_attempts: int, **fields: Any) -> tuple[JobView | None, list[JobView]]:
+                        max_attempts: int, backlog: int = 0,
+                        **fields: Any) -> tuple[JobView | None, list[JobView]]:
     """Run a state change (``transition``, ``dead_letter``, ``cancel_job``…); if it ended the
     job, queue its owner's webhook deliveries in the same transaction, so that no job ends
-    without them. ``webhook`` makes the delivery's event name and body from the ended job."""
+    without them. ``webhook`` makes the delivery's event name and body from the ended job;
+    ``backlog`` is WEBHOOK_MAX_IN_FLIGHT_PER_USER (see create_webhook_deliveries)."""
     view = change(s, **fields)
     if view is None or not is_final(view.job.state):
         return view, []
     event, body = webhook(view)
     return view, create_webhook_deliveries(s, job=view.job, event=event, body=body,
-                                           max_attempts=max_attempts)
+                                           max_attempts=max_attempts, backlog=backlog)
 
 
 def create_webhook_deliveries(s: Session, *, job: Job, event: str, body: dict[str, Any],
-                              max_attempts: int) -> list[JobView]:
+                              max_attempts: int, backlog: int = 0) -> list[JobView]:
     """One queued ``webhook.deliver`` job per URL the job's owner registered.
 
-    Deliveries of deliveries are not made: a failing webhook must not feed itself.
+    Deliveries of deliveries are not made: a failing webhook must not feed itself. With a
+    ``backlog`` (> 0), none is made while the owner has that many unfinished already: a
+    receiver that cannot keep up loses the newest events (logged) instead of letting them
+    pile up without bound; the jobs' states stay readable through the API.
     """
     if job.type == WEBHOOK_TASK:
         return []
+    hooks = list_webhooks(s, user_id=job.user_id)
+    if hooks and backlog > 0:
+        pending = count_unfinished(s, user_id=job.user_id, task_type=WEBHOOK_TASK)
+        if pending >= backlog:
+            log.warning("dropped %d webhook deliveries of job %s: its owner has %d unfinished "
+                        "(WEBHOOK_MAX_IN_FLIGHT_PER_USER)", len(hooks), job.id, pending,
+                        extra={"job_id": job.id, "user_id": job.user_id})
+            return []
     return [
         create_job(s, user_id=job.user_id, task_type=WEBHOOK_TASK, queue=WEBHOOK_QUEUE,
                    payload={"url": hook.url, "event": event, "body": body},
                    max_attempts=max_attempts)
-        for hook in list_webhooks(s, user_id=job.user_id)
+        for hook in hooks
     ]
+
+
+def count_unfinished(s: Session, *, user_id: str, task_type: str) -> int:
+    """How many of the user's jobs of ``task_type`` are queued, running or retrying."""
+    unfinished = (JobState.QUEUED.value, JobState.ACTIVE.value, JobState.RETRYING.value)
+    return int(s.scalar(select(func.count()).select_from(Job).where(
+        Job.user_id == user_id, Job.type == task_type, Job.state.in_(unfinished))) or 0)
 
 
 # -- batches -----------------------------------------------------------------------------------
@@ -733,11 +756,13 @@ MAX_SCHEDULES_PER_USER = 100
 
 def create_schedule(s: Session, *, user_id: str, task_type: str, payload: dict[str, Any],
                     cron: str, timezone: str, priority: str, max_attempts: int,
-                    next_run_at: datetime) -> Schedule | None:
-    """Record a schedule; None when the user already has the maximum."""
+                    next_run_at: datetime,
+                    max_per_user: int = MAX_SCHEDULES_PER_USER) -> Schedule | None:
+    """Record a schedule; None when the user already has ``max_per_user``
+    (MAX_SCHEDULES_PER_USER)."""
     count = s.scalar(select(func.count()).select_from(Schedule)
                      .where(Schedule.user_id == user_id))
-    if (count or 0) >= MAX_SCHEDULES_PER_USER:
+    if (count or 0) >= max_per_user:
         return None
     schedule = Schedule(id=new_id(), user_id=user_id, type=task_type, payload=payload,
                         cron=cron, timezone=timezone, priority=priority,
@@ -881,6 +906,47 @@ def job_counts_by_type(s: Session, *, types: Iterable[str] = ()) -> dict[tuple[s
         for state in _COUNTED_STATES:
             counts.setdefault((job_type, state), 0)
     return counts
+
+
+# What a metrics scrape reads. Unfinished jobs are the backlog: counted on every scrape,
+# through the state index, so a scrape costs the work waiting, never the history. Finished
+# jobs are the history: counted by ``finished_job_counts``, a pass over them all, which the
+# scrape runs at most once per METRICS_RECOUNT_S for the whole deployment.
+_UNFINISHED = (JobState.QUEUED.value, JobState.ACTIVE.value, JobState.RETRYING.value)
+
+
+def unfinished_job_counts(s: Session, *, now: datetime) -> list[tuple[str, str, str, int]]:
+    """``(queue, type, state, jobs)`` of unfinished jobs (``delayed`` as in queue_stats)."""
+    delayed = (Job.state == JobState.QUEUED.value) & (Job.run_at > now)
+    label = case((delayed, "delayed"), else_=Job.state)
+    rows = s.execute(select(Job.queue, Job.type, label, func.count())
+                     .where(Job.state.in_(_UNFINISHED)).group_by(Job.queue, Job.type, label))
+    return [(str(queue), str(job_type), str(state), int(count))
+            for queue, job_type, state, count in rows]
+
+
+def oldest_waiting(s: Session, *, now: datetime) -> dict[str, datetime]:
+    """Per queue, since when its oldest job due to run has waited (run_at, else created)."""
+    rows = s.execute(
+        select(Job.queue, func.min(func.coalesce(Job.run_at, Job.created_at)))
+        .where(Job.state == JobState.QUEUED.value)
+        .where(Job.run_at.is_(None) | (Job.run_at <= now)).group_by(Job.queue))
+    return {str(queue): as_utc(since) for queue, since in rows if since is not None}
+
+
+def finished_job_counts(s: Session, *,
+                        since: datetime) -> tuple[list[tuple[str, str, str, int, int]], int]:
+    """``(queue, type, state, jobs, completed at or after since)`` of finished jobs, and the
+    dead letters: a pass over every stored finished job (see above)."""
+    finals = [state.value for state in JobState if is_final(state)]
+    recent = (Job.state == JobState.COMPLETED.value) & (Job.finished_at >= since)
+    rows = s.execute(
+        select(Job.queue, Job.type, Job.state, func.count(),
+               func.sum(case((recent, 1), else_=0)))
+        .where(Job.state.in_(finals)).group_by(Job.queue, Job.type, Job.state))
+    counts = [(str(queue), str(job_type), str(state), int(count), int(done or 0))
+              for queue, job_type, state, count, done in rows]
+    return counts, dead_letter_count(s)
 
 
 def mark_paused(s: Session, *, base: str, paused: bool) -> list[JobView]:

@@ -1,8 +1,12 @@
-"""Receive multipart uploads by streaming each file part straight to a temp file.
+"""Receive request bodies under caps: each byte is counted as it arrives.
 
-Starlette's ``request.form()`` parses the whole body before the handler runs and has
-no cap on file parts; here every chunk is counted as it arrives, so an upload over
-the cap gets its 413 at once and memory use stays at one chunk.
+Multipart uploads stream each file part straight to a temp file. Starlette's
+``request.form()`` parses the whole body before the handler runs and has no cap on file
+parts; here every chunk is counted as it arrives, so an upload over the cap gets its
+413 at once and memory use stays at one chunk. Plain form fields are capped in number
+and bytes the same way, and a caller may refuse the request at each file part as it
+begins (the upload allowance). JSON bodies (``read_json``) are read up to
+MAX_JSON_BODY_KB and no further.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import dataclasses
 import hashlib
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,11 +28,13 @@ from starlette.requests import ClientDisconnect, Request
 
 from server.errors import ApiError
 from server.storage import Storage
-from server.validation import is_whole_number
+from server.validation import MAX_INT_DIGITS, is_whole_number, json_body
 
-# Plain form fields (priority, delay) are tiny; anything bigger is not ours.
+# Plain form fields (priority, delay) are tiny: the defaults of MAX_FORM_FIELDS and
+# MAX_FORM_FIELDS_KB, which cap how many a request may carry and their bytes in all.
+MAX_FORM_FIELDS = 20
 MAX_FIELD_BYTES = 64 * 1024
-# Multipart framing (boundaries, part headers) on top of the file bytes themselves.
+# Multipart framing (boundaries, part headers) on top of the file and field bytes.
 _ENVELOPE_BYTES = 64 * 1024
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_FILENAME_CHARS = 200
@@ -111,12 +117,17 @@ class _Collector:
     """python-multipart callbacks: route part data to a temp file or a small field buffer."""
 
     def __init__(self, storage: Storage, form: ReceivedForm, max_files: int,
-                 max_file_bytes: int, per_file_errors: bool) -> None:
+                 max_file_bytes: int, per_file_errors: bool, max_fields: int,
+                 max_field_bytes: int) -> None:
         self.per_file_errors = per_file_errors
         self.storage = storage
         self.form = form
         self.max_files = max_files
         self.max_file_bytes = max_file_bytes
+        self.max_fields = max_fields
+        self.max_field_bytes = max_field_bytes
+        self.fields = 0
+        self.field_bytes = 0  # names and values of every field so far
         self.header_field = b""
         self.header_value = b""
         self.headers: dict[bytes, bytes] = {}
@@ -157,7 +168,18 @@ class _Collector:
                                         declared_type=declared, path=self.storage.new_temp())
             self.form.files.append(self.current)
         else:
+            self.fields += 1
+            if self.fields > self.max_fields:
+                raise ApiError(400, "too_many_fields",
+                               f"at most {self.max_fields} form fields per request")
+            self._count_field(len(name.encode()))
             self.current_field = name
+
+    def _count_field(self, size: int) -> None:
+        self.field_bytes += size
+        if self.field_bytes > self.max_field_bytes:
+            raise ApiError(413, "fields_too_large",
+                           f"the form fields are over {self.max_field_bytes // 1024} KB in all")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -170,19 +192,15 @@ class _Collector:
                 if not self.per_file_errors:
                     raise _too_large(self.max_file_bytes)
                 # In a batch one oversize file is that file's error, not the request's.
-                item.error = _too_large(self.max_file_bytes)
-                self.pending = [(f, c) for f, c in self.pending if f is not item]
-                self.pending_bytes = sum(len(c) for _, c in self.pending)
+                self._refuse(item, _too_large(self.max_file_bytes))
                 return
             if len(item.head) < HEAD_BYTES:
                 item.head += chunk[: HEAD_BYTES - len(item.head)]
             self.pending.append((item, chunk))
             self.pending_bytes += len(chunk)
         elif self.current_field is not None:
+            self._count_field(len(chunk))
             self.field_buf += chunk
-            if len(self.field_buf) > MAX_FIELD_BYTES:
-                raise ApiError(400, "field_too_large",
-                               f"form field {self.current_field!r} is too large")
 
     def on_part_end(self) -> None:
         if self.current_field is not None:
@@ -192,15 +210,35 @@ class _Collector:
         pending, self.pending, self.pending_bytes = self.pending, [], 0
         return pending
 
+    def _refuse(self, item: ReceivedFile, error: ApiError) -> None:
+        """Drop a file part (``per_file_errors``): what came of it and what comes after."""
+        item.error = error
+        self.pending = [(f, c) for f, c in self.pending if f is not item]
+        self.pending_bytes = sum(len(c) for _, c in self.pending)
+
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "file_too_large",
                     f"upload exceeds the limit of {limit // (1024 * 1024)} MB")
 
 
+FileCheck = Callable[[ReceivedFile], Awaitable[None]]
+
+
 async def receive_multipart(request: Request, storage: Storage, *, max_file_bytes: int,
-                            max_files: int, per_file_errors: bool = False) -> ReceivedForm:
+                            max_files: int, per_file_errors: bool = False,
+                            max_fields: int = MAX_FORM_FIELDS,
+                            max_field_bytes: int = MAX_FIELD_BYTES,
+                            on_file: FileCheck | None = None) -> ReceivedForm:
     """Stream a multipart body to temp files; 400/413 JSON errors on bad or oversize input.
+
+    Plain fields: at most ``max_fields`` of them and ``max_field_bytes`` in all (names and
+    values), refused (400 too_many_fields, 413 fields_too_large) at the part that passes
+    the cap, before the rest of the body is read.
+
+    ``on_file`` is awaited for each file part as soon as its headers have arrived, before
+    any of its bytes are written; an ApiError it raises refuses the request there, the
+    rest of the body unread.
 
     With ``per_file_errors`` a file over the cap is marked (``ReceivedFile.error``) and
     skipped instead of failing the request.
@@ -210,13 +248,14 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(400, "bad_request", "expected multipart/form-data with a file field")
-    body_cap = max_file_bytes * max_files + _ENVELOPE_BYTES
-    declared_length = request.headers.get("content-length")
-    if declared_length and is_whole_number(declared_length) and int(declared_length) > body_cap:
+    body_cap = max_file_bytes * max_files + max_field_bytes + _ENVELOPE_BYTES
+    if _declared_over(request, body_cap):
         raise _too_large(max_file_bytes)
 
     form = ReceivedForm()
-    collector = _Collector(storage, form, max_files, max_file_bytes, per_file_errors)
+    collector = _Collector(storage, form, max_files, max_file_bytes, per_file_errors,
+                           max_fields, max_field_bytes)
+    checked = 0  # file parts handed to on_file so far
     parser = MultipartParser(params[b"boundary"], {
         "on_part_begin": collector.on_part_begin,
         "on_part_data": collector.on_part_data,
@@ -233,6 +272,10 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
             if received > body_cap:
                 raise _too_large(max_file_bytes)
             parser.write(chunk)
+            if on_file is not None:
+                while checked < len(form.files):
+                    await on_file(form.files[checked])
+                    checked += 1
             if collector.pending_bytes >= FLUSH_BYTES:
                 await asyncio.to_thread(_write_all, collector.take_pending())
         parser.finalize()
@@ -250,6 +293,46 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
         form.cleanup()
         raise
     return form
+
+
+def _declared_over(request: Request, cap: int) -> bool:
+    """Whether the request's Content-Length already says its body is over ``cap``."""
+    declared = request.headers.get("content-length", "").strip()
+    if not is_whole_number(declared):
+        return False  # absent or odd (the server refuses a malformed one): count instead
+    return len(declared) > MAX_INT_DIGITS or int(declared) > cap
+
+
+def payload_too_large(cap: int) -> ApiError:
+    """The 413 for a body over ``cap`` bytes."""
+    return ApiError(413, "payload_too_large",
+                    f"the request body is over the limit of {cap // 1024} KB")
+
+
+async def read_body(request: Request, *, max_bytes: int) -> bytes:
+    """The whole body, if it is at most ``max_bytes``: refused from its Content-Length
+    before a byte is read, else as soon as the running count passes the cap."""
+    if _declared_over(request, max_bytes):
+        raise payload_too_large(max_bytes)
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_bytes:
+                raise payload_too_large(max_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the request was interrupted") from None
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, *, empty: Any = None,
+                    max_bytes: int | None = None) -> Any:
+    """The body as JSON (``empty`` when there is none), read under MAX_JSON_BODY_KB (or
+    ``max_bytes``): 413 payload_too_large past it, 400/422 as ``validation.json_body``."""
+    cap = request.app.state.settings.max_json_body_bytes if max_bytes is None else max_bytes
+    return json_body(await read_body(request, max_bytes=cap), empty=empty)
 
 
 def _write_all(pending: list[tuple[ReceivedFile, bytes]],

@@ -18,6 +18,17 @@ PRIORITIES = ("high", "normal", "low")
 MAX_DELAY_S = 7 * 24 * 3600 - 60
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
+# Digits past which a whole number in a parameter is refused (422) before int() sees it:
+# far more than any value we take has (a 64-bit integer has 19; a longer one is still only
+# out of range, 400), far fewer than the 4,300 past which int() raises ValueError (and
+# parsing a long one costs time quadratic in its length).
+MAX_INT_DIGITS = 100
+# Nesting of a JSON body: deeper is refused (every part of the service that walks a
+# payload recurses, and Python's own limit is about 1,000 frames for the whole stack).
+MAX_JSON_DEPTH = 64
+# The top-level fields of POST /api/tasks; any other is a mistake worth a clear 422.
+TASK_FIELDS = frozenset(("type", "payload", "priority", "delay", "run_at", "max_attempts",
+                         "repeat"))
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,7 @@ def upload_options(fields: Mapping[str, str]) -> UploadOptions:
     if priority not in PRIORITIES:
         raise ApiError(400, "invalid_priority", f"priority must be one of {', '.join(PRIORITIES)}")
     raw_delay = (fields.get("delay") or "0").strip()
+    _check_digits(raw_delay, "delay")
     try:
         delay = int(raw_delay)
     except ValueError:
@@ -57,13 +69,28 @@ def is_whole_number(raw: str) -> bool:
     return raw.isascii() and raw.isdigit()
 
 
+def _check_digits(raw: str, name: str) -> None:
+    """422 for a number too long to be any value we take (before int() is asked to parse it)."""
+    if len(raw.lstrip("+-")) > MAX_INT_DIGITS:
+        raise ApiError(422, "number_too_long",
+                       f"{name} has more than {MAX_INT_DIGITS} digits")
+
+
+def whole_number(raw: str, name: str) -> int | None:
+    """``raw`` as a whole number; None when it is not plain digits, 422 when too long."""
+    if not is_whole_number(raw):
+        return None
+    _check_digits(raw, name)
+    return int(raw)
+
+
 def page(query: Mapping[str, str]) -> tuple[int, str | None]:
     """``limit`` (1..200, default 50) and the ``before`` cursor of a list request."""
-    raw = query.get("limit", str(DEFAULT_PAGE))
-    if not is_whole_number(raw) or not 1 <= int(raw) <= MAX_PAGE:
+    limit = whole_number(query.get("limit", str(DEFAULT_PAGE)), "limit")
+    if limit is None or not 1 <= limit <= MAX_PAGE:
         raise ApiError(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
     before = query.get("before") or None
-    return int(raw), before
+    return limit, before
 
 
 # Far enough back for any clean-up; further would underflow datetime (year 1).
@@ -75,21 +102,73 @@ def clean_age(body: Any, query_value: str | None, *, default: int) -> int:
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "send a JSON object")
     raw = body.get("older_than_s", default if query_value is None else query_value)
-    age = int(raw) if isinstance(raw, str) and is_whole_number(raw) else whole(raw)
+    age = whole_number(raw, "older_than_s") if isinstance(raw, str) else whole(raw)
     if age is None or not 0 <= age <= MAX_CLEAN_AGE_S:
         raise ApiError(400, "bad_request",
                        f"older_than_s must be a whole number from 0 to {MAX_CLEAN_AGE_S}")
     return age
 
 
+def _not_json(constant: str) -> Any:
+    """``parse_constant``: NaN and Infinity are Python's extension, not JSON."""
+    raise ApiError(400, "bad_request", f"the body is not valid JSON ({constant} is not JSON)")
+
+
+def _finite(text: str) -> float:
+    """``parse_float``: 1e999 would become inf, which no JSON column or encoder takes."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ApiError(422, "number_too_long", f"the number {text[:20]}... is out of range")
+    return value
+
+
+def json_depth_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``limit`` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
+    return False
+
+
 def json_body(raw: bytes, *, empty: Any = None) -> Any:
-    """A request body parsed as JSON (``empty`` when there is none), or a 400."""
+    """A request body parsed as JSON (``empty`` when there is none).
+
+    400 when it is not JSON or nests deeper than MAX_JSON_DEPTH; 422 for a number with
+    more digits than Python parses (int() stops at 4,300) or beyond a float's range.
+    """
     if not raw.strip():
         return empty
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    except RecursionError:
+        raise _too_deep() from None
+    except ValueError:  # int() refusing a number of thousands of digits
+        raise ApiError(422, "number_too_long",
+                       "a number in the body has too many digits") from None
+    if json_depth_over(value, MAX_JSON_DEPTH):
+        raise _too_deep()
+    return value
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, "too_deep", f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON: how a stored payload is measured."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
@@ -173,6 +252,22 @@ class TaskRequest:
 MAX_ATTEMPTS_LIMIT = 20
 
 
+def attempts_for(requested: int | None, task_type: str, ceiling: int | None, *,
+                 default: int) -> int:
+    """The attempts a job gets: the caller's ``max_attempts``, else the type's, else the
+    deployment's RETRY_MAX_ATTEMPTS. A type's own limit is a ceiling: a caller may ask for
+    fewer attempts, and asking for more is refused (400) rather than quietly cut, so that
+    the answer says what the job will really get."""
+    if requested is None:
+        return ceiling or default
+    if ceiling is not None and requested > ceiling:
+        raise ApiError(400, "invalid_max_attempts",
+                       f"{task_type} allows at most {ceiling} attempts (max_attempts)")
+    return requested
+# "0,5,10,...,55 0-23 1-31 1-12 0-6" is about 60 characters; nothing useful is longer.
+MAX_CRON_CHARS = 200
+
+
 def repeat_fields(repeat: Any) -> tuple[str, str]:
     """``(cron, timezone)`` of a task's ``repeat`` object (UTC when the zone is absent).
 
@@ -181,22 +276,41 @@ def repeat_fields(repeat: Any) -> tuple[str, str]:
     if not isinstance(repeat, dict) or not isinstance(repeat.get("cron"), str):
         raise ApiError(422, "invalid_cron", "repeat must be {\"cron\": \"<5-field cron>\", "
                                             "\"timezone\": \"<IANA name>\"}")
+    if len(repeat["cron"]) > MAX_CRON_CHARS:
+        # Also keeps every number in it far below what int() refuses.
+        raise ApiError(422, "invalid_cron", f"a cron expression is at most {MAX_CRON_CHARS} "
+                                            "characters")
     timezone = repeat.get("timezone")
     if timezone is not None and not isinstance(timezone, str):
         raise ApiError(422, "invalid_timezone", "timezone must be an IANA name, e.g. Europe/Paris")
     return repeat["cron"].strip(), timezone or "UTC"
 
 
-def task_request(body: Any, *, now: datetime) -> TaskRequest:
-    """The fields of ``POST /api/tasks`` (the type and payload are checked by the caller)."""
+def task_request(body: Any, *, now: datetime, max_payload_bytes: int | None = None
+                 ) -> TaskRequest:
+    """The fields of ``POST /api/tasks`` (the payload's fit to its type is the caller's).
+
+    422 for a top-level field that is not one of TASK_FIELDS, and for a payload over
+    ``max_payload_bytes`` as compact JSON (it is stored with the job, and read back on every
+    retry, timeline and dead-letter listing).
+    """
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "send a JSON object")
+    unknown = sorted(set(body) - TASK_FIELDS)
+    if unknown:
+        shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise ApiError(422, "unknown_field",
+                       f"unknown field(s) {shown}; a task takes "
+                       f"{', '.join(sorted(TASK_FIELDS))}")
     task_type = body.get("type")
     if not isinstance(task_type, str) or not task_type:
         raise ApiError(400, "bad_request", "\"type\" must name a registered task type")
     payload = body.get("payload", {})
     if payload is None:
         payload = {}
+    if max_payload_bytes is not None and json_size(payload) > max_payload_bytes:
+        raise ApiError(422, "invalid_payload",
+                       f"the payload is over {max_payload_bytes // 1024} KB as compact JSON")
     priority = body.get("priority")
     if priority is None or priority == "":
         priority = "normal"

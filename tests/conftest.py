@@ -166,6 +166,8 @@ class Stack:
     logs: Path
     web: subprocess.Popen[bytes]
     worker: subprocess.Popen[bytes]
+    # The I/O worker (webhooks, e-mail), as the Procfile's `io` runs it; None if not started.
+    io_worker: subprocess.Popen[bytes] | None = None
 
     @property
     def port(self) -> int:
@@ -182,7 +184,7 @@ class Stack:
 
     def log_tail(self, lines: int = 40) -> str:
         out = []
-        for name in ("web.log", "worker.log"):
+        for name in ("web.log", "worker.log", "io-worker.log"):
             path = self.logs / name
             if path.exists():
                 out.append(f"--- {name} ---\n" + "\n".join(path.read_text().splitlines()[-lines:]))
@@ -319,6 +321,10 @@ def stack_env(redis_url: str, database_url: str, data_dir: Path, port: int,
         "WORKER_PROCESSES": "1",
         # Every stage reported, however quick: tests follow each one.
         "PROGRESS_INTERVAL_MS": "0",
+        # Tests make sessions by the hundred from one address (tests/integration/
+        # test_sessions.py checks the limit), and read finished-job counts at once.
+        "RATE_LIMIT_SESSIONS_PER_MIN": "0",
+        "METRICS_RECOUNT_S": "0",
         "WORKER_THREADS": "2",
         "PYTHONUNBUFFERED": "1",
     })
@@ -336,7 +342,8 @@ def start_worker(env: dict[str, str], log: Path,
                  args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """The supervised worker (``python -m workers``), as the Procfile runs it.
 
-    ``args`` go to Dramatiq, e.g. ``("-Q", "images")`` to serve only some queues.
+    ``args`` go to Dramatiq, e.g. ``("-Q", "images")`` to serve only some queues;
+    ``("--io",)`` starts the I/O worker instead.
     """
     with log.open("ab") as fh:
         return subprocess.Popen([sys.executable, "-m", "workers", *args], cwd=ROOT, env=env,
@@ -362,20 +369,29 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_stack(redis_url: str, database_url: str, base: Path,
-                  worker_args: tuple[str, ...] = (), **extra: str) -> Iterator[Stack]:
-    """Start a web process and a supervised worker; stop both on exit."""
+                  worker_args: tuple[str, ...] = (), io_worker: bool | None = None,
+                  **extra: str) -> Iterator[Stack]:
+    """Start a web process, a supervised worker and the I/O worker; stop them on exit.
+
+    ``io_worker``: by default started unless ``worker_args`` limit the worker's queues (a
+    stack that serves only some queues leaves the webhook and e-mail ones unserved too).
+    """
     data_dir, logs = base / "data", base / "logs"
     data_dir.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     env = stack_env(redis_url, database_url, data_dir, 0, **extra)
     worker = start_worker(env, logs / "worker.log", worker_args)
+    io = start_worker(env, logs / "io-worker.log", ("--io",)) \
+        if (not worker_args if io_worker is None else io_worker) else None
     try:
         web, url = start_web_process(env, logs / "web.log")
     except BaseException:
         stop(worker)
+        if io is not None:
+            stop(io)
         raise
     env["PORT"] = url.rsplit(":", 1)[1]
-    running = Stack(url, env, data_dir, logs, web, worker)
+    running = Stack(url, env, data_dir, logs, web, worker, io)
     try:
         yield running
     except BaseException:
@@ -383,7 +399,11 @@ def running_stack(redis_url: str, database_url: str, base: Path,
         raise
     finally:
         stop(running.web)
+        if running.io_worker is not None and running.io_worker.poll() is None:
+            running.io_worker.terminate()  # both workers stop at once
         stop(running.worker)
+        if running.io_worker is not None:
+            stop(running.io_worker)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ IO_LIBRARIES = {"dramatiq", "redis", "sqlalchemy", "starlette", "socketio", "uvi
                 "httpx", "aiosqlite", "psycopg"}
 PURE_MODULES = ["server/jobs.py", "server/events.py", "server/keys.py", "server/signing.py",
                 "server/validation.py", "server/metrics.py", "server/headers.py",
-                "server/audit.py", "server/logs.py", "server/openapi.py", "workers/imaging.py"]
+                "server/audit.py", "server/logs.py", "server/openapi.py", "workers/imaging.py",
+                "server/client_address.py", "server/cron.py", "server/mail_limits.py"]
 HTTP_MODULES = {"server.app", "server.routes", "server.sockets", "server.relay", "server.auth",
                 "server.uploads", "server.error_handlers", "server.sweeper", "server.dispatch",
                 "server.request_ids"}

@@ -1,5 +1,8 @@
 """``python -m workers``: run WORKER_PROCESSES Dramatiq processes, restarting any that dies.
 
+``python -m workers --io`` runs the I/O worker instead: one process for the webhook and
+e-mail queues, whose threads wait on slow peers without taking an image job's thread.
+
 A worker process can die (a segfault in a decoder, the OOM killer, ``kill -9``). Without
 a supervisor that would end the whole service under ``make run``; here that one process
 is started again after a short, growing pause, and the message it was running is
@@ -17,9 +20,11 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 from server import logs
 from server.settings import Settings
+from workers import tasks
 
 log = logging.getLogger("workers.supervisor")
 
@@ -106,20 +111,46 @@ class _Slot:
             child.send_signal(signal.SIGTERM)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Supervise the workers; ``argv`` (default: the command line) goes on to dramatiq."""
-    extra = sys.argv[1:] if argv is None else argv
-    settings = Settings.from_env()
-    logs.configure(settings.log_level, settings.log_format)
+@dataclass(frozen=True)
+class Plan:
+    """What the supervisor runs: ``processes`` copies of ``command`` with ``env`` added."""
+
+    command: list[str]
+    env: dict[str, str]
+    processes: int
+
+
+def plan(settings: Settings, argv: list[str]) -> Plan:
+    """The Dramatiq processes for ``argv``: the image workers, or with ``--io`` (or
+    WORKER_POOL=io) the I/O worker (webhook and e-mail queues only, one process of
+    IO_WORKER_THREADS threads). Other arguments go on to dramatiq."""
+    io = "--io" in argv or settings.worker_pool == "io"
+    extra = [arg for arg in argv if arg != "--io"]
+    pool, threads = ("io", settings.io_worker_threads) if io else \
+        ("images", settings.worker_threads)
+    # The I/O worker names its queues; an image worker takes every queue its actors use,
+    # and workers.main declares none of the I/O types' for it (WORKER_POOL below).
+    queues = ["--queues", *tasks.io_queues()] if io else []
     command = [sys.executable, "-m", "workers.dramatiq_cli", "workers.main", "--skip-logging",
-               "--processes", "1", "--threads", str(settings.worker_threads), *extra]
-    stopping = threading.Event()
+               "--processes", "1", "--threads", str(threads), *queues, *extra]
     # Each process fetches no more messages than it has threads (Dramatiq's default is
     # twice as many): a process with its threads busy leaves the next message to an idle
     # one instead of holding it, so work spreads over all the worker processes.
-    env = {**os.environ, "dramatiq_queue_prefetch": str(settings.worker_threads)}
-    slots = [_Slot(command, stopping, settings.worker_nice, env)
-             for _ in range(settings.worker_processes)]
+    env = {"dramatiq_queue_prefetch": str(threads), "WORKER_POOL": pool}
+    # One I/O process: its threads wait on peers, so more of them cost little and a
+    # second process would buy no CPU (run more `io` processes to spread across hosts).
+    return Plan(command, env, 1 if io else settings.worker_processes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Supervise the workers; ``argv`` (default: the command line): see ``plan``."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    planned = plan(settings, sys.argv[1:] if argv is None else list(argv))
+    stopping = threading.Event()
+    env = {**os.environ, **planned.env}
+    slots = [_Slot(planned.command, stopping, settings.worker_nice, env)
+             for _ in range(planned.processes)]
 
     def stop(signum: int, _frame: object) -> None:
         stopping.set()

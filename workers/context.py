@@ -34,6 +34,7 @@ class WorkerContext:
         reporter = Reporter(db, SyncBus(client, settings.redis_prefix), presenter,
                             send=partial(send_job, broker),
                             delivery_attempts=settings.retry_max_attempts,
+                            delivery_backlog=settings.webhook_max_in_flight_per_user,
                             line=RedisLineRefresh(client, settings.redis_prefix))
         return cls(settings=settings, db=db, redis=client, storage=storage_for(settings),
                    reporter=reporter)

@@ -42,4 +42,7 @@ install(
     FairDispatch(broker.fair, offer_every_s=settings.worker_heartbeat_timeout_ms / 4000),
 )
 dramatiq.set_broker(broker)
-declare_actors(broker, context, tasks.load(include_test_tasks=settings.enable_test_tasks))
+# Only the types of this process's pool (WORKER_POOL, set by `darkroom worker [--io]`): an
+# image worker declares no I/O actor, so it never consumes their queues, and the other way.
+declare_actors(broker, context, tasks.in_pool(
+    tasks.load(include_test_tasks=settings.enable_test_tasks), settings.worker_pool))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -69,11 +70,15 @@ async def _upload_image(request: Request) -> Response:
     principal = await require_user(request)
     state = request.app.state
     await ratelimit.check_uploads(state, principal.user_id)
+    settings = state.settings
     form = await receive_multipart(request, state.storage,
-                                   max_file_bytes=state.settings.max_upload_bytes, max_files=1)
+                                   max_file_bytes=settings.max_upload_bytes, max_files=1,
+                                   max_fields=settings.max_form_fields,
+                                   max_field_bytes=settings.max_form_fields_bytes)
     try:
         upload = form.single_file("file")
         options = validation.upload_options(form.fields)
+        await ratelimit.check_high_priority(state, principal, options.priority)
         stored = await store_file(state, principal.user_id, upload, options)
         if stored.duplicate:
             return JSONResponse({**await stored_item(state, stored), "duplicate": True},
@@ -111,15 +116,31 @@ async def _upload_batch(request: Request,
     principal = await require_user(request)
     state = request.app.state
     await ratelimit.check_uploads(state, principal.user_id, files=0)
+    files_begun = 0
+
+    async def within_allowance(part: ReceivedFile) -> None:
+        # As each file begins, before its bytes are read: a batch that would pass the
+        # allowance is refused at that file, not once the whole body is in.
+        nonlocal files_begun
+        if part.field == "file":
+            files_begun += 1
+            await _allowance_covers(state, principal.user_id, files_begun)
+
+    settings = state.settings
     form = await receive_multipart(request, state.storage,
-                                   max_file_bytes=state.settings.max_upload_bytes,
-                                   max_files=MAX_BATCH_FILES, per_file_errors=True)
+                                   max_file_bytes=settings.max_upload_bytes,
+                                   max_files=MAX_BATCH_FILES, per_file_errors=True,
+                                   max_fields=settings.max_form_fields,
+                                   max_field_bytes=settings.max_form_fields_bytes,
+                                   on_file=within_allowance)
     try:
         files = [item for item in form.files if item.field == "file"]
         if not files:
             raise ApiError(400, "missing_file", "send the images in repeated 'file' fields")
-        await ratelimit.check_uploads(state, principal.user_id, files=len(files))
         options = validation.upload_options(form.fields)
+        await ratelimit.check_high_priority(state, principal, options.priority,
+                                            sum(1 for f in files if f.error is None))
+        await ratelimit.check_uploads(state, principal.user_id, files=len(files))
         batch = await state.db.write(store.create_batch, user_id=principal.user_id,
                                      files=len(files))
         outcomes: list[StoredFile | dict[str, Any]] = []
@@ -149,6 +170,28 @@ async def _upload_batch(request: Request,
         form.cleanup()
 
 
+async def _allowance_covers(state: Any, user_id: str, files: int) -> None:
+    """429 now unless the user's upload allowance (``ratelimit.check_uploads``) still
+    covers ``files`` more uploads. Nothing is taken here: the batch takes all its files at
+    once when its body is in, so that a refused batch costs nothing."""
+    limit = state.settings.rate_limit_uploads_per_min
+    if limit <= 0:
+        return
+    uploads = ratelimit.Rate("uploads", "uploads", limit)  # check_uploads' allowance
+    if files <= limit:
+        try:
+            # Taking 0 checks that what is used is under the limit: under limit - files + 1
+            # means ``files`` more still fit.
+            await ratelimit.take(state.redis, state.settings.redis_prefix,
+                                 dataclasses.replace(uploads, limit=limit - files + 1),
+                                 user_id, 0)
+            return
+        except ApiError as exc:
+            if exc.status != 429:
+                raise
+    raise ratelimit.refusal(uploads, time.time())
+
+
 @dataclass(frozen=True)
 class StoredFile:
     """An accepted file on disk with its image and job rows; its message not sent yet."""
@@ -167,7 +210,8 @@ async def store_file(state: Any, user_id: str, upload: ReceivedFile,
     For the same bytes uploaded before, the earlier image and job (``duplicate``).
     Raises ApiError for a file we refuse.
     """
-    probe = await _probe(upload, state.settings.max_image_pixels)
+    probe = await _probe(upload, state.settings.max_image_pixels,
+                         state.settings.max_decode_bytes)
     image_id = new_id()
     await asyncio.to_thread(state.storage.adopt_original, upload.path, image_id)
     run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
@@ -233,12 +277,14 @@ async def get_batch(request: Request) -> JSONResponse:
                          "jobs": [state.presenter.job(v.job, v.image) for v in views]})
 
 
-async def _probe(upload: ReceivedFile, max_pixels: int) -> imaging.Probe:
-    """Header check only: sniffed type, dimensions, pixel cap."""
+async def _probe(upload: ReceivedFile, max_pixels: int,
+                 max_decode_bytes: int | None = None) -> imaging.Probe:
+    """Header check only: sniffed type, dimensions, pixel cap, the memory its decode needs."""
     if upload.size == 0:
         raise ApiError(400, "empty_file", "the uploaded file is empty")
     try:
-        return await asyncio.to_thread(imaging.probe, upload.path, max_pixels=max_pixels)
+        return await asyncio.to_thread(imaging.probe, upload.path, max_pixels=max_pixels,
+                                       max_decode_bytes=max_decode_bytes)
     except imaging.ImageError as exc:
         raise ApiError(exc.status, exc.code, str(exc)) from None
 
@@ -268,10 +314,13 @@ async def get_image(request: Request) -> JSONResponse:
 async def _file_caller(request: Request, image_id: str, kind: str) -> Principal | None:
     """Who asks for the file; None for a valid signed link (it names the file itself)."""
     params = request.query_params
-    sig, expires = params.get("sig"), params.get("expires", "")
-    if sig and validation.is_whole_number(expires):
+    sig = params.get("sig")
+    # No token needed to get this far: a number of thousands of digits is a 422 here,
+    # before int() (which refuses past 4,300 digits) is asked to parse it.
+    expires = validation.whole_number(params.get("expires", ""), "expires")
+    if sig and expires is not None:
         if signing.verify(request.app.state.settings.secret_key, image_id, kind,
-                          expires=int(expires), signature=sig, now=time.time()):
+                          expires=expires, signature=sig, now=time.time()):
             return None
         if "authorization" not in request.headers:
             raise ApiError(403, "forbidden", "the link is invalid or has expired")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from server import keys, metrics, store, telemetry
+from server.auth import authenticate, bearer_token
+from server.errors import ApiError
 from server.jobs import queue_family
-from server.routes.queues import queue_names, queue_report
+from server.models import utcnow
+from server.routes.queues import live_workers, paused_queues, queue_names
 
 log = logging.getLogger(__name__)
 
@@ -42,33 +47,110 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 
+async def _require_scrape_access(request: Request) -> None:
+    """With METRICS_TOKEN set, a scrape needs it, or an admin token, as its bearer token."""
+    state = request.app.state
+    wanted = state.settings.metrics_token
+    if not wanted:
+        return
+    token = bearer_token(request)
+    if token is not None and hmac.compare_digest(token.encode(), wanted.encode()):
+        return
+    principal = await authenticate(state.db, token, state.settings.admin_token)
+    if principal is not None and principal.is_admin:
+        return
+    if principal is not None:
+        raise ApiError(403, "forbidden", "the metrics need METRICS_TOKEN or an admin token")
+    raise ApiError(401, "unauthorized",
+                   "missing bearer token" if token is None else "invalid bearer token",
+                   headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _recount(state: Any) -> metrics.FinishedCounts:
+    """Count the finished jobs and dead letters now: a pass over every stored finished job."""
+    window = store.THROUGHPUT_WINDOW
+    rows, dead = await state.db.read(store.finished_job_counts, since=utcnow() - window)
+    return metrics.count_finished(rows, dead, at=time.time(), window_s=window.total_seconds())
+
+
+async def _finished_counts(state: Any, *, shared: bool) -> metrics.FinishedCounts:
+    """The last count of finished jobs, recounted when older than METRICS_RECOUNT_S.
+
+    ``shared``: through Redis, so that one web process recounts per interval for the whole
+    deployment (whichever takes the claim) and every other scrape shows its count. Without
+    Redis, each process keeps its own count, recounted as often at most.
+    """
+    interval = state.settings.metrics_recount_s
+    mine: metrics.FinishedCounts | None = getattr(state, "finished_counts", None)
+    if shared:
+        prefix = state.settings.redis_prefix
+        latest = metrics.FinishedCounts.decode(
+            await state.redis.get(keys.metrics_finished(prefix)))
+        if latest is not None and interval > 0 and (
+                time.time() - latest.at < interval
+                or not await state.redis.set(keys.metrics_recount(prefix),
+                                             telemetry.process_name(), nx=True, ex=interval)):
+            state.finished_counts = latest
+            return latest
+    elif mine is not None and time.time() - mine.at < interval:
+        return mine
+    # Ours to count: the count is stale and we took the claim, or METRICS_RECOUNT_S is 0,
+    # or there is none yet (each process that finds none counts, once).
+    counted = state.finished_counts = await _recount(state)
+    if shared:
+        await state.redis.set(keys.metrics_finished(state.settings.redis_prefix),
+                              counted.encode(), ex=max(600, 10 * interval))
+    return counted
+
+
 async def prometheus(request: Request) -> Response:
     """Prometheus text format, deployment-wide whichever web process answers: jobs by
     queue, type and state, waits, throughput, workers, DLQ, Dramatiq queue depths,
-    sockets, uploads, stage and run durations, relay delay."""
+    sockets, uploads, stage and run durations, relay delay.
+
+    No query reads the whole jobs table: unfinished jobs are counted through the state
+    index on every scrape, finished ones at most once per METRICS_RECOUNT_S
+    (``_finished_counts``).
+    """
+    await _require_scrape_access(request)
     state = request.app.state
     prefix = state.settings.redis_prefix
-    dead = await state.db.read(store.dead_letter_count)
-    by_type = await state.db.read(store.job_counts_by_type, types=list(state.task_types))
+    now = utcnow()
+    unfinished, oldest = await state.db.read(
+        lambda s: (store.unfinished_job_counts(s, now=now), store.oldest_waiting(s, now=now)))
+
+    def figures(finished: metrics.FinishedCounts, paused: set[str] | None,
+                workers: int | None) -> tuple[dict[str, Any], dict[tuple[str, str], int]]:
+        return metrics.job_figures(bases=queue_names(state), types=list(state.task_types),
+                                   unfinished=unfinished, oldest=oldest, finished=finished,
+                                   now=now, paused=paused, workers=workers)
+
     try:
         # This process's own figures first, so a scrape sees them at once (the others'
         # are at most a report interval old).
         await telemetry.flush(state.redis, prefix, state.tally)
         await telemetry.report_sockets(state.redis, prefix, telemetry.process_name(),
                                        *state.socket_counts())
+        finished = await _finished_counts(state, shared=True)
+        report, by_type = figures(finished, await paused_queues(state),
+                                  await live_workers(state))
         queues = [name for base in queue_names(state) for name in queue_family(base)]
         scrape = metrics.Scrape(
-            report=await queue_report(state), dead_letters=dead, jobs_by_type=by_type,
+            report=report, dead_letters=finished.dead_letters, jobs_by_type=by_type,
             queue_messages=await telemetry.read_queue_messages(
                 state.redis, keys.dramatiq_namespace(prefix), queues),
             sockets=await telemetry.read_sockets(state.redis, prefix),
             samples=await telemetry.read_samples(state.redis, prefix),
+            recount_age_s=time.time() - finished.at,
         )
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         # Exactly when something is wrong the database's figures matter most: show those.
         log.warning("metrics without Redis: %s", exc)
-        scrape = metrics.Scrape(report=await queue_report(state, with_redis=False),
-                                dead_letters=dead, jobs_by_type=by_type, redis_up=False)
+        finished = await _finished_counts(state, shared=False)
+        report, by_type = figures(finished, None, None)
+        scrape = metrics.Scrape(report=report, dead_letters=finished.dead_letters,
+                                jobs_by_type=by_type, redis_up=False,
+                                recount_age_s=time.time() - finished.at)
     return Response(metrics.render(scrape), media_type=metrics.CONTENT_TYPE)
 
 

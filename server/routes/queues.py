@@ -16,6 +16,7 @@ from server.auth import require_admin
 from server.errors import not_found
 from server.jobs import Stage
 from server.models import utcnow
+from server.uploads import read_json
 
 DEFAULT_CLEAN_AGE_S = 3600
 
@@ -102,7 +103,7 @@ async def clean(request: Request) -> JSONResponse:
     admin = await require_admin(request)
     state = request.app.state
     name = _queue(request)
-    age_s = validation.clean_age(validation.json_body(await request.body(), empty={}),
+    age_s = validation.clean_age(await read_json(request, empty={}),
                                  request.query_params.get("older_than_s"),
                                  default=DEFAULT_CLEAN_AGE_S)
     removed = await state.db.write(store.clean_finished, base=name,

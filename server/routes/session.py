@@ -6,15 +6,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import store
+from server import ratelimit, store
 from server.auth import hash_token, mint_token, require_user
+from server.client_address import limit_key, scope_address
 from server.errors import ApiError
 from server.events import TokenRevoked
 
 
 async def create_session(request: Request) -> JSONResponse:
+    """A new anonymous user: free, so limited per client address (TRUSTED_PROXIES says
+    which X-Forwarded-For entry that is)."""
+    state = request.app.state
+    address = scope_address(request.scope, state.settings.trusted_proxies)
+    await ratelimit.check_sessions(state, limit_key(address))
     token = mint_token()
-    user = await request.app.state.db.write(store.create_user, token_hash=hash_token(token))
+    user = await state.db.write(store.create_user, token_hash=hash_token(token))
     return JSONResponse({"token": token, "user_id": user.id}, status_code=201)
 
 

@@ -9,42 +9,53 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import cron, dispatch, store, validation
+from server import cron, dispatch, outbound, ratelimit, store, validation
 from server.auth import require_user
 from server.error_handlers import error_response
 from server.errors import ApiError, not_found
 from server.jobs import ImageBusy, queue_for
 from server.models import Schedule, iso, utcnow
 from server.routes import queues
+from server.uploads import read_json
 
 
 async def submit_task(request: Request) -> JSONResponse:
     principal = await require_user(request)
     state = request.app.state
-    body = validation.json_body(await request.body())
+    await ratelimit.check_tasks(state, principal.user_id)
+    body = await read_json(request)
     now = utcnow()
-    spec = validation.task_request(body, now=now)
+    spec = validation.task_request(body, now=now,
+                                   max_payload_bytes=state.settings.max_task_payload_bytes)
     task_type = state.task_types.get(spec.task_type)
     if task_type is None or not task_type.public:
         raise ApiError(400, "unknown_task_type", f"no task type named {spec.task_type!r}")
-    errors = validation.payload_errors(task_type.schema, spec.payload)
+    errors = (validation.payload_errors(task_type.schema, spec.payload)
+              or outbound.payload_errors(task_type.name, spec.payload))
     if errors:
         return error_response(422, "invalid_payload",
                               f"the payload does not fit {spec.task_type}", fields=errors)
-    max_attempts = (spec.max_attempts or task_type.max_attempts
-                    or state.settings.retry_max_attempts)
+    max_attempts = validation.attempts_for(spec.max_attempts, task_type.name,
+                                           task_type.max_attempts,
+                                           default=state.settings.retry_max_attempts)
     image_id = spec.payload.get(task_type.image_field) if task_type.image_field else None
     no_image = error_response(422, "invalid_payload", "no such image",
                               fields={f"payload.{task_type.image_field}": "no such image"})
     repeat = body.get("repeat") if isinstance(body, dict) else None
+    await outbound.check_task(state, principal, task_type.name, spec.payload,
+                              schedule=repeat is not None)
     if repeat is not None:
         if image_id is not None and await state.db.read(
                 store.get_image, image_id=image_id, user_id=principal.user_id) is None:
             return no_image
         if body.get("delay") is not None or body.get("run_at") is not None:
             raise ApiError(400, "bad_request", "delay and run_at do not apply to a schedule")
+        if spec.priority == "high" and not principal.is_admin:
+            raise ApiError(403, "priority_not_allowed", "a high-priority schedule needs an "
+                           "admin token: each firing would go ahead of everyone's work")
         return await _create_schedule(request, principal.user_id, task_type.name, spec,
                                       repeat, max_attempts)
+    await ratelimit.check_high_priority(state, principal, spec.priority)
     try:
         view = await state.db.write(
             store.create_task_job, user_id=principal.user_id, task_type=task_type.name,
@@ -61,6 +72,7 @@ async def submit_task(request: Request) -> JSONResponse:
     async def undo() -> None:
         await state.db.write(store.delete_job, job_id=view.job.id)
 
+    await outbound.count_task(state, view, undo)
     await dispatch.enqueue(state, view, delay_s=spec.delay_s, undo=undo)
     return JSONResponse({"job": await dispatch.announce(state, view)}, status_code=202)
 
@@ -69,15 +81,17 @@ async def _create_schedule(request: Request, user_id: str, task_type: str,
                            spec: validation.TaskRequest, repeat: Any,
                            max_attempts: int) -> JSONResponse:
     """``repeat: {cron, timezone}``: a schedule whose firings each create a job."""
+    settings = request.app.state.settings
     expression, timezone = validation.repeat_fields(repeat)
     next_run_at = cron.next_run(expression, timezone, utcnow())
+    cron.check_interval(expression, settings.schedule_min_interval_s)
     schedule = await request.app.state.db.write(
         store.create_schedule, user_id=user_id, task_type=task_type, payload=spec.payload,
         cron=expression, timezone=timezone, priority=spec.priority, max_attempts=max_attempts,
-        next_run_at=next_run_at)
+        next_run_at=next_run_at, max_per_user=settings.max_schedules_per_user)
     if schedule is None:
         raise ApiError(409, "too_many_schedules",
-                       f"at most {store.MAX_SCHEDULES_PER_USER} schedules per user")
+                       f"at most {settings.max_schedules_per_user} schedules per user")
     return JSONResponse({"schedule": schedule_wire(schedule)}, status_code=201)
 
 

@@ -12,6 +12,7 @@ from server import signing, store, validation
 from server.auth import require_user
 from server.errors import ApiError, not_found
 from server.models import Webhook, iso
+from server.uploads import read_json
 
 _SCHEMA = {"type": "object", "properties": {"url": {"type": "string", "format": "uri",
                                                      "maxLength": 2000}},
@@ -30,7 +31,7 @@ def _wire(hook: Webhook) -> dict[str, Any]:
 
 async def create_webhook(request: Request) -> JSONResponse:
     principal = await require_user(request)
-    body = validation.json_body(await request.body())
+    body = await read_json(request)
     errors = validation.payload_errors(_SCHEMA, body, path="body")
     if errors:
         raise ApiError(422, "invalid_webhook", "; ".join(f"{k} {v}" for k, v in errors.items()))

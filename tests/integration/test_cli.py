@@ -158,3 +158,20 @@ def test_migrate_reports_a_current_schema(stack: Stack) -> None:
     assert check.returncode == 0, check.stderr
     again = darkroom(stack, "migrate")
     assert again.returncode == 0 and "already at" in again.stdout
+
+
+def test_worker_passes_dramatiq_options_on_and_takes_io(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import workers.__main__
+    from server import cli
+
+    given: list[list[str]] = []
+    monkeypatch.setattr(workers.__main__, "main", lambda argv: given.append(argv) or 0)
+    assert cli.main(["worker", "-Q", "images", "images.high"]) == 0  # argparse refused -Q
+    assert cli.main(["worker", "--io"]) == 0
+    assert cli.main(["worker", "--io", "-t", "3"]) == 0
+    assert given == [["-Q", "images", "images.high"], ["--io"], ["--io", "-t", "3"]]
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["migrate", "--bogus"])
+    assert refused.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -73,8 +75,37 @@ def _state(pid: int) -> str:
         return "zombie"
 
 
+def _receiver() -> tuple[ThreadingHTTPServer, list[str]]:
+    """A local HTTP server answering 204 to POSTs; the list gets each path."""
+    paths: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            paths.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True).start()
+    return server, paths
+
+
+def _wait_state(url: str, headers: dict[str, str], job_id: str) -> str:
+    deadline = time.monotonic() + 30
+    state = ""
+    while state not in ("completed", "failed") and time.monotonic() < deadline:
+        state = httpx.get(f"{url}/api/jobs/{job_id}", headers=headers).json()["state"]
+        time.sleep(0.2)
+    return state
+
+
 def test_launcher_runs_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
-    proc, url, since = _launch(tmp_path)
+    proc, url, since = _launch(tmp_path, WEBHOOK_ALLOW_PRIVATE="true")
+    receiver, paths = _receiver()
     try:
         lines = _wait_ready(proc, url, tmp_path / "launcher.log", since)
         assert any("started a private Redis at unix://" in line for line in lines)
@@ -85,14 +116,16 @@ def test_launcher_runs_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> Non
 
         job = httpx.post(f"{url}/api/images", headers=headers,
                          files={"file": ("a.jpg", jpeg_bytes(400, 300), "image/jpeg")}).json()
-        deadline = time.monotonic() + 30
-        state = ""
-        while state != "completed" and time.monotonic() < deadline:
-            state = httpx.get(f"{url}/api/jobs/{job['job']['id']}", headers=headers).json()[
-                "state"]
-            time.sleep(0.2)
-        assert state == "completed"
+        assert _wait_state(url, headers, job["job"]["id"]) == "completed"
+        # The I/O worker runs too (the Procfile's `io`): it is the one that delivers.
+        hook = f"http://127.0.0.1:{receiver.server_address[1]}/launched"
+        delivery = httpx.post(f"{url}/api/tasks", headers=headers, json={
+            "type": "webhook.deliver", "payload": {"url": hook}}).json()
+        assert _wait_state(url, headers, delivery["job"]["id"]) == "completed"
+        assert paths == ["/launched"]
     finally:
+        receiver.shutdown()
+        receiver.server_close()
         alive = _stop(proc)
     assert alive == [], f"left running: {alive}"
     assert proc.returncode == 0, "a stop the user asked for is a normal end"

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event, insert
+from starlette.applications import Starlette
 
+from server import metrics, store
+from server.auth import hash_token, mint_token
+from server.db import SyncDatabase
+from server.error_handlers import EXCEPTION_HANDLERS
+from server.models import Job, new_id, utcnow
+from server.routes import ops
+from server.settings import Settings
 from tests.conftest import Stack, start_web_process, stop
-from tests.factories import LiveClient, connected, jpeg_bytes, new_token, upload
+from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload
+from workers import tasks as task_registry
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +179,131 @@ async def test_any_web_process_reports_the_whole_deployment(
         assert b_gone(await _scrape_until(http, b_gone))
     finally:
         stop(other)
+
+
+# -- what a scrape costs, and who may scrape (one process, real Redis and SQLite) -----------
+
+
+class _CountedDatabase:
+    """``server.db.Database``'s interface over a sync SQLite engine whose connections count
+    the steps of SQLite's virtual machine (its progress handler): rows visited, roughly,
+    whatever the query plan says."""
+
+    def __init__(self, url: str) -> None:
+        self.sync = SyncDatabase(url)
+        self.steps = 0
+        event.listen(self.sync.engine, "connect", self._count_steps)
+
+    def _count_steps(self, dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.set_progress_handler(self._step, _STEP)
+
+    def _step(self) -> int:
+        self.steps += _STEP
+        return 0  # go on
+
+    async def read(self, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+        return self.sync.read(fn, **kwargs)
+
+    async def write(self, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+        return self.sync.write(fn, **kwargs)
+
+
+_STEP = 10
+
+
+def _scraped_app(settings: Settings, db: _CountedDatabase,
+                 client: aioredis.Redis) -> httpx.AsyncClient:
+    """A web process's /metrics, as create_app wires it (its state, ops routes)."""
+    app = Starlette(routes=ops.routes, exception_handlers=EXCEPTION_HANDLERS)
+    app.state.settings, app.state.db, app.state.redis = settings, db, client
+    app.state.task_types = task_registry.load(include_test_tasks=False)
+    app.state.tally = metrics.Tally()
+    app.state.socket_counts = lambda: (0, 0)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web")
+
+
+def _add_jobs(db: SyncDatabase, *, finished: int, waiting: int) -> None:
+    """``finished`` completed image jobs (the history) and ``waiting`` queued ones."""
+    now = utcnow()
+
+    def rows(count: int, state: str) -> list[dict[str, Any]]:
+        return [{"id": new_id(), "user_id": "u", "type": "image.process", "queue": "images",
+                 "state": state, "stage": state, "progress": 0, "attempt": 0,
+                 "max_attempts": 1, "priority": "normal", "payload": {}, "seq": 1,
+                 "created_at": now, "updated_at": now,
+                 "finished_at": now if state == "completed" else None}
+                for _ in range(count)]
+
+    db.write(lambda s: s.execute(insert(Job), rows(finished, "completed") + rows(waiting,
+                                                                                "queued")))
+
+
+async def test_a_scrape_costs_the_backlog_not_the_history(redis_url: str,
+                                                          tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'metrics.db'}"
+    seed = SyncDatabase(url)
+    seed.migrate()
+    _add_jobs(seed, finished=3000, waiting=5)
+    settings = Settings(redis_url=redis_url, database_url=url,
+                        redis_prefix=f"mt{secrets.token_hex(4)}", metrics_recount_s=3600)
+    client = aioredis.Redis.from_url(redis_url)
+    web_a, web_b = _CountedDatabase(url), _CountedDatabase(url)
+    try:
+        async with _scraped_app(settings, web_a, client) as http_a, \
+                _scraped_app(settings, web_b, client) as http_b:
+            first = await _scrape(http_a)  # the deployment's first count of the history
+            recount = web_a.steps
+            assert _value(first, "darkroom_jobs", queue="images", state="completed") == 3000
+
+            async def cost(http: httpx.AsyncClient, db: _CountedDatabase) -> tuple[int, Samples]:
+                before = db.steps
+                samples = await _scrape(http)
+                return db.steps - before, samples
+
+            # Another web process shows that count instead of making its own.
+            small, seen = await cost(http_b, web_b)
+            assert _value(seen, "darkroom_jobs", queue="images", state="completed") == 3000
+            assert small * 20 < recount, (small, recount)
+
+            # Three times the history, two more waiting: the next scrapes cost no more, and
+            # show the backlog as it is now (the history as last counted, and how old).
+            _add_jobs(seed, finished=6000, waiting=2)
+            for http, db in ((http_b, web_b), (http_a, web_a)):
+                steps, seen = await cost(http, db)
+                # A pass over the history takes some 25 steps a row (the recount above): the
+                # index lookups grow by a level, not by a step per ten rows added.
+                assert steps - small < 6000 / 10, (steps, small)
+                assert _value(seen, "darkroom_jobs", queue="images", state="queued") == 7
+                assert _value(seen, "darkroom_jobs", queue="images", state="completed") == 3000
+                assert 0 <= _value(seen, "darkroom_jobs_recount_age_seconds") < 60
+    finally:
+        await client.aclose()
+        for db in (seed, web_a.sync, web_b.sync):
+            db.dispose()
+
+
+async def test_metrics_token_guards_the_scrape(redis_url: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'metrics.db'}"
+    db = _CountedDatabase(url)
+    db.sync.migrate()
+    plain = mint_token()
+    db.sync.write(store.create_user, token_hash=hash_token(plain))
+    settings = Settings(redis_url=redis_url, database_url=url, admin_token="the-admin",
+                        redis_prefix=f"mt{secrets.token_hex(4)}", metrics_token="scraper")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        async with _scraped_app(settings, db, client) as http:
+            for headers in ({}, auth("wrong"), {"Authorization": "Basic c2NyYXBlcg=="}):
+                refused = await http.get("/metrics", headers=headers)
+                assert refused.status_code == 401, headers
+                assert refused.json()["error"]["code"] == "unauthorized"
+                assert refused.headers["www-authenticate"] == "Bearer"
+            forbidden = await http.get("/metrics", headers=auth(plain))
+            assert forbidden.status_code == 403
+            for token in ("scraper", "the-admin"):
+                allowed = await http.get("/metrics", headers=auth(token))
+                assert allowed.status_code == 200, allowed.text
+                assert "darkroom_jobs" in allowed.text
+    finally:
+        await client.aclose()
+        db.sync.dispose()

@@ -33,7 +33,8 @@ def scheduled(redis_url: str, databases: Databases,
     base = tmp_path_factory.mktemp("scheduled")
     with running_stack(redis_url, databases.new(), base, ENABLE_TEST_TASKS="true",
                        SCHEDULE_POLL_S="1", CLEANUP_CRON="* * * * *",
-                       PURGE_CRON="* * * * *", RETENTION_DAYS="1") as running:
+                       PURGE_CRON="* * * * *", RETENTION_DAYS="1",
+                       MAX_SCHEDULES_PER_USER="3") as running:
         schedulers = [start_scheduler(running.env, running.logs / f"scheduler{n}.log")
                       for n in range(2)]
         try:
@@ -126,6 +127,32 @@ async def test_schedules_are_created_listed_and_deleted(http: httpx.AsyncClient)
     assert (await http.delete(f"/api/schedules/{schedule['id']}",
                               headers=auth(token))).status_code == 204
     assert (await http.get("/api/schedules", headers=auth(token))).json()["items"] == []
+
+
+async def test_a_fresh_session_gets_no_every_minute_or_high_priority_schedules(
+        scheduled: Stack, http: httpx.AsyncClient) -> None:
+    """Every-minute schedules used to be accepted from any fresh session: now a schedule
+    fires at most every SCHEDULE_MIN_INTERVAL_S (default 5 minutes) wherever two firings
+    meet, high priority needs an admin, and a user holds MAX_SCHEDULES_PER_USER."""
+    token = await new_token(http)
+    for cron in ("* * * * *", "*/2 * * * *", "0,1 * * * *", "0,58 0,23 * * *"):
+        refused = await _schedule(http, token, cron)
+        assert refused.status_code == 422, (cron, refused.text)
+        assert refused.json()["error"]["code"] == "cron_too_frequent"
+    high = await http.post("/api/tasks", headers=auth(token), json={
+        "type": "test.sleep", "payload": {"seconds": 0.1}, "priority": "high",
+        "repeat": {"cron": "0 7 * * *"}})
+    assert high.status_code == 403, high.text
+    assert high.json()["error"]["code"] == "priority_not_allowed"
+    admin = await http.post("/api/tasks", headers=auth(scheduled.env["ADMIN_TOKEN"]), json={
+        "type": "test.sleep", "payload": {"seconds": 0.1}, "priority": "high",
+        "repeat": {"cron": "0 7 1 1 *"}})
+    assert admin.status_code == 201, admin.text
+    for cron in ("*/5 * * * *", "0 * * * *", "30 7 * * 1-5"):
+        assert (await _schedule(http, token, cron)).status_code == 201
+    over = await _schedule(http, token, "0 8 * * *")
+    assert over.status_code == 409 and over.json()["error"]["code"] == "too_many_schedules"
+    assert "at most 3 schedules" in over.json()["error"]["message"]
 
 
 async def test_a_due_schedule_fires_once_with_two_schedulers(

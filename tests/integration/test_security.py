@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -325,3 +326,128 @@ async def test_admin_operations_are_audited(guarded: Stack, http: httpx.AsyncCli
         await asyncio.sleep(0.2)
     assert all(" INFO darkroom.audit: " in line for line in lines)
     assert not any(f"job.read job:{delayed['id']}" in line for line in lines)
+
+
+# -- bounded input -------------------------------------------------------------------------
+
+
+async def test_json_bodies_are_capped_and_hostile_numbers_and_nesting_are_4xx(
+        http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    task = {"type": "test.sleep", "payload": {"seconds": 0}}
+    # The issue's row: a 300 MB body was read whole (202 after seconds, +600 MB). Past
+    # MAX_JSON_BODY_KB (256) it is refused, from its Content-Length or as it streams.
+    big = json.dumps({**task, "pad": "x" * 300_000}).encode()
+    for content in (big, _chunks(big)):
+        refused = await http.post("/api/tasks", content=content, headers={
+            **auth(token), "Content-Type": "application/json"})
+        assert refused.status_code == 413, refused.text
+        assert refused.json()["error"]["code"] == "payload_too_large"
+    hook = await http.post("/api/webhooks", headers=auth(token),
+                           json={"url": "https://example.com/" + "x" * 300_000})
+    assert hook.status_code == 413
+    # Unknown fields, and a stored payload over MAX_TASK_PAYLOAD_KB (64), are 422.
+    for body, code in (({**task, "priotity": "high"}, "unknown_field"),
+                       ({**task, "payload": {"seconds": 0, "pad": "x" * 70_000}},
+                        "invalid_payload")):
+        answer = await http.post("/api/tasks", headers=auth(token), json=body)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (422, code)
+    # Were 500s with a traceback: a 5,000-digit number, a 100,000-deep array.
+    digits = "9" * 5000
+    cases = [
+        ("POST", "/api/tasks", b'{"type": "test.sleep", "payload": {"seconds": '
+         + digits.encode() + b"}}", 422),
+        ("POST", "/api/tasks", b"[" * 100_000 + b"]" * 100_000, 400),
+        ("GET", f"/api/jobs?limit={digits}", None, 422),
+        ("GET", f"/api/images?limit={digits}", None, 422),
+    ]
+    for method, path, content, status in cases:
+        answer = await http.request(method, path, content=content, headers={
+            **auth(token), "Content-Type": "application/json"})
+        assert answer.status_code == status, (path, answer.text[:200])
+        assert answer.json()["error"]["code"] in ("number_too_long", "too_deep")
+    # A signed file link needs no token: the most exposed of them.
+    link = await http.get(f"/api/images/abc/thumbnail?sig=abc&expires={digits}")
+    assert link.status_code == 422 and link.json()["error"]["code"] == "number_too_long"
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    """``data`` as a stream without a Content-Length (chunked)."""
+    for start in range(0, len(data), 65536):
+        yield data[start:start + 65536]
+
+
+async def test_form_fields_are_capped_in_number(http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    fields = {f"f{n}": "1" for n in range(21)}
+    answer = await http.post("/api/batches", headers=auth(token), data=fields, files=[
+        ("file", ("a.jpg", jpeg_bytes(40, 30), "image/jpeg"))])
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "too_many_fields"
+
+
+@pytest.fixture(scope="module")
+def strict_web(guarded: Stack) -> Iterator[str]:
+    """A web process of the same deployment with small socket and upload limits (a web
+    process alone: a stack of its own would cost its workers too)."""
+    env = {**guarded.env, "SOCKET_HANDSHAKES_PER_MIN": "5", "SOCKET_CONNECT_TIMEOUT_S": "1",
+           "RATE_LIMIT_UPLOADS_PER_MIN": "2"}
+    web, url = start_web_process(env, guarded.logs / "strict-web.log")
+    try:
+        yield url
+    finally:
+        stop(web)
+
+
+async def test_handshakes_are_rate_limited_and_tokenless_sessions_closed(
+        strict_web: str) -> None:
+    # The issue's row: 6,000 handshakes without a token, all 200, each session held (RSS
+    # +81 MB) until its ping timed out.
+    async with httpx.AsyncClient(base_url=strict_web, timeout=5) as http:
+        token = await new_token(http)
+        handshake = "/socket.io/?EIO=4&transport=polling"
+        opened = [await http.get(handshake) for _ in range(5)]
+        assert [r.status_code for r in opened] == [200] * 5
+        refused = await http.get(handshake)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+        # A WebSocket handshake past the rate is refused before it is accepted.
+        assert await _refusal(strict_web, token, transports=["websocket"]) is not None
+        # None of the five joined the namespace: closed after SOCKET_CONNECT_TIMEOUT_S
+        # (a poll of a live session would wait up to 25 s for a packet).
+        sid = json.loads(opened[0].text[1:])["sid"]
+        await asyncio.sleep(2)
+        gone = await http.get(f"{handshake}&sid={sid}")
+        assert gone.status_code == 400
+
+
+async def test_a_batch_past_the_upload_allowance_is_refused_at_that_file(
+        strict_web: str) -> None:
+    # RATE_LIMIT_UPLOADS_PER_MIN=2: the third file of a batch is refused as it begins,
+    # while the client is still sending (the allowance was checked after the whole body).
+    async with httpx.AsyncClient(base_url=strict_web, timeout=30) as http:
+        token = await new_token(http)
+        host, port = strict_web.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write((f"POST /api/batches HTTP/1.1\r\nHost: {host}\r\n"
+                          f"Authorization: Bearer {token}\r\n"
+                          "Content-Type: multipart/form-data; boundary=bb\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n").encode())
+            for n in range(3):
+                part = (f"--bb\r\nContent-Disposition: form-data; name=\"file\"; "
+                        f"filename=\"{n}.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+                        ).encode() + jpeg_bytes(40, 30, color=(n, 1, 2)) + b"\r\n"
+                writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            await writer.drain()  # and no closing boundary: more would follow
+            status = await asyncio.wait_for(reader.readline(), timeout=10)
+            assert status.split()[1] == b"429", status
+        finally:
+            writer.close()
+        # A refused batch costs nothing: two files still fit.
+        files = [("file", (f"{n}.jpg", jpeg_bytes(40, 30, color=(n, 3, 4)), "image/jpeg"))
+                 for n in range(2)]
+        answer = await http.post("/api/batches", headers=auth(token), files=files)
+        assert answer.status_code == 202, answer.text
+        assert all("job" in item for item in answer.json()["items"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -131,11 +132,13 @@ async def test_tokens_are_stored_only_as_hashes(stack: Stack, http: httpx.AsyncC
 def pair(redis_url: str, databases: Databases,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
     """A stack whose web processes re-count their sockets every second, and a second web
-    process on the same Redis and database."""
+    process on the same Redis and database; that one keeps the default quotas (test
+    stacks lift the session limit: they make sessions by the hundred)."""
     base = tmp_path_factory.mktemp("sessions")
     with running_stack(redis_url, databases.new(), base, SOCKET_REFRESH_S="1",
                        MAX_SOCKETS_PER_USER="2") as stack:
-        other, url = start_web_process(stack.env, stack.logs / "web-b.log")
+        defaults = {k: v for k, v in stack.env.items() if k != "RATE_LIMIT_SESSIONS_PER_MIN"}
+        other, url = start_web_process(defaults, stack.logs / "web-b.log")
         try:
             yield stack, url
         finally:
@@ -208,3 +211,55 @@ async def test_clients_that_hang_up_while_connecting_leave_no_slot_behind(
     raise AssertionError("slots of vanished clients were never freed")
 
 
+
+
+async def _clear_of_a_window_edge(window_s: int, margin_s: float) -> None:
+    """Rates count in fixed windows: start a burst that must fall in one window at least
+    ``margin_s`` before the window ends."""
+    left = window_s - time.time() % window_s
+    if left < margin_s:
+        await asyncio.sleep(left + 0.05)
+
+
+def _rate_limited(response: httpx.Response, window_s: int) -> bool:
+    return (response.status_code == 429
+            and response.json()["error"]["code"] == "rate_limited"
+            and 1 <= int(response.headers["retry-after"]) <= window_s)
+
+
+async def test_a_fresh_session_is_held_to_the_default_quotas(
+        pair: tuple[Stack, str]) -> None:
+    """Unlimited sessions, unlimited task submissions and priority high used to be
+    accepted from any fresh session. The defaults: 10 sessions a minute per client
+    address, 120 task submissions a minute and 10 high-priority jobs an hour per user."""
+    stack, b_url = pair
+    async with httpx.AsyncClient(base_url=b_url, timeout=30) as http:
+        await _clear_of_a_window_edge(60, 3)
+        made = [await http.post("/api/session") for _ in range(10)]
+        assert [r.status_code for r in made] == [201] * 10
+        # TRUSTED_PROXIES is unset: an X-Forwarded-For of the client's own changes nothing.
+        refused = await http.post("/api/session", headers={"X-Forwarded-For": "198.51.100.7"})
+        assert _rate_limited(refused, 60), refused.text
+        tasker, uploader = (r.json()["token"] for r in made[:2])
+
+        # Every submission counts, valid or not: each costs the server work.
+        await _clear_of_a_window_edge(60, 5)
+        for _ in range(120):
+            unknown = await http.post("/api/tasks", headers=auth(tasker),
+                                      json={"type": "no.such.type"})
+            assert unknown.status_code == 400, unknown.text
+        assert _rate_limited(await http.post("/api/tasks", headers=auth(tasker),
+                                             json={"type": "no.such.type"}), 60)
+
+        await _clear_of_a_window_edge(3600, 5)
+        for n in range(10):
+            high = await upload(http, uploader, jpeg_bytes(16 + n, 16),
+                                fields={"priority": "high"})
+            assert high.status_code == 202, high.text
+        over = await upload(http, uploader, jpeg_bytes(40, 16), fields={"priority": "high"})
+        assert _rate_limited(over, 3600), over.text
+        assert "high-priority" in over.json()["error"]["message"]
+        assert (await upload(http, uploader, jpeg_bytes(41, 16))).status_code == 202
+        admin = await upload(http, stack.env["ADMIN_TOKEN"], jpeg_bytes(42, 16),
+                             fields={"priority": "high"})
+        assert admin.status_code == 202, admin.text

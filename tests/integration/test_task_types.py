@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -92,11 +93,25 @@ def receiver(databases: Databases) -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             state.requests.append((self.path, dict(self.headers), body))
+            if self.path == "/trickle":
+                self._trickle()
+                return
             statuses = state.script.get(self.path) or [200]
             status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
+
+        def _trickle(self) -> None:
+            """One byte of a status line every 0.5 s, for up to 30 s: no read of the
+            sender's ever waits long enough to time out."""
+            for _ in range(60):
+                try:
+                    self.wfile.write(b"H")
+                    self.wfile.flush()
+                except OSError:  # the sender gave up
+                    return
+                time.sleep(0.5)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -119,6 +134,9 @@ def tasks_stack(redis_url: str, databases: Databases, mailbox: tuple[Mailbox, in
                        SMTP_URL=f"smtp://127.0.0.1:{mailbox[1]}",
                        SMTP_FROM="darkroom@test.example", WEBHOOK_SECRET=SECRET,
                        WEBHOOK_TIMEOUT_S="3", WEBHOOK_ALLOW_PRIVATE="true",
+                       WEBHOOK_DEADLINE_S="2", WEBHOOK_MAX_IN_FLIGHT_PER_USER="3",
+                       EMAIL_ALLOWED_RECIPIENTS="@test.example,@refused.example",
+                       EMAIL_RATE_PER_USER_PER_HOUR="3",
                        RETRY_MIN_BACKOFF_MS="200",
                        RETRY_MAX_BACKOFF_MS="1000") as running:
         yield running
@@ -176,6 +194,111 @@ async def test_bad_email_payloads_are_422(http: httpx.AsyncClient) -> None:
     assert response.status_code == 422
     assert response.json()["error"]["fields"] == {
         "payload.to": "must be an email address", "payload.subject": "must be one line"}
+
+
+async def test_email_is_no_open_relay(http: httpx.AsyncClient, tasks_stack: Stack,
+                                      mailbox: tuple[Mailbox, int]) -> None:
+    token = await new_token(http)  # a fresh session: anyone
+    listed = await _submit(http, token, "email.send",
+                           {"to": "victim@ex.com,postmaster", "subject": "Hi"})
+    assert listed.status_code == 422, listed.text
+    assert listed.json()["error"]["fields"] == {
+        "payload.to": "must be exactly one address (no list, no name)"}
+    for to in ("victim@ex.com", "Victim <victim@ex.com>"):
+        assert (await _submit(http, token, "email.send", {"to": to, "subject": "Hi"})
+                ).status_code in (403, 422)
+    refused = await http.post("/api/tasks", headers=auth(token), json={
+        "type": "email.send", "payload": {"to": "victim@ex.com", "subject": "Daily"},
+        "repeat": {"cron": "0 7 * * *", "timezone": "UTC"}})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "recipient_not_allowed"
+    # An admin may mail anyone, one address at a time.
+    admin = tasks_stack.env["ADMIN_TOKEN"]
+    sent = await _submit(http, admin, "email.send", {"to": "victim@ex.com", "subject": "Hi"})
+    assert sent.status_code == 202, sent.text
+    job = await wait_final(http, admin, sent.json()["job"]["id"])
+    assert job["state"] == "completed", job
+    envelopes = [e.rcpt_tos for e, _ in mailbox[0].messages if "victim@ex.com" in e.rcpt_tos]
+    assert envelopes == [["victim@ex.com"]]
+    assert not any("postmaster" in e.rcpt_tos for e, _ in mailbox[0].messages)
+
+
+async def test_email_send_rate_per_user(http: httpx.AsyncClient) -> None:
+    token = await new_token(http)
+    for n in range(3):  # EMAIL_RATE_PER_USER_PER_HOUR in this stack
+        answer = await _submit(http, token, "email.send",
+                               {"to": f"n{n}@test.example", "subject": "Hi"})
+        assert answer.status_code == 202, answer.text
+    over = await _submit(http, token, "email.send", {"to": "n3@test.example", "subject": "Hi"})
+    assert over.status_code == 429
+    assert over.json()["error"]["code"] == "rate_limited"
+    assert 3000 <= int(over.headers["Retry-After"]) <= 3600
+    # Another user has an allowance of their own.
+    other = await new_token(http)
+    assert (await _submit(http, other, "email.send",
+                          {"to": "o@test.example", "subject": "Hi"})).status_code == 202
+
+
+async def test_a_slow_receiver_holds_no_image_thread(http: httpx.AsyncClient,
+                                                    receiver: Receiver) -> None:
+    """More deliveries to a receiver that trickles a byte every 0.5 s than the image
+    worker has threads (2): an upload still completes at once, and each delivery ends at
+    its deadline (WEBHOOK_DEADLINE_S=2 here) instead of the 120 s time limit."""
+    sender, photographer = await new_token(http), await new_token(http)
+    deliveries = []
+    for _ in range(3):
+        answer = await http.post("/api/tasks", headers=auth(sender), json={
+            "type": "webhook.deliver", "payload": {"url": receiver.url("/trickle")},
+            "max_attempts": 1})
+        assert answer.status_code == 202, answer.text
+        deliveries.append(answer.json()["job"]["id"])
+    for _ in range(50):  # the deliveries have begun: the receiver has them
+        if len(receiver.of("/trickle")) >= 3:
+            break
+        await asyncio.sleep(0.1)
+    started = time.monotonic()
+    body = (await upload(http, photographer, jpeg_bytes(320, 200))).json()
+    done = await wait_final(http, photographer, body["job"]["id"], timeout=30)
+    assert done["state"] == "completed"
+    assert time.monotonic() - started < 8
+    for job_id in deliveries:
+        job = await wait_final(http, sender, job_id, timeout=30)
+        assert job["state"] == "failed", job
+        assert "longer than 2 s" in job["error"]["message"]
+    assert time.monotonic() - started < 20
+
+
+async def test_deliveries_are_capped_and_attempts_have_a_ceiling(
+        http: httpx.AsyncClient, receiver: Receiver) -> None:
+    token = await new_token(http)
+    url = receiver.url("/capped")
+    higher = await http.post("/api/tasks", headers=auth(token), json={
+        "type": "webhook.deliver", "payload": {"url": url}, "max_attempts": 20})
+    assert higher.status_code == 400
+    assert higher.json()["error"]["code"] == "invalid_max_attempts"
+    waiting = []
+    for _ in range(3):  # WEBHOOK_MAX_IN_FLIGHT_PER_USER in this stack; delayed: unfinished
+        answer = await http.post("/api/tasks", headers=auth(token), json={
+            "type": "webhook.deliver", "payload": {"url": url}, "delay": 600,
+            "max_attempts": 2})
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["job"]["max_attempts"] == 2
+        waiting.append(answer.json()["job"]["id"])
+    over = await _submit(http, token, "webhook.deliver", {"url": url})
+    assert over.status_code == 429
+    assert over.json()["error"]["code"] == "too_many_deliveries"
+    assert int(over.headers["Retry-After"]) >= 1
+    # A job that ends while the user is at the cap makes no delivery either.
+    await http.post("/api/webhooks", headers=auth(token), json={"url": url})
+    body = (await upload(http, token, jpeg_bytes(200, 100))).json()
+    assert (await wait_final(http, token, body["job"]["id"]))["state"] == "completed"
+    await asyncio.sleep(0.5)
+    listed = (await http.get("/api/jobs?type=webhook.deliver",
+                             headers=auth(token))).json()["items"]
+    assert sorted(job["id"] for job in listed) == sorted(waiting)
+    for job_id in waiting:
+        await http.post(f"/api/jobs/{job_id}/cancel", headers=auth(token))
+    assert receiver.of("/capped") == []
 
 
 async def test_webhook_is_signed_and_retried_on_5xx_only(http: httpx.AsyncClient,

@@ -165,3 +165,32 @@ def test_housekeeping_crons_read_the_same_crontab_in_utc() -> None:
     assert fire == datetime(2026, 12, 6, 3, 30, tzinfo=UTC)  # Sunday
     either = cron.utc_trigger("0 0 1 * 1")  # the 1st, or any Monday
     assert either.get_next_fire_time(None, after) == datetime(2026, 12, 7, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("expression", "shortest_s"), [
+    ("* * * * *", 60),
+    ("*/5 * * * *", 300),
+    ("*/7 * * * *", 240),  # :56 to the next hour's :00
+    ("0,1 * * * *", 60),
+    ("0,58 0,23 * * *", 120),  # 23:58 to the next day's 00:00
+    ("*/5 9-17 * * 1-5", 300),
+    ("0 9 * * *", 86_400),
+    ("0 0 1 1 *", 86_400),  # yearly: no two firings come closer than a day anyway
+])
+def test_shortest_interval_covers_a_whole_day_and_the_step_into_the_next(
+        expression: str, shortest_s: int) -> None:
+    assert cron.shortest_interval(expression) == timedelta(seconds=shortest_s)
+
+
+def test_a_schedule_firing_more_often_than_the_minimum_is_a_422() -> None:
+    for expression in ("* * * * *", "*/2 * * * *", "*/7 * * * *", "0,58 0,23 * * *"):
+        with pytest.raises(ApiError) as raised:
+            cron.check_interval(expression, 300)
+        assert (raised.value.status, raised.value.code) == (422, "cron_too_frequent")
+        assert "300 s" in raised.value.message
+    for expression in ("*/5 * * * *", "0 * * * *", "30 7 * * 1-5"):
+        cron.check_interval(expression, 300)
+    cron.check_interval("* * * * *", 0)  # 0: no minimum
+    with pytest.raises(ApiError) as raised:
+        cron.check_interval("61 * * * *", 300)
+    assert raised.value.code == "invalid_cron"

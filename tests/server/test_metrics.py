@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -228,3 +229,49 @@ def test_without_redis_the_scrape_still_shows_the_databases_figures() -> None:
     assert not any(name == "darkroom_queue_paused" for name, _ in parsed)
     assert _parse(metrics.render(Scrape(report=_report(), dead_letters=0)))[
         ("darkroom_redis_up", ())] == 1
+
+
+def test_finished_counts_survive_redis_and_anything_else_reads_as_none() -> None:
+    counted = metrics.count_finished(
+        [("images", "image.process", "completed", 7, 2), ("images.high", "image.process",
+                                                          "completed", 1, 1),
+         ("default", "email.send", "failed", 3, 0)], 4, at=1000.5, window_s=300.0)
+    assert counted.completed_recent == {"images": 2, "images.high": 1}
+    again = metrics.FinishedCounts.decode(counted.encode().encode())
+    assert again == counted
+    for bad in (None, b"", b"not json", b"[]", b'{"at": 1}', b'{"at": "x", "jobs": [],'
+                b' "completed_recent": {}, "window_s": 300, "dead_letters": 0}'):
+        assert metrics.FinishedCounts.decode(bad) is None
+
+
+def test_job_figures_add_unfinished_and_finished_jobs_up_by_family_and_type() -> None:
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    finished = metrics.count_finished(
+        [("images", "image.process", "completed", 7, 2),
+         ("images.low", "image.process", "completed", 1, 1),
+         ("gone", "old.type", "failed", 2, 0)], 1, at=0.0, window_s=300.0)
+    unfinished = [("images", "image.process", "queued", 3),
+                  ("images.high", "image.process", "delayed", 1),
+                  ("default", "email.send", "active", 2)]
+    oldest = {"images": now - timedelta(seconds=30), "images.high": now - timedelta(seconds=90)}
+    report, by_type = metrics.job_figures(
+        bases=["default", "images"], types=["image.process", "email.send"],
+        unfinished=unfinished, oldest=oldest, finished=finished, now=now,
+        paused={"images"}, workers=2)
+    images, default = report["queues"][1], report["queues"][0]
+    assert images["counts"] == {"queued": 3, "delayed": 1, "active": 0, "retrying": 0,
+                                "completed": 8, "failed": 0, "cancelled": 0}
+    assert images["oldest_waiting_s"] == 90.0
+    assert images["throughput_per_min"] == 0.6  # 3 completions in 5 minutes
+    assert (images["paused"], default["paused"], report["workers"]) == (True, False, 2)
+    assert default["counts"]["active"] == 2 and default["oldest_waiting_s"] is None
+    assert by_type[("image.process", "completed")] == 8
+    assert by_type[("email.send", "retrying")] == 0  # every state of a registered type
+    assert by_type[("old.type", "failed")] == 2 and by_type[("old.type", "queued")] == 0
+    # Redis away: pause state and workers are unknown, not false and zero.
+    report, _ = metrics.job_figures(
+        bases=["images"], types=[], unfinished=[], oldest={}, finished=finished, now=now,
+        paused=None, workers=None)
+    assert report["queues"][0]["paused"] is None and report["workers"] is None
+    parsed = _parse(metrics.render(Scrape(report=report, dead_letters=1, recount_age_s=12.5)))
+    assert parsed[("darkroom_jobs_recount_age_seconds", ())] == 12.5

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from server import keys
-from server.socket_limits import TTL_S, SocketRegistry, TokenBucket
+from server.app import create_app
+from server.settings import Settings
+from server.socket_limits import TTL_S, HandshakeRate, SocketRegistry, TokenBucket
 
 
 @pytest.fixture
@@ -61,3 +67,118 @@ def test_the_bucket_allows_a_burst_then_a_steady_rate() -> None:
     assert bucket.take(0.5) == 0.0
     assert bucket.take(0.5) > 0
     assert bucket.take(100.0) == 0.0 and bucket.tokens == 2, "refills up to capacity only"
+
+
+# -- engine.io handshakes: rate per address, and a deadline to authenticate -----------------
+
+
+def test_handshakes_per_address_burst_then_refill_and_addresses_are_apart() -> None:
+    rate = HandshakeRate(3)
+    assert [rate.take("a", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert rate.take("a", now=0.0) == pytest.approx(20.0)  # 3 a minute: one every 20 s
+    assert rate.take("b", now=0.0) == 0.0
+    assert rate.take("a", now=20.0) == 0.0
+    assert HandshakeRate(0).take("a") == 0.0, "0 turns the limit off"
+
+
+def test_remembered_addresses_stay_bounded() -> None:
+    rate = HandshakeRate(2, max_tracked=100)
+    for n in range(1000):
+        rate.take(f"10.0.{n // 250}.{n % 250}", now=0.0)
+    assert len(rate) <= 100
+    rate.take("idle", now=0.0)
+    rate.take("busy", now=0.0)
+    rate.take("busy", now=0.0)
+    for n in range(200):  # much later: "idle" has its whole allowance back, "busy" too
+        rate.take(f"x{n}", now=1000.0)
+    assert len(rate) <= 100
+
+
+async def _get(app: Any, path: str, query: str, client: str = "203.0.113.9"
+               ) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP GET through the ASGI app: status, headers, body."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
+             "query_string": query.encode(), "headers": [(b"host", b"test")],
+             "client": (client, 50000), "server": ("test", 80), "scheme": "http",
+             "http_version": "1.1", "root_path": "", "asgi": {"version": "3.0"}}
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    headers = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], headers, body
+
+
+@pytest.fixture
+async def web(tmp_path: Path) -> AsyncIterator[Any]:
+    """The web process's ASGI app as create_app builds it (no lifespan: handshakes alone
+    need none), with a short deadline to authenticate."""
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0",
+                                  "SOCKET_CONNECT_TIMEOUT_S": "1"})
+    app = create_app(settings)
+    try:
+        yield app
+    finally:
+        await app.app.engineio_server.shutdown()
+
+
+HANDSHAKE = "EIO=4&transport=polling"
+
+
+async def test_6000_tokenless_handshakes_are_limited_and_their_sessions_closed(
+        web: Any) -> None:
+    # The issue: 6,000 engine.io handshakes without a token were all 200, each holding a
+    # session (RSS +81 MB) until its ping timed out.
+    sio = web.app.engineio_server
+    statuses = [(await _get(web, "/socket.io/", HANDSHAKE))[0] for _ in range(6000)]
+    allowed = Settings().socket_handshakes_per_min
+    assert statuses.count(200) <= allowed + 2  # a burst, then a trickle as it refills
+    assert statuses.count(429) >= 6000 - allowed - 2
+    assert len(sio.eio.sockets) <= allowed + 2
+    status, headers, body = await _get(web, "/socket.io/", HANDSHAKE)
+    assert status == 429 and int(headers["retry-after"]) >= 1
+    assert json.loads(body)["error"]["code"] == "rate_limited"
+    # Another address is not affected.
+    assert (await _get(web, "/socket.io/", HANDSHAKE, client="198.51.100.7"))[0] == 200
+    # None of them sent a token: each is closed once SOCKET_CONNECT_TIMEOUT_S has passed.
+    await asyncio.sleep(1.5)
+    assert len(sio.eio.sockets) == 0
+
+
+async def test_a_session_that_joins_the_namespace_in_time_is_kept(web: Any) -> None:
+    sio = web.app.engineio_server
+    status, _, body = await _get(web, "/socket.io/", HANDSHAKE)
+    assert status == 200
+    eio_sid = json.loads(body[1:])["sid"]
+    # What a connect with a token does first (the session joins before the token is checked).
+    await sio.manager.connect(eio_sid, "/")
+    await asyncio.sleep(1.5)
+    assert eio_sid in sio.eio.sockets
+
+
+@pytest.mark.parametrize(("method", "query", "counted"), [
+    ("GET", HANDSHAKE, True),
+    ("GET", "EIO=4&transport=websocket", True),
+    ("GET", HANDSHAKE + "&sid=abc", False),  # a poll of an open session
+    ("POST", HANDSHAKE + "&sid=abc", False),
+    ("OPTIONS", HANDSHAKE, False),
+    # engine.io reads a query that is not UTF-8 as empty: a new session, so counted.
+    ("GET", HANDSHAKE + "&sid=abc&\xff", True),
+])
+def test_what_counts_as_a_handshake(tmp_path: Path, method: str, query: str,
+                                    counted: bool) -> None:
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path),
+                                  "REDIS_URL": "redis://127.0.0.1:1/0"})
+    app = create_app(settings).app
+    scope = {"type": "http", "method": method, "path": "/socket.io/",
+             "query_string": query.encode("latin-1")}
+    assert app._is_handshake(scope) is counted
+    assert app._is_handshake({**scope, "path": "/socket.io"}) is counted
+    assert not app._is_handshake({**scope, "path": "/api/images"})

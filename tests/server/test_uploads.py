@@ -1,8 +1,21 @@
 from __future__ import annotations
 
-import pytest
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
-from server.uploads import MAX_FILENAME_CHARS, display_filename
+import pytest
+from starlette.requests import Request
+
+from server.errors import ApiError
+from server.storage import LocalStorage
+from server.uploads import (
+    MAX_FILENAME_CHARS,
+    ReceivedFile,
+    display_filename,
+    read_json,
+    receive_multipart,
+)
 
 
 @pytest.mark.parametrize(("raw", "shown"), [
@@ -24,3 +37,161 @@ def test_long_names_are_cut_keeping_the_extension() -> None:
     name = display_filename("é" * 400 + ".jpeg")
     assert len(name) <= MAX_FILENAME_CHARS
     assert name.endswith(".jpeg")
+
+
+# -- bodies read under caps, as they stream in ----------------------------------------------
+
+BOUNDARY = "darkroomboundary"
+
+
+class Body:
+    """A request body arriving in chunks; counts what the server pulled, and fails the test
+    if it pulls more than ``allowed`` (what reading the whole hostile body would take)."""
+
+    def __init__(self, chunks: Iterable[bytes], allowed: int | None = None) -> None:
+        self.chunks = iter(chunks)
+        self.allowed = allowed
+        self.pulled = 0
+
+    async def receive(self) -> dict[str, Any]:
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        self.pulled += len(chunk)
+        if self.allowed is not None and self.pulled > self.allowed:
+            raise AssertionError(f"the server read {self.pulled} bytes of a body it should "
+                                 "have refused by now")
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    def request(self, content_type: str, content_length: int | None = None) -> Request:
+        headers = [(b"content-type", content_type.encode())]
+        if content_length is not None:
+            headers.append((b"content-length", str(content_length).encode()))
+        return Request({"type": "http", "method": "POST", "path": "/", "headers": headers},
+                       self.receive)
+
+
+def _endless(chunk: bytes) -> Iterator[bytes]:
+    while True:
+        yield chunk
+
+
+async def test_a_300_mb_json_body_is_refused_from_its_content_length_unread() -> None:
+    body = Body(_endless(b" " * 65536), allowed=0)
+    with pytest.raises(ApiError) as caught:
+        await read_json(body.request("application/json", 300 * 1024 * 1024),
+                        max_bytes=256 * 1024)
+    assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
+    assert body.pulled == 0
+
+
+async def test_a_json_body_without_a_length_is_refused_once_past_the_cap() -> None:
+    cap = 256 * 1024
+    body = Body(_endless(b"[1," * 20_000), allowed=cap + 60_000)
+    with pytest.raises(ApiError) as caught:
+        await read_json(body.request("application/json"), max_bytes=cap)
+    assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
+    assert cap < body.pulled <= cap + 60_000
+
+
+async def test_a_json_body_within_the_cap_is_parsed() -> None:
+    body = Body([b'{"type": "t",', b' "payload": {}}'])
+    assert await read_json(body.request("application/json", 30), max_bytes=1024) == \
+        {"type": "t", "payload": {}}
+    assert await read_json(Body([]).request("application/json"), max_bytes=1024,
+                           empty={}) == {}
+
+
+def _field(name: str, value: bytes) -> bytes:
+    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+            ).encode() + value + b"\r\n"
+
+
+def _file_head(name: str = "file", filename: str = "a.jpg") -> bytes:
+    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
+
+
+def _end() -> bytes:
+    return f"--{BOUNDARY}--\r\n".encode()
+
+
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "files")
+
+
+async def test_5000_fields_of_60_kb_are_refused_at_the_cap_not_after_the_body(
+        storage: LocalStorage) -> None:
+    # The issue's batch: 5,000 distinct 60 KB fields, all kept in memory (~300 MB) and a
+    # 400 only once the whole body had arrived.
+    fields = (_field(f"f{n}", b"v" * 60_000) for n in range(5000))
+    body = Body(fields, allowed=2 * 1024 * 1024)
+    with pytest.raises(ApiError) as caught:
+        await receive_multipart(body.request(MULTIPART), storage, max_file_bytes=1 << 20,
+                                max_files=100, per_file_errors=True)
+    assert (caught.value.status, caught.value.code) == (413, "fields_too_large")
+    assert body.pulled < 200_000
+
+
+async def test_too_many_small_fields_are_refused_at_the_one_past_the_cap(
+        storage: LocalStorage) -> None:
+    body = Body((_field(f"f{n}", b"1") for n in range(5000)), allowed=100_000)
+    with pytest.raises(ApiError) as caught:
+        await receive_multipart(body.request(MULTIPART), storage, max_file_bytes=1 << 20,
+                                max_files=1, max_fields=20, max_field_bytes=64 * 1024)
+    assert (caught.value.status, caught.value.code) == (400, "too_many_fields")
+
+
+async def test_the_fields_we_take_still_pass(storage: LocalStorage) -> None:
+    body = Body([_field("priority", b"low"), _field("delay", b"5"), _file_head(), b"data",
+                 b"\r\n", _end()])
+    form = await receive_multipart(body.request(MULTIPART), storage, max_file_bytes=1 << 20,
+                                   max_files=1)
+    try:
+        assert form.fields == {"priority": "low", "delay": "5"}
+        assert form.single_file("file").size == 4
+    finally:
+        form.cleanup()
+
+
+async def test_each_file_part_is_checked_as_it_begins(storage: LocalStorage) -> None:
+    data = b"\xff" * 65536
+    chunks = [_file_head(filename="one.jpg"), *([data] * 4), b"\r\n",
+              _file_head(filename="two.jpg"), *([data] * 4), b"\r\n",
+              _file_head(filename="three.jpg"), *([data] * 4), b"\r\n", _end()]
+    heads = [sum(len(c) for c in chunks[:n + 1]) for n in (0, 6, 12)]
+    seen: list[tuple[str, int]] = []
+
+    def checking(body: Body, refuse: str | None) -> Any:
+        async def check(part: ReceivedFile) -> None:
+            seen.append((part.filename, body.pulled))
+            if part.filename == refuse:  # the user's allowance does not cover this one
+                raise ApiError(429, "rate_limited", "at most 1 upload per minute")
+        return check
+
+    body = Body(chunks)
+    form = await receive_multipart(body.request(MULTIPART), storage, max_file_bytes=1 << 20,
+                                   max_files=10, per_file_errors=True,
+                                   on_file=checking(body, None))
+    try:
+        # Each was asked about before any of its bytes had been read.
+        assert seen == list(zip(["one.jpg", "two.jpg", "three.jpg"], heads, strict=True))
+        assert [f.path.stat().st_size for f in form.files] == [4 * 65536] * 3
+    finally:
+        form.cleanup()
+
+    # Refused at the second file: the request ends there, the rest of the body unread.
+    for per_file_errors in (True, False):
+        seen.clear()
+        body = Body(chunks, allowed=heads[1])
+        with pytest.raises(ApiError) as caught:
+            await receive_multipart(body.request(MULTIPART), storage, max_file_bytes=1 << 20,
+                                    max_files=10, per_file_errors=per_file_errors,
+                                    on_file=checking(body, "two.jpg"))
+        assert caught.value.status == 429
+        assert [name for name, _ in seen] == ["one.jpg", "two.jpg"]
+    assert not list(storage.tmp_dir.iterdir()), "the files received so far are removed"

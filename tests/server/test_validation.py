@@ -8,7 +8,10 @@ from server.errors import ApiError
 from server.validation import (
     MAX_CLEAN_AGE_S,
     MAX_DELAY_S,
+    MAX_JSON_DEPTH,
+    TASK_FIELDS,
     clean_age,
+    json_body,
     page,
     payload_errors,
     repeat_fields,
@@ -152,3 +155,88 @@ def test_repeat_of_the_wrong_shape_is_422(repeat: object, code: str) -> None:
     with pytest.raises(ApiError) as caught:
         repeat_fields(repeat)
     assert (caught.value.status, caught.value.code) == (422, code)
+
+
+# -- hostile sizes: numbers, nesting, unknown fields, payloads ---------------------------------
+
+FIVE_THOUSAND_DIGITS = "9" * 5000
+
+
+@pytest.mark.parametrize("parse", [
+    lambda: page({"limit": FIVE_THOUSAND_DIGITS}),
+    lambda: clean_age({}, FIVE_THOUSAND_DIGITS, default=3600),
+    lambda: clean_age({"older_than_s": FIVE_THOUSAND_DIGITS}, None, default=3600),
+    lambda: upload_options({"delay": FIVE_THOUSAND_DIGITS}),
+    lambda: json_body(b'{"type": "t", "payload": {"n": ' + FIVE_THOUSAND_DIGITS.encode() + b"}}"),
+    lambda: json_body(b"[1e999]"),
+])
+def test_numbers_of_thousands_of_digits_are_422_not_a_crash(parse: object) -> None:
+    # int() raises ValueError past 4,300 digits: that was a 500 with a traceback.
+    with pytest.raises(ApiError) as caught:
+        parse()  # type: ignore[operator]
+    assert (caught.value.status, caught.value.code) == (422, "number_too_long")
+
+
+def test_long_but_parseable_numbers_keep_their_400() -> None:
+    with pytest.raises(ApiError) as caught:
+        page({"limit": "9" * 40})
+    assert (caught.value.status, caught.value.code) == (400, "invalid_limit")
+    assert json_body(b'{"n": ' + b"7" * 400 + b"}") == {"n": int("7" * 400)}
+
+
+def test_json_nested_100000_deep_is_400_not_a_crash() -> None:
+    # json.loads raised RecursionError: a 500.
+    with pytest.raises(ApiError) as caught:
+        json_body(b"[" * 100_000 + b"]" * 100_000)
+    assert (caught.value.status, caught.value.code) == (400, "too_deep")
+
+
+def test_json_deeper_than_the_limit_is_400_and_up_to_it_is_fine() -> None:
+    nested = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    assert json_body(nested) is not None
+    objects = b'{"a":' * (MAX_JSON_DEPTH + 1) + b"1" + b"}" * (MAX_JSON_DEPTH + 1)
+    with pytest.raises(ApiError) as caught:
+        json_body(objects)
+    assert caught.value.code == "too_deep"
+
+
+@pytest.mark.parametrize("raw", [b"NaN", b"[Infinity]", b'{"a": -Infinity}', b"{", b"\xff"])
+def test_what_is_not_json_is_400(raw: bytes) -> None:
+    with pytest.raises(ApiError) as caught:
+        json_body(raw)
+    assert caught.value.status == 400
+
+
+def test_every_documented_task_field_is_known() -> None:
+    body = {"type": "t", "payload": {}, "priority": "low", "delay": None, "run_at": None,
+            "max_attempts": 2, "repeat": None}
+    assert set(body) == TASK_FIELDS
+    assert task_request(body, now=NOW).priority == "low"
+
+
+def test_unknown_task_fields_are_422() -> None:
+    with pytest.raises(ApiError) as caught:
+        task_request({"type": "t", "payload": {}, "priotity": "high"}, now=NOW)
+    assert (caught.value.status, caught.value.code) == (422, "unknown_field")
+    assert "'priotity'" in caught.value.message
+
+
+def test_a_payload_over_the_cap_is_422_measured_as_compact_json() -> None:
+    cap = 64 * 1024
+    fits = {"text": "x" * (cap - len('{"text":""}'))}
+    assert task_request({"type": "t", "payload": fits}, now=NOW,
+                        max_payload_bytes=cap).payload is fits
+    with pytest.raises(ApiError) as caught:
+        task_request({"type": "t", "payload": {"text": "x" * cap}}, now=NOW,
+                     max_payload_bytes=cap)
+    assert (caught.value.status, caught.value.code) == (422, "invalid_payload")
+    # Non-ASCII counts in UTF-8 bytes, as stored.
+    with pytest.raises(ApiError):
+        task_request({"type": "t", "payload": {"t": "é" * (cap // 2)}}, now=NOW,
+                     max_payload_bytes=cap)
+
+
+def test_a_cron_expression_of_thousands_of_characters_is_422() -> None:
+    with pytest.raises(ApiError) as caught:
+        repeat_fields({"cron": "1" * 5000 + " * * * *"})
+    assert (caught.value.status, caught.value.code) == (422, "invalid_cron")

@@ -7,7 +7,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from workers.faults import PermanentFailure, TransientError, describe, is_transient
 from workers.imaging import InvalidImage
-from workers.task_types.webhook import DeliveryRejected, check_destination
+from workers.task_types.webhook import DeliveryRejected, resolve_destination
 
 
 @pytest.mark.parametrize("exc", [
@@ -55,5 +55,5 @@ def test_describe_hides_server_paths_and_says_what_is_retryable() -> None:
                                  "http://[::1]/hook", "http://169.254.169.254/latest"])
 def test_webhooks_to_internal_addresses_are_refused(url: str) -> None:
     with pytest.raises(DeliveryRejected, match="not a public address"):
-        check_destination(url, allow_private=False)
-    check_destination(url, allow_private=True)
+        resolve_destination(url, allow_private=False)
+    assert resolve_destination(url, allow_private=True).addresses

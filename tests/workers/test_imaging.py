@@ -721,3 +721,101 @@ def test_every_webp_method_makes_the_same_renditions(tmp_path: Path, method: int
     out = imaging.process(path, max_pixels=CAP, method=method)
     assert open_webp(out.thumbnail).size == (200, 200)
     assert open_webp(out.preview).size == (800, 600)
+
+
+# ------------------------------------------------------------------------ decode memory budget
+
+
+def _gray16(tmp_path: Path, size: tuple[int, int]) -> Path:
+    """A 16-bit grey PNG (ramp over the full range): tiny on disk, 2 bytes a pixel decoded."""
+    ramp = Image.linear_gradient("L").resize(size)
+    return save(tmp_path, ramp.point(lambda v: v * 257, mode="I").convert("I;16"), "g16.png",
+                "PNG")
+
+
+def test_a_16bit_png_is_converted_without_full_size_copies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The issue's 428 KB 16-bit PNG took ~420 MB while it decoded: I;16 -> I -> scaled I -> L
+    # -> RGB, each a full-size copy (ten bytes a pixel at once). Converted by strips, no step
+    # but the loaded picture and the result is ever the picture's size.
+    path = _gray16(tmp_path, (1200, 900))
+    biggest: list[int] = []
+    for name in ("convert", "point"):
+        original = getattr(Image.Image, name)
+
+        def spy(self: Image.Image, *args: object, _original: object = original,
+                **kwargs: object) -> Image.Image:
+            biggest.append(self.width * self.height)
+            return _original(self, *args, **kwargs)  # type: ignore[operator, no-any-return]
+
+        monkeypatch.setattr(Image.Image, name, spy)
+    picture = imaging.decode_picture(path, max_pixels=CAP)
+    monkeypatch.undo()
+    assert picture.pixels.size == (1200, 900) and picture.pixels.mode == "RGB"
+    assert 100 < mean_brightness(picture.pixels) < 156
+    assert biggest and max(biggest) <= imaging._strip_rows(1200, 1) * 1200 < 1200 * 900
+
+
+def test_over_the_decode_budget_the_picture_is_shrunk_as_it_is_converted(
+        tmp_path: Path) -> None:
+    path = _gray16(tmp_path, (1800, 1700))
+    full = imaging.decode_cost("I;16", (1800, 1700), alpha=False)
+    halved = imaging.decode_cost("I;16", (1800, 1700), alpha=False, factor=2)
+    assert halved < full
+    picture = imaging.decode_picture(path, max_pixels=CAP, max_decode_bytes=halved)
+    assert picture.pixels.size == (900, 850)  # still more than the 800 px preview needs
+    assert 100 < mean_brightness(picture.pixels) < 156
+    out = imaging.process(path, max_pixels=CAP, max_decode_bytes=halved)
+    assert open_webp(out.preview).size == (800, 756)
+    assert open_webp(out.thumbnail).size == (200, 200)
+    # Within the budget nothing changes.
+    assert imaging.decode_picture(path, max_pixels=CAP,
+                                  max_decode_bytes=full).pixels.size == (1800, 1700)
+
+
+def test_past_the_decode_budget_the_image_is_refused_before_decoding(tmp_path: Path) -> None:
+    path = _gray16(tmp_path, (1800, 1700))
+    budget = 2 * 1024 * 1024  # less than even the loaded pixels (6 MB)
+    with pytest.raises(ImageTooLarge, match=r"about \d+ MB of memory; the limit is 2 MB"):
+        imaging.decode_picture(path, max_pixels=CAP, max_decode_bytes=budget)
+    with pytest.raises(ImageTooLarge):  # the upload's header check refuses it already (413)
+        probe(path, max_pixels=CAP, max_decode_bytes=budget)
+    assert probe(path, max_pixels=CAP, max_decode_bytes=64 * 1024 * 1024).width == 1800
+
+
+def test_the_decode_cost_counts_what_pillow_holds() -> None:
+    mb = 1024 * 1024
+    # The issue's file: 6480x6480 16-bit grey. Loaded 80 MB; the old pipeline peaked at
+    # ~420 MB; now the loaded picture, the RGB result and a strip, within the 256 MB default.
+    assert 200 * mb < imaging.decode_cost("I;16", (6480, 6480), alpha=False) <= 256 * mb
+    # A 50 MP RGBA picture: resizing it for the renditions would pass the budget ...
+    assert imaging.decode_cost("RGBA", (7071, 7071), alpha=True) > 256 * mb
+    # ... shrunk by 2 as it is loaded, it fits.
+    assert imaging.decode_cost("RGBA", (7071, 7071), alpha=True, factor=2) <= 256 * mb
+    # JPEGs are costed after draft(), which decodes them at 1/8 already.
+    assert imaging.decode_cost("RGB", (756, 504), alpha=False) < 3 * mb
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Image.linear_gradient("L").resize((70, 45)).point(lambda v: v * 257, mode="I")
+    .convert("I;16"),
+    lambda: Image.linear_gradient("L").resize((70, 45)).point(lambda v: v * 1000 - 9, mode="I"),
+    lambda: Image.linear_gradient("L").resize((70, 45)).convert("F").point(lambda v: v / 300),
+    lambda: Image.linear_gradient("L").resize((70, 45)).convert("P"),
+    lambda: Image.merge("LA", (Image.linear_gradient("L").resize((70, 45)),
+                               Image.linear_gradient("L").resize((70, 45)).rotate(90))),
+    lambda: Image.linear_gradient("L").resize((70, 45)).convert("1"),
+    lambda: Image.linear_gradient("L").resize((70, 45)).convert("CMYK"),
+    lambda: Image.linear_gradient("L").resize((70, 45)).convert("RGBA"),
+])
+@pytest.mark.parametrize("factor", [1, 2, 3])
+def test_strips_convert_and_shrink_exactly_as_the_whole_picture(
+        monkeypatch: pytest.MonkeyPatch, make: object, factor: int) -> None:
+    im = make()  # type: ignore[operator]
+    whole = imaging._to_rgb_or_rgba(im)
+    if factor > 1:
+        whole = imaging._reduce(whole, factor)
+    monkeypatch.setattr(imaging, "_STRIP_PIXELS", 70 * 4)  # 4 rows: many strips
+    strips = imaging._rendition_pixels(im, factor)
+    assert (strips.mode, strips.size) == (whole.mode, whole.size)
+    assert strips.tobytes() == whole.tobytes()

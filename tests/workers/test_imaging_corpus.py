@@ -118,7 +118,7 @@ async def run_pipeline(worker: Worker, entry: dict[str, Any]) -> Outcome:
                           declared_type=entry["upload_content_type"], path=temp,
                           size=len(data), sha256=hashlib.sha256(data).hexdigest())
     try:
-        probe = await _probe(upload, settings.max_image_pixels)
+        probe = await _probe(upload, settings.max_image_pixels, settings.max_decode_bytes)
     except ApiError as exc:
         temp.unlink()
         return Outcome("reject", exc)

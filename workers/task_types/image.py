@@ -92,7 +92,10 @@ def _process(ctx: WorkerContext, job_id: str, image_id: str) -> None:
     slow = meta.format not in ("JPEG", "MPO") and meta.width * meta.height > _SLOW_DECODE_PIXELS
     stages.enter(Stage.DECODING, slow=slow)
     # Each stage rewrites its output atomically, so a redelivered job simply runs again.
-    picture = imaging.decode_picture(source, max_pixels=max_pixels)
+    # Over MAX_DECODE_MB the picture is shrunk as it is converted, or the job fails for good
+    # (ImageTooLarge, an ImageError) before anything is decoded.
+    picture = imaging.decode_picture(source, max_pixels=max_pixels,
+                                     max_decode_bytes=ctx.settings.max_decode_bytes)
     method = ctx.settings.webp_method
     stages.enter(Stage.THUMBNAIL)
     # The preview's pixels are made here already: the thumbnail is cut from them.

@@ -1,0 +1,78 @@
+"""Limits on the tasks that reach outside Darkroom, checked when a job or schedule is made.
+
+- ``webhook.deliver``: a user has at most WEBHOOK_MAX_IN_FLIGHT_PER_USER deliveries
+  unfinished (429); the deliveries made when a job ends count the same way
+  (``store.create_webhook_deliveries``), so neither path lets them pile up.
+- ``email.send``: ``to`` is exactly one address (422); plain users may mail only what
+  EMAIL_ALLOWED_RECIPIENTS lists, admins anyone (403); per-user and deployment-wide
+  send rates (429), counted per job so that the worker, which counts scheduled mail,
+  never counts a job twice (``server.mail_limits``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+
+from server import keys, store
+from server.auth import Principal
+from server.errors import ApiError
+from server.mail_limits import SendRates, recipient_allowed, single_address, take_send_async
+from server.store import JobView
+
+EMAIL_TASK = "email.send"
+
+
+def payload_errors(task_type: str, payload: dict[str, Any]) -> dict[str, str]:
+    """What the payload schema cannot say: an e-mail's ``to`` must be one bare address."""
+    if task_type == EMAIL_TASK and single_address(str(payload.get("to", ""))) is None:
+        return {"payload.to": "must be exactly one address (no list, no name)"}
+    return {}
+
+
+async def check_task(state: Any, principal: Principal, task_type: str,
+                     payload: dict[str, Any], *, schedule: bool) -> None:
+    """Refuse a job (or a schedule of them) these limits do not allow; call it after the
+    payload passed ``payload_errors``."""
+    settings = state.settings
+    if task_type == EMAIL_TASK and not principal.is_admin:
+        allowed = settings.email_allowed_recipients
+        if not recipient_allowed(str(payload["to"]), allowed):
+            which = ("the addresses and domains in EMAIL_ALLOWED_RECIPIENTS" if allowed
+                     else "no address on this server (EMAIL_ALLOWED_RECIPIENTS is empty)")
+            raise ApiError(403, "recipient_not_allowed",
+                           f"{payload['to']} is not a recipient you may mail: without an "
+                           f"admin token, e-mail may go to {which}")
+    if task_type == store.WEBHOOK_TASK and not schedule:
+        limit = settings.webhook_max_in_flight_per_user
+        pending = await state.db.read(store.count_unfinished, user_id=principal.user_id,
+                                      task_type=task_type)
+        if pending >= limit:
+            wait = settings.webhook_deadline_s
+            raise ApiError(429, "too_many_deliveries",
+                           f"at most {limit} of your webhook deliveries may be unfinished at "
+                           f"once; try again in {wait} s",
+                           headers={"Retry-After": str(wait)})
+
+
+async def count_task(state: Any, view: JobView, undo: Callable[[], Awaitable[object]]) -> None:
+    """Count a new e-mail job against the send rates; over one, ``undo`` (delete the job)
+    and answer 429 with Retry-After."""
+    job, settings = view.job, state.settings
+    if job.type != EMAIL_TASK:
+        return
+    prefix = settings.redis_prefix
+    rates = SendRates(settings.email_rate_per_user_per_hour, settings.email_rate_per_hour)
+    try:
+        refused = await take_send_async(state.redis, rates, keys.email_sends(prefix, job.user_id),
+                                        keys.email_sends(prefix), job.id)
+    except redis.RedisError:
+        await undo()
+        raise ApiError(503, "queue_unavailable",
+                       "the job queue is unavailable; try again shortly") from None
+    if refused is not None:
+        await undo()
+        raise ApiError(429, "rate_limited", refused.message(),
+                       headers={"Retry-After": str(refused.retry_after_s)})
