@@ -118,3 +118,8 @@ def fair_messages(prefix: str, queue: str) -> str:
 def fair_threads(prefix: str, base: str) -> str:
     """Each live worker's threads for a queue family, for the fair dispatcher (a hash)."""
     return f"{prefix}:fair:threads:{base}"
+
+
+def fair_cap(prefix: str, base: str) -> str:
+    """A user's in-flight cap in a queue family, set by the workers serving it."""
+    return f"{prefix}:fair:cap:{base}"

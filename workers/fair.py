@@ -26,6 +26,8 @@ Redis keys (``<prefix>:fair:…``; Dramatiq's own are under its namespace):
   inflight:<base>:<user> sorted set: message ids moved and not yet ended, by move time
   inflight:<base>       the same for every user of the queue family
   threads:<base>        hash: worker (broker id) -> threads it runs for that queue family
+  cap:<base>            a user's in-flight cap there, set by the workers serving it
+                        (MAX_JOBS_IN_FLIGHT_PER_USER; DELIVERIES_IN_FLIGHT_PER_USER for I/O)
 """
 
 from __future__ import annotations
@@ -51,18 +53,24 @@ USER_OPTION = "darkroom_user"
 # How often each worker process moves messages on its own.
 TICK_S = 0.25
 
-# ARGV: mode, prefix, namespace, now_ms, heartbeat_timeout_ms, per_user_cap, stale_ms,
+# ARGV: mode, prefix, namespace, (unused), heartbeat_timeout_ms, per_user_cap, stale_ms,
 #       base, paused_key, n, queue_1 .. queue_n (priority order), then by mode:
 #   push:    queue, user, redis_message_id, message_id, data
 #   release: user, message_id
 # Returns how many messages it moved to the broker's queues.
 _SCRIPT = """
 local mode, prefix, namespace = ARGV[1], ARGV[2], ARGV[3]
-local now, timeout = tonumber(ARGV[4]), tonumber(ARGV[5])
+local timeout = tonumber(ARGV[5])
 local cap, stale = tonumber(ARGV[6]), tonumber(ARGV[7])
 local base, paused_key, n = ARGV[8], ARGV[9], tonumber(ARGV[10])
 local fair = prefix .. ":fair:"
 local rest = 10 + n
+-- Redis's clock, not the caller's: heartbeats are compared with it.
+local clock = redis.call("time")
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- The per-user cap the workers serving this family set (else the caller's).
+local family_cap = redis.call("get", fair .. "cap:" .. base)
+if family_cap then cap = tonumber(family_cap) end
 
 if mode == "push" then
   local queue, user, rid, mid = ARGV[rest + 1], ARGV[rest + 2], ARGV[rest + 3], ARGV[rest + 4]
@@ -156,7 +164,7 @@ class FairQueues:
 
     def _run(self, mode: str, base: str, extra: Iterable[str]) -> int:
         family = queue_family(base)  # high, normal, low: the order turns are offered in
-        args: list[str | int] = [mode, self.prefix, self.namespace, int(time.time() * 1000),
+        args: list[str | int] = [mode, self.prefix, self.namespace, 0,
                 self.heartbeat_timeout_ms, self.per_user_cap, self.stale_ms, base,
                 keys.paused_queues(self.prefix), len(family), *family, *extra]
         return int(self._script(keys=[], args=args))
@@ -183,12 +191,15 @@ class FairQueues:
         """Move waiting messages of a queue family to the broker while threads are free."""
         return self._run("dispatch", base, [])
 
-    def offer_threads(self, worker_id: str, bases: Iterable[str], threads: int) -> None:
+    def offer_threads(self, worker_id: str, bases: Iterable[str], threads: int,
+                      per_user_cap: int | None = None) -> None:
         """Say that this worker runs ``threads`` threads for each of these queue families
-        (counted while its Dramatiq heartbeat is fresh)."""
+        (counted while its Dramatiq heartbeat is fresh), and each user's cap there."""
         pipe = self.client.pipeline(transaction=False)
         for base in bases:
             pipe.hset(keys.fair_threads(self.prefix, base), worker_id, threads)
+            if per_user_cap is not None:
+                pipe.set(keys.fair_cap(self.prefix, base), per_user_cap)
         pipe.execute()
 
     def withdraw_threads(self, worker_id: str, bases: Iterable[str]) -> None:
@@ -205,9 +216,11 @@ class FairQueues:
 class FairDispatch(dramatiq.Middleware):
     """In each worker process: offer its threads, end messages, take turns every TICK_S."""
 
-    def __init__(self, fair: FairQueues, *, offer_every_s: float) -> None:
+    def __init__(self, fair: FairQueues, *, offer_every_s: float,
+                 per_user_cap: int | None = None) -> None:
         self.fair = fair
         self.offer_every_s = offer_every_s
+        self.per_user_cap = per_user_cap
         self._stop = threading.Event()
         self._bases: list[str] = []
         self._worker_id = ""
@@ -234,7 +247,8 @@ class FairDispatch(dramatiq.Middleware):
         while not self._stop.wait(TICK_S):
             try:
                 if time.monotonic() - offered_at >= self.offer_every_s:
-                    self.fair.offer_threads(self._worker_id, self._bases, threads)
+                    self.fair.offer_threads(self._worker_id, self._bases, threads,
+                                            self.per_user_cap)
                     offered_at = time.monotonic()
                 self._release_pending()
                 for base in self._bases:

@@ -39,7 +39,9 @@ install(
     Heartbeat(interval_s=settings.worker_heartbeat_timeout_ms / 4000, leases=leases),
     # After JobLifecycle: its timings are written before the job's end is published.
     JobTimings(context.redis, settings.redis_prefix),
-    FairDispatch(broker.fair, offer_every_s=settings.worker_heartbeat_timeout_ms / 4000),
+    FairDispatch(broker.fair, offer_every_s=settings.worker_heartbeat_timeout_ms / 4000,
+                 per_user_cap=settings.deliveries_in_flight_per_user
+                 if settings.worker_pool == "io" else settings.max_jobs_in_flight_per_user),
 )
 dramatiq.set_broker(broker)
 # Only the types of this process's pool (WORKER_POOL, set by `darkroom worker [--io]`): an

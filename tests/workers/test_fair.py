@@ -27,11 +27,12 @@ class Deployment:
         self.fair = FairQueues(client, prefix=self.prefix, heartbeat_timeout_ms=10_000,
                                per_user_cap=per_user_cap, stale_ms=600_000)
 
-    def worker(self, threads: int, name: str = "w1", *, beat_ms_ago: int = 0) -> None:
+    def worker(self, threads: int, name: str = "w1", *, beat_ms_ago: int = 0,
+               per_user_cap: int | None = None) -> None:
         """A worker whose heartbeat is ``beat_ms_ago`` old, offering ``threads``."""
         self.client.zadd(keys.dramatiq_heartbeats(self.namespace),
                          {name: int(time.time() * 1000) - beat_ms_ago})
-        self.fair.offer_threads(name, [BASE], threads)
+        self.fair.offer_threads(name, [BASE], threads, per_user_cap)
 
     def send(self, user: str, n: int = 1, queue: str = BASE) -> list[Message[object]]:
         sent = []
@@ -98,6 +99,16 @@ def test_a_user_at_the_in_flight_cap_waits_while_others_go(client: redis.Redis) 
     assert first.options[USER_OPTION] == "A"
     assert d.fair.release(first) == 1
     assert d.in_broker() == ["A", "B", "B", "A"] and d.fair.waiting(BASE) == 3
+
+
+def test_the_workers_serving_a_family_set_its_per_user_cap(client: redis.Redis) -> None:
+    """The I/O worker sets DELIVERIES_IN_FLIGHT_PER_USER for its families: that cap holds
+    there whatever the sender's own setting says."""
+    d = Deployment(client, per_user_cap=16)
+    d.worker(threads=8, per_user_cap=1)
+    d.send("A", 3)
+    d.send("B", 1)
+    assert d.in_broker() == ["A", "B"]
 
 
 def test_higher_priorities_take_the_free_places_first(client: redis.Redis) -> None:
