@@ -196,6 +196,7 @@ class Settings:
     worker_nice: int = 10
     progress_interval_ms: int = 50
     max_jobs_in_flight_per_user: int = 16
+    deliveries_in_flight_per_user: int = 2
 
     def multi_host_warning(self) -> str | None:
         """Why this configuration would break once processes run on several hosts, if so."""
@@ -319,6 +320,8 @@ class Settings:
             progress_interval_ms=_int(env, "PROGRESS_INTERVAL_MS", 50, minimum=0),
             max_jobs_in_flight_per_user=_int(env, "MAX_JOBS_IN_FLIGHT_PER_USER", 16,
                                              minimum=0),
+            deliveries_in_flight_per_user=_int(env, "DELIVERIES_IN_FLIGHT_PER_USER", 2,
+                                               minimum=0),
         )
 
 
