@@ -142,4 +142,4 @@ def create_app(settings: Settings) -> RequestIds:
     register_handlers(sio, app.state, connect_timeout_s=settings.socket_connect_timeout_s)
     return RequestIds(LimitedSocketApp(
         sio, app, handshakes=HandshakeRate(settings.socket_handshakes_per_min),
-        trusted_proxies=settings.trusted_proxies))
+        trusted_proxies=settings.trusted_proxies, exempt=settings.rate_limit_exempt_addresses))

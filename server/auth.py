@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from starlette.requests import Request
 from server import logs, store
 from server.db import Database
 from server.errors import ApiError
+from server.signing import hash_token
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,6 @@ class Principal:
 def mint_token() -> str:
     """A new opaque bearer token (256 bits)."""
     return secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 async def authenticate(db: Database, token: str | None, admin_token: str) -> Principal | None:

@@ -72,9 +72,10 @@ def _create_token(args: argparse.Namespace) -> int:
 
     from server import logs, store
     from server.audit import audit
-    from server.auth import hash_token, mint_token
+    from server.auth import mint_token
     from server.db import SyncDatabase
     from server.migrate import SchemaOutOfDate
+    from server.signing import hash_token
 
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)

@@ -12,17 +12,24 @@ says how far from the right to believe it:
   so is each address read from the right while it is in them; the first one that is not
   is the client's (as uvicorn's ``forwarded_allow_ips``). Safe even when the server can
   also be reached directly: then the peer is not trusted and the header is ignored.
+
+Per-address limits (new sessions, engine.io handshakes) count by the client address so
+found, except for RATE_LIMIT_EXEMPT_ADDRESSES (loopback by default): local tools, and a
+proxy on this host while TRUSTED_PROXIES is unset, are not throttled as one client.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+log = logging.getLogger(__name__)
 
 # An address is a key in Redis and a log field: a hostile header must not make it long.
 _MAX_LENGTH = 64
@@ -53,16 +60,24 @@ def parse_trusted_proxies(raw: str) -> TrustedProxies:
         return TrustedProxies()
     if text.isdigit():
         return TrustedProxies(hops=int(text))
+    try:
+        return TrustedProxies(networks=parse_networks(text))
+    except ValueError as exc:
+        raise ValueError(f"not a number of hops, {exc}") from None
+
+
+def parse_networks(raw: str) -> tuple[Network, ...]:
+    """``"10.0.0.0/8, ::1"`` → those networks (an address is a network of one);
+    ValueError for a part that is neither."""
     networks = []
-    for part in (p.strip() for p in text.split(",")):
+    for part in (p.strip() for p in raw.split(",")):
         if not part:
             continue
         try:
             networks.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise ValueError(f"not a number of hops, an address or a CIDR network: {part!r}"
-                             ) from None
-    return TrustedProxies(networks=tuple(networks))
+            raise ValueError(f"an address or a CIDR network: {part!r}") from None
+    return tuple(networks)
 
 
 def _parse(text: str) -> Address | None:
@@ -129,3 +144,41 @@ def limit_key(address: str) -> str:
     if isinstance(parsed, ipaddress.IPv6Address):
         return str(ipaddress.ip_network(f"{parsed}/{_IPV6_PREFIX}", strict=False))
     return str(parsed) if parsed is not None else (address[:_MAX_LENGTH] or "unknown")
+
+
+def forwarded_by_untrusted_peer(scope: Mapping[str, Any], trusted: TrustedProxies) -> bool:
+    """Whether the connection carries X-Forwarded-For from a peer that TRUSTED_PROXIES does
+    not trust, so that the header is ignored (with a hop count every peer is trusted)."""
+    if trusted.hops or forwarded_for(scope.get("headers") or ()) is None:
+        return False
+    client = scope.get("client")
+    return not _trusted(str(client[0]) if client else "", trusted.networks)
+
+
+def is_exempt(address: str, exempt: tuple[Network, ...]) -> bool:
+    """Whether a client address is in RATE_LIMIT_EXEMPT_ADDRESSES."""
+    return _trusted(address, exempt)
+
+
+_warned_untrusted = False
+
+
+def limit_subject(scope: Mapping[str, Any], trusted: TrustedProxies,
+                  exempt: tuple[Network, ...]) -> str | None:
+    """What a per-address limit counts this connection as (``limit_key`` of its client
+    address), or None when that address is exempt (RATE_LIMIT_EXEMPT_ADDRESSES).
+
+    The first time in this process that X-Forwarded-For comes from a peer TRUSTED_PROXIES
+    does not trust, a warning says to set it: behind a proxy every client would otherwise
+    count as the proxy (and, for a proxy on this host, be exempt)."""
+    global _warned_untrusted
+    if not _warned_untrusted and forwarded_by_untrusted_peer(scope, trusted):
+        _warned_untrusted = True
+        client = scope.get("client")
+        log.warning("X-Forwarded-For from %s is ignored: TRUSTED_PROXIES does not name it, so "
+                    "per-address limits count it as the client. Behind a proxy or load "
+                    "balancer, set TRUSTED_PROXIES to its addresses (or how many proxies "
+                    "there are) so that each client is counted apart (logged once)",
+                    _shown(str(client[0]) if client else ""))
+    address = scope_address(scope, trusted)
+    return None if is_exempt(address, exempt) else limit_key(address)

@@ -136,3 +136,16 @@ async def take_send_async(client: Any, rates: SendRates, user_key: str, overall_
         return None
     pending: Awaitable[Any] = client.eval(*_take_args(rates, user_key, overall_key, job_id))
     return _refusal(rates, await pending)
+
+
+# KEYS: the user's set, the deployment's set. ARGV: the job id.
+_GIVE_BACK = """
+for i = 1, 2 do redis.call("zrem", KEYS[i], ARGV[1]) end
+return 0
+"""
+
+
+async def give_back_async(client: Any, user_key: str, overall_key: str, job_id: str) -> None:
+    """Uncount job ``job_id``'s message (an asyncio Redis client): it will never be sent."""
+    pending: Awaitable[Any] = client.eval(_GIVE_BACK, 2, user_key, overall_key, job_id)
+    await pending

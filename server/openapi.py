@@ -221,7 +221,9 @@ def _schemas() -> dict[str, Schema]:
                 "run_at": _null({"type": "string", "format": "date-time",
                                  "description": "When it may start; with a time zone."}),
                 "max_attempts": _null({"type": "integer", "minimum": 1,
-                                       "maximum": MAX_ATTEMPTS_LIMIT}),
+                                       "maximum": MAX_ATTEMPTS_LIMIT, "description":
+                                       "Attempts in all; more than the type's own "
+                                       "max_attempts (a ceiling) gets the ceiling."}),
                 "repeat": _null(_obj({
                     "cron": {"type": "string", "description": "5-field cron expression."},
                     "timezone": _null({"type": "string", "description":
@@ -238,7 +240,9 @@ def _schemas() -> dict[str, Schema]:
             "description": {"type": "string"},
             "queue": {"type": "string"},
             "payload_schema": {**_JSON_OBJECT, "description": "A JSON Schema subset."},
-            "max_attempts": _null({"type": "integer", "minimum": 1}),
+            "max_attempts": _null({"type": "integer", "minimum": 1, "description":
+                                   "A ceiling on the attempts a job of this type gets; "
+                                   "null: RETRY_MAX_ATTEMPTS unless the caller asks."}),
             "time_limit_s": _null({"type": "integer", "minimum": 1}),
         }),
         "TaskTypes": _obj({"types": _array(_ref("TaskType"))}),
@@ -539,8 +543,8 @@ def _paths() -> dict[str, dict[str, Any]]:
                             "HIGH_PRIORITY_PER_HOUR for priority high; 403 "
                             "priority_not_allowed (high when that is 0, or a high schedule, "
                             "for a plain user). Outgoing work: max_attempts above the type's "
-                            "own (its ceiling, in GET /api/tasks/types) is 400 "
-                            "invalid_max_attempts; email.send takes exactly one address in "
+                            "own (its ceiling, in GET /api/tasks/types) is cut to it, as the "
+                            "job's max_attempts shows; email.send takes exactly one address in "
                             "`to` (422), a plain user may mail only EMAIL_ALLOWED_RECIPIENTS "
                             "(403 recipient_not_allowed), and at most "
                             "EMAIL_RATE_PER_USER_PER_HOUR / EMAIL_RATE_PER_HOUR e-mails an "

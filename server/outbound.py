@@ -1,16 +1,20 @@
 """Limits on the tasks that reach outside Darkroom, checked when a job or schedule is made.
 
-- ``webhook.deliver``: a user has at most WEBHOOK_MAX_IN_FLIGHT_PER_USER deliveries
-  unfinished (429); the deliveries made when a job ends count the same way
-  (``store.create_webhook_deliveries``), so neither path lets them pile up.
+- ``webhook.deliver``: a caller may submit one more only while fewer than
+  WEBHOOK_MAX_IN_FLIGHT_PER_USER of their deliveries are unfinished (429). The deliveries
+  made when a job ends count towards that but are never refused or dropped (every final
+  state is POSTed; ``store.create_webhook_deliveries``); a schedule's firing is skipped
+  while the owner is over it (``workers.scheduler``).
 - ``email.send``: ``to`` is exactly one address (422); plain users may mail only what
   EMAIL_ALLOWED_RECIPIENTS lists, admins anyone (403); per-user and deployment-wide
   send rates (429), counted per job so that the worker, which counts scheduled mail,
-  never counts a job twice (``server.mail_limits``).
+  never counts a job twice (``server.mail_limits``). The worker checks the recipient
+  again, so that a schedule made before these rules mails no one it may not.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,10 +23,18 @@ import redis
 from server import keys, store
 from server.auth import Principal
 from server.errors import ApiError
-from server.mail_limits import SendRates, recipient_allowed, single_address, take_send_async
+from server.mail_limits import (
+    SendRates,
+    give_back_async,
+    recipient_allowed,
+    single_address,
+    take_send_async,
+)
 from server.store import JobView
 
 EMAIL_TASK = "email.send"
+
+log = logging.getLogger(__name__)
 
 
 def payload_errors(task_type: str, payload: dict[str, Any]) -> dict[str, str]:
@@ -57,17 +69,22 @@ async def check_task(state: Any, principal: Principal, task_type: str,
                            headers={"Retry-After": str(wait)})
 
 
-async def count_task(state: Any, view: JobView, undo: Callable[[], Awaitable[object]]) -> None:
+async def count_task(state: Any, view: JobView, undo: Callable[[], Awaitable[object]]
+                     ) -> Callable[[], Awaitable[object]]:
     """Count a new e-mail job against the send rates; over one, ``undo`` (delete the job)
-    and answer 429 with Retry-After."""
+    and answer 429 with Retry-After.
+
+    Returns the undo to use from then on (``undo`` itself for other types): for an e-mail
+    it also gives the counted send back, so that a job whose message then cannot be
+    enqueued costs its owner none of their allowance."""
     job, settings = view.job, state.settings
     if job.type != EMAIL_TASK:
-        return
+        return undo
     prefix = settings.redis_prefix
     rates = SendRates(settings.email_rate_per_user_per_hour, settings.email_rate_per_hour)
+    user_key, overall_key = keys.email_sends(prefix, job.user_id), keys.email_sends(prefix)
     try:
-        refused = await take_send_async(state.redis, rates, keys.email_sends(prefix, job.user_id),
-                                        keys.email_sends(prefix), job.id)
+        refused = await take_send_async(state.redis, rates, user_key, overall_key, job.id)
     except redis.RedisError:
         await undo()
         raise ApiError(503, "queue_unavailable",
@@ -76,3 +93,13 @@ async def count_task(state: Any, view: JobView, undo: Callable[[], Awaitable[obj
         await undo()
         raise ApiError(429, "rate_limited", refused.message(),
                        headers={"Retry-After": str(refused.retry_after_s)})
+
+    async def undo_and_give_back() -> None:
+        await undo()
+        try:
+            await give_back_async(state.redis, user_key, overall_key, job.id)
+        except redis.RedisError as exc:  # Redis is likely why the undo runs: it stays counted
+            log.warning("e-mail job %s stays counted against the send rates: %s", job.id, exc,
+                        extra={"job_id": job.id, "user_id": job.user_id})
+
+    return undo_and_give_back

@@ -2,7 +2,8 @@
 
 One fixed-window counter serves them all: uploads and task submissions per user per
 minute, new sessions per client address per minute, high-priority jobs per user per hour.
-A window is a key that expires; a refused request takes nothing from the allowance.
+A window is a key that expires; a refused request takes nothing from the allowance, and
+what a request took is given back (``give_back``) when it turns out to need none.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ redis.call("incrby", KEYS[1], wanted)
 redis.call("expire", KEYS[1], ARGV[3])
 return used + wanted
 """
+# Give back to the window it was taken from (never below zero; an expired one stays gone).
+_GIVE_BACK = """
+local used = tonumber(redis.call("get", KEYS[1]) or "0")
+local back = math.min(used, tonumber(ARGV[1]))
+if back > 0 then redis.call("decrby", KEYS[1], back) end
+return back
+"""
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,14 @@ class Rate:
     what: str  # in the refusal: "at most 120 {what} per minute"
     limit: int  # 0: no limit
     window_s: int = MINUTE_S
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What ``take`` took: from which window's key, how much."""
+
+    key: str
+    amount: int
 
 
 def window_of(now: float, window_s: int) -> int:
@@ -67,14 +83,16 @@ def _key(prefix: str, rate: Rate, subject: str, now: float) -> str:
     return keys.rate_window(prefix, rate.name, subject, window_of(now, rate.window_s))
 
 
-async def take(client: Any, prefix: str, rate: Rate, subject: str, amount: int = 1) -> None:
+async def take(client: Any, prefix: str, rate: Rate, subject: str,
+               amount: int = 1) -> Taken | None:
     """Take ``amount`` from ``subject``'s allowance in this window, or raise the 429
-    (``client``: an asyncio Redis client).
+    (``client``: an asyncio Redis client). What was taken, for ``give_back`` (None when
+    nothing was: no limit, or ``amount=0``).
 
     ``amount=0`` only checks that some allowance is left (before a body is read).
     """
     if rate.limit <= 0:
-        return
+        return None
     now = time.time()
     key = _key(prefix, rate, subject, now)
     if amount > 0:
@@ -83,6 +101,17 @@ async def take(client: Any, prefix: str, rate: Rate, subject: str, amount: int =
         fits = int(await client.get(key) or 0) < rate.limit
     if not fits:
         raise refusal(rate, now)
+    return Taken(key, amount) if amount > 0 else None
+
+
+async def give_back(client: Any, taken: Taken | None, amount: int | None = None) -> None:
+    """Return ``amount`` (all, by default) of what ``take`` took to the window it came
+    from: for a request that was refused after all, or needed less than it took."""
+    if taken is None:
+        return
+    back = taken.amount if amount is None else min(amount, taken.amount)
+    if back > 0:
+        await client.eval(_GIVE_BACK, 1, taken.key, back)
 
 
 def take_sync(client: Any, prefix: str, rate: Rate, subject: str, amount: int = 1) -> None:
@@ -99,17 +128,17 @@ def take_sync(client: Any, prefix: str, rate: Rate, subject: str, amount: int = 
         raise refusal(rate, now)
 
 
-async def _take(state: Any, rate: Rate, subject: str, amount: int = 1) -> None:
-    await take(state.redis, state.settings.redis_prefix, rate, subject, amount)
+async def _take(state: Any, rate: Rate, subject: str, amount: int = 1) -> Taken | None:
+    return await take(state.redis, state.settings.redis_prefix, rate, subject, amount)
 
 
-async def check_uploads(state: Any, user_id: str, files: int = 1) -> None:
+async def check_uploads(state: Any, user_id: str, files: int = 1) -> Taken | None:
     """Take ``files`` uploads from the user's allowance for this minute, or answer 429.
 
     ``files=0`` only checks that some allowance is left (before a batch body is read).
     """
     rate = Rate("uploads", "uploads", state.settings.rate_limit_uploads_per_min)
-    await _take(state, rate, user_id, files)
+    return await _take(state, rate, user_id, files)
 
 
 async def check_tasks(state: Any, user_id: str) -> None:
@@ -126,15 +155,17 @@ async def check_sessions(state: Any, address_key: str) -> None:
 
 
 async def check_high_priority(state: Any, principal: Principal, priority: str,
-                              jobs: int = 1) -> None:
+                              jobs: int = 1) -> Taken | None:
     """``priority: high`` jumps every other user's waiting work: admins may, plain users
-    within HIGH_PRIORITY_PER_HOUR jobs (403 when that is 0, 429 once it is spent)."""
+    within HIGH_PRIORITY_PER_HOUR jobs (403 when that is 0, 429 once it is spent). What
+    was taken, to ``give_back`` for the jobs that are not made after all (duplicates,
+    refused files)."""
     if priority != "high" or principal.is_admin:
-        return
+        return None
     per_hour = state.settings.high_priority_per_hour
     if per_hour <= 0:
         raise ApiError(403, "priority_not_allowed",
                        "priority high needs an admin token on this server; "
                        "use normal or low")
     rate = Rate("high-priority", "high-priority jobs", per_hour, HOUR_S)
-    await _take(state, rate, principal.user_id, jobs)
+    return await _take(state, rate, principal.user_id, jobs)

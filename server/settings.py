@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.client_address import TrustedProxies, parse_trusted_proxies
+from server.client_address import (
+    Network,
+    TrustedProxies,
+    parse_networks,
+    parse_trusted_proxies,
+)
 from server.mail_limits import allowlist_entry
 
 
@@ -86,6 +91,31 @@ def _trusted_proxies(env: Mapping[str, str]) -> TrustedProxies:
         return parse_trusted_proxies(env.get("TRUSTED_PROXIES", ""))
     except ValueError as exc:
         raise SettingsError(f"TRUSTED_PROXIES: {exc}") from None
+
+
+# Local tools and a proxy on this host (until TRUSTED_PROXIES names it) are not one client.
+DEFAULT_EXEMPT_ADDRESSES = "127.0.0.0/8, ::1"
+
+
+def _exempt_addresses(env: Mapping[str, str]) -> tuple[Network, ...]:
+    """RATE_LIMIT_EXEMPT_ADDRESSES: client addresses per-address limits never count;
+    ``none`` for no exemption."""
+    raw = env.get("RATE_LIMIT_EXEMPT_ADDRESSES", "").strip() or DEFAULT_EXEMPT_ADDRESSES
+    if raw.lower() == "none":
+        return ()
+    try:
+        return parse_networks(raw)
+    except ValueError as exc:
+        raise SettingsError(f"RATE_LIMIT_EXEMPT_ADDRESSES must list {exc}, or be none"
+                            ) from None
+
+
+def _number_digits(env: Mapping[str, str]) -> int:
+    """MAX_NUMBER_DIGITS: 20 holds any 64-bit integer; past 4,300 Python's int() refuses."""
+    value = _int(env, "MAX_NUMBER_DIGITS", 100, minimum=20)
+    if value > 4300:
+        raise SettingsError(f"MAX_NUMBER_DIGITS must be 20 to 4300, got {value}")
+    return value
 
 
 def _recipients(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -171,8 +201,20 @@ class Settings:
     worker_pool: str = "images"
     rate_limit_uploads_per_min: int = 120
     rate_limit_tasks_per_min: int = 120
-    rate_limit_sessions_per_min: int = 10
+    rate_limit_sessions_per_min: int = 30
     trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    rate_limit_exempt_addresses: tuple[Network, ...] = field(
+        default_factory=lambda: parse_networks(DEFAULT_EXEMPT_ADDRESSES))
+    max_batch_files: int = 100
+    # None: room for MAX_BATCH_FILES files of MAX_UPLOAD_MB each.
+    max_batch_mb: int | None = None
+    max_json_depth: int = 64
+    max_number_digits: int = 100
+    max_cron_chars: int = 200
+    max_webhooks_per_user: int = 20
+    socket_events_per_s: int = 5
+    socket_event_burst: int = 120
+    max_followed_jobs_per_socket: int = 500
     high_priority_per_hour: int = 10
     schedule_min_interval_s: int = 300
     max_schedules_per_user: int = 100
@@ -235,6 +277,13 @@ class Settings:
     def max_form_fields_bytes(self) -> int:
         return self.max_form_fields_kb * 1024
 
+    @property
+    def max_batch_bytes(self) -> int:
+        """The files of one batch request, in all (MAX_BATCH_MB)."""
+        mb = self.max_batch_mb if self.max_batch_mb is not None \
+            else self.max_upload_mb * self.max_batch_files
+        return mb * 1024 * 1024
+
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -289,8 +338,19 @@ class Settings:
             worker_pool=_choice(env, "WORKER_POOL", ("images", "io")),
             rate_limit_uploads_per_min=_int(env, "RATE_LIMIT_UPLOADS_PER_MIN", 120, minimum=0),
             rate_limit_tasks_per_min=_int(env, "RATE_LIMIT_TASKS_PER_MIN", 120, minimum=0),
-            rate_limit_sessions_per_min=_int(env, "RATE_LIMIT_SESSIONS_PER_MIN", 10, minimum=0),
+            rate_limit_sessions_per_min=_int(env, "RATE_LIMIT_SESSIONS_PER_MIN", 30, minimum=0),
             trusted_proxies=_trusted_proxies(env),
+            rate_limit_exempt_addresses=_exempt_addresses(env),
+            max_batch_files=_int(env, "MAX_BATCH_FILES", 100, minimum=1),
+            max_batch_mb=_int(env, "MAX_BATCH_MB", 0, minimum=1) or None,
+            max_json_depth=_int(env, "MAX_JSON_DEPTH", 64, minimum=2),
+            max_number_digits=_number_digits(env),
+            max_cron_chars=_int(env, "MAX_CRON_CHARS", 200, minimum=9),
+            max_webhooks_per_user=_int(env, "MAX_WEBHOOKS_PER_USER", 20, minimum=1),
+            socket_events_per_s=_int(env, "SOCKET_EVENTS_PER_S", 5, minimum=1),
+            socket_event_burst=_int(env, "SOCKET_EVENT_BURST", 120, minimum=1),
+            max_followed_jobs_per_socket=_int(env, "MAX_FOLLOWED_JOBS_PER_SOCKET", 500,
+                                              minimum=1),
             high_priority_per_hour=_int(env, "HIGH_PRIORITY_PER_HOUR", 10, minimum=0),
             schedule_min_interval_s=_int(env, "SCHEDULE_MIN_INTERVAL_S", 300, minimum=0),
             max_schedules_per_user=_int(env, "MAX_SCHEDULES_PER_USER", 100, minimum=1),

@@ -43,3 +43,8 @@ def webhook_signature(key: str, timestamp: str, body: bytes) -> str:
     """The value of X-Darkroom-Signature for a body sent at ``timestamp``."""
     digest = hmac.new(key.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return f"sha256={digest.hexdigest()}"
+
+
+def hash_token(token: str) -> str:
+    """What is stored of a bearer token: its SHA-256 (the token itself never is)."""
+    return hashlib.sha256(token.encode()).hexdigest()

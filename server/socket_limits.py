@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 import socketio
 
 from server import keys
-from server.client_address import TrustedProxies, limit_key, scope_address
+from server.client_address import Network, TrustedProxies, limit_subject
 from server.error_handlers import error_response
 
 log = logging.getLogger(__name__)
@@ -27,15 +27,17 @@ log = logging.getLogger(__name__)
 REFRESH_S = 20.0
 TTL_S = 60.0
 
-# Client → server events (subscribe, unsubscribe) per socket: a burst, then a steady rate.
-# The bundled pages send one subscribe per connection; a client following each job of a
-# batch (up to 100 files) subscribes to all of them at once without being refused, and
-# only a flood beyond that is slowed down (the ack says when to try again).
+# Client → server events (subscribe, unsubscribe) per socket: a burst, then a steady rate
+# (the defaults of SOCKET_EVENT_BURST and SOCKET_EVENTS_PER_S). The bundled pages send one
+# subscribe per connection; a client following each job of a batch (up to 100 files)
+# subscribes to all of them at once without being refused, and only a flood beyond that
+# is slowed down (the ack says when to try again).
 EVENT_BURST = 120
 EVENTS_PER_S = 5.0
 # Sockets re-stamped per Redis round trip.
 _REFRESH_BATCH = 200
-# Job rooms one socket may join (admins following other users' jobs one by one).
+# Job rooms one socket may join (admins following other users' jobs one by one): the
+# default of MAX_FOLLOWED_JOBS_PER_SOCKET.
 MAX_JOB_ROOMS = 500
 # Client addresses whose handshake allowance one process remembers; past it, those whose
 # allowance is whole again are forgotten first.
@@ -128,6 +130,11 @@ class TokenBucket:
     rate: float = EVENTS_PER_S
     tokens: float = EVENT_BURST
     updated: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def full(cls, capacity: float, rate: float) -> TokenBucket:
+        """A bucket with its whole burst available."""
+        return cls(capacity=capacity, rate=rate, tokens=capacity)
 
     def take(self, now: float | None = None) -> float:
         """Spend a token: 0 when allowed, else the seconds until one is available."""
@@ -226,18 +233,21 @@ class HandshakeTimeouts:
 
 class LimitedSocketApp(socketio.ASGIApp):  # type: ignore[misc]
     """``socketio.ASGIApp`` that answers an engine.io handshake past the client address's
-    ``HandshakeRate`` with 429 (a WebSocket one is closed before it is accepted)."""
+    ``HandshakeRate`` with 429 (a WebSocket one is closed before it is accepted); the
+    ``exempt`` addresses (RATE_LIMIT_EXEMPT_ADDRESSES) are not counted."""
 
     def __init__(self, sio: socketio.AsyncServer, other_asgi_app: Any, *,
-                 handshakes: HandshakeRate, trusted_proxies: TrustedProxies) -> None:
+                 handshakes: HandshakeRate, trusted_proxies: TrustedProxies,
+                 exempt: tuple[Network, ...] = ()) -> None:
         super().__init__(sio, other_asgi_app=other_asgi_app)
         self.handshakes = handshakes
         self.trusted_proxies = trusted_proxies
+        self.exempt = exempt
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self._is_handshake(scope):
-            address = limit_key(scope_address(scope, self.trusted_proxies))
-            wait_s = self.handshakes.take(address)
+            subject = limit_subject(scope, self.trusted_proxies, self.exempt)
+            wait_s = self.handshakes.take(subject) if subject is not None else 0.0
             if wait_s > 0:
                 await _refuse_handshake(scope, receive, send, math.ceil(wait_s))
                 return

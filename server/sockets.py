@@ -26,7 +26,7 @@ from server.events import (
     token_room,
     user_room,
 )
-from server.socket_limits import MAX_JOB_ROOMS, HandshakeTimeouts, TokenBucket
+from server.socket_limits import HandshakeTimeouts, TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,8 @@ def register_handlers(sio: socketio.AsyncServer, state: Any, *,
             await sio.save_session(sid, {"user_id": principal.user_id,
                                          "is_admin": principal.is_admin,
                                          "token_id": principal.token_id})
-            buckets[sid] = TokenBucket()
+            buckets[sid] = TokenBucket.full(state.settings.socket_event_burst,
+                                            state.settings.socket_events_per_s)
             connections.tokens[sid] = principal.token_id
             await sio.enter_room(sid, token_room(principal.token_id))
             # Join first, then snapshot: an event racing the snapshot arrives twice at worst,
@@ -258,9 +259,10 @@ def register_handlers(sio: socketio.AsyncServer, state: Any, *,
         job_id = data.get("job_id") if isinstance(data, dict) else None
         if not isinstance(job_id, str) or not job_id or len(job_id) > 64:
             return _refusal("bad_request", "send {\"job_id\": \"<id>\"}")
-        if caller.is_admin and _job_rooms(sio, sid) >= MAX_JOB_ROOMS:
+        followed = state.settings.max_followed_jobs_per_socket
+        if caller.is_admin and _job_rooms(sio, sid) >= followed:
             return _refusal("too_many_subscriptions",
-                            f"at most {MAX_JOB_ROOMS} followed jobs per connection; "
+                            f"at most {followed} followed jobs per connection; "
                             "unsubscribe from some first")
         try:
             found = await state.db.read(store.get_job_positioned, job_id=job_id,

@@ -7,14 +7,13 @@ All arguments after the session are keyword-only.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from server.events import PROGRESS, event_for_state
@@ -46,8 +45,6 @@ from server.models import (
     new_id,
     utcnow,
 )
-
-log = logging.getLogger(__name__)
 
 # Image status follows its job's state.
 _IMAGE_STATUS = {
@@ -118,6 +115,16 @@ def existing_token_ids(s: Session, *, token_ids: set[str]) -> set[str]:
     if not token_ids:
         return set()
     return set(s.scalars(select(Token.id).where(Token.id.in_(token_ids))))
+
+
+def user_is_admin(s: Session, *, user_id: str, admin_token_hash: str | None) -> bool:
+    """Whether the user has admin rights now: marked admin, or the ADMIN_TOKEN's user
+    (one of their tokens hashes to ``admin_token_hash``, the hash of ADMIN_TOKEN as it is
+    set now; None when it is unset). One indexed query, for workers that know no token."""
+    holds_admin_token = [] if admin_token_hash is None else [
+        exists().where(Token.user_id == User.id, Token.token_hash == admin_token_hash)]
+    return bool(s.scalar(select(or_(User.is_admin, *holds_admin_token))
+                         .where(User.id == user_id)))
 
 
 def set_admin(s: Session, *, user_id: str) -> User | None:
@@ -641,12 +648,17 @@ def requeue_failed(s: Session, *, job_id: str, user_id: str | None = None,
 MAX_WEBHOOKS_PER_USER = 20
 WEBHOOK_TASK = "webhook.deliver"
 WEBHOOK_QUEUE = "webhooks"
+# webhook.deliver's attempts: a ceiling on what a caller may ask, and what a delivery of a
+# job's end gets (each attempt can take WEBHOOK_DEADLINE_S).
+WEBHOOK_MAX_ATTEMPTS = 5
 
 
-def create_webhook(s: Session, *, user_id: str, url: str) -> Webhook | None:
-    """Register a URL; None when the user already has the maximum."""
+def create_webhook(s: Session, *, user_id: str, url: str,
+                   max_per_user: int = MAX_WEBHOOKS_PER_USER) -> Webhook | None:
+    """Register a URL; None when the user already has ``max_per_user``
+    (MAX_WEBHOOKS_PER_USER)."""
     count = s.scalar(select(func.count()).select_from(Webhook).where(Webhook.user_id == user_id))
-    if (count or 0) >= MAX_WEBHOOKS_PER_USER:
+    if (count or 0) >= max_per_user:
         return None
     hook = Webhook(id=new_id(), user_id=user_id, url=url, created_at=utcnow())
     s.add(hook)
@@ -667,44 +679,39 @@ def delete_webhook(s: Session, *, user_id: str, webhook_id: str) -> bool:
 
 def end_with_deliveries(s: Session, *, change: Callable[..., JobView | None],
                         webhook: Callable[[JobView], tuple[str, dict[str, Any]]],
-                        max_attempts: int, backlog: int = 0,
+                        max_attempts: int | None = None, backlog: int | None = None,
                         **fields: Any) -> tuple[JobView | None, list[JobView]]:
     """Run a state change (``transition``, ``dead_letter``, ``cancel_job``…); if it ended the
     job, queue its owner's webhook deliveries in the same transaction, so that no job ends
-    without them. ``webhook`` makes the delivery's event name and body from the ended job;
-    ``backlog`` is WEBHOOK_MAX_IN_FLIGHT_PER_USER (see create_webhook_deliveries)."""
+    without them. ``webhook`` makes the delivery's event name and body from the ended job.
+
+    ``max_attempts`` and ``backlog`` are ignored, only accepted so that callers written for
+    the earlier signature keep working: every delivery now gets the type's own attempts
+    (WEBHOOK_MAX_ATTEMPTS) and none is dropped (see create_webhook_deliveries)."""
     view = change(s, **fields)
     if view is None or not is_final(view.job.state):
         return view, []
     event, body = webhook(view)
-    return view, create_webhook_deliveries(s, job=view.job, event=event, body=body,
-                                           max_attempts=max_attempts, backlog=backlog)
+    return view, create_webhook_deliveries(s, job=view.job, event=event, body=body)
 
 
-def create_webhook_deliveries(s: Session, *, job: Job, event: str, body: dict[str, Any],
-                              max_attempts: int, backlog: int = 0) -> list[JobView]:
-    """One queued ``webhook.deliver`` job per URL the job's owner registered.
+def create_webhook_deliveries(s: Session, *, job: Job, event: str,
+                              body: dict[str, Any]) -> list[JobView]:
+    """One queued ``webhook.deliver`` job per URL the job's owner registered, each with the
+    type's own attempts (WEBHOOK_MAX_ATTEMPTS).
 
-    Deliveries of deliveries are not made: a failing webhook must not feed itself. With a
-    ``backlog`` (> 0), none is made while the owner has that many unfinished already: a
-    receiver that cannot keep up loses the newest events (logged) instead of letting them
-    pile up without bound; the jobs' states stay readable through the API.
+    Deliveries of deliveries are not made: a failing webhook must not feed itself. None is
+    ever dropped, however many of the owner's are unfinished: every final state is POSTed
+    (the public contract). Their number is bounded upstream (job rates, at most
+    MAX_WEBHOOKS_PER_USER URLs), and how many run at once is the dispatcher's to cap.
     """
     if job.type == WEBHOOK_TASK:
         return []
-    hooks = list_webhooks(s, user_id=job.user_id)
-    if hooks and backlog > 0:
-        pending = count_unfinished(s, user_id=job.user_id, task_type=WEBHOOK_TASK)
-        if pending >= backlog:
-            log.warning("dropped %d webhook deliveries of job %s: its owner has %d unfinished "
-                        "(WEBHOOK_MAX_IN_FLIGHT_PER_USER)", len(hooks), job.id, pending,
-                        extra={"job_id": job.id, "user_id": job.user_id})
-            return []
     return [
         create_job(s, user_id=job.user_id, task_type=WEBHOOK_TASK, queue=WEBHOOK_QUEUE,
                    payload={"url": hook.url, "event": event, "body": body},
-                   max_attempts=max_attempts)
-        for hook in hooks
+                   max_attempts=WEBHOOK_MAX_ATTEMPTS)
+        for hook in list_webhooks(s, user_id=job.user_id)
     ]
 
 
@@ -796,12 +803,16 @@ def due_schedules(s: Session, *, now: datetime, limit: int = 100) -> list[Schedu
 
 
 def fire_schedule(s: Session, *, schedule_id: str, due: datetime, next_run_at: datetime,
-                  queue: str | None, image_field: str | None = None) -> JobView | None:
+                  queue: str | None, image_field: str | None = None,
+                  priority: str | None = None, max_attempts: int | None = None
+                  ) -> JobView | None:
     """Make one firing's job and move the schedule on, in one transaction.
 
     None if that firing was already made (another scheduler moved the schedule on), or
-    makes no job: ``queue`` None (its type is gone) or its image is busy. A schedule
-    whose image was deleted is deleted too.
+    makes no job: ``queue`` None (its type is gone, or the firing is skipped) or its image
+    is busy. A schedule whose image was deleted is deleted too. ``priority`` and
+    ``max_attempts``, when given, replace the schedule's own for this job (the rules of
+    today, for a schedule made under older ones).
     """
     schedule = s.scalars(select(Schedule).where(Schedule.id == schedule_id)
                          .with_for_update()).first()
@@ -814,8 +825,8 @@ def fire_schedule(s: Session, *, schedule_id: str, due: datetime, next_run_at: d
     try:
         view = create_task_job(s, user_id=schedule.user_id, task_type=schedule.type,
                                queue=queue, payload=dict(schedule.payload),
-                               max_attempts=schedule.max_attempts,
-                               priority=schedule.priority, image_id=image_id)
+                               max_attempts=max_attempts or schedule.max_attempts,
+                               priority=priority or schedule.priority, image_id=image_id)
     except ImageBusy:
         return None
     if view is None:

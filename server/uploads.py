@@ -229,6 +229,7 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
                             max_files: int, per_file_errors: bool = False,
                             max_fields: int = MAX_FORM_FIELDS,
                             max_field_bytes: int = MAX_FIELD_BYTES,
+                            max_body_bytes: int | None = None,
                             on_file: FileCheck | None = None) -> ReceivedForm:
     """Stream a multipart body to temp files; 400/413 JSON errors on bad or oversize input.
 
@@ -243,14 +244,26 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
     With ``per_file_errors`` a file over the cap is marked (``ReceivedFile.error``) and
     skipped instead of failing the request.
 
+    ``max_body_bytes`` caps the file bytes of the whole request (MAX_BATCH_MB): past it,
+    413 payload_too_large and the rest is not read. By default there is room for
+    ``max_files`` files of ``max_file_bytes`` (past that, 413 file_too_large).
+
     The caller owns the returned form and must call ``cleanup()`` when done.
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(400, "bad_request", "expected multipart/form-data with a file field")
-    body_cap = max_file_bytes * max_files + max_field_bytes + _ENVELOPE_BYTES
+    files_cap = max_file_bytes * max_files if max_body_bytes is None else max_body_bytes
+    body_cap = files_cap + max_field_bytes + _ENVELOPE_BYTES
+
+    def over_cap() -> ApiError:
+        if max_body_bytes is None:
+            return _too_large(max_file_bytes)
+        return ApiError(413, "payload_too_large", "the files of one request are over the "
+                        f"limit of {max_body_bytes // (1024 * 1024)} MB in all")
+
     if _declared_over(request, body_cap):
-        raise _too_large(max_file_bytes)
+        raise over_cap()
 
     form = ReceivedForm()
     collector = _Collector(storage, form, max_files, max_file_bytes, per_file_errors,
@@ -270,7 +283,7 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
         async for chunk in request.stream():
             received += len(chunk)
             if received > body_cap:
-                raise _too_large(max_file_bytes)
+                raise over_cap()
             parser.write(chunk)
             if on_file is not None:
                 while checked < len(form.files):
@@ -330,9 +343,13 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
 async def read_json(request: Request, *, empty: Any = None,
                     max_bytes: int | None = None) -> Any:
     """The body as JSON (``empty`` when there is none), read under MAX_JSON_BODY_KB (or
-    ``max_bytes``): 413 payload_too_large past it, 400/422 as ``validation.json_body``."""
-    cap = request.app.state.settings.max_json_body_bytes if max_bytes is None else max_bytes
-    return json_body(await read_body(request, max_bytes=cap), empty=empty)
+    ``max_bytes``): 413 payload_too_large past it, 400/422 as ``validation.json_body``
+    (MAX_JSON_DEPTH, MAX_NUMBER_DIGITS)."""
+    settings = request.app.state.settings
+    cap = settings.max_json_body_bytes if max_bytes is None else max_bytes
+    return json_body(await read_body(request, max_bytes=cap), empty=empty,
+                     max_depth=settings.max_json_depth,
+                     max_digits=settings.max_number_digits)
 
 
 def _write_all(pending: list[tuple[ReceivedFile, bytes]],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,13 +18,15 @@ PRIORITIES = ("high", "normal", "low")
 MAX_DELAY_S = 7 * 24 * 3600 - 60
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
-# Digits past which a whole number in a parameter is refused (422) before int() sees it:
-# far more than any value we take has (a 64-bit integer has 19; a longer one is still only
-# out of range, 400), far fewer than the 4,300 past which int() raises ValueError (and
-# parsing a long one costs time quadratic in its length).
+# Digits past which a whole number (a parameter, a form field, an integer in a JSON body)
+# is refused (422) before int() sees it, the default of MAX_NUMBER_DIGITS: far more than
+# any value we take has (a 64-bit integer has 19; a longer one is still only out of range,
+# 400), far fewer than the 4,300 past which int() raises ValueError (and parsing a long
+# one costs time quadratic in its length).
 MAX_INT_DIGITS = 100
-# Nesting of a JSON body: deeper is refused (every part of the service that walks a
-# payload recurses, and Python's own limit is about 1,000 frames for the whole stack).
+# Nesting of a JSON body, the default of MAX_JSON_DEPTH: deeper is refused (every part of
+# the service that walks a payload recurses, and Python's own limit is about 1,000 frames
+# for the whole stack).
 MAX_JSON_DEPTH = 64
 # The top-level fields of POST /api/tasks; any other is a mistake worth a clear 422.
 TASK_FIELDS = frozenset(("type", "payload", "priority", "delay", "run_at", "max_attempts",
@@ -37,13 +39,14 @@ class UploadOptions:
     delay_s: int = 0
 
 
-def upload_options(fields: Mapping[str, str]) -> UploadOptions:
+def upload_options(fields: Mapping[str, str], *,
+                   max_digits: int = MAX_INT_DIGITS) -> UploadOptions:
     """The optional ``priority`` and ``delay`` form fields of an upload."""
     priority = (fields.get("priority") or "normal").strip().lower()
     if priority not in PRIORITIES:
         raise ApiError(400, "invalid_priority", f"priority must be one of {', '.join(PRIORITIES)}")
     raw_delay = (fields.get("delay") or "0").strip()
-    _check_digits(raw_delay, "delay")
+    _check_digits(raw_delay, "delay", max_digits)
     try:
         delay = int(raw_delay)
     except ValueError:
@@ -69,24 +72,25 @@ def is_whole_number(raw: str) -> bool:
     return raw.isascii() and raw.isdigit()
 
 
-def _check_digits(raw: str, name: str) -> None:
+def _check_digits(raw: str, name: str, max_digits: int = MAX_INT_DIGITS) -> None:
     """422 for a number too long to be any value we take (before int() is asked to parse it)."""
-    if len(raw.lstrip("+-")) > MAX_INT_DIGITS:
-        raise ApiError(422, "number_too_long",
-                       f"{name} has more than {MAX_INT_DIGITS} digits")
+    if len(raw.lstrip("+-")) > max_digits:
+        raise ApiError(422, "number_too_long", f"{name} has more than {max_digits} digits")
 
 
-def whole_number(raw: str, name: str) -> int | None:
-    """``raw`` as a whole number; None when it is not plain digits, 422 when too long."""
+def whole_number(raw: str, name: str, max_digits: int = MAX_INT_DIGITS) -> int | None:
+    """``raw`` as a whole number; None when it is not plain digits, 422 when it has more
+    than ``max_digits`` (MAX_NUMBER_DIGITS)."""
     if not is_whole_number(raw):
         return None
-    _check_digits(raw, name)
+    _check_digits(raw, name, max_digits)
     return int(raw)
 
 
-def page(query: Mapping[str, str]) -> tuple[int, str | None]:
+def page(query: Mapping[str, str], *,
+         max_digits: int = MAX_INT_DIGITS) -> tuple[int, str | None]:
     """``limit`` (1..200, default 50) and the ``before`` cursor of a list request."""
-    limit = whole_number(query.get("limit", str(DEFAULT_PAGE)), "limit")
+    limit = whole_number(query.get("limit", str(DEFAULT_PAGE)), "limit", max_digits)
     if limit is None or not 1 <= limit <= MAX_PAGE:
         raise ApiError(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
     before = query.get("before") or None
@@ -97,12 +101,14 @@ def page(query: Mapping[str, str]) -> tuple[int, str | None]:
 MAX_CLEAN_AGE_S = 100 * 365 * 24 * 3600
 
 
-def clean_age(body: Any, query_value: str | None, *, default: int) -> int:
+def clean_age(body: Any, query_value: str | None, *, default: int,
+              max_digits: int = MAX_INT_DIGITS) -> int:
     """``older_than_s`` of a queue clean-up: from the JSON body, else the query, else default."""
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "send a JSON object")
     raw = body.get("older_than_s", default if query_value is None else query_value)
-    age = whole_number(raw, "older_than_s") if isinstance(raw, str) else whole(raw)
+    age = whole_number(raw, "older_than_s", max_digits) if isinstance(raw, str) \
+        else whole(raw)
     if age is None or not 0 <= age <= MAX_CLEAN_AGE_S:
         raise ApiError(400, "bad_request",
                        f"older_than_s must be a whole number from 0 to {MAX_CLEAN_AGE_S}")
@@ -140,30 +146,43 @@ def json_depth_over(value: Any, limit: int) -> bool:
     return False
 
 
-def json_body(raw: bytes, *, empty: Any = None) -> Any:
+def _bounded_int(max_digits: int) -> Callable[[str], int]:
+    """``parse_int``: an integer of more than ``max_digits`` digits is a 422, unparsed."""
+    def parse(text: str) -> int:
+        if len(text.lstrip("-")) > max_digits:
+            raise ApiError(422, "number_too_long",
+                           f"a number in the body has more than {max_digits} digits")
+        return int(text)
+    return parse
+
+
+def json_body(raw: bytes, *, empty: Any = None, max_depth: int = MAX_JSON_DEPTH,
+              max_digits: int = MAX_INT_DIGITS) -> Any:
     """A request body parsed as JSON (``empty`` when there is none).
 
-    400 when it is not JSON or nests deeper than MAX_JSON_DEPTH; 422 for a number with
-    more digits than Python parses (int() stops at 4,300) or beyond a float's range.
+    400 when it is not JSON or nests deeper than ``max_depth`` (MAX_JSON_DEPTH); 422 for
+    an integer of more than ``max_digits`` digits (MAX_NUMBER_DIGITS) or a number beyond a
+    float's range.
     """
     if not raw.strip():
         return empty
     try:
-        value = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+        value = json.loads(raw, parse_constant=_not_json, parse_float=_finite,
+                           parse_int=_bounded_int(max_digits))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "bad_request", "the body is not valid JSON") from None
     except RecursionError:
-        raise _too_deep() from None
-    except ValueError:  # int() refusing a number of thousands of digits
+        raise _too_deep(max_depth) from None
+    except ValueError:  # int() refusing thousands of digits (when max_digits lets them by)
         raise ApiError(422, "number_too_long",
                        "a number in the body has too many digits") from None
-    if json_depth_over(value, MAX_JSON_DEPTH):
-        raise _too_deep()
+    if json_depth_over(value, max_depth):
+        raise _too_deep(max_depth)
     return value
 
 
-def _too_deep() -> ApiError:
-    return ApiError(400, "too_deep", f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
+def _too_deep(limit: int) -> ApiError:
+    return ApiError(400, "too_deep", f"the JSON nests deeper than {limit} levels")
 
 
 def json_size(value: Any) -> int:
@@ -254,31 +273,35 @@ MAX_ATTEMPTS_LIMIT = 20
 
 def attempts_for(requested: int | None, task_type: str, ceiling: int | None, *,
                  default: int) -> int:
-    """The attempts a job gets: the caller's ``max_attempts``, else the type's, else the
-    deployment's RETRY_MAX_ATTEMPTS. A type's own limit is a ceiling: a caller may ask for
-    fewer attempts, and asking for more is refused (400) rather than quietly cut, so that
-    the answer says what the job will really get."""
+    """The attempts a job of ``task_type`` gets: the caller's ``max_attempts``, else the
+    type's, else the deployment's RETRY_MAX_ATTEMPTS. A type's own limit is a ceiling: a
+    caller may ask for fewer attempts, and asking for more gets the ceiling (the job's
+    ``max_attempts`` in the answer says what it really got), as callers that asked up to
+    MAX_ATTEMPTS_LIMIT before the ceilings existed keep working."""
     if requested is None:
         return ceiling or default
-    if ceiling is not None and requested > ceiling:
-        raise ApiError(400, "invalid_max_attempts",
-                       f"{task_type} allows at most {ceiling} attempts (max_attempts)")
+    if ceiling is not None:
+        return min(requested, ceiling)
     return requested
+
+
 # "0,5,10,...,55 0-23 1-31 1-12 0-6" is about 60 characters; nothing useful is longer.
+# The default of MAX_CRON_CHARS.
 MAX_CRON_CHARS = 200
 
 
-def repeat_fields(repeat: Any) -> tuple[str, str]:
-    """``(cron, timezone)`` of a task's ``repeat`` object (UTC when the zone is absent).
+def repeat_fields(repeat: Any, *, max_chars: int = MAX_CRON_CHARS) -> tuple[str, str]:
+    """``(cron, timezone)`` of a task's ``repeat`` object (UTC when the zone is absent);
+    a cron expression is at most ``max_chars`` (MAX_CRON_CHARS) characters.
 
     Only the shape is checked here (422); ``server.cron`` checks the values.
     """
     if not isinstance(repeat, dict) or not isinstance(repeat.get("cron"), str):
         raise ApiError(422, "invalid_cron", "repeat must be {\"cron\": \"<5-field cron>\", "
                                             "\"timezone\": \"<IANA name>\"}")
-    if len(repeat["cron"]) > MAX_CRON_CHARS:
+    if len(repeat["cron"]) > max_chars:
         # Also keeps every number in it far below what int() refuses.
-        raise ApiError(422, "invalid_cron", f"a cron expression is at most {MAX_CRON_CHARS} "
+        raise ApiError(422, "invalid_cron", f"a cron expression is at most {max_chars} "
                                             "characters")
     timezone = repeat.get("timezone")
     if timezone is not None and not isinstance(timezone, str):

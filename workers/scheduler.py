@@ -5,16 +5,24 @@ data older than RETENTION_DAYS (PURGE_CRON), and every SCHEDULE_POLL_S the firin
 users' schedules that are due. Any number of scheduler processes may run: each
 maintenance run is claimed in Redis, and each schedule firing is made in one database
 transaction that also moves the schedule on, so every firing happens once.
+
+A firing follows the rules of now, whatever they were when the schedule was made: its
+attempts are cut to its type's ceiling, a plain user's ``high`` fires as ``normal``, a
+webhook firing is skipped while its owner has WEBHOOK_MAX_IN_FLIGHT_PER_USER deliveries
+unfinished, and a schedule whose cron fires more often than SCHEDULE_MIN_INTERVAL_S
+allows is deleted (it could never fire again; logged). E-mail recipients are checked by
+the e-mail worker, for every job.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 import redis
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -22,8 +30,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from server import cron, keys, logs, store
 from server.jobs import queue_for
-from server.models import utcnow
+from server.models import Schedule, utcnow
 from server.settings import Settings
+from server.signing import hash_token
 from workers import tasks
 from workers.broker import build_broker
 from workers.context import WorkerContext
@@ -60,23 +69,72 @@ def fire_due(ctx: WorkerContext, registry: dict[str, tasks.TaskType]) -> int:
     fired = 0
     for schedule in ctx.db.read(store.due_schedules, now=now):
         try:
-            task_type = registry.get(schedule.type)
-            if task_type is None:
-                # Moved on without a job, so it does not block the ones behind it.
-                log.warning("schedule %s names unknown type %s", schedule.id, schedule.type)
-            following = cron.next_run(schedule.cron, schedule.timezone, now)
-            view = ctx.db.write(
-                store.fire_schedule, schedule_id=schedule.id, due=schedule.next_run_at,
-                next_run_at=following,
-                queue=queue_for(task_type.queue, schedule.priority) if task_type else None,
-                image_field=task_type.image_field if task_type else None)
-            if view is None:
-                continue  # made elsewhere, or nothing to make this time
-            ctx.reporter.submit(view)
-            fired += 1
+            if _fire(ctx, registry.get(schedule.type), schedule, now):
+                fired += 1
         except Exception:  # one bad schedule must not stop the others
             log.exception("schedule %s failed to fire", schedule.id)
     return fired
+
+
+def _fire(ctx: WorkerContext, task_type: tasks.TaskType | None, schedule: Schedule,
+          now: datetime) -> bool:
+    """Fire one due schedule under today's rules; whether a job was made here."""
+    settings = ctx.settings
+    whose = {"user_id": schedule.user_id}
+    if task_type is None:
+        # Moved on without a job, so it does not block the ones behind it.
+        log.warning("schedule %s names unknown type %s", schedule.id, schedule.type,
+                    extra=whose)
+    elif too_frequent(schedule.cron, settings.schedule_min_interval_s):
+        log.warning("schedule %s deleted: its cron %r can fire more often than once every "
+                    "%s s (SCHEDULE_MIN_INTERVAL_S)", schedule.id, schedule.cron,
+                    settings.schedule_min_interval_s, extra=whose)
+        ctx.db.write(store.delete_schedule, user_id=schedule.user_id,
+                     schedule_id=schedule.id)
+        return False
+    queue: str | None = None
+    priority, attempts = schedule.priority, schedule.max_attempts
+    if task_type is not None:
+        if task_type.max_attempts is not None:
+            attempts = min(attempts, task_type.max_attempts)
+        if priority == "high" and not _is_admin(ctx, schedule.user_id):
+            priority = "normal"
+        queue = queue_for(task_type.queue, priority)
+        if task_type.name == store.WEBHOOK_TASK:
+            limit = settings.webhook_max_in_flight_per_user
+            pending = ctx.db.read(store.count_unfinished, user_id=schedule.user_id,
+                                  task_type=store.WEBHOOK_TASK)
+            if pending >= limit:
+                log.warning("schedule %s skips this firing: its owner has %d webhook "
+                            "deliveries unfinished (WEBHOOK_MAX_IN_FLIGHT_PER_USER=%d)",
+                            schedule.id, pending, limit, extra=whose)
+                queue = None  # moved on without a job
+    view = ctx.db.write(
+        store.fire_schedule, schedule_id=schedule.id, due=schedule.next_run_at,
+        next_run_at=cron.next_run(schedule.cron, schedule.timezone, now), queue=queue,
+        image_field=task_type.image_field if task_type else None, priority=priority,
+        max_attempts=attempts)
+    if view is None:
+        return False  # made elsewhere, or nothing to make this time
+    ctx.reporter.submit(view)
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def too_frequent(expression: str, minimum_s: int) -> bool:
+    """Whether two firings of ``expression`` can be closer than ``minimum_s`` (0: never);
+    remembered, as walking a day's firings takes a while and a schedule fires again and
+    again."""
+    if minimum_s <= 0:
+        return False
+    minimum = timedelta(seconds=minimum_s)
+    return cron.shortest_interval(expression, below=minimum) < minimum
+
+
+def _is_admin(ctx: WorkerContext, user_id: str) -> bool:
+    token = ctx.settings.admin_token
+    return ctx.db.read(store.user_is_admin, user_id=user_id,
+                       admin_token_hash=hash_token(token) if token else None)
 
 
 def main() -> int:

@@ -30,7 +30,8 @@ def _item(state: Any, entry: DeadLetter, view: store.JobView) -> dict[str, Any]:
 async def list_dead_letters(request: Request) -> JSONResponse:
     admin = await require_admin(request)
     state = request.app.state
-    limit, before = validation.page(request.query_params)
+    limit, before = validation.page(request.query_params,
+                                    max_digits=state.settings.max_number_digits)
     task_type = request.query_params.get("type") or None
     error = request.query_params.get("error") or None
     rows = await state.db.read(store.list_dead_letters, limit=limit, before=before,

@@ -30,8 +30,6 @@ from workers.task_types.image import IMAGE_QUEUE, IMAGE_TASK
 
 log = logging.getLogger(__name__)
 
-# Files per batch request: enough for a folder of photos, bounded so one request is too.
-MAX_BATCH_FILES = 100
 _FILE_TYPES = {"thumbnail": "image/webp", "preview": "image/webp"}
 
 
@@ -69,7 +67,18 @@ async def upload_image(request: Request) -> Response:
 async def _upload_image(request: Request) -> Response:
     principal = await require_user(request)
     state = request.app.state
-    await ratelimit.check_uploads(state, principal.user_id)
+    uploads = await ratelimit.check_uploads(state, principal.user_id)
+    try:
+        return await _receive_image(request, principal)
+    except Exception:
+        # Refused (a bad form, not an image, too large, no high priority left): a refused
+        # request uses none of the allowance.
+        await _give_back(state, uploads)
+        raise
+
+
+async def _receive_image(request: Request, principal: Principal) -> Response:
+    state = request.app.state
     settings = state.settings
     form = await receive_multipart(request, state.storage,
                                    max_file_bytes=settings.max_upload_bytes, max_files=1,
@@ -77,10 +86,17 @@ async def _upload_image(request: Request) -> Response:
                                    max_field_bytes=settings.max_form_fields_bytes)
     try:
         upload = form.single_file("file")
-        options = validation.upload_options(form.fields)
-        await ratelimit.check_high_priority(state, principal, options.priority)
-        stored = await store_file(state, principal.user_id, upload, options)
+        options = validation.upload_options(form.fields,
+                                            max_digits=settings.max_number_digits)
+        high = await ratelimit.check_high_priority(state, principal, options.priority)
+        try:
+            stored = await store_file(state, principal.user_id, upload, options)
+        except Exception:
+            # Refused (not an image, too large…): no job, so no high-priority one.
+            await _give_back(state, high)
+            raise
         if stored.duplicate:
+            await _give_back(state, high)  # the existing job keeps its own priority
             return JSONResponse({**await stored_item(state, stored), "duplicate": True},
                                 status_code=200)
         return JSONResponse(await submit_file(state, stored), status_code=202)
@@ -129,33 +145,43 @@ async def _upload_batch(request: Request,
     settings = state.settings
     form = await receive_multipart(request, state.storage,
                                    max_file_bytes=settings.max_upload_bytes,
-                                   max_files=MAX_BATCH_FILES, per_file_errors=True,
+                                   max_files=settings.max_batch_files, per_file_errors=True,
                                    max_fields=settings.max_form_fields,
                                    max_field_bytes=settings.max_form_fields_bytes,
+                                   max_body_bytes=settings.max_batch_bytes,
                                    on_file=within_allowance)
     try:
         files = [item for item in form.files if item.field == "file"]
         if not files:
             raise ApiError(400, "missing_file", "send the images in repeated 'file' fields")
-        options = validation.upload_options(form.fields)
-        await ratelimit.check_high_priority(state, principal, options.priority,
-                                            sum(1 for f in files if f.error is None))
-        await ratelimit.check_uploads(state, principal.user_id, files=len(files))
-        batch = await state.db.write(store.create_batch, user_id=principal.user_id,
-                                     files=len(files))
-        outcomes: list[StoredFile | dict[str, Any]] = []
-        for upload in files:
-            try:
-                if upload.error is not None:
-                    raise upload.error
-                outcomes.append(await store_file(state, principal.user_id, upload, options,
-                                                 batch_id=batch.id))
-            except ApiError as exc:
-                if exc.status == 503:
-                    raise
-                refused.append(exc)
-                outcomes.append({"error": {"code": exc.code, "message": exc.message},
-                                 "filename": upload.filename})
+        options = validation.upload_options(form.fields,
+                                            max_digits=settings.max_number_digits)
+        receivable = sum(1 for f in files if f.error is None)
+        high = await ratelimit.check_high_priority(state, principal, options.priority,
+                                                   receivable)
+        try:
+            await ratelimit.check_uploads(state, principal.user_id, files=len(files))
+            batch = await state.db.write(store.create_batch, user_id=principal.user_id,
+                                         files=len(files))
+            outcomes: list[StoredFile | dict[str, Any]] = []
+            for upload in files:
+                try:
+                    if upload.error is not None:
+                        raise upload.error
+                    outcomes.append(await store_file(state, principal.user_id, upload,
+                                                     options, batch_id=batch.id))
+                except ApiError as exc:
+                    if exc.status == 503:
+                        raise
+                    refused.append(exc)
+                    outcomes.append({"error": {"code": exc.code, "message": exc.message},
+                                     "filename": upload.filename})
+        except Exception:
+            await _give_back(state, high)  # the batch is refused as a whole
+            raise
+        # Only new jobs are high-priority ones: not the refused files, not the duplicates.
+        new_jobs = sum(1 for o in outcomes if isinstance(o, StoredFile) and not o.duplicate)
+        await _give_back(state, high, receivable - new_jobs)
         items: list[dict[str, Any]] = []
         for outcome in outcomes:
             if not isinstance(outcome, StoredFile):
@@ -168,6 +194,16 @@ async def _upload_batch(request: Request,
         return JSONResponse({"batch": summary, "items": items}, status_code=202), items
     finally:
         form.cleanup()
+
+
+async def _give_back(state: Any, taken: ratelimit.Taken | None,
+                     amount: int | None = None) -> None:
+    """Return allowance a request took and did not use (if Redis fails meanwhile, the
+    user is only short of it until the window ends)."""
+    try:
+        await ratelimit.give_back(state.redis, taken, amount)
+    except redis.RedisError as exc:
+        log.warning("could not give back %s: %s", taken, exc)
 
 
 async def _allowance_covers(state: Any, user_id: str, files: int) -> None:
@@ -292,7 +328,8 @@ async def _probe(upload: ReceivedFile, max_pixels: int,
 async def list_images(request: Request) -> JSONResponse:
     principal = await require_user(request)
     state = request.app.state
-    limit, before = validation.page(request.query_params)
+    limit, before = validation.page(request.query_params,
+                                    max_digits=state.settings.max_number_digits)
     images = await state.db.read(store.list_images, user_id=principal.user_id, limit=limit,
                                  before=before)
     next_before = images[-1].id if len(images) == limit else None
@@ -317,7 +354,8 @@ async def _file_caller(request: Request, image_id: str, kind: str) -> Principal 
     sig = params.get("sig")
     # No token needed to get this far: a number of thousands of digits is a 422 here,
     # before int() (which refuses past 4,300 digits) is asked to parse it.
-    expires = validation.whole_number(params.get("expires", ""), "expires")
+    expires = validation.whole_number(params.get("expires", ""), "expires",
+                                      request.app.state.settings.max_number_digits)
     if sig and expires is not None:
         if signing.verify(request.app.state.settings.secret_key, image_id, kind,
                           expires=expires, signature=sig, now=time.time()):

@@ -59,7 +59,8 @@ async def list_jobs(request: Request) -> JSONResponse:
     """A page of the caller's jobs (an admin's: everyone's), newest first, filterable."""
     principal = await require_user(request)
     state = request.app.state
-    limit, before = validation.page(request.query_params)
+    limit, before = validation.page(request.query_params,
+                                    max_digits=state.settings.max_number_digits)
     wanted = request.query_params.get("state") or None
     if wanted is not None and wanted not in {s.value for s in JobState} | {"delayed"}:
         raise ApiError(400, "bad_request", f"unknown state {wanted!r}")

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 # A health check that hangs is worse than one that says "down".
 _CHECK_TIMEOUT_S = 2.0
+# A scrape that finds no count while another process recounts waits this long for it
+# (within Prometheus's default 10 s scrape timeout), looking every _RECOUNT_POLL_S.
+_RECOUNT_WAIT_S = 5.0
+_RECOUNT_POLL_S = 0.05
 
 
 async def _check(probe: Any) -> str:
@@ -73,6 +77,19 @@ async def _recount(state: Any) -> metrics.FinishedCounts:
     return metrics.count_finished(rows, dead, at=time.time(), window_s=window.total_seconds())
 
 
+async def _counted_by_another(state: Any) -> metrics.FinishedCounts | None:
+    """The count the holder of the recount claim stores, once it has (None if it has not
+    within _RECOUNT_WAIT_S: it may have died; the caller then counts)."""
+    key = keys.metrics_finished(state.settings.redis_prefix)
+    deadline = time.monotonic() + _RECOUNT_WAIT_S
+    while time.monotonic() < deadline:
+        await asyncio.sleep(_RECOUNT_POLL_S)
+        counted = metrics.FinishedCounts.decode(await state.redis.get(key))
+        if counted is not None:
+            return counted
+    return None
+
+
 async def _finished_counts(state: Any, *, shared: bool) -> metrics.FinishedCounts:
     """The last count of finished jobs, recounted when older than METRICS_RECOUNT_S.
 
@@ -82,20 +99,25 @@ async def _finished_counts(state: Any, *, shared: bool) -> metrics.FinishedCount
     """
     interval = state.settings.metrics_recount_s
     mine: metrics.FinishedCounts | None = getattr(state, "finished_counts", None)
-    if shared:
+    if shared and interval > 0:
         prefix = state.settings.redis_prefix
         latest = metrics.FinishedCounts.decode(
             await state.redis.get(keys.metrics_finished(prefix)))
-        if latest is not None and interval > 0 and (
-                time.time() - latest.at < interval
-                or not await state.redis.set(keys.metrics_recount(prefix),
-                                             telemetry.process_name(), nx=True, ex=interval)):
+        if latest is not None and time.time() - latest.at < interval:
             state.finished_counts = latest
             return latest
-    elif mine is not None and time.time() - mine.at < interval:
+        if not await state.redis.set(keys.metrics_recount(prefix), telemetry.process_name(),
+                                     nx=True, ex=interval):
+            # Another scrape is recounting: show the last count meanwhile, or, when there
+            # is none (the first scrape, or none for a long while), wait for its count.
+            shown = latest or mine or await _counted_by_another(state)
+            if shown is not None:
+                state.finished_counts = shown
+                return shown
+    elif not shared and mine is not None and time.time() - mine.at < interval:
         return mine
-    # Ours to count: the count is stale and we took the claim, or METRICS_RECOUNT_S is 0,
-    # or there is none yet (each process that finds none counts, once).
+    # Ours to count: the count is stale or missing and we took the claim (or its holder
+    # has not stored a count in time), or METRICS_RECOUNT_S is 0.
     counted = state.finished_counts = await _recount(state)
     if shared:
         await state.redis.set(keys.metrics_finished(state.settings.redis_prefix),

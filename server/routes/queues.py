@@ -105,7 +105,8 @@ async def clean(request: Request) -> JSONResponse:
     name = _queue(request)
     age_s = validation.clean_age(await read_json(request, empty={}),
                                  request.query_params.get("older_than_s"),
-                                 default=DEFAULT_CLEAN_AGE_S)
+                                 default=DEFAULT_CLEAN_AGE_S,
+                                 max_digits=state.settings.max_number_digits)
     removed = await state.db.write(store.clean_finished, base=name,
                                    finished_before=utcnow() - timedelta(seconds=age_s))
     audit(admin.user_id, "queue.clean", f"queue:{name}",

@@ -7,18 +7,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server import ratelimit, store
-from server.auth import hash_token, mint_token, require_user
-from server.client_address import limit_key, scope_address
+from server.auth import mint_token, require_user
+from server.client_address import limit_subject
 from server.errors import ApiError
 from server.events import TokenRevoked
+from server.signing import hash_token
 
 
 async def create_session(request: Request) -> JSONResponse:
     """A new anonymous user: free, so limited per client address (TRUSTED_PROXIES says
-    which X-Forwarded-For entry that is)."""
+    which X-Forwarded-For entry that is; RATE_LIMIT_EXEMPT_ADDRESSES are not limited)."""
     state = request.app.state
-    address = scope_address(request.scope, state.settings.trusted_proxies)
-    await ratelimit.check_sessions(state, limit_key(address))
+    settings = state.settings
+    subject = limit_subject(request.scope, settings.trusted_proxies,
+                            settings.rate_limit_exempt_addresses)
+    if subject is not None:
+        await ratelimit.check_sessions(state, subject)
     token = mint_token()
     user = await state.db.write(store.create_user, token_hash=hash_token(token))
     return JSONResponse({"token": token, "user_id": user.id}, status_code=201)

@@ -72,8 +72,8 @@ async def submit_task(request: Request) -> JSONResponse:
     async def undo() -> None:
         await state.db.write(store.delete_job, job_id=view.job.id)
 
-    await outbound.count_task(state, view, undo)
-    await dispatch.enqueue(state, view, delay_s=spec.delay_s, undo=undo)
+    give_back = await outbound.count_task(state, view, undo)
+    await dispatch.enqueue(state, view, delay_s=spec.delay_s, undo=give_back)
     return JSONResponse({"job": await dispatch.announce(state, view)}, status_code=202)
 
 
@@ -82,7 +82,7 @@ async def _create_schedule(request: Request, user_id: str, task_type: str,
                            max_attempts: int) -> JSONResponse:
     """``repeat: {cron, timezone}``: a schedule whose firings each create a job."""
     settings = request.app.state.settings
-    expression, timezone = validation.repeat_fields(repeat)
+    expression, timezone = validation.repeat_fields(repeat, max_chars=settings.max_cron_chars)
     next_run_at = cron.next_run(expression, timezone, utcnow())
     cron.check_interval(expression, settings.schedule_min_interval_s)
     schedule = await request.app.state.db.write(

@@ -35,11 +35,11 @@ async def create_webhook(request: Request) -> JSONResponse:
     errors = validation.payload_errors(_SCHEMA, body, path="body")
     if errors:
         raise ApiError(422, "invalid_webhook", "; ".join(f"{k} {v}" for k, v in errors.items()))
+    most = request.app.state.settings.max_webhooks_per_user
     hook = await request.app.state.db.write(store.create_webhook, user_id=principal.user_id,
-                                            url=body["url"])
+                                            url=body["url"], max_per_user=most)
     if hook is None:
-        raise ApiError(409, "too_many_webhooks",
-                       f"at most {store.MAX_WEBHOOKS_PER_USER} webhooks per user")
+        raise ApiError(409, "too_many_webhooks", f"at most {most} webhooks per user")
     return JSONResponse({"webhook": _wire(hook),
                          "signing_secret": _signing_secret(request, principal.user_id)},
                         status_code=201)

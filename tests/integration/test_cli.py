@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from server import store
-from server.auth import hash_token
 from server.db import SyncDatabase
+from server.signing import hash_token
 from tests.conftest import ROOT, Stack
 from tests.factories import auth, jpeg_bytes, new_token, upload, wait_final
 

@@ -16,10 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from server import keys, store
-from server.auth import hash_token
 from server.db import SyncDatabase
 from server.embedded_redis import EmbeddedRedis
 from server.models import Job
+from server.signing import hash_token
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 from workers.task_types.testing import steps_key

@@ -19,12 +19,13 @@ from sqlalchemy import event, insert
 from starlette.applications import Starlette
 
 from server import metrics, store
-from server.auth import hash_token, mint_token
+from server.auth import mint_token
 from server.db import SyncDatabase
 from server.error_handlers import EXCEPTION_HANDLERS
 from server.models import Job, new_id, utcnow
 from server.routes import ops
 from server.settings import Settings
+from server.signing import hash_token
 from tests.conftest import Stack, start_web_process, stop
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload
 from workers import tasks as task_registry

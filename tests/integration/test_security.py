@@ -389,9 +389,11 @@ async def test_form_fields_are_capped_in_number(http: httpx.AsyncClient) -> None
 @pytest.fixture(scope="module")
 def strict_web(guarded: Stack) -> Iterator[str]:
     """A web process of the same deployment with small socket and upload limits (a web
-    process alone: a stack of its own would cost its workers too)."""
+    process alone: a stack of its own would cost its workers too), which counts loopback
+    clients like any other (by default they are exempt from per-address limits)."""
     env = {**guarded.env, "SOCKET_HANDSHAKES_PER_MIN": "5", "SOCKET_CONNECT_TIMEOUT_S": "1",
-           "RATE_LIMIT_UPLOADS_PER_MIN": "2"}
+           "RATE_LIMIT_UPLOADS_PER_MIN": "2", "RATE_LIMIT_EXEMPT_ADDRESSES": "none",
+           "MAX_WEBHOOKS_PER_USER": "2"}
     web, url = start_web_process(env, guarded.logs / "strict-web.log")
     try:
         yield url
@@ -451,3 +453,36 @@ async def test_a_batch_past_the_upload_allowance_is_refused_at_that_file(
         answer = await http.post("/api/batches", headers=auth(token), files=files)
         assert answer.status_code == 202, answer.text
         assert all("job" in item for item in answer.json()["items"])
+
+
+async def test_webhooks_per_user_follow_their_setting(strict_web: str) -> None:
+    # MAX_WEBHOOKS_PER_USER was a constant of 20 in server/store.py.
+    async with httpx.AsyncClient(base_url=strict_web, timeout=30) as http:
+        token = await new_token(http)
+        for n in range(2):
+            made = await http.post("/api/webhooks", headers=auth(token),
+                                   json={"url": f"https://hooks.example.com/{n}"})
+            assert made.status_code == 201, made.text
+        third = await http.post("/api/webhooks", headers=auth(token),
+                                json={"url": "https://hooks.example.com/2"})
+        assert third.status_code == 409, third.text
+        assert third.json()["error"] == {"code": "too_many_webhooks",
+                                         "message": "at most 2 webhooks per user"}
+
+
+async def test_a_refused_upload_costs_none_of_the_allowance(strict_web: str) -> None:
+    # RATE_LIMIT_UPLOADS_PER_MIN=2. A single upload took its allowance before the file was
+    # looked at: two refused files left nothing for two good ones.
+    async with httpx.AsyncClient(base_url=strict_web, timeout=30) as http:
+        token = await new_token(http)
+        left = 60 - time.time() % 60
+        if left < 5:  # the four requests below must fall in one window
+            await asyncio.sleep(left + 0.05)
+        for _ in range(2):
+            refused = await upload(http, token, b"not an image at all")
+            assert 400 <= refused.status_code < 500 and refused.status_code != 429, refused.text
+        for n in range(2):
+            good = await upload(http, token, jpeg_bytes(50, 30, color=(n, 5, 6)))
+            assert good.status_code == 202, good.text
+        over = await upload(http, token, jpeg_bytes(50, 30, color=(9, 5, 6)))
+        assert over.status_code == 429, over.text

@@ -15,8 +15,9 @@ import websockets
 from sqlalchemy.engine import make_url
 
 from server import store
-from server.auth import hash_token, mint_token
+from server.auth import mint_token
 from server.db import SyncDatabase
+from server.signing import hash_token
 from tests.conftest import Databases, Stack, running_stack, start_web_process, stop
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 
@@ -132,13 +133,14 @@ async def test_tokens_are_stored_only_as_hashes(stack: Stack, http: httpx.AsyncC
 def pair(redis_url: str, databases: Databases,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
     """A stack whose web processes re-count their sockets every second, and a second web
-    process on the same Redis and database; that one keeps the default quotas (test
-    stacks lift the session limit: they make sessions by the hundred)."""
+    process on the same Redis and database, with the default quotas, as if behind a proxy
+    on the same host: TRUSTED_PROXIES=127.0.0.1 (the tests' own requests, without
+    X-Forwarded-For, are a local tool's: not counted per address)."""
     base = tmp_path_factory.mktemp("sessions")
     with running_stack(redis_url, databases.new(), base, SOCKET_REFRESH_S="1",
                        MAX_SOCKETS_PER_USER="2") as stack:
-        defaults = {k: v for k, v in stack.env.items() if k != "RATE_LIMIT_SESSIONS_PER_MIN"}
-        other, url = start_web_process(defaults, stack.logs / "web-b.log")
+        behind_proxy = {**stack.env, "TRUSTED_PROXIES": "127.0.0.1"}
+        other, url = start_web_process(behind_proxy, stack.logs / "web-b.log")
         try:
             yield stack, url
         finally:
@@ -230,16 +232,23 @@ def _rate_limited(response: httpx.Response, window_s: int) -> bool:
 async def test_a_fresh_session_is_held_to_the_default_quotas(
         pair: tuple[Stack, str]) -> None:
     """Unlimited sessions, unlimited task submissions and priority high used to be
-    accepted from any fresh session. The defaults: 10 sessions a minute per client
-    address, 120 task submissions a minute and 10 high-priority jobs an hour per user."""
+    accepted from any fresh session. The defaults: 30 sessions a minute per client
+    address (loopback aside), 120 task submissions a minute and 10 high-priority jobs an
+    hour per user."""
     stack, b_url = pair
     async with httpx.AsyncClient(base_url=b_url, timeout=30) as http:
-        await _clear_of_a_window_edge(60, 3)
-        made = [await http.post("/api/session") for _ in range(10)]
-        assert [r.status_code for r in made] == [201] * 10
-        # TRUSTED_PROXIES is unset: an X-Forwarded-For of the client's own changes nothing.
-        refused = await http.post("/api/session", headers={"X-Forwarded-For": "198.51.100.7"})
+        await _clear_of_a_window_edge(60, 5)
+        client = {"X-Forwarded-For": "198.51.100.7"}  # as the proxy on 127.0.0.1 says
+        made = [await http.post("/api/session", headers=client) for _ in range(30)]
+        assert [r.status_code for r in made] == [201] * 30
+        # Writing 127.0.0.1 at the left gains nothing: the proxy appends the real peer.
+        refused = await http.post("/api/session",
+                                  headers={"X-Forwarded-For": "127.0.0.1, 198.51.100.7"})
         assert _rate_limited(refused, 60), refused.text
+        # Another client behind the proxy is counted apart; a local tool is not counted.
+        other = await http.post("/api/session", headers={"X-Forwarded-For": "198.51.100.8"})
+        assert other.status_code == 201, other.text
+        assert (await http.post("/api/session")).status_code == 201
         tasker, uploader = (r.json()["token"] for r in made[:2])
 
         # Every submission counts, valid or not: each costs the server work.
@@ -263,3 +272,32 @@ async def test_a_fresh_session_is_held_to_the_default_quotas(
         admin = await upload(http, stack.env["ADMIN_TOKEN"], jpeg_bytes(42, 16),
                              fields={"priority": "high"})
         assert admin.status_code == 202, admin.text
+
+
+async def test_refused_and_duplicate_uploads_cost_no_high_priority_allowance(
+        pair: tuple[Stack, str]) -> None:
+    """The high-priority allowance was taken before duplicate detection and before the
+    file was checked: a 200 duplicate or a refused file cost one all the same."""
+    _, b_url = pair
+    high = {"priority": "high"}
+    async with httpx.AsyncClient(base_url=b_url, timeout=30) as http:
+        token = await new_token(http)
+        await _clear_of_a_window_edge(3600, 10)
+        assert (await upload(http, token, jpeg_bytes(60, 16), fields=high)).status_code == 202
+        for _ in range(10):  # the same bytes again: the existing job, no new one
+            again = await upload(http, token, jpeg_bytes(60, 16), fields=high)
+            assert again.status_code == 200 and again.json()["duplicate"], again.text
+        refused = await upload(http, token, b"not an image at all", fields=high)
+        assert 400 <= refused.status_code < 500 and refused.status_code != 429, refused.text
+        batch = await http.post("/api/batches", headers=auth(token), data=high, files=[
+            ("file", ("a.jpg", jpeg_bytes(60, 16), "image/jpeg")),
+            ("file", ("b.jpg", b"not an image either", "image/jpeg"))])
+        assert batch.status_code == 202, batch.text
+        first, second = batch.json()["items"]
+        assert first.get("duplicate") and "error" in second
+        # One new high-priority job so far: nine more fit in the hour, the tenth does not.
+        for n in range(9):
+            fresh = await upload(http, token, jpeg_bytes(61 + n, 16), fields=high)
+            assert fresh.status_code == 202, (n, fresh.text)
+        over = await upload(http, token, jpeg_bytes(70, 16), fields=high)
+        assert _rate_limited(over, 3600), over.text

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from server import store
-from server.auth import authenticate, hash_token, mint_token
+from server.auth import authenticate, mint_token
 from server.db import Database, async_url, sync_url
+from server.signing import hash_token
 from tests.conftest import Databases
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from server import migrate, store
-from server.auth import hash_token
 from server.db import SyncDatabase
 from server.models import Base
+from server.signing import hash_token
 from tests.conftest import Databases
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,6 @@ from starlette.routing import Route
 
 from server import openapi
 from server.app import create_app
-from server.routes.images import MAX_BATCH_FILES
 from server.settings import Settings
 
 # Pages for people, not REST endpoints: /docs is documented by being the renderer.
@@ -97,4 +96,4 @@ def test_the_renderer_is_vendored_with_its_licence() -> None:
 def test_limits_match_the_code() -> None:
     upload = openapi.document()["paths"]["/api/batches"]["post"]["requestBody"]
     files = upload["content"]["multipart/form-data"]["schema"]["properties"]["file"]
-    assert files["maxItems"] == MAX_BATCH_FILES
+    assert files["maxItems"] == Settings().max_batch_files  # MAX_BATCH_FILES' default

@@ -1,9 +1,15 @@
-"""The fixed windows of the rates (pure parts; the counting itself runs in Redis and is
-exercised by tests/integration/test_sessions.py)."""
+"""The fixed windows of the rates (pure parts), and taking and giving back in a real Redis
+(the routes' use of them: tests/integration/test_sessions.py)."""
 
 from __future__ import annotations
 
+import secrets
+
+import pytest
+import redis.asyncio as aioredis
+
 from server import ratelimit
+from server.errors import ApiError
 from server.ratelimit import HOUR_S, MINUTE_S, Rate
 
 
@@ -24,3 +30,27 @@ def test_a_refusal_is_a_429_with_retry_after_and_says_the_rate() -> None:
     hourly = ratelimit.refusal(Rate("high-priority", "high-priority jobs", 10, HOUR_S), 0.0)
     assert "10 high-priority jobs per hour" in hourly.message
     assert hourly.headers == {"Retry-After": "3600"}
+
+
+@pytest.mark.integration
+async def test_what_was_taken_goes_back_to_its_own_window(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    prefix, rate = f"rl{secrets.token_hex(4)}", Rate("high-priority", "high jobs", 3, HOUR_S)
+    try:
+        taken = await ratelimit.take(client, prefix, rate, "ana", 3)
+        assert taken is not None and taken.amount == 3
+        with pytest.raises(ApiError):
+            await ratelimit.take(client, prefix, rate, "ana")
+        await ratelimit.give_back(client, taken, 2)  # two of the three were not used
+        assert await ratelimit.take(client, prefix, rate, "ana", 2) is not None
+        with pytest.raises(ApiError):
+            await ratelimit.take(client, prefix, rate, "ana")
+        # Never below zero, whatever is given back; nothing taken, nothing to give.
+        await ratelimit.give_back(client, taken)
+        await ratelimit.give_back(client, taken)
+        assert int(await client.get(taken.key)) == 0
+        await ratelimit.give_back(client, None)
+        assert await ratelimit.take(client, prefix, rate, "ana", 0) is None
+        assert await ratelimit.take(client, prefix, Rate("x", "x", 0), "ana") is None
+    finally:
+        await client.aclose()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,52 @@ def test_webp_method_is_libwebps_range(tmp_path: Path) -> None:
     assert Settings.from_env({"DATA_DIR": str(tmp_path), "WEBP_METHOD": "4"}).webp_method == 4
     with pytest.raises(SettingsError, match="WEBP_METHOD"):
         Settings.from_env({"DATA_DIR": str(tmp_path), "WEBP_METHOD": "7"})
+
+
+def test_every_limit_has_a_setting(tmp_path: Path) -> None:
+    # These were module constants (files per batch, JSON depth, digits, cron length,
+    # webhooks per user, socket events, followed jobs) or a product of two (batch bytes).
+    names = {"MAX_BATCH_FILES": "max_batch_files", "MAX_BATCH_MB": "max_batch_mb",
+             "MAX_JSON_DEPTH": "max_json_depth", "MAX_NUMBER_DIGITS": "max_number_digits",
+             "MAX_CRON_CHARS": "max_cron_chars", "MAX_WEBHOOKS_PER_USER": "max_webhooks_per_user",
+             "SOCKET_EVENTS_PER_S": "socket_events_per_s",
+             "SOCKET_EVENT_BURST": "socket_event_burst",
+             "MAX_FOLLOWED_JOBS_PER_SOCKET": "max_followed_jobs_per_socket"}
+    env = {"DATA_DIR": str(tmp_path)}
+    defaults = Settings.from_env(env)
+    assert {name: getattr(defaults, field) for name, field in names.items()} == {
+        "MAX_BATCH_FILES": 100, "MAX_BATCH_MB": None, "MAX_JSON_DEPTH": 64,
+        "MAX_NUMBER_DIGITS": 100, "MAX_CRON_CHARS": 200, "MAX_WEBHOOKS_PER_USER": 20,
+        "SOCKET_EVENTS_PER_S": 5, "SOCKET_EVENT_BURST": 120,
+        "MAX_FOLLOWED_JOBS_PER_SOCKET": 500}
+    assert defaults == Settings(data_dir=defaults.data_dir, storage_dir=defaults.storage_dir,
+                                database_url=defaults.database_url,
+                                secret_key=defaults.secret_key,
+                                worker_processes=defaults.worker_processes)
+    given = Settings.from_env({**env, **{name: "300" for name in names}})
+    assert all(getattr(given, field) == 300 for field in names.values())
+    for name, bad in (*((name, "0") for name in names), ("MAX_NUMBER_DIGITS", "19"),
+                      ("MAX_NUMBER_DIGITS", "4301"), ("MAX_CRON_CHARS", "8")):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({**env, name: bad})
+
+
+def test_sessions_per_address_default_to_30_a_minute(tmp_path: Path) -> None:
+    assert Settings.from_env({"DATA_DIR": str(tmp_path)}).rate_limit_sessions_per_min == 30
+    assert Settings().rate_limit_sessions_per_min == 30
+
+
+def test_every_variable_is_documented_and_every_cap_is_in_limits() -> None:
+    # The issue's "Done when": a README "Limits" section listing every limit with its
+    # setting and default; files per batch, JSON depth, digits, cron length, webhooks per
+    # user, socket events and followed jobs had no setting and no row.
+    root = Path(__file__).resolve().parents[2]
+    source = (root / "server" / "settings.py").read_text()
+    names = set(re.findall(r'env(?:\.get\(|, )"([A-Z][A-Z0-9_]+)"', source))
+    assert {"MAX_BATCH_FILES", "RATE_LIMIT_EXEMPT_ADDRESSES", "MAX_NUMBER_DIGITS"} <= names
+    readme = (root / "README.md").read_text()
+    configuration = readme.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+    limits = readme.split("\n## Limits", 1)[1].split("\n## ", 1)[0]
+    assert sorted(n for n in names if f"`{n}`" not in configuration) == []
+    cap = re.compile(r"^MAX_|_PER_|^RATE_LIMIT_|_DEADLINE_S$|_TIME_LIMIT_S$|_TIMEOUT_S$")
+    assert sorted(n for n in names if cap.search(n) and f"`{n}`" not in limits) == []

@@ -182,3 +182,30 @@ def test_what_counts_as_a_handshake(tmp_path: Path, method: str, query: str,
     assert app._is_handshake(scope) is counted
     assert app._is_handshake({**scope, "path": "/socket.io"}) is counted
     assert not app._is_handshake({**scope, "path": "/api/images"})
+
+
+@pytest.mark.parametrize(("exempt", "limited"), [("", False), ("none", True)])
+async def test_loopback_handshakes_are_not_counted_unless_the_operator_says_so(
+        tmp_path: Path, exempt: str, limited: bool) -> None:
+    # SOCKET_HANDSHAKES_PER_MIN counted 127.0.0.1 too: local tools, test suites and a proxy
+    # on this host (every user behind it) shared one allowance. RATE_LIMIT_EXEMPT_ADDRESSES
+    # (loopback by default; "none" as an operator may set it) leaves them out.
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0",
+                                  "SOCKET_CONNECT_TIMEOUT_S": "1",
+                                  "SOCKET_HANDSHAKES_PER_MIN": "3",
+                                  "RATE_LIMIT_EXEMPT_ADDRESSES": exempt})
+    app = create_app(settings)
+    try:
+        local = [(await _get(app, "/socket.io/", HANDSHAKE, client=client))[0]
+                 for client in ("127.0.0.1", "::1") for _ in range(5)]
+        assert local == (([200] * 3 + [429] * 2) * 2 if limited else [200] * 10)
+        remote = [(await _get(app, "/socket.io/", HANDSHAKE))[0] for _ in range(4)]
+        assert remote == [200] * 3 + [429], "every other address is limited as before"
+    finally:
+        await app.app.engineio_server.shutdown()
+
+
+def test_a_socket_bucket_starts_with_its_whole_burst() -> None:
+    bucket = TokenBucket.full(4, 2)
+    assert [bucket.take(bucket.updated) for _ in range(5)][-2:] == [0.0, pytest.approx(0.5)]
+    assert (bucket.capacity, bucket.rate) == (4, 2)

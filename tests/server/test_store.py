@@ -240,6 +240,21 @@ def test_set_admin_promotes_an_existing_user_only(db: SyncDatabase) -> None:
     assert db.write(store.set_admin, user_id=new_id()) is None
 
 
+def test_user_is_admin_when_marked_or_holding_the_admin_token(db: SyncDatabase) -> None:
+    """Marked admin, or a token of theirs hashes to ADMIN_TOKEN's hash as set now."""
+    plain, marked, admin_hash = _user(db), _user(db), secrets.token_hex(32)
+    db.write(store.set_admin, user_id=marked)
+    held = db.write(store.create_user, token_hash=admin_hash, label="ADMIN_TOKEN").id
+
+    def admin(user_id: str, token_hash: str | None = admin_hash) -> bool:
+        return db.read(store.user_is_admin, user_id=user_id, admin_token_hash=token_hash)
+
+    assert (admin(plain), admin(marked), admin(held)) == (False, True, True)
+    assert admin(held, secrets.token_hex(32)) is False  # ADMIN_TOKEN rotated
+    assert admin(held, None) is False  # ADMIN_TOKEN unset
+    assert admin(new_id()) is False
+
+
 # -- creating jobs and images --------------------------------------------------------------------
 
 def test_create_job_records_a_queued_job_and_its_first_event(db: SyncDatabase) -> None:
@@ -1079,7 +1094,7 @@ def test_create_webhook_deliveries_queues_one_job_per_url(db: SyncDatabase) -> N
     job = _job(db, user_id)
     body = {"job": {"id": job.id}}
     made = db.write(lambda s: store.create_webhook_deliveries(
-        s, job=job, event="job:completed", body=body, max_attempts=5))
+        s, job=job, event="job:completed", body=body))
     assert len(made) == 2
     stored = [_get(db, view.job.id) for view in made]
     assert sorted(d.payload["url"] for d in stored) == urls
@@ -1089,10 +1104,10 @@ def test_create_webhook_deliveries_queues_one_job_per_url(db: SyncDatabase) -> N
                                       user_id)
         assert delivery.payload["event"] == "job:completed" and delivery.payload["body"] == body
     assert db.write(lambda s: store.create_webhook_deliveries(
-        s, job=stored[0], event="job:failed", body={}, max_attempts=5)) == []
+        s, job=stored[0], event="job:failed", body={})) == []
     lonely = _job(db, _user(db))
     assert db.write(lambda s: store.create_webhook_deliveries(
-        s, job=lonely, event="job:completed", body={}, max_attempts=5)) == []
+        s, job=lonely, event="job:completed", body={})) == []
 
 
 def _hook(view: store.JobView) -> tuple[str, dict[str, Any]]:
@@ -1121,7 +1136,8 @@ def test_end_with_deliveries_queues_deliveries_when_the_change_ends_the_job(
     assert sorted(d.id for d in stored) == sorted(v.job.id for v in made)
     assert {d.payload["event"] for d in stored} == {"job:completed"}
     assert {d.payload["body"]["id"] for d in stored} == {job.id}
-    assert {d.max_attempts for d in stored} == {4}
+    # The type's own attempts, whatever the caller passes (RETRY_MAX_ATTEMPTS, before).
+    assert {d.max_attempts for d in stored} == {store.WEBHOOK_MAX_ATTEMPTS}
 
     failing = _job(db, user_id)
     db.write(store.begin_attempt, job_id=failing.id)
@@ -1134,6 +1150,21 @@ def test_end_with_deliveries_queues_deliveries_when_the_change_ends_the_job(
                        max_attempts=1, job_id=cancelled.id, user_id=user_id)
     assert len(made) == 2 and _get(db, cancelled.id).state == "cancelled"
     assert len(_deliveries(db, user_id)) == 6
+
+
+def test_end_with_deliveries_drops_none_however_many_are_unfinished(db: SyncDatabase) -> None:
+    """Every final state is POSTed: an owner with many deliveries unfinished (waiting out
+    a backoff, say) still gets one per URL for each job that ends."""
+    user_id = _user(db)
+    db.write(store.create_webhook, user_id=user_id, url="https://a.example/")
+    for _ in range(4):
+        _job(db, user_id, queue=store.WEBHOOK_QUEUE, task_type=store.WEBHOOK_TASK)
+    job = _job(db, user_id)
+    db.write(store.begin_attempt, job_id=job.id)
+    _, made = db.write(store.end_with_deliveries, change=store.transition, webhook=_hook,
+                       max_attempts=1, backlog=3, job_id=job.id, state=JobState.COMPLETED)
+    assert len(made) == 1
+    assert made[0].job.payload["body"]["id"] == job.id
 
 
 def test_end_with_deliveries_queues_nothing_for_a_change_that_does_not_end_the_job(

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from starlette.requests import Request
 
 from server.errors import ApiError
+from server.settings import Settings
 from server.storage import LocalStorage
 from server.uploads import (
     MAX_FILENAME_CHARS,
@@ -48,10 +50,12 @@ class Body:
     """A request body arriving in chunks; counts what the server pulled, and fails the test
     if it pulls more than ``allowed`` (what reading the whole hostile body would take)."""
 
-    def __init__(self, chunks: Iterable[bytes], allowed: int | None = None) -> None:
+    def __init__(self, chunks: Iterable[bytes], allowed: int | None = None,
+                 settings: Settings | None = None) -> None:
         self.chunks = iter(chunks)
         self.allowed = allowed
         self.pulled = 0
+        self.settings = settings or Settings()
 
     async def receive(self) -> dict[str, Any]:
         chunk = next(self.chunks, None)
@@ -67,8 +71,9 @@ class Body:
         headers = [(b"content-type", content_type.encode())]
         if content_length is not None:
             headers.append((b"content-length", str(content_length).encode()))
-        return Request({"type": "http", "method": "POST", "path": "/", "headers": headers},
-                       self.receive)
+        app = SimpleNamespace(state=SimpleNamespace(settings=self.settings))
+        return Request({"type": "http", "method": "POST", "path": "/", "headers": headers,
+                        "app": app}, self.receive)
 
 
 def _endless(chunk: bytes) -> Iterator[bytes]:
@@ -100,6 +105,19 @@ async def test_a_json_body_within_the_cap_is_parsed() -> None:
         {"type": "t", "payload": {}}
     assert await read_json(Body([]).request("application/json"), max_bytes=1024,
                            empty={}) == {}
+
+
+async def test_a_json_body_is_parsed_under_the_depth_and_digit_settings() -> None:
+    two_hundred = b'{"n": ' + b"7" * 200 + b"}"
+    with pytest.raises(ApiError) as caught:
+        await read_json(Body([two_hundred]).request("application/json"))
+    assert (caught.value.status, caught.value.code) == (422, "number_too_long")
+    roomy = Settings(max_number_digits=200, max_json_depth=3)
+    assert await read_json(Body([two_hundred], settings=roomy).request("application/json")) \
+        == {"n": int("7" * 200)}
+    with pytest.raises(ApiError) as caught:
+        await read_json(Body([b"[[[[]]]]"], settings=roomy).request("application/json"))
+    assert (caught.value.status, caught.value.code) == (400, "too_deep")
 
 
 def _field(name: str, value: bytes) -> bytes:
@@ -195,3 +213,41 @@ async def test_each_file_part_is_checked_as_it_begins(storage: LocalStorage) -> 
         assert caught.value.status == 429
         assert [name for name, _ in seen] == ["one.jpg", "two.jpg"]
     assert not list(storage.tmp_dir.iterdir()), "the files received so far are removed"
+
+
+async def test_a_batch_over_its_byte_cap_is_refused_before_the_rest_is_read(
+        storage: LocalStorage) -> None:
+    # The batch body cap was MAX_UPLOAD_MB times the files (about 5 GB), with no setting.
+    cap = 1 << 20  # MAX_BATCH_MB=1
+    data = b"\xff" * 65536
+    declared = Body(_endless(data), allowed=0)
+    with pytest.raises(ApiError) as caught:
+        await receive_multipart(declared.request(MULTIPART, 10 * cap), storage,
+                                max_file_bytes=cap, max_files=100, per_file_errors=True,
+                                max_body_bytes=cap)
+    assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
+    assert "1 MB in all" in caught.value.message
+    # Without a Content-Length: at the chunk that passes it, files each under their own cap.
+    files = (part for n in range(100) for part in (_file_head(filename=f"{n}.jpg"),
+                                                   *([data] * 4), b"\r\n"))
+    streamed = Body(files, allowed=cap + 256 * 1024)
+    with pytest.raises(ApiError) as caught:
+        await receive_multipart(streamed.request(MULTIPART), storage, max_file_bytes=cap,
+                                max_files=100, per_file_errors=True, max_body_bytes=cap)
+    assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
+    assert not list(storage.tmp_dir.iterdir())
+    # By default: room for max_files files of max_file_bytes.
+    default = Body(_endless(data), allowed=0)
+    with pytest.raises(ApiError) as caught:
+        await receive_multipart(default.request(MULTIPART, 3 * cap), storage,
+                                max_file_bytes=cap, max_files=2)
+    assert (caught.value.status, caught.value.code) == (413, "file_too_large")
+
+
+def test_the_batch_caps_are_settings(tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path)}
+    assert Settings.from_env(env).max_batch_files == 100
+    assert Settings.from_env(env).max_batch_bytes == 50 * 100 * 1024 * 1024
+    assert Settings.from_env({**env, "MAX_UPLOAD_MB": "10", "MAX_BATCH_FILES": "20"}
+                             ).max_batch_bytes == 200 * 1024 * 1024
+    assert Settings.from_env({**env, "MAX_BATCH_MB": "300"}).max_batch_bytes == 300 << 20

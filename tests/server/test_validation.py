@@ -8,6 +8,7 @@ from server.errors import ApiError
 from server.validation import (
     MAX_CLEAN_AGE_S,
     MAX_DELAY_S,
+    MAX_INT_DIGITS,
     MAX_JSON_DEPTH,
     TASK_FIELDS,
     clean_age,
@@ -17,6 +18,7 @@ from server.validation import (
     repeat_fields,
     task_request,
     upload_options,
+    whole_number,
 )
 
 
@@ -181,7 +183,46 @@ def test_long_but_parseable_numbers_keep_their_400() -> None:
     with pytest.raises(ApiError) as caught:
         page({"limit": "9" * 40})
     assert (caught.value.status, caught.value.code) == (400, "invalid_limit")
-    assert json_body(b'{"n": ' + b"7" * 400 + b"}") == {"n": int("7" * 400)}
+    assert json_body(b'{"n": -' + b"7" * MAX_INT_DIGITS + b"}") == {"n": -int("7" * 100)}
+
+
+@pytest.mark.parametrize("digits", [MAX_INT_DIGITS + 1, 200, 4300])
+def test_integers_in_a_json_body_past_the_digit_cap_are_422(digits: int) -> None:
+    # The README promised 422 past 100 digits; a 200-digit integer was accepted (only
+    # int()'s own 4,300 stopped one).
+    for raw in (b'{"n": ' + b"7" * digits + b"}", b"[1, -" + b"7" * digits + b"]"):
+        with pytest.raises(ApiError) as caught:
+            json_body(raw)
+        assert (caught.value.status, caught.value.code) == (422, "number_too_long")
+        assert "100 digits" in caught.value.message
+    # Floats are only refused beyond their range.
+    assert json_body(b"[0." + b"7" * 200 + b"]") == [float("0." + "7" * 200)]
+
+
+def test_the_digit_depth_and_cron_caps_follow_their_settings() -> None:
+    two_hundred = b"[" + b"7" * 200 + b"]"
+    assert json_body(two_hundred, max_digits=200) == [int("7" * 200)]
+    with pytest.raises(ApiError):
+        json_body(two_hundred, max_digits=199)
+    with pytest.raises(ApiError) as caught:
+        whole_number("1" * 30, "expires", 20)
+    assert caught.value.code == "number_too_long" and "20 digits" in caught.value.message
+    assert whole_number("1" * 30, "expires", 30) == int("1" * 30)
+    for parse in (lambda: page({"limit": "1" * 21}, max_digits=20),
+                  lambda: clean_age({}, "1" * 21, default=1, max_digits=20),
+                  lambda: upload_options({"delay": "1" * 21}, max_digits=20)):
+        with pytest.raises(ApiError) as caught:
+            parse()
+        assert caught.value.code == "number_too_long"
+    deep = b"[" * 11 + b"]" * 11
+    assert json_body(deep, max_depth=11) == [[[[[[[[[[[]]]]]]]]]]]
+    with pytest.raises(ApiError) as caught:
+        json_body(deep, max_depth=10)
+    assert caught.value.code == "too_deep" and "10 levels" in caught.value.message
+    assert repeat_fields({"cron": "0 7 * * *"}, max_chars=9)[0] == "0 7 * * *"
+    with pytest.raises(ApiError) as caught:
+        repeat_fields({"cron": "0 7 * * 1-5"}, max_chars=9)
+    assert caught.value.code == "invalid_cron" and "at most 9" in caught.value.message
 
 
 def test_json_nested_100000_deep_is_400_not_a_crash() -> None:

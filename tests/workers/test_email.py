@@ -5,6 +5,7 @@ The SMTP peers are local servers on threads (aiosmtpd, or a raw socket that tric
 
 from __future__ import annotations
 
+import re
 import secrets
 import socket
 import threading
@@ -12,15 +13,18 @@ import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from server import keys
+from server import keys, store
+from server.db import SyncDatabase
 from server.mail_limits import Refused, SendRates, take_send
 from server.settings import Settings
+from server.signing import hash_token
 from workers.faults import TransientError, is_transient
 from workers.task_types.email import EmailRejected, send, send_email
 
@@ -122,6 +126,50 @@ def test_the_worker_refuses_a_list_of_recipients_whatever_let_it_in() -> None:
     with pytest.raises(EmailRejected, match="exactly one address"):
         send_email(SimpleNamespace(settings=settings),  # type: ignore[arg-type]
                    SimpleNamespace(job=job))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def users() -> Iterator[SyncDatabase]:
+    database = SyncDatabase("sqlite:///:memory:")
+    try:
+        database.migrate()
+        yield database
+    finally:
+        database.dispose()
+
+
+def test_the_worker_mails_no_one_the_jobs_owner_may_not(users: SyncDatabase) -> None:
+    # A job from a schedule made before EMAIL_ALLOWED_RECIPIENTS (or before it was
+    # narrowed): refused for good, with the reason, unless its owner is an admin now.
+    handler = Envelopes()
+    controller = _Bound(handler, hostname="127.0.0.1", port=0)
+    controller.start()
+    admin_token = "email-test-admin-token"
+    settings = Settings(smtp_url=f"smtp://127.0.0.1:{controller.port}",
+                        email_allowed_recipients=("@test.example",), admin_token=admin_token,
+                        email_rate_per_user_per_hour=0, email_rate_per_hour=0)
+    plain = users.write(store.create_user, token_hash=secrets.token_hex(32)).id
+    marked = users.write(store.create_user, token_hash=secrets.token_hex(32),
+                         is_admin=True).id
+    env_admin = users.write(store.create_user, token_hash=hash_token(admin_token)).id
+    ctx: Any = SimpleNamespace(settings=settings, db=users, redis=None,  # no rates here
+                               reporter=SimpleNamespace(progress=lambda *args: None))
+
+    def run(user_id: str, to: str) -> dict[str, Any]:
+        job = SimpleNamespace(id=secrets.token_hex(8), user_id=user_id,
+                              payload={"to": to, "subject": "Hi"})
+        return send_email(ctx, SimpleNamespace(job=job))  # type: ignore[arg-type]
+
+    try:
+        with pytest.raises(EmailRejected, match=re.escape(
+                "victim@ex.com is not a recipient this job's owner may mail")):
+            run(plain, "victim@ex.com")
+        assert run(plain, "ana@test.example")["to"] == "ana@test.example"
+        assert run(marked, "victim@ex.com")["to"] == "victim@ex.com"
+        assert run(env_admin, "boss@ex.com")["to"] == "boss@ex.com"
+    finally:
+        controller.stop()
+    assert handler.recipients == [["ana@test.example"], ["victim@ex.com"], ["boss@ex.com"]]
 
 
 @pytest.mark.integration

@@ -8,6 +8,7 @@ to resolve to them, through the injectable resolver or through ``socket.getaddri
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import ssl
 import threading
@@ -265,6 +266,32 @@ def test_a_trickling_receiver_is_cut_off_at_the_deadline(
         _post(f"http://slow.example:{trickler()}/", allow_private=True, timeout_s=1,
               deadline_s=1, resolve=lambda host, p: ["127.0.0.1"])
     assert time.monotonic() - started < 2.5
+
+
+def test_a_name_that_takes_too_long_to_resolve_ends_at_the_deadline(
+        receiver: tuple[int, Received]) -> None:
+    """getaddrinfo waits as long as the system resolver is set to: the lookup counts
+    against the deadline like the rest of the exchange."""
+    port, seen = receiver
+    answer = threading.Event()
+
+    def slow(host: str, p: int) -> list[str]:
+        answer.wait(10)  # a name server that does not answer
+        return ["127.0.0.1"]
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientError, match=re.escape(
+                "cannot resolve slow.example: no answer within 0.5 s")):
+            _post(f"http://slow.example:{port}/", allow_private=True, deadline_s=0.5,
+                  resolve=slow)
+        assert time.monotonic() - started < 1.5
+    finally:
+        answer.set()
+    assert seen.requests == []
+    # A name that answers in time is delivered to as ever.
+    assert _post(f"http://quick.example:{port}/", allow_private=True, deadline_s=2,
+                 resolve=lambda host, p: ["127.0.0.1"]) == 204
 
 
 def test_the_io_types_run_on_the_io_worker_alone_with_an_attempt_ceiling() -> None:

@@ -1,9 +1,11 @@
 """email.send: a plain-text email through the SMTP server at SMTP_URL (standard library).
 
 Exactly one recipient: ``to`` must be one bare address, and the envelope names it alone,
-so that the operator's relay and From address never mail a list an attacker wrote. The
-web checks who may be mailed (EMAIL_ALLOWED_RECIPIENTS) when the job or schedule is
-made; the send rates are counted again here, once per job, so scheduled mail counts too.
+so that the operator's relay and From address never mail a list an attacker wrote. Who may
+be mailed (EMAIL_ALLOWED_RECIPIENTS, or anyone for an admin) is checked when the job or
+schedule is made, and again here, so that a schedule made before that rule (or before the
+list was narrowed) mails no one its owner may not; the send rates are counted again here,
+once per job, so scheduled mail counts too.
 The whole SMTP exchange has one deadline, EMAIL_DEADLINE_S.
 """
 
@@ -16,8 +18,9 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from server import keys
-from server.mail_limits import SendRates, single_address, take_send
+from server import keys, store
+from server.mail_limits import SendRates, recipient_allowed, single_address, take_send
+from server.signing import hash_token
 from server.store import JobView
 from workers.context import WorkerContext
 from workers.deadlines import Deadline
@@ -73,6 +76,12 @@ def send_email(ctx: WorkerContext, view: JobView) -> dict[str, Any]:
     if recipient is None:
         raise EmailRejected(f"to must be exactly one address, not {payload['to']!r}")
     prefix, job = settings.redis_prefix, view.job
+    allowed = settings.email_allowed_recipients
+    if not recipient_allowed(recipient, allowed) and not owner_is_admin(ctx, job.user_id):
+        which = ("the addresses and domains in EMAIL_ALLOWED_RECIPIENTS" if allowed
+                 else "no address on this server (EMAIL_ALLOWED_RECIPIENTS is empty)")
+        raise EmailRejected(f"not sent: {recipient} is not a recipient this job's owner may "
+                            f"mail; without admin rights, e-mail may go to {which}")
     refused_now = take_send(ctx.redis, SendRates(settings.email_rate_per_user_per_hour,
                                                  settings.email_rate_per_hour),
                             keys.email_sends(prefix, job.user_id), keys.email_sends(prefix),
@@ -89,6 +98,13 @@ def send_email(ctx: WorkerContext, view: JobView) -> dict[str, Any]:
     refused = send(settings.smtp_url, message, recipient, timeout_s=settings.webhook_timeout_s,
                    deadline_s=settings.email_deadline_s)
     return {"to": recipient, "refused": sorted(refused)}
+
+
+def owner_is_admin(ctx: WorkerContext, user_id: str) -> bool:
+    """Whether the user has admin rights now (marked admin, or ADMIN_TOKEN's user)."""
+    token = ctx.settings.admin_token
+    return ctx.db.read(store.user_is_admin, user_id=user_id,
+                       admin_token_hash=hash_token(token) if token else None)
 
 
 def send(smtp_url: str, message: EmailMessage, recipient: str, *, timeout_s: float,

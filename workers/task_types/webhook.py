@@ -10,17 +10,19 @@ The destination's name is resolved once; every address it resolves to is checked
 connection goes to a checked address, with the name kept for the Host header, TLS SNI and
 the certificate check. Resolving again to connect (as urllib does) would let a name that
 answered a public address first answer 127.0.0.1 next (DNS rebinding). The whole exchange
-(connect, send, status line, headers) has one deadline, WEBHOOK_DEADLINE_S.
+(resolve, connect, send, status line, headers) has one deadline, WEBHOOK_DEADLINE_S.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import http.client
 import ipaddress
 import json
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from server.signing import webhook_key, webhook_signature
-from server.store import JobView
+from server.store import WEBHOOK_MAX_ATTEMPTS, JobView
 from workers.context import WorkerContext
 from workers.deadlines import Deadline
 from workers.faults import TransientError
@@ -133,6 +135,45 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+# getaddrinfo cannot be interrupted, and waits as long as the system resolver is set to
+# (resolv.conf: timeout x attempts x servers). So it runs on a thread of its own while the
+# delivery waits at most what is left of its deadline: a name server that never answers
+# holds that thread (a daemon: it keeps no process from exiting) until the resolver gives
+# up, never a worker's. At most _LOOKUPS such threads at once; past that a delivery waits
+# for one within its deadline.
+_LOOKUPS = 8
+_LOOKUP_SLOTS = threading.BoundedSemaphore(_LOOKUPS)
+
+
+def resolve_within(resolve: Resolver, deadline: Deadline) -> Resolver:
+    """``resolve`` bounded by ``deadline``: TransientError once it passes with no answer."""
+
+    def too_slow(host: str) -> TransientError:
+        return TransientError(f"cannot resolve {host}: no answer within "
+                              f"{deadline.seconds:g} s (WEBHOOK_DEADLINE_S)")
+
+    def bounded(host: str, port: int) -> Sequence[str]:
+        if not _LOOKUP_SLOTS.acquire(timeout=deadline.remaining()):
+            raise too_slow(host)
+        lookup: concurrent.futures.Future[Sequence[str]] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                lookup.set_result(resolve(host, port))
+            except BaseException as exc:
+                lookup.set_exception(exc)
+            finally:
+                _LOOKUP_SLOTS.release()
+
+        threading.Thread(target=run, name="webhook-resolve", daemon=True).start()
+        done, _ = concurrent.futures.wait([lookup], timeout=deadline.remaining())
+        if not done:
+            raise too_slow(host)
+        return lookup.result()
+
+    return bounded
+
+
 @dataclass(frozen=True)
 class Destination:
     """A URL resolved once: the name it keeps (Host, SNI, certificate) and the checked
@@ -232,11 +273,12 @@ def post(url: str, body: bytes, headers: dict[str, str], *, allow_private: bool,
 
     The name is resolved once (``resolve``), every address checked, and the connection
     made to those addresses in turn until one accepts. ``timeout_s`` bounds each socket
-    operation, ``deadline_s`` the whole exchange. TransientError when the receiver cannot
-    be reached or is too slow.
+    operation, ``deadline_s`` the whole exchange, the name's lookup included. TransientError
+    when the name does not resolve in time or the receiver cannot be reached or is too slow.
     """
     with Deadline(deadline_s) as deadline:
-        destination = resolve_destination(url, allow_private=allow_private, resolve=resolve)
+        destination = resolve_destination(url, allow_private=allow_private,
+                                          resolve=resolve_within(resolve, deadline))
         last_error: Exception | None = None
         for address in destination.addresses:
             connection: _PinnedHTTPConnection
@@ -313,8 +355,9 @@ register(TaskType(
     run=deliver_webhook,
     queue="webhooks",
     io=True,
-    # A ceiling: callers may ask for fewer attempts, not more (each can take a deadline).
-    max_attempts=5,
+    # A ceiling: callers may ask for fewer attempts, not more (each can take a deadline);
+    # a delivery of a job's end gets it too (store.create_webhook_deliveries).
+    max_attempts=WEBHOOK_MAX_ATTEMPTS,
     # The deadline ends each attempt; this only bounds a resolver that never answers.
     time_limit_s=60,
     permanent=(DeliveryRejected,),
