@@ -54,7 +54,7 @@ SLOW_S = 90
 def faults(redis_url: str, databases: Databases,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(redis_url, databases.new(), tmp_path_factory.mktemp("faults"),
-                       **FAULT_ENV) as running:
+                       **FAULT_ENV, io_worker=False) as running:
         yield running
 
 
@@ -368,7 +368,7 @@ async def test_redis_restart_loses_nothing(databases: Databases,
     private = EmbeddedRedis(tmp_path / "redis", persistent=True, use_socket=False).start()
     try:
         with running_stack(private.url, databases.new(), tmp_path,
-                           **{**FAULT_ENV, "JOB_TIME_LIMIT_S": "60"}) as stack:
+                           **{**FAULT_ENV, "JOB_TIME_LIMIT_S": "60"}, io_worker=False) as stack:
             async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
                 token = await new_token(http)
                 client = await connected(stack.url, token, sockets)

@@ -36,7 +36,7 @@ FAIR_ENV = {
 def fair(redis_url: str, databases: Databases,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(redis_url, databases.new(), tmp_path_factory.mktemp("fair"),
-                       **FAIR_ENV) as running:
+                       **FAIR_ENV, io_worker=False) as running:
         yield running
 
 

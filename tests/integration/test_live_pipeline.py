@@ -497,7 +497,7 @@ async def test_quick_stages_are_folded_into_the_next_report_with_their_outputs(
         redis_url: str, databases: Databases, tmp_path: Path,
         sockets: list[LiveClient]) -> None:
     with running_stack(redis_url, databases.new(), tmp_path,
-                       PROGRESS_INTERVAL_MS="60000") as folded:
+                       PROGRESS_INTERVAL_MS="60000", io_worker=False) as folded:
         async with httpx.AsyncClient(base_url=folded.url, timeout=30) as http:
             token = await new_token(http)
             # Closed before its stack stops (not left reconnecting to a stopped process).

@@ -46,7 +46,8 @@ async def test_json_logs_carry_request_user_and_job_ids(
         redis_url: str, databases: Databases, tmp_path: Path) -> None:
     with running_stack(redis_url, databases.new(), tmp_path, LOG_FORMAT="json",
                        LOG_LEVEL="info", ENABLE_TEST_TASKS="true",
-                       RETRY_MIN_BACKOFF_MS="50", RETRY_MAX_BACKOFF_MS="200") as stack:
+                       RETRY_MIN_BACKOFF_MS="50", RETRY_MAX_BACKOFF_MS="200",
+                       io_worker=False) as stack:
         web_log, worker_log = stack.logs / "web.log", stack.logs / "worker.log"
         async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
             token = await new_token(http)

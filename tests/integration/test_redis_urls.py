@@ -116,7 +116,7 @@ def alpha(shared_redis: SharedRedis, databases: Databases,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A deployment that reaches Redis over TLS with a password."""
     with running_stack(shared_redis.tls_url, databases.new(), tmp_path_factory.mktemp("alpha"),
-                       REDIS_PREFIX="alpha") as stack:
+                       REDIS_PREFIX="alpha", io_worker=False) as stack:
         yield stack
 
 
@@ -125,7 +125,7 @@ def beta(shared_redis: SharedRedis, databases: Databases,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Another deployment on the same Redis (plain TCP, same password), prefix beta."""
     with running_stack(shared_redis.plain_url, databases.new(), tmp_path_factory.mktemp("beta"),
-                       REDIS_PREFIX="beta") as stack:
+                       REDIS_PREFIX="beta", io_worker=False) as stack:
         yield stack
 
 

@@ -49,7 +49,8 @@ def two_webs(redis_url: str, databases: Databases,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoWebs]:
     base = tmp_path_factory.mktemp("scale")
     # Hosts share the secret (signed URLs) and the storage volume, nothing else on disk.
-    with (running_stack(redis_url, databases.new(), base, SECRET_KEY="shared-secret") as stack,
+    with (running_stack(redis_url, databases.new(), base, SECRET_KEY="shared-secret",
+                        io_worker=False) as stack,
           _second_web(stack, stack.logs / "web-b.log", base / "host-b") as b_url):
         yield TwoWebs(stack, b_url)
 
@@ -129,7 +130,7 @@ async def test_websocket_only_servers_refuse_polling(
         redis_url: str, databases: Databases, tmp_path: Path,
         sockets: list[LiveClient]) -> None:
     with running_stack(redis_url, databases.new(), tmp_path,
-                       SOCKETIO_TRANSPORTS="websocket") as stack:
+                       SOCKETIO_TRANSPORTS="websocket", io_worker=False) as stack:
         async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
             token = await new_token(http)
             polling = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})

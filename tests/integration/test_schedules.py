@@ -34,7 +34,7 @@ def scheduled(redis_url: str, databases: Databases,
     with running_stack(redis_url, databases.new(), base, ENABLE_TEST_TASKS="true",
                        SCHEDULE_POLL_S="1", CLEANUP_CRON="* * * * *",
                        PURGE_CRON="* * * * *", RETENTION_DAYS="1",
-                       MAX_SCHEDULES_PER_USER="3") as running:
+                       MAX_SCHEDULES_PER_USER="3", io_worker=False) as running:
         schedulers = [start_scheduler(running.env, running.logs / f"scheduler{n}.log")
                       for n in range(2)]
         try:

@@ -138,7 +138,7 @@ def pair(redis_url: str, databases: Databases,
     X-Forwarded-For, are a local tool's: not counted per address)."""
     base = tmp_path_factory.mktemp("sessions")
     with running_stack(redis_url, databases.new(), base, SOCKET_REFRESH_S="1",
-                       MAX_SOCKETS_PER_USER="2") as stack:
+                       MAX_SOCKETS_PER_USER="2", io_worker=False) as stack:
         behind_proxy = {**stack.env, "TRUSTED_PROXIES": "127.0.0.1"}
         other, url = start_web_process(behind_proxy, stack.logs / "web-b.log")
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -137,11 +139,15 @@ async def test_6000_tokenless_handshakes_are_limited_and_their_sessions_closed(
     # The issue: 6,000 engine.io handshakes without a token were all 200, each holding a
     # session (RSS +81 MB) until its ping timed out.
     sio = web.app.engineio_server
+    started = time.monotonic()
     statuses = [(await _get(web, "/socket.io/", HANDSHAKE))[0] for _ in range(6000)]
-    allowed = Settings().socket_handshakes_per_min
-    assert statuses.count(200) <= allowed + 2  # a burst, then a trickle as it refills
-    assert statuses.count(429) >= 6000 - allowed - 2
-    assert len(sio.eio.sockets) <= allowed + 2
+    per_min = Settings().socket_handshakes_per_min
+    # A burst, then a trickle as the allowance refills while the loop runs (slowly, on a
+    # busy machine).
+    allowed = per_min + math.ceil((time.monotonic() - started) * per_min / 60) + 1
+    assert statuses.count(200) <= allowed
+    assert statuses.count(429) >= 6000 - allowed
+    assert len(sio.eio.sockets) <= allowed
     status, headers, body = await _get(web, "/socket.io/", HANDSHAKE)
     assert status == 429 and int(headers["retry-after"]) >= 1
     assert json.loads(body)["error"]["code"] == "rate_limited"
