@@ -7,6 +7,7 @@ All arguments after the session are keyword-only.
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -335,59 +336,129 @@ def snapshot_jobs(s: Session, *, user_id: str, finished_since: datetime,
         .order_by(Job.id.desc())
         .limit(limit)
     )
-    return [(_view(s, job), queue_position(s, job=job))
-            for job in reversed(list(s.scalars(query)))]
+    jobs = list(reversed(list(s.scalars(query))))
+    lines: dict[str, _Line] = {}
+    now = utcnow()
+    positioned = []
+    for job in jobs:
+        base = base_queue(job.queue)
+        if base not in lines:
+            lines[base] = _Line(s, base, now)
+            lines[base].preload(user_id)
+        positioned.append((_view(s, job), lines[base].position(job)))
+    return positioned
 
 
-def _turns(base: str, now: datetime) -> Any:
-    """The waiting (eligible) jobs of a queue family with the turn each gets.
+def _rank(priority: str) -> int:
+    return PRIORITY_ORDER.get(priority, PRIORITY_ORDER["normal"])
+
+
+class _Line:
+    """The waiting (eligible) jobs of one queue family, as workers will take them.
 
     Workers take a priority's jobs round-robin across users (``workers.fair``): a user's
-    first waiting job has turn 1, their second turn 2, and so on; all turns 1 go before
-    any turn 2. Within a turn users are taken in the order they started waiting, which
-    the oldest job id stands for here. A job already handed to a worker's queue may still
-    run before its turn, so a position is an estimate, off by at most the jobs there
-    (about one per worker thread).
+    first waiting job has turn 1, their second turn 2, and so on; every turn 1 goes before
+    any turn 2. Within a turn, users go in the order they started waiting (their oldest
+    waiting job). One grouped query (per user and priority: how many wait, the oldest)
+    answers every position; no sort of the whole line. A job already handed to a worker's
+    queue may still run before its turn, so a position is an estimate, off by at most the
+    jobs there (about one per worker thread).
     """
-    rank = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
-    return (
-        select(Job.id.label("id"), rank.label("rank"),
-               func.row_number().over(partition_by=(Job.user_id, rank),
-                                      order_by=Job.id).label("turn"))
-        .where(Job.queue.in_(queue_family(base)), Job.state == JobState.QUEUED.value)
-        .where((Job.run_at.is_(None)) | (Job.run_at <= now))
-        .subquery()
-    )
+
+    def __init__(self, s: Session, base: str, now: datetime) -> None:
+        self.s, self.now = s, now
+        self.family = queue_family(base)
+        rank = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
+        rows = s.execute(
+            self._waiting(select(rank, Job.user_id, func.count(), func.min(Job.id)))
+            .group_by(rank, Job.user_id)).all()
+        # rank -> user -> (how many wait, their oldest waiting job's id)
+        self.groups: dict[int, dict[str, tuple[int, str]]] = {}
+        for rank_value, user_id, count, first in rows:
+            self.groups.setdefault(int(rank_value), {})[user_id] = (int(count), first)
+        self._turns: dict[tuple[str, str], list[str]] = {}
+
+    def _waiting(self, query: Any) -> Any:
+        return (query.where(Job.queue.in_(self.family), Job.state == JobState.QUEUED.value)
+                .where((Job.run_at.is_(None)) | (Job.run_at <= self.now)))
+
+    def _own(self, user_id: str, priority: str, limit: int | None = None) -> list[str]:
+        """The user's waiting job ids of one priority, oldest first (the first ``limit``)."""
+        query = self._waiting(select(Job.id)).where(
+            Job.user_id == user_id, Job.priority == priority).order_by(Job.id)
+        return list(self.s.scalars(query if limit is None else query.limit(limit)))
+
+    def preload(self, user_id: str) -> None:
+        """Keep the user's waiting job ids at hand: many positions of theirs to come."""
+        for priority in PRIORITY_ORDER:
+            if user_id in self.groups.get(_rank(priority), {}):
+                self._turns[(user_id, priority)] = self._own(user_id, priority)
+
+    def _earlier(self, job: Job) -> int:
+        """How many of the owner's waiting jobs of its priority are older than it."""
+        known = self._turns.get((job.user_id, job.priority))
+        if known is not None:
+            return bisect.bisect_left(known, job.id)
+        return int(self.s.scalar(self._waiting(select(func.count())).where(
+            Job.user_id == job.user_id, Job.priority == job.priority,
+            Job.id < job.id)) or 0)
+
+    def position(self, job: Job) -> int | None:
+        if job.state != JobState.QUEUED.value or job.queue not in self.family:
+            return None
+        if job.run_at is not None and as_utc(job.run_at) > self.now:
+            return None
+        mine = _rank(job.priority)
+        users = self.groups.get(mine, {})
+        if job.user_id not in users:
+            return None
+        turn = self._earlier(job) + 1
+        first = users[job.user_id][1]
+        higher = sum(n for rank, group in self.groups.items() if rank < mine
+                     for n, _ in group.values())
+        same = turn - 1 + sum(min(n, turn - 1) + (1 if n >= turn and oldest < first else 0)
+                              for user_id, (n, oldest) in users.items()
+                              if user_id != job.user_id)
+        return higher + same
+
+    def front(self, limit: int) -> list[str]:
+        """The ids of the first ``limit`` jobs in start order."""
+        picks: list[tuple[str, int, str]] = []  # (user, turn, priority)
+        for rank in sorted(self.groups):
+            users = sorted(self.groups[rank].items(), key=lambda item: item[1][1])
+            priority = next(p for p, r in PRIORITY_ORDER.items() if r == rank)
+            turn = 1
+            while len(picks) < limit:
+                takers = [user for user, (n, _) in users if n >= turn]
+                if not takers:
+                    break
+                picks += [(user, turn, priority) for user in takers[:limit - len(picks)]]
+                turn += 1
+            if len(picks) >= limit:
+                break
+        need: dict[tuple[str, str], int] = {}
+        for user, turn, priority in picks:
+            need[(user, priority)] = max(need.get((user, priority), 0), turn)
+        own = {key: self._own(*key, limit=count) for key, count in need.items()}
+        return [own[(user, priority)][turn - 1] for user, turn, priority in picks
+                if turn <= len(own[(user, priority)])]
 
 
 def queue_position(s: Session, *, job: Job) -> int | None:
     """How many waiting jobs of the same queue family start before this one: those of
-    higher priorities, then those of its own whose turn comes first (``_turns``)."""
+    higher priorities, then those of its own whose turn comes first (``_Line``)."""
     if job.state != JobState.QUEUED.value:
         return None
-    now = utcnow()
-    if job.run_at is not None and as_utc(job.run_at) > now:
+    if job.run_at is not None and as_utc(job.run_at) > utcnow():
         return None
-    turns = _turns(base_queue(job.queue), now)
-    mine = s.execute(select(turns.c.rank, turns.c.turn).where(turns.c.id == job.id)).first()
-    if mine is None:
-        return None
-    rank, turn = mine
-    ahead = s.scalar(
-        select(func.count()).select_from(turns).where(turns.c.id != job.id).where(
-            (turns.c.rank < rank)
-            | ((turns.c.rank == rank)
-               & ((turns.c.turn < turn) | ((turns.c.turn == turn) & (turns.c.id < job.id))))))
-    return int(ahead or 0)
+    return _Line(s, base_queue(job.queue), utcnow()).position(job)
 
 
 def advance_line(s: Session, *, queue: str, limit: int) -> list[tuple[JobView, int]]:
     """The first ``limit`` jobs waiting in a queue family, in start order, each with its
     position; their seq grows so that clients take the new position (a job ahead of
     them just started)."""
-    turns = _turns(base_queue(queue), utcnow())
-    ids = list(s.scalars(select(turns.c.id).order_by(turns.c.rank, turns.c.turn, turns.c.id)
-                         .limit(limit)))
+    ids = _Line(s, base_queue(queue), utcnow()).front(limit)
     if not ids:
         return []
     jobs = {job.id: job for job in s.scalars(
