@@ -123,3 +123,8 @@ def fair_threads(prefix: str, base: str) -> str:
 def fair_cap(prefix: str, base: str) -> str:
     """A user's in-flight cap in a queue family, set by the workers serving it."""
     return f"{prefix}:fair:cap:{base}"
+
+
+def fair_user_list(prefix: str, queue: str, user_id: str) -> str:
+    """One user's messages of a queue waiting for their turn (a list; workers.fair)."""
+    return f"{prefix}:fair:q:{queue}:{user_id}"

@@ -23,6 +23,7 @@ import redis
 from server import keys, store
 from server.auth import Principal
 from server.errors import ApiError
+from server.jobs import queue_family
 from server.mail_limits import (
     SendRates,
     give_back_async,
@@ -33,8 +34,31 @@ from server.mail_limits import (
 from server.store import JobView
 
 EMAIL_TASK = "email.send"
+# How soon a user refused for a webhook backlog is told to try again.
+BACKLOG_RETRY_S = 30
 
 log = logging.getLogger(__name__)
+
+
+async def check_backlog(state: Any, user_id: str) -> None:
+    """429 while WEBHOOK_BACKLOG_PER_USER or more of the user's webhook deliveries wait
+    for their turn (``workers.fair``): the deliveries of a job's end are never dropped,
+    so a receiver slower than the user's uploads would otherwise let them pile up for
+    ever. New uploads and tasks wait instead, until the receiver catches up."""
+    limit = state.settings.webhook_backlog_per_user
+    if limit <= 0:
+        return
+    prefix = state.settings.redis_prefix
+    pipe = state.redis.pipeline(transaction=False)
+    for queue in queue_family(store.WEBHOOK_QUEUE):
+        pipe.llen(keys.fair_user_list(prefix, queue, user_id))
+    waiting = sum(int(n) for n in await pipe.execute())
+    if waiting >= limit:
+        wait = BACKLOG_RETRY_S
+        raise ApiError(429, "webhook_backlog",
+                       f"{waiting} of your webhook deliveries are waiting for their receivers "
+                       f"(at most {limit}); new work is refused until they catch up: try "
+                       f"again in {wait} s", headers={"Retry-After": str(wait)})
 
 
 def payload_errors(task_type: str, payload: dict[str, Any]) -> dict[str, str]:

@@ -239,6 +239,7 @@ class Settings:
     progress_interval_ms: int = 50
     max_jobs_in_flight_per_user: int = 16
     deliveries_in_flight_per_user: int = 2
+    webhook_backlog_per_user: int = 1000
 
     def multi_host_warning(self) -> str | None:
         """Why this configuration would break once processes run on several hosts, if so."""
@@ -382,6 +383,7 @@ class Settings:
                                              minimum=0),
             deliveries_in_flight_per_user=_int(env, "DELIVERIES_IN_FLIGHT_PER_USER", 2,
                                                minimum=0),
+            webhook_backlog_per_user=_int(env, "WEBHOOK_BACKLOG_PER_USER", 1000, minimum=0),
         )
 
 

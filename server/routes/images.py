@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from server import dispatch, metrics, ratelimit, signing, store, validation
+from server import dispatch, metrics, outbound, ratelimit, signing, store, validation
 from server.audit import audit_foreign
 from server.auth import Principal, require_user
 from server.errors import ApiError, not_found
@@ -67,6 +67,7 @@ async def upload_image(request: Request) -> Response:
 async def _upload_image(request: Request) -> Response:
     principal = await require_user(request)
     state = request.app.state
+    await outbound.check_backlog(state, principal.user_id)
     uploads = await ratelimit.check_uploads(state, principal.user_id)
     try:
         return await _receive_image(request, principal)
@@ -131,6 +132,7 @@ async def _upload_batch(request: Request,
     """The batch upload; files refused one by one are added to ``refused``."""
     principal = await require_user(request)
     state = request.app.state
+    await outbound.check_backlog(state, principal.user_id)
     await ratelimit.check_uploads(state, principal.user_id, files=0)
     files_begun = 0
 

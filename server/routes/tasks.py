@@ -23,6 +23,7 @@ async def submit_task(request: Request) -> JSONResponse:
     principal = await require_user(request)
     state = request.app.state
     await ratelimit.check_tasks(state, principal.user_id)
+    await outbound.check_backlog(state, principal.user_id)
     body = await read_json(request)
     now = utcnow()
     spec = validation.task_request(body, now=now,

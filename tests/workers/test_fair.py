@@ -6,12 +6,16 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from dramatiq import Message
 
-from server import keys
+from server import keys, outbound
+from server.errors import ApiError
+from server.settings import Settings
 from workers.fair import USER_OPTION, FairQueues
 
 pytestmark = pytest.mark.integration
@@ -131,3 +135,27 @@ def test_nothing_moves_while_paused_or_without_a_live_worker(client: redis.Redis
     assert d.fair.dispatch(BASE) == 0
     client.srem(keys.paused_queues(d.prefix), BASE)
     assert d.fair.dispatch(BASE) == 2 and d.in_broker() == ["A", "A"]
+
+
+async def test_new_work_waits_while_a_users_webhook_deliveries_pile_up(
+        client: redis.Redis, redis_url: str) -> None:
+    """Deliveries of a job's end are never dropped; past WEBHOOK_BACKLOG_PER_USER of them
+    waiting for their turn, the user's new uploads and tasks get 429 until they drain."""
+    d = Deployment(client)
+    d.send("A", 3, queue="webhooks")
+    d.send("B", 1, queue="webhooks.high")
+    async_client = aioredis.Redis.from_url(redis_url)
+    try:
+        def state(limit: int) -> SimpleNamespace:
+            return SimpleNamespace(redis=async_client, settings=Settings(
+                redis_prefix=d.prefix, webhook_backlog_per_user=limit))
+
+        with pytest.raises(ApiError) as refused:
+            await outbound.check_backlog(state(3), "A")
+        assert refused.value.status == 429 and refused.value.code == "webhook_backlog"
+        assert (refused.value.headers or {})["Retry-After"] == str(outbound.BACKLOG_RETRY_S)
+        await outbound.check_backlog(state(4), "A")  # under it
+        await outbound.check_backlog(state(3), "B")  # another user's backlog is not A's
+        await outbound.check_backlog(state(0), "A")  # 0: no cap
+    finally:
+        await async_client.aclose()
