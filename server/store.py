@@ -750,15 +750,12 @@ def delete_webhook(s: Session, *, user_id: str, webhook_id: str) -> bool:
 
 def end_with_deliveries(s: Session, *, change: Callable[..., JobView | None],
                         webhook: Callable[[JobView], tuple[str, dict[str, Any]]],
-                        max_attempts: int | None = None, backlog: int | None = None,
                         **fields: Any) -> tuple[JobView | None, list[JobView]]:
     """Run a state change (``transition``, ``dead_letter``, ``cancel_job``…); if it ended the
     job, queue its owner's webhook deliveries in the same transaction, so that no job ends
     without them. ``webhook`` makes the delivery's event name and body from the ended job.
-
-    ``max_attempts`` and ``backlog`` are ignored, only accepted so that callers written for
-    the earlier signature keep working: every delivery now gets the type's own attempts
-    (WEBHOOK_MAX_ATTEMPTS) and none is dropped (see create_webhook_deliveries)."""
+    Every delivery gets the type's own attempts (WEBHOOK_MAX_ATTEMPTS) and none is dropped
+    (see create_webhook_deliveries)."""
     view = change(s, **fields)
     if view is None or not is_final(view.job.state):
         return view, []

@@ -33,8 +33,6 @@ class WorkerContext:
         presenter = Presenter(settings.secret_key, settings.signed_url_ttl_s, settings.public_url)
         reporter = Reporter(db, SyncBus(client, settings.redis_prefix), presenter,
                             send=partial(send_job, broker),
-                            delivery_attempts=settings.retry_max_attempts,
-                            delivery_backlog=settings.webhook_max_in_flight_per_user,
                             line=RedisLineRefresh(client, settings.redis_prefix))
         return cls(settings=settings, db=db, redis=client, storage=storage_for(settings),
                    reporter=reporter)

@@ -41,14 +41,11 @@ class Reporter:
     """The one way workers change a job: a short DB write, then an event on the bus."""
 
     def __init__(self, db: SyncDatabase, bus: SyncBus, presenter: Presenter,
-                 send: Callable[[Job], None], delivery_attempts: int,
-                 line: LineRefresh | None = None, delivery_backlog: int = 0) -> None:
+                 send: Callable[[Job], None], line: LineRefresh | None = None) -> None:
         self.db = db
         self.bus = bus
         self.presenter = presenter
         self.send = send
-        self.delivery_attempts = delivery_attempts
-        self.delivery_backlog = delivery_backlog
         self.line = line or _Unthrottled()
 
     def _write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
@@ -81,9 +78,7 @@ class Reporter:
     def transition(self, job_id: str, state: JobState, **fields: Any) -> JobView | None:
         """Move the job to ``state`` and tell its owner; None if the job is gone."""
         view, deliveries = self._write(store.end_with_deliveries, change=store.transition,
-                                       webhook=self.presenter.webhook,
-                                       max_attempts=self.delivery_attempts,
-                                       backlog=self.delivery_backlog, job_id=job_id,
+                                       webhook=self.presenter.webhook, job_id=job_id,
                                        state=state, **fields)
         if view is not None:
             self._publish(view)
@@ -140,9 +135,7 @@ class Reporter:
                     of_attempt: int | None = None) -> JobView | None:
         """Fail the job for good, record it in the dead-letter queue, push ``job:failed``."""
         view, deliveries = self._write(store.end_with_deliveries, change=store.dead_letter,
-                                       webhook=self.presenter.webhook,
-                                       max_attempts=self.delivery_attempts,
-                                       backlog=self.delivery_backlog, job_id=job_id,
+                                       webhook=self.presenter.webhook, job_id=job_id,
                                        error=error, traceback=traceback, of_attempt=of_attempt)
         if view is not None:
             self._publish(view)

@@ -9,9 +9,11 @@ transaction that also moves the schedule on, so every firing happens once.
 A firing follows the rules of now, whatever they were when the schedule was made: its
 attempts are cut to its type's ceiling, a plain user's ``high`` fires as ``normal``, a
 webhook firing is skipped while its owner has WEBHOOK_MAX_IN_FLIGHT_PER_USER deliveries
-unfinished, and a schedule whose cron fires more often than SCHEDULE_MIN_INTERVAL_S
-allows is deleted (it could never fire again; logged). E-mail recipients are checked by
-the e-mail worker, for every job.
+unfinished, and a schedule is deleted (logged) when its cron fires more often than
+SCHEDULE_MIN_INTERVAL_S allows, or when it is an e-mail to a recipient its owner may no
+longer mail (EMAIL_ALLOWED_RECIPIENTS, admins excepted; or not exactly one address): such a
+schedule could never fire again, or only to fail every time. The e-mail worker checks the
+recipient again, for every job.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from server import cron, keys, logs, store
 from server.jobs import queue_for
+from server.mail_limits import recipient_allowed, single_address
 from server.models import Schedule, utcnow
 from server.settings import Settings
 from server.signing import hash_token
@@ -42,6 +45,8 @@ log = logging.getLogger("workers.scheduler")
 
 # A claim outlives any clock skew between scheduler hosts.
 _CLAIM_TTL_S = 3600
+
+EMAIL_TASK = "email.send"
 
 
 def once_per_minute(client: redis.Redis, prefix: str, name: str, work: Callable[[], object],
@@ -92,6 +97,12 @@ def _fire(ctx: WorkerContext, task_type: tasks.TaskType | None, schedule: Schedu
         ctx.db.write(store.delete_schedule, user_id=schedule.user_id,
                      schedule_id=schedule.id)
         return False
+    elif task_type.name == EMAIL_TASK and (refusal := _mail_refused(ctx, schedule)):
+        log.warning("schedule %s deleted: %s; each firing would only fail", schedule.id,
+                    refusal, extra=whose)
+        ctx.db.write(store.delete_schedule, user_id=schedule.user_id,
+                     schedule_id=schedule.id)
+        return False
     queue: str | None = None
     priority, attempts = schedule.priority, schedule.max_attempts
     if task_type is not None:
@@ -129,6 +140,20 @@ def too_frequent(expression: str, minimum_s: int) -> bool:
         return False
     minimum = timedelta(seconds=minimum_s)
     return cron.shortest_interval(expression, below=minimum) < minimum
+
+
+def _mail_refused(ctx: WorkerContext, schedule: Schedule) -> str | None:
+    """Why the e-mail worker would refuse every firing of this ``email.send`` schedule
+    (as ``workers.task_types.email.send_email`` checks), or None."""
+    to = str(schedule.payload.get("to", ""))
+    recipient = single_address(to)
+    if recipient is None:
+        return f"its recipient {to!r} is not exactly one address"
+    allowed = ctx.settings.email_allowed_recipients
+    if recipient_allowed(recipient, allowed) or _is_admin(ctx, schedule.user_id):
+        return None
+    return (f"its owner, not an admin, may no longer mail {recipient} "
+            "(EMAIL_ALLOWED_RECIPIENTS)")
 
 
 def _is_admin(ctx: WorkerContext, user_id: str) -> bool:

@@ -161,8 +161,10 @@ async def _upload_batch(request: Request,
         receivable = sum(1 for f in files if f.error is None)
         high = await ratelimit.check_high_priority(state, principal, options.priority,
                                                    receivable)
+        uploads: ratelimit.Taken | None = None
         try:
-            await ratelimit.check_uploads(state, principal.user_id, files=len(files))
+            # Files refused as they came (too large) take none of the allowance.
+            uploads = await ratelimit.check_uploads(state, principal.user_id, files=receivable)
             batch = await state.db.write(store.create_batch, user_id=principal.user_id,
                                          files=len(files))
             outcomes: list[StoredFile | dict[str, Any]] = []
@@ -180,10 +182,14 @@ async def _upload_batch(request: Request,
                                      "filename": upload.filename})
         except Exception:
             await _give_back(state, high)  # the batch is refused as a whole
+            await _give_back(state, uploads)
             raise
-        # Only new jobs are high-priority ones: not the refused files, not the duplicates.
+        # Only new jobs are high-priority ones: not the refused files, not the duplicates;
+        # and only stored files (duplicates too, as a single upload) count as uploads.
         new_jobs = sum(1 for o in outcomes if isinstance(o, StoredFile) and not o.duplicate)
         await _give_back(state, high, receivable - new_jobs)
+        stored = sum(1 for o in outcomes if isinstance(o, StoredFile))
+        await _give_back(state, uploads, receivable - stored)
         items: list[dict[str, Any]] = []
         for outcome in outcomes:
             if not isinstance(outcome, StoredFile):

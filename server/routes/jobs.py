@@ -38,8 +38,7 @@ async def cancel_job(request: Request) -> JSONResponse:
     try:
         view, deliveries = await state.db.write(
             store.end_with_deliveries, change=store.cancel_job, webhook=state.presenter.webhook,
-            max_attempts=state.settings.retry_max_attempts,
-            backlog=state.settings.webhook_max_in_flight_per_user, job_id=job_id, user_id=owner)
+            job_id=job_id, user_id=owner)
     except TransitionError:
         raise ApiError(409, "conflict", "the job has already finished") from None
     if view is None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
+import redis
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -17,6 +19,8 @@ from server.jobs import ImageBusy, queue_for
 from server.models import Schedule, iso, utcnow
 from server.routes import queues
 from server.uploads import read_json
+
+log = logging.getLogger(__name__)
 
 
 async def submit_task(request: Request) -> JSONResponse:
@@ -56,26 +60,41 @@ async def submit_task(request: Request) -> JSONResponse:
                            "admin token: each firing would go ahead of everyone's work")
         return await _create_schedule(request, principal.user_id, task_type.name, spec,
                                       repeat, max_attempts)
-    await ratelimit.check_high_priority(state, principal, spec.priority)
+    high = await ratelimit.check_high_priority(state, principal, spec.priority)
     try:
-        view = await state.db.write(
-            store.create_task_job, user_id=principal.user_id, task_type=task_type.name,
-            queue=queue_for(task_type.queue, spec.priority), payload=spec.payload,
-            max_attempts=max_attempts, priority=spec.priority,
-            run_at=now + timedelta(seconds=spec.delay_s) if spec.delay_s else None,
-            image_id=image_id, stage=await queues.waiting_stage(state, task_type.queue),
-        )
-    except ImageBusy as exc:
-        raise ApiError(409, "image_busy", str(exc)) from None
-    if view is None:
-        return no_image
+        try:
+            view = await state.db.write(
+                store.create_task_job, user_id=principal.user_id, task_type=task_type.name,
+                queue=queue_for(task_type.queue, spec.priority), payload=spec.payload,
+                max_attempts=max_attempts, priority=spec.priority,
+                run_at=now + timedelta(seconds=spec.delay_s) if spec.delay_s else None,
+                image_id=image_id, stage=await queues.waiting_stage(state, task_type.queue),
+            )
+        except ImageBusy as exc:
+            raise ApiError(409, "image_busy", str(exc)) from None
+        if view is None:
+            await _give_back(state, high)
+            return no_image
 
-    async def undo() -> None:
-        await state.db.write(store.delete_job, job_id=view.job.id)
+        async def undo() -> None:
+            await state.db.write(store.delete_job, job_id=view.job.id)
 
-    give_back = await outbound.count_task(state, view, undo)
-    await dispatch.enqueue(state, view, delay_s=spec.delay_s, undo=give_back)
+        give_back = await outbound.count_task(state, view, undo)
+        await dispatch.enqueue(state, view, delay_s=spec.delay_s, undo=give_back)
+    except Exception:
+        # No job after all (image busy, send rate, queue down): no high-priority one.
+        await _give_back(state, high)
+        raise
     return JSONResponse({"job": await dispatch.announce(state, view)}, status_code=202)
+
+
+async def _give_back(state: Any, taken: ratelimit.Taken | None) -> None:
+    """Return the high-priority allowance a refused job took (if Redis fails meanwhile,
+    the user is only short of it until the hour ends)."""
+    try:
+        await ratelimit.give_back(state.redis, taken)
+    except redis.RedisError as exc:
+        log.warning("could not give back %s: %s", taken, exc)
 
 
 async def _create_schedule(request: Request, user_id: str, task_type: str,

@@ -486,3 +486,22 @@ async def test_a_refused_upload_costs_none_of_the_allowance(strict_web: str) -> 
             assert good.status_code == 202, good.text
         over = await upload(http, token, jpeg_bytes(50, 30, color=(9, 5, 6)))
         assert over.status_code == 429, over.text
+
+
+async def test_a_batch_counts_only_the_files_it_stored(strict_web: str) -> None:
+    # RATE_LIMIT_UPLOADS_PER_MIN=2. A batch took one upload per file, refused ones included.
+    async with httpx.AsyncClient(base_url=strict_web, timeout=30) as http:
+        token = await new_token(http)
+        left = 60 - time.time() % 60
+        if left < 5:  # the three requests below must fall in one window
+            await asyncio.sleep(left + 0.05)
+        batch = await http.post("/api/batches", headers=auth(token), files=[
+            ("file", ("a.jpg", jpeg_bytes(50, 30, color=(1, 7, 8)), "image/jpeg")),
+            ("file", ("b.jpg", b"not an image at all", "image/jpeg"))])
+        assert batch.status_code == 202, batch.text
+        first, second = batch.json()["items"]
+        assert "job" in first and "error" in second
+        good = await upload(http, token, jpeg_bytes(50, 30, color=(2, 7, 8)))
+        assert good.status_code == 202, good.text
+        over = await upload(http, token, jpeg_bytes(50, 30, color=(3, 7, 8)))
+        assert over.status_code == 429, over.text

@@ -295,6 +295,10 @@ async def test_refused_and_duplicate_uploads_cost_no_high_priority_allowance(
         assert batch.status_code == 202, batch.text
         first, second = batch.json()["items"]
         assert first.get("duplicate") and "error" in second
+        for _ in range(2):  # a task that makes no job (no such image) costs none either
+            missing = await http.post("/api/tasks", headers=auth(token), json={
+                "type": "image.reprocess", "payload": {"image_id": "no-such-image"}, **high})
+            assert missing.status_code == 422, missing.text
         # One new high-priority job so far: nine more fit in the hour, the tenth does not.
         for n in range(9):
             fresh = await upload(http, token, jpeg_bytes(61 + n, 16), fields=high)

@@ -285,7 +285,7 @@ async def cancelled_with_deliveries(state: State, urls: list[str]) -> list[JobVi
     job = await new_job(state, user_id="hooked")
     view, deliveries = await state.db.write(
         store.end_with_deliveries, change=store.cancel_job, webhook=state.presenter.webhook,
-        max_attempts=3, job_id=job.job.id, user_id="hooked")
+        job_id=job.job.id, user_id="hooked")
     assert view is not None and view.job.state == JobState.CANCELLED.value
     assert len(deliveries) == len(urls)
     return list(deliveries)

@@ -1129,25 +1129,25 @@ def test_end_with_deliveries_queues_deliveries_when_the_change_ends_the_job(
     job = _job(db, user_id)
     db.write(store.begin_attempt, job_id=job.id)
     view, made = db.write(store.end_with_deliveries, change=store.transition, webhook=_hook,
-                          max_attempts=4, job_id=job.id, state=JobState.COMPLETED)
+                          job_id=job.id, state=JobState.COMPLETED)
     assert view is not None and view.job.state == "completed" and len(made) == 2
     assert _get(db, job.id).state == "completed"
     stored = _deliveries(db, user_id)
     assert sorted(d.id for d in stored) == sorted(v.job.id for v in made)
     assert {d.payload["event"] for d in stored} == {"job:completed"}
     assert {d.payload["body"]["id"] for d in stored} == {job.id}
-    # The type's own attempts, whatever the caller passes (RETRY_MAX_ATTEMPTS, before).
+    # The type's own attempts (they were RETRY_MAX_ATTEMPTS, the caller's, before).
     assert {d.max_attempts for d in stored} == {store.WEBHOOK_MAX_ATTEMPTS}
 
     failing = _job(db, user_id)
     db.write(store.begin_attempt, job_id=failing.id)
     _, made = db.write(store.end_with_deliveries, change=store.dead_letter, webhook=_hook,
-                       max_attempts=1, job_id=failing.id, error=ERROR, traceback=None)
+                       job_id=failing.id, error=ERROR, traceback=None)
     assert len(made) == 2 and {_get(db, v.job.id).payload["event"] for v in made} == {
         "job:failed"}
     cancelled = _job(db, user_id)
     _, made = db.write(store.end_with_deliveries, change=store.cancel_job, webhook=_hook,
-                       max_attempts=1, job_id=cancelled.id, user_id=user_id)
+                       job_id=cancelled.id, user_id=user_id)
     assert len(made) == 2 and _get(db, cancelled.id).state == "cancelled"
     assert len(_deliveries(db, user_id)) == 6
 
@@ -1162,7 +1162,7 @@ def test_end_with_deliveries_drops_none_however_many_are_unfinished(db: SyncData
     job = _job(db, user_id)
     db.write(store.begin_attempt, job_id=job.id)
     _, made = db.write(store.end_with_deliveries, change=store.transition, webhook=_hook,
-                       max_attempts=1, backlog=3, job_id=job.id, state=JobState.COMPLETED)
+                       job_id=job.id, state=JobState.COMPLETED)
     assert len(made) == 1
     assert made[0].job.payload["body"]["id"] == job.id
 
@@ -1178,11 +1178,11 @@ def test_end_with_deliveries_queues_nothing_for_a_change_that_does_not_end_the_j
         raise AssertionError("no body for a job that did not end")
 
     view, made = db.write(store.end_with_deliveries, change=store.transition, webhook=never,
-                          max_attempts=1, job_id=job.id, state=JobState.ACTIVE)
+                          job_id=job.id, state=JobState.ACTIVE)
     assert view is not None and view.job.state == "active" and made == []
     assert _get(db, job.id).state == "active"
     view, made = db.write(store.end_with_deliveries, change=store.transition, webhook=never,
-                          max_attempts=1, job_id=new_id(), state=JobState.COMPLETED)
+                          job_id=new_id(), state=JobState.COMPLETED)
     assert (view, made) == (None, [])
     assert _deliveries(db, user_id) == []
 
@@ -1199,7 +1199,7 @@ def test_end_with_deliveries_is_one_transaction(db: SyncDatabase) -> None:
 
     with pytest.raises(RuntimeError):
         db.write(store.end_with_deliveries, change=store.transition, webhook=broken,
-                 max_attempts=1, job_id=job.id, state=JobState.COMPLETED)
+                 job_id=job.id, state=JobState.COMPLETED)
     assert _get(db, job.id).state == "active"
     assert _deliveries(db, user_id) == []
 

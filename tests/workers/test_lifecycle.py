@@ -217,8 +217,7 @@ def build_harness(redis_url: str, database_url: str) -> Harness:
     client = redis_client(redis_url)
     broker = build_broker(settings)
     reporter = Reporter(db, SyncBus(client, prefix), Presenter("life-secret", 3600),
-                        send=partial(send_job, broker), delivery_attempts=3,
-                        line=RedisLineRefresh(client, prefix))
+                        send=partial(send_job, broker), line=RedisLineRefresh(client, prefix))
     leases = Leases(client, prefix, ttl_ms=LEASE_TTL_MS)
     middleware = JobLifecycle(reporter, leases, is_paused=QueueGate(client, prefix))
     install(broker, middleware, DeadLetters(reporter, leases),

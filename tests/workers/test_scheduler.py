@@ -48,7 +48,9 @@ def _fire(db: SyncDatabase, **settings: Any) -> list[Job]:
     made = Submitted()
     ctx = SimpleNamespace(db=db, reporter=made, settings=Settings(
         admin_token=ADMIN_TOKEN, **{"schedule_min_interval_s": 300,
-                                    "webhook_max_in_flight_per_user": 3, **settings}))
+                                    "webhook_max_in_flight_per_user": 3,
+                                    "email_allowed_recipients": ("@test.example",),
+                                    **settings}))
     fire_due(ctx, REGISTRY)  # type: ignore[arg-type]
     return made.jobs
 
@@ -108,6 +110,28 @@ def test_a_schedule_now_too_frequent_is_deleted_not_fired(
     # With no minimum (0), any cron fires.
     _due(db, user_id, "email.send", MAIL, cron="* * * * *")
     assert len(_fire(db, schedule_min_interval_s=0)) == 1
+
+
+def test_an_email_schedule_to_a_recipient_no_longer_allowed_is_deleted_not_fired(
+        db: SyncDatabase, caplog: pytest.LogCaptureFixture) -> None:
+    # It fired on every due time, and each job failed for good (a dead letter each time).
+    plain = _user(db)
+    admin = _user(db, token_hash=hash_token(ADMIN_TOKEN))
+    elsewhere = {**MAIL, "to": "eve@else.example"}
+    refused = _due(db, plain, "email.send", elsewhere)
+    allowed = _due(db, plain, "email.send", MAIL)
+    admins = _due(db, admin, "email.send", elsewhere)  # admins may mail anyone
+    relay = _due(db, admin, "email.send", {**MAIL, "to": "a@test.example,postmaster"})
+    with caplog.at_level(logging.WARNING, logger="workers.scheduler"):
+        made = _fire(db)
+    assert sorted((job.user_id, job.payload["to"]) for job in made) == sorted(
+        [(plain, MAIL["to"]), (admin, "eve@else.example")])
+    assert [s.id for s in db.read(store.list_schedules, user_id=plain)] == [allowed]
+    assert [s.id for s in db.read(store.list_schedules, user_id=admin)] == [admins]
+    assert any(refused in r.getMessage() and "EMAIL_ALLOWED_RECIPIENTS" in r.getMessage()
+               for r in caplog.records)
+    assert any(relay in r.getMessage() and "exactly one address" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_a_webhook_firing_is_skipped_while_its_owner_is_at_the_delivery_cap(
