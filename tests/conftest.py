@@ -23,6 +23,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from server.db import SyncDatabase
 from server.embedded_redis import EmbeddedRedis, free_port
 from tests.factories import LiveClient
 
@@ -437,3 +438,14 @@ async def http(http_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of ``http_stack``'s web process."""
     async with httpx.AsyncClient(base_url=http_stack.url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+def memory_db() -> Iterator[SyncDatabase]:
+    """A migrated SQLite database in memory, of this test's own (no file, no process)."""
+    database = SyncDatabase("sqlite:///:memory:")
+    try:
+        database.migrate()
+        yield database
+    finally:
+        database.dispose()

@@ -129,13 +129,8 @@ def test_the_worker_refuses_a_list_of_recipients_whatever_let_it_in() -> None:
 
 
 @pytest.fixture
-def users() -> Iterator[SyncDatabase]:
-    database = SyncDatabase("sqlite:///:memory:")
-    try:
-        database.migrate()
-        yield database
-    finally:
-        database.dispose()
+def users(memory_db: SyncDatabase) -> SyncDatabase:
+    return memory_db
 
 
 def test_the_worker_mails_no_one_the_jobs_owner_may_not(users: SyncDatabase) -> None:

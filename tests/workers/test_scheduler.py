@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterator
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -25,13 +24,8 @@ REGISTRY = tasks.load(include_test_tasks=False)
 
 
 @pytest.fixture
-def db() -> Iterator[SyncDatabase]:
-    database = SyncDatabase("sqlite:///:memory:")
-    try:
-        database.migrate()
-        yield database
-    finally:
-        database.dispose()
+def db(memory_db: SyncDatabase) -> SyncDatabase:
+    return memory_db
 
 
 class Submitted:
