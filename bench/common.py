@@ -24,8 +24,8 @@ import httpx
 import socketio
 from PIL import Image, ImageDraw, ImageFilter
 
-from server.embedded_redis import EmbeddedRedis, free_port
-from server.settings import Settings
+from server.infra.embedded_redis import EmbeddedRedis, free_port
+from server.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -26,7 +26,7 @@ from bench.common import (
     unique,
     upload,
 )
-from server.settings import Settings
+from server.infra.settings import Settings
 
 CONCURRENCY = 8
 SIZES = {"12 MP JPEG": (4000, 3000), "0.3 MP JPEG": (640, 480)}

@@ -1,6 +1,6 @@
 """Pipeline: images per second on one core for the whole pipeline, beside sharp, with quality.
 
-The pipeline is ``workers.imaging.process`` (metadata, decode, orientation, thumbnail,
+The pipeline is ``server.core.imaging.process`` (metadata, decode, orientation, thumbnail,
 preview). The sharp column runs the same operations with Node and sharp
 (``bench/sharp/pipeline.mjs``), on the same files and pinned to the same CPU, in
 alternating rounds: each round times both, and the figure is the median of the rounds'
@@ -31,7 +31,7 @@ from typing import Any
 from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from bench.common import ROOT, Result, median, photo_image
-from workers import imaging
+from server.core import imaging
 
 SHARP_DIR = ROOT / "bench" / "sharp"
 MAX_PIXELS = 100_000_000

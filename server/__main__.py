@@ -13,9 +13,9 @@ for _client_library in ("aiohttp", "requests", "websocket"):
 
 import uvicorn  # noqa: E402
 
-from server import logs  # noqa: E402
-from server.app import create_app  # noqa: E402
-from server.settings import Settings  # noqa: E402
+from server.infra import logs  # noqa: E402
+from server.infra.settings import Settings  # noqa: E402
+from server.web.app import create_app  # noqa: E402
 
 
 def main() -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from server.settings import ClientSettings, Settings
+from server.infra.settings import ClientSettings, Settings
 
 # Exit codes: 0 done (a watched job completed), 1 the job failed or was cancelled,
 # 2 usage, 3 refused or unreachable.
@@ -35,20 +36,26 @@ def _up(_args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from workers.__main__ import main
-
-    return main((["--io"] if args.io else []) + list(args.dramatiq_args))
+    return become("workers", (["--io"] if args.io else []) + list(args.dramatiq_args))
 
 
 def _scheduler(_args: argparse.Namespace) -> int:
-    from workers.scheduler import main
+    return become("workers.scheduler", [])
 
-    return main()
+
+def become(module: str, argv: list[str]) -> int:
+    """Replace this process with ``python -m module argv``: same pid, same signals.
+
+    The worker processes are the ``workers`` package's programs; the web side of the
+    code never imports it (dependencies run one way: workers → server).
+    """
+    os.execv(sys.executable, [sys.executable, "-m", module, *argv])
+    return 0  # not reached; a stand-in for execv in tests returns here
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from server.db import SyncDatabase
-    from server.migrate import head
+    from server.data.db import SyncDatabase
+    from server.data.migrate import head
 
     db = SyncDatabase(Settings.from_env().database_url)
     try:
@@ -70,12 +77,13 @@ def _migrate(args: argparse.Namespace) -> int:
 def _create_token(args: argparse.Namespace) -> int:
     import getpass
 
-    from server import logs, store
-    from server.audit import audit
-    from server.auth import mint_token
-    from server.db import SyncDatabase
-    from server.migrate import SchemaOutOfDate
-    from server.signing import hash_token
+    from server.core.signing import hash_token
+    from server.data import store
+    from server.data.db import SyncDatabase
+    from server.data.migrate import SchemaOutOfDate
+    from server.infra import logs
+    from server.infra.audit import audit
+    from server.web.http.auth import mint_token
 
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)

@@ -15,10 +15,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from server import logs
-from server.db import SyncDatabase
-from server.embedded_redis import EmbeddedRedis
-from server.settings import Settings
+from server.data.db import SyncDatabase
+from server.infra import logs
+from server.infra.embedded_redis import EmbeddedRedis
+from server.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 _READY_TIMEOUT_S = 60.0

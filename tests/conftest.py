@@ -23,8 +23,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from server.db import SyncDatabase
-from server.embedded_redis import EmbeddedRedis, free_port
+from server.data.db import SyncDatabase
+from server.infra.embedded_redis import EmbeddedRedis, free_port
 from tests.factories import LiveClient
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,11 +7,11 @@ from typing import Any
 
 import dramatiq
 
-from server import store
-from server.jobs import PRIORITY_ORDER, actor_for, queue_for
+from server.core.jobs import PRIORITY_ORDER, actor_for, queue_for
+from server.data import store
 from workers.context import WorkerContext
 from workers.faults import JobCancelled, PermanentFailure, is_transient
-from workers.tasks import TaskType
+from workers.tasks.registry import TaskType
 
 
 def run_job(ctx: WorkerContext, task_type: TaskType, job_id: str) -> dict[str, Any] | None:

@@ -8,12 +8,12 @@ from functools import partial
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from server.bus import SyncBus
-from server.db import SyncDatabase
-from server.schemas import Presenter
-from server.settings import Settings
-from server.storage import Storage, storage_for
-from workers.broker import redis_client, send_job
+from server.data.db import SyncDatabase
+from server.infra.broker import redis_client, send_job
+from server.infra.bus import SyncBus
+from server.infra.settings import Settings
+from server.infra.storage import Storage, storage_for
+from server.services.presenter import Presenter
 from workers.progress import RedisLineRefresh, Reporter
 
 

@@ -11,8 +11,8 @@ import sys
 
 from dramatiq.cli import main as dramatiq_main
 
-from server import logs
-from server.settings import Settings
+from server.infra import logs
+from server.infra.settings import Settings
 
 
 def main() -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from server import store
-from server.db import SyncDatabase
-from server.models import utcnow
-from server.storage import Storage
+from server.data import store
+from server.data.db import SyncDatabase
+from server.data.models import utcnow
+from server.infra.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -10,16 +10,17 @@ from typing import Any, Protocol, TypeVar
 import redis
 import sqlalchemy.exc
 
-from server import keys, store
-from server.bus import SyncBus
-from server.db import SyncDatabase
-from server.events import PROGRESS, BatchEvent
-from server.jobs import JobState, base_queue, is_final
-from server.models import Job
-from server.schemas import Presenter
-from server.store import JobView
-from workers import timings
+from server.core import keys
+from server.core.events import PROGRESS, BatchEvent
+from server.core.jobs import JobState, base_queue, is_final
+from server.data import store
+from server.data.db import SyncDatabase
+from server.data.models import Job
+from server.data.store import JobView
+from server.infra.bus import SyncBus
+from server.services.presenter import Presenter
 from workers.faults import DatabaseUnavailable, JobCancelled
+from workers.middleware import timings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

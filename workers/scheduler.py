@@ -30,23 +30,26 @@ import redis
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from server import cron, keys, logs, store
-from server.jobs import queue_for
-from server.mail_limits import recipient_allowed, single_address
-from server.models import Schedule, utcnow
-from server.settings import Settings
-from server.signing import hash_token
-from workers import tasks
-from workers.broker import build_broker
+from server.core import cron, keys
+from server.core.jobs import queue_for
+from server.core.mail_limits import recipient_allowed, single_address
+from server.core.signing import hash_token
+from server.core.tasks import EMAIL_SEND
+from server.data import store
+from server.data.models import Schedule, utcnow
+from server.infra import logs
+from server.infra.broker import build_broker
+from server.infra.settings import Settings
 from workers.context import WorkerContext
 from workers.maintenance import clean_files, purge_old
+from workers.tasks import registry as tasks
 
 log = logging.getLogger("workers.scheduler")
 
 # A claim outlives any clock skew between scheduler hosts.
 _CLAIM_TTL_S = 3600
 
-EMAIL_TASK = "email.send"
+EMAIL_TASK = EMAIL_SEND.name
 
 
 def once_per_minute(client: redis.Redis, prefix: str, name: str, work: Callable[[], object],
@@ -144,7 +147,7 @@ def too_frequent(expression: str, minimum_s: int) -> bool:
 
 def _mail_refused(ctx: WorkerContext, schedule: Schedule) -> str | None:
     """Why the e-mail worker would refuse every firing of this ``email.send`` schedule
-    (as ``workers.task_types.email.send_email`` checks), or None."""
+    (as ``workers.tasks.email.send_email`` checks), or None."""
     to = str(schedule.payload.get("to", ""))
     recipient = single_address(to)
     if recipient is None:

@@ -10,9 +10,9 @@ import sys
 import httpx
 import pytest
 
-from server import store
-from server.db import SyncDatabase
-from server.signing import hash_token
+from server.core.signing import hash_token
+from server.data import store
+from server.data.db import SyncDatabase
 from tests.conftest import ROOT, Stack
 from tests.factories import auth, jpeg_bytes, new_token, upload, wait_final
 
@@ -162,15 +162,15 @@ def test_migrate_reports_a_current_schema(stack: Stack) -> None:
 
 def test_worker_passes_dramatiq_options_on_and_takes_io(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import workers.__main__
     from server import cli
 
     given: list[list[str]] = []
-    monkeypatch.setattr(workers.__main__, "main", lambda argv: given.append(argv) or 0)
+    monkeypatch.setattr(cli.os, "execv", lambda _exe, argv: given.append(argv[3:]))
     assert cli.main(["worker", "-Q", "images", "images.high"]) == 0  # argparse refused -Q
     assert cli.main(["worker", "--io"]) == 0
     assert cli.main(["worker", "--io", "-t", "3"]) == 0
-    assert given == [["-Q", "images", "images.high"], ["--io"], ["--io", "-t", "3"]]
+    assert cli.main(["scheduler"]) == 0
+    assert given == [["-Q", "images", "images.high"], ["--io"], ["--io", "-t", "3"], []]
     with pytest.raises(SystemExit) as refused:
         cli.main(["migrate", "--bogus"])
     assert refused.value.code == 2

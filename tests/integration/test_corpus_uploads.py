@@ -28,10 +28,10 @@ import httpx
 import pytest
 from PIL import Image
 
+from server.core.tasks import IMAGE_PROCESS
 from tests.conftest import Stack
 from tests.corpus import CORPUS_ENV, ROOT, corpus_entries, find_corpus, missing_reason
 from tests.factories import FINAL, auth, new_token, upload, wait_final
-from workers.task_types.image import IMAGE_TASK
 
 CORPUS = find_corpus()
 ENTRIES = corpus_entries(CORPUS)
@@ -103,7 +103,8 @@ async def _dead_letters(http: httpx.AsyncClient, admin: str) -> dict[str, dict[s
     found: dict[str, dict[str, Any]] = {}
     before: str | None = None
     while True:
-        params = {"type": IMAGE_TASK, "limit": "200", **({"before": before} if before else {})}
+        params = {"type": IMAGE_PROCESS.name, "limit": "200",
+                  **({"before": before} if before else {})}
         page = await http.get("/api/dlq", params=params, headers=auth(admin))
         assert page.status_code == 200, page.text
         for item in page.json()["items"]:

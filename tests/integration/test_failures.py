@@ -15,14 +15,15 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from server import keys, store
-from server.db import SyncDatabase
-from server.embedded_redis import EmbeddedRedis
-from server.models import Job
-from server.signing import hash_token
+from server.core import keys
+from server.core.signing import hash_token
+from server.data import store
+from server.data.db import SyncDatabase
+from server.data.models import Job
+from server.infra.embedded_redis import EmbeddedRedis
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
-from workers.task_types.testing import steps_key
+from workers.tasks.testing import steps_key
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Fair share end to end (workers.fair): one user's backlog does not hold another's job, and
+"""Fair share end to end (server.infra.fair): one user's backlog does not hold another's job, and
 killing worker processes mid-dispatch loses or doubles nothing."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from server import keys
+from server.core import keys
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import auth, new_token
-from workers.task_types.testing import steps_key
+from workers.tasks.testing import steps_key
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from server.app import create_app
-from server.settings import Settings
+from server.infra.settings import Settings
+from server.web.app import create_app
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 

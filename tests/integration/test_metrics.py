@@ -18,17 +18,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, insert
 from starlette.applications import Starlette
 
-from server import metrics, store
-from server.auth import mint_token
-from server.db import SyncDatabase
-from server.error_handlers import EXCEPTION_HANDLERS
-from server.models import Job, new_id, utcnow
-from server.routes import ops
-from server.settings import Settings
-from server.signing import hash_token
+from server.core import tasks as task_declarations
+from server.core.signing import hash_token
+from server.data import store
+from server.data.db import SyncDatabase
+from server.data.models import Job, new_id, utcnow
+from server.infra import metrics
+from server.infra.settings import Settings
+from server.web.http.auth import mint_token
+from server.web.http.error_handlers import EXCEPTION_HANDLERS
+from server.web.http.routes import ops
 from tests.conftest import Stack, start_web_process, stop
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload
-from workers import tasks as task_registry
 
 pytestmark = pytest.mark.integration
 
@@ -186,7 +187,7 @@ async def test_any_web_process_reports_the_whole_deployment(
 
 
 class _CountedDatabase:
-    """``server.db.Database``'s interface over a sync SQLite engine whose connections count
+    """``server.data.db.Database``'s interface over a sync SQLite engine whose connections count
     the steps of SQLite's virtual machine (its progress handler): rows visited, roughly,
     whatever the query plan says."""
 
@@ -217,7 +218,7 @@ def _scraped_app(settings: Settings, db: _CountedDatabase,
     """A web process's /metrics, as create_app wires it (its state, ops routes)."""
     app = Starlette(routes=ops.routes, exception_handlers=EXCEPTION_HANDLERS)
     app.state.settings, app.state.db, app.state.redis = settings, db, client
-    app.state.task_types = task_registry.load(include_test_tasks=False)
+    app.state.task_types = task_declarations.declared(include_test_tasks=False)
     app.state.tally = metrics.Tally()
     app.state.socket_counts = lambda: (0, 0)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web")

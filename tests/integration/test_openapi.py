@@ -29,8 +29,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from server import openapi
-from server.jobs import queue_family
+from server.core.jobs import queue_family
+from server.web.http import openapi
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import FINAL, auth, jpeg_bytes
 

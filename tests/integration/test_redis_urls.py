@@ -17,7 +17,7 @@ import pytest
 import redis
 import trustme
 
-from server.embedded_redis import EmbeddedRedis
+from server.infra.embedded_redis import EmbeddedRedis
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import LiveClient, connected, jpeg_bytes, new_token, upload
 
@@ -63,7 +63,7 @@ class TlsTerminator:
         asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(
             asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.context))
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = server.web.live.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
         server.close()

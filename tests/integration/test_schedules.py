@@ -15,8 +15,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from server.db import SyncDatabase
-from server.models import Job, Schedule, as_utc, utcnow
+from server.data.db import SyncDatabase
+from server.data.models import Job, Schedule, as_utc, utcnow
 from tests.conftest import Databases, Stack, running_stack, start_scheduler, stop
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 
@@ -63,7 +63,7 @@ def _when(value: str) -> datetime:
 def _next_local(after: datetime, zone: ZoneInfo, hour: int,
                 weekday: int | None = None) -> datetime:
     """The first ``hour``:00 of ``zone`` (on ``weekday``, Monday 0) after ``after``, in UTC;
-    worked out here from the calendar, not with server.cron."""
+    worked out here from the calendar, not with server.core.cron."""
     today = after.astimezone(zone).date()
     for day in (today + timedelta(days=n) for n in range(9)):
         candidate = datetime.combine(day, clock(hour), tzinfo=zone)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import socketio
 
-from server.headers import content_security_policy
+from server.web.http.headers import content_security_policy
 from tests.conftest import Databases, Stack, running_stack, start_web_process, stop
 from tests.factories import auth, connected, jpeg_bytes, new_token, upload, wait_final
 
@@ -456,7 +456,7 @@ async def test_a_batch_past_the_upload_allowance_is_refused_at_that_file(
 
 
 async def test_webhooks_per_user_follow_their_setting(strict_web: str) -> None:
-    # MAX_WEBHOOKS_PER_USER was a constant of 20 in server/store.py.
+    # MAX_WEBHOOKS_PER_USER was a constant of 20 in server/data/store.py.
     async with httpx.AsyncClient(base_url=strict_web, timeout=30) as http:
         token = await new_token(http)
         for n in range(2):

@@ -14,10 +14,10 @@ import socketio
 import websockets
 from sqlalchemy.engine import make_url
 
-from server import store
-from server.auth import mint_token
-from server.db import SyncDatabase
-from server.signing import hash_token
+from server.core.signing import hash_token
+from server.data import store
+from server.data.db import SyncDatabase
+from server.web.http.auth import mint_token
 from tests.conftest import Databases, Stack, running_stack, start_web_process, stop
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 

@@ -5,8 +5,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.audit import audit, audit_foreign
-from server.auth import Principal
+from server.core.principal import Principal
+from server.infra.audit import audit, audit_foreign
 
 
 class Collect(logging.Handler):

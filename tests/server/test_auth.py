@@ -5,10 +5,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from server import store
-from server.auth import authenticate, mint_token
-from server.db import Database, async_url, sync_url
-from server.signing import hash_token
+from server.core.signing import hash_token
+from server.data import store
+from server.data.db import Database, async_url, sync_url
+from server.web.http.auth import authenticate, mint_token
 from tests.conftest import Databases
 
 pytestmark = pytest.mark.integration

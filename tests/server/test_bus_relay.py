@@ -1,4 +1,5 @@
-"""The event bus (``server.bus``) and the relay (``server.relay``) against real Redis and a
+"""The event bus (``server.infra.bus``) and the relay (``server.web.live.relay``) against real Redis
+and a
 real Socket.IO server with real clients.
 
 Proven here:
@@ -39,12 +40,8 @@ import redis.asyncio as aioredis
 import socketio
 import uvicorn
 
-from server import bus as bus_module
-from server import keys, metrics, store
-from server.bus import Bus, SyncBus
-from server.db import Database
-from server.embedded_redis import EmbeddedRedis
-from server.events import (
+from server.core import keys
+from server.core.events import (
     ADMINS_ROOM,
     TOKEN_REVOKED,
     AdminEvent,
@@ -56,10 +53,16 @@ from server.events import (
     token_room,
     user_room,
 )
-from server.jobs import JobState
-from server.relay import relay_events
-from server.schemas import Presenter
-from server.sockets import Connections, resync_all
+from server.core.jobs import JobState
+from server.data import store
+from server.data.db import Database
+from server.infra import bus as bus_module
+from server.infra import metrics
+from server.infra.bus import Bus, SyncBus
+from server.infra.embedded_redis import EmbeddedRedis
+from server.services.presenter import Presenter
+from server.web.live.relay import relay_events
+from server.web.live.sockets import Connections, resync_all
 from tests.conftest import Databases
 from tests.factories import LiveClient
 
@@ -183,7 +186,7 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> tuple[float, float]:
 def backoffs(caplog: pytest.LogCaptureFixture) -> list[float]:
     """The re-subscribe pauses ``Bus.listen`` announced, in order."""
     return [float(record.args[-1]) for record in caplog.records  # type: ignore[index]
-            if record.name == "server.bus" and "re-subscribing" in record.msg]
+            if record.name == "server.infra.bus" and "re-subscribing" in record.msg]
 
 
 # -- the bus -----------------------------------------------------------------------------------
@@ -225,7 +228,7 @@ async def test_published_events_arrive_once_in_order_with_their_publish_time(
         assert stamps == sorted(stamps)  # type: ignore[type-var]
         assert collector.gaps == 0
         assert any("malformed" in r.getMessage() for r in caplog.records
-                   if r.name == "server.bus")
+                   if r.name == "server.infra.bus")
     finally:
         await collector.stop()
 
@@ -238,7 +241,7 @@ async def test_listen_backs_off_while_redis_is_down_and_signals_each_gap_once(
     once Redis is up the listener yields one ``None`` (the gap) before any event, the
     backoff starts short again, and the next drop is signalled by one more ``None``."""
     minimum, maximum = fast_backoff
-    caplog.set_level(logging.WARNING, logger="server.bus")
+    caplog.set_level(logging.WARNING, logger="server.infra.bus")
     prefix = f"gap-{secrets.token_hex(4)}"
     client = redis_clients.aio(private_redis.url)
     collector = Collector(Bus(client, prefix)).start()
@@ -279,7 +282,7 @@ async def test_a_refused_subscription_is_backed_off_and_is_not_a_gap(
     client at full speed; no gap is signalled until Redis accepts the subscription, then
     exactly one, and events flow."""
     minimum, maximum = fast_backoff
-    caplog.set_level(logging.WARNING, logger="server.bus")
+    caplog.set_level(logging.WARNING, logger="server.infra.bus")
     private_redis.start()
     admin = redis_clients.sync(private_redis.url)
     admin.execute_command("ACL", "SETUSER", "default", "resetchannels")
@@ -291,7 +294,7 @@ async def test_a_refused_subscription_is_backed_off_and_is_not_a_gap(
         assert backoffs(caplog)[:4] == [minimum, 2 * minimum, maximum, maximum]
         assert collector.items == [], "a refused subscription is no reconnection"
         assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records
-                   if r.name == "server.bus"), "the unexpected error is logged with its trace"
+                   if r.name == "server.infra.bus"), "the unexpected error is logged with its trace"
 
         admin.execute_command("ACL", "SETUSER", "default", "allchannels")
         await wait_until(lambda: collector.gaps == 1, "the gap signal once subscribed")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from server import client_address as module
-from server.client_address import (
+from server.core import client_address as module
+from server.core.client_address import (
     TrustedProxies,
     client_address,
     forwarded_by_untrusted_peer,
@@ -20,7 +20,7 @@ from server.client_address import (
     parse_trusted_proxies,
     scope_address,
 )
-from server.settings import Settings, SettingsError
+from server.infra.settings import Settings, SettingsError
 
 NONE = TrustedProxies()
 LOOPBACK = parse_networks("127.0.0.0/8, ::1")
@@ -150,7 +150,7 @@ def test_the_exempt_setting_lists_networks_or_none() -> None:
 def test_a_forwarded_header_from_an_untrusted_peer_is_warned_about_once(
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(module, "_warned_untrusted", False)
-    with caplog.at_level(logging.WARNING, logger="server.client_address"):
+    with caplog.at_level(logging.WARNING, logger="server.core.client_address"):
         limit_subject(_scope("10.0.0.5"), NONE, LOOPBACK)  # no header: nothing to say
         assert not caplog.records
         for _ in range(3):

@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server import cron
-from server.cron import next_run
-from server.errors import ApiError
+from server.core import cron
+from server.core.cron import next_run
+from server.core.errors import ApiError
 
 NEW_YORK = "America/New_York"  # 2026: forward 8 March 02:00 EST, back 1 November 02:00 EDT
 BERLIN = "Europe/Berlin"  # 2026: forward 29 March 02:00 CET, back 25 October 03:00 CEST

@@ -1,6 +1,7 @@
-"""``server.dispatch``: handing stored jobs to the queue, against real Redis and a real database.
+"""``server.services.dispatch``: handing stored jobs to the queue, against real Redis and a real
+database.
 
-The state these functions receive is built as ``server.app`` builds it: a ``Database``, an
+The state these functions receive is built as ``server.web.app`` builds it: a ``Database``, an
 asyncio Redis client, the deployment's ``RedisBroker`` (``build_broker``, under a namespace
 of each test's own), local storage, the presenter and ``SentMarks``. Only ``publish`` is a
 recorder, so the events each call announces can be checked by name, job and position.
@@ -39,19 +40,21 @@ from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import update
 
-from server import dispatch, keys, store
-from server.db import Database
-from server.dispatch import SentMarks
-from server.errors import ApiError
-from server.events import JobEvent
-from server.jobs import JobState, queue_for
-from server.models import DeadLetter, Job, as_utc, utcnow
-from server.schemas import Presenter
-from server.settings import Settings
-from server.storage import LocalStorage
-from server.store import JobView
+from server.core import keys
+from server.core.errors import ApiError
+from server.core.events import JobEvent
+from server.core.jobs import JobState, queue_for
+from server.data import store
+from server.data.db import Database
+from server.data.models import DeadLetter, Job, as_utc, utcnow
+from server.data.store import JobView
+from server.infra.broker import build_broker
+from server.infra.settings import Settings
+from server.infra.storage import LocalStorage
+from server.services import dispatch
+from server.services.dispatch import SentMarks
+from server.services.presenter import Presenter
 from tests.conftest import Databases
-from workers.broker import build_broker
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +63,7 @@ TASK = "test.echo"
 
 @dataclass
 class State:
-    """The parts of the web app's state that dispatch uses (see ``server.app``)."""
+    """The parts of the web app's state that dispatch uses (see ``server.web.app``)."""
 
     settings: Settings
     db: Database
@@ -115,7 +118,7 @@ async def state(redis_url: str, databases: Databases, tmp_path: Path) -> AsyncIt
 
 def in_queue(client: redis.Redis, namespace: str, queue: str) -> list[Message[Any]]:
     """The messages waiting for a worker in a queue: in Dramatiq's queue (in its order),
-    then in their owners' lists (workers.fair; no worker runs in these tests, so there
+    then in their owners' lists (server.infra.fair; no worker runs in these tests, so there
     they stay)."""
     ids = client.lrange(keys.dramatiq_queue(namespace, queue), 0, -1)
     data = client.hmget(keys.dramatiq_messages(namespace, queue), ids) if ids else []
@@ -479,7 +482,7 @@ async def test_retry_failed_with_redis_down_puts_the_dead_letter_back(
     """Redis refusing the message: 503, and the job is failed again with its dead letter
     and its error as they were (so its owner may still retry it once Redis is back),
     nothing announced, nothing noted sent."""
-    caplog.set_level(logging.WARNING, logger="server.dispatch")
+    caplog.set_level(logging.WARNING, logger="server.services.dispatch")
     view = await new_job(state)
     await fail_for_good(state, view.job.id)
     before = await state.db.read(lambda s: s.get(DeadLetter, view.job.id))

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.app import create_app
-from server.settings import Settings
+from server.infra.settings import Settings
+from server.web.app import create_app
 
 
 @pytest.fixture

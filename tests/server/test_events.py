@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.events import (
+from server.core.events import (
     JOB_EVENTS,
     AdminEvent,
     BatchEvent,

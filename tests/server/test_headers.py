@@ -4,7 +4,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from server.headers import content_disposition, content_security_policy, page_headers
+from server.web.http.headers import content_disposition, content_security_policy, page_headers
 
 
 def _directives(policy: str) -> dict[str, str]:

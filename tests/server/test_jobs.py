@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.jobs import (
+from server.core.jobs import (
     STAGE_PROGRESS,
     JobState,
     Stage,

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from server import logs
-from server.request_ids import request_id
+from server.infra import logs
+from server.web.http.request_ids import request_id
 
 
 @pytest.fixture

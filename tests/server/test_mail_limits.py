@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.mail_limits import Refused, allowlist_entry, recipient_allowed, single_address
-from server.settings import Settings, SettingsError
+from server.core.mail_limits import Refused, allowlist_entry, recipient_allowed, single_address
+from server.infra.settings import Settings, SettingsError
 
 
 @pytest.mark.parametrize("value", ["ana@example.com", "a.b+tag@sub.example.org"])

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server import metrics
-from server.metrics import Counter, Histogram, Scrape, Tally
+from server.infra import metrics
+from server.infra.metrics import Counter, Histogram, Scrape, Tally
 
 LATENCY = Histogram("t_latency_seconds", "Test latency.", (0.1, 0.5, 1.0), ("route",))
 PLAIN = Histogram("t_plain_seconds", "No labels.", (1.0, 2.0))

@@ -1,4 +1,4 @@
-"""The queries a metrics scrape runs (``server.store``), on SQLite in memory."""
+"""The queries a metrics scrape runs (``server.data.store``), on SQLite in memory."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from server import store
-from server.db import SyncDatabase
-from server.models import DeadLetter, Job, new_id, utcnow
+from server.data import store
+from server.data.db import SyncDatabase
+from server.data.models import DeadLetter, Job, new_id, utcnow
 
 NOW = utcnow()
 

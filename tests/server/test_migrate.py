@@ -11,10 +11,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from server import migrate, store
-from server.db import SyncDatabase
-from server.models import Base
-from server.signing import hash_token
+from server.core.signing import hash_token
+from server.data import migrate, store
+from server.data.db import SyncDatabase
+from server.data.models import Base
 from tests.conftest import Databases
 
 pytestmark = pytest.mark.integration

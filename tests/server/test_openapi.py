@@ -9,9 +9,9 @@ import pytest
 import schemathesis
 from starlette.routing import Route
 
-from server import openapi
-from server.app import create_app
-from server.settings import Settings
+from server.infra.settings import Settings
+from server.web.app import create_app
+from server.web.http import openapi
 
 # Pages for people, not REST endpoints: /docs is documented by being the renderer.
 PAGES = {"/", "/admin", "/docs"}
@@ -38,7 +38,7 @@ def test_every_api_route_is_documented(served: set[tuple[str, str]]) -> None:
     api = {(path, method) for path, method in served if path.startswith("/api/")}
     assert api, "no /api routes found"
     missing = sorted(api - documented())
-    assert not missing, f"routes missing from server/openapi.py: {missing}"
+    assert not missing, f"routes missing from server/web/http/openapi.py: {missing}"
 
 
 def test_nothing_is_documented_that_is_not_served(served: set[tuple[str, str]]) -> None:

@@ -1,4 +1,4 @@
-"""The shared count of finished jobs behind /metrics (``server.routes.ops``), against a
+"""The shared count of finished jobs behind /metrics (``server.web.http.routes.ops``), against a
 real Redis: one recount per interval for the whole deployment, however many scrape."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from server import keys, store
-from server.db import SyncDatabase
-from server.routes import ops
-from server.settings import Settings
+from server.core import keys
+from server.data import store
+from server.data.db import SyncDatabase
+from server.infra.settings import Settings
+from server.web.http.routes import ops
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from server import keys
-from server.errors import ApiError
-from server.outbound import count_task, payload_errors
-from server.settings import Settings
-from server.validation import attempts_for
+from server.core import keys
+from server.core.errors import ApiError
+from server.core.validation import attempts_for
+from server.infra.settings import Settings
+from server.services.outbound import count_task, payload_errors
 
 
 def test_a_types_attempt_limit_is_a_ceiling_callers_cannot_raise() -> None:

@@ -8,9 +8,9 @@ import secrets
 import pytest
 import redis.asyncio as aioredis
 
-from server import ratelimit
-from server.errors import ApiError
-from server.ratelimit import HOUR_S, MINUTE_S, Rate
+from server.core.errors import ApiError
+from server.infra import ratelimit
+from server.infra.ratelimit import HOUR_S, MINUTE_S, Rate
 
 
 def test_windows_are_numbered_and_retry_after_counts_to_the_end_of_one() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import ClientSettings, Settings, SettingsError
+from server.infra.settings import ClientSettings, Settings, SettingsError
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_every_variable_is_documented_and_every_cap_is_in_limits() -> None:
     # setting and default; files per batch, JSON depth, digits, cron length, webhooks per
     # user, socket events and followed jobs had no setting and no row.
     root = Path(__file__).resolve().parents[2]
-    source = (root / "server" / "settings.py").read_text()
+    source = (root / "server" / "infra" / "settings.py").read_text()
     names = set(re.findall(r'env(?:\.get\(|, )"([A-Z][A-Z0-9_]+)"', source))
     assert {"MAX_BATCH_FILES", "RATE_LIMIT_EXEMPT_ADDRESSES", "MAX_NUMBER_DIGITS"} <= names
     readme = (root / "README.md").read_text()

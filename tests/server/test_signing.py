@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from server.signing import sign, verify
+from server.core.signing import sign, verify
 
 
 def test_signature_verifies_until_expiry() -> None:

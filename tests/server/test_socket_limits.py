@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from server import keys
-from server.app import create_app
-from server.settings import Settings
-from server.socket_limits import TTL_S, HandshakeRate, SocketRegistry, TokenBucket
+from server.core import keys
+from server.infra.settings import Settings
+from server.web.app import create_app
+from server.web.live.socket_limits import TTL_S, HandshakeRate, SocketRegistry, TokenBucket
 
 
 @pytest.fixture

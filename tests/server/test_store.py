@@ -1,4 +1,4 @@
-"""Direct tests of ``server.store``, every public function, on real databases.
+"""Direct tests of ``server.data.store``, every public function, on real databases.
 
 Backends (the ``db`` fixture):
 
@@ -32,10 +32,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import store
-from server.db import SyncDatabase
-from server.jobs import AttemptsExhausted, ImageBusy, ImageDeleted, JobState, TransitionError
-from server.models import (
+from server.core.jobs import AttemptsExhausted, ImageBusy, ImageDeleted, JobState, TransitionError
+from server.data import store
+from server.data.db import SyncDatabase
+from server.data.models import (
     Base,
     Batch,
     DeadLetter,
@@ -520,7 +520,7 @@ def test_queue_position_orders_by_priority_then_arrival_within_the_family(
 
 
 def test_queue_position_takes_users_in_turn_within_a_priority(db: SyncDatabase) -> None:
-    """Round-robin across users (workers.fair): another user's single job waits for one
+    """Round-robin across users (server.infra.fair): another user's single job waits for one
     job of each user ahead of it in line, not for their whole backlog; the line lists
     jobs in that order too."""
     heavy, light, base = _user(db), _user(db), _queue()

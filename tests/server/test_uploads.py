@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from server.errors import ApiError
-from server.settings import Settings
-from server.storage import LocalStorage
-from server.uploads import (
+from server.core.errors import ApiError
+from server.infra.settings import Settings
+from server.infra.storage import LocalStorage
+from server.web.http.uploads import (
     MAX_FILENAME_CHARS,
     ReceivedFile,
     display_filename,

@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server.errors import ApiError
-from server.validation import (
+from server.core.errors import ApiError
+from server.core.validation import (
     MAX_CLEAN_AGE_S,
     MAX_DELAY_S,
     MAX_INT_DIGITS,

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from server import openapi
-from server.headers import content_security_policy
+from server.web.http import openapi
+from server.web.http.headers import content_security_policy
 from tests.conftest import Stack
 from tests.web.conftest import csp_violations, screenshot_path, wait_for_js, watch_csp
 

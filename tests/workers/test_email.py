@@ -20,13 +20,14 @@ import redis
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from server import keys, store
-from server.db import SyncDatabase
-from server.mail_limits import Refused, SendRates, take_send
-from server.settings import Settings
-from server.signing import hash_token
+from server.core import keys
+from server.core.mail_limits import Refused, SendRates, take_send
+from server.core.signing import hash_token
+from server.data import store
+from server.data.db import SyncDatabase
+from server.infra.settings import Settings
 from workers.faults import TransientError, is_transient
-from workers.task_types.email import EmailRejected, send, send_email
+from workers.tasks.email import EmailRejected, send, send_email
 
 
 class Envelopes:

@@ -1,4 +1,4 @@
-"""workers.fair against a real Redis: turns round-robin across users, the broker's queue kept
+"""server.infra.fair against a real Redis: turns round-robin across users, the broker's queue kept
 shallow, the per-user cap, priorities, pauses and worker liveness (no worker processes)."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq import Message
 
-from server import keys, outbound
-from server.errors import ApiError
-from server.settings import Settings
-from workers.fair import USER_OPTION, FairQueues
+from server.core import keys
+from server.core.errors import ApiError
+from server.infra.fair import USER_OPTION, FairQueues
+from server.infra.settings import Settings
+from server.services import outbound
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ import redis
 import sqlalchemy.exc
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
+from server.core.imaging import InvalidImage
 from workers.faults import PermanentFailure, TransientError, describe, is_transient
-from workers.imaging import InvalidImage
-from workers.task_types.webhook import DeliveryRejected, resolve_destination
+from workers.tasks.webhook import DeliveryRejected, resolve_destination
 
 
 @pytest.mark.parametrize("exc", [

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import EpsImagePlugin, ExifTags, Image, ImageChops, ImageCms, ImageStat
 
-from workers import imaging
-from workers.imaging import (
+from server.core import imaging
+from server.core.imaging import (
     ImageError,
     ImageTooLarge,
     InvalidImage,

@@ -2,11 +2,12 @@
 
 Every manifest entry goes through the service's own code, in this process:
 
-- upload: the web route's header check (``server.routes.images._probe``: empty file, sniffed
+- upload: the web route's header check (``server.web.http.routes.images._probe``: empty file,
+sniffed
   type, header, pixel cap) refuses it ("reject"), with the deployment's limits;
 - worker: the job is stored as an upload stores it, its attempt begins as JobLifecycle
   begins it, and ``workers.actors.run_job`` runs the registered ``image.process`` type, whose
-  ``run`` is ``workers.task_types.image.process_image``, the very function the worker's actor
+  ``run`` is ``workers.tasks.image.process_image``, the very function the worker's actor
   runs. An ImageError there, turned into a PermanentFailure (no retry), is "failed"; a
   clean return with both renditions and the metadata stored is "ready".
 
@@ -31,20 +32,22 @@ from typing import Any
 import pytest
 from PIL import EpsImagePlugin, Image
 
-from server import store
-from server.errors import ApiError
-from server.jobs import queue_for
-from server.models import new_id
-from server.routes.images import _probe
-from server.settings import Settings
-from server.uploads import ReceivedFile
+from server.core import imaging
+from server.core.errors import ApiError
+from server.core.jobs import queue_for
+from server.core.tasks import IMAGE_PROCESS
+from server.data import store
+from server.data.models import new_id
+from server.infra.broker import build_broker
+from server.infra.settings import Settings
+from server.web.http.routes.images import _probe
+from server.web.http.uploads import ReceivedFile
 from tests.corpus import corpus_entries, find_corpus, missing_reason
-from workers import imaging, tasks
 from workers.actors import run_job
-from workers.broker import build_broker
 from workers.context import WorkerContext
 from workers.faults import PermanentFailure
-from workers.task_types.image import IMAGE_QUEUE, IMAGE_TASK, process_image
+from workers.tasks import registry as tasks
+from workers.tasks.image import process_image
 
 # Pillow reports corrupt metadata ("Corrupt EXIF data", "Tag data larger than file") as a
 # UserWarning and carries on; in the service such a warning is only logged, so it must not
@@ -65,7 +68,7 @@ def entry_id(entry: dict[str, Any]) -> str:
 
 @dataclass
 class Worker:
-    """A worker's context as ``workers.main`` builds it (own SQLite, the test Redis)."""
+    """A worker's context as ``workers.app`` builds it (own SQLite, the test Redis)."""
 
     settings: Settings
     ctx: WorkerContext
@@ -82,7 +85,7 @@ def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     ctx = WorkerContext.from_settings(settings, broker)
     ctx.db.migrate()
     ctx.storage.ensure_dirs()
-    task = tasks.load(include_test_tasks=False)[IMAGE_TASK]
+    task = tasks.load(include_test_tasks=False)[IMAGE_PROCESS.name]
     # What the image actor runs (declare_actors: actor → run_job → task.run).
     assert task.run is process_image
     try:
@@ -110,7 +113,7 @@ async def run_pipeline(worker: Worker, entry: dict[str, Any]) -> Outcome:
     settings, ctx = worker.settings, worker.ctx
     source = CORPUS / entry["file"]
     data = source.read_bytes()
-    if len(data) > settings.max_upload_bytes:  # the upload stream's cap (server.uploads)
+    if len(data) > settings.max_upload_bytes:  # the upload stream's cap (server.web.http.uploads)
         return Outcome("reject", ApiError(413, "too_large", "over MAX_UPLOAD_MB"))
     temp = ctx.storage.new_temp()
     shutil.copyfile(source, temp)
@@ -128,8 +131,8 @@ async def run_pipeline(worker: Worker, entry: dict[str, Any]) -> Outcome:
     view, duplicate = ctx.db.write(
         store.create_upload, image_id=image_id, user_id=new_id(), filename=upload.filename,
         content_type=probe.mime, size_bytes=upload.size, sha256=upload.sha256,
-        fmt=probe.format, width=probe.width, height=probe.height, task_type=IMAGE_TASK,
-        queue=queue_for(IMAGE_QUEUE, "normal"), max_attempts=settings.retry_max_attempts)
+        fmt=probe.format, width=probe.width, height=probe.height, task_type=IMAGE_PROCESS.name,
+        queue=queue_for(IMAGE_PROCESS.queue, "normal"), max_attempts=settings.retry_max_attempts)
     assert not duplicate  # a new user each time
     # JobLifecycle.before_process_message, then the actor's body.
     assert ctx.reporter.begin_attempt(view.job.id, str(view.job.message_id)) is not None

@@ -6,7 +6,7 @@ import time
 import pytest
 import redis
 
-from workers.leases import Leases
+from workers.middleware.leases import Leases
 
 pytestmark = pytest.mark.integration
 

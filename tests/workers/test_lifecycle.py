@@ -1,6 +1,7 @@
-"""``workers.lifecycle.JobLifecycle`` run by Dramatiq itself: a real ``dramatiq.Worker`` on the
+"""``workers.middleware.lifecycle.JobLifecycle`` run by Dramatiq itself: a real ``dramatiq.Worker``
+on the
 deployment's ``RedisBroker`` (``build_broker``, a namespace of each test's own), with the
-middleware installed as ``workers.main`` installs it (``JobLifecycle`` and ``DeadLetters``
+middleware installed as ``workers.app`` installs it (``JobLifecycle`` and ``DeadLetters``
 before ``Retries``), a real ``Reporter`` writing to a real database and publishing on the
 Redis bus, real ``Leases`` and ``QueueGate``.
 
@@ -41,22 +42,23 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy.engine import make_url
 
-from server import keys, store
-from server.bus import SyncBus
-from server.db import SyncDatabase
-from server.embedded_redis import EmbeddedRedis
-from server.events import JobEvent, decode_event
-from server.models import Job
-from server.schemas import Presenter
-from server.settings import Settings
+from server.core import keys
+from server.core.events import JobEvent, decode_event
+from server.data import store
+from server.data.db import SyncDatabase
+from server.data.models import Job
+from server.infra.broker import build_broker, enqueue_job, install, redis_client, send_job
+from server.infra.bus import SyncBus
+from server.infra.embedded_redis import EmbeddedRedis
+from server.infra.fair import FairDispatch
+from server.infra.settings import Settings
+from server.services.presenter import Presenter
 from tests.conftest import Databases
-from workers import lifecycle
-from workers.broker import build_broker, enqueue_job, install, redis_client, send_job
-from workers.dead_letters import DeadLetters
-from workers.fair import FairDispatch
 from workers.faults import JobCancelled, PermanentFailure, TransientError
-from workers.leases import Leases, QueueGate
-from workers.lifecycle import JobLifecycle, job_id_of, release_lease
+from workers.middleware import lifecycle
+from workers.middleware.dead_letters import DeadLetters
+from workers.middleware.leases import Leases, QueueGate
+from workers.middleware.lifecycle import JobLifecycle, job_id_of, release_lease
 from workers.progress import RedisLineRefresh, Reporter
 
 pytestmark = pytest.mark.integration
@@ -396,7 +398,7 @@ def test_a_paused_queue_holds_the_job_without_using_an_attempt(
         harness: Harness, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     """While its queue is paused a job's message stays in its owner's waiting list
-    (workers.fair); one already in the broker's queue (sent before the pause) is put back
+    (server.infra.fair); one already in the broker's queue (sent before the pause) is put back
     (delayed) again and again, and its owner is told once that the job is paused. Neither
     uses an attempt or takes a lease. Resumed, each runs as attempt 1."""
     monkeypatch.setattr(lifecycle, "PAUSED_RECHECK_MS", 50)
@@ -479,7 +481,8 @@ def test_superseded_cancelled_and_deleted_jobs_are_skipped(
     assert (harness.row(stale.id).state, harness.row(stale.id).attempt) == ("queued", 0)
     assert (harness.row(cancelled.id).state, harness.row(cancelled.id).attempt) == (
         "cancelled", 0)
-    reasons = " ".join(r.getMessage() for r in caplog.records if r.name == "workers.lifecycle")
+    reasons = " ".join(r.getMessage() for r in caplog.records
+               if r.name == "workers.middleware.lifecycle")
     assert "the job no longer exists" in reasons
     assert f"message {stale.message_id} was superseded" in reasons
     assert "cannot go from cancelled to active" in reasons

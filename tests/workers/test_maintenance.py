@@ -11,11 +11,11 @@ import pytest
 import redis
 from sqlalchemy import update
 
-from server import store
-from server.db import SyncDatabase
-from server.jobs import JobState
-from server.models import Job, utcnow
-from server.storage import LocalStorage, Storage
+from server.core.jobs import JobState
+from server.data import store
+from server.data.db import SyncDatabase
+from server.data.models import Job, utcnow
+from server.infra.storage import LocalStorage, Storage
 from tests.conftest import Databases
 from workers.maintenance import clean_files, purge_old
 from workers.scheduler import once_per_minute

@@ -1,13 +1,13 @@
 """Two pools of workers: image workers never take webhook or e-mail work, the I/O worker
-takes nothing else (workers.__main__.plan and workers.tasks.in_pool)."""
+takes nothing else (workers.supervisor.plan and workers.tasks.registry.in_pool)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from server.settings import Settings
-from workers import tasks
-from workers.__main__ import plan
+from server.infra.settings import Settings
+from workers.supervisor import plan
+from workers.tasks import registry as tasks
 
 
 def _settings(tmp_path: Path, **env: str) -> Settings:
@@ -41,7 +41,7 @@ def test_image_workers_declare_no_io_actor(tmp_path: Path) -> None:
     assert images.command[images.command.index("--threads") + 1] == "2"
     assert images.command[-2:] == ["-Q", "images"] and "--queues" not in images.command
     assert images.env["WORKER_POOL"] == "images"
-    # workers.main declares the actors of its pool only: an image worker has no consumer
+    # workers.app declares the actors of its pool only: an image worker has no consumer
     # for a queue it declares no actor on.
     registry = tasks.load(include_test_tasks=True)
     image_queues = {t.queue for t in tasks.in_pool(registry, "images").values()}

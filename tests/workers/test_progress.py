@@ -6,7 +6,7 @@ import time
 import pytest
 import redis
 
-from server import keys
+from server.core import keys
 from workers.progress import RedisLineRefresh
 
 pytestmark = pytest.mark.integration

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from server import store
-from server.db import SyncDatabase
-from server.models import Job, as_utc, utcnow
-from server.settings import Settings
-from server.signing import hash_token
-from workers import tasks
+from server.core.signing import hash_token
+from server.data import store
+from server.data.db import SyncDatabase
+from server.data.models import Job, as_utc, utcnow
+from server.infra.settings import Settings
 from workers.scheduler import fire_due
+from workers.tasks import registry as tasks
 
 ADMIN_TOKEN = "scheduler-test-admin-token"
 REGISTRY = tasks.load(include_test_tasks=False)

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import trustme
 
-from workers import tasks
 from workers.faults import TransientError
-from workers.task_types.webhook import (
+from workers.tasks import registry as tasks
+from workers.tasks.webhook import (
     DeliveryRejected,
     embedded_ipv4,
     is_public_address,

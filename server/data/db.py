@@ -1,0 +1,260 @@
+"""Database engines and sessions from Settings: async for the web, sync for workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import sessionmaker
+
+T = TypeVar("T")
+
+# "postgres://" is what Heroku, Render and others hand out; SQLAlchemy wants "postgresql".
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg",
+                  "postgres": "postgresql+psycopg"}
+_SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg",
+                 "postgres": "postgresql+psycopg"}
+
+
+def _with_driver(url: str, drivers: dict[str, str]) -> str:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in drivers:
+        raise ValueError(f"unsupported DATABASE_URL backend {backend!r} (use sqlite or postgresql)")
+    return parsed.set(drivername=drivers[backend]).render_as_string(hide_password=False)
+
+
+def async_url(url: str) -> str:
+    """DATABASE_URL with the async driver (aiosqlite / psycopg)."""
+    return _with_driver(url, _ASYNC_DRIVERS)
+
+
+def sync_url(url: str) -> str:
+    """DATABASE_URL with the sync driver (pysqlite / psycopg)."""
+    return _with_driver(url, _SYNC_DRIVERS)
+
+
+_WAL_TRIES = 100  # 10 s in all
+
+
+def _use_wal(cur: Any) -> None:
+    """Put the database in WAL mode (it stays so, in the file).
+
+    Switching needs the database to itself, and SQLite answers "locked" at once, without
+    waiting on the busy timeout, while another connection is in a transaction: so several
+    processes opening a new database together (one migrating) try again for a while.
+    """
+    for attempt in range(_WAL_TRIES):
+        cur.execute("PRAGMA journal_mode")
+        if str(cur.fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3's or the async driver's OperationalError
+            if "locked" not in str(exc) or attempt == _WAL_TRIES - 1:
+                raise
+            time.sleep(0.1)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout and BEGIN IMMEDIATE for writes (FACTS.md §5)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+        cur = dbapi_conn.cursor()
+        # 30 s: long enough to ride out a burst of writers, short enough to surface a deadlock.
+        for pragma in ("busy_timeout=30000", "synchronous=NORMAL", "foreign_keys=ON"):
+            cur.execute("PRAGMA " + pragma)
+        _use_wal(cur)
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+class WriteTurn:
+    """SQLite's one writer at a time, queued on a file lock beside the database file.
+
+    Every process (web and workers) takes it around its write transactions, so a writer
+    waits in the kernel and wakes the moment the lock is free, instead of polling in
+    SQLite's busy handler, whose back-off sleeps grow to 100 ms and stretch the latency
+    of uploads while workers write. Threads of one process queue on a lock of their own
+    first. A process that dies holding it releases it with its file descriptors.
+    """
+
+    def __init__(self, database_path: str | None) -> None:
+        self._threads = threading.Lock()
+        self._path = f"{database_path}-writer.lock" if database_path else None
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self._threads.acquire()
+        try:
+            if self._path is not None:
+                if self._fd is None:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+class AsyncWriteTurn:
+    """``WriteTurn`` for the event loop: the wait happens in a thread, never on the loop."""
+
+    def __init__(self, turn: WriteTurn) -> None:
+        self._turn = turn
+
+    async def __aenter__(self) -> None:
+        taking = asyncio.ensure_future(asyncio.to_thread(self._turn.acquire))
+        try:
+            await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            # The thread goes on waiting; whenever it gets the turn, give it back.
+            taking.add_done_callback(
+                lambda done: None if done.cancelled() or done.exception() is not None
+                else self._turn.release())
+            raise
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._turn.release()
+
+
+def _sqlite_path(url: str) -> str | None:
+    database = make_url(url).database
+    return None if not database or database == ":memory:" else str(Path(database).resolve())
+
+
+class Database:
+    """The web process's async engine; queries come from ``server.data.store``."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: AsyncEngine = create_async_engine(async_url(url), pool_pre_ping=True)
+        if _is_sqlite(url):
+            _configure_sqlite(self.engine.sync_engine)
+        # A read that later writes fails at once under DEFERRED: writes begin IMMEDIATE.
+        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._write_turn: contextlib.AbstractAsyncContextManager[Any] = (
+            AsyncWriteTurn(WriteTurn(_sqlite_path(url))) if _is_sqlite(url)
+            else contextlib.nullcontext())
+        self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._writes = async_sessionmaker(self._writer, expire_on_commit=False)
+
+    async def migrate(self) -> tuple[str | None, str | None]:
+        """Bring the schema to this code's head (idempotent; see ``server.data.migrate``)."""
+        from server.data import migrate  # Alembic loads only where migrations run
+
+        async with self._writer.begin() as conn:
+            return await conn.run_sync(migrate.upgrade)
+
+    async def require_current_schema(self) -> None:
+        """Raise ``SchemaOutOfDate`` unless the schema is at head (AUTO_MIGRATE=false)."""
+        from server.data import migrate
+
+        async with self.engine.connect() as conn:
+            await conn.run_sync(migrate.require_current)
+
+    async def read(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        """Run a ``store`` query in a read transaction."""
+        async with self._reads() as session:
+            return await session.run_sync(lambda s: fn(s, **kwargs))
+
+    async def write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        """Run a ``store`` write in one short IMMEDIATE transaction, committed on success."""
+        async with self._write_turn, self._writes() as session, session.begin():
+            return await session.run_sync(lambda s: fn(s, **kwargs))
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class SyncDatabase:
+    """A worker process's sync engine, with the same read/write shape as ``Database``."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = create_engine(sync_url(url), pool_pre_ping=True)
+        if _is_sqlite(url):
+            _configure_sqlite(self.engine)
+        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._write_turn: contextlib.AbstractContextManager[Any] = (
+            WriteTurn(_sqlite_path(url)) if _is_sqlite(url) else contextlib.nullcontext())
+        self._reads = sessionmaker(self.engine, expire_on_commit=False)
+        self._writes = sessionmaker(self._writer, expire_on_commit=False)
+
+    def migrate(self, revision: str = "head") -> tuple[str | None, str | None]:
+        """Bring the schema up to ``revision`` (idempotent; see ``server.data.migrate``)."""
+        from server.data import migrate
+
+        with self._writer.begin() as conn:
+            return migrate.upgrade(conn, revision)
+
+    def downgrade(self, revision: str) -> tuple[str | None, str | None]:
+        """Step the schema back to ``revision``."""
+        from server.data import migrate
+
+        with self._writer.begin() as conn:
+            return migrate.downgrade(conn, revision)
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        """Run one raw statement in a write transaction (operators' and tests' escape hatch)."""
+        with self._writer.begin() as conn:
+            conn.execute(text(sql), params or {})
+
+    def require_current_schema(self) -> None:
+        """Raise ``SchemaOutOfDate`` if the schema is behind this code."""
+        from server.data import migrate
+
+        with self.engine.connect() as conn:
+            migrate.require_current(conn)
+
+    def current_revision(self) -> str | None:
+        from server.data import migrate
+
+        with self.engine.connect() as conn:
+            return migrate.current(conn)
+
+    def read(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        with self._reads() as session:
+            return fn(session, **kwargs)
+
+    def write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        with self._write_turn, self._writes() as session, session.begin():
+            return fn(session, **kwargs)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

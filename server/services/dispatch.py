@@ -1,0 +1,185 @@
+"""Hand a stored job to the queue and announce it; undo the store if Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from types import EllipsisType
+from typing import Any
+
+import redis
+
+from server.core import keys
+from server.core.errors import ApiError, not_found
+from server.core.jobs import TransitionError
+from server.data import store
+from server.data.models import Job, as_utc, utcnow
+from server.data.store import JobView
+from server.infra.broker import send_job
+
+log = logging.getLogger(__name__)
+
+
+class SentMarks:
+    """Jobs whose message reached Redis, noted on their rows in one write every FLUSH_S.
+
+    The note only keeps the sweeper from sending them again, and the sweeper looks at jobs
+    left unsent for SWEEP_AFTER_S (a minute by default), so a fraction of a second's delay
+    costs nothing, while an upload no longer waits for a second write of its own. Should a
+    note be lost (the process died), the sweeper sends a fresh message and the first one
+    is skipped: the job still runs once.
+    """
+
+    FLUSH_S = 0.25
+
+    def __init__(self) -> None:
+        self._pending: dict[str, str] = {}
+
+    def add(self, job: Job) -> None:
+        assert job.message_id is not None
+        self._pending[job.id] = job.message_id
+
+    async def flush(self, db: Any) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        try:
+            await db.write(store.mark_enqueued_many, sent=pending)
+        except BaseException:
+            for job_id, message_id in pending.items():
+                self._pending.setdefault(job_id, message_id)
+            raise
+
+    async def run(self, db: Any) -> None:
+        """Flush every FLUSH_S, forever (a lifespan task)."""
+        while True:
+            await asyncio.sleep(self.FLUSH_S)
+            try:
+                await self.flush(db)
+            except Exception as exc:  # the database is away: kept for the next round
+                log.warning("could not note sent messages: %s", exc)
+
+
+async def enqueue(state: Any, view: JobView, *, delay_s: int = 0,
+                  undo: Callable[[], Awaitable[object]]) -> None:
+    """Send the job's message; if Redis is unreachable, run ``undo`` and answer 503.
+
+    No 202 without a message in the queue: a job recorded but never enqueued would
+    wait forever, so the request fails as a whole and the client may try again.
+    """
+    job = view.job
+    assert job.message_id is not None
+    try:
+        await send(state, job, delay_s=delay_s)
+    except redis.RedisError as exc:
+        await undo()
+        log.warning("refused job %s, Redis unavailable: %s", job.id, exc,
+                    extra={"job_id": job.id})
+        raise ApiError(503, "queue_unavailable",
+                       "the job queue is unavailable; try again shortly") from None
+    state.sent.add(job)
+
+
+async def send(state: Any, job: Job, *, delay_s: int = 0) -> None:
+    """Put the job's current message on its queue (raises redis errors)."""
+    await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000)
+
+
+async def send_deliveries(state: Any, deliveries: list[JobView]) -> None:
+    """Announce and send the webhook deliveries of a job that ended (here: cancelled);
+    one Redis refuses is left for the sweeper."""
+    for delivery in deliveries:
+        await announce(state, delivery)
+        try:
+            await send(state, delivery.job)
+        except redis.RedisError as exc:
+            log.warning("webhook delivery %s left for the sweeper: %s", delivery.job.id, exc,
+                        extra={"job_id": delivery.job.id})
+            continue
+        state.sent.add(delivery.job)
+
+
+async def sweep(state: Any) -> int:
+    """Send a fresh message for every job that would otherwise wait forever; returns count.
+
+    - waiting (queued or retrying) jobs whose message never reached Redis;
+    - active jobs silent for three heartbeat timeouts whose lease is gone: their run
+      died and its message was already acknowledged (say, the final write failed).
+    Each gets a new message id, so an older copy that turns up after all is skipped.
+    """
+    settings = state.settings
+    now = utcnow()
+    unsent_before = now - timedelta(seconds=settings.sweep_after_s)
+    silent_before = now - timedelta(seconds=max(settings.sweep_after_s,
+                                                3 * settings.worker_heartbeat_timeout_ms / 1000))
+    stuck = [(job, unsent_before)
+             for job in await state.db.read(store.unsent_jobs, changed_before=unsent_before)]
+    for job in await state.db.read(store.silent_active_jobs, changed_before=silent_before):
+        if not await state.redis.exists(keys.job_lease(settings.redis_prefix, job.id)):
+            stuck.append((job, silent_before))
+    sent = 0
+    for candidate, cutoff in stuck:
+        job = await state.db.write(store.renew_message, job_id=candidate.id,
+                                   changed_before=cutoff)
+        if job is None:
+            continue
+        remaining = 0
+        if job.run_at is not None:
+            remaining = max(0, math.ceil((as_utc(job.run_at) - now).total_seconds()))
+        await send(state, job, delay_s=remaining)
+        state.sent.add(job)
+        log.warning("sent a new message for stuck job %s (%s)", job.id, job.state,
+                    extra={"job_id": job.id, "user_id": job.user_id})
+        sent += 1
+    return sent
+
+
+async def retry_failed(state: Any, job_id: str, *, user_id: str | None = None,
+                       dead_letters_only: bool = True,
+                       retryable_only: bool = False) -> dict[str, Any]:
+    """Run a failed job again under the same id with fresh attempts; returns its <Job>.
+
+    409 ``input_missing`` if its image was deleted, 409 ``conflict`` if it is not failed
+    (or someone retried it a moment ago), 404 if there is no such job.
+    """
+    found = await state.db.read(store.get_job, job_id=job_id, user_id=user_id)
+    if found is None:
+        raise not_found("job" if user_id else "dead letter")
+    if retryable_only and not (found.job.error or {}).get("retryable", False):
+        raise ApiError(409, "not_retryable",
+                       "this job failed for a reason another run cannot fix")
+    if found.job.image_id is not None and (
+            found.image is None
+            or not await asyncio.to_thread(state.storage.original(found.job.image_id).exists)):
+        raise ApiError(409, "input_missing",
+                       "the image this job processed was deleted, so it cannot run again")
+    try:
+        requeued = await state.db.write(store.requeue_failed, job_id=job_id, user_id=user_id,
+                                        dead_letters_only=dead_letters_only)
+    except TransitionError:
+        raise ApiError(409, "conflict", "only a failed job can run again") from None
+    if requeued is None:
+        raise not_found("job" if user_id else "dead letter")
+    undo_fields, view = requeued
+
+    async def undo() -> None:
+        await state.db.write(store.dead_letter, job_id=job_id, **undo_fields)
+
+    await enqueue(state, view, undo=undo)
+    return await announce(state, view)
+
+
+async def announce(state: Any, view: JobView,
+                   position: int | EllipsisType | None = ...) -> dict[str, Any]:
+    """Publish the job's current state to its owner; returns the <Job> sent.
+
+    ``position``: its queue position when the caller knows it already (else it is read).
+    """
+    if isinstance(position, EllipsisType):
+        position = await state.db.read(store.queue_position, job=view.job)
+    event = state.presenter.event(view, queue_position=position)
+    await state.publish(event)
+    return dict(event.job)

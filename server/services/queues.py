@@ -1,0 +1,62 @@
+"""Queues as a use case: which exist, which are paused, their figures, pausing one."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from server.core import keys
+from server.core.jobs import Stage
+from server.data import store
+from server.services import dispatch
+
+
+def queue_names(state: Any) -> list[str]:
+    """The base queues of the registered task types."""
+    return sorted({task_type.queue for task_type in state.task_types.values()})
+
+
+async def paused_queues(state: Any) -> set[str]:
+    members = await state.redis.smembers(keys.paused_queues(state.settings.redis_prefix))
+    return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+
+
+async def waiting_stage(state: Any, base: str) -> str:
+    """The stage a new job of that queue starts in: paused while its queue is."""
+    return Stage.PAUSED.value if base in await paused_queues(state) else Stage.STORED.value
+
+
+async def queue_report(state: Any, *, with_redis: bool = True) -> dict[str, Any]:
+    """Every queue's counts, oldest wait, throughput and pause state, and live workers.
+
+    ``with_redis=False`` (Redis is away): the database's figures, and None for the pause
+    state and the workers, which only Redis knows.
+    """
+    paused = await paused_queues(state) if with_redis else None
+    queues = []
+    for name in queue_names(state):
+        stats = await state.db.read(store.queue_stats, base=name)
+        queues.append({"name": name, "paused": None if paused is None else name in paused,
+                       **stats})
+    return {"queues": queues, "workers": await live_workers(state) if with_redis else None}
+
+
+async def live_workers(state: Any) -> int:
+    """Worker processes whose heartbeat is fresh (Dramatiq's heartbeat set)."""
+    settings = state.settings
+    key = keys.dramatiq_heartbeats(keys.dramatiq_namespace(settings.redis_prefix))
+    since = time.time() * 1000 - settings.worker_heartbeat_timeout_ms
+    return int(await state.redis.zcount(key, since, "+inf"))
+
+
+async def set_paused(state: Any, name: str, paused: bool) -> None:
+    """Pause or resume a base queue: waiting jobs stay queued, running ones finish."""
+    key = keys.paused_queues(state.settings.redis_prefix)
+    if paused:
+        await state.redis.sadd(key, name)
+    else:
+        await state.redis.srem(key, name)
+    # Owners see it: their waiting jobs' stage says "paused" (or waiting again).
+    for view in await state.db.write(store.mark_paused, base=name, paused=paused):
+        await dispatch.announce(state, view)
+    state.stats.poke()  # every admin's page shows the switch

@@ -1,0 +1,76 @@
+"""Bearer tokens: mint, verify, and require a user or an admin."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+import sqlalchemy.exc
+from starlette.requests import Request
+
+from server.infra import logs
+
+from server.data import store
+from server.data.db import Database
+from server.core.errors import ApiError
+from server.core.principal import Principal
+from server.core.signing import hash_token
+
+
+def mint_token() -> str:
+    """A new opaque bearer token (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+async def authenticate(db: Database, token: str | None, admin_token: str) -> Principal | None:
+    """The principal behind a token, or None for a missing, unknown or revoked one.
+
+    Admin rights come from the user's ``is_admin`` (``darkroom admin create-token``) or
+    from matching ADMIN_TOKEN *now*: rotating or unsetting it revokes them at once,
+    whatever was stored when the old token was first used.
+    """
+    if not token:
+        return None
+    token_hash = hash_token(token)
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        found = await db.read(store.user_by_token_hash, token_hash=token_hash)
+        if found is None:
+            try:
+                found = await db.write(store.ensure_user, token_hash=token_hash)
+            except sqlalchemy.exc.IntegrityError:  # another request made it a moment ago
+                found = await db.read(store.user_by_token_hash, token_hash=token_hash)
+            if found is None:
+                return None
+        return Principal(found[0].id, True, found[1].id, env_token=True)
+    found = await db.read(store.user_by_token_hash, token_hash=token_hash)
+    if found is None:
+        return None
+    user, row = found
+    return Principal(user.id, user.is_admin, row.id)
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def require_user(request: Request) -> Principal:
+    """The caller, or a 401 JSON error."""
+    token = bearer_token(request)
+    state = request.app.state
+    principal = await authenticate(state.db, token, state.settings.admin_token)
+    if principal is None:
+        message = "missing bearer token" if token is None else "invalid bearer token"
+        raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    # Every later line of this request names the caller, and the job it is about if any.
+    logs.bind(user_id=principal.user_id, job_id=request.path_params.get("job_id"))
+    return principal
+
+
+async def require_admin(request: Request) -> Principal:
+    """The caller if they are an admin; 401 or 403 otherwise."""
+    principal = await require_user(request)
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", "admin token required")
+    return principal

@@ -1,0 +1,74 @@
+"""Queue control (admin): statistics, pause and resume, clean old finished jobs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from server.core import validation
+from server.core.errors import not_found
+from server.data import store
+from server.data.models import utcnow
+from server.infra.audit import audit
+from server.services import queues
+from server.web.http.auth import require_admin
+from server.web.http.uploads import read_json
+
+DEFAULT_CLEAN_AGE_S = 3600
+
+
+def _queue(request: Request) -> str:
+    name = str(request.path_params["name"])
+    if name not in queues.queue_names(request.app.state):
+        raise not_found("queue")
+    return name
+
+
+async def list_queues(request: Request) -> JSONResponse:
+    admin = await require_admin(request)
+    report = await queues.queue_report(request.app.state)
+    audit(admin.user_id, "queues.list", "queues")
+    return JSONResponse(report)
+
+
+async def _set_paused(request: Request, paused: bool) -> JSONResponse:
+    admin = await require_admin(request)
+    name = _queue(request)
+    await queues.set_paused(request.app.state, name, paused)
+    audit(admin.user_id, "queue.pause" if paused else "queue.resume", f"queue:{name}")
+    return JSONResponse({"name": name, "paused": paused})
+
+
+async def pause(request: Request) -> JSONResponse:
+    """Waiting jobs stay queued; running ones finish."""
+    return await _set_paused(request, True)
+
+
+async def resume(request: Request) -> JSONResponse:
+    return await _set_paused(request, False)
+
+
+async def clean(request: Request) -> JSONResponse:
+    admin = await require_admin(request)
+    state = request.app.state
+    name = _queue(request)
+    age_s = validation.clean_age(await read_json(request, empty={}),
+                                 request.query_params.get("older_than_s"),
+                                 default=DEFAULT_CLEAN_AGE_S,
+                                 max_digits=state.settings.max_number_digits)
+    removed = await state.db.write(store.clean_finished, base=name,
+                                   finished_before=utcnow() - timedelta(seconds=age_s))
+    audit(admin.user_id, "queue.clean", f"queue:{name}",
+          f"{removed} removed, older than {age_s} s")
+    return JSONResponse({"name": name, "removed": removed})
+
+
+routes = [
+    Route("/api/queues", list_queues, methods=["GET"]),
+    Route("/api/queues/{name}/pause", pause, methods=["POST"]),
+    Route("/api/queues/{name}/resume", resume, methods=["POST"]),
+    Route("/api/queues/{name}/clean", clean, methods=["POST"]),
+]

@@ -1,0 +1,158 @@
+"""Generic tasks: submit a job of a registered type, list the types."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import redis
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server.core import cron, validation
+
+from server.services import dispatch, outbound
+
+from server.infra import ratelimit
+
+from server.data import store
+from server.web.http.auth import require_user
+from server.web.http.error_handlers import error_response
+from server.core.errors import ApiError, not_found
+from server.core.jobs import ImageBusy, queue_for
+from server.data.models import Schedule, iso, utcnow
+from server.services import queues
+from server.web.http.uploads import read_json
+
+log = logging.getLogger(__name__)
+
+
+async def submit_task(request: Request) -> JSONResponse:
+    principal = await require_user(request)
+    state = request.app.state
+    await ratelimit.check_tasks(state, principal.user_id)
+    await outbound.check_backlog(state, principal.user_id)
+    body = await read_json(request)
+    now = utcnow()
+    spec = validation.task_request(body, now=now,
+                                   max_payload_bytes=state.settings.max_task_payload_bytes)
+    task_type = state.task_types.get(spec.task_type)
+    if task_type is None or not task_type.public:
+        raise ApiError(400, "unknown_task_type", f"no task type named {spec.task_type!r}")
+    errors = (validation.payload_errors(task_type.schema, spec.payload)
+              or outbound.payload_errors(task_type.name, spec.payload))
+    if errors:
+        return error_response(422, "invalid_payload",
+                              f"the payload does not fit {spec.task_type}", fields=errors)
+    max_attempts = validation.attempts_for(spec.max_attempts, task_type.name,
+                                           task_type.max_attempts,
+                                           default=state.settings.retry_max_attempts)
+    image_id = spec.payload.get(task_type.image_field) if task_type.image_field else None
+    no_image = error_response(422, "invalid_payload", "no such image",
+                              fields={f"payload.{task_type.image_field}": "no such image"})
+    repeat = body.get("repeat") if isinstance(body, dict) else None
+    await outbound.check_task(state, principal, task_type.name, spec.payload,
+                              schedule=repeat is not None)
+    if repeat is not None:
+        if image_id is not None and await state.db.read(
+                store.get_image, image_id=image_id, user_id=principal.user_id) is None:
+            return no_image
+        if body.get("delay") is not None or body.get("run_at") is not None:
+            raise ApiError(400, "bad_request", "delay and run_at do not apply to a schedule")
+        if spec.priority == "high" and not principal.is_admin:
+            raise ApiError(403, "priority_not_allowed", "a high-priority schedule needs an "
+                           "admin token: each firing would go ahead of everyone's work")
+        return await _create_schedule(request, principal.user_id, task_type.name, spec,
+                                      repeat, max_attempts)
+    high = await ratelimit.check_high_priority(state, principal, spec.priority)
+    try:
+        try:
+            view = await state.db.write(
+                store.create_task_job, user_id=principal.user_id, task_type=task_type.name,
+                queue=queue_for(task_type.queue, spec.priority), payload=spec.payload,
+                max_attempts=max_attempts, priority=spec.priority,
+                run_at=now + timedelta(seconds=spec.delay_s) if spec.delay_s else None,
+                image_id=image_id, stage=await queues.waiting_stage(state, task_type.queue),
+            )
+        except ImageBusy as exc:
+            raise ApiError(409, "image_busy", str(exc)) from None
+        if view is None:
+            await _give_back(state, high)
+            return no_image
+
+        async def undo() -> None:
+            await state.db.write(store.delete_job, job_id=view.job.id)
+
+        give_back = await outbound.count_task(state, view, undo)
+        await dispatch.enqueue(state, view, delay_s=spec.delay_s, undo=give_back)
+    except Exception:
+        # No job after all (image busy, send rate, queue down): no high-priority one.
+        await _give_back(state, high)
+        raise
+    return JSONResponse({"job": await dispatch.announce(state, view)}, status_code=202)
+
+
+async def _give_back(state: Any, taken: ratelimit.Taken | None) -> None:
+    """Return the high-priority allowance a refused job took (if Redis fails meanwhile,
+    the user is only short of it until the hour ends)."""
+    try:
+        await ratelimit.give_back(state.redis, taken)
+    except redis.RedisError as exc:
+        log.warning("could not give back %s: %s", taken, exc)
+
+
+async def _create_schedule(request: Request, user_id: str, task_type: str,
+                           spec: validation.TaskRequest, repeat: Any,
+                           max_attempts: int) -> JSONResponse:
+    """``repeat: {cron, timezone}``: a schedule whose firings each create a job."""
+    settings = request.app.state.settings
+    expression, timezone = validation.repeat_fields(repeat, max_chars=settings.max_cron_chars)
+    next_run_at = cron.next_run(expression, timezone, utcnow())
+    cron.check_interval(expression, settings.schedule_min_interval_s)
+    schedule = await request.app.state.db.write(
+        store.create_schedule, user_id=user_id, task_type=task_type, payload=spec.payload,
+        cron=expression, timezone=timezone, priority=spec.priority, max_attempts=max_attempts,
+        next_run_at=next_run_at, max_per_user=settings.max_schedules_per_user)
+    if schedule is None:
+        raise ApiError(409, "too_many_schedules",
+                       f"at most {settings.max_schedules_per_user} schedules per user")
+    return JSONResponse({"schedule": schedule_wire(schedule)}, status_code=201)
+
+
+def schedule_wire(schedule: Schedule) -> dict[str, Any]:
+    return {"id": schedule.id, "type": schedule.type, "payload": schedule.payload,
+            "cron": schedule.cron, "timezone": schedule.timezone,
+            "next_run_at": iso(schedule.next_run_at), "priority": schedule.priority,
+            "max_attempts": schedule.max_attempts, "created_at": iso(schedule.created_at)}
+
+
+async def list_schedules(request: Request) -> JSONResponse:
+    principal = await require_user(request)
+    schedules = await request.app.state.db.read(store.list_schedules,
+                                                user_id=principal.user_id)
+    return JSONResponse({"items": [schedule_wire(s) for s in schedules]})
+
+
+async def delete_schedule(request: Request) -> Response:
+    principal = await require_user(request)
+    if not await request.app.state.db.write(store.delete_schedule, user_id=principal.user_id,
+                                            schedule_id=request.path_params["schedule_id"]):
+        raise not_found("schedule")
+    return Response(status_code=204)
+
+
+async def list_task_types(request: Request) -> JSONResponse:
+    await require_user(request)
+    types: list[dict[str, Any]] = [t.describe() for t in request.app.state.task_types.values()
+                                   if t.public]
+    return JSONResponse({"types": types})
+
+
+routes = [
+    Route("/api/tasks", submit_task, methods=["POST"]),
+    Route("/api/schedules", list_schedules, methods=["GET"]),
+    Route("/api/schedules/{schedule_id}", delete_schedule, methods=["DELETE"]),
+    Route("/api/tasks/types", list_task_types, methods=["GET"]),
+]

@@ -1,0 +1,58 @@
+"""Pushes queue statistics to admins watching the dashboard, at most once a second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import socketio
+
+from server.core.events import ADMINS_ROOM, QUEUE_STATS
+from server.data.models import iso, utcnow
+from server.services.queues import queue_report
+
+log = logging.getLogger(__name__)
+
+# Stats are a few COUNT queries per queue: once a second is live enough and cheap.
+_INTERVAL_S = 1.0
+# While admins watch and nothing moves, throughput and waiting ages still change.
+_IDLE_REFRESH_S = 10.0
+
+
+class StatsPusher:
+    """Coalesces job events into one ``queues:stats`` push per interval, when admins watch."""
+
+    def __init__(self, sio: socketio.AsyncServer, state: Any) -> None:
+        self.sio = sio
+        self.state = state
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.create_task(self._refresh_when_idle(), name="queues-stats-idle")
+
+    async def _refresh_when_idle(self) -> None:
+        while True:
+            await asyncio.sleep(_IDLE_REFRESH_S)
+            self.poke()
+
+    def poke(self) -> None:
+        """Something moved: push fresh stats soon (once, however many pokes come)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._push_later(), name="queues-stats")
+
+    async def _push_later(self) -> None:
+        await asyncio.sleep(_INTERVAL_S)
+        if not self.sio.manager.rooms.get("/", {}).get(ADMINS_ROOM):
+            return
+        try:
+            report = await queue_report(self.state)
+            await self.sio.emit(QUEUE_STATS, {**report, "at": iso(utcnow())}, room=ADMINS_ROOM)
+        except Exception:
+            log.exception("could not push queue statistics")
+
+    async def close(self) -> None:
+        for task in (self._task, self._idle):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

@@ -1,0 +1,78 @@
+"""The one loop that relays bus events to Socket.IO rooms."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import socketio
+
+from server.infra import logs, metrics
+from server.infra.bus import Bus
+from server.core.events import (
+    ADMINS_ROOM,
+    AdminEvent,
+    BusEvent,
+    JobEvent,
+    TokenRevoked,
+    job_room,
+    token_room,
+    user_room,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def disconnect_room(sio: socketio.AsyncServer, room: str, event: TokenRevoked) -> None:
+    """Tell each socket in ``room`` why, then close it (clients do not reconnect by themselves
+    after a server-side disconnect)."""
+    sids = [sid for sid, _ in sio.manager.get_participants("/", room)]
+    for sid in sids:
+        await sio.emit(event.name, event.payload(), to=sid)
+        await sio.disconnect(sid)
+
+
+def _context(event: BusEvent) -> dict[str, str | None]:
+    """Log fields naming what an event is about."""
+    if isinstance(event, JobEvent):
+        return {"user_id": event.user_id, "job_id": str(event.job.get("id"))}
+    if isinstance(event, (AdminEvent, TokenRevoked)):
+        return {}
+    return {"user_id": event.user_id}
+
+
+async def relay_events(bus: Bus, sio: socketio.AsyncServer,
+                       resync: Callable[[], Awaitable[None]],
+                       moved: Callable[[], None] = lambda: None,
+                       tally: metrics.Tally | None = None) -> None:
+    """Forward each job event to its owner's room (and to admins following that job).
+
+    After a gap in the bus (Redis was away) every connected user gets a fresh
+    ``jobs:snapshot``, so no final state is missed by a socket that stayed connected.
+    ``moved`` is called after each event (the dashboard's statistics follow it); the
+    time from publish to emit goes into ``tally``.
+    """
+    async for event in bus.listen():
+        if event is None:
+            try:
+                await resync()
+            except Exception:
+                log.exception("failed to resync sockets after a gap in the bus")
+            continue
+        with logs.bound(**_context(event)):
+            try:
+                if isinstance(event, TokenRevoked):
+                    await disconnect_room(sio, token_room(event.token_id), event)
+                elif isinstance(event, AdminEvent):
+                    await sio.emit(event.name, event.payload(), room=ADMINS_ROOM)
+                else:
+                    rooms = [user_room(event.user_id), ADMINS_ROOM]
+                    if isinstance(event, JobEvent):
+                        rooms.append(job_room(str(event.job["id"])))
+                    await sio.emit(event.name, event.payload(), room=rooms)
+                    moved()
+                if tally is not None and event.published_at is not None:
+                    tally.observe(metrics.RELAY_DELAY, time.time() - event.published_at)
+            except Exception:  # one bad emit must not stop the relay for everyone
+                log.exception("failed to relay %s", event.name)

@@ -1,0 +1,34 @@
+"""A periodic task in the web process: find jobs that would wait forever, send them again.
+
+See ``dispatch.sweep`` for which jobs; one web process per interval does the sweep,
+chosen by a Redis lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import redis
+
+from server.services import dispatch
+
+from server.core import keys
+
+log = logging.getLogger(__name__)
+
+
+async def run_sweeper(state: Any) -> None:
+    """Sweep forever, every SWEEP_INTERVAL_S; errors are logged and the loop goes on."""
+    settings = state.settings
+    lock = keys.sweeper_lock(settings.redis_prefix)
+    while True:
+        await asyncio.sleep(settings.sweep_interval_s)
+        try:
+            if await state.redis.set(lock, "1", nx=True, ex=settings.sweep_interval_s):
+                await dispatch.sweep(state)
+        except redis.RedisError as exc:
+            log.warning("sweep skipped, Redis unavailable: %s", exc)
+        except Exception:
+            log.exception("sweep failed; trying again in %s s", settings.sweep_interval_s)

@@ -1,0 +1,163 @@
+"""Job lifecycle as Dramatiq middleware: active, retrying, completed.
+
+Actors only do their work; this middleware moves the job row through its states and
+publishes each change. It is added ``before=Retries`` (see ``server.infra.broker``) so its
+``after_process_message`` runs once Retries has decided whether the failure is final;
+final failures are recorded by ``workers.middleware.dead_letters``; cancellation is written by
+whoever cancels (the web process, or an actor that finds its input gone).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import SkipMessage
+
+from server.core.jobs import AttemptsExhausted, JobState, Stage, TransitionError, base_queue
+from server.data.models import utcnow
+from server.infra import logs
+from workers.faults import DatabaseUnavailable, describe
+from workers.middleware.leases import Leases
+from workers.progress import Reporter
+
+log = logging.getLogger(__name__)
+
+# Where the attempt a message runs as is kept (in memory) for the after_* hooks.
+ATTEMPT_OPTION = "darkroom_attempt"
+# How often a message of a paused queue looks again: resume takes effect within this.
+PAUSED_RECHECK_MS = 3000
+# How soon a message whose job could not be marked active (database away) is tried again.
+START_RETRY_MS = 3000
+
+
+# Marks (in memory) a message whose processing took its job's lease.
+LEASE_OPTION = "darkroom_lease"
+
+
+def release_lease(leases: Leases, message: Any) -> None:
+    """Give the job's lease back, if this message's processing took it."""
+    if message.options.pop(LEASE_OPTION, False):
+        leases.release(job_id_of(message))
+
+
+def job_id_of(message: dramatiq.Message[Any]) -> str:
+    """Every job actor takes the job id as its only argument."""
+    return str(message.args[0])
+
+
+class JobLifecycle(dramatiq.Middleware):
+    """Moves each job through its states as Dramatiq processes its message."""
+
+    def __init__(self, reporter: Reporter, leases: Leases,
+                 is_paused: Callable[[str], bool]) -> None:
+        self.reporter = reporter
+        self.leases = leases
+        self.is_paused = is_paused
+        self._next_run: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        job_id = job_id_of(message)
+        # Every line logged while this message is handled names its job (and, once the
+        # row is read, its owner); cleared when the message is acked or nacked.
+        logs.clear()
+        logs.bind(job_id=job_id)
+        # Options travel with re-enqueued copies: a flag from an earlier delivery is stale.
+        message.options.pop(LEASE_OPTION, None)
+        if self.is_paused(base_queue(message.queue_name)):
+            # Paused by an admin: the job stays queued; look again in a few seconds.
+            broker.enqueue(message.copy(), delay=PAUSED_RECHECK_MS)
+            self.reporter.show_paused(job_id)
+            raise SkipMessage(f"queue {message.queue_name} is paused")
+        if not self.leases.acquire(job_id):
+            # (No lease taken: the skip below must not release the running copy's lease.)
+            # Another live process runs this job (this copy was redelivered while that
+            # worker was silent, e.g. during a Redis outage). Look again once its lease
+            # would have expired, had it died.
+            broker.enqueue(message.copy(), delay=self.leases.ttl_ms)
+            raise SkipMessage(f"job {job_id} is running elsewhere")
+        message.options[LEASE_OPTION] = True
+        try:
+            view = self.reporter.begin_attempt(job_id, message.message_id)
+        except TransitionError as exc:
+            # Cancelled or finished while the message waited, or a superseded copy.
+            release_lease(self.leases, message)
+            log.info("skipping message for job %s: %s", job_id, exc)
+            raise SkipMessage(str(exc)) from None
+        except AttemptsExhausted as exc:
+            # Every delivery counts as an attempt, so a message that kills its worker
+            # process each time (and is redelivered each time) ends here, not in a loop.
+            release_lease(self.leases, message)
+            log.warning("job %s: %s", job_id, exc)
+            self.reporter.dead_letter(
+                job_id, {"type": "WorkerLost", "message": str(exc), "retryable": True},
+                traceback=None)
+            raise SkipMessage(str(exc)) from None
+        except DatabaseUnavailable as exc:
+            # Nothing was written. Dramatiq only logs an error raised here and runs the
+            # actor anyway, on a job never marked active (whose end is then refused,
+            # leaving it queued for good): put the message back for later instead.
+            release_lease(self.leases, message)
+            log.warning("could not start job %s, trying again in %d ms: %s", job_id,
+                        START_RETRY_MS, exc)
+            try:
+                broker.enqueue(message.copy(), delay=START_RETRY_MS)
+            except Exception as again:  # Redis is away too: so is the ack of this copy
+                log.warning("could not put job %s back: %s", job_id, again)
+            raise SkipMessage(f"job {job_id} could not be started") from None
+        except BaseException:
+            release_lease(self.leases, message)
+            raise
+        if view is None:
+            release_lease(self.leases, message)
+            log.info("skipping message for job %s: the job no longer exists", job_id)
+            raise SkipMessage("job deleted")
+        logs.bind(user_id=view.job.user_id)
+        message.options[ATTEMPT_OPTION] = view.job.attempt
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
+        # Retries re-enqueues with a delay just before our after_process_message runs:
+        # remember when the next attempt is due so job:retrying can say so.
+        if delay and message.options.get("retries"):
+            with self._lock:
+                self._next_run[message.message_id] = utcnow() + timedelta(milliseconds=delay)
+
+    def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
+                              result: Any = None, exception: BaseException | None = None) -> None:
+        job_id = job_id_of(message)
+        attempt = message.options.get(ATTEMPT_OPTION)
+        with self._lock:
+            next_run = self._next_run.pop(message.message_id, None)
+        try:
+            if exception is None:
+                self.reporter.transition(job_id, JobState.COMPLETED, stage=Stage.DONE.value,
+                                         progress=100, result=result, of_attempt=attempt)
+            elif not message.failed:
+                # No enqueue seen: Redis refused the retry's message (dramatiq#545). The
+                # row keeps the retry, unsent, for the web's sweeper to send.
+                self.reporter.transition(job_id, JobState.RETRYING, stage="retrying",
+                                         error=describe(exception), of_attempt=attempt,
+                                         run_at=next_run or utcnow(), resend=next_run is None)
+        except TransitionError as exc:
+            # Cancelled elsewhere meanwhile, or a later attempt took over: that state stands.
+            log.info("job %s: %s", job_id, exc)
+        finally:
+            if not message.failed:
+                release_lease(self.leases, message)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        # An actor that stopped because its job was cancelled (not our own skips above,
+        # which release before raising; releasing twice is harmless).
+        release_lease(self.leases, message)
+
+    def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
+        logs.clear()
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        # After DeadLetters.after_nack (hooks run in reverse order), so its lines name the job.
+        logs.clear()

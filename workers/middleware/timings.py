@@ -1,0 +1,103 @@
+"""Job timings middleware: how long each stage and each run takes, into the shared metrics.
+
+A run's clock starts once the job is active and stops when its message is done; a
+stage ends when the next one is reported (``Reporter.progress``) or the run completes.
+The increments of one message go to Redis in one pipelined batch, before the job's
+final state is published, so whoever sees a job end also sees its timings in
+``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+import redis
+
+from server.infra import metrics, telemetry
+
+
+@dataclass
+class _Clock:
+    """One message's run: its type, when it started, and the stage it is in."""
+
+    job_type: str
+    started: float = field(default_factory=time.monotonic)
+    stage: str | None = None
+    stage_started: float = 0.0
+    finished: list[tuple[str, float]] = field(default_factory=list)
+
+    def enter(self, stage: str) -> None:
+        """A stage starts (reporting the same stage again only moves its progress)."""
+        if stage != self.stage:
+            now = time.monotonic()
+            self._end(now)
+            self.stage, self.stage_started = stage, now
+
+    def close_stage(self) -> None:
+        """The run completed: so did the stage it was in."""
+        self._end(time.monotonic())
+        self.stage = None
+
+    def _end(self, now: float) -> None:
+        if self.stage is not None:
+            self.finished.append((self.stage, now - self.stage_started))
+
+
+# Each Dramatiq worker thread runs one message at a time, and has a context of its own.
+_clock: contextvars.ContextVar[_Clock | None] = contextvars.ContextVar("darkroom_job_clock",
+                                                                       default=None)
+
+
+def stage_entered(stage: str) -> None:
+    """The running job reported a new stage: the one before it is over."""
+    clock = _clock.get()
+    if clock is not None:
+        clock.enter(stage)
+
+
+def job_type_of(actor_name: str) -> str:
+    """``image.process@high`` → ``image.process`` (see server.core.jobs.actor_for)."""
+    return actor_name.partition("@")[0]
+
+
+class JobTimings(dramatiq.Middleware):
+    """Times each run and its stages; writes them to the deployment's metrics."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.tally = metrics.Tally()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        # Added after JobLifecycle: this runs once the job is active (and not if skipped).
+        _clock.set(_Clock(job_type_of(message.actor_name)))
+
+    def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
+                              result: Any = None, exception: BaseException | None = None) -> None:
+        if exception is None:
+            self._record("completed", complete=True)
+        else:
+            self._record("failed" if message.failed else "retrying", complete=False)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        # A run that began and then stopped for its cancelled job (skips before the run
+        # began have no clock).
+        self._record("cancelled", complete=False)
+
+    def _record(self, outcome: str, *, complete: bool) -> None:
+        clock = _clock.get()
+        _clock.set(None)
+        if clock is None:
+            return
+        if complete:
+            clock.close_stage()  # a stage cut short by a failure is not a stage's duration
+        for stage, seconds in clock.finished:
+            self.tally.observe(metrics.STAGE_DURATION, seconds, type=clock.job_type,
+                               stage=stage)
+        self.tally.observe(metrics.RUN_DURATION, time.monotonic() - clock.started,
+                           type=clock.job_type, outcome=outcome)
+        telemetry.flush_sync(self.client, self.prefix, self.tally)
