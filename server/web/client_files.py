@@ -1,25 +1,11 @@
 """Where the browser client's files (the top-level ``web/`` folder) are.
 
-``web`` is shipped in the wheel as package data (pyproject: a namespace package of
-files only), so an installed Darkroom serves the same client as a checkout.
+``web`` sits beside ``server`` both in a checkout and in an installed wheel (pyproject
+ships it as package data: ``site-packages/web``), so either serves the same client.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-_CHECKOUT = Path(__file__).resolve().parents[2] / "web"
-
-
-def _find() -> Path:
-    if (_CHECKOUT / "index.html").is_file():
-        return _CHECKOUT
-    spec = importlib.util.find_spec("web")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(location) / "index.html").is_file():
-            return Path(location)
-    raise RuntimeError("the web client's files (web/index.html) are not installed")
-
-
-WEB_DIR = _find()
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
