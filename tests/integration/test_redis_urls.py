@@ -63,7 +63,7 @@ class TlsTerminator:
         asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(
             asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.context))
-        self.port = server.web.live.sockets[0].getsockname()[1]
+        self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
         server.close()
