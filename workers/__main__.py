@@ -1,4 +1,4 @@
-"""``python -m workers`` (what ``darkroom worker`` becomes): the worker supervisor."""
+"""``python -m workers``, what ``darkroom worker`` runs: starts the supervisor, nothing else."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Entry point for ``dramatiq workers.app``: the broker, its middleware and the actors."""
+"""The Dramatiq app each worker process loads: the broker, its middleware and its pool's actors.
+
+Dramatiq imports it in every worker process the supervisor starts (the ``workers.app`` of
+``python -m workers.dramatiq_cli workers.app ...``).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ from workers.actors import declare_actors
 from workers.context import WorkerContext
 from workers.middleware.dead_letters import DeadLetters
 from workers.middleware.heartbeat import Heartbeat
-from workers.middleware.leases import Leases, QueueGate
+from workers.middleware.leases import Leases
 from workers.middleware.lifecycle import JobLifecycle
+from workers.middleware.pause import QueueGate
 from workers.middleware.timings import JobTimings
 from workers.tasks import registry as tasks
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from types import EllipsisType
 from typing import Any, Protocol, TypeVar
 
 import redis
 import sqlalchemy.exc
 
 from server.core import keys
-from server.core.events import PROGRESS, BatchEvent
+from server.core.events import PROGRESS, BusEvent
 from server.core.jobs import JobState, base_queue, is_final
 from server.data import store
 from server.data.db import SyncDatabase
 from server.data.models import Job
 from server.data.store import JobView
 from server.infra.bus import SyncBus
+from server.services import outcomes
 from server.services.presenter import Presenter
 from workers.faults import DatabaseUnavailable, JobCancelled
 from workers.middleware import timings
@@ -59,22 +61,12 @@ class Reporter:
                 time.sleep(_WRITE_PAUSE_S * attempt)
         raise AssertionError("unreachable")
 
+    def _run(self, plan: outcomes.Plan[T]) -> T:
+        return outcomes.run(plan, _Ports(self))
+
     def _publish(self, view: JobView, name: str | None = None,
-                 position: int | None = None) -> None:
-        try:
-            if position is None and view.job.state == JobState.QUEUED.value:
-                position = self.db.read(store.queue_position, job=view.job)
-            event = self.presenter.event(view, name=name, queue_position=position)
-            self.bus.publish(event)
-            if view.job.batch_id:
-                summary = self.db.read(store.batch_summary, batch_id=view.job.batch_id,
-                                       user_id=None)
-                if summary is not None:
-                    self.bus.publish(BatchEvent(user_id=event.user_id, batch=summary))
-        except (redis.ConnectionError, redis.TimeoutError, sqlalchemy.exc.OperationalError) as exc:
-            # The row is the truth; clients resync from jobs:snapshot when they reconnect.
-            log.warning("could not publish event for job %s: %s", view.job.id, exc,
-                        extra={"job_id": view.job.id, "user_id": view.job.user_id})
+                 position: int | EllipsisType = ...) -> None:
+        self._run(outcomes.announce(self.presenter, view, name=name, position=position))
 
     def transition(self, job_id: str, state: JobState, **fields: Any) -> JobView | None:
         """Move the job to ``state`` and tell its owner; None if the job is gone."""
@@ -82,9 +74,7 @@ class Reporter:
                                        webhook=self.presenter.webhook, job_id=job_id,
                                        state=state, **fields)
         if view is not None:
-            self._publish(view)
-            for delivery in deliveries:
-                self.submit(delivery)
+            self._run(outcomes.changed(self.presenter, view, deliveries))
             if is_final(state):
                 # A refresh the throttle skipped at a start is caught up when a job of the
                 # family ends, so pushed positions do not stay stale while work goes on.
@@ -96,15 +86,7 @@ class Reporter:
 
         If Redis refuses, the job stays unsent and the web's sweeper sends it later.
         """
-        self._publish(view)
-        try:
-            self.send(view.job)
-        except redis.RedisError as exc:
-            log.warning("job %s left for the sweeper: %s", view.job.id, exc,
-                        extra={"job_id": view.job.id, "user_id": view.job.user_id})
-            return
-        assert view.job.message_id is not None
-        self._write(store.mark_enqueued, job_id=view.job.id, message_id=view.job.message_id)
+        self._run(outcomes.submit(self.presenter, view))
 
     def begin_attempt(self, job_id: str, message_id: str) -> JobView | None:
         """Mark the job active (a new attempt); DatabaseUnavailable when that write could not
@@ -139,9 +121,7 @@ class Reporter:
                                        webhook=self.presenter.webhook, job_id=job_id,
                                        error=error, traceback=traceback, of_attempt=of_attempt)
         if view is not None:
-            self._publish(view)
-            for delivery in deliveries:
-                self.submit(delivery)
+            self._run(outcomes.changed(self.presenter, view, deliveries))
         return view
 
     def show_paused(self, job_id: str) -> None:
@@ -162,6 +142,29 @@ class Reporter:
             raise JobCancelled("the job was cancelled")
         self._publish(view, PROGRESS)
         return view.job.seq
+
+
+class _Ports:
+    """The outcomes' steps in a worker (``outcomes.Ports``, synchronously)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def queue_position(self, job: Job) -> int | None:
+        return self.reporter.db.read(store.queue_position, job=job)
+
+    def batch_progress(self, batch_id: str) -> store.BatchProgress | None:
+        return self.reporter.db.read(store.batch_progress, batch_id=batch_id, user_id=None)
+
+    def publish(self, event: BusEvent) -> None:
+        self.reporter.bus.publish(event)
+
+    def send(self, job: Job) -> None:
+        self.reporter.send(job)
+
+    def note_sent(self, job: Job) -> None:
+        assert job.message_id is not None
+        self.reporter._write(store.mark_enqueued, job_id=job.id, message_id=job.message_id)
 
 
 class LineRefresh(Protocol):

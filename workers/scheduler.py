@@ -34,7 +34,7 @@ from server.core import cron, keys
 from server.core.jobs import queue_for
 from server.core.mail_limits import recipient_allowed, single_address
 from server.core.signing import hash_token
-from server.core.tasks import EMAIL_SEND
+from server.core.tasks import EMAIL_SEND, WEBHOOK_DELIVER
 from server.data import store
 from server.data.models import Schedule, utcnow
 from server.infra import logs
@@ -114,10 +114,10 @@ def _fire(ctx: WorkerContext, task_type: tasks.TaskType | None, schedule: Schedu
         if priority == "high" and not _is_admin(ctx, schedule.user_id):
             priority = "normal"
         queue = queue_for(task_type.queue, priority)
-        if task_type.name == store.WEBHOOK_TASK:
+        if task_type.name == WEBHOOK_DELIVER.name:
             limit = settings.webhook_max_in_flight_per_user
             pending = ctx.db.read(store.count_unfinished, user_id=schedule.user_id,
-                                  task_type=store.WEBHOOK_TASK)
+                                  task_type=WEBHOOK_DELIVER.name)
             if pending >= limit:
                 log.warning("schedule %s skips this firing: its owner has %d webhook "
                             "deliveries unfinished (WEBHOOK_MAX_IN_FLIGHT_PER_USER=%d)",

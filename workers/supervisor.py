@@ -1,4 +1,7 @@
-"""``python -m workers``: run WORKER_PROCESSES Dramatiq processes, restarting any that dies.
+"""The process supervisor behind ``darkroom worker``: runs Dramatiq processes, restarts them.
+
+``darkroom worker`` (``python -m workers``) runs WORKER_PROCESSES Dramatiq processes
+(``workers.dramatiq_cli``), each started again when it dies.
 
 ``python -m workers --io`` runs the I/O worker instead: one process for the webhook and
 e-mail queues, whose threads wait on slow peers without taking an image job's thread.

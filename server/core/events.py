@@ -1,4 +1,7 @@
-"""Event names and payloads as they travel on the bus and the wire (pure)."""
+"""Event names and payloads as they travel on the bus and the wire (pure).
+
+On the bus each event is one ``server.core.wire.bus`` message, tagged by its name.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from server.core.jobs import JobState
+from server.core.wire import bus
 
 SNAPSHOT = "jobs:snapshot"
 BATCH_PROGRESS = "batch:progress"
@@ -19,18 +25,12 @@ TOKEN_REVOKED = "session:revoked"
 
 _STATE_EVENTS = {state: f"job:{state.value}" for state in JobState}
 JOB_EVENTS = frozenset({*_STATE_EVENTS.values(), PROGRESS})
+_JOB_MESSAGES: dict[str, type[bus.JobMessage]] = {
+    str(kind.__struct_config__.tag): kind for kind in bus.JOB_MESSAGES}
 
 
-def _stamped(data: dict[str, Any], published_at: float | None) -> str:
-    """A bus message, with the publish time when there is one."""
-    if published_at is not None:
-        data["published_at"] = published_at
-    return json.dumps(data)
-
-
-def _published_at(data: dict[str, Any]) -> float | None:
-    """The publish time a bus message carries (None from publishers that predate it)."""
-    value = data.get("published_at")
+def _published_at(value: Any) -> float | None:
+    """A usable publish time, else None (publishers that predate it send none)."""
     if isinstance(value, bool) or not isinstance(value, int | float) \
             or not math.isfinite(value):
         return None
@@ -39,6 +39,10 @@ def _published_at(data: dict[str, Any]) -> float | None:
 
 def _with_time(payload: dict[str, Any], published_at: float | None) -> dict[str, Any]:
     return payload if published_at is None else {**payload, "published_at": published_at}
+
+
+def _encode(message: bus.Message) -> str:
+    return msgspec.json.encode(message).decode()
 
 
 def event_for_state(state: JobState | str) -> str:
@@ -66,20 +70,17 @@ class JobEvent:
 
     def encode(self, *, published_at: float | None = None) -> str:
         """Serialise for the Redis bus, stamped with the publish time if given."""
-        return _stamped({"name": self.name, "user_id": self.user_id, "job": self.job},
-                        published_at if published_at is not None else self.published_at)
+        kind = _JOB_MESSAGES[self.name]
+        return _encode(kind(user_id=self.user_id, job=self.job,
+                            published_at=_stamp(published_at, self.published_at)))
 
     @classmethod
     def decode(cls, raw: str | bytes) -> JobEvent:
         """Parse a bus message; raises ValueError on anything malformed."""
-        try:
-            data = json.loads(raw)
-            name, user_id, job = data["name"], data["user_id"], data["job"]
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"malformed event: {exc}") from None
-        if name not in JOB_EVENTS or not isinstance(job, dict) or "seq" not in job:
-            raise ValueError(f"malformed event {name!r}")
-        return cls(name=name, user_id=str(user_id), job=job, published_at=_published_at(data))
+        event = decode_event(raw)
+        if not isinstance(event, JobEvent):
+            raise ValueError(f"not a job event: {event.name!r}")
+        return event
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,8 @@ class BatchEvent:
         return _with_time({"batch": self.batch}, self.published_at)
 
     def encode(self, *, published_at: float | None = None) -> str:
-        return _stamped({"name": self.name, "user_id": self.user_id, "batch": self.batch},
-                        published_at if published_at is not None else self.published_at)
+        return _encode(bus.BatchProgress(user_id=self.user_id, batch=self.batch,
+                                         published_at=_stamp(published_at, self.published_at)))
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,10 @@ class AdminEvent:
         return _with_time(self.data, self.published_at)
 
     def encode(self, *, published_at: float | None = None) -> str:
-        return _stamped({"name": self.name, "admin": self.data},
-                        published_at if published_at is not None else self.published_at)
+        if self.name != DLQ_REMOVED:  # the only admin event there is
+            raise ValueError(f"no admin event named {self.name!r}")
+        return _encode(bus.DeadLettersRemoved(
+            admin=self.data, published_at=_stamp(published_at, self.published_at)))
 
 
 @dataclass(frozen=True)
@@ -128,34 +131,49 @@ class TokenRevoked:
         return _with_time({"reason": "the token was revoked"}, self.published_at)
 
     def encode(self, *, published_at: float | None = None) -> str:
-        return _stamped({"name": self.name, "token_id": self.token_id},
-                        published_at if published_at is not None else self.published_at)
+        return _encode(bus.SessionRevoked(token_id=self.token_id,
+                                          published_at=_stamp(published_at, self.published_at)))
 
 
 BusEvent = JobEvent | BatchEvent | AdminEvent | TokenRevoked
 
 
+def _stamp(given: float | None, carried: float | None) -> float | None:
+    return given if given is not None else carried
+
+
 def decode_event(raw: str | bytes) -> BusEvent:
-    """Parse a bus message of either kind; raises ValueError on anything malformed."""
+    """Parse a bus message of any kind; raises ValueError on anything malformed.
+
+    Parsed by ``json`` first: a bad publish time (even NaN, which strict JSON parsers
+    refuse) only leaves the time out; the message is then checked against its kind.
+    """
     try:
         data = json.loads(raw)
-        name = data["name"]
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"malformed event: {exc}") from None
-    if name == DLQ_REMOVED:
-        if not isinstance(data.get("admin"), dict):
-            raise ValueError("malformed admin event")
-        return AdminEvent(name=name, data=data["admin"], published_at=_published_at(data))
-    if name == TOKEN_REVOKED:
-        if not isinstance(data.get("token_id"), str):
-            raise ValueError("malformed revocation event")
-        return TokenRevoked(token_id=data["token_id"], published_at=_published_at(data))
-    if name == BATCH_PROGRESS:
-        if not isinstance(data.get("batch"), dict) or "user_id" not in data:
-            raise ValueError("malformed batch event")
-        return BatchEvent(user_id=str(data["user_id"]), batch=data["batch"],
-                          published_at=_published_at(data))
-    return JobEvent.decode(raw)
+    if not isinstance(data, dict):
+        raise ValueError("malformed event: not an object")
+    data["published_at"] = _published_at(data.get("published_at"))
+    try:
+        message = msgspec.convert(data, bus.BusMessage)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"malformed event {data.get('name')!r}: {exc}") from None
+    return _event(message)
+
+
+def _event(message: bus.BusMessage) -> BusEvent:
+    at = message.published_at
+    if isinstance(message, bus.JobMessage):
+        if "seq" not in message.job:
+            raise ValueError("malformed job event: no seq")
+        name = str(type(message).__struct_config__.tag)
+        return JobEvent(name=name, user_id=message.user_id, job=message.job, published_at=at)
+    if isinstance(message, bus.BatchProgress):
+        return BatchEvent(user_id=message.user_id, batch=message.batch, published_at=at)
+    if isinstance(message, bus.DeadLettersRemoved):
+        return AdminEvent(name=DLQ_REMOVED, data=message.admin, published_at=at)
+    return TokenRevoked(token_id=message.token_id, published_at=at)
 
 
 USER_ROOM_PREFIX = "user:"

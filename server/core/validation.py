@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+
+import msgspec
 
 from server.core.errors import ApiError
+from server.core.wire import requests
 
-PRIORITIES = ("high", "normal", "low")
-# Dramatiq's Redis broker refuses delays of 7 days or more.
-MAX_DELAY_S = 7 * 24 * 3600 - 60
+# The limits are the request shapes'; callers have always found them here.
+from server.core.wire.requests import MAX_ATTEMPTS_LIMIT as MAX_ATTEMPTS_LIMIT
+from server.core.wire.requests import MAX_CLEAN_AGE_S as MAX_CLEAN_AGE_S
+from server.core.wire.requests import MAX_DELAY_S as MAX_DELAY_S
+from server.core.wire.requests import PRIORITIES as PRIORITIES
+
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 # Digits past which a whole number (a parameter, a form field, an integer in a JSON body)
@@ -29,8 +33,30 @@ MAX_INT_DIGITS = 100
 # for the whole stack).
 MAX_JSON_DEPTH = 64
 # The top-level fields of POST /api/tasks; any other is a mistake worth a clear 422.
-TASK_FIELDS = frozenset(("type", "payload", "priority", "delay", "run_at", "max_attempts",
-                         "repeat"))
+TASK_FIELDS = frozenset(requests.TaskRequest.__struct_fields__)
+
+# An error a request field answers: status, code, message.
+Refusal = tuple[int, str, str]
+
+
+def _field_types(shape: type[msgspec.Struct]) -> dict[str, Any]:
+    """Each field's declared type, constraints (msgspec.Meta) included."""
+    return {field.name: field.type for field in msgspec.structs.fields(shape)}
+
+
+def _typed(value: Any, kind: Any, refusal: Refusal) -> Any:
+    """``value`` checked against a declared field type; ApiError(``refusal``) when it does
+    not fit. Fields are checked one at a time, in the order the caller has always checked
+    them: with several bad ones, that order says which error the body gets."""
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError:
+        raise ApiError(*refusal) from None
+
+
+def _integral(value: Any) -> Any:
+    """A whole float as an int: JSON Schema's integer takes 3.0, msgspec's int does not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 @dataclass(frozen=True)
@@ -54,17 +80,6 @@ def upload_options(fields: Mapping[str, str], *,
     if not 0 <= delay <= MAX_DELAY_S:
         raise ApiError(400, "invalid_delay", f"delay must be between 0 and {MAX_DELAY_S} seconds")
     return UploadOptions(priority=priority, delay_s=delay)
-
-
-def whole(value: Any) -> int | None:
-    """A JSON number that is whole (1 and 1.0 alike, as JSON Schema's integer), else None."""
-    if isinstance(value, bool):  # bool is an int in Python; JSON keeps them apart
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():  # inf and nan are not
-        return int(value)
-    return None
 
 
 def is_whole_number(raw: str) -> bool:
@@ -97,8 +112,7 @@ def page(query: Mapping[str, str], *,
     return limit, before
 
 
-# Far enough back for any clean-up; further would underflow datetime (year 1).
-MAX_CLEAN_AGE_S = 100 * 365 * 24 * 3600
+_CLEAN_AGE = _field_types(requests.CleanRequest)["older_than_s"]
 
 
 def clean_age(body: Any, query_value: str | None, *, default: int,
@@ -107,11 +121,10 @@ def clean_age(body: Any, query_value: str | None, *, default: int,
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "send a JSON object")
     raw = body.get("older_than_s", default if query_value is None else query_value)
-    age = whole_number(raw, "older_than_s", max_digits) if isinstance(raw, str) \
-        else whole(raw)
-    if age is None or not 0 <= age <= MAX_CLEAN_AGE_S:
-        raise ApiError(400, "bad_request",
-                       f"older_than_s must be a whole number from 0 to {MAX_CLEAN_AGE_S}")
+    if isinstance(raw, str):  # the query's, or a body's "120" (always taken)
+        raw = whole_number(raw, "older_than_s", max_digits)
+    age: int = _typed(_integral(raw), _CLEAN_AGE, (
+        400, "bad_request", f"older_than_s must be a whole number from 0 to {MAX_CLEAN_AGE_S}"))
     return age
 
 
@@ -190,75 +203,6 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
-
-
-# Control characters and spaces never belong in a URL (and NUL cannot be stored in PostgreSQL).
-_NOT_IN_URL = re.compile(r"[\x00-\x20\x7f]")
-
-
-def _is_http_url(value: str) -> bool:
-    if _NOT_IN_URL.search(value):
-        return False
-    try:
-        parts = urlsplit(value)
-        # Both raise ValueError for what urlsplit lets through: "http://[x", "http://h:99999".
-        host, _ = parts.hostname, parts.port
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(host)
-
-
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
-    "object": (dict,), "array": (list,),
-}
-
-
-def payload_errors(schema: dict[str, Any], payload: Any, path: str = "payload") -> dict[str, str]:
-    """Field errors of ``payload`` against a small JSON-Schema subset; empty when valid.
-
-    Supported: type, properties, required, additionalProperties (false), enum, minimum,
-    maximum, minLength, maxLength, pattern, format "uri" (http/https) and "email".
-    """
-    errors: dict[str, str] = {}
-    expected = schema.get("type")
-    if expected:
-        kinds = _JSON_TYPES[expected]
-        # bool is an int in Python; JSON keeps them apart.
-        if not isinstance(payload, kinds) or (isinstance(payload, bool) and bool not in kinds):
-            return {path: f"must be of type {expected}"}
-    if "enum" in schema and payload not in schema["enum"]:
-        errors[path] = f"must be one of {', '.join(map(str, schema['enum']))}"
-    if isinstance(payload, (int, float)) and not isinstance(payload, bool):
-        if "minimum" in schema and payload < schema["minimum"]:
-            errors[path] = f"must be at least {schema['minimum']}"
-        if "maximum" in schema and payload > schema["maximum"]:
-            errors[path] = f"must be at most {schema['maximum']}"
-    if isinstance(payload, str):
-        if len(payload) < schema.get("minLength", 0):
-            errors[path] = f"must be at least {schema['minLength']} characters"
-        if "maxLength" in schema and len(payload) > schema["maxLength"]:
-            errors[path] = f"must be at most {schema['maxLength']} characters"
-        if schema.get("format") == "uri" and not _is_http_url(payload):
-            errors[path] = "must be an http(s) URL"
-        if schema.get("format") == "email" and not _EMAIL.fullmatch(payload):
-            errors[path] = "must be an email address"
-        if "pattern" in schema and not re.fullmatch(schema["pattern"], payload):
-            errors[path] = schema.get("patternMessage", "has the wrong form")
-    if isinstance(payload, dict):
-        properties = schema.get("properties", {})
-        for name in schema.get("required", []):
-            if name not in payload:
-                errors[f"{path}.{name}"] = "is required"
-        for name, value in payload.items():
-            if name in properties:
-                errors.update(payload_errors(properties[name], value, f"{path}.{name}"))
-            elif schema.get("additionalProperties") is False:
-                errors[f"{path}.{name}"] = "is not allowed"
-    return errors
-
-
 @dataclass(frozen=True)
 class TaskRequest:
     task_type: str
@@ -266,9 +210,6 @@ class TaskRequest:
     priority: str
     delay_s: int
     max_attempts: int | None
-
-
-MAX_ATTEMPTS_LIMIT = 20
 
 
 def attempts_for(requested: int | None, task_type: str, ceiling: int | None, *,
@@ -290,23 +231,44 @@ def attempts_for(requested: int | None, task_type: str, ceiling: int | None, *,
 MAX_CRON_CHARS = 200
 
 
+_REPEAT = _field_types(requests.Repeat)
+
+
 def repeat_fields(repeat: Any, *, max_chars: int = MAX_CRON_CHARS) -> tuple[str, str]:
     """``(cron, timezone)`` of a task's ``repeat`` object (UTC when the zone is absent);
     a cron expression is at most ``max_chars`` (MAX_CRON_CHARS) characters.
 
     Only the shape is checked here (422); ``server.core.cron`` checks the values.
     """
-    if not isinstance(repeat, dict) or not isinstance(repeat.get("cron"), str):
-        raise ApiError(422, "invalid_cron", "repeat must be {\"cron\": \"<5-field cron>\", "
-                                            "\"timezone\": \"<IANA name>\"}")
-    if len(repeat["cron"]) > max_chars:
+    shape: Refusal = (422, "invalid_cron",
+                      'repeat must be {"cron": "<5-field cron>", "timezone": "<IANA name>"}')
+    if not isinstance(repeat, dict):
+        raise ApiError(*shape)
+    cron: str = _typed(repeat.get("cron"), _REPEAT["cron"], shape)
+    if len(cron) > max_chars:
         # Also keeps every number in it far below what int() refuses.
         raise ApiError(422, "invalid_cron", f"a cron expression is at most {max_chars} "
                                             "characters")
-    timezone = repeat.get("timezone")
-    if timezone is not None and not isinstance(timezone, str):
-        raise ApiError(422, "invalid_timezone", "timezone must be an IANA name, e.g. Europe/Paris")
-    return repeat["cron"].strip(), timezone or "UTC"
+    timezone: str | None = _typed(repeat.get("timezone"), _REPEAT["timezone"], (
+        422, "invalid_timezone", "timezone must be an IANA name, e.g. Europe/Paris"))
+    return cron.strip(), timezone or "UTC"
+
+
+_TASK = _field_types(requests.TaskRequest)
+# What a field of POST /api/tasks of the wrong type, or out of range, answers (the payload's
+# fit is checked against its type's schema, and repeat by repeat_fields, later).
+_TASK_REFUSALS: dict[str, Refusal] = {
+    "type": (400, "bad_request", '"type" must name a registered task type'),
+    "priority": (400, "invalid_priority", f"priority must be one of {', '.join(PRIORITIES)}"),
+    "run_at": (400, "invalid_run_at", "run_at must be an ISO-8601 time"),
+    "delay": (400, "invalid_delay", f"delay must be between 0 and {MAX_DELAY_S} seconds"),
+    "max_attempts": (400, "invalid_max_attempts",
+                     f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}"),
+}
+
+
+def _task_field(name: str, value: Any) -> Any:
+    return _typed(value, _TASK[name], _TASK_REFUSALS[name])
 
 
 def task_request(body: Any, *, now: datetime, max_payload_bytes: int | None = None
@@ -325,9 +287,7 @@ def task_request(body: Any, *, now: datetime, max_payload_bytes: int | None = No
         raise ApiError(422, "unknown_field",
                        f"unknown field(s) {shown}; a task takes "
                        f"{', '.join(sorted(TASK_FIELDS))}")
-    task_type = body.get("type")
-    if not isinstance(task_type, str) or not task_type:
-        raise ApiError(400, "bad_request", "\"type\" must name a registered task type")
+    task_type: str = _task_field("type", body.get("type"))
     payload = body.get("payload", {})
     if payload is None:
         payload = {}
@@ -335,17 +295,10 @@ def task_request(body: Any, *, now: datetime, max_payload_bytes: int | None = No
         raise ApiError(422, "invalid_payload",
                        f"the payload is over {max_payload_bytes // 1024} KB as compact JSON")
     priority = body.get("priority")
-    if priority is None or priority == "":
-        priority = "normal"
-    if priority not in PRIORITIES:  # {} or false used to pass as "normal"
-        raise ApiError(400, "invalid_priority", f"priority must be one of {', '.join(PRIORITIES)}")
+    # "" has always meant the default, as null does ({} and false are refused).
+    priority = _task_field("priority", None if priority == "" else priority) or "normal"
     delay_s = _delay(body, now)
-    raw_attempts = body.get("max_attempts")
-    max_attempts = whole(raw_attempts)
-    if raw_attempts is not None and (
-            max_attempts is None or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT):
-        raise ApiError(400, "invalid_max_attempts",
-                       f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}")
+    max_attempts: int | None = _task_field("max_attempts", _integral(body.get("max_attempts")))
     return TaskRequest(task_type, payload, priority, delay_s, max_attempts)
 
 
@@ -354,16 +307,16 @@ def _delay(body: dict[str, Any], now: datetime) -> int:
     if delay is not None and run_at is not None:
         raise ApiError(400, "bad_request", "give either delay or run_at, not both")
     if run_at is not None:
+        # Parsed here, not by msgspec: fromisoformat takes forms its RFC 3339 does not.
+        text: str = _task_field("run_at", run_at)
         try:
-            when = datetime.fromisoformat(str(run_at).replace("Z", "+00:00"))
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise ApiError(400, "invalid_run_at", "run_at must be an ISO-8601 time") from None
+            raise ApiError(*_TASK_REFUSALS["run_at"]) from None
         if when.tzinfo is None:
             raise ApiError(400, "invalid_run_at", "run_at needs a timezone (e.g. Z)")
         delay = max(0, math.ceil((when - now).total_seconds()))
     if delay is None:
         return 0
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) \
-            or not 0 <= delay <= MAX_DELAY_S:
-        raise ApiError(400, "invalid_delay", f"delay must be between 0 and {MAX_DELAY_S} seconds")
-    return math.ceil(delay)
+    seconds: float = _task_field("delay", delay)
+    return math.ceil(seconds)

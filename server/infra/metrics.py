@@ -1,10 +1,11 @@
-"""Prometheus metrics (pure): definitions, an in-memory tally, and the text exposition.
+"""Prometheus metrics (pure): definitions, an in-memory tally, and the figures a scrape shows
+(``server.infra.exposition`` renders them as the text format, with prometheus_client).
 
 Counters and histograms are deployment-wide: each process adds its increments (a
 ``Tally``) to one Redis hash now and then (``server.infra.telemetry``), one field per
 series, and any web process renders that hash on a scrape. A field names its family,
 its kind and its labels as JSON, so label values need no escaping in the hash.
-Histogram buckets are stored per bucket (not cumulative) and summed when rendered;
+Histogram buckets are stored per bucket (not cumulative) and summed when shown;
 the count is the sum of the buckets, so ``_count`` always equals the ``+Inf`` bucket.
 """
 
@@ -19,8 +20,6 @@ from datetime import datetime
 from typing import Any
 
 from server.core.jobs import base_queue
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -102,6 +101,20 @@ def bucket_bound(buckets: Sequence[float], value: float) -> float:
         if value <= bound:
             return float(bound)
     return math.inf
+
+
+def format_number(value: float) -> str:
+    """A bucket bound as its ``le`` label spells it, stored and shown alike: whole numbers
+    without a fraction (``le="1"``, as these series have always been named, where
+    prometheus_client's own histograms would write "1.0"), ``+Inf``/``-Inf``/``NaN`` as
+    Prometheus does, anything else at full precision."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
 
 
 @dataclass(frozen=True)
@@ -189,42 +202,26 @@ def live_socket_reports(raw: Mapping[Any, Any], *, now: float,
     return sorted(live, key=lambda r: r.process), stale
 
 
-# -- rendering ---------------------------------------------------------------------------------
+# -- the shared series, as a scrape shows them --------------------------------------------------
 
-def escape_label(value: str) -> str:
-    """A label value as the text format wants it: backslash, quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+Grouped = dict[tuple[str, str], dict[Labels, float]]
 
 
-def format_number(value: float) -> str:
-    """A sample value: whole numbers without a fraction, ``+Inf``/``-Inf``/``NaN`` spelled
-    as Prometheus does, anything else at full precision."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(float(value))
+def _names(labels: Labels) -> tuple[str, ...]:
+    """The label names of a stored series: a series under other names than its family
+    declares now (a definition since changed) is not shown, as no family's series may
+    carry names it does not declare."""
+    return tuple(name for name, _ in labels)
 
 
 def _parse_number(text: str) -> float:
     return math.inf if text == "+Inf" else float(text)
 
 
-def _series(name: str, labels: Iterable[tuple[str, str]], value: float) -> str:
-    shown = ",".join(f'{key}="{escape_label(val)}"' for key, val in labels if val != "")
-    return f"{name}{{{shown}}} {format_number(value)}" if shown else \
-        f"{name} {format_number(value)}"
-
-
-def _header(name: str, help_text: str, kind: str) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-
-
-def _collect(samples: Mapping[Any, Any]) -> dict[tuple[str, str], dict[Labels, Any]]:
-    """Group the hash by (family, kind) → labels → value."""
-    grouped: dict[tuple[str, str], dict[Labels, Any]] = {}
+def group_samples(samples: Mapping[Any, Any]) -> Grouped:
+    """The shared hash grouped by (family, kind) → labels → value; fields not ours and
+    values that are not numbers are left out."""
+    grouped: Grouped = {}
     for raw_field, raw_value in samples.items():
         decoded = decode_field(raw_field)
         if decoded is None:
@@ -238,23 +235,35 @@ def _collect(samples: Mapping[Any, Any]) -> dict[tuple[str, str], dict[Labels, A
     return grouped
 
 
-def _render_counter(counter: Counter, series: Mapping[Labels, float]) -> list[str]:
-    name = f"{counter.name}_total"
-    lines = _header(name, counter.help, "counter")
+def counter_series(counter: Counter, grouped: Grouped) -> list[tuple[Labels, float]]:
+    """The counter's series, sorted by labels; an unlabelled counter shows 0 before its
+    first increment (a labelled one has no series to show until then)."""
+    series = {labels: value for labels, value in grouped.get((counter.name, "total"), {}).items()
+              if _names(labels) == counter.labels}
     if not series and not counter.labels:
-        series = {(): 0.0}
-    lines += [_series(name, labels, value) for labels, value in sorted(series.items())]
-    return lines
+        return [((), 0.0)]
+    return sorted(series.items())
 
 
-def _render_histogram(histogram: Histogram, buckets: Mapping[Labels, float],
-                      sums: Mapping[Labels, float]) -> list[str]:
-    lines = _header(histogram.name, histogram.help, "histogram")
+@dataclass(frozen=True)
+class HistogramSeries:
+    """One series of a histogram as shown: cumulative buckets, sum and count."""
+
+    labels: Labels
+    buckets: tuple[tuple[str, float], ...]
+    """(``le`` as spelled, observations at or below it), every declared bound and ``+Inf``
+    last, so ``_count`` (the ``+Inf`` bucket) always equals the sum of the buckets."""
+    sum: float
+
+
+def histogram_series(histogram: Histogram, grouped: Grouped) -> list[HistogramSeries]:
+    """The histogram's series, sorted by labels, from its per-bucket counts and sums; an
+    unlabelled histogram shows zeros before its first observation."""
     by_series: dict[Labels, dict[float, float]] = {}
-    for labels, count in buckets.items():
+    for labels, count in grouped.get((histogram.name, "bucket"), {}).items():
         rest = tuple(pair for pair in labels if pair[0] != "le")
         le = dict(labels).get("le")
-        if le is None:
+        if le is None or _names(rest) != histogram.labels:
             continue
         try:
             bound = _parse_number(le)
@@ -264,31 +273,17 @@ def _render_histogram(histogram: Histogram, buckets: Mapping[Labels, float],
         counts[bound] = counts.get(bound, 0.0) + count
     if not by_series and not histogram.labels:
         by_series = {(): {}}
+    sums = grouped.get((histogram.name, "sum"), {})
+    shown = []
     for labels in sorted(by_series):
         counts = by_series[labels]
-        for bound in (*histogram.buckets, math.inf):
-            # Cumulative: everything observed at or below this bound. A bound stored by
-            # an older bucket layout lands in the next bound above it.
-            below = sum(c for le, c in counts.items() if le <= bound)
-            lines.append(_series(f"{histogram.name}_bucket",
-                                 (*labels, ("le", format_number(float(bound)))), below))
-        lines.append(_series(f"{histogram.name}_sum", labels, sums.get(labels, 0.0)))
-        lines.append(_series(f"{histogram.name}_count", labels, sum(counts.values())))
-    return lines
-
-
-def render_shared(samples: Mapping[Any, Any],
-                  families: Sequence[Counter | Histogram] = SHARED) -> list[str]:
-    """The deployment-wide counters and histograms, from the shared hash's fields."""
-    grouped = _collect(samples)
-    lines: list[str] = []
-    for family in families:
-        if isinstance(family, Counter):
-            lines += _render_counter(family, grouped.get((family.name, "total"), {}))
-        else:
-            lines += _render_histogram(family, grouped.get((family.name, "bucket"), {}),
-                                       grouped.get((family.name, "sum"), {}))
-    return lines
+        # Cumulative: everything observed at or below each bound. A bound stored by an
+        # older bucket layout lands in the next bound above it.
+        buckets = tuple((format_number(float(bound)),
+                         sum(c for le, c in counts.items() if le <= bound))
+                        for bound in (*histogram.buckets, math.inf))
+        shown.append(HistogramSeries(labels, buckets, sums.get(labels, 0.0)))
+    return shown
 
 
 @dataclass(frozen=True)
@@ -407,96 +402,3 @@ class Scrape:
     redis_up: bool = True
     # How old the counts of finished jobs, dead letters and throughput are (None: unknown).
     recount_age_s: float | None = None
-
-
-def _queue_report_lines(report: dict[str, Any], dead_letters: int) -> list[str]:
-    lines = _header("darkroom_jobs",
-                    "Jobs by queue and state (delayed: queued with a future run_at).", "gauge")
-    for queue in report["queues"]:
-        name = str(queue["name"])
-        for state, count in sorted(queue["counts"].items()):
-            lines.append(_series("darkroom_jobs", (("queue", name), ("state", state)), count))
-    gauges = [
-        ("darkroom_queue_oldest_waiting_seconds", "Age of the oldest job waiting to start.",
-         "oldest_waiting_s"),
-        ("darkroom_queue_completed_per_minute", "Completions per minute, last 5 minutes.",
-         "throughput_per_min"),
-        ("darkroom_queue_paused", "1 while an admin has paused the queue.", "paused"),
-    ]
-    for metric, help_text, key in gauges:
-        lines += _header(metric, help_text, "gauge")
-        for queue in report["queues"]:
-            value = queue[key]
-            if value is None:
-                continue
-            lines.append(_series(metric, (("queue", str(queue["name"])),), float(value)))
-    lines += _header("darkroom_workers", "Worker processes with a fresh heartbeat.", "gauge")
-    if report["workers"] is not None:  # None: unknown, Redis is away
-        lines.append(_series("darkroom_workers", (), int(report["workers"])))
-    lines += _header("darkroom_dead_letters", "Jobs in the dead-letter queue.", "gauge")
-    lines.append(_series("darkroom_dead_letters", (), dead_letters))
-    return lines
-
-
-def _recount_lines(age_s: float | None) -> list[str]:
-    lines = _header("darkroom_jobs_recount_age_seconds",
-                    "Age of the counts of finished jobs (completed, failed, cancelled), dead "
-                    "letters and completions per minute: recounted at most every "
-                    "METRICS_RECOUNT_S for the whole deployment; unfinished jobs are counted "
-                    "on every scrape.", "gauge")
-    if age_s is not None:
-        lines.append(_series("darkroom_jobs_recount_age_seconds", (), round(age_s, 3)))
-    return lines
-
-
-def _jobs_by_type_lines(counts: Mapping[tuple[str, str], int]) -> list[str]:
-    lines = _header("darkroom_jobs_by_type",
-                    "Jobs by type and state (delayed: queued with a future run_at).", "gauge")
-    lines += [_series("darkroom_jobs_by_type", (("type", job_type), ("state", state)), count)
-              for (job_type, state), count in sorted(counts.items())]
-    return lines
-
-
-def _queue_message_lines(queues: Mapping[str, QueueMessages]) -> list[str]:
-    lines = _header("darkroom_queue_messages",
-                    "Messages in each Dramatiq Redis queue: ready (waiting to be fetched), "
-                    "delayed (on its delay queue), unacked (fetched by a worker, not yet done).",
-                    "gauge")
-    for name in sorted(queues):
-        held = queues[name]
-        for state in ("ready", "delayed", "unacked"):
-            lines.append(_series("darkroom_queue_messages",
-                                 (("queue", name), ("state", state)), getattr(held, state)))
-    return lines
-
-
-def _socket_lines(reports: Sequence[SocketReport]) -> list[str]:
-    lines = _header("darkroom_socket_connections",
-                    "Socket.IO connections, over every live web process.", "gauge")
-    lines.append(_series("darkroom_socket_connections", (), sum(r.sockets for r in reports)))
-    lines += _header("darkroom_socket_users",
-                     "Authenticated users with a socket, summed over web processes (a user "
-                     "connected to two processes counts on each).", "gauge")
-    lines.append(_series("darkroom_socket_users", (), sum(r.users for r in reports)))
-    lines += _header("darkroom_web_processes",
-                     "Web processes that reported their sockets recently.", "gauge")
-    lines.append(_series("darkroom_web_processes", (), len(reports)))
-    lines += _header("darkroom_process_socket_connections",
-                     "Socket.IO connections of each live web process (host:pid).", "gauge")
-    lines += [_series("darkroom_process_socket_connections", (("process", r.process),),
-                      r.sockets) for r in reports]
-    return lines
-
-
-def render(scrape: Scrape) -> str:
-    """The whole ``GET /metrics`` body."""
-    lines = _header("darkroom_redis_up", "1 if this scrape could read Redis (queues, "
-                    "workers, sockets, counters and histograms come from there).", "gauge")
-    lines.append(_series("darkroom_redis_up", (), int(scrape.redis_up)))
-    lines += _queue_report_lines(scrape.report, scrape.dead_letters)
-    lines += _jobs_by_type_lines(scrape.jobs_by_type)
-    lines += _recount_lines(scrape.recount_age_s)
-    lines += _queue_message_lines(scrape.queue_messages)
-    lines += _socket_lines(scrape.sockets)
-    lines += render_shared(scrape.samples)
-    return "\n".join(lines) + "\n"

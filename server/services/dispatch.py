@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from types import EllipsisType
 from typing import Any
@@ -14,11 +14,13 @@ import redis
 
 from server.core import keys
 from server.core.errors import ApiError, not_found
+from server.core.events import BusEvent
 from server.core.jobs import TransitionError
 from server.data import store
 from server.data.models import Job, as_utc, utcnow
 from server.data.store import JobView
 from server.infra.broker import send_job
+from server.services import outcomes
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +88,6 @@ async def enqueue(state: Any, view: JobView, *, delay_s: int = 0,
 async def send(state: Any, job: Job, *, delay_s: int = 0) -> None:
     """Put the job's current message on its queue (raises redis errors)."""
     await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000)
-
-
-async def send_deliveries(state: Any, deliveries: list[JobView]) -> None:
-    """Announce and send the webhook deliveries of a job that ended (here: cancelled);
-    one Redis refuses is left for the sweeper."""
-    for delivery in deliveries:
-        await announce(state, delivery)
-        try:
-            await send(state, delivery.job)
-        except redis.RedisError as exc:
-            log.warning("webhook delivery %s left for the sweeper: %s", delivery.job.id, exc,
-                        extra={"job_id": delivery.job.id})
-            continue
-        state.sent.add(delivery.job)
 
 
 async def sweep(state: Any) -> int:
@@ -172,14 +160,44 @@ async def retry_failed(state: Any, job_id: str, *, user_id: str | None = None,
     return await announce(state, view)
 
 
-async def announce(state: Any, view: JobView,
-                   position: int | EllipsisType | None = ...) -> dict[str, Any]:
-    """Publish the job's current state to its owner; returns the <Job> sent.
+async def announce(state: Any, view: JobView, position: int | EllipsisType | None = ...,
+                   *, deliveries: Sequence[JobView] = ()) -> dict[str, Any]:
+    """Publish the job's current state to its owner, then send the webhook deliveries its
+    end made (one Redis refuses is left for the sweeper); returns the <Job> sent.
 
     ``position``: its queue position when the caller knows it already (else it is read).
     """
-    if isinstance(position, EllipsisType):
-        position = await state.db.read(store.queue_position, job=view.job)
-    event = state.presenter.event(view, queue_position=position)
-    await state.publish(event)
+    event = await outcomes.run_async(
+        outcomes.changed(state.presenter, view, deliveries, position=position),
+        StatePorts(state))
     return dict(event.job)
+
+
+async def publish(state: Any, event: BusEvent) -> None:
+    """Publish any event (a job's followed by its batch's summary); failures are logged."""
+    await outcomes.run_async(outcomes.publish(event), StatePorts(state))
+
+
+class StatePorts:
+    """The outcomes' steps in the web process (``outcomes.Ports``, asynchronously)."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    async def queue_position(self, job: Job) -> int | None:
+        position: int | None = await self.state.db.read(store.queue_position, job=job)
+        return position
+
+    async def batch_progress(self, batch_id: str) -> store.BatchProgress | None:
+        found: store.BatchProgress | None = await self.state.db.read(
+            store.batch_progress, batch_id=batch_id, user_id=None)
+        return found
+
+    async def publish(self, event: BusEvent) -> None:
+        await self.state.bus.publish(event)
+
+    async def send(self, job: Job) -> None:
+        await send(self.state, job)
+
+    async def note_sent(self, job: Job) -> None:
+        self.state.sent.add(job)

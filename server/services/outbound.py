@@ -31,7 +31,7 @@ from server.core.mail_limits import (
     take_send_async,
 )
 from server.core.principal import Principal
-from server.core.tasks import EMAIL_SEND
+from server.core.tasks import EMAIL_SEND, WEBHOOK_DELIVER
 from server.data import store
 from server.data.store import JobView
 
@@ -52,7 +52,7 @@ async def check_backlog(state: Any, user_id: str) -> None:
         return
     prefix = state.settings.redis_prefix
     pipe = state.redis.pipeline(transaction=False)
-    for queue in queue_family(store.WEBHOOK_QUEUE):
+    for queue in queue_family(WEBHOOK_DELIVER.queue):
         pipe.llen(keys.fair_user_list(prefix, queue, user_id))
     waiting = sum(int(n) for n in await pipe.execute())
     if waiting >= limit:
@@ -83,7 +83,7 @@ async def check_task(state: Any, principal: Principal, task_type: str,
             raise ApiError(403, "recipient_not_allowed",
                            f"{payload['to']} is not a recipient you may mail: without an "
                            f"admin token, e-mail may go to {which}")
-    if task_type == store.WEBHOOK_TASK and not schedule:
+    if task_type == WEBHOOK_DELIVER.name and not schedule:
         limit = settings.webhook_max_in_flight_per_user
         pending = await state.db.read(store.count_unfinished, user_id=principal.user_id,
                                       task_type=task_type)

@@ -9,6 +9,7 @@ from server.core import keys
 from server.core.jobs import Stage
 from server.data import store
 from server.services import dispatch
+from server.services.presenter import queue_stats
 
 
 def queue_names(state: Any) -> list[str]:
@@ -35,9 +36,9 @@ async def queue_report(state: Any, *, with_redis: bool = True) -> dict[str, Any]
     paused = await paused_queues(state) if with_redis else None
     queues = []
     for name in queue_names(state):
-        stats = await state.db.read(store.queue_stats, base=name)
+        figures = await state.db.read(store.queue_stats, base=name)
         queues.append({"name": name, "paused": None if paused is None else name in paused,
-                       **stats})
+                       **queue_stats(figures)})
     return {"queues": queues, "workers": await live_workers(state) if with_redis else None}
 
 

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
-import redis
 import redis.asyncio as aioredis
 import socketio
 from starlette.applications import Starlette
 
 from server.infra import metrics, telemetry
 
-from server.data import store
 from server.infra.bus import Bus
 from server.web.live.dashboard import StatsPusher
 from server.data.db import Database
+from server.services import dispatch
 from server.services.dispatch import SentMarks
 from server.web.http.error_handlers import EXCEPTION_HANDLERS
-from server.core.events import BatchEvent, BusEvent, JobEvent
 from server.web.live.relay import relay_events
 from server.web.http.request_ids import RequestIds
 from server.web.http.routes import dlq, docs, images, jobs, ops, queues, session, tasks, webhooks
@@ -83,19 +82,6 @@ def create_app(settings: Settings) -> RequestIds:
                                          health_check_interval=30)
         bus = Bus(client, settings.redis_prefix)
 
-        async def publish(event: BusEvent) -> None:
-            try:
-                await bus.publish(event)
-                batch_id = event.job.get("batch_id") if isinstance(event, JobEvent) else None
-                if batch_id:
-                    summary = await db.read(store.batch_summary, batch_id=batch_id, user_id=None)
-                    if summary is not None and isinstance(event, JobEvent):
-                        await bus.publish(BatchEvent(user_id=event.user_id, batch=summary))
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                # The row is the truth; clients resync from jobs:snapshot on reconnect.
-                about = {"job_id": event.job.get("id")} if isinstance(event, JobEvent) else {}
-                log.warning("could not publish %s: %s", event.name, exc, extra=about)
-
         state.settings = settings
         state.db = db
         state.redis = client
@@ -103,7 +89,9 @@ def create_app(settings: Settings) -> RequestIds:
         state.broker = build_broker(settings, maintenance=False)
         state.presenter = Presenter(settings.secret_key, settings.signed_url_ttl_s,
                                     settings.public_url)
-        state.publish = publish
+        state.bus = bus
+        # Any event, a job's followed by its batch's summary (server.services.outcomes).
+        state.publish = functools.partial(dispatch.publish, state)
         state.task_types = task_declarations.declared(include_test_tasks=settings.enable_test_tasks)
         state.sockets = SocketRegistry(client, settings.redis_prefix,
                                        settings.max_sockets_per_user, settings.socket_refresh_s)

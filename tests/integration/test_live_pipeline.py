@@ -487,8 +487,9 @@ async def test_metrics_in_prometheus_text_format(http: httpx.AsyncClient) -> Non
     lines = response.text.splitlines()
     completed = next(line for line in lines
                      if line.startswith('darkroom_jobs{queue="images",state="completed"}'))
-    assert int(completed.split()[-1]) >= 1
-    assert any(line.startswith("darkroom_workers ") and int(line.split()[-1]) >= 1
+    # Values are Prometheus floats (prometheus_client writes 1.0 for one).
+    assert float(completed.split()[-1]) >= 1
+    assert any(line.startswith("darkroom_workers ") and float(line.split()[-1]) >= 1
                for line in lines)
     assert "# TYPE darkroom_dead_letters gauge" in lines
 

@@ -3,7 +3,7 @@ database.
 
 The state these functions receive is built as ``server.web.app`` builds it: a ``Database``, an
 asyncio Redis client, the deployment's ``RedisBroker`` (``build_broker``, under a namespace
-of each test's own), local storage, the presenter and ``SentMarks``. Only ``publish`` is a
+of each test's own), local storage, the presenter and ``SentMarks``. Only the bus is a
 recorder, so the events each call announces can be checked by name, job and position.
 
 Proven here:
@@ -11,8 +11,8 @@ Proven here:
   Redis and notes it; with Redis unreachable it runs the undo and answers 503;
 - ``SentMarks`` marks only rows whose message is still the one sent, keeps what a failed
   write could not note, and its loop survives a database outage;
-- ``send_deliveries`` announces and sends each webhook delivery, and leaves those Redis
-  refuses unsent for the sweeper;
+- ``announce`` with a job's deliveries announces the change, then announces and sends each
+  webhook delivery, and leaves those Redis refuses unsent for the sweeper;
 - ``sweep`` resends exactly the jobs that would wait forever (unsent waiting jobs, silent
   active jobs without a lease), each under a new message id, delayed ones to their run_at;
 - ``retry_failed`` requeues a dead letter under the same id with fresh attempts, refuses
@@ -44,6 +44,7 @@ from server.core import keys
 from server.core.errors import ApiError
 from server.core.events import JobEvent
 from server.core.jobs import JobState, queue_for
+from server.core.tasks import WEBHOOK_DELIVER
 from server.data import store
 from server.data.db import Database
 from server.data.models import DeadLetter, Job, as_utc, utcnow
@@ -76,6 +77,11 @@ class State:
 
     async def publish(self, event: JobEvent) -> None:
         self.published.append(event)
+
+    @property
+    def bus(self) -> State:
+        """The event bus: ``publish`` above records instead."""
+        return self
 
     @property
     def namespace(self) -> str:
@@ -281,8 +287,9 @@ async def test_sent_marks_loop_flushes_periodically_and_outlasts_a_database_outa
 
 # -- webhook deliveries ------------------------------------------------------------------------
 
-async def cancelled_with_deliveries(state: State, urls: list[str]) -> list[JobView]:
-    """Cancel a job of a user with webhooks, as DELETE … cancel does; its deliveries."""
+async def cancelled_with_deliveries(state: State,
+                                    urls: list[str]) -> tuple[JobView, list[JobView]]:
+    """Cancel a job of a user with webhooks, as DELETE … cancel does; it and its deliveries."""
     for url in urls:
         await state.db.write(store.create_webhook, user_id="hooked", url=url)
     job = await new_job(state, user_id="hooked")
@@ -291,20 +298,24 @@ async def cancelled_with_deliveries(state: State, urls: list[str]) -> list[JobVi
         job_id=job.job.id, user_id="hooked")
     assert view is not None and view.job.state == JobState.CANCELLED.value
     assert len(deliveries) == len(urls)
-    return list(deliveries)
+    return view, list(deliveries)
 
 
-async def test_send_deliveries_announces_and_sends_each_delivery(
+async def test_announce_sends_each_delivery_after_the_change(
         state: State, sync_redis: redis.Redis) -> None:
-    """Each delivery is announced to its owner as ``job:queued`` and its message reaches the
-    webhooks queue; both are noted sent."""
-    deliveries = await cancelled_with_deliveries(state, ["https://a.example/h",
-                                                         "https://b.example/h"])
-    await dispatch.send_deliveries(state, deliveries)
+    """The cancellation is announced first, then each delivery to its owner as
+    ``job:queued``, and each delivery's message reaches the webhooks queue; all are noted
+    sent."""
+    view, deliveries = await cancelled_with_deliveries(state, ["https://a.example/h",
+                                                               "https://b.example/h"])
+    job = await dispatch.announce(state, view, deliveries=deliveries)
 
+    assert job["id"] == view.job.id and job["state"] == JobState.CANCELLED.value
     assert [(e.name, e.user_id, e.job["id"], e.job["type"]) for e in state.published] == [
-        ("job:queued", "hooked", d.job.id, store.WEBHOOK_TASK) for d in deliveries]
-    sent = in_queue(sync_redis, state.namespace, store.WEBHOOK_QUEUE)
+        ("job:cancelled", "hooked", view.job.id, TASK),
+        *[("job:queued", "hooked", d.job.id, WEBHOOK_DELIVER.name) for d in deliveries]]
+    assert state.published[0].job == job
+    sent = in_queue(sync_redis, state.namespace, WEBHOOK_DELIVER.queue)
     assert [(m.message_id, m.args) for m in sent] == [
         (d.job.message_id, (d.job.id,)) for d in deliveries]
     await state.sent.flush(state.db)
@@ -316,15 +327,16 @@ async def test_deliveries_redis_refuses_are_announced_and_left_for_the_sweeper(
         state: State, sync_redis: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
     """With Redis refusing, every delivery is still announced, none is noted sent (so the
     sweeper will send them), each refusal is logged, and the call itself does not fail."""
-    deliveries = await cancelled_with_deliveries(state, ["https://a.example/h",
-                                                         "https://b.example/h"])
+    view, deliveries = await cancelled_with_deliveries(state, ["https://a.example/h",
+                                                               "https://b.example/h"])
     down = state.without_redis()
     try:
-        await dispatch.send_deliveries(down, deliveries)
+        await dispatch.announce(down, view, deliveries=deliveries)
     finally:
         down.broker.close()
-    assert [e.job["id"] for e in state.published] == [d.job.id for d in deliveries]
-    assert in_queue(sync_redis, state.namespace, store.WEBHOOK_QUEUE) == []
+    assert [e.job["id"] for e in state.published] == [view.job.id,
+                                                       *[d.job.id for d in deliveries]]
+    assert in_queue(sync_redis, state.namespace, WEBHOOK_DELIVER.queue) == []
     assert state.sent._pending == {}
     left = [r for r in caplog.records if "left for the sweeper" in r.getMessage()]
     assert len(left) == 2

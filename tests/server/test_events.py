@@ -6,7 +6,9 @@ from server.core.events import (
     JOB_EVENTS,
     AdminEvent,
     BatchEvent,
+    BusEvent,
     JobEvent,
+    TokenRevoked,
     decode_event,
     event_for_state,
     job_room,
@@ -63,3 +65,41 @@ def test_a_bad_or_missing_publish_time_is_left_out(stamp: str) -> None:
     decoded = decode_event(raw)
     assert decoded.published_at is None
     assert "published_at" not in decoded.payload()
+
+
+def test_every_job_event_name_has_its_bus_message() -> None:
+    # The bus decodes by the message's tag: a state without one would be dropped.
+    for name in JOB_EVENTS:
+        event = JobEvent(name=name, user_id="u", job={"id": "j", "seq": 1})
+        assert decode_event(event.encode()) == event
+
+
+@pytest.mark.parametrize("event", [
+    BatchEvent(user_id="u1", batch={"id": "b", "total": 2, "done": 1}),
+    AdminEvent("dlq:removed", {"job_ids": ["j1"]}),
+    TokenRevoked(token_id="t1"),
+])
+def test_every_kind_round_trips_through_the_bus(event: BusEvent) -> None:
+    assert decode_event(event.encode()) == event
+    assert decode_event(event.encode(published_at=3.5)).published_at == 3.5
+
+
+@pytest.mark.parametrize("raw", [
+    b"[1]", b'{"name": "queues:stats"}', b'{"name": "batch:progress", "batch": {}}',
+    b'{"name": "batch:progress", "user_id": "u", "batch": [1]}',
+    b'{"name": "dlq:removed", "admin": "all"}', b'{"name": "session:revoked", "token_id": 5}',
+    b'{"name": "job:active", "user_id": 5, "job": {"seq": 1}}',
+])
+def test_malformed_messages_of_every_kind_are_rejected(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_event(raw)
+
+
+def test_a_job_event_is_not_decoded_from_another_kind() -> None:
+    with pytest.raises(ValueError):
+        JobEvent.decode(TokenRevoked(token_id="t").encode())
+
+
+def test_fields_a_newer_publisher_adds_are_ignored() -> None:
+    raw = '{"name": "job:queued", "user_id": "u", "job": {"seq": 1}, "trace": "x"}'
+    assert decode_event(raw) == JobEvent(name="job:queued", user_id="u", job={"seq": 1})

@@ -1,4 +1,5 @@
-"""The Prometheus renderer and tally, checked with plain inputs and the reference parser."""
+"""The tally, the series maths and the /metrics text (by prometheus_client), checked with
+plain inputs and the reference parser."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.infra import metrics
+from server.infra import exposition, metrics
+from server.infra.exposition import SharedCollector
 from server.infra.metrics import Counter, Histogram, Scrape, Tally
 
 LATENCY = Histogram("t_latency_seconds", "Test latency.", (0.1, 0.5, 1.0), ("route",))
@@ -21,6 +23,11 @@ def _samples(tally: Tally) -> dict[str, float]:
     """What the shared hash would hold after one flush of ``tally``."""
     drained = tally.drain()
     return {**{k: float(v) for k, v in drained.counts.items()}, **drained.sums}
+
+
+def _shown(samples: dict[Any, Any], families: list[Counter | Histogram]) -> str:
+    """The text format of these families from the shared hash's fields."""
+    return exposition.expose(SharedCollector(samples, families))
 
 
 def _parse(text: str) -> dict[str, Any]:
@@ -53,7 +60,7 @@ def test_histogram_buckets_are_cumulative_and_inf_equals_count() -> None:
     for value in (0.05, 0.1, 0.3, 0.3, 0.9, 7.0):
         tally.observe(LATENCY, value, route="/a")
     tally.observe(LATENCY, 0.2, route="/b")
-    parsed = _parse("\n".join(metrics.render_shared(_samples(tally), [LATENCY])) + "\n")
+    parsed = _parse(_shown(_samples(tally), [LATENCY]))
 
     def bucket(route: str, le: str) -> float:
         return float(parsed[("t_latency_seconds_bucket", (("le", le), ("route", route)))])
@@ -67,11 +74,13 @@ def test_histogram_buckets_are_cumulative_and_inf_equals_count() -> None:
 def test_bucket_text_uses_prometheus_spellings() -> None:
     tally = Tally()
     tally.observe(LATENCY, 3, route="r")
-    lines = metrics.render_shared(_samples(tally), [LATENCY])
-    assert 't_latency_seconds_bucket{route="r",le="0.1"} 0' in lines
-    assert 't_latency_seconds_bucket{route="r",le="1"} 0' in lines
-    assert 't_latency_seconds_bucket{route="r",le="+Inf"} 1' in lines
-    assert "# TYPE t_latency_seconds histogram" in lines
+    text = _shown(_samples(tally), [LATENCY])
+    buckets = {dict(labels)["le"]: value for (name, labels), value in _parse(text).items()
+               if name == "t_latency_seconds_bucket"}
+    # le="1", not "1.0": the series keep the names they have always had.
+    assert buckets == {"0.1": 0, "0.5": 0, "1": 0, "+Inf": 1}
+    assert 't_latency_seconds_bucket{le="1",route="r"} ' in text
+    assert "# TYPE t_latency_seconds histogram\n" in text
 
 
 def test_increments_from_several_flushes_add_up() -> None:
@@ -83,7 +92,7 @@ def test_increments_from_several_flushes_add_up() -> None:
     for part in (_samples(first), _samples(second)):
         for key, value in part.items():
             merged[key] = merged.get(key, 0.0) + value
-    parsed = _parse("\n".join(metrics.render_shared(merged, [PLAIN])) + "\n")
+    parsed = _parse(_shown(merged, [PLAIN]))
     assert parsed[("t_plain_seconds_bucket", (("le", "1"),))] == 2
     assert parsed[("t_plain_seconds_bucket", (("le", "2"),))] == 3
     assert parsed[("t_plain_seconds_sum", ())] == 2.5
@@ -92,27 +101,33 @@ def test_increments_from_several_flushes_add_up() -> None:
 def test_a_bucket_of_an_older_layout_counts_in_the_next_bound_above() -> None:
     stale = metrics.encode_field(PLAIN.name, "bucket", (("le", "0.25"),))
     between = metrics.encode_field(PLAIN.name, "bucket", (("le", "1.5"),))
-    lines = metrics.render_shared({stale: 1, between: 2}, [PLAIN])
-    assert 't_plain_seconds_bucket{le="1"} 1' in lines
-    assert 't_plain_seconds_bucket{le="2"} 3' in lines
-    assert "t_plain_seconds_count 3" in lines
+    parsed = _parse(_shown({stale: 1, between: 2}, [PLAIN]))
+    assert parsed[("t_plain_seconds_bucket", (("le", "1"),))] == 1
+    assert parsed[("t_plain_seconds_bucket", (("le", "2"),))] == 3
+    assert parsed[("t_plain_seconds_count", ())] == 3
 
 
 def test_unlabelled_families_show_zero_before_any_observation() -> None:
-    lines = metrics.render_shared({}, [PLAIN, Counter("t_once", "Once.")])
-    assert 't_plain_seconds_bucket{le="+Inf"} 0' in lines
-    assert "t_plain_seconds_count 0" in lines
-    assert "t_once_total 0" in lines
-    labelled = metrics.render_shared({}, [HITS])
-    assert labelled == ["# HELP t_hits_total Test hits.", "# TYPE t_hits_total counter"]
+    parsed = _parse(_shown({}, [PLAIN, Counter("t_once", "Once.")]))
+    assert parsed[("t_plain_seconds_bucket", (("le", "+Inf"),))] == 0
+    assert parsed[("t_plain_seconds_count", ())] == 0
+    assert parsed[("t_once_total", ())] == 0
+    labelled = _shown({}, [HITS])
+    assert labelled == "# HELP t_hits_total Test hits.\n# TYPE t_hits_total counter\n"
+
+
+def test_series_under_label_names_the_family_no_longer_declares_are_not_shown() -> None:
+    old_hits = metrics.encode_field(HITS.name, "total", (("route", "/"),))
+    old_bucket = metrics.encode_field(LATENCY.name, "bucket", (("path", "/"), ("le", "1")))
+    assert _parse(_shown({old_hits: 3, old_bucket: 1}, [HITS, LATENCY])) == {}
 
 
 def test_negative_observations_count_as_zero() -> None:
     tally = Tally()
     tally.observe(PLAIN, -0.2)  # a web host whose clock is behind the publisher's
-    lines = metrics.render_shared(_samples(tally), [PLAIN])
-    assert 't_plain_seconds_bucket{le="1"} 1' in lines
-    assert "t_plain_seconds_sum 0" in lines
+    parsed = _parse(_shown(_samples(tally), [PLAIN]))
+    assert parsed[("t_plain_seconds_bucket", (("le", "1"),))] == 1
+    assert parsed[("t_plain_seconds_sum", ())] == 0
 
 
 @pytest.mark.parametrize("value", ['say "hi"', "back\\slash", "two\nlines", "ünï", "a,b=c}"])
@@ -122,12 +137,13 @@ def test_label_values_survive_the_hash_and_the_text_format(value: str) -> None:
     drained = tally.drain()
     (field,) = drained.counts
     assert metrics.decode_field(field) == ("t_hits", "total", (("path", value),))
-    text = "\n".join(metrics.render_shared({field: 2}, [HITS])) + "\n"
-    assert _parse(text) == {("t_hits_total", (("path", value),)): 2.0}
+    assert _parse(_shown({field: 2}, [HITS])) == {("t_hits_total", (("path", value),)): 2.0}
 
 
-def test_escape_label() -> None:
-    assert metrics.escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+def test_label_values_are_escaped_in_the_text() -> None:
+    text = _shown({metrics.encode_field("t_hits", "total", (("path", 'a"b\\c\nd'),)): 1},
+                  [HITS])
+    assert 't_hits_total{path="a\\"b\\\\c\\nd"} ' in text
 
 
 def test_labels_must_match_the_definition() -> None:
@@ -151,9 +167,9 @@ def test_drain_empties_and_restore_puts_back() -> None:
 
 
 def test_fields_not_ours_are_ignored() -> None:
-    lines = metrics.render_shared({"junk": "1", b'["t_hits","total",[["path","/"]]]': b"x",
-                                   b'["t_hits","total",[["path","/x"]]]': b"4"}, [HITS])
-    assert lines[2:] == ['t_hits_total{path="/x"} 4']
+    text = _shown({"junk": "1", b'["t_hits","total",[["path","/"]]]': b"x",
+                   b'["t_hits","total",[["path","/x"]]]': b"4"}, [HITS])
+    assert _parse(text) == {("t_hits_total", (("path", "/x"),)): 4}
 
 
 def test_numbers() -> None:
@@ -185,7 +201,7 @@ def test_the_whole_scrape_parses_and_keeps_the_existing_names() -> None:
         queue_messages={"images": metrics.QueueMessages(ready=2, delayed=1, unacked=4)},
         sockets=[metrics.SocketReport("h:1", 3, 2), metrics.SocketReport("h:2", 1, 1)],
         samples=_samples(tally))
-    text = metrics.render(scrape)
+    text = exposition.render(scrape)
     parsed = _parse(text)
     assert parsed[("darkroom_jobs", (("queue", "images"), ("state", "completed")))] == 5
     assert parsed[("darkroom_queue_oldest_waiting_seconds", (("queue", "images"),))] \
@@ -208,6 +224,8 @@ def test_the_whole_scrape_parses_and_keeps_the_existing_names() -> None:
                    (("stage", "thumbnail"), ("type", "image.process")))] == 1
     assert parsed[("darkroom_event_relay_delay_seconds_count", ())] == 1
     assert "# TYPE darkroom_job_run_duration_seconds histogram" in text  # none observed yet
+    # A registry of the scrape's own: none of prometheus_client's default process collectors.
+    assert not any(name.startswith(("python_", "process_")) for name, _ in parsed)
     # Every family has HELP and TYPE exactly once.
     for line in text.splitlines():
         if line.startswith("# TYPE "):
@@ -221,13 +239,13 @@ def test_without_redis_the_scrape_still_shows_the_databases_figures() -> None:
     report["workers"] = None
     for queue in report["queues"]:
         queue["paused"] = None
-    parsed = _parse(metrics.render(Scrape(report=report, dead_letters=2, redis_up=False)))
+    parsed = _parse(exposition.render(Scrape(report=report, dead_letters=2, redis_up=False)))
     assert parsed[("darkroom_redis_up", ())] == 0
     assert parsed[("darkroom_dead_letters", ())] == 2
     assert parsed[("darkroom_jobs", (("queue", "images"), ("state", "completed")))] == 5
     assert ("darkroom_workers", ()) not in parsed  # unknown, not zero
     assert not any(name == "darkroom_queue_paused" for name, _ in parsed)
-    assert _parse(metrics.render(Scrape(report=_report(), dead_letters=0)))[
+    assert _parse(exposition.render(Scrape(report=_report(), dead_letters=0)))[
         ("darkroom_redis_up", ())] == 1
 
 
@@ -273,5 +291,6 @@ def test_job_figures_add_unfinished_and_finished_jobs_up_by_family_and_type() ->
         bases=["images"], types=[], unfinished=[], oldest={}, finished=finished, now=now,
         paused=None, workers=None)
     assert report["queues"][0]["paused"] is None and report["workers"] is None
-    parsed = _parse(metrics.render(Scrape(report=report, dead_letters=1, recount_age_s=12.5)))
+    parsed = _parse(exposition.render(Scrape(report=report, dead_letters=1,
+                                             recount_age_s=12.5)))
     assert parsed[("darkroom_jobs_recount_age_seconds", ())] == 12.5

@@ -55,10 +55,11 @@ from server.infra.settings import Settings
 from server.services.presenter import Presenter
 from tests.conftest import Databases
 from workers.faults import JobCancelled, PermanentFailure, TransientError
-from workers.middleware import lifecycle
+from workers.middleware import lifecycle, pause
 from workers.middleware.dead_letters import DeadLetters
-from workers.middleware.leases import Leases, QueueGate
+from workers.middleware.leases import Leases
 from workers.middleware.lifecycle import JobLifecycle, job_id_of, release_lease
+from workers.middleware.pause import QueueGate
 from workers.progress import RedisLineRefresh, Reporter
 
 pytestmark = pytest.mark.integration
@@ -401,7 +402,7 @@ def test_a_paused_queue_holds_the_job_without_using_an_attempt(
     (server.infra.fair); one already in the broker's queue (sent before the pause) is put back
     (delayed) again and again, and its owner is told once that the job is paused. Neither
     uses an attempt or takes a lease. Resumed, each runs as attempt 1."""
-    monkeypatch.setattr(lifecycle, "PAUSED_RECHECK_MS", 50)
+    monkeypatch.setattr(pause, "PAUSED_RECHECK_MS", 50)
     caplog.set_level(logging.INFO)
     paused = keys.paused_queues(harness.prefix)
     harness.client.sadd(paused, QUEUE)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from server.core.signing import hash_token
+from server.core.tasks import WEBHOOK_DELIVER
 from server.data import store
 from server.data.db import SyncDatabase
 from server.data.models import Job, as_utc, utcnow
@@ -132,8 +133,8 @@ def test_a_webhook_firing_is_skipped_while_its_owner_is_at_the_delivery_cap(
         db: SyncDatabase, caplog: pytest.LogCaptureFixture) -> None:
     user_id = _user(db)
     for _ in range(3):  # webhook_max_in_flight_per_user here
-        db.write(store.create_job, user_id=user_id, task_type=store.WEBHOOK_TASK,
-                 queue=store.WEBHOOK_QUEUE, payload=HOOK, max_attempts=5)
+        db.write(store.create_job, user_id=user_id, task_type=WEBHOOK_DELIVER.name,
+                 queue=WEBHOOK_DELIVER.queue, payload=HOOK, max_attempts=5)
     schedule_id = _due(db, user_id, "webhook.deliver", HOOK)
     _due(db, user_id, "email.send", MAIL)  # other types fire as ever
     with caplog.at_level(logging.WARNING, logger="workers.scheduler"):

@@ -1,6 +1,8 @@
-"""Shared switches in Redis: job leases, and paused queues.
+"""Job leases in Redis: one run of a job at a time, across every worker process.
 
-The worker process running a job holds its lease until it ends.
+Not a middleware: the lease book of this process, which ``JobLifecycle`` takes a lease in
+(before a run) and gives back (after it), ``DeadLetters`` gives back after a final failure,
+and ``Heartbeat`` refreshes. The worker process running a job holds its lease until it ends.
 
 A redelivered message whose job is leased by a live process must not start a second
 run: Dramatiq can redeliver a message whose worker is alive but was silent (a Redis
@@ -87,16 +89,3 @@ class Leases:
             self.client.eval(_REFRESH, 1, keys.job_lease(self.prefix, job_id), self.owner,
                              self.ttl_ms)
 
-
-class QueueGate:
-    """Whether a queue is paused (an admin's switch, a Redis set shared by all processes)."""
-
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self.client = client
-        self.key = keys.paused_queues(prefix)
-
-    def __call__(self, queue: str) -> bool:
-        try:
-            return bool(self.client.sismember(self.key, queue))
-        except redis.RedisError:
-            return False  # Redis is down: Dramatiq is not delivering anything anyway

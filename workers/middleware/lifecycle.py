@@ -1,10 +1,14 @@
 """Job lifecycle as Dramatiq middleware: active, retrying, completed.
 
 Actors only do their work; this middleware moves the job row through its states and
-publishes each change. It is added ``before=Retries`` (see ``server.infra.broker``) so its
+publishes each change. Before a message runs it passes three gates, in order: its queue's
+pause (``workers.middleware.pause``), its job's lease (``workers.middleware.leases``), and
+the start of the job's next attempt.
+
+It is added ``before=Retries`` (see ``server.infra.broker``) so its
 ``after_process_message`` runs once Retries has decided whether the failure is final;
-final failures are recorded by ``workers.middleware.dead_letters``; cancellation is written by
-whoever cancels (the web process, or an actor that finds its input gone).
+final failures are recorded by ``workers.middleware.dead_letters``; cancellation is written
+by whoever cancels (the web process, or an actor that finds its input gone).
 """
 
 from __future__ import annotations
@@ -18,25 +22,26 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
-from server.core.jobs import AttemptsExhausted, JobState, Stage, TransitionError, base_queue
+from server.core.jobs import AttemptsExhausted, JobState, Stage, TransitionError
 from server.data.models import utcnow
 from server.infra import logs
 from workers.faults import DatabaseUnavailable, describe
 from workers.middleware.leases import Leases
+from workers.middleware.pause import hold_if_paused
 from workers.progress import Reporter
 
 log = logging.getLogger(__name__)
 
-# Where the attempt a message runs as is kept (in memory) for the after_* hooks.
+# The message options this middleware sets, in memory, for the after_* hooks (its own and
+# DeadLetters'). It reads no actor option: an actor's retry and time-limit options are
+# Dramatiq's Retries' and TimeLimit's.
+# The attempt the message runs as.
 ATTEMPT_OPTION = "darkroom_attempt"
-# How often a message of a paused queue looks again: resume takes effect within this.
-PAUSED_RECHECK_MS = 3000
+# Marks a message whose processing took its job's lease.
+LEASE_OPTION = "darkroom_lease"
+
 # How soon a message whose job could not be marked active (database away) is tried again.
 START_RETRY_MS = 3000
-
-
-# Marks (in memory) a message whose processing took its job's lease.
-LEASE_OPTION = "darkroom_lease"
 
 
 def release_lease(leases: Leases, message: Any) -> None:
@@ -62,6 +67,23 @@ class JobLifecycle(dramatiq.Middleware):
         self._lock = threading.Lock()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        """Let the message run only past three gates, in this order, each of which skips it
+        (SkipMessage) when it must not run now: its queue's pause, its job's lease, and the
+        start of its job's next attempt.
+
+        Steps of one hook rather than three middleware: Dramatiq runs every middleware's
+        ``before_process_message`` even after one has raised anything but SkipMessage (it
+        logs the error and runs the actor anyway), so a gate that failed would not stop
+        the next; here it does.
+        """
+        job_id = self._start_handling(message)
+        hold_if_paused(broker, message, job_id, is_paused=self.is_paused,
+                       reporter=self.reporter)
+        self._take_lease(broker, message, job_id)
+        self._begin_attempt(broker, message, job_id)
+
+    def _start_handling(self, message: Any) -> str:
+        """Start handling the message: its job's id, named by every line logged meanwhile."""
         job_id = job_id_of(message)
         # Every line logged while this message is handled names its job (and, once the
         # row is read, its owner); cleared when the message is acked or nacked.
@@ -69,11 +91,10 @@ class JobLifecycle(dramatiq.Middleware):
         logs.bind(job_id=job_id)
         # Options travel with re-enqueued copies: a flag from an earlier delivery is stale.
         message.options.pop(LEASE_OPTION, None)
-        if self.is_paused(base_queue(message.queue_name)):
-            # Paused by an admin: the job stays queued; look again in a few seconds.
-            broker.enqueue(message.copy(), delay=PAUSED_RECHECK_MS)
-            self.reporter.show_paused(job_id)
-            raise SkipMessage(f"queue {message.queue_name} is paused")
+        return job_id
+
+    def _take_lease(self, broker: dramatiq.Broker, message: Any, job_id: str) -> None:
+        """Take the job's lease, or skip the message while a run of the job is alive."""
         if not self.leases.acquire(job_id):
             # (No lease taken: the skip below must not release the running copy's lease.)
             # Another live process runs this job (this copy was redelivered while that
@@ -82,6 +103,11 @@ class JobLifecycle(dramatiq.Middleware):
             broker.enqueue(message.copy(), delay=self.leases.ttl_ms)
             raise SkipMessage(f"job {job_id} is running elsewhere")
         message.options[LEASE_OPTION] = True
+
+    def _begin_attempt(self, broker: dramatiq.Broker, message: Any, job_id: str) -> None:
+        """Mark the job active as its next attempt, or skip the message (giving the lease
+        back) when the job must not run: over, superseded, out of attempts or deleted, or
+        not startable now (database away)."""
         try:
             view = self.reporter.begin_attempt(job_id, message.message_id)
         except TransitionError as exc:

@@ -3,9 +3,10 @@
 Each operation is one ``_op(...)`` call in ``_paths()``: its 2xx answers, the error
 statuses it can give besides the ones its access level implies (401 for users, 401
 and 403 for admins, 503 for anything that reads the database or Redis), and its
-parameters and body. Shapes live in ``_schemas()`` and are kept exactly as
-``server.services.presenter.Presenter`` and the routes emit them: every field required,
-nullable ones say so, no field that is not sent (``additionalProperties: false``).
+parameters and body. The shapes are not written here: ``components.schemas`` is
+generated from the Structs of ``server.core.wire`` that the presenter builds and the
+request validation checks against (every field sent is required, nullable ones say so,
+and a closed shape has ``additionalProperties: false``).
 ``tests/server/test_openapi.py`` checks that every /api route is documented;
 ``tests/integration/test_openapi.py`` runs schemathesis against a live server.
 """
@@ -17,15 +18,13 @@ import functools
 from importlib import metadata
 from typing import Any
 
-from server.core.jobs import JobState
+import msgspec
+
+from server.core.queue_figures import COUNTED_STATES
 from server.core.signing import FILE_KINDS
-from server.core.validation import (
-    MAX_ATTEMPTS_LIMIT,
-    MAX_CLEAN_AGE_S,
-    MAX_DELAY_S,
-    MAX_PAGE,
-    PRIORITIES,
-)
+from server.core.validation import MAX_CLEAN_AGE_S, MAX_DELAY_S, MAX_PAGE, PRIORITIES
+from server.core.wire import requests, responses
+from server.core.wire.fields import REF_TEMPLATE, ref
 
 Schema = dict[str, Any]
 
@@ -54,264 +53,30 @@ _ERRORS = {
 
 
 def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return ref(name)
 
 
-def _null(schema: Schema) -> Schema:
-    """``schema`` or null."""
-    if "$ref" in schema or "type" not in schema:
-        return {"anyOf": [schema, {"type": "null"}]}
-    kind = schema["type"]
-    kinds = [*kind, "null"] if isinstance(kind, list) else [kind, "null"]
-    out = {**schema, "type": kinds}
-    if "enum" in out:
-        out["enum"] = [*out["enum"], None]
-    return out
-
-
-def _obj(properties: dict[str, Schema], *, optional: tuple[str, ...] = (),
-         description: str | None = None) -> Schema:
-    """A closed object: every property required unless named in ``optional``."""
-    out: Schema = {
-        "type": "object",
-        "properties": properties,
-        "required": [name for name in properties if name not in optional],
-        "additionalProperties": False,
-    }
-    if description:
-        out["description"] = description
-    return out
-
-
-def _array(items: Schema) -> Schema:
-    return {"type": "array", "items": items}
-
-
-_ID: Schema = {"type": "string", "description": "An opaque id (32 characters, time-ordered)."}
-_TIME: Schema = {"type": "string", "format": "date-time", "description": "UTC, ISO-8601 with Z."}
-_COUNT: Schema = {"type": "integer", "minimum": 0}
-_PROGRESS: Schema = {"type": "integer", "minimum": 0, "maximum": 100}
-_PRIORITY: Schema = {"type": "string", "enum": list(PRIORITIES)}
-_JOB_STATES = [state.value for state in JobState]
-_JSON_OBJECT: Schema = {"type": "object", "description": "Free-form JSON object."}
+# The shapes the operations name; msgspec adds every shape they contain, except Upload and
+# RefusedFile as BatchUpload's items name them (by reference: see responses.BatchItem).
+_SHAPES = (
+    responses.Error, responses.Session, responses.Upload, responses.RefusedFile,
+    responses.ImagePage, responses.Image, responses.BatchUpload, responses.Batch,
+    responses.JobPage, responses.Job, responses.Timeline, responses.JobEnvelope,
+    responses.ScheduleEnvelope, responses.TaskTypes, responses.Schedules,
+    responses.WebhookCreated, responses.Webhooks, responses.DeadLetterPage,
+    responses.DeadLetterRetry, responses.QueueReport, responses.QueueState,
+    responses.QueueCleaned, responses.Health,
+    requests.TaskRequest, requests.WebhookRequest, requests.CleanRequest,
+)
 
 
 def _schemas() -> dict[str, Schema]:
-    return {
-        "Error": _obj({
-            "error": _obj({
-                "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$",
-                         "description": "Stable, snake_case; switch on this."},
-                "message": {"type": "string", "description": "For people; may change."},
-                "fields": {"type": "object", "additionalProperties": {"type": "string"},
-                           "description": "Payload validation: field path → problem."},
-            }, optional=("fields",)),
-        }),
-        "Session": _obj({"token": {"type": "string", "description": "The bearer token."},
-                         "user_id": _ID}),
-        "ImageMetadata": _obj({
-            "width": {"type": "integer", "minimum": 1},
-            "height": {"type": "integer", "minimum": 1},
-            "format": {"type": "string"},
-            "mode": {"type": "string", "description": "Pillow mode, e.g. RGB."},
-            "frames": {"type": "integer", "minimum": 1},
-            "camera_make": _null({"type": "string"}),
-            "camera_model": _null({"type": "string"}),
-            "taken_at": _null({"type": "string"}),
-            "has_gps": {"type": "boolean"},
-        }, description="Read by the worker; width and height after EXIF orientation."),
-        "Image": _obj({
-            "id": _ID,
-            "status": {"type": "string", "enum": ["queued", "processing", "ready", "failed"]},
-            "filename": {"type": "string", "description": "Display-safe; never a path."},
-            "content_type": {"type": "string", "description": "Sniffed from the bytes."},
-            "size_bytes": {"type": "integer", "minimum": 1},
-            "width": {"type": "integer", "minimum": 1},
-            "height": {"type": "integer", "minimum": 1},
-            "format": {"type": "string"},
-            "metadata": _null(_ref("ImageMetadata")),
-            "thumbnail_url": _null({"type": "string", "description":
-                                    "Signed, expiring; null until the file exists."}),
-            "preview_url": _null({"type": "string"}),
-            "original_url": {"type": "string", "description": "Signed, expiring."},
-            "created_at": _TIME,
-            "job_id": _null(_ID),
-        }),
-        "JobError": _obj({
-            "type": {"type": "string", "description": "The exception type, e.g. InvalidImage."},
-            "message": {"type": "string"},
-            "retryable": {"type": "boolean",
-                          "description": "Whether another run could succeed (transient)."},
-        }, optional=("retryable",)),
-        "Job": _obj({
-            "id": _ID,
-            "type": {"type": "string", "description": "The task type, e.g. image.process."},
-            "state": {"type": "string", "enum": _JOB_STATES},
-            "progress": _PROGRESS,
-            "stage": {"type": "string", "description":
-                      "Human-readable step: stored, decoding, thumbnail, preview, metadata, "
-                      "done for images; paused while its queue is; each type has its own."},
-            "attempt": _COUNT,
-            "max_attempts": {"type": "integer", "minimum": 1},
-            "error": _null(_ref("JobError")),
-            "result": _null({**_JSON_OBJECT, "description":
-                             "Type-specific; a completed image job has {\"image\": <Image>}."}),
-            "image_id": _null(_ID),
-            "batch_id": _null(_ID),
-            "created_at": _TIME,
-            "started_at": _null(_TIME),
-            "finished_at": _null(_TIME),
-            "run_at": _null({**_TIME, "description": "When a delayed or retrying job may run."}),
-            "priority": _PRIORITY,
-            "queue_position": _null({**_COUNT, "description":
-                                     "Jobs that will start before it, while queued."}),
-            "seq": {"type": "integer", "minimum": 1,
-                    "description": "Grows with every stored change; drop older events."},
-        }),
-        "JobEnvelope": _obj({"job": _ref("Job")}),
-        "JobPage": _obj({"items": _array(_ref("Job")), "next_before": _null(_ID)}),
-        "ImagePage": _obj({"items": _array(_ref("Image")), "next_before": _null(_ID)}),
-        "Upload": _obj({
-            "image": _ref("Image"), "job": _ref("Job"),
-            "duplicate": {"type": "boolean", "const": True,
-                          "description": "Present when these bytes were uploaded before."},
-        }, optional=("duplicate",)),
-        "RefusedFile": _obj({"error": _ref("ErrorBody"), "filename": {"type": "string"}}),
-        "ErrorBody": _obj({"code": {"type": "string"}, "message": {"type": "string"}}),
-        "BatchSummary": _obj({
-            "id": _ID,
-            "total": {**_COUNT, "description": "Jobs in the batch."},
-            "files": {**_COUNT, "description": "Files sent, refused ones included."},
-            "done": {**_COUNT, "description": "Jobs completed."},
-            "failed": {**_COUNT, "description": "Jobs failed or cancelled."},
-            "progress": _PROGRESS,
-            "created_at": _TIME,
-        }),
-        "BatchUpload": _obj({
-            "batch": _ref("BatchSummary"),
-            "items": _array({"anyOf": [_ref("Upload"), _ref("RefusedFile")]}),
-        }),
-        "Batch": _obj({"batch": _ref("BatchSummary"), "jobs": _array(_ref("Job"))}),
-        "TimelineEvent": _obj({
-            "seq": {"type": "integer", "minimum": 1},
-            "name": {"type": "string", "description": "The event, e.g. job:progress."},
-            "state": {"type": "string", "enum": _JOB_STATES},
-            "stage": {"type": "string"},
-            "progress": _PROGRESS,
-            "error": _null(_ref("JobError")),
-            "at": _TIME,
-        }),
-        "Timeline": _obj({
-            "job": _ref("Job"),
-            "payload": _JSON_OBJECT,
-            "traceback": _null({"type": "string"}),
-            "events": _array(_ref("TimelineEvent")),
-        }),
-        "TaskRequest": {
-            "type": "object",
-            "required": ["type"],
-            "properties": {
-                "type": {"type": "string", "minLength": 1,
-                         "description": "A type from GET /api/tasks/types."},
-                "payload": _null({**_JSON_OBJECT, "description":
-                                  "Checked against the type's payload_schema."}),
-                "priority": _null(_PRIORITY),
-                "delay": _null({"type": "number", "minimum": 0, "maximum": MAX_DELAY_S,
-                                "description": "Seconds before it may start."}),
-                "run_at": _null({"type": "string", "format": "date-time",
-                                 "description": "When it may start; with a time zone."}),
-                "max_attempts": _null({"type": "integer", "minimum": 1,
-                                       "maximum": MAX_ATTEMPTS_LIMIT, "description":
-                                       "Attempts in all; more than the type's own "
-                                       "max_attempts (a ceiling) gets the ceiling."}),
-                "repeat": _null(_obj({
-                    "cron": {"type": "string", "description": "5-field cron expression."},
-                    "timezone": _null({"type": "string", "description":
-                                       "IANA name; UTC when absent."}),
-                }, optional=("timezone",))),
-            },
-            "additionalProperties": False,
-            "description": "Give at most one of delay and run_at, and neither with repeat. "
-                           "Any other field is 422 unknown_field; a payload over "
-                           "MAX_TASK_PAYLOAD_KB as compact JSON is 422 invalid_payload.",
-        },
-        "TaskType": _obj({
-            "type": {"type": "string"},
-            "description": {"type": "string"},
-            "queue": {"type": "string"},
-            "payload_schema": {**_JSON_OBJECT, "description": "A JSON Schema subset."},
-            "max_attempts": _null({"type": "integer", "minimum": 1, "description":
-                                   "A ceiling on the attempts a job of this type gets; "
-                                   "null: RETRY_MAX_ATTEMPTS unless the caller asks."}),
-            "time_limit_s": _null({"type": "integer", "minimum": 1}),
-        }),
-        "TaskTypes": _obj({"types": _array(_ref("TaskType"))}),
-        "Schedule": _obj({
-            "id": _ID,
-            "type": {"type": "string"},
-            "payload": _JSON_OBJECT,
-            "cron": {"type": "string"},
-            "timezone": {"type": "string"},
-            "next_run_at": _TIME,
-            "priority": _PRIORITY,
-            "max_attempts": {"type": "integer", "minimum": 1},
-            "created_at": _TIME,
-        }),
-        "ScheduleEnvelope": _obj({"schedule": _ref("Schedule")}),
-        "Schedules": _obj({"items": _array(_ref("Schedule"))}),
-        "Webhook": _obj({"id": _ID, "url": {"type": "string"}, "created_at": _TIME}),
-        "WebhookRequest": {
-            "type": "object",
-            "required": ["url"],
-            "properties": {"url": {"type": "string", "format": "uri", "maxLength": 2000,
-                                   "description": "An http(s) URL."}},
-            "additionalProperties": False,
-        },
-        "SigningSecret": _null({"type": "string", "description":
-                                "Signs deliveries (X-Darkroom-Signature); null when the "
-                                "server has no WEBHOOK_SECRET."}),
-        "WebhookCreated": _obj({"webhook": _ref("Webhook"),
-                                "signing_secret": _ref("SigningSecret")}),
-        "Webhooks": _obj({"items": _array(_ref("Webhook")),
-                          "signing_secret": _ref("SigningSecret")}),
-        "DeadLetterItem": _obj({
-            "job": _ref("Job"),
-            "error": _obj({"type": {"type": "string"}, "message": {"type": "string"},
-                           "traceback": _null({"type": "string"})}),
-            "attempts": _COUNT,
-            "failed_at": _TIME,
-            "payload": _JSON_OBJECT,
-        }),
-        "DeadLetterPage": _obj({"items": _array(_ref("DeadLetterItem")),
-                                "next_before": _null(_ID)}),
-        "DeadLetterRetry": _obj({
-            "retried": _array(_ID),
-            "errors": _array(_obj({"job_id": _ID, "error": _ref("ErrorBody")})),
-        }),
-        "QueueCounts": _obj({name: _COUNT for name in (
-            "queued", "delayed", "active", "retrying", "completed", "failed", "cancelled")},
-            description="Jobs by state; delayed = queued with a future run_at."),
-        "Queue": _obj({
-            "name": {"type": "string"},
-            "paused": {"type": "boolean"},
-            "counts": _ref("QueueCounts"),
-            "oldest_waiting_s": _null({"type": "number", "minimum": 0}),
-            "throughput_per_min": {"type": "number", "minimum": 0,
-                                   "description": "Completions per minute, last 5 minutes."},
-        }),
-        "QueueReport": _obj({
-            "queues": _array(_ref("Queue")),
-            "workers": {**_COUNT, "description": "Worker processes with a fresh heartbeat."},
-        }),
-        "QueueState": _obj({"name": {"type": "string"}, "paused": {"type": "boolean"}}),
-        "QueueCleaned": _obj({"name": {"type": "string"}, "removed": _COUNT}),
-        "Health": _obj({
-            "status": {"type": "string", "enum": ["ok", "unavailable"]},
-            "redis": {"type": "string", "description": "ok, or error: <reason>"},
-            "database": {"type": "string"},
-            "relay": {"type": "string", "enum": ["ok", "stopped"]},
-        }),
-    }
+    """``components.schemas``, generated from the wire shapes (``server.core.wire``)."""
+    _, components = msgspec.json.schema_components(_SHAPES, ref_template=REF_TEMPLATE)
+    return components
+
+
+_PRIORITY: Schema = {"type": "string", "enum": list(PRIORITIES)}
 
 
 # --------------------------------------------------------------------------- operations
@@ -388,7 +153,8 @@ def _multipart(*, many: bool) -> Schema:
             "type": "object",
             "required": ["file"],
             "properties": {
-                "file": {**_array(file), "minItems": 1, "maxItems": 100} if many else file,
+                "file": {"type": "array", "items": file, "minItems": 1, "maxItems": 100}
+                if many else file,
                 "priority": {**_PRIORITY, "default": "normal"},
                 "delay": {"type": "integer", "minimum": 0, "maximum": MAX_DELAY_S,
                           "default": 0, "description": "Seconds before processing may start."},
@@ -495,7 +261,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 parameters=[
                     _query("state", "Only jobs in this state (delayed: queued with a "
                                     "future run_at).",
-                           {"type": "string", "enum": [*_JOB_STATES, "delayed"]}),
+                           {"type": "string", "enum": list(COUNTED_STATES)}),
                     _query("type", "Only jobs of this task type.", {"type": "string"}),
                     *_PAGE,
                 ],
@@ -631,11 +397,8 @@ def _paths() -> dict[str, dict[str, Any]]:
                     _QUEUE,
                     _query("older_than_s", "Used when the body does not give it.", _AGE),
                 ],
-                body=_json_body(
-                    {"type": "object", "properties": {
-                        "older_than_s": {**_AGE, "default": 3600,
-                                         "description": "Finished at least this long ago."}}},
-                    required=False, example={"older_than_s": 86400}),
+                body=_json_body(_ref("CleanRequest"), required=False,
+                                example={"older_than_s": 86400}),
                 description="Dead letters and images' current jobs are kept."),
         },
         "/healthz": {

@@ -15,9 +15,11 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 from server.infra import logs
 
 from server.data import store
+from server.data.models import utcnow
 from server.infra.audit import audit, audit_foreign
 from server.web.http.auth import authenticate
 from server.core.principal import Principal
+from server.core.lifecycle import snapshot_since
 from server.core.events import (
     ADMINS_ROOM,
     JOB_ROOM_PREFIX,
@@ -46,7 +48,7 @@ def _token_from(auth: Any, environ: dict[str, Any]) -> str | None:
 async def send_snapshot(sio: socketio.AsyncServer, state: Any, user_id: str, to: str) -> None:
     """``jobs:snapshot`` of one user's jobs, to a socket or a room."""
     views = await state.db.read(store.snapshot_jobs, user_id=user_id,
-                                finished_since=store.snapshot_window())
+                                finished_since=snapshot_since(utcnow()))
     jobs = [state.presenter.job(v.job, v.image, position) for v, position in views]
     await sio.emit(SNAPSHOT, snapshot_payload(jobs), to=to)
 

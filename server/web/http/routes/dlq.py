@@ -17,18 +17,6 @@ from server.infra.audit import audit
 from server.web.http.auth import require_admin
 from server.core.errors import ApiError, not_found
 from server.core.events import DLQ_REMOVED, AdminEvent
-from server.data.models import DeadLetter, iso
-
-
-def _item(state: Any, entry: DeadLetter, view: store.JobView) -> dict[str, Any]:
-    return {
-        "job": state.presenter.job(view.job, view.image),
-        "error": {"type": entry.error_type, "message": entry.error_message,
-                  "traceback": entry.traceback},
-        "attempts": entry.attempts,
-        "failed_at": iso(entry.failed_at),
-        "payload": entry.payload,
-    }
 
 
 async def list_dead_letters(request: Request) -> JSONResponse:
@@ -43,7 +31,7 @@ async def list_dead_letters(request: Request) -> JSONResponse:
     audit(admin.user_id, "dlq.list", "dlq",
           f"{len(rows)} items, type={task_type or '*'}, error={error or '*'}")
     return JSONResponse({
-        "items": [_item(state, entry, view) for entry, view in rows],
+        "items": [state.presenter.dead_letter(entry, view) for entry, view in rows],
         "next_before": rows[-1][0].job_id if len(rows) == limit else None,
     })
 

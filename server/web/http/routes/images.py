@@ -31,6 +31,7 @@ from server.web.http.headers import content_disposition
 from server.core.jobs import queue_for
 from server.data.models import new_id, utcnow
 from server.services import queues
+from server.services.presenter import batch_summary
 from server.web.http.uploads import ReceivedFile, receive_multipart
 from server.core import imaging
 from server.core.tasks import IMAGE_PROCESS
@@ -205,7 +206,8 @@ async def _upload_batch(request: Request,
                 items.append({**await stored_item(state, outcome), "duplicate": True})
             else:
                 items.append(await submit_file(state, outcome))
-        summary = await state.db.read(store.batch_summary, batch_id=batch.id, user_id=None)
+        found = await state.db.read(store.batch_progress, batch_id=batch.id, user_id=None)
+        summary = batch_summary(found) if found else None
         return JSONResponse({"batch": summary, "items": items}, status_code=202), items
     finally:
         form.cleanup()
@@ -318,13 +320,13 @@ async def get_batch(request: Request) -> JSONResponse:
     state = request.app.state
     owner = principal.owner
     batch_id = request.path_params["batch_id"]
-    summary = await state.db.read(store.batch_summary, batch_id=batch_id, user_id=owner)
-    if summary is None:
+    found = await state.db.read(store.batch_progress, batch_id=batch_id, user_id=owner)
+    if found is None:
         raise not_found("batch")
     views = await state.db.read(store.batch_jobs, batch_id=batch_id)
     if views:
         audit_foreign(principal, views[0].job.user_id, "batch.read", f"batch:{batch_id}")
-    return JSONResponse({"batch": summary,
+    return JSONResponse({"batch": batch_summary(found),
                          "jobs": [state.presenter.job(v.job, v.image) for v in views]})
 
 

@@ -16,8 +16,8 @@ from server.core import validation
 from server.infra.audit import audit, audit_foreign
 from server.web.http.auth import require_user
 from server.core.errors import ApiError, not_found
-from server.core.jobs import JobState, TransitionError
-from server.data.models import iso
+from server.core.jobs import TransitionError
+from server.core.queue_figures import COUNTED_STATES
 
 
 async def get_job(request: Request) -> JSONResponse:
@@ -52,10 +52,8 @@ async def cancel_job(request: Request) -> JSONResponse:
     # a queued message is skipped when a worker picks it up.
     if view.image is not None:
         await asyncio.to_thread(state.storage.remove_renditions, view.image.id)
-    event = state.presenter.event(view)
-    await state.publish(event)
-    await dispatch.send_deliveries(state, deliveries)
-    return JSONResponse({"job": event.job}, status_code=202)
+    job = await dispatch.announce(state, view, deliveries=deliveries)
+    return JSONResponse({"job": job}, status_code=202)
 
 
 async def list_jobs(request: Request) -> JSONResponse:
@@ -65,7 +63,7 @@ async def list_jobs(request: Request) -> JSONResponse:
     limit, before = validation.page(request.query_params,
                                     max_digits=state.settings.max_number_digits)
     wanted = request.query_params.get("state") or None
-    if wanted is not None and wanted not in {s.value for s in JobState} | {"delayed"}:
+    if wanted is not None and wanted not in COUNTED_STATES:  # delayed: queued, run_at ahead
         raise ApiError(400, "bad_request", f"unknown state {wanted!r}")
     views = await state.db.read(store.list_jobs, user_id=principal.owner, limit=limit,
                                 before=before, state=wanted,
@@ -90,14 +88,7 @@ async def job_timeline(request: Request) -> JSONResponse:
         raise not_found("job")
     audit_foreign(principal, view.job.user_id, "job.timeline", f"job:{job_id}")
     records = await state.db.read(store.job_timeline, job_id=job_id)
-    return JSONResponse({
-        "job": state.presenter.job(view.job, view.image),
-        "payload": view.job.payload,
-        "traceback": view.job.traceback,
-        "events": [{"seq": r.seq, "name": r.name, "state": r.state, "stage": r.stage,
-                    "progress": r.progress, "error": r.error, "at": iso(r.at)}
-                   for r in records],
-    })
+    return JSONResponse(state.presenter.timeline(view, records))
 
 
 async def retry_job(request: Request) -> JSONResponse:

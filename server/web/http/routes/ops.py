@@ -18,12 +18,13 @@ from starlette.staticfiles import StaticFiles
 from server.core import keys
 from server.web.client_files import WEB_DIR
 
-from server.infra import metrics, telemetry
+from server.infra import exposition, metrics, telemetry
 
 from server.data import store
 from server.web.http.auth import authenticate, bearer_token
 from server.core.errors import ApiError
 from server.core.jobs import queue_family
+from server.core.queue_figures import THROUGHPUT_WINDOW
 from server.data.models import utcnow
 from server.services.queues import live_workers, paused_queues, queue_names
 
@@ -76,7 +77,7 @@ async def _require_scrape_access(request: Request) -> None:
 
 async def _recount(state: Any) -> metrics.FinishedCounts:
     """Count the finished jobs and dead letters now: a pass over every stored finished job."""
-    window = store.THROUGHPUT_WINDOW
+    window = THROUGHPUT_WINDOW
     rows, dead = await state.db.read(store.finished_job_counts, since=utcnow() - window)
     return metrics.count_finished(rows, dead, at=time.time(), window_s=window.total_seconds())
 
@@ -177,7 +178,7 @@ async def prometheus(request: Request) -> Response:
         scrape = metrics.Scrape(report=report, dead_letters=finished.dead_letters,
                                 jobs_by_type=by_type, redis_up=False,
                                 recount_age_s=time.time() - finished.at)
-    return Response(metrics.render(scrape), media_type=metrics.CONTENT_TYPE)
+    return Response(exposition.render(scrape), media_type=exposition.CONTENT_TYPE)
 
 
 async def index(_request: Request) -> FileResponse:

@@ -10,14 +10,13 @@ from starlette.routing import Route
 
 from server.core import validation
 from server.core.errors import not_found
+from server.core.wire.requests import DEFAULT_CLEAN_AGE_S
 from server.data import store
 from server.data.models import utcnow
 from server.infra.audit import audit
 from server.services import queues
 from server.web.http.auth import require_admin
 from server.web.http.uploads import read_json
-
-DEFAULT_CLEAN_AGE_S = 3600
 
 
 def _queue(request: Request) -> str:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.core import cron, validation
+from server.core import cron, payloads, validation
 
 from server.services import dispatch, outbound
 
@@ -22,8 +22,8 @@ from server.web.http.auth import require_user
 from server.web.http.error_handlers import error_response
 from server.core.errors import ApiError, not_found
 from server.core.jobs import ImageBusy, queue_for
-from server.data.models import Schedule, iso, utcnow
-from server.services import queues
+from server.data.models import utcnow
+from server.services import presenter, queues
 from server.web.http.uploads import read_json
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ async def submit_task(request: Request) -> JSONResponse:
     task_type = state.task_types.get(spec.task_type)
     if task_type is None or not task_type.public:
         raise ApiError(400, "unknown_task_type", f"no task type named {spec.task_type!r}")
-    errors = (validation.payload_errors(task_type.schema, spec.payload)
+    errors = (payloads.payload_errors(task_type.schema, spec.payload)
               or outbound.payload_errors(task_type.name, spec.payload))
     if errors:
         return error_response(422, "invalid_payload",
@@ -118,21 +118,14 @@ async def _create_schedule(request: Request, user_id: str, task_type: str,
     if schedule is None:
         raise ApiError(409, "too_many_schedules",
                        f"at most {settings.max_schedules_per_user} schedules per user")
-    return JSONResponse({"schedule": schedule_wire(schedule)}, status_code=201)
-
-
-def schedule_wire(schedule: Schedule) -> dict[str, Any]:
-    return {"id": schedule.id, "type": schedule.type, "payload": schedule.payload,
-            "cron": schedule.cron, "timezone": schedule.timezone,
-            "next_run_at": iso(schedule.next_run_at), "priority": schedule.priority,
-            "max_attempts": schedule.max_attempts, "created_at": iso(schedule.created_at)}
+    return JSONResponse({"schedule": presenter.schedule(schedule)}, status_code=201)
 
 
 async def list_schedules(request: Request) -> JSONResponse:
     principal = await require_user(request)
     schedules = await request.app.state.db.read(store.list_schedules,
                                                 user_id=principal.user_id)
-    return JSONResponse({"items": [schedule_wire(s) for s in schedules]})
+    return JSONResponse({"items": [presenter.schedule(s) for s in schedules]})
 
 
 async def delete_schedule(request: Request) -> Response:

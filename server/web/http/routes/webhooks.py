@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.core import signing, validation
+from server.core import payloads, signing
 
 from server.data import store
 from server.web.http.auth import require_user
 from server.core.errors import ApiError, not_found
-from server.data.models import Webhook, iso
+from server.services.presenter import webhook_entry
 from server.web.http.uploads import read_json
 
-_SCHEMA = {"type": "object", "properties": {"url": {"type": "string", "format": "uri",
-                                                     "maxLength": 2000}},
-           "required": ["url"], "additionalProperties": False}
+_SCHEMA = payloads.checked({
+    "type": "object", "properties": {"url": {"type": "string", "format": "uri", "maxLength": 2000}},
+    "required": ["url"], "additionalProperties": False})
 
 
 def _signing_secret(request: Request, user_id: str) -> str | None:
@@ -27,14 +25,10 @@ def _signing_secret(request: Request, user_id: str) -> str | None:
     return signing.webhook_key(secret, user_id) if secret else None
 
 
-def _wire(hook: Webhook) -> dict[str, Any]:
-    return {"id": hook.id, "url": hook.url, "created_at": iso(hook.created_at)}
-
-
 async def create_webhook(request: Request) -> JSONResponse:
     principal = await require_user(request)
     body = await read_json(request)
-    errors = validation.payload_errors(_SCHEMA, body, path="body")
+    errors = payloads.payload_errors(_SCHEMA, body, path="body")
     if errors:
         raise ApiError(422, "invalid_webhook", "; ".join(f"{k} {v}" for k, v in errors.items()))
     most = request.app.state.settings.max_webhooks_per_user
@@ -42,7 +36,7 @@ async def create_webhook(request: Request) -> JSONResponse:
                                             url=body["url"], max_per_user=most)
     if hook is None:
         raise ApiError(409, "too_many_webhooks", f"at most {most} webhooks per user")
-    return JSONResponse({"webhook": _wire(hook),
+    return JSONResponse({"webhook": webhook_entry(hook),
                          "signing_secret": _signing_secret(request, principal.user_id)},
                         status_code=201)
 
@@ -50,7 +44,7 @@ async def create_webhook(request: Request) -> JSONResponse:
 async def list_webhooks(request: Request) -> JSONResponse:
     principal = await require_user(request)
     hooks = await request.app.state.db.read(store.list_webhooks, user_id=principal.user_id)
-    return JSONResponse({"items": [_wire(h) for h in hooks],
+    return JSONResponse({"items": [webhook_entry(h) for h in hooks],
                          "signing_secret": _signing_secret(request, principal.user_id)})
 
 

@@ -1,0 +1,142 @@
+"""Queue positions: where waiting jobs stand in the line workers take them from.
+
+The order is ``server.core.line``'s; here are the queries it needs: per priority and user,
+how many jobs wait and the oldest of them (one grouped query), and a user's own waiting
+jobs when a position or the front of the line needs them.
+"""
+
+from __future__ import annotations
+
+import bisect
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from server.core import line
+from server.core.jobs import PRIORITY_ORDER, JobState, base_queue, is_final, queue_family
+from server.data.models import Job, as_utc, utcnow
+from server.data.store.jobs import get_job
+from server.data.store.views import JobView, view
+
+
+class _Line:
+    """The waiting (eligible) jobs of one queue family, as workers will take them.
+
+    A job already handed to a worker's queue may still run before its turn, so a position
+    is an estimate, off by at most the jobs there (about one per worker thread).
+    """
+
+    def __init__(self, s: Session, base: str, now: datetime) -> None:
+        self.s, self.now = s, now
+        self.family = queue_family(base)
+        rank = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
+        rows = s.execute(
+            self._waiting(select(rank, Job.user_id, func.count(), func.min(Job.id)))
+            .group_by(rank, Job.user_id)).all()
+        self.groups: line.Groups = {}
+        for rank_value, user_id, count, first in rows:
+            self.groups.setdefault(int(rank_value), {})[user_id] = (int(count), first)
+        self._turns: dict[tuple[str, str], list[str]] = {}
+
+    def _waiting(self, query: Any) -> Any:
+        return (query.where(Job.queue.in_(self.family), Job.state == JobState.QUEUED.value)
+                .where((Job.run_at.is_(None)) | (Job.run_at <= self.now)))
+
+    def _own(self, user_id: str, priority: str, limit: int | None = None) -> list[str]:
+        """The user's waiting job ids of one priority, oldest first (the first ``limit``)."""
+        query = self._waiting(select(Job.id)).where(
+            Job.user_id == user_id, Job.priority == priority).order_by(Job.id)
+        return list(self.s.scalars(query if limit is None else query.limit(limit)))
+
+    def preload(self, user_id: str) -> None:
+        """Keep the user's waiting job ids at hand: many positions of theirs to come."""
+        for priority in PRIORITY_ORDER:
+            if user_id in self.groups.get(line.rank(priority), {}):
+                self._turns[(user_id, priority)] = self._own(user_id, priority)
+
+    def _earlier(self, job: Job) -> int:
+        """How many of the owner's waiting jobs of its priority are older than it."""
+        known = self._turns.get((job.user_id, job.priority))
+        if known is not None:
+            return bisect.bisect_left(known, job.id)
+        return int(self.s.scalar(self._waiting(select(func.count())).where(
+            Job.user_id == job.user_id, Job.priority == job.priority,
+            Job.id < job.id)) or 0)
+
+    def position(self, job: Job) -> int | None:
+        if job.state != JobState.QUEUED.value or job.queue not in self.family:
+            return None
+        if job.run_at is not None and as_utc(job.run_at) > self.now:
+            return None
+        if job.user_id not in self.groups.get(line.rank(job.priority), {}):
+            return None
+        return line.position(self.groups, user_id=job.user_id, priority=job.priority,
+                             turn=self._earlier(job) + 1)
+
+    def front(self, limit: int) -> list[str]:
+        """The ids of the first ``limit`` jobs in start order."""
+        picks = line.front(self.groups, limit)
+        own = {key: self._own(*key, limit=count)
+               for key, count in line.turns_needed(picks).items()}
+        return [own[(p.user_id, p.priority)][p.turn - 1] for p in picks
+                if p.turn <= len(own[(p.user_id, p.priority)])]
+
+
+def queue_position(s: Session, *, job: Job) -> int | None:
+    """How many waiting jobs of the same queue family start before this one: those of
+    higher priorities, then those of its own whose turn comes first (``core.line``)."""
+    if job.state != JobState.QUEUED.value:
+        return None
+    if job.run_at is not None and as_utc(job.run_at) > utcnow():
+        return None
+    return _Line(s, base_queue(job.queue), utcnow()).position(job)
+
+
+def get_job_positioned(s: Session, *, job_id: str,
+                       user_id: str | None) -> tuple[JobView, int | None] | None:
+    """``get_job`` plus the job's queue position (None unless it is waiting)."""
+    found = get_job(s, job_id=job_id, user_id=user_id)
+    return (found, queue_position(s, job=found.job)) if found else None
+
+
+def advance_line(s: Session, *, queue: str, limit: int) -> list[tuple[JobView, int]]:
+    """The first ``limit`` jobs waiting in a queue family, in start order, each with its
+    position; their seq grows so that clients take the new position (a job ahead of
+    them just started)."""
+    ids = _Line(s, base_queue(queue), utcnow()).front(limit)
+    if not ids:
+        return []
+    jobs = {job.id: job for job in s.scalars(
+        select(Job).where(Job.id.in_(ids), Job.state == JobState.QUEUED.value)
+        .with_for_update())}
+    waiting = [jobs[job_id] for job_id in ids if job_id in jobs]
+    for job in waiting:
+        job.seq += 1
+    return [(view(s, job), position) for position, job in enumerate(waiting)]
+
+
+def snapshot_jobs(s: Session, *, user_id: str, finished_since: datetime,
+                  limit: int = 500) -> list[tuple[JobView, int | None]]:
+    """The user's unfinished jobs and those finished since the given time, oldest first,
+    each with its queue position."""
+    finals = [state.value for state in JobState if is_final(state)]
+    query = (
+        select(Job)
+        .where(Job.user_id == user_id)
+        .where(Job.state.not_in(finals) | (Job.finished_at >= finished_since))
+        .order_by(Job.id.desc())
+        .limit(limit)
+    )
+    jobs = list(reversed(list(s.scalars(query))))
+    lines: dict[str, _Line] = {}
+    now = utcnow()
+    positioned = []
+    for job in jobs:
+        base = base_queue(job.queue)
+        if base not in lines:
+            lines[base] = _Line(s, base, now)
+            lines[base].preload(user_id)
+        positioned.append((view(s, job), lines[base].position(job)))
+    return positioned

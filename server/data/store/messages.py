@@ -1,0 +1,70 @@
+"""Each job's message: its id, whether it reached Redis, and the sweeper's reads of those
+that never did or whose run stopped."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.core.jobs import JobState
+from server.data.models import Job, as_utc
+from server.data.store.views import locked_job
+
+# A job's message is waiting to run (first or next attempt).
+_WAITING = (JobState.QUEUED.value, JobState.RETRYING.value)
+
+
+def new_message_id() -> str:
+    """A fresh id for a job's next message; copies with an older one are skipped."""
+    return str(uuid.uuid4())
+
+
+def mark_enqueued(s: Session, *, job_id: str, message_id: str) -> None:
+    """Note that the job's message reached Redis (unless a newer one replaced it)."""
+    job = s.get(Job, job_id)
+    if job is not None and job.message_id == message_id:
+        job.enqueued = True
+
+
+def mark_enqueued_many(s: Session, *, sent: dict[str, str]) -> None:
+    """``mark_enqueued`` for many jobs at once (job id → the message id that was sent)."""
+    for job in s.scalars(select(Job).where(Job.id.in_(sent))):
+        if job.message_id == sent[job.id]:
+            job.enqueued = True
+
+
+def unsent_jobs(s: Session, *, changed_before: datetime, limit: int = 100) -> list[Job]:
+    """Waiting jobs whose message never reached Redis.
+
+    A web process died between commit and enqueue, or Redis refused a retry's enqueue.
+    """
+    return list(s.scalars(
+        select(Job).where(Job.state.in_(_WAITING), Job.enqueued.is_(False),
+                          Job.updated_at < changed_before).order_by(Job.id).limit(limit)))
+
+
+def silent_active_jobs(s: Session, *, changed_before: datetime, limit: int = 100) -> list[Job]:
+    """Active jobs with no stored change for a long while (the caller checks their leases)."""
+    return list(s.scalars(
+        select(Job).where(Job.state == JobState.ACTIVE.value, Job.updated_at < changed_before)
+        .order_by(Job.id).limit(limit)))
+
+
+def renew_message(s: Session, *, job_id: str, changed_before: datetime) -> Job | None:
+    """Give a stuck job a new message id (any older copy will be skipped) and return it.
+
+    Stuck means: waiting with its message unsent, or active (its run is gone: the caller
+    checked the lease). None if the job moved on since (it changed after
+    ``changed_before``, or was sent meanwhile).
+    """
+    job = locked_job(s, job_id)
+    if job is None or as_utc(job.updated_at) >= changed_before:
+        return None
+    waiting_unsent = job.state in _WAITING and not job.enqueued
+    if not (waiting_unsent or job.state == JobState.ACTIVE.value):
+        return None
+    job.message_id, job.enqueued = new_message_id(), False
+    return job

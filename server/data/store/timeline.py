@@ -1,0 +1,27 @@
+"""Each job's timeline: one row per stored change, in seq order."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from server.core.events import event_for_state
+from server.data.models import Job, JobEventRecord
+
+
+def record(s: Session, job: Job, name: str | None = None) -> None:
+    """Append the job's current state to its timeline (``name``: the event announcing it)."""
+    s.add(JobEventRecord(job_id=job.id, seq=job.seq, name=name or event_for_state(job.state),
+                         state=job.state, stage=job.stage, progress=job.progress,
+                         error=job.error, at=job.updated_at))
+
+
+def job_timeline(s: Session, *, job_id: str) -> list[JobEventRecord]:
+    """The job's stored changes, oldest first."""
+    return list(s.scalars(select(JobEventRecord).where(JobEventRecord.job_id == job_id)
+                          .order_by(JobEventRecord.seq, JobEventRecord.id)))
+
+
+def forget_events(s: Session) -> None:
+    """Drop the timelines of jobs that no longer exist."""
+    s.execute(delete(JobEventRecord).where(JobEventRecord.job_id.not_in(select(Job.id))))

@@ -1,0 +1,106 @@
+"""Uploads: an image and its job recorded together, and duplicates (``store.uploads``).
+
+On SQLite, and on PostgreSQL too when TEST_DATABASE_URL is set (``conftest``)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import delete
+
+from server.core.jobs import JobState
+from server.data import store
+from server.data.db import SyncDatabase
+from server.data.models import Image, Job, JobEventRecord, new_id
+from tests.server.store.rows import (
+    count_rows,
+    finish,
+    new_upload,
+    new_user,
+    stored_image,
+    stored_job,
+)
+
+
+def test_create_image_job_stores_the_upload_and_its_job(db: SyncDatabase) -> None:
+    """The image row carries the file's facts and names its job; the job's payload names it."""
+    user_id = new_user(db)
+    sha = secrets.token_hex(32)
+    batch = db.write(store.create_batch, user_id=user_id, files=1)
+    view = new_upload(db, user_id, sha256=sha, priority="low", queue="images.low",
+                   batch_id=batch.id)
+    assert view.image is not None
+    image = stored_image(db, view.image.id)
+    assert image is not None
+    assert (image.user_id, image.status, image.filename, image.content_type, image.size_bytes,
+            image.sha256, image.format, image.width, image.height) == (
+        user_id, "queued", "a.jpg", "image/jpeg", 3, sha, "JPEG", 4, 3)
+    assert image.job_id == view.job.id and not image.has_thumbnail and image.meta is None
+    job = stored_job(db, view.job.id)
+    assert job.payload == {"image_id": image.id} and job.image_id == image.id
+    assert (job.type, job.queue, job.priority, job.batch_id) == (
+        "image.process", "images.low", "low", batch.id)
+
+
+def _upload_fields(user_id: str, sha256: str) -> dict[str, Any]:
+    return {"image_id": new_id(), "user_id": user_id, "sha256": sha256, "filename": "b.png",
+            "content_type": "image/png", "size_bytes": 5, "fmt": "PNG", "width": 2,
+            "height": 2, "task_type": "image.process", "queue": "images", "max_attempts": 1}
+
+
+def test_create_upload_returns_the_earlier_upload_of_the_same_bytes(db: SyncDatabase) -> None:
+    """Same user and bytes: the earlier view, flagged, nothing new stored. Another user, or
+    after the earlier one failed: a new upload."""
+    user_id, other = new_user(db), new_user(db)
+    sha = secrets.token_hex(32)
+    first, duplicate = db.write(store.create_upload, **_upload_fields(user_id, sha))
+    assert duplicate is False and first.image is not None
+
+    again, duplicate = db.write(store.create_upload, **_upload_fields(user_id, sha))
+    assert duplicate is True
+    assert again.job.id == first.job.id and again.image is not None
+    assert again.image.id == first.image.id
+    assert count_rows(db, Image, Image.user_id == user_id) == 1
+
+    theirs, duplicate = db.write(store.create_upload, **_upload_fields(other, sha))
+    assert duplicate is False and theirs.job.id != first.job.id
+
+    finish(db, first.job.id, JobState.FAILED)
+    retried, duplicate = db.write(store.create_upload, **_upload_fields(user_id, sha))
+    assert duplicate is False and retried.job.id != first.job.id
+    assert count_rows(db, Image, Image.user_id == user_id) == 2
+
+
+def test_find_duplicate_picks_the_newest_usable_upload(db: SyncDatabase) -> None:
+    """The newest non-failed image of those bytes; None when there is none, when the image
+    has no job or its job is gone."""
+    user_id = new_user(db)
+    sha = secrets.token_hex(32)
+    assert db.read(store.find_duplicate, user_id=user_id, sha256=sha) is None
+    older, newer = new_upload(db, user_id, sha256=sha), new_upload(db, user_id, sha256=sha)
+    assert older.image is not None and newer.image is not None
+    found = db.read(store.find_duplicate, user_id=user_id, sha256=sha)
+    assert found is not None and found.image is not None
+    assert (found.job.id, found.image.id) == (newer.job.id, newer.image.id)
+
+    finish(db, newer.job.id, JobState.CANCELLED)  # a cancelled image counts as failed
+    found = db.read(store.find_duplicate, user_id=user_id, sha256=sha)
+    assert found is not None and found.job.id == older.job.id
+
+    db.write(store.record_image_output, image_id=older.image.id, job_id=None)
+    assert db.read(store.find_duplicate, user_id=user_id, sha256=sha) is None
+    dangling = new_upload(db, user_id, sha256=sha)
+    db.write(lambda s: s.execute(delete(Job).where(Job.id == dangling.job.id)))
+    assert db.read(store.find_duplicate, user_id=user_id, sha256=sha) is None
+
+
+def test_delete_upload_removes_image_job_and_timeline(db: SyncDatabase) -> None:
+    """Undoing an upload leaves neither its image nor its job nor their events."""
+    user_id = new_user(db)
+    view = new_upload(db, user_id)
+    assert view.image is not None
+    db.write(store.delete_upload, image_id=view.image.id, job_id=view.job.id)
+    assert stored_image(db, view.image.id) is None
+    assert db.read(store.get_job, job_id=view.job.id, user_id=None) is None
+    assert count_rows(db, JobEventRecord, JobEventRecord.job_id == view.job.id) == 0
