@@ -10,14 +10,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
+P = ParamSpec("P")
+# A store function: a session first, then its own (checked) arguments.
+Query = Callable[Concatenate[Session, P], T]
 
 # "postgres://" is what Heroku, Render and others hand out; SQLAlchemy wants "postgresql".
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg",
@@ -185,15 +188,15 @@ class Database:
         async with self.engine.connect() as conn:
             await conn.run_sync(migrate.require_current)
 
-    async def read(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    async def read(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ``store`` query in a read transaction."""
         async with self._reads() as session:
-            return await session.run_sync(lambda s: fn(s, **kwargs))
+            return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
-    async def write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    async def write(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ``store`` write in one short IMMEDIATE transaction, committed on success."""
         async with self._write_turn, self._writes() as session, session.begin():
-            return await session.run_sync(lambda s: fn(s, **kwargs))
+            return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -248,13 +251,13 @@ class SyncDatabase:
         with self.engine.connect() as conn:
             return migrate.current(conn)
 
-    def read(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    def read(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         with self._reads() as session:
-            return fn(session, **kwargs)
+            return fn(session, *args, **kwargs)
 
-    def write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    def write(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         with self._write_turn, self._writes() as session, session.begin():
-            return fn(session, **kwargs)
+            return fn(session, *args, **kwargs)
 
     def dispose(self) -> None:
         self.engine.dispose()

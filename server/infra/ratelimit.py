@@ -11,13 +11,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from server.core import keys
 from server.core.errors import ApiError
 
-if TYPE_CHECKING:  # the HTTP layer's; workers may use the rates too
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
     from server.core.principal import Principal
+    from server.infra.settings import Settings
 
 MINUTE_S = 60
 HOUR_S = 3600
@@ -128,11 +131,21 @@ def take_sync(client: Any, prefix: str, rate: Rate, subject: str, amount: int = 
         raise refusal(rate, now)
 
 
-async def _take(state: Any, rate: Rate, subject: str, amount: int = 1) -> Taken | None:
+class Limited(Protocol):
+    """What the checks below need of a process's state (``Services`` fits)."""
+
+    @property
+    def redis(self) -> aioredis.Redis: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+
+async def _take(state: Limited, rate: Rate, subject: str, amount: int = 1) -> Taken | None:
     return await take(state.redis, state.settings.redis_prefix, rate, subject, amount)
 
 
-async def check_uploads(state: Any, user_id: str, files: int = 1) -> Taken | None:
+async def check_uploads(state: Limited, user_id: str, files: int = 1) -> Taken | None:
     """Take ``files`` uploads from the user's allowance for this minute, or answer 429.
 
     ``files=0`` only checks that some allowance is left (before a batch body is read).
@@ -141,20 +154,20 @@ async def check_uploads(state: Any, user_id: str, files: int = 1) -> Taken | Non
     return await _take(state, rate, user_id, files)
 
 
-async def check_tasks(state: Any, user_id: str) -> None:
+async def check_tasks(state: Limited, user_id: str) -> None:
     """One task submission (``POST /api/tasks``) from the user's allowance, or 429."""
     rate = Rate("tasks", "task submissions", state.settings.rate_limit_tasks_per_min)
     await _take(state, rate, user_id)
 
 
-async def check_sessions(state: Any, address_key: str) -> None:
+async def check_sessions(state: Limited, address_key: str) -> None:
     """One new session from the client address's allowance (``client_address.limit_key``)."""
     rate = Rate("sessions", "new sessions per address",
                 state.settings.rate_limit_sessions_per_min)
     await _take(state, rate, address_key)
 
 
-async def check_high_priority(state: Any, principal: Principal, priority: str,
+async def check_high_priority(state: Limited, principal: Principal, priority: str,
                               jobs: int = 1) -> Taken | None:
     """``priority: high`` jumps every other user's waiting work: admins may, plain users
     within HIGH_PRIORITY_PER_HOUR jobs (403 when that is 0, 429 once it is spent). What

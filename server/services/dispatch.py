@@ -21,51 +21,12 @@ from server.data.models import Job, as_utc, utcnow
 from server.data.store import JobView
 from server.infra.broker import send_job
 from server.services import outcomes
+from server.services.context import Services
 
 log = logging.getLogger(__name__)
 
 
-class SentMarks:
-    """Jobs whose message reached Redis, noted on their rows in one write every FLUSH_S.
-
-    The note only keeps the sweeper from sending them again, and the sweeper looks at jobs
-    left unsent for SWEEP_AFTER_S (a minute by default), so a fraction of a second's delay
-    costs nothing, while an upload no longer waits for a second write of its own. Should a
-    note be lost (the process died), the sweeper sends a fresh message and the first one
-    is skipped: the job still runs once.
-    """
-
-    FLUSH_S = 0.25
-
-    def __init__(self) -> None:
-        self._pending: dict[str, str] = {}
-
-    def add(self, job: Job) -> None:
-        assert job.message_id is not None
-        self._pending[job.id] = job.message_id
-
-    async def flush(self, db: Any) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        try:
-            await db.write(store.mark_enqueued_many, sent=pending)
-        except BaseException:
-            for job_id, message_id in pending.items():
-                self._pending.setdefault(job_id, message_id)
-            raise
-
-    async def run(self, db: Any) -> None:
-        """Flush every FLUSH_S, forever (a lifespan task)."""
-        while True:
-            await asyncio.sleep(self.FLUSH_S)
-            try:
-                await self.flush(db)
-            except Exception as exc:  # the database is away: kept for the next round
-                log.warning("could not note sent messages: %s", exc)
-
-
-async def enqueue(state: Any, view: JobView, *, delay_s: int = 0,
+async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
                   undo: Callable[[], Awaitable[object]]) -> None:
     """Send the job's message; if Redis is unreachable, run ``undo`` and answer 503.
 
@@ -85,12 +46,12 @@ async def enqueue(state: Any, view: JobView, *, delay_s: int = 0,
     state.sent.add(job)
 
 
-async def send(state: Any, job: Job, *, delay_s: int = 0) -> None:
+async def send(state: Services, job: Job, *, delay_s: int = 0) -> None:
     """Put the job's current message on its queue (raises redis errors)."""
     await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000)
 
 
-async def sweep(state: Any) -> int:
+async def sweep(state: Services) -> int:
     """Send a fresh message for every job that would otherwise wait forever; returns count.
 
     - waiting (queued or retrying) jobs whose message never reached Redis;
@@ -110,10 +71,11 @@ async def sweep(state: Any) -> int:
             stuck.append((job, silent_before))
     sent = 0
     for candidate, cutoff in stuck:
-        job = await state.db.write(store.renew_message, job_id=candidate.id,
-                                   changed_before=cutoff)
-        if job is None:
+        renewed = await state.db.write(store.renew_message, job_id=candidate.id,
+                                       changed_before=cutoff)
+        if renewed is None:
             continue
+        job = renewed
         remaining = 0
         if job.run_at is not None:
             remaining = max(0, math.ceil((as_utc(job.run_at) - now).total_seconds()))
@@ -125,7 +87,7 @@ async def sweep(state: Any) -> int:
     return sent
 
 
-async def retry_failed(state: Any, job_id: str, *, user_id: str | None = None,
+async def retry_failed(state: Services, job_id: str, *, user_id: str | None = None,
                        dead_letters_only: bool = True,
                        retryable_only: bool = False) -> dict[str, Any]:
     """Run a failed job again under the same id with fresh attempts; returns its <Job>.
@@ -160,7 +122,7 @@ async def retry_failed(state: Any, job_id: str, *, user_id: str | None = None,
     return await announce(state, view)
 
 
-async def announce(state: Any, view: JobView, position: int | EllipsisType | None = ...,
+async def announce(state: Services, view: JobView, position: int | EllipsisType | None = ...,
                    *, deliveries: Sequence[JobView] = ()) -> dict[str, Any]:
     """Publish the job's current state to its owner, then send the webhook deliveries its
     end made (one Redis refuses is left for the sweeper); returns the <Job> sent.
@@ -173,7 +135,7 @@ async def announce(state: Any, view: JobView, position: int | EllipsisType | Non
     return dict(event.job)
 
 
-async def publish(state: Any, event: BusEvent) -> None:
+async def publish(state: Services, event: BusEvent) -> None:
     """Publish any event (a job's followed by its batch's summary); failures are logged."""
     await outcomes.run_async(outcomes.publish(event), StatePorts(state))
 
@@ -181,7 +143,7 @@ async def publish(state: Any, event: BusEvent) -> None:
 class StatePorts:
     """The outcomes' steps in the web process (``outcomes.Ports``, asynchronously)."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: Services) -> None:
         self.state = state
 
     async def queue_position(self, job: Job) -> int | None:

@@ -34,6 +34,7 @@ from server.core.principal import Principal
 from server.core.tasks import EMAIL_SEND, WEBHOOK_DELIVER
 from server.data import store
 from server.data.store import JobView
+from server.services.context import Services
 
 EMAIL_TASK = EMAIL_SEND.name
 # How soon a user refused for a webhook backlog is told to try again.
@@ -42,7 +43,7 @@ BACKLOG_RETRY_S = 30
 log = logging.getLogger(__name__)
 
 
-async def check_backlog(state: Any, user_id: str) -> None:
+async def check_backlog(state: Services, user_id: str) -> None:
     """429 while WEBHOOK_BACKLOG_PER_USER or more of the user's webhook deliveries wait
     for their turn (``server.infra.fair``): the deliveries of a job's end are never dropped,
     so a receiver slower than the user's uploads would otherwise let them pile up for
@@ -70,7 +71,7 @@ def payload_errors(task_type: str, payload: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
-async def check_task(state: Any, principal: Principal, task_type: str,
+async def check_task(state: Services, principal: Principal, task_type: str,
                      payload: dict[str, Any], *, schedule: bool) -> None:
     """Refuse a job (or a schedule of them) these limits do not allow; call it after the
     payload passed ``payload_errors``."""
@@ -95,7 +96,7 @@ async def check_task(state: Any, principal: Principal, task_type: str,
                            headers={"Retry-After": str(wait)})
 
 
-async def count_task(state: Any, view: JobView, undo: Callable[[], Awaitable[object]]
+async def count_task(state: Services, view: JobView, undo: Callable[[], Awaitable[object]]
                      ) -> Callable[[], Awaitable[object]]:
     """Count a new e-mail job against the send rates; over one, ``undo`` (delete the job)
     and answer 429 with Retry-After.

@@ -9,25 +9,26 @@ from server.core import keys
 from server.core.jobs import Stage
 from server.data import store
 from server.services import dispatch
+from server.services.context import Services
 from server.services.presenter import queue_stats
 
 
-def queue_names(state: Any) -> list[str]:
+def queue_names(state: Services) -> list[str]:
     """The base queues of the registered task types."""
     return sorted({task_type.queue for task_type in state.task_types.values()})
 
 
-async def paused_queues(state: Any) -> set[str]:
+async def paused_queues(state: Services) -> set[str]:
     members = await state.redis.smembers(keys.paused_queues(state.settings.redis_prefix))
     return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
 
 
-async def waiting_stage(state: Any, base: str) -> str:
+async def waiting_stage(state: Services, base: str) -> str:
     """The stage a new job of that queue starts in: paused while its queue is."""
     return Stage.PAUSED.value if base in await paused_queues(state) else Stage.STORED.value
 
 
-async def queue_report(state: Any, *, with_redis: bool = True) -> dict[str, Any]:
+async def queue_report(state: Services, *, with_redis: bool = True) -> dict[str, Any]:
     """Every queue's counts, oldest wait, throughput and pause state, and live workers.
 
     ``with_redis=False`` (Redis is away): the database's figures, and None for the pause
@@ -42,7 +43,7 @@ async def queue_report(state: Any, *, with_redis: bool = True) -> dict[str, Any]
     return {"queues": queues, "workers": await live_workers(state) if with_redis else None}
 
 
-async def live_workers(state: Any) -> int:
+async def live_workers(state: Services) -> int:
     """Worker processes whose heartbeat is fresh (Dramatiq's heartbeat set)."""
     settings = state.settings
     key = keys.dramatiq_heartbeats(keys.dramatiq_namespace(settings.redis_prefix))
@@ -50,7 +51,7 @@ async def live_workers(state: Any) -> int:
     return int(await state.redis.zcount(key, since, "+inf"))
 
 
-async def set_paused(state: Any, name: str, paused: bool) -> None:
+async def set_paused(state: Services, name: str, paused: bool) -> None:
     """Pause or resume a base queue: waiting jobs stay queued, running ones finish."""
     key = keys.paused_queues(state.settings.redis_prefix)
     if paused:
@@ -60,4 +61,3 @@ async def set_paused(state: Any, name: str, paused: bool) -> None:
     # Owners see it: their waiting jobs' stage says "paused" (or waiting again).
     for view in await state.db.write(store.mark_paused, base=name, paused=paused):
         await dispatch.announce(state, view)
-    state.stats.poke()  # every admin's page shows the switch

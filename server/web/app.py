@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,26 +11,25 @@ import redis.asyncio as aioredis
 import socketio
 from starlette.applications import Starlette
 
-from server.infra import metrics, telemetry
-
-from server.infra.bus import Bus
-from server.web.live.dashboard import StatsPusher
+from server.core import tasks as task_declarations
 from server.data.db import Database
-from server.services import dispatch
-from server.services.dispatch import SentMarks
+from server.infra import telemetry
+from server.infra.broker import build_broker
+from server.infra.bus import Bus
+from server.infra.settings import Settings
+from server.infra.storage import storage_for
+from server.services.presenter import Presenter
+from server.services.sent_marks import SentMarks
 from server.web.http.error_handlers import EXCEPTION_HANDLERS
-from server.web.live.relay import relay_events
 from server.web.http.request_ids import RequestIds
 from server.web.http.routes import dlq, docs, images, jobs, ops, queues, session, tasks, webhooks
-from server.services.presenter import Presenter
 from server.web.http.security import http_middleware, socketio_origins
-from server.infra.settings import Settings
+from server.web.live.connections import Connections
+from server.web.live.relay import relay_events
 from server.web.live.socket_limits import HandshakeRate, LimitedSocketApp, SocketRegistry
-from server.web.live.sockets import keep_sockets, register_handlers, resync_all, socket_counts
-from server.infra.storage import storage_for
+from server.web.live.sockets import LiveNamespace, keep_sockets, resync_all
+from server.web.state import AppState
 from server.web.sweeper import run_sweeper
-from server.core import tasks as task_declarations
-from server.infra.broker import build_broker
 
 log = logging.getLogger(__name__)
 # How long shutdown waits for the background tasks it cancelled.
@@ -64,9 +62,11 @@ def create_app(settings: Settings) -> RequestIds:
                                max_http_buffer_size=settings.socket_max_message_bytes,
                                transports=list(settings.socketio_transports))
 
+    connections = Connections()
+    live = LiveNamespace(sio, connections, connect_timeout_s=settings.socket_connect_timeout_s)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state = app.state
         if (warning := settings.multi_host_warning()) is not None:
             log.warning(warning)
         storage = storage_for(settings)
@@ -81,43 +81,37 @@ def create_app(settings: Settings) -> RequestIds:
         client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5,
                                          health_check_interval=30)
         bus = Bus(client, settings.redis_prefix)
-
-        state.settings = settings
-        state.db = db
-        state.redis = client
-        state.storage = storage
-        state.broker = build_broker(settings, maintenance=False)
-        state.presenter = Presenter(settings.secret_key, settings.signed_url_ttl_s,
-                                    settings.public_url)
-        state.bus = bus
-        # Any event, a job's followed by its batch's summary (server.services.outcomes).
-        state.publish = functools.partial(dispatch.publish, state)
-        state.task_types = task_declarations.declared(include_test_tasks=settings.enable_test_tasks)
-        state.sockets = SocketRegistry(client, settings.redis_prefix,
-                                       settings.max_sockets_per_user, settings.socket_refresh_s)
-        # Uploads and relay delays, added to the deployment's metrics every few seconds.
-        tally = state.tally = metrics.Tally()
-        state.socket_counts = lambda: socket_counts(sio)
-        stats = state.stats = StatsPusher(sio, state)
-        state.relay = asyncio.create_task(
-            relay_events(bus, sio, resync=lambda: resync_all(sio, state), moved=stats.poke,
-                         tally=tally),
+        state = AppState(
+            settings=settings, db=db, redis=client, storage=storage,
+            broker=build_broker(settings, maintenance=False),
+            presenter=Presenter(settings.secret_key, settings.signed_url_ttl_s,
+                                settings.public_url),
+            bus=bus,
+            task_types=task_declarations.declared(include_test_tasks=settings.enable_test_tasks),
+            sent=SentMarks(), sio=sio, connections=connections,
+            sockets=SocketRegistry(client, settings.redis_prefix,
+                                   settings.max_sockets_per_user, settings.socket_refresh_s))
+        app.state.darkroom = state
+        live.serve(state)
+        relay = state.relay = asyncio.create_task(
+            relay_events(bus, sio, resync=lambda: resync_all(state), moved=state.stats.poke,
+                         tally=state.tally),
             name="relay")
         sweeper = asyncio.create_task(run_sweeper(state), name="sweeper")
-        registry = asyncio.create_task(keep_sockets(sio, state), name="socket-upkeep")
-        state.sent = SentMarks()
+        registry = asyncio.create_task(keep_sockets(state), name="socket-upkeep")
         marks = asyncio.create_task(state.sent.run(db), name="sent-marks")
         reporter = asyncio.create_task(
-            telemetry.report_forever(client, settings.redis_prefix, tally, state.socket_counts),
+            telemetry.report_forever(client, settings.redis_prefix, state.tally,
+                                     state.socket_counts),
             name="metrics")
         try:
             yield
         finally:
-            await _stop((state.relay, sweeper, registry, reporter, marks))
+            await _stop((relay, sweeper, registry, reporter, marks))
             await state.sockets.release_all()
             with contextlib.suppress(Exception):  # the sweeper resends what this misses
                 await state.sent.flush(db)
-            await stats.close()
+            await state.stats.close()
             state.broker.close()
             await client.aclose()
             await db.dispose()
@@ -129,7 +123,6 @@ def create_app(settings: Settings) -> RequestIds:
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=http_middleware(settings),
     )
-    register_handlers(sio, app.state, connect_timeout_s=settings.socket_connect_timeout_s)
     return RequestIds(LimitedSocketApp(
         sio, app, handshakes=HandshakeRate(settings.socket_handshakes_per_min),
         trusted_proxies=settings.trusted_proxies, exempt=settings.rate_limit_exempt_addresses))

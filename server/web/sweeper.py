@@ -15,11 +15,12 @@ import redis
 from server.services import dispatch
 
 from server.core import keys
+from server.services.context import Services
 
 log = logging.getLogger(__name__)
 
 
-async def run_sweeper(state: Any) -> None:
+async def run_sweeper(state: Services) -> None:
     """Sweep forever, every SWEEP_INTERVAL_S; errors are logged and the loop goes on."""
     settings = state.settings
     lock = keys.sweeper_lock(settings.redis_prefix)

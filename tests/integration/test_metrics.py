@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -217,10 +218,11 @@ def _scraped_app(settings: Settings, db: _CountedDatabase,
                  client: aioredis.Redis) -> httpx.AsyncClient:
     """A web process's /metrics, as create_app wires it (its state, ops routes)."""
     app = Starlette(routes=ops.routes, exception_handlers=EXCEPTION_HANDLERS)
-    app.state.settings, app.state.db, app.state.redis = settings, db, client
-    app.state.task_types = task_declarations.declared(include_test_tasks=False)
-    app.state.tally = metrics.Tally()
-    app.state.socket_counts = lambda: (0, 0)
+    # The parts of ``AppState`` the ops routes use (the rest needs a whole deployment).
+    app.state.darkroom = SimpleNamespace(
+        settings=settings, db=db, redis=client,
+        task_types=task_declarations.declared(include_test_tasks=False),
+        tally=metrics.Tally(), socket_counts=lambda: (0, 0), finished_counts=None)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web")
 
 

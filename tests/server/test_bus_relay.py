@@ -61,8 +61,9 @@ from server.infra import metrics
 from server.infra.bus import Bus, SyncBus
 from server.infra.embedded_redis import EmbeddedRedis
 from server.services.presenter import Presenter
+from server.web.live.connections import Connections
 from server.web.live.relay import relay_events
-from server.web.live.sockets import Connections, resync_all
+from server.web.live.sockets import resync_all
 from tests.conftest import Databases
 from tests.factories import LiveClient
 
@@ -599,12 +600,13 @@ async def test_after_a_redis_restart_the_relay_resyncs_every_connected_user(
     assert active is not None
 
     async with socket_server() as server:
-        state = SimpleNamespace(db=db, presenter=presenter, connections=server.connections)
+        state: Any = SimpleNamespace(db=db, presenter=presenter, connections=server.connections,
+                                     sio=server.sio)
         owner = await server.join(u1, t1)
         doomed = await server.join(u1, t1_revoked)
         other = await server.join(u2, t2)
         relay = Relay(Bus(client, prefix), server.sio,
-                      resync=lambda: resync_all(server.sio, state))
+                      resync=lambda: resync_all(state))
         try:
             channel = keys.events_channel(prefix)
             await wait_subscribed(client, channel)

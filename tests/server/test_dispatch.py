@@ -53,8 +53,8 @@ from server.infra.broker import build_broker
 from server.infra.settings import Settings
 from server.infra.storage import LocalStorage
 from server.services import dispatch
-from server.services.dispatch import SentMarks
 from server.services.presenter import Presenter
+from server.services.sent_marks import SentMarks
 from tests.conftest import Databases
 
 pytestmark = pytest.mark.integration

@@ -58,7 +58,8 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 def _web_processes(n: int, client: aioredis.Redis, db: _SlowCounts) -> list[Any]:
     """The state of ``n`` web processes of one deployment."""
     settings = Settings(redis_prefix=f"op{secrets.token_hex(4)}", metrics_recount_s=60)
-    return [SimpleNamespace(settings=settings, redis=client, db=db) for _ in range(n)]
+    return [SimpleNamespace(settings=settings, redis=client, db=db, finished_counts=None)
+            for _ in range(n)]
 
 
 async def test_scrapes_that_find_no_count_yet_leave_the_recount_to_one(

@@ -71,7 +71,9 @@ class Body:
         headers = [(b"content-type", content_type.encode())]
         if content_length is not None:
             headers.append((b"content-length", str(content_length).encode()))
-        app = SimpleNamespace(state=SimpleNamespace(settings=self.settings))
+        # Only the settings: that is all the upload reader uses of the app state.
+        state = SimpleNamespace(settings=self.settings)
+        app = SimpleNamespace(state=SimpleNamespace(darkroom=state))
         return Request({"type": "http", "method": "POST", "path": "/", "headers": headers,
                         "app": app}, self.receive)
 

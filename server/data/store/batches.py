@@ -20,7 +20,7 @@ class BatchProgress:
     tally: BatchTally
 
 
-def create_batch(s: Session, *, user_id: str, files: int) -> Batch:
+def create_batch(s: Session, /, *, user_id: str, files: int) -> Batch:
     """Record a batch of ``files`` uploads (their jobs name it as they are made)."""
     batch = Batch(id=new_id(), user_id=user_id, files=files, created_at=utcnow())
     s.add(batch)
@@ -28,7 +28,7 @@ def create_batch(s: Session, *, user_id: str, files: int) -> Batch:
     return batch
 
 
-def batch_progress(s: Session, *, batch_id: str, user_id: str | None) -> BatchProgress | None:
+def batch_progress(s: Session, /, *, batch_id: str, user_id: str | None) -> BatchProgress | None:
     """The batch with its jobs counted, if it exists and (unless user_id is None) belongs to
     that user."""
     query = select(Batch).where(Batch.id == batch_id)
@@ -41,7 +41,7 @@ def batch_progress(s: Session, *, batch_id: str, user_id: str | None) -> BatchPr
     return BatchProgress(batch, tally((state, progress) for state, progress in rows))
 
 
-def batch_jobs(s: Session, *, batch_id: str) -> list[JobView]:
+def batch_jobs(s: Session, /, *, batch_id: str) -> list[JobView]:
     """The batch's jobs, oldest first."""
     return [view(s, job) for job in
             s.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.id))]

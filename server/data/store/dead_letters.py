@@ -15,7 +15,7 @@ from server.data.store.messages import new_message_id
 from server.data.store.views import JobView, view
 
 
-def dead_letter(s: Session, *, job_id: str, error: dict[str, Any], traceback: str | None,
+def dead_letter(s: Session, /, *, job_id: str, error: dict[str, Any], traceback: str | None,
                 attempts: int | None = None, of_attempt: int | None = None) -> JobView | None:
     """Fail the job for good and record the final error in the dead-letter queue."""
     failed = transition(s, job_id=job_id, state=JobState.FAILED,
@@ -32,7 +32,7 @@ def dead_letter(s: Session, *, job_id: str, error: dict[str, Any], traceback: st
     return failed
 
 
-def list_dead_letters(s: Session, *, limit: int, before: str | None = None,
+def list_dead_letters(s: Session, /, *, limit: int, before: str | None = None,
                       task_type: str | None = None,
                       error: str | None = None) -> list[tuple[DeadLetter, JobView]]:
     """A page of dead letters, newest job first, optionally by type and error text."""
@@ -59,7 +59,7 @@ def dead_letter_ids(s: Session) -> list[str]:
     return list(s.scalars(select(DeadLetter.job_id).order_by(DeadLetter.job_id)))
 
 
-def delete_dead_letter(s: Session, *, job_id: str) -> bool:
+def delete_dead_letter(s: Session, /, *, job_id: str) -> bool:
     """Drop one entry (its job stays failed); False if there was none."""
     result = s.execute(delete(DeadLetter).where(DeadLetter.job_id == job_id))
     return bool(getattr(result, "rowcount", 0))
@@ -71,7 +71,7 @@ def clear_dead_letters(s: Session) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def requeue_failed(s: Session, *, job_id: str, user_id: str | None = None,
+def requeue_failed(s: Session, /, *, job_id: str, user_id: str | None = None,
                    dead_letters_only: bool = True) -> tuple[dict[str, Any], JobView] | None:
     """Queue a failed job again under the same id with fresh attempts.
 

@@ -54,7 +54,7 @@ def create_job(
     return JobView(job, image)
 
 
-def create_task_job(s: Session, *, user_id: str, image_id: str | None = None,
+def create_task_job(s: Session, /, *, user_id: str, image_id: str | None = None,
                     **fields: Any) -> JobView | None:
     """``create_job`` for a submitted task; None if ``image_id`` is not one of the user's.
 
@@ -71,7 +71,7 @@ def create_task_job(s: Session, *, user_id: str, image_id: str | None = None,
     return create_job(s, user_id=user_id, image=image, **fields)
 
 
-def delete_job(s: Session, *, job_id: str) -> None:
+def delete_job(s: Session, /, *, job_id: str) -> None:
     """Undo ``create_task_job`` when the message could not be enqueued.
 
     An image the job was made for gets its previous job back, and that job's status.
@@ -86,7 +86,7 @@ def delete_job(s: Session, *, job_id: str) -> None:
             image.status = lifecycle.image_status(previous.state).value
 
 
-def get_job(s: Session, *, job_id: str, user_id: str | None) -> JobView | None:
+def get_job(s: Session, /, *, job_id: str, user_id: str | None) -> JobView | None:
     """The job, if it exists and (unless user_id is None) belongs to that user."""
     query = select(Job).where(Job.id == job_id)
     if user_id is not None:
@@ -95,7 +95,7 @@ def get_job(s: Session, *, job_id: str, user_id: str | None) -> JobView | None:
     return view(s, job) if job else None
 
 
-def list_jobs(s: Session, *, user_id: str | None, limit: int, before: str | None = None,
+def list_jobs(s: Session, /, *, user_id: str | None, limit: int, before: str | None = None,
               state: str | None = None, task_type: str | None = None) -> list[JobView]:
     """A page of jobs, newest first: one user's, or everyone's (user_id None, for admins)."""
     query = select(Job)
@@ -112,7 +112,7 @@ def list_jobs(s: Session, *, user_id: str | None, limit: int, before: str | None
     return [view(s, job) for job in s.scalars(query.order_by(Job.id.desc()).limit(limit))]
 
 
-def count_unfinished(s: Session, *, user_id: str, task_type: str) -> int:
+def count_unfinished(s: Session, /, *, user_id: str, task_type: str) -> int:
     """How many of the user's jobs of ``task_type`` are queued, running or retrying."""
     return int(s.scalar(select(func.count()).select_from(Job).where(
         Job.user_id == user_id, Job.type == task_type, Job.state.in_(_UNFINISHED))) or 0)
@@ -163,7 +163,7 @@ def transition(
     return found
 
 
-def cancel_job(s: Session, *, job_id: str, user_id: str | None) -> JobView | None:
+def cancel_job(s: Session, /, *, job_id: str, user_id: str | None) -> JobView | None:
     """Cancel the job on request; raises TransitionError if it already finished."""
     if get_job(s, job_id=job_id, user_id=user_id) is None:
         return None
@@ -175,7 +175,7 @@ def cancel_job(s: Session, *, job_id: str, user_id: str | None) -> JobView | Non
     return cancelled
 
 
-def begin_attempt(s: Session, *, job_id: str, message_id: str | None = None) -> JobView | None:
+def begin_attempt(s: Session, /, *, job_id: str, message_id: str | None = None) -> JobView | None:
     """Mark the job active for its next attempt (``lifecycle.next_attempt``).
 
     Raises TransitionError if it may not run (cancelled, finished, or ``message_id`` is a
@@ -193,7 +193,7 @@ def begin_attempt(s: Session, *, job_id: str, message_id: str | None = None) -> 
                       progress=0, attempt=attempt)
 
 
-def report_progress(s: Session, *, job_id: str, stage: str, progress: int,
+def report_progress(s: Session, /, *, job_id: str, stage: str, progress: int,
                     image_id: str | None = None,
                     outputs: dict[str, Any] | None = None) -> JobView | None:
     """Record a progress step of an active job; None if it is not active (e.g. cancelled).

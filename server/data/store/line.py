@@ -84,7 +84,7 @@ class _Line:
                 if p.turn <= len(own[(p.user_id, p.priority)])]
 
 
-def queue_position(s: Session, *, job: Job) -> int | None:
+def queue_position(s: Session, /, *, job: Job) -> int | None:
     """How many waiting jobs of the same queue family start before this one: those of
     higher priorities, then those of its own whose turn comes first (``core.line``)."""
     if job.state != JobState.QUEUED.value:
@@ -94,14 +94,14 @@ def queue_position(s: Session, *, job: Job) -> int | None:
     return _Line(s, base_queue(job.queue), utcnow()).position(job)
 
 
-def get_job_positioned(s: Session, *, job_id: str,
+def get_job_positioned(s: Session, /, *, job_id: str,
                        user_id: str | None) -> tuple[JobView, int | None] | None:
     """``get_job`` plus the job's queue position (None unless it is waiting)."""
     found = get_job(s, job_id=job_id, user_id=user_id)
     return (found, queue_position(s, job=found.job)) if found else None
 
 
-def advance_line(s: Session, *, queue: str, limit: int) -> list[tuple[JobView, int]]:
+def advance_line(s: Session, /, *, queue: str, limit: int) -> list[tuple[JobView, int]]:
     """The first ``limit`` jobs waiting in a queue family, in start order, each with its
     position; their seq grows so that clients take the new position (a job ahead of
     them just started)."""
@@ -117,7 +117,7 @@ def advance_line(s: Session, *, queue: str, limit: int) -> list[tuple[JobView, i
     return [(view(s, job), position) for position, job in enumerate(waiting)]
 
 
-def snapshot_jobs(s: Session, *, user_id: str, finished_since: datetime,
+def snapshot_jobs(s: Session, /, *, user_id: str, finished_since: datetime,
                   limit: int = 500) -> list[tuple[JobView, int | None]]:
     """The user's unfinished jobs and those finished since the given time, oldest first,
     each with its queue position."""

@@ -22,21 +22,21 @@ def new_message_id() -> str:
     return str(uuid.uuid4())
 
 
-def mark_enqueued(s: Session, *, job_id: str, message_id: str) -> None:
+def mark_enqueued(s: Session, /, *, job_id: str, message_id: str) -> None:
     """Note that the job's message reached Redis (unless a newer one replaced it)."""
     job = s.get(Job, job_id)
     if job is not None and job.message_id == message_id:
         job.enqueued = True
 
 
-def mark_enqueued_many(s: Session, *, sent: dict[str, str]) -> None:
+def mark_enqueued_many(s: Session, /, *, sent: dict[str, str]) -> None:
     """``mark_enqueued`` for many jobs at once (job id → the message id that was sent)."""
     for job in s.scalars(select(Job).where(Job.id.in_(sent))):
         if job.message_id == sent[job.id]:
             job.enqueued = True
 
 
-def unsent_jobs(s: Session, *, changed_before: datetime, limit: int = 100) -> list[Job]:
+def unsent_jobs(s: Session, /, *, changed_before: datetime, limit: int = 100) -> list[Job]:
     """Waiting jobs whose message never reached Redis.
 
     A web process died between commit and enqueue, or Redis refused a retry's enqueue.
@@ -46,14 +46,14 @@ def unsent_jobs(s: Session, *, changed_before: datetime, limit: int = 100) -> li
                           Job.updated_at < changed_before).order_by(Job.id).limit(limit)))
 
 
-def silent_active_jobs(s: Session, *, changed_before: datetime, limit: int = 100) -> list[Job]:
+def silent_active_jobs(s: Session, /, *, changed_before: datetime, limit: int = 100) -> list[Job]:
     """Active jobs with no stored change for a long while (the caller checks their leases)."""
     return list(s.scalars(
         select(Job).where(Job.state == JobState.ACTIVE.value, Job.updated_at < changed_before)
         .order_by(Job.id).limit(limit)))
 
 
-def renew_message(s: Session, *, job_id: str, changed_before: datetime) -> Job | None:
+def renew_message(s: Session, /, *, job_id: str, changed_before: datetime) -> Job | None:
     """Give a stuck job a new message id (any older copy will be skipped) and return it.
 
     Stuck means: waiting with its message unsent, or active (its run is gone: the caller

@@ -11,7 +11,7 @@ from server.data.store.timeline import record
 from server.data.store.views import JobView, locked_job, view
 
 
-def mark_paused(s: Session, *, base: str, paused: bool) -> list[JobView]:
+def mark_paused(s: Session, /, *, base: str, paused: bool) -> list[JobView]:
     """Show the family's waiting jobs as paused (or waiting again); returns those changed."""
     before, after = (Stage.STORED.value, Stage.PAUSED.value) if paused else \
         (Stage.PAUSED.value, Stage.STORED.value)
@@ -24,7 +24,7 @@ def mark_paused(s: Session, *, base: str, paused: bool) -> list[JobView]:
     return [view(s, job) for job in jobs]
 
 
-def show_paused(s: Session, *, job_id: str) -> JobView | None:
+def show_paused(s: Session, /, *, job_id: str) -> JobView | None:
     """Mark one waiting job as held by a paused queue; None if there is nothing to change."""
     job = locked_job(s, job_id)
     if job is None or job.state != JobState.QUEUED.value or job.stage == Stage.PAUSED.value:

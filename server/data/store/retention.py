@@ -16,7 +16,7 @@ def _finals() -> list[str]:
     return [state.value for state in JobState if is_final(state)]
 
 
-def purge_finished(s: Session, *, finished_before: datetime) -> list[str]:
+def purge_finished(s: Session, /, *, finished_before: datetime) -> list[str]:
     """Delete what finished before the cutoff; returns the ids of images whose files go too.
 
     Images whose current job ended before the cutoff go with all their jobs; other jobs
@@ -43,7 +43,7 @@ def purge_finished(s: Session, *, finished_before: datetime) -> list[str]:
     return image_ids
 
 
-def existing_image_ids(s: Session, *, image_ids: list[str]) -> set[str]:
+def existing_image_ids(s: Session, /, *, image_ids: list[str]) -> set[str]:
     """Which of these ids still have an image row (for the orphan-file clean-up)."""
     found: set[str] = set()
     for start in range(0, len(image_ids), 500):
@@ -52,7 +52,7 @@ def existing_image_ids(s: Session, *, image_ids: list[str]) -> set[str]:
     return found
 
 
-def clean_finished(s: Session, *, base: str, finished_before: datetime) -> int:
+def clean_finished(s: Session, /, *, base: str, finished_before: datetime) -> int:
     """Delete the family's final jobs finished before the cutoff; returns how many.
 
     Kept: jobs in the dead-letter queue (until an admin clears them) and the current

@@ -15,7 +15,7 @@ from server.data.store.jobs import create_task_job
 from server.data.store.views import JobView
 
 
-def create_schedule(s: Session, *, user_id: str, task_type: str, payload: dict[str, Any],
+def create_schedule(s: Session, /, *, user_id: str, task_type: str, payload: dict[str, Any],
                     cron: str, timezone: str, priority: str, max_attempts: int,
                     next_run_at: datetime,
                     max_per_user: int = quotas.MAX_SCHEDULES_PER_USER) -> Schedule | None:
@@ -39,26 +39,26 @@ def _utc(value: datetime) -> datetime:
     return as_utc(value).astimezone(UTC)
 
 
-def list_schedules(s: Session, *, user_id: str) -> list[Schedule]:
+def list_schedules(s: Session, /, *, user_id: str) -> list[Schedule]:
     """The user's schedules, oldest first."""
     return list(s.scalars(select(Schedule).where(Schedule.user_id == user_id)
                           .order_by(Schedule.id)))
 
 
-def delete_schedule(s: Session, *, user_id: str, schedule_id: str) -> bool:
+def delete_schedule(s: Session, /, *, user_id: str, schedule_id: str) -> bool:
     """Delete one of the user's schedules; False if they have no such schedule."""
     result = s.execute(delete(Schedule).where(Schedule.id == schedule_id,
                                               Schedule.user_id == user_id))
     return bool(getattr(result, "rowcount", 0))
 
 
-def due_schedules(s: Session, *, now: datetime, limit: int = 100) -> list[Schedule]:
+def due_schedules(s: Session, /, *, now: datetime, limit: int = 100) -> list[Schedule]:
     """Everyone's schedules due by ``now``, the most overdue first."""
     return list(s.scalars(select(Schedule).where(Schedule.next_run_at <= now)
                           .order_by(Schedule.next_run_at).limit(limit)))
 
 
-def fire_schedule(s: Session, *, schedule_id: str, due: datetime, next_run_at: datetime,
+def fire_schedule(s: Session, /, *, schedule_id: str, due: datetime, next_run_at: datetime,
                   queue: str | None, image_field: str | None = None,
                   priority: str | None = None, max_attempts: int | None = None
                   ) -> JobView | None:

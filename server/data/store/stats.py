@@ -36,7 +36,7 @@ def _state_label(now: datetime) -> Any:
     return case((delayed, DELAYED), else_=Job.state)
 
 
-def queue_stats(s: Session, *, base: str) -> QueueFigures:
+def queue_stats(s: Session, /, *, base: str) -> QueueFigures:
     """One queue family's counts by state, the oldest waiting job's age, and completions
     per minute over THROUGHPUT_WINDOW."""
     now = utcnow()
@@ -55,7 +55,7 @@ def queue_stats(s: Session, *, base: str) -> QueueFigures:
                    completed=int(done), now=now)
 
 
-def job_counts_by_type(s: Session, *, types: Iterable[str] = ()) -> dict[tuple[str, str], int]:
+def job_counts_by_type(s: Session, /, *, types: Iterable[str] = ()) -> dict[tuple[str, str], int]:
     """How many jobs of each type are in each state (``delayed`` as in queue_stats); the
     ``types`` given and every type found get all states, zeros included."""
     label = _state_label(utcnow())
@@ -69,7 +69,7 @@ def job_counts_by_type(s: Session, *, types: Iterable[str] = ()) -> dict[tuple[s
     return counts
 
 
-def unfinished_job_counts(s: Session, *, now: datetime) -> list[tuple[str, str, str, int]]:
+def unfinished_job_counts(s: Session, /, *, now: datetime) -> list[tuple[str, str, str, int]]:
     """``(queue, type, state, jobs)`` of unfinished jobs (``delayed`` as in queue_stats)."""
     label = _state_label(now)
     rows = s.execute(select(Job.queue, Job.type, label, func.count())
@@ -78,7 +78,7 @@ def unfinished_job_counts(s: Session, *, now: datetime) -> list[tuple[str, str, 
             for queue, job_type, state, count in rows]
 
 
-def oldest_waiting(s: Session, *, now: datetime) -> dict[str, datetime]:
+def oldest_waiting(s: Session, /, *, now: datetime) -> dict[str, datetime]:
     """Per queue, since when its oldest job due to run has waited (run_at, else created)."""
     rows = s.execute(
         select(Job.queue, func.min(func.coalesce(Job.run_at, Job.created_at)))
@@ -87,7 +87,7 @@ def oldest_waiting(s: Session, *, now: datetime) -> dict[str, datetime]:
     return {str(queue): as_utc(since) for queue, since in rows if since is not None}
 
 
-def finished_job_counts(s: Session, *,
+def finished_job_counts(s: Session, /, *,
                         since: datetime) -> tuple[list[tuple[str, str, str, int, int]], int]:
     """``(queue, type, state, jobs, completed at or after since)`` of finished jobs, and the
     dead letters: a pass over every stored finished job (see above)."""

@@ -16,7 +16,7 @@ def record(s: Session, job: Job, name: str | None = None) -> None:
                          error=job.error, at=job.updated_at))
 
 
-def job_timeline(s: Session, *, job_id: str) -> list[JobEventRecord]:
+def job_timeline(s: Session, /, *, job_id: str) -> list[JobEventRecord]:
     """The job's stored changes, oldest first."""
     return list(s.scalars(select(JobEventRecord).where(JobEventRecord.job_id == job_id)
                           .order_by(JobEventRecord.seq, JobEventRecord.id)))

@@ -52,7 +52,7 @@ def create_image_job(
                       batch_id=batch_id)
 
 
-def create_upload(s: Session, *, user_id: str, sha256: str,
+def create_upload(s: Session, /, *, user_id: str, sha256: str,
                   **fields: Any) -> tuple[JobView, bool]:
     """``(view, False)`` for a new upload, or ``(earlier view, True)`` for the same bytes again.
 
@@ -66,7 +66,7 @@ def create_upload(s: Session, *, user_id: str, sha256: str,
     return create_image_job(s, user_id=user_id, sha256=sha256, **fields), False
 
 
-def find_duplicate(s: Session, *, user_id: str, sha256: str) -> JobView | None:
+def find_duplicate(s: Session, /, *, user_id: str, sha256: str) -> JobView | None:
     """The user's earlier upload of the same bytes, unless it failed (then it may be retried)."""
     failed = lifecycle.ImageStatus.FAILED.value
     image = s.scalars(
@@ -80,7 +80,7 @@ def find_duplicate(s: Session, *, user_id: str, sha256: str) -> JobView | None:
     return JobView(job, image) if job else None
 
 
-def delete_upload(s: Session, *, image_id: str, job_id: str) -> None:
+def delete_upload(s: Session, /, *, image_id: str, job_id: str) -> None:
     """Undo ``create_image_job`` when the message could not be enqueued."""
     s.execute(delete(Job).where(Job.id == job_id))
     s.execute(delete(JobEventRecord).where(JobEventRecord.job_id == job_id))

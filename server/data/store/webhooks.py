@@ -17,7 +17,7 @@ from server.data.store.jobs import create_job
 from server.data.store.views import JobView
 
 
-def create_webhook(s: Session, *, user_id: str, url: str,
+def create_webhook(s: Session, /, *, user_id: str, url: str,
                    max_per_user: int = quotas.MAX_WEBHOOKS_PER_USER) -> Webhook | None:
     """Register a URL; None when the user already has ``max_per_user``."""
     count = s.scalar(select(func.count()).select_from(Webhook).where(Webhook.user_id == user_id))
@@ -29,20 +29,20 @@ def create_webhook(s: Session, *, user_id: str, url: str,
     return hook
 
 
-def list_webhooks(s: Session, *, user_id: str) -> list[Webhook]:
+def list_webhooks(s: Session, /, *, user_id: str) -> list[Webhook]:
     """The user's URLs, oldest first."""
     return list(s.scalars(select(Webhook).where(Webhook.user_id == user_id)
                           .order_by(Webhook.id)))
 
 
-def delete_webhook(s: Session, *, user_id: str, webhook_id: str) -> bool:
+def delete_webhook(s: Session, /, *, user_id: str, webhook_id: str) -> bool:
     """Unregister one of the user's URLs; False if they have no such webhook."""
     result = s.execute(delete(Webhook).where(Webhook.id == webhook_id,
                                              Webhook.user_id == user_id))
     return bool(getattr(result, "rowcount", 0))
 
 
-def end_with_deliveries(s: Session, *, change: Callable[..., JobView | None],
+def end_with_deliveries(s: Session, /, *, change: Callable[..., JobView | None],
                         webhook: Callable[[JobView], tuple[str, dict[str, Any]]],
                         **fields: Any) -> tuple[JobView | None, list[JobView]]:
     """Run a state change (``transition``, ``dead_letter``, ``cancel_job``…); if it ended the
@@ -57,7 +57,7 @@ def end_with_deliveries(s: Session, *, change: Callable[..., JobView | None],
     return changed, create_webhook_deliveries(s, job=changed.job, event=event, body=body)
 
 
-def create_webhook_deliveries(s: Session, *, job: Job, event: str,
+def create_webhook_deliveries(s: Session, /, *, job: Job, event: str,
                               body: dict[str, Any]) -> list[JobView]:
     """One queued ``webhook.deliver`` job per URL the job's owner registered, each with the
     type's own attempts (WEBHOOK_MAX_ATTEMPTS); none for a delivery's own end.

@@ -15,6 +15,7 @@ from server.data.db import Database
 from server.core.errors import ApiError
 from server.core.principal import Principal
 from server.core.signing import hash_token
+from server.web.state import app_state
 
 
 def mint_token() -> str:
@@ -58,7 +59,7 @@ def bearer_token(request: Request) -> str | None:
 async def require_user(request: Request) -> Principal:
     """The caller, or a 401 JSON error."""
     token = bearer_token(request)
-    state = request.app.state
+    state = app_state(request)
     principal = await authenticate(state.db, token, state.settings.admin_token)
     if principal is None:
         message = "missing bearer token" if token is None else "invalid bearer token"

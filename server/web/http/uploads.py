@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from server.core.errors import ApiError
 from server.infra.storage import Storage
 from server.core.validation import MAX_INT_DIGITS, is_whole_number, json_body
+from server.web.state import app_state
 
 # Plain form fields (priority, delay) are tiny: the defaults of MAX_FORM_FIELDS and
 # MAX_FORM_FIELDS_KB, which cap how many a request may carry and their bytes in all.
@@ -345,7 +346,7 @@ async def read_json(request: Request, *, empty: Any = None,
     """The body as JSON (``empty`` when there is none), read under MAX_JSON_BODY_KB (or
     ``max_bytes``): 413 payload_too_large past it, 400/422 as ``validation.json_body``
     (MAX_JSON_DEPTH, MAX_NUMBER_DIGITS)."""
-    settings = request.app.state.settings
+    settings = app_state(request).settings
     cap = settings.max_json_body_bytes if max_bytes is None else max_bytes
     return json_body(await read_body(request, max_bytes=cap), empty=empty,
                      max_depth=settings.max_json_depth,

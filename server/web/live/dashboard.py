@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
-
 import socketio
 
 from server.core.events import ADMINS_ROOM, QUEUE_STATS
 from server.data.models import iso, utcnow
+from server.services.context import Services
 from server.services.queues import queue_report
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ _IDLE_REFRESH_S = 10.0
 class StatsPusher:
     """Coalesces job events into one ``queues:stats`` push per interval, when admins watch."""
 
-    def __init__(self, sio: socketio.AsyncServer, state: Any) -> None:
+    def __init__(self, sio: socketio.AsyncServer, state: Services) -> None:
         self.sio = sio
         self.state = state
         self._task: asyncio.Task[None] | None = None

@@ -17,11 +17,12 @@ from server.infra.audit import audit
 from server.web.http.auth import require_admin
 from server.core.errors import ApiError, not_found
 from server.core.events import DLQ_REMOVED, AdminEvent
+from server.web.state import app_state
 
 
 async def list_dead_letters(request: Request) -> JSONResponse:
     admin = await require_admin(request)
-    state = request.app.state
+    state = app_state(request)
     limit, before = validation.page(request.query_params,
                                     max_digits=state.settings.max_number_digits)
     task_type = request.query_params.get("type") or None
@@ -39,14 +40,14 @@ async def list_dead_letters(request: Request) -> JSONResponse:
 async def retry_one(request: Request) -> JSONResponse:
     admin = await require_admin(request)
     job_id = request.path_params["job_id"]
-    job = await dispatch.retry_failed(request.app.state, job_id)
+    job = await dispatch.retry_failed(app_state(request), job_id)
     audit(admin.user_id, "dlq.retry", f"job:{job_id}")
     return JSONResponse({"job": job}, status_code=202)
 
 
 async def retry_all(request: Request) -> JSONResponse:
     admin = await require_admin(request)
-    state = request.app.state
+    state = app_state(request)
     retried: list[str] = []
     errors: list[dict[str, Any]] = []
     for job_id in await state.db.read(store.dead_letter_ids):
@@ -63,7 +64,7 @@ async def retry_all(request: Request) -> JSONResponse:
 
 async def delete_one(request: Request) -> Response:
     admin = await require_admin(request)
-    state = request.app.state
+    state = app_state(request)
     job_id = request.path_params["job_id"]
     if not await state.db.write(store.delete_dead_letter, job_id=job_id):
         raise not_found("dead letter")
@@ -74,7 +75,7 @@ async def delete_one(request: Request) -> Response:
 
 async def clear(request: Request) -> Response:
     admin = await require_admin(request)
-    state = request.app.state
+    state = app_state(request)
     removed = await state.db.write(store.clear_dead_letters)
     audit(admin.user_id, "dlq.clear", "dlq", f"{removed} removed")
     await state.publish(AdminEvent(DLQ_REMOVED, {"all": True}))

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 import sqlalchemy.exc
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -35,17 +36,18 @@ from server.services.presenter import batch_summary
 from server.web.http.uploads import ReceivedFile, receive_multipart
 from server.core import imaging
 from server.core.tasks import IMAGE_PROCESS
+from server.web.state import AppState, app_state
 
 log = logging.getLogger(__name__)
 
 _FILE_TYPES = {"thumbnail": "image/webp", "preview": "image/webp"}
 
 
-def _count_upload(state: Any, outcome: str, status: int, reason: str = "") -> None:
+def _count_upload(state: AppState, outcome: str, status: int, reason: str = "") -> None:
     state.tally.inc(metrics.UPLOADS, outcome=outcome, status=status, reason=reason)
 
 
-def _count_refusal(state: Any, exc: BaseException) -> None:
+def _count_refusal(state: AppState, exc: BaseException) -> None:
     """Count a request refused as a whole, with the status and code its answer has."""
     if isinstance(exc, ApiError):
         _count_upload(state, "rejected", exc.status, exc.code)
@@ -61,7 +63,7 @@ def _count_refusal(state: Any, exc: BaseException) -> None:
 
 async def upload_image(request: Request) -> Response:
     """Store the file, record image + job, enqueue, answer 202 — no image decoding here."""
-    state = request.app.state
+    state = app_state(request)
     try:
         response = await _upload_image(request)
     except BaseException as exc:
@@ -74,7 +76,7 @@ async def upload_image(request: Request) -> Response:
 
 async def _upload_image(request: Request) -> Response:
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     await outbound.check_backlog(state, principal.user_id)
     uploads = await ratelimit.check_uploads(state, principal.user_id)
     try:
@@ -87,7 +89,7 @@ async def _upload_image(request: Request) -> Response:
 
 
 async def _receive_image(request: Request, principal: Principal) -> Response:
-    state = request.app.state
+    state = app_state(request)
     settings = state.settings
     form = await receive_multipart(request, state.storage,
                                    max_file_bytes=settings.max_upload_bytes, max_files=1,
@@ -119,7 +121,7 @@ async def upload_batch(request: Request) -> Response:
     All files are stored and their jobs recorded first, then sent: ``batch:progress``
     never counts a batch that is still growing.
     """
-    state = request.app.state
+    state = app_state(request)
     refused: list[ApiError] = []
     try:
         response, items = await _upload_batch(request, refused)
@@ -139,7 +141,7 @@ async def _upload_batch(request: Request,
                         refused: list[ApiError]) -> tuple[Response, list[dict[str, Any]]]:
     """The batch upload; files refused one by one are added to ``refused``."""
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     await outbound.check_backlog(state, principal.user_id)
     await ratelimit.check_uploads(state, principal.user_id, files=0)
     files_begun = 0
@@ -213,7 +215,7 @@ async def _upload_batch(request: Request,
         form.cleanup()
 
 
-async def _give_back(state: Any, taken: ratelimit.Taken | None,
+async def _give_back(state: AppState, taken: ratelimit.Taken | None,
                      amount: int | None = None) -> None:
     """Return allowance a request took and did not use (if Redis fails meanwhile, the
     user is only short of it until the window ends)."""
@@ -223,7 +225,7 @@ async def _give_back(state: Any, taken: ratelimit.Taken | None,
         log.warning("could not give back %s: %s", taken, exc)
 
 
-async def _allowance_covers(state: Any, user_id: str, files: int) -> None:
+async def _allowance_covers(state: AppState, user_id: str, files: int) -> None:
     """429 now unless the user's upload allowance (``ratelimit.check_uploads``) still
     covers ``files`` more uploads. Nothing is taken here: the batch takes all its files at
     once when its body is in, so that a refused batch costs nothing."""
@@ -255,7 +257,7 @@ class StoredFile:
     position: int | None = None  # in its queue, as the job was recorded
 
 
-async def store_file(state: Any, user_id: str, upload: ReceivedFile,
+async def store_file(state: AppState, user_id: str, upload: ReceivedFile,
                      options: validation.UploadOptions,
                      batch_id: str | None = None) -> StoredFile:
     """Check one received file, move it into the store and record its image and job.
@@ -286,21 +288,22 @@ async def store_file(state: Any, user_id: str, upload: ReceivedFile,
     return StoredFile(view, duplicate, options.delay_s, position)
 
 
-def _create_upload(s: Any, **fields: Any) -> tuple[store.JobView, bool, int | None]:
+def _create_upload(s: Session, /, **fields: Any) -> tuple[store.JobView, bool, int | None]:
     """``store.create_upload`` and the job's queue position, in one transaction."""
     view, duplicate = store.create_upload(s, **fields)
     return view, duplicate, store.queue_position(s, job=view.job)
 
 
-async def stored_item(state: Any, stored: StoredFile) -> dict[str, Any]:
+async def stored_item(state: AppState, stored: StoredFile) -> dict[str, Any]:
     """``{"image", "job"}`` of a stored file as it is now."""
     view = stored.view
+    assert view.image is not None  # an upload's job always has its image
     position = await state.db.read(store.queue_position, job=view.job)
     return {"image": state.presenter.image(view.image),
             "job": state.presenter.job(view.job, view.image, position)}
 
 
-async def submit_file(state: Any, stored: StoredFile) -> dict[str, Any]:
+async def submit_file(state: AppState, stored: StoredFile) -> dict[str, Any]:
     """Send a stored file's message and announce its job; ``{"image", "job"}``."""
     view = stored.view
     assert view.image is not None
@@ -317,7 +320,7 @@ async def submit_file(state: Any, stored: StoredFile) -> dict[str, Any]:
 
 async def get_batch(request: Request) -> JSONResponse:
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     owner = principal.owner
     batch_id = request.path_params["batch_id"]
     found = await state.db.read(store.batch_progress, batch_id=batch_id, user_id=owner)
@@ -344,7 +347,7 @@ async def _probe(upload: ReceivedFile, max_pixels: int,
 
 async def list_images(request: Request) -> JSONResponse:
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     limit, before = validation.page(request.query_params,
                                     max_digits=state.settings.max_number_digits)
     images = await state.db.read(store.list_images, user_id=principal.user_id, limit=limit,
@@ -356,7 +359,7 @@ async def list_images(request: Request) -> JSONResponse:
 
 async def get_image(request: Request) -> JSONResponse:
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     image = await state.db.read(store.get_image, image_id=request.path_params["image_id"],
                                 user_id=principal.owner)
     if image is None:
@@ -372,9 +375,9 @@ async def _file_caller(request: Request, image_id: str, kind: str) -> Principal 
     # No token needed to get this far: a number of thousands of digits is a 422 here,
     # before int() (which refuses past 4,300 digits) is asked to parse it.
     expires = validation.whole_number(params.get("expires", ""), "expires",
-                                      request.app.state.settings.max_number_digits)
+                                      app_state(request).settings.max_number_digits)
     if sig and expires is not None:
-        if signing.verify(request.app.state.settings.secret_key, image_id, kind,
+        if signing.verify(app_state(request).settings.secret_key, image_id, kind,
                           expires=expires, signature=sig, now=time.time()):
             return None
         if "authorization" not in request.headers:
@@ -390,7 +393,7 @@ async def get_image_file(request: Request) -> Response:
     if kind not in signing.FILE_KINDS:
         raise ApiError(404, "not_found", "no such resource")
     caller = await _file_caller(request, image_id, kind)
-    state = request.app.state
+    state = app_state(request)
     image = await state.db.read(store.get_image, image_id=image_id,
                                 user_id=caller.owner if caller else None)
     if image is None:
@@ -415,7 +418,7 @@ async def get_image_file(request: Request) -> Response:
 
 async def delete_image(request: Request) -> Response:
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     image = await state.db.write(store.delete_image, image_id=request.path_params["image_id"],
                                  user_id=principal.owner)
     if image is None:

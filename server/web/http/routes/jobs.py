@@ -18,11 +18,12 @@ from server.web.http.auth import require_user
 from server.core.errors import ApiError, not_found
 from server.core.jobs import TransitionError
 from server.core.queue_figures import COUNTED_STATES
+from server.web.state import app_state
 
 
 async def get_job(request: Request) -> JSONResponse:
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     owner = principal.owner
     found = await state.db.read(store.get_job_positioned, job_id=request.path_params["job_id"],
                                 user_id=owner)
@@ -36,7 +37,7 @@ async def get_job(request: Request) -> JSONResponse:
 async def cancel_job(request: Request) -> JSONResponse:
     """Cancel a queued, delayed, retrying or running job (owner or admin); 409 once final."""
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     owner = principal.owner
     job_id = request.path_params["job_id"]
     try:
@@ -59,7 +60,7 @@ async def cancel_job(request: Request) -> JSONResponse:
 async def list_jobs(request: Request) -> JSONResponse:
     """A page of the caller's jobs (an admin's: everyone's), newest first, filterable."""
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     limit, before = validation.page(request.query_params,
                                     max_digits=state.settings.max_number_digits)
     wanted = request.query_params.get("state") or None
@@ -81,7 +82,7 @@ async def list_jobs(request: Request) -> JSONResponse:
 async def job_timeline(request: Request) -> JSONResponse:
     """The job with its payload, traceback and every stored change (owner or admin)."""
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     job_id = request.path_params["job_id"]
     view = await state.db.read(store.get_job, job_id=job_id, user_id=principal.owner)
     if view is None:
@@ -94,7 +95,7 @@ async def job_timeline(request: Request) -> JSONResponse:
 async def retry_job(request: Request) -> JSONResponse:
     """The owner runs their failed job again (same id, fresh attempts): 202 ``{"job"}``."""
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     job_id = request.path_params["job_id"]
     job = await dispatch.retry_failed(state, job_id, user_id=principal.owner,
                                       dead_letters_only=False,

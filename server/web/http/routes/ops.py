@@ -27,6 +27,7 @@ from server.core.jobs import queue_family
 from server.core.queue_figures import THROUGHPUT_WINDOW
 from server.data.models import utcnow
 from server.services.queues import live_workers, paused_queues, queue_names
+from server.web.state import AppState, app_state
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,9 @@ async def _check(probe: Any) -> str:
 
 
 async def healthz(request: Request) -> JSONResponse:
-    state = request.app.state
+    state = app_state(request)
     redis_status, db_status = await asyncio.gather(_check(state.redis.ping), _check(state.db.ping))
-    relay_status = "stopped" if state.relay.done() else "ok"
+    relay_status = "ok" if state.relay is not None and not state.relay.done() else "stopped"
     healthy = redis_status == db_status == relay_status == "ok"
     body = {"status": "ok" if healthy else "unavailable", "redis": redis_status,
             "database": db_status, "relay": relay_status}
@@ -58,7 +59,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 async def _require_scrape_access(request: Request) -> None:
     """With METRICS_TOKEN set, a scrape needs it, or an admin token, as its bearer token."""
-    state = request.app.state
+    state = app_state(request)
     wanted = state.settings.metrics_token
     if not wanted:
         return
@@ -75,14 +76,14 @@ async def _require_scrape_access(request: Request) -> None:
                    headers={"WWW-Authenticate": "Bearer"})
 
 
-async def _recount(state: Any) -> metrics.FinishedCounts:
+async def _recount(state: AppState) -> metrics.FinishedCounts:
     """Count the finished jobs and dead letters now: a pass over every stored finished job."""
     window = THROUGHPUT_WINDOW
     rows, dead = await state.db.read(store.finished_job_counts, since=utcnow() - window)
     return metrics.count_finished(rows, dead, at=time.time(), window_s=window.total_seconds())
 
 
-async def _counted_by_another(state: Any) -> metrics.FinishedCounts | None:
+async def _counted_by_another(state: AppState) -> metrics.FinishedCounts | None:
     """The count the holder of the recount claim stores, once it has (None if it has not
     within _RECOUNT_WAIT_S: it may have died; the caller then counts)."""
     key = keys.metrics_finished(state.settings.redis_prefix)
@@ -95,7 +96,7 @@ async def _counted_by_another(state: Any) -> metrics.FinishedCounts | None:
     return None
 
 
-async def _finished_counts(state: Any, *, shared: bool) -> metrics.FinishedCounts:
+async def _finished_counts(state: AppState, *, shared: bool) -> metrics.FinishedCounts:
     """The last count of finished jobs, recounted when older than METRICS_RECOUNT_S.
 
     ``shared``: through Redis, so that one web process recounts per interval for the whole
@@ -103,7 +104,7 @@ async def _finished_counts(state: Any, *, shared: bool) -> metrics.FinishedCount
     Redis, each process keeps its own count, recounted as often at most.
     """
     interval = state.settings.metrics_recount_s
-    mine: metrics.FinishedCounts | None = getattr(state, "finished_counts", None)
+    mine = state.finished_counts
     if shared and interval > 0:
         prefix = state.settings.redis_prefix
         latest = metrics.FinishedCounts.decode(
@@ -140,7 +141,7 @@ async def prometheus(request: Request) -> Response:
     (``_finished_counts``).
     """
     await _require_scrape_access(request)
-    state = request.app.state
+    state = app_state(request)
     prefix = state.settings.redis_prefix
     now = utcnow()
     unfinished, oldest = await state.db.read(

@@ -17,18 +17,19 @@ from server.infra.audit import audit
 from server.services import queues
 from server.web.http.auth import require_admin
 from server.web.http.uploads import read_json
+from server.web.state import app_state
 
 
 def _queue(request: Request) -> str:
     name = str(request.path_params["name"])
-    if name not in queues.queue_names(request.app.state):
+    if name not in queues.queue_names(app_state(request)):
         raise not_found("queue")
     return name
 
 
 async def list_queues(request: Request) -> JSONResponse:
     admin = await require_admin(request)
-    report = await queues.queue_report(request.app.state)
+    report = await queues.queue_report(app_state(request))
     audit(admin.user_id, "queues.list", "queues")
     return JSONResponse(report)
 
@@ -36,7 +37,9 @@ async def list_queues(request: Request) -> JSONResponse:
 async def _set_paused(request: Request, paused: bool) -> JSONResponse:
     admin = await require_admin(request)
     name = _queue(request)
-    await queues.set_paused(request.app.state, name, paused)
+    state = app_state(request)
+    await queues.set_paused(state, name, paused)
+    state.stats.poke()  # every admin's page shows the switch
     audit(admin.user_id, "queue.pause" if paused else "queue.resume", f"queue:{name}")
     return JSONResponse({"name": name, "paused": paused})
 
@@ -52,7 +55,7 @@ async def resume(request: Request) -> JSONResponse:
 
 async def clean(request: Request) -> JSONResponse:
     admin = await require_admin(request)
-    state = request.app.state
+    state = app_state(request)
     name = _queue(request)
     age_s = validation.clean_age(await read_json(request, empty={}),
                                  request.query_params.get("older_than_s"),

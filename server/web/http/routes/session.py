@@ -14,12 +14,13 @@ from server.core.client_address import limit_subject
 from server.core.errors import ApiError
 from server.core.events import TokenRevoked
 from server.core.signing import hash_token
+from server.web.state import app_state
 
 
 async def create_session(request: Request) -> JSONResponse:
     """A new anonymous user: free, so limited per client address (TRUSTED_PROXIES says
     which X-Forwarded-For entry that is; RATE_LIMIT_EXEMPT_ADDRESSES are not limited)."""
-    state = request.app.state
+    state = app_state(request)
     settings = state.settings
     subject = limit_subject(request.scope, settings.trusted_proxies,
                             settings.rate_limit_exempt_addresses)
@@ -36,7 +37,7 @@ async def revoke_session(request: Request) -> Response:
     if principal.env_token:
         raise ApiError(409, "conflict",
                        "ADMIN_TOKEN comes from the environment; change or unset it there")
-    state = request.app.state
+    state = app_state(request)
     await state.db.write(store.revoke_token, token_id=principal.token_id)
     await state.publish(TokenRevoked(token_id=principal.token_id))
     return Response(status_code=204)

@@ -25,13 +25,14 @@ from server.core.jobs import ImageBusy, queue_for
 from server.data.models import utcnow
 from server.services import presenter, queues
 from server.web.http.uploads import read_json
+from server.web.state import AppState, app_state
 
 log = logging.getLogger(__name__)
 
 
 async def submit_task(request: Request) -> JSONResponse:
     principal = await require_user(request)
-    state = request.app.state
+    state = app_state(request)
     await ratelimit.check_tasks(state, principal.user_id)
     await outbound.check_backlog(state, principal.user_id)
     body = await read_json(request)
@@ -94,7 +95,7 @@ async def submit_task(request: Request) -> JSONResponse:
     return JSONResponse({"job": await dispatch.announce(state, view)}, status_code=202)
 
 
-async def _give_back(state: Any, taken: ratelimit.Taken | None) -> None:
+async def _give_back(state: AppState, taken: ratelimit.Taken | None) -> None:
     """Return the high-priority allowance a refused job took (if Redis fails meanwhile,
     the user is only short of it until the hour ends)."""
     try:
@@ -107,11 +108,11 @@ async def _create_schedule(request: Request, user_id: str, task_type: str,
                            spec: validation.TaskRequest, repeat: Any,
                            max_attempts: int) -> JSONResponse:
     """``repeat: {cron, timezone}``: a schedule whose firings each create a job."""
-    settings = request.app.state.settings
+    settings = app_state(request).settings
     expression, timezone = validation.repeat_fields(repeat, max_chars=settings.max_cron_chars)
     next_run_at = cron.next_run(expression, timezone, utcnow())
     cron.check_interval(expression, settings.schedule_min_interval_s)
-    schedule = await request.app.state.db.write(
+    schedule = await app_state(request).db.write(
         store.create_schedule, user_id=user_id, task_type=task_type, payload=spec.payload,
         cron=expression, timezone=timezone, priority=spec.priority, max_attempts=max_attempts,
         next_run_at=next_run_at, max_per_user=settings.max_schedules_per_user)
@@ -123,14 +124,14 @@ async def _create_schedule(request: Request, user_id: str, task_type: str,
 
 async def list_schedules(request: Request) -> JSONResponse:
     principal = await require_user(request)
-    schedules = await request.app.state.db.read(store.list_schedules,
+    schedules = await app_state(request).db.read(store.list_schedules,
                                                 user_id=principal.user_id)
     return JSONResponse({"items": [presenter.schedule(s) for s in schedules]})
 
 
 async def delete_schedule(request: Request) -> Response:
     principal = await require_user(request)
-    if not await request.app.state.db.write(store.delete_schedule, user_id=principal.user_id,
+    if not await app_state(request).db.write(store.delete_schedule, user_id=principal.user_id,
                                             schedule_id=request.path_params["schedule_id"]):
         raise not_found("schedule")
     return Response(status_code=204)
@@ -138,7 +139,7 @@ async def delete_schedule(request: Request) -> Response:
 
 async def list_task_types(request: Request) -> JSONResponse:
     await require_user(request)
-    types: list[dict[str, Any]] = [t.describe() for t in request.app.state.task_types.values()
+    types: list[dict[str, Any]] = [t.describe() for t in app_state(request).task_types.values()
                                    if t.public]
     return JSONResponse({"types": types})
 

@@ -13,6 +13,7 @@ from server.web.http.auth import require_user
 from server.core.errors import ApiError, not_found
 from server.services.presenter import webhook_entry
 from server.web.http.uploads import read_json
+from server.web.state import app_state
 
 _SCHEMA = payloads.checked({
     "type": "object", "properties": {"url": {"type": "string", "format": "uri", "maxLength": 2000}},
@@ -21,7 +22,7 @@ _SCHEMA = payloads.checked({
 
 def _signing_secret(request: Request, user_id: str) -> str | None:
     """The key this user's deliveries are signed with (null when signing is off)."""
-    secret = request.app.state.settings.webhook_secret
+    secret = app_state(request).settings.webhook_secret
     return signing.webhook_key(secret, user_id) if secret else None
 
 
@@ -31,8 +32,8 @@ async def create_webhook(request: Request) -> JSONResponse:
     errors = payloads.payload_errors(_SCHEMA, body, path="body")
     if errors:
         raise ApiError(422, "invalid_webhook", "; ".join(f"{k} {v}" for k, v in errors.items()))
-    most = request.app.state.settings.max_webhooks_per_user
-    hook = await request.app.state.db.write(store.create_webhook, user_id=principal.user_id,
+    most = app_state(request).settings.max_webhooks_per_user
+    hook = await app_state(request).db.write(store.create_webhook, user_id=principal.user_id,
                                             url=body["url"], max_per_user=most)
     if hook is None:
         raise ApiError(409, "too_many_webhooks", f"at most {most} webhooks per user")
@@ -43,14 +44,14 @@ async def create_webhook(request: Request) -> JSONResponse:
 
 async def list_webhooks(request: Request) -> JSONResponse:
     principal = await require_user(request)
-    hooks = await request.app.state.db.read(store.list_webhooks, user_id=principal.user_id)
+    hooks = await app_state(request).db.read(store.list_webhooks, user_id=principal.user_id)
     return JSONResponse({"items": [webhook_entry(h) for h in hooks],
                          "signing_secret": _signing_secret(request, principal.user_id)})
 
 
 async def delete_webhook(request: Request) -> Response:
     principal = await require_user(request)
-    if not await request.app.state.db.write(store.delete_webhook, user_id=principal.user_id,
+    if not await app_state(request).db.write(store.delete_webhook, user_id=principal.user_id,
                                             webhook_id=request.path_params["webhook_id"]):
         raise not_found("webhook")
     return Response(status_code=204)
