@@ -32,7 +32,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 
 # Longer than any daylight-saving shift: the offsets within this of an instant tell how far
 # wall-clock time and UTC can move apart near it.
@@ -45,7 +45,8 @@ def _zone(timezone: str) -> ZoneInfo:
     try:
         return ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ApiError(422, "invalid_timezone", f"unknown time zone {timezone!r}") from None
+        raise ApiError(Problem.UNPROCESSABLE, "invalid_timezone",
+                       f"unknown time zone {timezone!r}") from None
 
 
 def _day(text: str) -> int:
@@ -111,7 +112,8 @@ def validate(expression: str, timezone: str) -> tuple[list[CronTrigger], ZoneInf
     try:
         return _wall_triggers(expression), zone
     except ValueError as exc:
-        raise ApiError(422, "invalid_cron", f"bad cron expression: {exc}") from None
+        raise ApiError(Problem.UNPROCESSABLE, "invalid_cron",
+                       f"bad cron expression: {exc}") from None
 
 
 def _spread(zone: ZoneInfo, instant: datetime) -> timedelta:
@@ -156,7 +158,7 @@ def next_run(expression: str, timezone: str, after: datetime) -> datetime:
                            + _spread(zone, instant))
         cursor = wall + timedelta(seconds=1)
     if best is None:
-        raise ApiError(422, "invalid_cron", "the cron expression never fires")
+        raise ApiError(Problem.UNPROCESSABLE, "invalid_cron", "the cron expression never fires")
     return best
 
 
@@ -194,6 +196,6 @@ def check_interval(expression: str, minimum_s: int) -> None:
     minimum = timedelta(seconds=minimum_s)
     shortest = shortest_interval(expression, below=minimum)
     if shortest < minimum:
-        raise ApiError(422, "cron_too_frequent",
+        raise ApiError(Problem.UNPROCESSABLE, "cron_too_frequent",
                        f"{expression!r} can fire {int(shortest.total_seconds())} s apart; "
                        f"schedules here fire at most once every {minimum_s} s")

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 from server.core.wire import requests
 
 # The limits are the request shapes'; callers have always found them here.
@@ -36,7 +36,7 @@ MAX_JSON_DEPTH = 64
 TASK_FIELDS = frozenset(requests.TaskRequest.__struct_fields__)
 
 # An error a request field answers: status, code, message.
-Refusal = tuple[int, str, str]
+Refusal = tuple[Problem, str, str]
 
 
 def _field_types(shape: type[msgspec.Struct]) -> dict[str, Any]:
@@ -70,15 +70,18 @@ def upload_options(fields: Mapping[str, str], *,
     """The optional ``priority`` and ``delay`` form fields of an upload."""
     priority = (fields.get("priority") or "normal").strip().lower()
     if priority not in PRIORITIES:
-        raise ApiError(400, "invalid_priority", f"priority must be one of {', '.join(PRIORITIES)}")
+        raise ApiError(Problem.INVALID, "invalid_priority",
+                       f"priority must be one of {', '.join(PRIORITIES)}")
     raw_delay = (fields.get("delay") or "0").strip()
     _check_digits(raw_delay, "delay", max_digits)
     try:
         delay = int(raw_delay)
     except ValueError:
-        raise ApiError(400, "invalid_delay", "delay must be a whole number of seconds") from None
+        raise ApiError(Problem.INVALID, "invalid_delay",
+                       "delay must be a whole number of seconds") from None
     if not 0 <= delay <= MAX_DELAY_S:
-        raise ApiError(400, "invalid_delay", f"delay must be between 0 and {MAX_DELAY_S} seconds")
+        raise ApiError(Problem.INVALID, "invalid_delay",
+                       f"delay must be between 0 and {MAX_DELAY_S} seconds")
     return UploadOptions(priority=priority, delay_s=delay)
 
 
@@ -90,7 +93,8 @@ def is_whole_number(raw: str) -> bool:
 def _check_digits(raw: str, name: str, max_digits: int = MAX_INT_DIGITS) -> None:
     """422 for a number too long to be any value we take (before int() is asked to parse it)."""
     if len(raw.lstrip("+-")) > max_digits:
-        raise ApiError(422, "number_too_long", f"{name} has more than {max_digits} digits")
+        raise ApiError(Problem.UNPROCESSABLE, "number_too_long",
+                       f"{name} has more than {max_digits} digits")
 
 
 def whole_number(raw: str, name: str, max_digits: int = MAX_INT_DIGITS) -> int | None:
@@ -107,7 +111,7 @@ def page(query: Mapping[str, str], *,
     """``limit`` (1..200, default 50) and the ``before`` cursor of a list request."""
     limit = whole_number(query.get("limit", str(DEFAULT_PAGE)), "limit", max_digits)
     if limit is None or not 1 <= limit <= MAX_PAGE:
-        raise ApiError(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
+        raise ApiError(Problem.INVALID, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
     before = query.get("before") or None
     return limit, before
 
@@ -119,25 +123,28 @@ def clean_age(body: Any, query_value: str | None, *, default: int,
               max_digits: int = MAX_INT_DIGITS) -> int:
     """``older_than_s`` of a queue clean-up: from the JSON body, else the query, else default."""
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "send a JSON object")
+        raise ApiError(Problem.INVALID, "bad_request", "send a JSON object")
     raw = body.get("older_than_s", default if query_value is None else query_value)
     if isinstance(raw, str):  # the query's, or a body's "120" (always taken)
         raw = whole_number(raw, "older_than_s", max_digits)
     age: int = _typed(_integral(raw), _CLEAN_AGE, (
-        400, "bad_request", f"older_than_s must be a whole number from 0 to {MAX_CLEAN_AGE_S}"))
+        Problem.INVALID, "bad_request",
+        f"older_than_s must be a whole number from 0 to {MAX_CLEAN_AGE_S}"))
     return age
 
 
 def _not_json(constant: str) -> Any:
     """``parse_constant``: NaN and Infinity are Python's extension, not JSON."""
-    raise ApiError(400, "bad_request", f"the body is not valid JSON ({constant} is not JSON)")
+    raise ApiError(Problem.INVALID, "bad_request",
+                   f"the body is not valid JSON ({constant} is not JSON)")
 
 
 def _finite(text: str) -> float:
     """``parse_float``: 1e999 would become inf, which no JSON column or encoder takes."""
     value = float(text)
     if not math.isfinite(value):
-        raise ApiError(422, "number_too_long", f"the number {text[:20]}... is out of range")
+        raise ApiError(Problem.UNPROCESSABLE, "number_too_long",
+                       f"the number {text[:20]}... is out of range")
     return value
 
 
@@ -163,7 +170,7 @@ def _bounded_int(max_digits: int) -> Callable[[str], int]:
     """``parse_int``: an integer of more than ``max_digits`` digits is a 422, unparsed."""
     def parse(text: str) -> int:
         if len(text.lstrip("-")) > max_digits:
-            raise ApiError(422, "number_too_long",
+            raise ApiError(Problem.UNPROCESSABLE, "number_too_long",
                            f"a number in the body has more than {max_digits} digits")
         return int(text)
     return parse
@@ -183,11 +190,11 @@ def json_body(raw: bytes, *, empty: Any = None, max_depth: int = MAX_JSON_DEPTH,
         value = json.loads(raw, parse_constant=_not_json, parse_float=_finite,
                            parse_int=_bounded_int(max_digits))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+        raise ApiError(Problem.INVALID, "bad_request", "the body is not valid JSON") from None
     except RecursionError:
         raise _too_deep(max_depth) from None
     except ValueError:  # int() refusing thousands of digits (when max_digits lets them by)
-        raise ApiError(422, "number_too_long",
+        raise ApiError(Problem.UNPROCESSABLE, "number_too_long",
                        "a number in the body has too many digits") from None
     if json_depth_over(value, max_depth):
         raise _too_deep(max_depth)
@@ -195,7 +202,7 @@ def json_body(raw: bytes, *, empty: Any = None, max_depth: int = MAX_JSON_DEPTH,
 
 
 def _too_deep(limit: int) -> ApiError:
-    return ApiError(400, "too_deep", f"the JSON nests deeper than {limit} levels")
+    return ApiError(Problem.INVALID, "too_deep", f"the JSON nests deeper than {limit} levels")
 
 
 def json_size(value: Any) -> int:
@@ -240,17 +247,18 @@ def repeat_fields(repeat: Any, *, max_chars: int = MAX_CRON_CHARS) -> tuple[str,
 
     Only the shape is checked here (422); ``server.core.cron`` checks the values.
     """
-    shape: Refusal = (422, "invalid_cron",
+    shape: Refusal = (Problem.UNPROCESSABLE, "invalid_cron",
                       'repeat must be {"cron": "<5-field cron>", "timezone": "<IANA name>"}')
     if not isinstance(repeat, dict):
         raise ApiError(*shape)
     cron: str = _typed(repeat.get("cron"), _REPEAT["cron"], shape)
     if len(cron) > max_chars:
         # Also keeps every number in it far below what int() refuses.
-        raise ApiError(422, "invalid_cron", f"a cron expression is at most {max_chars} "
-                                            "characters")
+        raise ApiError(Problem.UNPROCESSABLE, "invalid_cron",
+                       f"a cron expression is at most {max_chars} characters")
     timezone: str | None = _typed(repeat.get("timezone"), _REPEAT["timezone"], (
-        422, "invalid_timezone", "timezone must be an IANA name, e.g. Europe/Paris"))
+        Problem.UNPROCESSABLE, "invalid_timezone",
+        "timezone must be an IANA name, e.g. Europe/Paris"))
     return cron.strip(), timezone or "UTC"
 
 
@@ -258,11 +266,13 @@ _TASK = _field_types(requests.TaskRequest)
 # What a field of POST /api/tasks of the wrong type, or out of range, answers (the payload's
 # fit is checked against its type's schema, and repeat by repeat_fields, later).
 _TASK_REFUSALS: dict[str, Refusal] = {
-    "type": (400, "bad_request", '"type" must name a registered task type'),
-    "priority": (400, "invalid_priority", f"priority must be one of {', '.join(PRIORITIES)}"),
-    "run_at": (400, "invalid_run_at", "run_at must be an ISO-8601 time"),
-    "delay": (400, "invalid_delay", f"delay must be between 0 and {MAX_DELAY_S} seconds"),
-    "max_attempts": (400, "invalid_max_attempts",
+    "type": (Problem.INVALID, "bad_request", '"type" must name a registered task type'),
+    "priority": (Problem.INVALID, "invalid_priority",
+                 f"priority must be one of {', '.join(PRIORITIES)}"),
+    "run_at": (Problem.INVALID, "invalid_run_at", "run_at must be an ISO-8601 time"),
+    "delay": (Problem.INVALID, "invalid_delay",
+              f"delay must be between 0 and {MAX_DELAY_S} seconds"),
+    "max_attempts": (Problem.INVALID, "invalid_max_attempts",
                      f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}"),
 }
 
@@ -280,11 +290,11 @@ def task_request(body: Any, *, now: datetime, max_payload_bytes: int | None = No
     retry, timeline and dead-letter listing).
     """
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "send a JSON object")
+        raise ApiError(Problem.INVALID, "bad_request", "send a JSON object")
     unknown = sorted(set(body) - TASK_FIELDS)
     if unknown:
         shown = ", ".join(repr(name[:40]) for name in unknown[:5])
-        raise ApiError(422, "unknown_field",
+        raise ApiError(Problem.UNPROCESSABLE, "unknown_field",
                        f"unknown field(s) {shown}; a task takes "
                        f"{', '.join(sorted(TASK_FIELDS))}")
     task_type: str = _task_field("type", body.get("type"))
@@ -292,7 +302,7 @@ def task_request(body: Any, *, now: datetime, max_payload_bytes: int | None = No
     if payload is None:
         payload = {}
     if max_payload_bytes is not None and json_size(payload) > max_payload_bytes:
-        raise ApiError(422, "invalid_payload",
+        raise ApiError(Problem.UNPROCESSABLE, "invalid_payload",
                        f"the payload is over {max_payload_bytes // 1024} KB as compact JSON")
     priority = body.get("priority")
     # "" has always meant the default, as null does ({} and false are refused).
@@ -305,7 +315,7 @@ def task_request(body: Any, *, now: datetime, max_payload_bytes: int | None = No
 def _delay(body: dict[str, Any], now: datetime) -> int:
     delay, run_at = body.get("delay"), body.get("run_at")
     if delay is not None and run_at is not None:
-        raise ApiError(400, "bad_request", "give either delay or run_at, not both")
+        raise ApiError(Problem.INVALID, "bad_request", "give either delay or run_at, not both")
     if run_at is not None:
         # Parsed here, not by msgspec: fromisoformat takes forms its RFC 3339 does not.
         text: str = _task_field("run_at", run_at)
@@ -314,7 +324,7 @@ def _delay(body: dict[str, Any], now: datetime) -> int:
         except ValueError:
             raise ApiError(*_TASK_REFUSALS["run_at"]) from None
         if when.tzinfo is None:
-            raise ApiError(400, "invalid_run_at", "run_at needs a timezone (e.g. Z)")
+            raise ApiError(Problem.INVALID, "invalid_run_at", "run_at needs a timezone (e.g. Z)")
         delay = max(0, math.ceil((when - now).total_seconds()))
     if delay is None:
         return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server.core import keys
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -77,9 +77,9 @@ def refusal(rate: Rate, now: float) -> ApiError:
     wait = retry_after(now, rate.window_s)
     per = "minute" if rate.window_s == MINUTE_S else \
         "hour" if rate.window_s == HOUR_S else f"{rate.window_s} s"
-    return ApiError(429, "rate_limited",
+    return ApiError(Problem.RATE_LIMITED, "rate_limited",
                     f"at most {rate.limit} {rate.what} per {per}; try again in {wait} s",
-                    headers={"Retry-After": str(wait)})
+                    retry_after_s=wait)
 
 
 def _key(prefix: str, rate: Rate, subject: str, now: float) -> str:
@@ -177,7 +177,7 @@ async def check_high_priority(state: Limited, principal: Principal, priority: st
         return None
     per_hour = state.settings.high_priority_per_hour
     if per_hour <= 0:
-        raise ApiError(403, "priority_not_allowed",
+        raise ApiError(Problem.FORBIDDEN, "priority_not_allowed",
                        "priority high needs an admin token on this server; "
                        "use normal or low")
     rate = Rate("high-priority", "high-priority jobs", per_hour, HOUR_S)

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from server.core import keys
-from server.core.errors import ApiError, not_found
+from server.core.errors import ApiError, Problem, not_found
 from server.core.events import BusEvent
 from server.core.jobs import TransitionError
 from server.data import store
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
                   undo: Callable[[], Awaitable[object]]) -> None:
-    """Send the job's message; if Redis is unreachable, run ``undo`` and answer 503.
+    """Send the job's message; if Redis is unreachable, run ``undo`` and raise
+    UNAVAILABLE ``queue_unavailable``.
 
     No 202 without a message in the queue: a job recorded but never enqueued would
     wait forever, so the request fails as a whole and the client may try again.
@@ -41,7 +42,7 @@ async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
         await undo()
         log.warning("refused job %s, Redis unavailable: %s", job.id, exc,
                     extra={"job_id": job.id})
-        raise ApiError(503, "queue_unavailable",
+        raise ApiError(Problem.UNAVAILABLE, "queue_unavailable",
                        "the job queue is unavailable; try again shortly") from None
     state.sent.add(job)
 
@@ -92,25 +93,25 @@ async def retry_failed(state: Services, job_id: str, *, user_id: str | None = No
                        retryable_only: bool = False) -> dict[str, Any]:
     """Run a failed job again under the same id with fresh attempts; returns its <Job>.
 
-    409 ``input_missing`` if its image was deleted, 409 ``conflict`` if it is not failed
-    (or someone retried it a moment ago), 404 if there is no such job.
+    CONFLICT ``input_missing`` if its image was deleted, CONFLICT ``conflict`` if it is not
+    failed (or someone retried it a moment ago), NOT_FOUND if there is no such job.
     """
     found = await state.db.read(store.get_job, job_id=job_id, user_id=user_id)
     if found is None:
         raise not_found("job" if user_id else "dead letter")
     if retryable_only and not (found.job.error or {}).get("retryable", False):
-        raise ApiError(409, "not_retryable",
+        raise ApiError(Problem.CONFLICT, "not_retryable",
                        "this job failed for a reason another run cannot fix")
     if found.job.image_id is not None and (
             found.image is None
             or not await asyncio.to_thread(state.storage.original(found.job.image_id).exists)):
-        raise ApiError(409, "input_missing",
+        raise ApiError(Problem.CONFLICT, "input_missing",
                        "the image this job processed was deleted, so it cannot run again")
     try:
         requeued = await state.db.write(store.requeue_failed, job_id=job_id, user_id=user_id,
                                         dead_letters_only=dead_letters_only)
     except TransitionError:
-        raise ApiError(409, "conflict", "only a failed job can run again") from None
+        raise ApiError(Problem.CONFLICT, "conflict", "only a failed job can run again") from None
     if requeued is None:
         raise not_found("job" if user_id else "dead letter")
     undo_fields, view = requeued

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from server.core import keys
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 from server.core.jobs import queue_family
 from server.core.mail_limits import (
     SendRates,
@@ -58,10 +58,10 @@ async def check_backlog(state: Services, user_id: str) -> None:
     waiting = sum(int(n) for n in await pipe.execute())
     if waiting >= limit:
         wait = BACKLOG_RETRY_S
-        raise ApiError(429, "webhook_backlog",
+        raise ApiError(Problem.RATE_LIMITED, "webhook_backlog",
                        f"{waiting} of your webhook deliveries are waiting for their receivers "
                        f"(at most {limit}); new work is refused until they catch up: try "
-                       f"again in {wait} s", headers={"Retry-After": str(wait)})
+                       f"again in {wait} s", retry_after_s=wait)
 
 
 def payload_errors(task_type: str, payload: dict[str, Any]) -> dict[str, str]:
@@ -81,7 +81,7 @@ async def check_task(state: Services, principal: Principal, task_type: str,
         if not recipient_allowed(str(payload["to"]), allowed):
             which = ("the addresses and domains in EMAIL_ALLOWED_RECIPIENTS" if allowed
                      else "no address on this server (EMAIL_ALLOWED_RECIPIENTS is empty)")
-            raise ApiError(403, "recipient_not_allowed",
+            raise ApiError(Problem.FORBIDDEN, "recipient_not_allowed",
                            f"{payload['to']} is not a recipient you may mail: without an "
                            f"admin token, e-mail may go to {which}")
     if task_type == WEBHOOK_DELIVER.name and not schedule:
@@ -90,10 +90,10 @@ async def check_task(state: Services, principal: Principal, task_type: str,
                                       task_type=task_type)
         if pending >= limit:
             wait = settings.webhook_deadline_s
-            raise ApiError(429, "too_many_deliveries",
+            raise ApiError(Problem.RATE_LIMITED, "too_many_deliveries",
                            f"at most {limit} of your webhook deliveries may be unfinished at "
                            f"once; try again in {wait} s",
-                           headers={"Retry-After": str(wait)})
+                           retry_after_s=wait)
 
 
 async def count_task(state: Services, view: JobView, undo: Callable[[], Awaitable[object]]
@@ -114,12 +114,12 @@ async def count_task(state: Services, view: JobView, undo: Callable[[], Awaitabl
         refused = await take_send_async(state.redis, rates, user_key, overall_key, job.id)
     except redis.RedisError:
         await undo()
-        raise ApiError(503, "queue_unavailable",
+        raise ApiError(Problem.UNAVAILABLE, "queue_unavailable",
                        "the job queue is unavailable; try again shortly") from None
     if refused is not None:
         await undo()
-        raise ApiError(429, "rate_limited", refused.message(),
-                       headers={"Retry-After": str(refused.retry_after_s)})
+        raise ApiError(Problem.RATE_LIMITED, "rate_limited", refused.message(),
+                       retry_after_s=refused.retry_after_s)
 
     async def undo_and_give_back() -> None:
         await undo()

@@ -55,6 +55,7 @@ from server.infra.storage import LocalStorage
 from server.services import dispatch
 from server.services.presenter import Presenter
 from server.services.sent_marks import SentMarks
+from server.web.http.error_handlers import status_of
 from tests.conftest import Databases
 
 pytestmark = pytest.mark.integration
@@ -215,7 +216,7 @@ async def test_enqueue_with_redis_down_undoes_the_job_and_answers_503(
             await dispatch.enqueue(down, view, undo=lambda: undo_delete(state, view.job.id))
     finally:
         down.broker.close()
-    assert (refused.value.status, refused.value.code) == (503, "queue_unavailable")
+    assert (status_of(refused.value), refused.value.code) == (503, "queue_unavailable")
     assert await state.db.read(store.get_job, job_id=view.job.id, user_id=None) is None
     assert in_queue(sync_redis, state.namespace, "default") == []
     await state.sent.flush(state.db)
@@ -436,7 +437,7 @@ async def test_retry_failed_refuses_what_cannot_run_again(state: State) -> None:
     async def refused(job_id: str, **kwargs: Any) -> tuple[int, str, str]:
         with pytest.raises(ApiError) as caught:
             await dispatch.retry_failed(state, job_id, **kwargs)
-        return caught.value.status, caught.value.code, caught.value.message
+        return status_of(caught.value), caught.value.code, caught.value.message
 
     assert await refused("nope") == (404, "not_found", "dead letter not found")
     permanent = await new_job(state)
@@ -474,7 +475,7 @@ async def test_retry_failed_refuses_an_image_job_whose_image_is_gone(state: Stat
 
     with pytest.raises(ApiError) as no_file:
         await dispatch.retry_failed(state, view.job.id)
-    assert (no_file.value.status, no_file.value.code) == (409, "input_missing")
+    assert (status_of(no_file.value), no_file.value.code) == (409, "input_missing")
 
     original = state.storage.original(image_id)
     original.parent.mkdir(parents=True, exist_ok=True)
@@ -486,7 +487,7 @@ async def test_retry_failed_refuses_an_image_job_whose_image_is_gone(state: Stat
     assert await state.db.write(store.delete_image, image_id=image_id, user_id=None)
     with pytest.raises(ApiError) as no_image:
         await dispatch.retry_failed(state, view.job.id, dead_letters_only=False)
-    assert (no_image.value.status, no_image.value.code) == (409, "input_missing")
+    assert (status_of(no_image.value), no_image.value.code) == (409, "input_missing")
 
 
 async def test_retry_failed_with_redis_down_puts_the_dead_letter_back(
@@ -504,7 +505,7 @@ async def test_retry_failed_with_redis_down_puts_the_dead_letter_back(
             await dispatch.retry_failed(down, view.job.id)
     finally:
         down.broker.close()
-    assert (refused.value.status, refused.value.code) == (503, "queue_unavailable")
+    assert (status_of(refused.value), refused.value.code) == (503, "queue_unavailable")
     stored = await row(state, view.job.id)
     assert stored.state == JobState.FAILED.value
     assert stored.error == {"type": "Boom", "message": "it broke", "retryable": True}

@@ -14,6 +14,7 @@ from server.core.errors import ApiError
 from server.core.validation import attempts_for
 from server.infra.settings import Settings
 from server.services.outbound import count_task, payload_errors
+from server.web.http.error_handlers import status_of
 
 
 def test_a_types_attempt_limit_is_a_ceiling_callers_cannot_raise() -> None:
@@ -67,6 +68,6 @@ async def test_an_email_job_that_cannot_be_enqueued_gives_its_send_back(
         await count_task(state, email("j2"), undo)
         with pytest.raises(ApiError) as over:
             await count_task(state, email("j3"), undo)
-        assert over.value.status == 429 and undone == ["deleted", "deleted"]
+        assert status_of(over.value) == 429 and undone == ["deleted", "deleted"]
     finally:
         await client.aclose()

@@ -8,9 +8,10 @@ import secrets
 import pytest
 import redis.asyncio as aioredis
 
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 from server.infra import ratelimit
 from server.infra.ratelimit import HOUR_S, MINUTE_S, Rate
+from server.web.http.error_handlers import api_error_headers
 
 
 def test_windows_are_numbered_and_retry_after_counts_to_the_end_of_one() -> None:
@@ -24,12 +25,12 @@ def test_windows_are_numbered_and_retry_after_counts_to_the_end_of_one() -> None
 
 def test_a_refusal_is_a_429_with_retry_after_and_says_the_rate() -> None:
     error = ratelimit.refusal(Rate("tasks", "task submissions", 120), now=130.0)
-    assert (error.status, error.code) == (429, "rate_limited")
-    assert error.headers == {"Retry-After": "50"}
+    assert (error.kind, error.code) == (Problem.RATE_LIMITED, "rate_limited")
+    assert api_error_headers(error) == {"Retry-After": "50"}
     assert error.message == "at most 120 task submissions per minute; try again in 50 s"
     hourly = ratelimit.refusal(Rate("high-priority", "high-priority jobs", 10, HOUR_S), 0.0)
     assert "10 high-priority jobs per hour" in hourly.message
-    assert hourly.headers == {"Retry-After": "3600"}
+    assert hourly.retry_after_s == 3600
 
 
 @pytest.mark.integration

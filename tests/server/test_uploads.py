@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 from server.infra.settings import Settings
 from server.infra.storage import LocalStorage
+from server.web.http.error_handlers import status_of
 from server.web.http.uploads import (
     MAX_FILENAME_CHARS,
     ReceivedFile,
@@ -88,7 +89,7 @@ async def test_a_300_mb_json_body_is_refused_from_its_content_length_unread() ->
     with pytest.raises(ApiError) as caught:
         await read_json(body.request("application/json", 300 * 1024 * 1024),
                         max_bytes=256 * 1024)
-    assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
+    assert (status_of(caught.value), caught.value.code) == (413, "payload_too_large")
     assert body.pulled == 0
 
 
@@ -97,7 +98,7 @@ async def test_a_json_body_without_a_length_is_refused_once_past_the_cap() -> No
     body = Body(_endless(b"[1," * 20_000), allowed=cap + 60_000)
     with pytest.raises(ApiError) as caught:
         await read_json(body.request("application/json"), max_bytes=cap)
-    assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
+    assert (status_of(caught.value), caught.value.code) == (413, "payload_too_large")
     assert cap < body.pulled <= cap + 60_000
 
 
@@ -113,13 +114,13 @@ async def test_a_json_body_is_parsed_under_the_depth_and_digit_settings() -> Non
     two_hundred = b'{"n": ' + b"7" * 200 + b"}"
     with pytest.raises(ApiError) as caught:
         await read_json(Body([two_hundred]).request("application/json"))
-    assert (caught.value.status, caught.value.code) == (422, "number_too_long")
+    assert (status_of(caught.value), caught.value.code) == (422, "number_too_long")
     roomy = Settings(max_number_digits=200, max_json_depth=3)
     assert await read_json(Body([two_hundred], settings=roomy).request("application/json")) \
         == {"n": int("7" * 200)}
     with pytest.raises(ApiError) as caught:
         await read_json(Body([b"[[[[]]]]"], settings=roomy).request("application/json"))
-    assert (caught.value.status, caught.value.code) == (400, "too_deep")
+    assert (status_of(caught.value), caught.value.code) == (400, "too_deep")
 
 
 def _field(name: str, value: bytes) -> bytes:
@@ -153,7 +154,7 @@ async def test_5000_fields_of_60_kb_are_refused_at_the_cap_not_after_the_body(
     with pytest.raises(ApiError) as caught:
         await receive_multipart(body.request(MULTIPART), storage, max_file_bytes=1 << 20,
                                 max_files=100, per_file_errors=True)
-    assert (caught.value.status, caught.value.code) == (413, "fields_too_large")
+    assert (status_of(caught.value), caught.value.code) == (413, "fields_too_large")
     assert body.pulled < 200_000
 
 
@@ -163,7 +164,7 @@ async def test_too_many_small_fields_are_refused_at_the_one_past_the_cap(
     with pytest.raises(ApiError) as caught:
         await receive_multipart(body.request(MULTIPART), storage, max_file_bytes=1 << 20,
                                 max_files=1, max_fields=20, max_field_bytes=64 * 1024)
-    assert (caught.value.status, caught.value.code) == (400, "too_many_fields")
+    assert (status_of(caught.value), caught.value.code) == (400, "too_many_fields")
 
 
 async def test_the_fields_we_take_still_pass(storage: LocalStorage) -> None:
@@ -190,7 +191,7 @@ async def test_each_file_part_is_checked_as_it_begins(storage: LocalStorage) -> 
         async def check(part: ReceivedFile) -> None:
             seen.append((part.filename, body.pulled))
             if part.filename == refuse:  # the user's allowance does not cover this one
-                raise ApiError(429, "rate_limited", "at most 1 upload per minute")
+                raise ApiError(Problem.RATE_LIMITED, "rate_limited", "at most 1 upload per minute")
         return check
 
     body = Body(chunks)
@@ -212,7 +213,7 @@ async def test_each_file_part_is_checked_as_it_begins(storage: LocalStorage) -> 
             await receive_multipart(body.request(MULTIPART), storage, max_file_bytes=1 << 20,
                                     max_files=10, per_file_errors=per_file_errors,
                                     on_file=checking(body, "two.jpg"))
-        assert caught.value.status == 429
+        assert status_of(caught.value) == 429
         assert [name for name, _ in seen] == ["one.jpg", "two.jpg"]
     assert not list(storage.tmp_dir.iterdir()), "the files received so far are removed"
 
@@ -227,7 +228,7 @@ async def test_a_batch_over_its_byte_cap_is_refused_before_the_rest_is_read(
         await receive_multipart(declared.request(MULTIPART, 10 * cap), storage,
                                 max_file_bytes=cap, max_files=100, per_file_errors=True,
                                 max_body_bytes=cap)
-    assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
+    assert (status_of(caught.value), caught.value.code) == (413, "payload_too_large")
     assert "1 MB in all" in caught.value.message
     # Without a Content-Length: at the chunk that passes it, files each under their own cap.
     files = (part for n in range(100) for part in (_file_head(filename=f"{n}.jpg"),
@@ -236,14 +237,14 @@ async def test_a_batch_over_its_byte_cap_is_refused_before_the_rest_is_read(
     with pytest.raises(ApiError) as caught:
         await receive_multipart(streamed.request(MULTIPART), storage, max_file_bytes=cap,
                                 max_files=100, per_file_errors=True, max_body_bytes=cap)
-    assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
+    assert (status_of(caught.value), caught.value.code) == (413, "payload_too_large")
     assert not list(storage.tmp_dir.iterdir())
     # By default: room for max_files files of max_file_bytes.
     default = Body(_endless(data), allowed=0)
     with pytest.raises(ApiError) as caught:
         await receive_multipart(default.request(MULTIPART, 3 * cap), storage,
                                 max_file_bytes=cap, max_files=2)
-    assert (caught.value.status, caught.value.code) == (413, "file_too_large")
+    assert (status_of(caught.value), caught.value.code) == (413, "file_too_large")
 
 
 def test_the_batch_caps_are_settings(tmp_path: Path) -> None:

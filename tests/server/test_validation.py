@@ -19,6 +19,7 @@ from server.core.validation import (
     upload_options,
     whole_number,
 )
+from server.web.http.error_handlers import status_of
 
 
 def test_upload_options_defaults_and_values() -> None:
@@ -34,7 +35,7 @@ def test_upload_options_defaults_and_values() -> None:
 def test_bad_upload_options_are_400(fields: dict[str, str]) -> None:
     with pytest.raises(ApiError) as caught:
         upload_options(fields)
-    assert caught.value.status == 400
+    assert status_of(caught.value) == 400
 
 
 def test_page_bounds() -> None:
@@ -73,7 +74,7 @@ def test_task_request_fields() -> None:
 def test_bad_task_requests_are_400(body: object) -> None:
     with pytest.raises(ApiError) as caught:
         task_request(body, now=NOW)
-    assert caught.value.status == 400
+    assert status_of(caught.value) == 400
 
 
 def test_clean_age_from_body_query_or_default() -> None:
@@ -95,7 +96,7 @@ def test_clean_age_from_body_query_or_default() -> None:
 def test_bad_clean_ages_are_400(body: object, query: str | None) -> None:
     with pytest.raises(ApiError) as caught:
         clean_age(body, query, default=3600)
-    assert caught.value.status == 400
+    assert status_of(caught.value) == 400
 
 
 def test_repeat_fields() -> None:
@@ -113,7 +114,7 @@ def test_repeat_fields() -> None:
 def test_repeat_of_the_wrong_shape_is_422(repeat: object, code: str) -> None:
     with pytest.raises(ApiError) as caught:
         repeat_fields(repeat)
-    assert (caught.value.status, caught.value.code) == (422, code)
+    assert (status_of(caught.value), caught.value.code) == (422, code)
 
 
 # -- hostile sizes: numbers, nesting, unknown fields, payloads ---------------------------------
@@ -133,13 +134,13 @@ def test_numbers_of_thousands_of_digits_are_422_not_a_crash(parse: object) -> No
     # int() raises ValueError past 4,300 digits: that was a 500 with a traceback.
     with pytest.raises(ApiError) as caught:
         parse()  # type: ignore[operator]
-    assert (caught.value.status, caught.value.code) == (422, "number_too_long")
+    assert (status_of(caught.value), caught.value.code) == (422, "number_too_long")
 
 
 def test_long_but_parseable_numbers_keep_their_400() -> None:
     with pytest.raises(ApiError) as caught:
         page({"limit": "9" * 40})
-    assert (caught.value.status, caught.value.code) == (400, "invalid_limit")
+    assert (status_of(caught.value), caught.value.code) == (400, "invalid_limit")
     assert json_body(b'{"n": -' + b"7" * MAX_INT_DIGITS + b"}") == {"n": -int("7" * 100)}
 
 
@@ -150,7 +151,7 @@ def test_integers_in_a_json_body_past_the_digit_cap_are_422(digits: int) -> None
     for raw in (b'{"n": ' + b"7" * digits + b"}", b"[1, -" + b"7" * digits + b"]"):
         with pytest.raises(ApiError) as caught:
             json_body(raw)
-        assert (caught.value.status, caught.value.code) == (422, "number_too_long")
+        assert (status_of(caught.value), caught.value.code) == (422, "number_too_long")
         assert "100 digits" in caught.value.message
     # Floats are only refused beyond their range.
     assert json_body(b"[0." + b"7" * 200 + b"]") == [float("0." + "7" * 200)]
@@ -186,7 +187,7 @@ def test_json_nested_100000_deep_is_400_not_a_crash() -> None:
     # json.loads raised RecursionError: a 500.
     with pytest.raises(ApiError) as caught:
         json_body(b"[" * 100_000 + b"]" * 100_000)
-    assert (caught.value.status, caught.value.code) == (400, "too_deep")
+    assert (status_of(caught.value), caught.value.code) == (400, "too_deep")
 
 
 def test_json_deeper_than_the_limit_is_400_and_up_to_it_is_fine() -> None:
@@ -202,7 +203,7 @@ def test_json_deeper_than_the_limit_is_400_and_up_to_it_is_fine() -> None:
 def test_what_is_not_json_is_400(raw: bytes) -> None:
     with pytest.raises(ApiError) as caught:
         json_body(raw)
-    assert caught.value.status == 400
+    assert status_of(caught.value) == 400
 
 
 def test_every_documented_task_field_is_known() -> None:
@@ -215,7 +216,7 @@ def test_every_documented_task_field_is_known() -> None:
 def test_unknown_task_fields_are_422() -> None:
     with pytest.raises(ApiError) as caught:
         task_request({"type": "t", "payload": {}, "priotity": "high"}, now=NOW)
-    assert (caught.value.status, caught.value.code) == (422, "unknown_field")
+    assert (status_of(caught.value), caught.value.code) == (422, "unknown_field")
     assert "'priotity'" in caught.value.message
 
 
@@ -227,7 +228,7 @@ def test_a_payload_over_the_cap_is_422_measured_as_compact_json() -> None:
     with pytest.raises(ApiError) as caught:
         task_request({"type": "t", "payload": {"text": "x" * cap}}, now=NOW,
                      max_payload_bytes=cap)
-    assert (caught.value.status, caught.value.code) == (422, "invalid_payload")
+    assert (status_of(caught.value), caught.value.code) == (422, "invalid_payload")
     # Non-ASCII counts in UTF-8 bytes, as stored.
     with pytest.raises(ApiError):
         task_request({"type": "t", "payload": {"t": "é" * (cap // 2)}}, now=NOW,
@@ -237,7 +238,7 @@ def test_a_payload_over_the_cap_is_422_measured_as_compact_json() -> None:
 def test_a_cron_expression_of_thousands_of_characters_is_422() -> None:
     with pytest.raises(ApiError) as caught:
         repeat_fields({"cron": "1" * 5000 + " * * * *"})
-    assert (caught.value.status, caught.value.code) == (422, "invalid_cron")
+    assert (status_of(caught.value), caught.value.code) == (422, "invalid_cron")
 
 
 @pytest.mark.parametrize(("body", "code"), [

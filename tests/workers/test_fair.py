@@ -18,6 +18,7 @@ from server.core.errors import ApiError
 from server.infra.fair import USER_OPTION, FairQueues
 from server.infra.settings import Settings
 from server.services import outbound
+from server.web.http.error_handlers import status_of
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +154,7 @@ async def test_new_work_waits_while_a_users_webhook_deliveries_pile_up(
 
         with pytest.raises(ApiError) as refused:
             await outbound.check_backlog(state(3), "A")
-        assert refused.value.status == 429 and refused.value.code == "webhook_backlog"
+        assert status_of(refused.value) == 429 and refused.value.code == "webhook_backlog"
         assert (refused.value.headers or {})["Retry-After"] == str(outbound.BACKLOG_RETRY_S)
         await outbound.check_backlog(state(4), "A")  # under it
         await outbound.check_backlog(state(3), "B")  # another user's backlog is not A's

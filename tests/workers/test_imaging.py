@@ -28,6 +28,7 @@ from server.core.imaging import (
     read_metadata,
     sniff,
 )
+from server.web.http.error_handlers import STATUS
 
 # Pillow reports corrupt metadata ("Corrupt EXIF data", "Tag data larger than file") as a
 # UserWarning and carries on; in the service such a warning is only logged, so it must not
@@ -105,9 +106,9 @@ def close_to(actual: tuple[int, ...], expected: tuple[int, ...], tolerance: int 
 
 
 def test_error_classes_carry_code_and_status() -> None:
-    assert (UnsupportedImage.code, UnsupportedImage.status) == ("unsupported_type", 415)
-    assert (ImageTooLarge.code, ImageTooLarge.status) == ("image_too_large", 413)
-    assert (InvalidImage.code, InvalidImage.status) == ("invalid_image", 422)
+    assert (UnsupportedImage.code, STATUS[UnsupportedImage.kind]) == ("unsupported_type", 415)
+    assert (ImageTooLarge.code, STATUS[ImageTooLarge.kind]) == ("image_too_large", 413)
+    assert (InvalidImage.code, STATUS[InvalidImage.kind]) == ("invalid_image", 422)
     for cls in (UnsupportedImage, ImageTooLarge, InvalidImage):
         assert issubclass(cls, ImageError)
 
@@ -138,9 +139,10 @@ def test_module_imports_no_io_or_web_library(module: Path) -> None:
             names = [node.module or ""]
         else:
             continue
-        # The package's own modules, and nothing else of the project.
+        # The package's own modules and the pure core (the kinds of error), nothing else
+        # of the project (tests/test_boundaries.py keeps the core pure).
         roots.update(name.split(".")[0] for name in names
-                     if not name.startswith(f"{imaging.__name__}."))
+                     if not name.startswith((f"{imaging.__name__}.", "server.core.")))
     forbidden = {"dramatiq", "redis", "sqlalchemy", "starlette", "socketio", "server", "workers"}
     assert not roots & forbidden
     allowed = set(sys.stdlib_module_names) | {"PIL", "pillow_heif"}
@@ -278,7 +280,7 @@ def test_probe_over_pixel_cap(tmp_path: Path) -> None:
     path = save(tmp_path, photo((100, 100)), "a.png", "PNG")
     with pytest.raises(ImageTooLarge) as caught:
         probe(path, max_pixels=9_999)
-    assert caught.value.status == 413
+    assert STATUS[caught.value.kind] == 413
     assert str(tmp_path) not in str(caught.value)
     # Exactly at the cap is allowed.
     assert probe(path, max_pixels=10_000).width == 100
@@ -326,7 +328,7 @@ def test_probe_garbage_is_unsupported(tmp_path: Path) -> None:
     path = write(tmp_path, "a.jpg", bytes(range(256)) * 8)
     with pytest.raises(UnsupportedImage) as caught:
         probe(path, max_pixels=CAP)
-    assert caught.value.status == 415
+    assert STATUS[caught.value.kind] == 415
 
 
 def test_probe_garbage_behind_a_magic_number_is_invalid(tmp_path: Path) -> None:
@@ -334,7 +336,7 @@ def test_probe_garbage_behind_a_magic_number_is_invalid(tmp_path: Path) -> None:
     with pytest.raises(InvalidImage) as caught:
         probe(path, max_pixels=CAP)
     message = str(caught.value)
-    assert caught.value.status == 422
+    assert STATUS[caught.value.kind] == 422
     assert str(tmp_path) not in message
     assert "Traceback" not in message
     assert "PNG" in message

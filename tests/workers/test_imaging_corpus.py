@@ -33,7 +33,7 @@ import pytest
 from PIL import EpsImagePlugin, Image
 
 from server.core import imaging
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 from server.core.jobs import queue_for
 from server.core.tasks import IMAGE_PROCESS
 from server.data import store
@@ -114,7 +114,7 @@ async def run_pipeline(worker: Worker, entry: dict[str, Any]) -> Outcome:
     source = CORPUS / entry["file"]
     data = source.read_bytes()
     if len(data) > settings.max_upload_bytes:  # the upload stream's cap (server.web.http.uploads)
-        return Outcome("reject", ApiError(413, "too_large", "over MAX_UPLOAD_MB"))
+        return Outcome("reject", ApiError(Problem.TOO_LARGE, "too_large", "over MAX_UPLOAD_MB"))
     temp = ctx.storage.new_temp()
     shutil.copyfile(source, temp)
     upload = ReceivedFile(field="file", filename=Path(entry["file"]).name,

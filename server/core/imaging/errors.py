@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 from PIL import Image
 
+from server.core.errors import Problem
+
 # How formats are named in messages shown to users.
 _LABELS: dict[str, str] = {"MPO": "JPEG", "WEBP": "WebP", "HEIF": "HEIC"}
 
@@ -20,7 +22,7 @@ class ImageError(Exception):
     """Base: the file cannot become an image; permanent, never worth a retry."""
 
     code = "image_error"
-    status = 422
+    kind = Problem.UNPROCESSABLE
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -31,21 +33,21 @@ class UnsupportedImage(ImageError):
     """Not an image, or an image format the service does not accept."""
 
     code = "unsupported_type"
-    status = 415
+    kind = Problem.UNSUPPORTED
 
 
 class ImageTooLarge(ImageError):
     """More pixels than the service allows: a pixel cap or a decompression bomb."""
 
     code = "image_too_large"
-    status = 413
+    kind = Problem.TOO_LARGE
 
 
 class InvalidImage(ImageError):
     """Claims a supported format but is damaged, truncated or malformed."""
 
     code = "invalid_image"
-    status = 422
+    kind = Problem.UNPROCESSABLE
 
 
 def label(fmt: str | None) -> str:

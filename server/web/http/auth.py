@@ -12,7 +12,7 @@ from server.infra import logs
 
 from server.data import store
 from server.data.db import Database
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 from server.core.principal import Principal
 from server.core.signing import hash_token
 from server.web.state import app_state
@@ -63,7 +63,7 @@ async def require_user(request: Request) -> Principal:
     principal = await authenticate(state.db, token, state.settings.admin_token)
     if principal is None:
         message = "missing bearer token" if token is None else "invalid bearer token"
-        raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(Problem.UNAUTHENTICATED, "unauthorized", message)
     # Every later line of this request names the caller, and the job it is about if any.
     logs.bind(user_id=principal.user_id, job_id=request.path_params.get("job_id"))
     return principal
@@ -73,5 +73,5 @@ async def require_admin(request: Request) -> Principal:
     """The caller if they are an admin; 401 or 403 otherwise."""
     principal = await require_user(request)
     if not principal.is_admin:
-        raise ApiError(403, "forbidden", "admin token required")
+        raise ApiError(Problem.FORBIDDEN, "forbidden", "admin token required")
     return principal

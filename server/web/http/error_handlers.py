@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,38 @@ def error_response(status: int, code: str, message: str,
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+# Each kind of failure's HTTP status: the one place the core's errors meet HTTP.
+STATUS: dict[Problem, int] = {
+    Problem.INVALID: 400,
+    Problem.UNAUTHENTICATED: 401,
+    Problem.FORBIDDEN: 403,
+    Problem.NOT_FOUND: 404,
+    Problem.CONFLICT: 409,
+    Problem.TOO_LARGE: 413,
+    Problem.UNSUPPORTED: 415,
+    Problem.UNPROCESSABLE: 422,
+    Problem.RATE_LIMITED: 429,
+    Problem.UNAVAILABLE: 503,
+}
+
+
+def status_of(exc: ApiError) -> int:
+    return STATUS[exc.kind]
+
+
+def api_error_headers(exc: ApiError) -> dict[str, str] | None:
+    """Retry-After where waiting helps; how to authenticate where credentials failed."""
+    headers: dict[str, str] = {}
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if exc.kind is Problem.UNAUTHENTICATED:
+        headers["WWW-Authenticate"] = "Bearer"
+    return headers or None
+
+
 async def handle_api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
+    return error_response(status_of(exc), exc.code, exc.message, api_error_headers(exc))
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:

@@ -26,7 +26,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 from server.infra.storage import Storage
 from server.core.validation import MAX_INT_DIGITS, is_whole_number, json_body
 from server.web.state import app_state
@@ -101,7 +101,7 @@ class ReceivedForm:
         """The one file sent in field ``name``, or a 400."""
         matching = [item for item in self.files if item.field == name]
         if not matching:
-            raise ApiError(400, "missing_file", f"send the image in the multipart field {name!r}")
+            raise ApiError(Problem.INVALID, "missing_file", f"send the image in the multipart field {name!r}")
         return matching[0]
 
     def cleanup(self) -> None:
@@ -161,7 +161,7 @@ class _Collector:
         name = params.get(b"name", b"").decode("utf-8", "replace")
         if b"filename" in params:
             if len(self.form.files) >= self.max_files:
-                raise ApiError(400, "too_many_files",
+                raise ApiError(Problem.INVALID, "too_many_files",
                                f"at most {self.max_files} file(s) per request")
             raw_name = params[b"filename"].decode("utf-8", "replace")
             declared = self.headers.get(b"content-type", b"").decode("latin-1").strip()
@@ -171,7 +171,7 @@ class _Collector:
         else:
             self.fields += 1
             if self.fields > self.max_fields:
-                raise ApiError(400, "too_many_fields",
+                raise ApiError(Problem.INVALID, "too_many_fields",
                                f"at most {self.max_fields} form fields per request")
             self._count_field(len(name.encode()))
             self.current_field = name
@@ -179,7 +179,7 @@ class _Collector:
     def _count_field(self, size: int) -> None:
         self.field_bytes += size
         if self.field_bytes > self.max_field_bytes:
-            raise ApiError(413, "fields_too_large",
+            raise ApiError(Problem.TOO_LARGE, "fields_too_large",
                            f"the form fields are over {self.max_field_bytes // 1024} KB in all")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -219,7 +219,7 @@ class _Collector:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "file_too_large",
+    return ApiError(Problem.TOO_LARGE, "file_too_large",
                     f"upload exceeds the limit of {limit // (1024 * 1024)} MB")
 
 
@@ -253,14 +253,14 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
-        raise ApiError(400, "bad_request", "expected multipart/form-data with a file field")
+        raise ApiError(Problem.INVALID, "bad_request", "expected multipart/form-data with a file field")
     files_cap = max_file_bytes * max_files if max_body_bytes is None else max_body_bytes
     body_cap = files_cap + max_field_bytes + _ENVELOPE_BYTES
 
     def over_cap() -> ApiError:
         if max_body_bytes is None:
             return _too_large(max_file_bytes)
-        return ApiError(413, "payload_too_large", "the files of one request are over the "
+        return ApiError(Problem.TOO_LARGE, "payload_too_large", "the files of one request are over the "
                         f"limit of {max_body_bytes // (1024 * 1024)} MB in all")
 
     if _declared_over(request, body_cap):
@@ -295,14 +295,14 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
         parser.finalize()
         if parser.state != MultipartState.END:
             # The closing boundary never came: the body was cut short.
-            raise ApiError(400, "bad_request", "the multipart body is incomplete")
+            raise ApiError(Problem.INVALID, "bad_request", "the multipart body is incomplete")
         await asyncio.to_thread(_write_all, collector.take_pending(), finish=form.files)
     except MultipartParseError as exc:
         form.cleanup()
-        raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from None
+        raise ApiError(Problem.INVALID, "bad_request", f"malformed multipart body: {exc}") from None
     except ClientDisconnect:
         form.cleanup()
-        raise ApiError(400, "client_disconnected", "the upload was interrupted") from None
+        raise ApiError(Problem.INVALID, "client_disconnected", "the upload was interrupted") from None
     except BaseException:
         form.cleanup()
         raise
@@ -319,7 +319,7 @@ def _declared_over(request: Request, cap: int) -> bool:
 
 def payload_too_large(cap: int) -> ApiError:
     """The 413 for a body over ``cap`` bytes."""
-    return ApiError(413, "payload_too_large",
+    return ApiError(Problem.TOO_LARGE, "payload_too_large",
                     f"the request body is over the limit of {cap // 1024} KB")
 
 
@@ -337,7 +337,7 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
                 raise payload_too_large(max_bytes)
             chunks.append(chunk)
     except ClientDisconnect:
-        raise ApiError(400, "client_disconnected", "the request was interrupted") from None
+        raise ApiError(Problem.INVALID, "client_disconnected", "the request was interrupted") from None
     return b"".join(chunks)
 
 

@@ -15,7 +15,7 @@ from server.data import store
 from server.core import validation
 from server.infra.audit import audit
 from server.web.http.auth import require_admin
-from server.core.errors import ApiError, not_found
+from server.core.errors import ApiError, Problem, not_found
 from server.core.events import DLQ_REMOVED, AdminEvent
 from server.web.state import app_state
 
@@ -55,7 +55,7 @@ async def retry_all(request: Request) -> JSONResponse:
             await dispatch.retry_failed(state, job_id)
             retried.append(job_id)
         except ApiError as exc:
-            if exc.status == 503:
+            if exc.kind is Problem.UNAVAILABLE:
                 raise
             errors.append({"job_id": job_id, "error": {"code": exc.code, "message": exc.message}})
     audit(admin.user_id, "dlq.retry_all", "dlq", f"{len(retried)} retried, {len(errors)} refused")

@@ -27,7 +27,8 @@ from server.data import store
 from server.infra.audit import audit_foreign
 from server.web.http.auth import require_user
 from server.core.principal import Principal
-from server.core.errors import ApiError, not_found
+from server.core.errors import ApiError, Problem, not_found
+from server.web.http.error_handlers import status_of
 from server.web.http.headers import content_disposition
 from server.core.jobs import queue_for
 from server.data.models import new_id, utcnow
@@ -50,7 +51,7 @@ def _count_upload(state: AppState, outcome: str, status: int, reason: str = "") 
 def _count_refusal(state: AppState, exc: BaseException) -> None:
     """Count a request refused as a whole, with the status and code its answer has."""
     if isinstance(exc, ApiError):
-        _count_upload(state, "rejected", exc.status, exc.code)
+        _count_upload(state, "rejected", status_of(exc), exc.code)
     elif isinstance(exc, redis.RedisError):
         _count_upload(state, "rejected", 503, "queue_unavailable")
     elif isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
@@ -129,7 +130,7 @@ async def upload_batch(request: Request) -> Response:
         _count_refusal(state, exc)
         raise
     for error in refused:
-        _count_upload(state, "rejected", error.status, error.code)
+        _count_upload(state, "rejected", status_of(error), error.code)
     for item in items:
         if "job" in item:
             _count_upload(state, "duplicate" if item.get("duplicate") else "accepted",
@@ -165,7 +166,7 @@ async def _upload_batch(request: Request,
     try:
         files = [item for item in form.files if item.field == "file"]
         if not files:
-            raise ApiError(400, "missing_file", "send the images in repeated 'file' fields")
+            raise ApiError(Problem.INVALID, "missing_file", "send the images in repeated 'file' fields")
         options = validation.upload_options(form.fields,
                                             max_digits=settings.max_number_digits)
         receivable = sum(1 for f in files if f.error is None)
@@ -185,7 +186,7 @@ async def _upload_batch(request: Request,
                     outcomes.append(await store_file(state, principal.user_id, upload,
                                                      options, batch_id=batch.id))
                 except ApiError as exc:
-                    if exc.status == 503:
+                    if exc.kind is Problem.UNAVAILABLE:
                         raise
                     refused.append(exc)
                     outcomes.append({"error": {"code": exc.code, "message": exc.message},
@@ -242,7 +243,7 @@ async def _allowance_covers(state: AppState, user_id: str, files: int) -> None:
                                  user_id, 0)
             return
         except ApiError as exc:
-            if exc.status != 429:
+            if exc.kind is not Problem.RATE_LIMITED:
                 raise
     raise ratelimit.refusal(uploads, time.time())
 
@@ -337,12 +338,12 @@ async def _probe(upload: ReceivedFile, max_pixels: int,
                  max_decode_bytes: int | None = None) -> imaging.Probe:
     """Header check only: sniffed type, dimensions, pixel cap, the memory its decode needs."""
     if upload.size == 0:
-        raise ApiError(400, "empty_file", "the uploaded file is empty")
+        raise ApiError(Problem.INVALID, "empty_file", "the uploaded file is empty")
     try:
         return await asyncio.to_thread(imaging.probe, upload.path, max_pixels=max_pixels,
                                        max_decode_bytes=max_decode_bytes)
     except imaging.ImageError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
+        raise ApiError(exc.kind, exc.code, str(exc)) from None
 
 
 async def list_images(request: Request) -> JSONResponse:
@@ -381,7 +382,7 @@ async def _file_caller(request: Request, image_id: str, kind: str) -> Principal 
                           expires=expires, signature=sig, now=time.time()):
             return None
         if "authorization" not in request.headers:
-            raise ApiError(403, "forbidden", "the link is invalid or has expired")
+            raise ApiError(Problem.FORBIDDEN, "forbidden", "the link is invalid or has expired")
     return await require_user(request)
 
 
@@ -391,7 +392,7 @@ async def get_image_file(request: Request) -> Response:
     kind = request.path_params["kind"]
     image_id = request.path_params["image_id"]
     if kind not in signing.FILE_KINDS:
-        raise ApiError(404, "not_found", "no such resource")
+        raise ApiError(Problem.NOT_FOUND, "not_found", "no such resource")
     caller = await _file_caller(request, image_id, kind)
     state = app_state(request)
     image = await state.db.read(store.get_image, image_id=image_id,
@@ -405,7 +406,7 @@ async def get_image_file(request: Request) -> Response:
     else:
         path, media_type = state.storage.rendition(image_id, kind), _FILE_TYPES[kind]
     if not await asyncio.to_thread(path.exists):
-        raise ApiError(404, "not_found", f"the {kind} does not exist (yet)")
+        raise ApiError(Problem.NOT_FOUND, "not_found", f"the {kind} does not exist (yet)")
     headers = {
         "Cache-Control": "private, max-age=3600",
         "X-Content-Type-Options": "nosniff",

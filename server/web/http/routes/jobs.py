@@ -15,7 +15,7 @@ from server.data import store
 from server.core import validation
 from server.infra.audit import audit, audit_foreign
 from server.web.http.auth import require_user
-from server.core.errors import ApiError, not_found
+from server.core.errors import ApiError, Problem, not_found
 from server.core.jobs import TransitionError
 from server.core.queue_figures import COUNTED_STATES
 from server.web.state import app_state
@@ -45,7 +45,7 @@ async def cancel_job(request: Request) -> JSONResponse:
             store.end_with_deliveries, change=store.cancel_job, webhook=state.presenter.webhook,
             job_id=job_id, user_id=owner)
     except TransitionError:
-        raise ApiError(409, "conflict", "the job has already finished") from None
+        raise ApiError(Problem.CONFLICT, "conflict", "the job has already finished") from None
     if view is None:
         raise not_found("job")
     audit_foreign(principal, view.job.user_id, "job.cancel", f"job:{job_id}")
@@ -65,7 +65,7 @@ async def list_jobs(request: Request) -> JSONResponse:
                                     max_digits=state.settings.max_number_digits)
     wanted = request.query_params.get("state") or None
     if wanted is not None and wanted not in COUNTED_STATES:  # delayed: queued, run_at ahead
-        raise ApiError(400, "bad_request", f"unknown state {wanted!r}")
+        raise ApiError(Problem.INVALID, "bad_request", f"unknown state {wanted!r}")
     views = await state.db.read(store.list_jobs, user_id=principal.owner, limit=limit,
                                 before=before, state=wanted,
                                 task_type=request.query_params.get("type") or None)

@@ -22,7 +22,7 @@ from server.infra import exposition, metrics, telemetry
 
 from server.data import store
 from server.web.http.auth import authenticate, bearer_token
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 from server.core.jobs import queue_family
 from server.core.queue_figures import THROUGHPUT_WINDOW
 from server.data.models import utcnow
@@ -70,10 +70,10 @@ async def _require_scrape_access(request: Request) -> None:
     if principal is not None and principal.is_admin:
         return
     if principal is not None:
-        raise ApiError(403, "forbidden", "the metrics need METRICS_TOKEN or an admin token")
-    raise ApiError(401, "unauthorized",
-                   "missing bearer token" if token is None else "invalid bearer token",
-                   headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(Problem.FORBIDDEN, "forbidden",
+                       "the metrics need METRICS_TOKEN or an admin token")
+    raise ApiError(Problem.UNAUTHENTICATED, "unauthorized",
+                   "missing bearer token" if token is None else "invalid bearer token")
 
 
 async def _recount(state: AppState) -> metrics.FinishedCounts:

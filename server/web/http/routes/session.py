@@ -11,7 +11,7 @@ from server.infra import ratelimit
 from server.data import store
 from server.web.http.auth import mint_token, require_user
 from server.core.client_address import limit_subject
-from server.core.errors import ApiError
+from server.core.errors import ApiError, Problem
 from server.core.events import TokenRevoked
 from server.core.signing import hash_token
 from server.web.state import app_state
@@ -35,7 +35,7 @@ async def revoke_session(request: Request) -> Response:
     """Revoke the calling token: later calls with it get 401, its open sockets are closed."""
     principal = await require_user(request)
     if principal.env_token:
-        raise ApiError(409, "conflict",
+        raise ApiError(Problem.CONFLICT, "conflict",
                        "ADMIN_TOKEN comes from the environment; change or unset it there")
     state = app_state(request)
     await state.db.write(store.revoke_token, token_id=principal.token_id)

@@ -20,7 +20,7 @@ from server.infra import ratelimit
 from server.data import store
 from server.web.http.auth import require_user
 from server.web.http.error_handlers import error_response
-from server.core.errors import ApiError, not_found
+from server.core.errors import ApiError, Problem, not_found
 from server.core.jobs import ImageBusy, queue_for
 from server.data.models import utcnow
 from server.services import presenter, queues
@@ -41,7 +41,7 @@ async def submit_task(request: Request) -> JSONResponse:
                                    max_payload_bytes=state.settings.max_task_payload_bytes)
     task_type = state.task_types.get(spec.task_type)
     if task_type is None or not task_type.public:
-        raise ApiError(400, "unknown_task_type", f"no task type named {spec.task_type!r}")
+        raise ApiError(Problem.INVALID, "unknown_task_type", f"no task type named {spec.task_type!r}")
     errors = (payloads.payload_errors(task_type.schema, spec.payload)
               or outbound.payload_errors(task_type.name, spec.payload))
     if errors:
@@ -61,9 +61,9 @@ async def submit_task(request: Request) -> JSONResponse:
                 store.get_image, image_id=image_id, user_id=principal.user_id) is None:
             return no_image
         if body.get("delay") is not None or body.get("run_at") is not None:
-            raise ApiError(400, "bad_request", "delay and run_at do not apply to a schedule")
+            raise ApiError(Problem.INVALID, "bad_request", "delay and run_at do not apply to a schedule")
         if spec.priority == "high" and not principal.is_admin:
-            raise ApiError(403, "priority_not_allowed", "a high-priority schedule needs an "
+            raise ApiError(Problem.FORBIDDEN, "priority_not_allowed", "a high-priority schedule needs an "
                            "admin token: each firing would go ahead of everyone's work")
         return await _create_schedule(request, principal.user_id, task_type.name, spec,
                                       repeat, max_attempts)
@@ -78,7 +78,7 @@ async def submit_task(request: Request) -> JSONResponse:
                 image_id=image_id, stage=await queues.waiting_stage(state, task_type.queue),
             )
         except ImageBusy as exc:
-            raise ApiError(409, "image_busy", str(exc)) from None
+            raise ApiError(Problem.CONFLICT, "image_busy", str(exc)) from None
         if view is None:
             await _give_back(state, high)
             return no_image
@@ -117,7 +117,7 @@ async def _create_schedule(request: Request, user_id: str, task_type: str,
         cron=expression, timezone=timezone, priority=spec.priority, max_attempts=max_attempts,
         next_run_at=next_run_at, max_per_user=settings.max_schedules_per_user)
     if schedule is None:
-        raise ApiError(409, "too_many_schedules",
+        raise ApiError(Problem.CONFLICT, "too_many_schedules",
                        f"at most {settings.max_schedules_per_user} schedules per user")
     return JSONResponse({"schedule": presenter.schedule(schedule)}, status_code=201)
 

@@ -10,7 +10,7 @@ from server.core import payloads, signing
 
 from server.data import store
 from server.web.http.auth import require_user
-from server.core.errors import ApiError, not_found
+from server.core.errors import ApiError, Problem, not_found
 from server.services.presenter import webhook_entry
 from server.web.http.uploads import read_json
 from server.web.state import app_state
@@ -31,12 +31,12 @@ async def create_webhook(request: Request) -> JSONResponse:
     body = await read_json(request)
     errors = payloads.payload_errors(_SCHEMA, body, path="body")
     if errors:
-        raise ApiError(422, "invalid_webhook", "; ".join(f"{k} {v}" for k, v in errors.items()))
+        raise ApiError(Problem.UNPROCESSABLE, "invalid_webhook", "; ".join(f"{k} {v}" for k, v in errors.items()))
     most = app_state(request).settings.max_webhooks_per_user
     hook = await app_state(request).db.write(store.create_webhook, user_id=principal.user_id,
                                             url=body["url"], max_per_user=most)
     if hook is None:
-        raise ApiError(409, "too_many_webhooks", f"at most {most} webhooks per user")
+        raise ApiError(Problem.CONFLICT, "too_many_webhooks", f"at most {most} webhooks per user")
     return JSONResponse({"webhook": webhook_entry(hook),
                          "signing_secret": _signing_secret(request, principal.user_id)},
                         status_code=201)
