@@ -34,11 +34,6 @@ class TaskSpec:
     # and its queue must be one of IO_QUEUES.
     io: bool = False
 
-    def describe(self) -> dict[str, Any]:
-        return {"type": self.name, "description": self.description, "queue": self.queue,
-                "payload_schema": self.schema, "max_attempts": self.max_attempts,
-                "time_limit_s": self.time_limit_s}
-
 
 # The queues of the I/O types: the I/O worker's supervisor names them to Dramatiq (-Q),
 # and no image worker declares their actors.

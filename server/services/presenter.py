@@ -19,6 +19,7 @@ from server.core.events import JobEvent, event_for_state
 from server.core.jobs import JobState
 from server.core.lifecycle import ImageStatus
 from server.core.queue_figures import QueueFigures
+from server.core.tasks import TaskSpec
 from server.core.wire import responses as wire
 from server.core.wire.fields import Priority
 from server.data.models import DeadLetter, Image, Job, JobEventRecord, Schedule, Webhook, iso
@@ -158,9 +159,28 @@ def schedule(row: Schedule) -> dict[str, Any]:
         max_attempts=row.max_attempts, created_at=_time(row.created_at)))
 
 
-def webhook_entry(hook: Webhook) -> dict[str, Any]:
-    """A registered webhook as JSON values."""
-    return builtins(wire.Webhook(id=hook.id, url=hook.url, created_at=_time(hook.created_at)))
+def _webhook(hook: Webhook) -> wire.Webhook:
+    return wire.Webhook(id=hook.id, url=hook.url, created_at=_time(hook.created_at))
+
+
+def webhook_created(hook: Webhook, signing_secret: str | None) -> dict[str, Any]:
+    """A new webhook and the key its deliveries are signed with, as JSON values."""
+    return builtins(wire.WebhookCreated(webhook=_webhook(hook), signing_secret=signing_secret))
+
+
+def webhooks(hooks: Iterable[Webhook], signing_secret: str | None) -> dict[str, Any]:
+    """A user's webhooks and the key their deliveries are signed with, as JSON values."""
+    return builtins(wire.Webhooks(items=[_webhook(hook) for hook in hooks],
+                                  signing_secret=signing_secret))
+
+
+def task_types(specs: Iterable[TaskSpec]) -> dict[str, Any]:
+    """Task types as GET /api/tasks/types lists them, as JSON values."""
+    return builtins(wire.TaskTypes(types=[
+        wire.TaskType(type=spec.name, description=spec.description, queue=spec.queue,
+                      payload_schema=spec.schema, max_attempts=spec.max_attempts,
+                      time_limit_s=spec.time_limit_s)
+        for spec in specs]))
 
 
 def batch_summary(found: BatchProgress) -> dict[str, Any]:

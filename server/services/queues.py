@@ -7,10 +7,11 @@ from typing import Any
 
 from server.core import keys
 from server.core.jobs import Stage
+from server.core.wire import responses as wire
 from server.data import store
 from server.services import dispatch
 from server.services.context import Services
-from server.services.presenter import queue_stats
+from server.services.presenter import builtins, queue_stats
 
 
 def queue_names(state: Services) -> list[str]:
@@ -28,19 +29,15 @@ async def waiting_stage(state: Services, base: str) -> str:
     return Stage.PAUSED.value if base in await paused_queues(state) else Stage.STORED.value
 
 
-async def queue_report(state: Services, *, with_redis: bool = True) -> dict[str, Any]:
-    """Every queue's counts, oldest wait, throughput and pause state, and live workers.
-
-    ``with_redis=False`` (Redis is away): the database's figures, and None for the pause
-    state and the workers, which only Redis knows.
-    """
-    paused = await paused_queues(state) if with_redis else None
+async def queue_report(state: Services) -> dict[str, Any]:
+    """<QueueReport> as JSON values: every queue's counts, oldest wait, throughput and
+    pause state, and live workers."""
+    paused = await paused_queues(state)
     queues = []
     for name in queue_names(state):
         figures = await state.db.read(store.queue_stats, base=name)
-        queues.append({"name": name, "paused": None if paused is None else name in paused,
-                       **queue_stats(figures)})
-    return {"queues": queues, "workers": await live_workers(state) if with_redis else None}
+        queues.append(wire.Queue(name=name, paused=name in paused, **queue_stats(figures)))
+    return builtins(wire.QueueReport(queues=queues, workers=await live_workers(state)))
 
 
 async def live_workers(state: Services) -> int:

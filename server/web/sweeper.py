@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import redis
 
-from server.services import dispatch
-
 from server.core import keys
+from server.services import dispatch
 from server.services.context import Services
 
 log = logging.getLogger(__name__)

@@ -70,13 +70,14 @@ async def test_three_dropped_images_show_live_progress_and_thumbnails(page: Any)
     await wait_for_js(page,
         "document.querySelectorAll('li.card[data-state=completed]').length === 3",
         timeout=30_000)
-    # Each card's thumbnail is a real 200×200 image, loaded from its signed URL.
+    # Each card's thumbnail is a real 200x200 image, loaded from its signed URL.
     await wait_for_js(page,
         "[...document.querySelectorAll('li.card .card-thumb img')]"
         ".filter(i => i.complete && i.naturalWidth === 200).length === 3", timeout=15_000)
     await wait_for_js(page,
         "document.querySelectorAll('#gallery li.gallery-item img').length >= 3")
-    titles = await page.eval_on_selector_all("li.card .card-title", "e => e.map(x => x.textContent)")
+    titles = await page.eval_on_selector_all("li.card .card-title",
+                                             "e => e.map(x => x.textContent)")
     assert sorted(titles) == ["blue.jpg", "green.jpg", "red.jpg"]
     bars = await page.eval_on_selector_all("li.card progress", "e => e.map(x => x.value)")
     assert bars == [100, 100, 100]

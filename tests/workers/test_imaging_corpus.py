@@ -2,9 +2,8 @@
 
 Every manifest entry goes through the service's own code, in this process:
 
-- upload: the web route's header check (``server.web.http.routes.images._probe``: empty file,
-sniffed
-  type, header, pixel cap) refuses it ("reject"), with the deployment's limits;
+- upload: the upload's header check (``server.services.submit.probe_file``: empty file,
+  sniffed type, header, pixel cap) refuses it ("reject"), with the deployment's limits;
 - worker: the job is stored as an upload stores it, its attempt begins as JobLifecycle
   begins it, and ``workers.actors.run_job`` runs the registered ``image.process`` type, whose
   ``run`` is ``workers.tasks.image.process_image``, the very function the worker's actor
@@ -40,7 +39,8 @@ from server.data import store
 from server.data.models import new_id
 from server.infra.broker import build_broker
 from server.infra.settings import Settings
-from server.web.http.routes.images import _probe
+from server.services.submit import probe_file
+from server.web.http.error_handlers import status_of
 from server.web.http.uploads import ReceivedFile
 from tests.corpus import corpus_entries, find_corpus, missing_reason
 from workers.actors import run_job
@@ -121,7 +121,7 @@ async def run_pipeline(worker: Worker, entry: dict[str, Any]) -> Outcome:
                           declared_type=entry["upload_content_type"], path=temp,
                           size=len(data), sha256=hashlib.sha256(data).hexdigest())
     try:
-        probe = await _probe(upload, settings.max_image_pixels, settings.max_decode_bytes)
+        probe = await probe_file(upload, settings.max_image_pixels, settings.max_decode_bytes)
     except ApiError as exc:
         temp.unlink()
         return Outcome("reject", exc)
@@ -177,7 +177,7 @@ async def test_corpus_entry(entry: dict[str, Any], worker: Worker) -> None:
             assert str(place) not in message
         assert "Traceback" not in message
     if isinstance(outcome.error, ApiError):
-        assert outcome.error.status in (400, 413, 415, 422)
+        assert status_of(outcome.error) in (400, 413, 415, 422)
     if outcome.status != "ready":
         return
 

@@ -8,13 +8,12 @@ import secrets
 import sqlalchemy.exc
 from starlette.requests import Request
 
-from server.infra import logs
-
-from server.data import store
-from server.data.db import Database
 from server.core.errors import ApiError, Problem
 from server.core.principal import Principal
 from server.core.signing import hash_token
+from server.data import store
+from server.data.db import Database
+from server.infra import logs
 from server.web.state import app_state
 
 

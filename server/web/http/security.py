@@ -11,9 +11,9 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.infra.settings import Settings
 from server.web.http.error_handlers import error_response
 from server.web.http.headers import NOSNIFF, page_headers
-from server.infra.settings import Settings
 
 CORS_METHODS = ("GET", "HEAD", "POST", "DELETE")
 CORS_HEADERS = ("Authorization", "Content-Type")

@@ -27,8 +27,8 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 from starlette.requests import ClientDisconnect, Request
 
 from server.core.errors import ApiError, Problem
-from server.infra.storage import Storage
 from server.core.validation import MAX_INT_DIGITS, is_whole_number, json_body
+from server.infra.storage import Storage
 from server.web.state import app_state
 
 # Plain form fields (priority, delay) are tiny: the defaults of MAX_FORM_FIELDS and
@@ -101,7 +101,8 @@ class ReceivedForm:
         """The one file sent in field ``name``, or a 400."""
         matching = [item for item in self.files if item.field == name]
         if not matching:
-            raise ApiError(Problem.INVALID, "missing_file", f"send the image in the multipart field {name!r}")
+            raise ApiError(Problem.INVALID, "missing_file",
+                           f"send the image in the multipart field {name!r}")
         return matching[0]
 
     def cleanup(self) -> None:
@@ -253,14 +254,16 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
-        raise ApiError(Problem.INVALID, "bad_request", "expected multipart/form-data with a file field")
+        raise ApiError(Problem.INVALID, "bad_request",
+                       "expected multipart/form-data with a file field")
     files_cap = max_file_bytes * max_files if max_body_bytes is None else max_body_bytes
     body_cap = files_cap + max_field_bytes + _ENVELOPE_BYTES
 
     def over_cap() -> ApiError:
         if max_body_bytes is None:
             return _too_large(max_file_bytes)
-        return ApiError(Problem.TOO_LARGE, "payload_too_large", "the files of one request are over the "
+        return ApiError(Problem.TOO_LARGE, "payload_too_large",
+                        "the files of one request are over the "
                         f"limit of {max_body_bytes // (1024 * 1024)} MB in all")
 
     if _declared_over(request, body_cap):
@@ -302,7 +305,8 @@ async def receive_multipart(request: Request, storage: Storage, *, max_file_byte
         raise ApiError(Problem.INVALID, "bad_request", f"malformed multipart body: {exc}") from None
     except ClientDisconnect:
         form.cleanup()
-        raise ApiError(Problem.INVALID, "client_disconnected", "the upload was interrupted") from None
+        raise ApiError(Problem.INVALID, "client_disconnected",
+                       "the upload was interrupted") from None
     except BaseException:
         form.cleanup()
         raise
@@ -337,7 +341,8 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
                 raise payload_too_large(max_bytes)
             chunks.append(chunk)
     except ClientDisconnect:
-        raise ApiError(Problem.INVALID, "client_disconnected", "the request was interrupted") from None
+        raise ApiError(Problem.INVALID, "client_disconnected",
+                       "the request was interrupted") from None
     return b"".join(chunks)
 
 

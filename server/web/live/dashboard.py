@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+
 import socketio
 
 from server.core.events import ADMINS_ROOM, QUEUE_STATS

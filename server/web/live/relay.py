@@ -8,8 +8,6 @@ from collections.abc import Awaitable, Callable
 
 import socketio
 
-from server.infra import logs, metrics
-from server.infra.bus import Bus
 from server.core.events import (
     ADMINS_ROOM,
     AdminEvent,
@@ -20,6 +18,8 @@ from server.core.events import (
     token_room,
     user_room,
 )
+from server.infra import logs, metrics
+from server.infra.bus import Bus
 
 log = logging.getLogger(__name__)
 

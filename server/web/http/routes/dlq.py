@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.services import dispatch
-
-from server.data import store
-
 from server.core import validation
-from server.infra.audit import audit
-from server.web.http.auth import require_admin
 from server.core.errors import ApiError, Problem, not_found
 from server.core.events import DLQ_REMOVED, AdminEvent
+from server.core.wire import responses as wire
+from server.data import store
+from server.infra.audit import audit
+from server.services import dispatch
+from server.services.presenter import builtins
+from server.web.http.auth import require_admin
 from server.web.state import app_state
 
 
@@ -49,7 +47,7 @@ async def retry_all(request: Request) -> JSONResponse:
     admin = await require_admin(request)
     state = app_state(request)
     retried: list[str] = []
-    errors: list[dict[str, Any]] = []
+    errors: list[wire.RetryRefusal] = []
     for job_id in await state.db.read(store.dead_letter_ids):
         try:
             await dispatch.retry_failed(state, job_id)
@@ -57,9 +55,11 @@ async def retry_all(request: Request) -> JSONResponse:
         except ApiError as exc:
             if exc.kind is Problem.UNAVAILABLE:
                 raise
-            errors.append({"job_id": job_id, "error": {"code": exc.code, "message": exc.message}})
+            errors.append(wire.RetryRefusal(
+                job_id=job_id, error=wire.ErrorBody(code=exc.code, message=exc.message)))
     audit(admin.user_id, "dlq.retry_all", "dlq", f"{len(retried)} retried, {len(errors)} refused")
-    return JSONResponse({"retried": retried, "errors": errors}, status_code=202)
+    return JSONResponse(builtins(wire.DeadLetterRetry(retried=retried, errors=errors)),
+                        status_code=202)
 
 
 async def delete_one(request: Request) -> Response:

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from server.web.http import openapi
 from server.web.client_files import WEB_DIR
+from server.web.http import openapi
 
 
 @functools.cache

@@ -3,43 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import logging
 import time
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import redis
 import sqlalchemy.exc
-from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from server.services import dispatch, outbound
-
-from server.infra import metrics, ratelimit
-
 from server.core import signing, validation
-
-from server.data import store
-from server.infra.audit import audit_foreign
-from server.web.http.auth import require_user
-from server.core.principal import Principal
 from server.core.errors import ApiError, Problem, not_found
+from server.core.principal import Principal
+from server.data import store
+from server.infra import metrics, ratelimit
+from server.infra.audit import audit_foreign
+from server.services import outbound, submit
+from server.services.presenter import batch_summary
+from server.web.http.auth import require_user
 from server.web.http.error_handlers import status_of
 from server.web.http.headers import content_disposition
-from server.core.jobs import queue_for
-from server.data.models import new_id, utcnow
-from server.services import queues
-from server.services.presenter import batch_summary
 from server.web.http.uploads import ReceivedFile, receive_multipart
-from server.core import imaging
-from server.core.tasks import IMAGE_PROCESS
 from server.web.state import AppState, app_state
-
-log = logging.getLogger(__name__)
 
 _FILE_TYPES = {"thumbnail": "image/webp", "preview": "image/webp"}
 
@@ -85,7 +70,7 @@ async def _upload_image(request: Request) -> Response:
     except Exception:
         # Refused (a bad form, not an image, too large, no high priority left): a refused
         # request uses none of the allowance.
-        await _give_back(state, uploads)
+        await submit.give_back(state, uploads)
         raise
 
 
@@ -102,16 +87,16 @@ async def _receive_image(request: Request, principal: Principal) -> Response:
                                             max_digits=settings.max_number_digits)
         high = await ratelimit.check_high_priority(state, principal, options.priority)
         try:
-            stored = await store_file(state, principal.user_id, upload, options)
+            stored = await submit.store_file(state, principal.user_id, upload, options)
         except Exception:
             # Refused (not an image, too large…): no job, so no high-priority one.
-            await _give_back(state, high)
+            await submit.give_back(state, high)
             raise
         if stored.duplicate:
-            await _give_back(state, high)  # the existing job keeps its own priority
-            return JSONResponse({**await stored_item(state, stored), "duplicate": True},
+            await submit.give_back(state, high)  # the existing job keeps its own priority
+            return JSONResponse({**await submit.stored_item(state, stored), "duplicate": True},
                                 status_code=200)
-        return JSONResponse(await submit_file(state, stored), status_code=202)
+        return JSONResponse(await submit.submit_file(state, stored), status_code=202)
     finally:
         form.cleanup()
 
@@ -153,7 +138,7 @@ async def _upload_batch(request: Request,
         nonlocal files_begun
         if part.field == "file":
             files_begun += 1
-            await _allowance_covers(state, principal.user_id, files_begun)
+            await submit.allowance_covers(state, principal.user_id, files_begun)
 
     settings = state.settings
     form = await receive_multipart(request, state.storage,
@@ -166,7 +151,8 @@ async def _upload_batch(request: Request,
     try:
         files = [item for item in form.files if item.field == "file"]
         if not files:
-            raise ApiError(Problem.INVALID, "missing_file", "send the images in repeated 'file' fields")
+            raise ApiError(Problem.INVALID, "missing_file",
+                           "send the images in repeated 'file' fields")
         options = validation.upload_options(form.fields,
                                             max_digits=settings.max_number_digits)
         receivable = sum(1 for f in files if f.error is None)
@@ -178,13 +164,13 @@ async def _upload_batch(request: Request,
             uploads = await ratelimit.check_uploads(state, principal.user_id, files=receivable)
             batch = await state.db.write(store.create_batch, user_id=principal.user_id,
                                          files=len(files))
-            outcomes: list[StoredFile | dict[str, Any]] = []
+            outcomes: list[submit.StoredFile | dict[str, Any]] = []
             for upload in files:
                 try:
                     if upload.error is not None:
                         raise upload.error
-                    outcomes.append(await store_file(state, principal.user_id, upload,
-                                                     options, batch_id=batch.id))
+                    outcomes.append(await submit.store_file(state, principal.user_id, upload,
+                                                            options, batch_id=batch.id))
                 except ApiError as exc:
                     if exc.kind is Problem.UNAVAILABLE:
                         raise
@@ -192,131 +178,28 @@ async def _upload_batch(request: Request,
                     outcomes.append({"error": {"code": exc.code, "message": exc.message},
                                      "filename": upload.filename})
         except Exception:
-            await _give_back(state, high)  # the batch is refused as a whole
-            await _give_back(state, uploads)
+            await submit.give_back(state, high)  # the batch is refused as a whole
+            await submit.give_back(state, uploads)
             raise
         # Only new jobs are high-priority ones: not the refused files, not the duplicates;
         # and only stored files (duplicates too, as a single upload) count as uploads.
-        new_jobs = sum(1 for o in outcomes if isinstance(o, StoredFile) and not o.duplicate)
-        await _give_back(state, high, receivable - new_jobs)
-        stored = sum(1 for o in outcomes if isinstance(o, StoredFile))
-        await _give_back(state, uploads, receivable - stored)
+        new_jobs = sum(1 for o in outcomes if isinstance(o, submit.StoredFile) and not o.duplicate)
+        await submit.give_back(state, high, receivable - new_jobs)
+        stored = sum(1 for o in outcomes if isinstance(o, submit.StoredFile))
+        await submit.give_back(state, uploads, receivable - stored)
         items: list[dict[str, Any]] = []
         for outcome in outcomes:
-            if not isinstance(outcome, StoredFile):
+            if not isinstance(outcome, submit.StoredFile):
                 items.append(outcome)
             elif outcome.duplicate:
-                items.append({**await stored_item(state, outcome), "duplicate": True})
+                items.append({**await submit.stored_item(state, outcome), "duplicate": True})
             else:
-                items.append(await submit_file(state, outcome))
+                items.append(await submit.submit_file(state, outcome))
         found = await state.db.read(store.batch_progress, batch_id=batch.id, user_id=None)
         summary = batch_summary(found) if found else None
         return JSONResponse({"batch": summary, "items": items}, status_code=202), items
     finally:
         form.cleanup()
-
-
-async def _give_back(state: AppState, taken: ratelimit.Taken | None,
-                     amount: int | None = None) -> None:
-    """Return allowance a request took and did not use (if Redis fails meanwhile, the
-    user is only short of it until the window ends)."""
-    try:
-        await ratelimit.give_back(state.redis, taken, amount)
-    except redis.RedisError as exc:
-        log.warning("could not give back %s: %s", taken, exc)
-
-
-async def _allowance_covers(state: AppState, user_id: str, files: int) -> None:
-    """429 now unless the user's upload allowance (``ratelimit.check_uploads``) still
-    covers ``files`` more uploads. Nothing is taken here: the batch takes all its files at
-    once when its body is in, so that a refused batch costs nothing."""
-    limit = state.settings.rate_limit_uploads_per_min
-    if limit <= 0:
-        return
-    uploads = ratelimit.Rate("uploads", "uploads", limit)  # check_uploads' allowance
-    if files <= limit:
-        try:
-            # Taking 0 checks that what is used is under the limit: under limit - files + 1
-            # means ``files`` more still fit.
-            await ratelimit.take(state.redis, state.settings.redis_prefix,
-                                 dataclasses.replace(uploads, limit=limit - files + 1),
-                                 user_id, 0)
-            return
-        except ApiError as exc:
-            if exc.kind is not Problem.RATE_LIMITED:
-                raise
-    raise ratelimit.refusal(uploads, time.time())
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    """An accepted file on disk with its image and job rows; its message not sent yet."""
-
-    view: store.JobView
-    duplicate: bool
-    delay_s: int
-    position: int | None = None  # in its queue, as the job was recorded
-
-
-async def store_file(state: AppState, user_id: str, upload: ReceivedFile,
-                     options: validation.UploadOptions,
-                     batch_id: str | None = None) -> StoredFile:
-    """Check one received file, move it into the store and record its image and job.
-
-    For the same bytes uploaded before, the earlier image and job (``duplicate``).
-    Raises ApiError for a file we refuse.
-    """
-    probe = await _probe(upload, state.settings.max_image_pixels,
-                         state.settings.max_decode_bytes)
-    image_id = new_id()
-    await asyncio.to_thread(state.storage.adopt_original, upload.path, image_id)
-    run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
-    try:
-        view, duplicate, position = await state.db.write(
-            _create_upload, image_id=image_id, user_id=user_id,
-            filename=upload.filename, content_type=probe.mime, size_bytes=upload.size,
-            sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
-            task_type=IMAGE_PROCESS.name, queue=queue_for(IMAGE_PROCESS.queue, options.priority),
-            max_attempts=state.settings.retry_max_attempts, priority=options.priority,
-            run_at=run_at, stage=await queues.waiting_stage(state, IMAGE_PROCESS.queue),
-            batch_id=batch_id,
-        )
-    except BaseException:
-        await asyncio.to_thread(state.storage.remove_image, image_id)
-        raise
-    if duplicate:
-        await asyncio.to_thread(state.storage.remove_image, image_id)
-    return StoredFile(view, duplicate, options.delay_s, position)
-
-
-def _create_upload(s: Session, /, **fields: Any) -> tuple[store.JobView, bool, int | None]:
-    """``store.create_upload`` and the job's queue position, in one transaction."""
-    view, duplicate = store.create_upload(s, **fields)
-    return view, duplicate, store.queue_position(s, job=view.job)
-
-
-async def stored_item(state: AppState, stored: StoredFile) -> dict[str, Any]:
-    """``{"image", "job"}`` of a stored file as it is now."""
-    view = stored.view
-    assert view.image is not None  # an upload's job always has its image
-    position = await state.db.read(store.queue_position, job=view.job)
-    return {"image": state.presenter.image(view.image),
-            "job": state.presenter.job(view.job, view.image, position)}
-
-
-async def submit_file(state: AppState, stored: StoredFile) -> dict[str, Any]:
-    """Send a stored file's message and announce its job; ``{"image", "job"}``."""
-    view = stored.view
-    assert view.image is not None
-    image_id = view.image.id
-
-    async def undo() -> None:
-        await state.db.write(store.delete_upload, image_id=image_id, job_id=view.job.id)
-        await asyncio.to_thread(state.storage.remove_image, image_id)
-
-    await dispatch.enqueue(state, view, delay_s=stored.delay_s, undo=undo)
-    job = await dispatch.announce(state, view, stored.position)
-    return {"image": state.presenter.image(view.image), "job": job}
 
 
 async def get_batch(request: Request) -> JSONResponse:
@@ -332,18 +215,6 @@ async def get_batch(request: Request) -> JSONResponse:
         audit_foreign(principal, views[0].job.user_id, "batch.read", f"batch:{batch_id}")
     return JSONResponse({"batch": batch_summary(found),
                          "jobs": [state.presenter.job(v.job, v.image) for v in views]})
-
-
-async def _probe(upload: ReceivedFile, max_pixels: int,
-                 max_decode_bytes: int | None = None) -> imaging.Probe:
-    """Header check only: sniffed type, dimensions, pixel cap, the memory its decode needs."""
-    if upload.size == 0:
-        raise ApiError(Problem.INVALID, "empty_file", "the uploaded file is empty")
-    try:
-        return await asyncio.to_thread(imaging.probe, upload.path, max_pixels=max_pixels,
-                                       max_decode_bytes=max_decode_bytes)
-    except imaging.ImageError as exc:
-        raise ApiError(exc.kind, exc.code, str(exc)) from None
 
 
 async def list_images(request: Request) -> JSONResponse:

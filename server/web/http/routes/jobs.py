@@ -8,16 +8,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from server.services import dispatch
-
-from server.data import store
-
 from server.core import validation
-from server.infra.audit import audit, audit_foreign
-from server.web.http.auth import require_user
 from server.core.errors import ApiError, Problem, not_found
 from server.core.jobs import TransitionError
 from server.core.queue_figures import COUNTED_STATES
+from server.data import store
+from server.infra.audit import audit, audit_foreign
+from server.services import dispatch
+from server.web.http.auth import require_user
 from server.web.state import app_state
 
 

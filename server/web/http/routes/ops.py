@@ -6,8 +6,7 @@ import asyncio
 import hmac
 import logging
 import time
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from starlette.requests import Request
@@ -16,17 +15,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from server.core import keys
-from server.web.client_files import WEB_DIR
-
-from server.infra import exposition, metrics, telemetry
-
-from server.data import store
-from server.web.http.auth import authenticate, bearer_token
 from server.core.errors import ApiError, Problem
 from server.core.jobs import queue_family
 from server.core.queue_figures import THROUGHPUT_WINDOW
+from server.core.wire import responses as wire
+from server.data import store
 from server.data.models import utcnow
+from server.infra import exposition, metrics, telemetry
+from server.services.presenter import builtins
 from server.services.queues import live_workers, paused_queues, queue_names
+from server.web.client_files import WEB_DIR
+from server.web.http.auth import authenticate, bearer_token
 from server.web.state import AppState, app_state
 
 log = logging.getLogger(__name__)
@@ -50,11 +49,12 @@ async def _check(probe: Any) -> str:
 async def healthz(request: Request) -> JSONResponse:
     state = app_state(request)
     redis_status, db_status = await asyncio.gather(_check(state.redis.ping), _check(state.db.ping))
-    relay_status = "ok" if state.relay is not None and not state.relay.done() else "stopped"
+    relay_status: Literal["ok", "stopped"] = (
+        "ok" if state.relay is not None and not state.relay.done() else "stopped")
     healthy = redis_status == db_status == relay_status == "ok"
-    body = {"status": "ok" if healthy else "unavailable", "redis": redis_status,
-            "database": db_status, "relay": relay_status}
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    body = wire.Health(status="ok" if healthy else "unavailable", redis=redis_status,
+                       database=db_status, relay=relay_status)
+    return JSONResponse(builtins(body), status_code=200 if healthy else 503)
 
 
 async def _require_scrape_access(request: Request) -> None:

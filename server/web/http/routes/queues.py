@@ -10,11 +10,13 @@ from starlette.routing import Route
 
 from server.core import validation
 from server.core.errors import not_found
+from server.core.wire import responses as wire
 from server.core.wire.requests import DEFAULT_CLEAN_AGE_S
 from server.data import store
 from server.data.models import utcnow
 from server.infra.audit import audit
 from server.services import queues
+from server.services.presenter import builtins
 from server.web.http.auth import require_admin
 from server.web.http.uploads import read_json
 from server.web.state import app_state
@@ -41,7 +43,7 @@ async def _set_paused(request: Request, paused: bool) -> JSONResponse:
     await queues.set_paused(state, name, paused)
     state.stats.poke()  # every admin's page shows the switch
     audit(admin.user_id, "queue.pause" if paused else "queue.resume", f"queue:{name}")
-    return JSONResponse({"name": name, "paused": paused})
+    return JSONResponse(builtins(wire.QueueState(name=name, paused=paused)))
 
 
 async def pause(request: Request) -> JSONResponse:
@@ -65,7 +67,7 @@ async def clean(request: Request) -> JSONResponse:
                                    finished_before=utcnow() - timedelta(seconds=age_s))
     audit(admin.user_id, "queue.clean", f"queue:{name}",
           f"{removed} removed, older than {age_s} s")
-    return JSONResponse({"name": name, "removed": removed})
+    return JSONResponse(builtins(wire.QueueCleaned(name=name, removed=removed)))
 
 
 routes = [

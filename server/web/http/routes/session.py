@@ -6,14 +6,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.infra import ratelimit
-
-from server.data import store
-from server.web.http.auth import mint_token, require_user
 from server.core.client_address import limit_subject
 from server.core.errors import ApiError, Problem
 from server.core.events import TokenRevoked
 from server.core.signing import hash_token
+from server.core.wire import responses as wire
+from server.data import store
+from server.infra import ratelimit
+from server.services.presenter import builtins
+from server.web.http.auth import mint_token, require_user
 from server.web.state import app_state
 
 
@@ -28,7 +29,7 @@ async def create_session(request: Request) -> JSONResponse:
         await ratelimit.check_sessions(state, subject)
     token = mint_token()
     user = await state.db.write(store.create_user, token_hash=hash_token(token))
-    return JSONResponse({"token": token, "user_id": user.id}, status_code=201)
+    return JSONResponse(builtins(wire.Session(token=token, user_id=user.id)), status_code=201)
 
 
 async def revoke_session(request: Request) -> Response:

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import logging
-from datetime import timedelta
 from typing import Any
 
-import redis
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server.core import cron, payloads, validation
-
-from server.services import dispatch, outbound
-
-from server.infra import ratelimit
-
+from server.core.errors import ApiError, Problem, not_found
 from server.data import store
+from server.data.models import utcnow
+from server.infra import ratelimit
+from server.services import outbound, presenter, submit
 from server.web.http.auth import require_user
 from server.web.http.error_handlers import error_response
-from server.core.errors import ApiError, Problem, not_found
-from server.core.jobs import ImageBusy, queue_for
-from server.data.models import utcnow
-from server.services import presenter, queues
 from server.web.http.uploads import read_json
-from server.web.state import AppState, app_state
-
-log = logging.getLogger(__name__)
+from server.web.state import app_state
 
 
 async def submit_task(request: Request) -> JSONResponse:
@@ -41,7 +31,8 @@ async def submit_task(request: Request) -> JSONResponse:
                                    max_payload_bytes=state.settings.max_task_payload_bytes)
     task_type = state.task_types.get(spec.task_type)
     if task_type is None or not task_type.public:
-        raise ApiError(Problem.INVALID, "unknown_task_type", f"no task type named {spec.task_type!r}")
+        raise ApiError(Problem.INVALID, "unknown_task_type",
+                       f"no task type named {spec.task_type!r}")
     errors = (payloads.payload_errors(task_type.schema, spec.payload)
               or outbound.payload_errors(task_type.name, spec.payload))
     if errors:
@@ -61,47 +52,19 @@ async def submit_task(request: Request) -> JSONResponse:
                 store.get_image, image_id=image_id, user_id=principal.user_id) is None:
             return no_image
         if body.get("delay") is not None or body.get("run_at") is not None:
-            raise ApiError(Problem.INVALID, "bad_request", "delay and run_at do not apply to a schedule")
+            raise ApiError(Problem.INVALID, "bad_request",
+                           "delay and run_at do not apply to a schedule")
         if spec.priority == "high" and not principal.is_admin:
-            raise ApiError(Problem.FORBIDDEN, "priority_not_allowed", "a high-priority schedule needs an "
-                           "admin token: each firing would go ahead of everyone's work")
+            raise ApiError(Problem.FORBIDDEN, "priority_not_allowed",
+                           "a high-priority schedule needs an admin token: each firing would "
+                           "go ahead of everyone's work")
         return await _create_schedule(request, principal.user_id, task_type.name, spec,
                                       repeat, max_attempts)
-    high = await ratelimit.check_high_priority(state, principal, spec.priority)
-    try:
-        try:
-            view = await state.db.write(
-                store.create_task_job, user_id=principal.user_id, task_type=task_type.name,
-                queue=queue_for(task_type.queue, spec.priority), payload=spec.payload,
-                max_attempts=max_attempts, priority=spec.priority,
-                run_at=now + timedelta(seconds=spec.delay_s) if spec.delay_s else None,
-                image_id=image_id, stage=await queues.waiting_stage(state, task_type.queue),
-            )
-        except ImageBusy as exc:
-            raise ApiError(Problem.CONFLICT, "image_busy", str(exc)) from None
-        if view is None:
-            await _give_back(state, high)
-            return no_image
-
-        async def undo() -> None:
-            await state.db.write(store.delete_job, job_id=view.job.id)
-
-        give_back = await outbound.count_task(state, view, undo)
-        await dispatch.enqueue(state, view, delay_s=spec.delay_s, undo=give_back)
-    except Exception:
-        # No job after all (image busy, send rate, queue down): no high-priority one.
-        await _give_back(state, high)
-        raise
-    return JSONResponse({"job": await dispatch.announce(state, view)}, status_code=202)
-
-
-async def _give_back(state: AppState, taken: ratelimit.Taken | None) -> None:
-    """Return the high-priority allowance a refused job took (if Redis fails meanwhile,
-    the user is only short of it until the hour ends)."""
-    try:
-        await ratelimit.give_back(state.redis, taken)
-    except redis.RedisError as exc:
-        log.warning("could not give back %s: %s", taken, exc)
+    job = await submit.submit_task(state, principal, task_type, spec,
+                                   max_attempts=max_attempts, image_id=image_id, now=now)
+    if job is None:
+        return no_image
+    return JSONResponse({"job": job}, status_code=202)
 
 
 async def _create_schedule(request: Request, user_id: str, task_type: str,
@@ -139,9 +102,8 @@ async def delete_schedule(request: Request) -> Response:
 
 async def list_task_types(request: Request) -> JSONResponse:
     await require_user(request)
-    types: list[dict[str, Any]] = [t.describe() for t in app_state(request).task_types.values()
-                                   if t.public]
-    return JSONResponse({"types": types})
+    return JSONResponse(presenter.task_types(
+        t for t in app_state(request).task_types.values() if t.public))
 
 
 routes = [

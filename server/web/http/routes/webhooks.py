@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server.core import payloads, signing
-
-from server.data import store
-from server.web.http.auth import require_user
 from server.core.errors import ApiError, Problem, not_found
-from server.services.presenter import webhook_entry
+from server.core.wire.requests import WebhookRequest
+from server.data import store
+from server.services import presenter
+from server.web.http.auth import require_user
 from server.web.http.uploads import read_json
 from server.web.state import app_state
 
-_SCHEMA = payloads.checked({
-    "type": "object", "properties": {"url": {"type": "string", "format": "uri", "maxLength": 2000}},
-    "required": ["url"], "additionalProperties": False})
+# The body's JSON Schema, from its declared shape: checked as task payloads are, for the
+# same field errors ("body.url must be an http(s) URL"; format "uri" is ours, not msgspec's).
+_SCHEMA = payloads.checked(msgspec.json.schema(WebhookRequest))
 
 
 def _signing_secret(request: Request, user_id: str) -> str | None:
@@ -31,22 +32,23 @@ async def create_webhook(request: Request) -> JSONResponse:
     body = await read_json(request)
     errors = payloads.payload_errors(_SCHEMA, body, path="body")
     if errors:
-        raise ApiError(Problem.UNPROCESSABLE, "invalid_webhook", "; ".join(f"{k} {v}" for k, v in errors.items()))
+        raise ApiError(Problem.UNPROCESSABLE, "invalid_webhook",
+                       "; ".join(f"{k} {v}" for k, v in errors.items()))
+    # It fits the schema, so it fits the Struct the schema came from.
+    wanted = msgspec.convert(body, WebhookRequest)
     most = app_state(request).settings.max_webhooks_per_user
     hook = await app_state(request).db.write(store.create_webhook, user_id=principal.user_id,
-                                            url=body["url"], max_per_user=most)
+                                            url=wanted.url, max_per_user=most)
     if hook is None:
         raise ApiError(Problem.CONFLICT, "too_many_webhooks", f"at most {most} webhooks per user")
-    return JSONResponse({"webhook": webhook_entry(hook),
-                         "signing_secret": _signing_secret(request, principal.user_id)},
-                        status_code=201)
+    secret = _signing_secret(request, principal.user_id)
+    return JSONResponse(presenter.webhook_created(hook, secret), status_code=201)
 
 
 async def list_webhooks(request: Request) -> JSONResponse:
     principal = await require_user(request)
     hooks = await app_state(request).db.read(store.list_webhooks, user_id=principal.user_id)
-    return JSONResponse({"items": [webhook_entry(h) for h in hooks],
-                         "signing_secret": _signing_secret(request, principal.user_id)})
+    return JSONResponse(presenter.webhooks(hooks, _signing_secret(request, principal.user_id)))
 
 
 async def delete_webhook(request: Request) -> Response:
