@@ -155,7 +155,7 @@ async def test_new_work_waits_while_a_users_webhook_deliveries_pile_up(
         with pytest.raises(ApiError) as refused:
             await outbound.check_backlog(state(3), "A")
         assert status_of(refused.value) == 429 and refused.value.code == "webhook_backlog"
-        assert (refused.value.headers or {})["Retry-After"] == str(outbound.BACKLOG_RETRY_S)
+        assert refused.value.retry_after_s == outbound.BACKLOG_RETRY_S
         await outbound.check_backlog(state(4), "A")  # under it
         await outbound.check_backlog(state(3), "B")  # another user's backlog is not A's
         await outbound.check_backlog(state(0), "A")  # 0: no cap
