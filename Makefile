@@ -47,7 +47,7 @@ test: $(VENV)/.test-stamp
 	$(PY) -m ruff check server workers tests bench
 	$(PY) -m mypy
 	@# The browser client's pure modules (web/js); CI must run them, elsewhere Node is optional.
-	@if command -v node >/dev/null 2>&1; then node --test --test-reporter=spec tests/web/js/; \
+	@if command -v node >/dev/null 2>&1; then node --test --test-reporter=spec tests/web/js/*.test.mjs; \
 	elif [ -n "$$CI" ]; then echo "node not found: CI needs it for tests/web/js" >&2; exit 1; \
 	else echo "node not found: JS unit tests skipped"; fi
 	rm -f .coverage .coverage.*

@@ -90,7 +90,7 @@ async def watch_job(url: str, token: str, job_id: str,
     ``subscribe {job_id}`` for the current snapshot, then the job's events, dropping any
     whose ``seq`` is not newer. Reconnects by itself; ``jobs:snapshot`` fills any gap.
     """
-    import socketio  # only here: the web process imports this module but is no client
+    import socketio  # only here: the other commands need no Socket.IO client
 
     watch = JobWatch(job_id)
     done = asyncio.Event()

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from types import EllipsisType
-from typing import Any, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import redis
 import sqlalchemy.exc
@@ -15,7 +15,7 @@ from server.core import keys
 from server.core.events import PROGRESS, BusEvent
 from server.core.jobs import JobState, base_queue, is_final
 from server.data import store
-from server.data.db import SyncDatabase
+from server.data.db import Query, SyncDatabase
 from server.data.models import Job
 from server.data.store import JobView
 from server.infra.bus import SyncBus
@@ -26,6 +26,7 @@ from workers.middleware import timings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # How many waiting jobs get a fresh queue_position pushed each time a job starts: the
 # ones a person is most likely watching, at a bounded cost per start.
@@ -51,10 +52,11 @@ class Reporter:
         self.send = send
         self.line = line or _Unthrottled()
 
-    def _write(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    def _write(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``db.write``, tried again a few times while the database is busy or away."""
         for attempt in range(1, _WRITE_TRIES + 1):
             try:
-                return self.db.write(fn, **kwargs)
+                return self.db.write(fn, *args, **kwargs)
             except sqlalchemy.exc.OperationalError:
                 if attempt == _WRITE_TRIES:
                     raise

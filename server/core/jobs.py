@@ -23,6 +23,8 @@ class JobState(StrEnum):
 
 
 FINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+# The states of a job not finished yet (waiting or running).
+UNFINISHED_STATES = (JobState.QUEUED.value, JobState.ACTIVE.value, JobState.RETRYING.value)
 
 # The contract's state diagram; re-queueing from a final state happens only via DLQ retry.
 ALLOWED: dict[JobState, frozenset[JobState]] = {

@@ -1,6 +1,6 @@
 """SQLAlchemy tables: users and their tokens, images, jobs and what hangs off them.
 
-The schema is changed only through migrations (server/migrations, `darkroom migrate`).
+The schema is changed only through migrations (server/data/migrations, `darkroom migrate`).
 """
 
 from __future__ import annotations

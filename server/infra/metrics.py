@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from server.core.jobs import base_queue
+from server.core.queue_figures import COUNTED_STATES
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -300,7 +301,8 @@ class QueueMessages:
 
 # -- jobs by queue, type and state ---------------------------------------------------------------
 
-JOB_STATES = ("queued", "delayed", "active", "retrying", "completed", "failed", "cancelled")
+# The states a job is counted in (a queued job not due yet counts as delayed).
+JOB_STATES = COUNTED_STATES
 
 
 @dataclass(frozen=True)

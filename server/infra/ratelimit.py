@@ -117,20 +117,6 @@ async def give_back(client: Any, taken: Taken | None, amount: int | None = None)
         await client.eval(_GIVE_BACK, 1, taken.key, back)
 
 
-def take_sync(client: Any, prefix: str, rate: Rate, subject: str, amount: int = 1) -> None:
-    """``take`` for a blocking Redis client (worker threads)."""
-    if rate.limit <= 0:
-        return
-    now = time.time()
-    key = _key(prefix, rate, subject, now)
-    if amount > 0:
-        fits = int(client.eval(_TAKE, 1, key, amount, rate.limit, rate.window_s * 2)) >= 0
-    else:
-        fits = int(client.get(key) or 0) < rate.limit
-    if not fits:
-        raise refusal(rate, now)
-
-
 class Limited(Protocol):
     """What the checks below need of a process's state (``Services`` fits)."""
 

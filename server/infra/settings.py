@@ -86,7 +86,7 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
 
 
 def _trusted_proxies(env: Mapping[str, str]) -> TrustedProxies:
-    """TRUSTED_PROXIES: which X-Forwarded-For entries name the client (server/client_address)."""
+    """TRUSTED_PROXIES: which X-Forwarded-For entries name the client (core.client_address)."""
     try:
         return parse_trusted_proxies(env.get("TRUSTED_PROXIES", ""))
     except ValueError as exc:

@@ -456,7 +456,7 @@ async def test_a_batch_past_the_upload_allowance_is_refused_at_that_file(
 
 
 async def test_webhooks_per_user_follow_their_setting(strict_web: str) -> None:
-    # MAX_WEBHOOKS_PER_USER was a constant of 20 in server/data/store.py.
+    # MAX_WEBHOOKS_PER_USER was a constant of 20 in the store (server/store.py then).
     async with httpx.AsyncClient(base_url=strict_web, timeout=30) as http:
         token = await new_token(http)
         for n in range(2):

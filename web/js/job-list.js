@@ -217,7 +217,7 @@ export function createJobList(app) {
       entry.image = { ...(entry.image || {}), ...job.result.image };
       app.gallery.upsert(entry.image);
     }
-    if (job.state !== 'queued' && job.state !== 'active' && job.state !== 'retrying') entry.cancelling = false;
+    if (!CANCELLABLE_STATES.includes(job.state)) entry.cancelling = false;
     if (entry.dismissed) {
       entry.dismissed = false;
       attachCard(entry);

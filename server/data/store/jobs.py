@@ -10,14 +10,21 @@ from sqlalchemy.orm import Session
 
 from server.core import lifecycle
 from server.core.events import PROGRESS
-from server.core.jobs import ImageBusy, ImageDeleted, JobState, Stage, TransitionError, is_final
+from server.core.jobs import (
+    UNFINISHED_STATES,
+    ImageBusy,
+    ImageDeleted,
+    JobState,
+    Stage,
+    TransitionError,
+    is_final,
+)
+from server.core.queue_figures import DELAYED
 from server.data.models import Image, Job, JobEventRecord, new_id, utcnow
 from server.data.store.images import get_image, record_image_output
 from server.data.store.messages import new_message_id
 from server.data.store.timeline import record
 from server.data.store.views import JobView, locked_job, view
-
-_UNFINISHED = (JobState.QUEUED.value, JobState.ACTIVE.value, JobState.RETRYING.value)
 
 
 def create_job(
@@ -103,7 +110,7 @@ def list_jobs(s: Session, /, *, user_id: str | None, limit: int, before: str | N
         query = query.where(Job.user_id == user_id)
     if before:
         query = query.where(Job.id < before)
-    if state == "delayed":  # queued with a run_at still ahead, as queue_stats counts it
+    if state == DELAYED:  # queued with a run_at still ahead, as queue_stats counts it
         query = query.where(Job.state == JobState.QUEUED.value, Job.run_at > utcnow())
     elif state:
         query = query.where(Job.state == state)
@@ -115,7 +122,7 @@ def list_jobs(s: Session, /, *, user_id: str | None, limit: int, before: str | N
 def count_unfinished(s: Session, /, *, user_id: str, task_type: str) -> int:
     """How many of the user's jobs of ``task_type`` are queued, running or retrying."""
     return int(s.scalar(select(func.count()).select_from(Job).where(
-        Job.user_id == user_id, Job.type == task_type, Job.state.in_(_UNFINISHED))) or 0)
+        Job.user_id == user_id, Job.type == task_type, Job.state.in_(UNFINISHED_STATES))) or 0)
 
 
 def transition(

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from server.core.jobs import JobState, is_final, queue_family
+from server.core.jobs import UNFINISHED_STATES, JobState, is_final, queue_family
 from server.core.queue_figures import (
     COUNTED_STATES,
     DELAYED,
@@ -26,8 +26,6 @@ from server.core.queue_figures import (
 )
 from server.data.models import Job, as_utc, utcnow
 from server.data.store.dead_letters import dead_letter_count
-
-_UNFINISHED = (JobState.QUEUED.value, JobState.ACTIVE.value, JobState.RETRYING.value)
 
 
 def _state_label(now: datetime) -> Any:
@@ -73,7 +71,7 @@ def unfinished_job_counts(s: Session, /, *, now: datetime) -> list[tuple[str, st
     """``(queue, type, state, jobs)`` of unfinished jobs (``delayed`` as in queue_stats)."""
     label = _state_label(now)
     rows = s.execute(select(Job.queue, Job.type, label, func.count())
-                     .where(Job.state.in_(_UNFINISHED)).group_by(Job.queue, Job.type, label))
+                     .where(Job.state.in_(UNFINISHED_STATES)).group_by(Job.queue, Job.type, label))
     return [(str(queue), str(job_type), str(state), int(count))
             for queue, job_type, state, count in rows]
 

@@ -36,9 +36,6 @@ EVENT_BURST = 120
 EVENTS_PER_S = 5.0
 # Sockets re-stamped per Redis round trip.
 _REFRESH_BATCH = 200
-# Job rooms one socket may join (admins following other users' jobs one by one): the
-# default of MAX_FOLLOWED_JOBS_PER_SOCKET.
-MAX_JOB_ROOMS = 500
 # Client addresses whose handshake allowance one process remembers; past it, those whose
 # allowance is whole again are forgotten first.
 MAX_TRACKED_ADDRESSES = 10_000
