@@ -81,7 +81,8 @@ def dramatiq_queue(namespace: str, queue: str) -> str:
 
 
 def dramatiq_messages(namespace: str, queue: str) -> str:
-    """Dramatiq's hash of a queue's messages not yet acknowledged (waiting or fetched)."""
+    """Dramatiq's hash of a queue's messages not yet acknowledged (waiting, or fetched by a
+    worker alive or dead): redis message id -> encoded message."""
     return f"{namespace}:{queue}.msgs"
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -56,8 +58,11 @@ async def sweep(state: Services) -> int:
     """Send a fresh message for every job that would otherwise wait forever; returns count.
 
     - waiting (queued or retrying) jobs whose message never reached Redis;
-    - active jobs silent for three heartbeat timeouts whose lease is gone: their run
-      died and its message was already acknowledged (say, the final write failed).
+    - active jobs silent for three heartbeat timeouts whose lease is gone and whose
+      message Dramatiq no longer holds: their run died after the message was
+      acknowledged (say, the final write failed). While Dramatiq still holds it (a
+      killed worker's unacknowledged message), Dramatiq requeues it once the worker's
+      heartbeat is stale and any worker is running, so it is left to that.
     Each gets a new message id, so an older copy that turns up after all is skipped.
     """
     settings = state.settings
@@ -67,9 +72,17 @@ async def sweep(state: Services) -> int:
                                                 3 * settings.worker_heartbeat_timeout_ms / 1000))
     stuck = [(job, unsent_before)
              for job in await state.db.read(store.unsent_jobs, changed_before=unsent_before)]
+    held: dict[str, set[str]] = {}
     for job in await state.db.read(store.silent_active_jobs, changed_before=silent_before):
-        if not await state.redis.exists(keys.job_lease(settings.redis_prefix, job.id)):
-            stuck.append((job, silent_before))
+        if await state.redis.exists(keys.job_lease(settings.redis_prefix, job.id)):
+            continue
+        if job.queue not in held:
+            held[job.queue] = await _held_message_ids(state, job.queue)
+        if job.message_id in held[job.queue]:
+            log.info("job %s is silent but Dramatiq still holds its message: left for its "
+                     "redelivery", job.id, extra={"job_id": job.id, "user_id": job.user_id})
+            continue
+        stuck.append((job, silent_before))
     sent = 0
     for candidate, cutoff in stuck:
         renewed = await state.db.write(store.renew_message, job_id=candidate.id,
@@ -86,6 +99,19 @@ async def sweep(state: Services) -> int:
                     extra={"job_id": job.id, "user_id": job.user_id})
         sent += 1
     return sent
+
+
+async def _held_message_ids(state: Services, queue: str) -> set[str]:
+    """The message ids of a queue's messages Dramatiq has not acknowledged: waiting in it
+    or held by a worker. As many as the queue's workers have threads and prefetch (the
+    fair layer moves no more), and read only for silent jobs whose lease is gone."""
+    namespace = keys.dramatiq_namespace(state.settings.redis_prefix)
+    bodies = await state.redis.hvals(keys.dramatiq_messages(namespace, queue))
+    ids = set()
+    for body in bodies:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            ids.add(str(json.loads(body)["message_id"]))
+    return ids
 
 
 async def retry_failed(state: Services, job_id: str, *, user_id: str | None = None,

@@ -14,7 +14,8 @@ Proven here:
 - ``announce`` with a job's deliveries announces the change, then announces and sends each
   webhook delivery, and leaves those Redis refuses unsent for the sweeper;
 - ``sweep`` resends exactly the jobs that would wait forever (unsent waiting jobs, silent
-  active jobs without a lease), each under a new message id, delayed ones to their run_at;
+  active jobs without a lease whose message Dramatiq no longer holds), each under a new
+  message id, delayed ones to their run_at;
 - ``retry_failed`` requeues a dead letter under the same id with fresh attempts, refuses
   what cannot run again (404, 409 ``not_retryable`` / ``input_missing`` / ``conflict``),
   and puts the dead letter back when Redis refuses (503);
@@ -24,6 +25,7 @@ Proven here:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -351,12 +353,14 @@ async def test_sweep_resends_exactly_the_jobs_that_would_wait_forever(
         state: State, sync_redis: redis.Redis) -> None:
     """Resent, each under a new message id: a queued job never sent, a retrying one never
     sent (delayed to its run_at), an active one silent past three heartbeat timeouts whose
-    lease is gone. Left alone: recent changes, sent ones, leased ones, finished ones."""
+    lease is gone. Left alone: recent changes, sent ones, leased ones, finished ones, and
+    a silent active one whose message Dramatiq still holds (a killed worker's: Dramatiq
+    redelivers it)."""
     now = utcnow()
     old = now - timedelta(minutes=5)
     jobs = {name: await new_job(state) for name in (
         "unsent", "unsent_recent", "sent", "retrying", "silent", "leased", "active_recent",
-        "completed")}
+        "completed", "held")}
 
     async def make(name: str, **values: Any) -> str:
         job_id = jobs[name].job.id
@@ -373,6 +377,13 @@ async def test_sweep_resends_exactly_the_jobs_that_would_wait_forever(
     await make("active_recent", state=JobState.ACTIVE.value, enqueued=True, attempt=1,
                updated_at=now)
     await make("completed", state=JobState.COMPLETED.value, updated_at=old)
+    await make("held", state=JobState.ACTIVE.value, enqueued=True, attempt=1, updated_at=old)
+    # As a killed worker leaves it: unacknowledged, its body still in the queue's hash.
+    held_body = {"queue_name": "default", "actor_name": "image.process",
+                 "args": [jobs["held"].job.id], "kwargs": {}, "options": {},
+                 "message_id": jobs["held"].job.message_id, "message_timestamp": 0}
+    sync_redis.hset(keys.dramatiq_messages(state.namespace, "default"), "rid-held",
+                    json.dumps(held_body))
     sync_redis.set(keys.job_lease(state.settings.redis_prefix, leased), "another-worker",
                    px=60_000)
 
@@ -397,6 +408,11 @@ async def test_sweep_resends_exactly_the_jobs_that_would_wait_forever(
         assert (await row(state, jobs[name].job.id)).enqueued, name
     assert await dispatch.sweep(state) == 1, "only the active one, whose run is still gone"
     sync_redis.delete(keys.job_lease(state.settings.redis_prefix, leased))
+
+    # Once Dramatiq has let go of it (acknowledged, the run died after), it is resent.
+    sync_redis.hdel(keys.dramatiq_messages(state.namespace, "default"), "rid-held")
+    assert await dispatch.sweep(state) == 3, "the silent one again, the unleased, the held one"
+    assert (await row(state, jobs["held"].job.id)).message_id != jobs["held"].job.message_id
 
 
 # -- dead-letter retries -----------------------------------------------------------------------
