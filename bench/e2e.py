@@ -1,10 +1,21 @@
-"""End to end: N uploads at concurrency 8, upload start → ``job:completed`` received.
+"""End to end, Darkroom beside the Node stack: N uploads at concurrency 8 from 8 users,
+upload start → ``job:completed`` received.
 
-Medians of three runs. Open flow: eight uploaders send back to back, never waiting for
-the work. Closed flow:
-each of eight slots waits for its job's ``job:completed`` before its next upload. Both run
-against the processes ``make run`` starts, with its defaults (one web process, one worker
-process per CPU with WORKER_THREADS threads each), on a fresh private Redis and SQLite.
+Both stacks run at once, each on a private Redis, as ``make run`` starts Darkroom (its
+defaults: one web process, one worker process per CPU with WORKER_THREADS threads each)
+and as ``bench/node_stack`` runs the Node design (one web process, one BullMQ worker
+process with one job per CPU at a time). The same photos, every upload a distinct file,
+the same driver; the runs alternate (Darkroom run 1, Node run 1, Darkroom run 2, ...), and
+each figure is the median of three runs, with the ratio Darkroom / Node as the median of
+the runs' ratios.
+
+Each of 8 users has its own token, Socket.IO watcher and upload slot. Open flow: the slots
+send back to back, never waiting for the work; also recorded there, what the uploaders see
+of the web process under that load: uploads accepted per second and the 202's latency.
+Closed flow: each slot waits for its job's ``job:completed`` before its next upload. Push:
+the server's ``published_at`` on ``job:completed`` (when the event was published for the
+relay) to its receipt, in this process, whose event loop also drives the uploads (the
+quiet measure of push delay is the push suite's).
 """
 
 from __future__ import annotations
@@ -15,81 +26,118 @@ from typing import Any
 
 import httpx
 
-from bench.common import (
-    Result,
-    Watcher,
-    medians,
-    new_token,
-    percentile,
-    photo,
-    running,
-    unique,
-    upload,
-)
+from bench.common import Result, Watcher, new_token, percentile, photo, running, unique
+from bench.node import Api, darkroom_api, running_node, side_by_side
 from server.infra.settings import Settings
 
 CONCURRENCY = 8
+USERS = 8
 SIZES = {"12 MP JPEG": (4000, 3000), "0.3 MP JPEG": (640, 480)}
+SCENARIOS = (("12 MP JPEG", "open"), ("12 MP JPEG", "closed"), ("0.3 MP JPEG", "open"))
 
 
-async def run_flow(url: str, data: bytes, count: int, *, closed: bool,
+async def run_flow(api: Api, data: bytes, count: int, *, closed: bool,
                    salt: int) -> dict[str, Any]:
     """One flow of ``count`` uploads; latencies in ms and overall images/s."""
-    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-        token = await new_token(http)
-        watcher = await Watcher().connect(url, token)
+    async with httpx.AsyncClient(base_url=api.url, timeout=120) as http:
+        tokens = [await new_token(http) for _ in range(USERS)]
+        watchers = [await Watcher().connect(api.url, token) for token in tokens]
         try:
             started: dict[str, float] = {}
+            answered: dict[str, float] = {}
+            watcher_of: dict[str, Watcher] = {}
             next_n = iter(range(count))
 
-            async def slot() -> None:
+            async def slot(user: int) -> None:
+                token, watcher = tokens[user % USERS], watchers[user % USERS]
                 for n in next_n:
                     start = time.perf_counter()
-                    body = await upload(http, token, unique(data, salt + n))
-                    job_id = body["job"]["id"]
+                    job_id = await api.upload(http, token, unique(data, salt + n))
+                    answered[job_id] = time.perf_counter()
                     started[job_id] = start
+                    watcher_of[job_id] = watcher
                     if closed:
                         await watcher.wait(job_id)
 
+            # Wall clock = perf_counter + offset (the Watcher notes perf_counter times).
+            offset_before = time.time() - time.perf_counter()
             first = time.perf_counter()
-            await asyncio.gather(*(slot() for _ in range(CONCURRENCY)))
-            ends = {job_id: await watcher.wait(job_id) for job_id in started}
-            bad = [j for j in started if watcher.final[j]["job"]["state"] != "completed"]
+            await asyncio.gather(*(slot(user) for user in range(CONCURRENCY)))
+            ends = {job_id: await watcher_of[job_id].wait(job_id) for job_id in started}
+            offset = (offset_before + time.time() - time.perf_counter()) / 2
+            finals = {job_id: watcher_of[job_id].final[job_id] for job_id in started}
+            bad = [j for j, final in finals.items() if final["job"]["state"] != "completed"]
             if bad:
-                raise RuntimeError(f"{len(bad)} jobs did not complete")
+                raise RuntimeError(f"{api.name}: {len(bad)} jobs did not complete")
             latencies = [(ends[j] - started[j]) * 1000 for j in started]
+            accepts = [(answered[j] - started[j]) * 1000 for j in started]
+            pushes = [(ends[j] + offset - float(finals[j]["published_at"])) * 1000
+                      for j in started if "published_at" in finals[j]]
             return {
                 "uploads": count,
                 "images_per_s": count / (max(ends.values()) - first),
                 "p50_ms": percentile(latencies, 50),
                 "p95_ms": percentile(latencies, 95),
                 "p99_ms": percentile(latencies, 99),
+                "uploads_per_s": count / (max(answered.values()) - first),
+                "accept_p50_ms": percentile(accepts, 50),
+                "accept_p99_ms": percentile(accepts, 99),
+                "push_p50_ms": percentile(pushes, 50),
+                "push_p99_ms": percentile(pushes, 99),
             }
         finally:
-            await watcher.close()
+            await asyncio.gather(*(watcher.close() for watcher in watchers))
+
+
+def _line(name: str, f: dict[str, Any]) -> str:
+    return (f"    {name:<8} {f['images_per_s']:6.1f} images/s  p50 {f['p50_ms']:6.0f} ms  "
+            f"p99 {f['p99_ms']:6.0f}  | accepted {f['uploads_per_s']:6.1f}/s  "
+            f"202 p50 {f['accept_p50_ms']:5.0f} ms  p99 {f['accept_p99_ms']:5.0f}  "
+            f"| push p99 {f['push_p99_ms']:6.1f} ms")
 
 
 def main(quick: bool = False) -> Result:
     count, runs = (40, 1) if quick else (200, 3)
     result = Result("e2e")
     rows = []
-    with running() as stack:
+    with running() as stack, running_node() as node:
         settings = Settings.from_env(stack.env)
         result.figures["workers"] = {"processes": settings.worker_processes,
                                      "threads": settings.worker_threads}
-        for n, (label, (width, height)) in enumerate(SIZES.items()):
-            data = photo(width, height, seed=40 + n)
-            asyncio.run(run_flow(stack.url, data, 8, closed=False, salt=9_000_000))  # warm-up
-            for closed in (False, True):
-                flow = medians([asyncio.run(run_flow(
-                    stack.url, data, count, closed=closed,
-                    salt=n * 1_000_000 + closed * 100_000 + run * 10_000))
-                    for run in range(runs)])
-                row = {"source": label, "bytes": len(data),
-                       "flow": "closed" if closed else "open", **flow}
-                rows.append(row)
-                print(f"  {label:<12} {row['flow']:<6} {row['images_per_s']:6.1f} images/s  "
-                      f"p50 {row['p50_ms']:7.0f} ms  p95 {row['p95_ms']:7.0f}  "
-                      f"p99 {row['p99_ms']:7.0f}")
+        apis = [darkroom_api(stack)]
+        if node is None:
+            result.notes.append("e2e: Node.js was not available, so the Node stack's "
+                                "column is empty.")
+        else:
+            apis.append(node.api)
+            result.figures["node_workers"] = {"processes": 1,
+                                              "concurrency": node.concurrency}
+        photos = {label: photo(w, h, seed=40 + n) for n, (label, (w, h)) in
+                  enumerate(SIZES.items())}
+        warm = set()
+        for n, (label, flow) in enumerate(SCENARIOS):
+            data = photos[label]
+            if label not in warm:
+                warm.add(label)
+                for api in apis:
+                    asyncio.run(run_flow(api, data, 8, closed=False, salt=9_000_000))
+            measured: dict[str, list[dict[str, Any]]] = {api.name: [] for api in apis}
+            for run in range(runs):
+                for api in apis:  # alternating: Darkroom run 1, Node run 1, ...
+                    measured[api.name].append(asyncio.run(run_flow(
+                        api, data, count, closed=flow == "closed",
+                        salt=n * 1_000_000 + run * 10_000)))
+            row = {"source": label, "bytes": len(data), "flow": flow,
+                   **side_by_side(measured["Darkroom"], measured.get("Node", []))}
+            rows.append(row)
+            print(f"  {label} {flow} flow, {count} uploads x {runs} runs:")
+            print(_line("Darkroom", row["darkroom"]))
+            if "node" in row:
+                print(_line("Node", row["node"]))
+                ratio = row["ratio"]
+                print(f"    Darkroom/Node: images/s x{ratio['images_per_s']:.2f}  "
+                      f"p50 x{ratio['p50_ms']:.2f}  accepted/s "
+                      f"x{ratio['uploads_per_s']:.2f}  push p99 x{ratio['push_p99_ms']:.2f}",
+                      flush=True)
     result.figures["rows"] = rows
     return result

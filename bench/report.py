@@ -1,8 +1,9 @@
 """The summary table: each figure beside its target and the Node stack's figure (pure).
 
-Targets and the Node stack's figures are those of issue 7, measured on this machine
-(2 cores) for Express + Multer + BullMQ + sharp + Socket.IO, 200 uploads at
-concurrency 8, worker concurrency 2.
+Targets are those of issue 7. The Node stack's figures are those the e2e and accept
+suites measure beside Darkroom (``bench/node_stack``: Express + Multer + BullMQ + sharp +
+Socket.IO), with, in brackets, those issue 7 quotes for it (measured on this machine, 2
+cores, 200 uploads at concurrency 8, worker concurrency 2).
 """
 
 from __future__ import annotations
@@ -66,6 +67,29 @@ def _worst_gap_to_ceiling(figures: dict[str, Any]) -> float:
                for r in _target_rows(figures) for kind in ("thumbnail", "preview"))
 
 
+def _stack(row: dict[str, Any], stack: str) -> dict[str, Any]:
+    """One stack's figures in a side-by-side row (a row from before the Node column is
+    Darkroom's alone)."""
+    return dict(row[stack]) if stack in row else row if stack == "darkroom" else {}
+
+
+def _ours(key: str, **match: Any) -> Callable[[dict[str, Any]], float]:
+    return lambda figures: float(_stack(_row(figures["rows"], **match), "darkroom")[key])
+
+
+def _node_here(key: str, unit: str, issue: str,
+               **match: Any) -> Callable[[dict[str, Any]], str]:
+    """The Node stack's figure measured beside ours, and the issue's (in brackets)."""
+
+    def text(figures: dict[str, Any]) -> str:
+        node = _stack(_row(figures["rows"], **match), "node")
+        if key not in node:
+            return f"{issue} in the issue"
+        return f"{_fmt(float(node[key]), unit)} ({issue} in the issue)"
+
+    return text
+
+
 def _sharp_here(source: str, issue_ms: int) -> Callable[[dict[str, Any]], str]:
     return lambda f: (f"sharp {_row(f['rows'], source=source)['sharp_ms']:.0f} ms here "
                       f"({issue_ms} ms in the issue)")
@@ -85,23 +109,23 @@ TARGETS = [
     Target("PSNR below the encoder's own ceiling, worst", "pipeline",
            _worst_gap_to_ceiling, 1.0, False, "dB"),
     Target("end to end, 12 MP JPEG (open flow)", "e2e",
-           lambda f: float(_row(f["rows"], source="12 MP JPEG", flow="open")["images_per_s"]),
-           22.0, True, "images/s", "11.2"),
+           _ours("images_per_s", source="12 MP JPEG", flow="open"), 22.0, True, "images/s",
+           _node_here("images_per_s", "images/s", "11.2", source="12 MP JPEG", flow="open")),
     Target("end to end, 0.3 MP JPEG (open flow)", "e2e",
-           lambda f: float(_row(f["rows"], source="0.3 MP JPEG", flow="open")["images_per_s"]),
-           40.0, True, "images/s", "19.2"),
+           _ours("images_per_s", source="0.3 MP JPEG", flow="open"), 40.0, True, "images/s",
+           _node_here("images_per_s", "images/s", "19.2", source="0.3 MP JPEG", flow="open")),
     Target("completion p50, 12 MP JPEG (closed flow)", "e2e",
-           lambda f: float(_row(f["rows"], source="12 MP JPEG", flow="closed")["p50_ms"]),
-           400.0, False, "ms", "693"),
+           _ours("p50_ms", source="12 MP JPEG", flow="closed"), 400.0, False, "ms",
+           _node_here("p50_ms", "ms", "693", source="12 MP JPEG", flow="closed")),
     Target("push delay p99, 500 other sockets", "push",
            lambda f: float(_row(f["rows"], other_sockets=500)["p99_ms"]),
-           10.0, False, "ms", "12-30"),
+           10.0, False, "ms", "12-30 in the issue"),
     Target("accepted uploads, 1.3 MB JPEG", "accept",
-           lambda f: float(_row(f["rows"], source="1.3 MB JPEG")["uploads_per_s"]),
-           100.0, True, "uploads/s", "77"),
+           _ours("uploads_per_s", source="1.3 MB JPEG"), 100.0, True, "uploads/s",
+           _node_here("uploads_per_s", "uploads/s", "77", source="1.3 MB JPEG")),
     Target("202 latency p99, 1.3 MB JPEG", "accept",
-           lambda f: float(_row(f["rows"], source="1.3 MB JPEG")["p99_ms"]),
-           150.0, False, "ms", "227"),
+           _ours("p99_ms", source="1.3 MB JPEG"), 150.0, False, "ms",
+           _node_here("p99_ms", "ms", "227", source="1.3 MB JPEG")),
     Target("web RSS with 1,000 idle sockets", "footprint",
            lambda f: float(f["sockets"]["rss_with_sockets_mb"]), 150.0, False, "MB"),
     Target("web RSS growth during a 50 MB upload", "footprint",
@@ -139,21 +163,49 @@ def summary(results: Results) -> list[str]:
     return lines
 
 
+def _pair(row: dict[str, Any], key: str, digits: int = 0) -> str:
+    """``Darkroom / Node`` for one figure of a side-by-side row."""
+    ours, node = _stack(row, "darkroom"), _stack(row, "node")
+    text = "n/a" if key not in ours else f"{float(ours[key]):.{digits}f}"
+    return f"{text} / {float(node[key]):.{digits}f}" if key in node else f"{text} / n/a"
+
+
+def _ratio(row: dict[str, Any], key: str) -> str:
+    """Darkroom / Node: the median of the runs' ratios, and their range."""
+    ratio, ranges = row.get("ratio", {}), row.get("ratio_ranges", {})
+    if key not in ratio:
+        return "n/a"
+    low, high = ranges.get(key, (ratio[key], ratio[key]))
+    return f"{ratio[key]:.2f}x ({low:.2f}-{high:.2f})"
+
+
 def e2e_table(result: Any) -> list[str]:
-    lines = ["| end to end | flow | images/s | p50 ms | p95 ms | p99 ms |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| end to end, Darkroom / Node | flow | images/s | ratio (range) | p50 ms | "
+             "p95 ms | p99 ms | p50 ratio |", "|---|---|---|---|---|---|---|---|"]
     for r in result.figures["rows"]:
-        lines.append(f"| {r['source']} | {r['flow']} | {r['images_per_s']:.1f} | "
-                     f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} |")
+        lines.append(f"| {r['source']} | {r['flow']} | {_pair(r, 'images_per_s', 1)} | "
+                     f"{_ratio(r, 'images_per_s')} | {_pair(r, 'p50_ms')} | "
+                     f"{_pair(r, 'p95_ms')} | {_pair(r, 'p99_ms')} | {_ratio(r, 'p50_ms')} |")
+    opens = [r for r in result.figures["rows"] if r["flow"] == "open"
+             and "uploads_per_s" in _stack(r, "darkroom")]
+    if opens:
+        lines += ["", "| uploading meanwhile (open flow), Darkroom / Node | accepted/s | "
+                  "ratio | 202 p50 ms | 202 p99 ms | push p99 ms (published → received) |",
+                  "|---|---|---|---|---|---|"]
+        for r in opens:
+            lines.append(f"| {r['source']} | {_pair(r, 'uploads_per_s', 1)} | "
+                         f"{_ratio(r, 'uploads_per_s')} | {_pair(r, 'accept_p50_ms')} | "
+                         f"{_pair(r, 'accept_p99_ms')} | {_pair(r, 'push_p99_ms', 1)} |")
     return lines
 
 
 def accept_table(result: Any) -> list[str]:
-    lines = ["| accept (workers busy) | uploads/s | 202 p50 ms | p95 ms | p99 ms |",
-             "|---|---|---|---|---|"]
+    lines = ["| accept (workers busy), Darkroom / Node | uploads/s | ratio (range) | "
+             "202 p50 ms | p95 ms | p99 ms | p99 ratio |", "|---|---|---|---|---|---|---|"]
     for r in result.figures["rows"]:
-        lines.append(f"| {r['source']} | {r['uploads_per_s']:.1f} | {r['p50_ms']:.0f} | "
-                     f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} |")
+        lines.append(f"| {r['source']} | {_pair(r, 'uploads_per_s', 1)} | "
+                     f"{_ratio(r, 'uploads_per_s')} | {_pair(r, 'p50_ms')} | "
+                     f"{_pair(r, 'p95_ms')} | {_pair(r, 'p99_ms')} | {_ratio(r, 'p99_ms')} |")
     return lines
 
 

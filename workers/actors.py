@@ -11,10 +11,11 @@ from server.core.jobs import PRIORITY_ORDER, actor_for, queue_for
 from server.data import store
 from workers.context import WorkerContext
 from workers.faults import JobCancelled, PermanentFailure, is_transient
-from workers.tasks.registry import TaskType
+from workers.tasks.registry import Completed, TaskType
 
 
-def run_job(ctx: WorkerContext, task_type: TaskType, job_id: str) -> dict[str, Any] | None:
+def run_job(ctx: WorkerContext, task_type: TaskType,
+            job_id: str) -> dict[str, Any] | Completed | None:
     """Run one attempt; a failure not worth retrying leaves as PermanentFailure."""
     view = ctx.db.read(store.get_job, job_id=job_id, user_id=None)
     if view is None:
@@ -38,7 +39,8 @@ def declare_actors(broker: dramatiq.Broker, ctx: WorkerContext,
     settings = ctx.settings
     for task_type, priority in itertools.product(registry.values(), PRIORITY_ORDER):
 
-        def work(job_id: str, _task_type: TaskType = task_type) -> dict[str, Any] | None:
+        def work(job_id: str,
+                 _task_type: TaskType = task_type) -> dict[str, Any] | Completed | None:
             return run_job(ctx, _task_type, job_id)
 
         dramatiq.actor(

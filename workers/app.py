@@ -39,7 +39,8 @@ leases = Leases(context.redis, settings.redis_prefix, ttl_ms=settings.worker_hea
 gate = QueueGate(context.redis, settings.redis_prefix)
 install(
     broker,
-    JobLifecycle(context.reporter, leases, is_paused=gate),
+    JobLifecycle(context.reporter, leases, is_paused=gate,
+                 remove_renditions=context.storage.remove_renditions),
     DeadLetters(context.reporter, leases),
     Heartbeat(interval_s=settings.worker_heartbeat_timeout_ms / 4000, leases=leases),
     # After JobLifecycle: its timings are written before the job's end is published.

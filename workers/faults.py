@@ -67,3 +67,9 @@ def describe(exc: BaseException) -> dict[str, Any]:
         message = str(cause) or type(cause).__name__
     return {"type": type(cause).__name__, "message": message,
             "retryable": is_transient(cause)}
+
+
+def image_deleted_error(*, before: bool = False) -> dict[str, str]:
+    """The error a job cancelled because its image was deleted ends with."""
+    when = "before" if before else "while"
+    return {"type": "Cancelled", "message": f"the image was deleted {when} it was processed"}

@@ -46,8 +46,10 @@ from tests.corpus import corpus_entries, find_corpus, missing_reason
 from workers.actors import run_job
 from workers.context import WorkerContext
 from workers.faults import PermanentFailure
+from workers.middleware.lifecycle import complete
 from workers.tasks import registry as tasks
 from workers.tasks.image import process_image
+from workers.tasks.registry import Completed
 
 # Pillow reports corrupt metadata ("Corrupt EXIF data", "Tag data larger than file") as a
 # UserWarning and carries on; in the service such a warning is only logged, so it must not
@@ -137,13 +139,16 @@ async def run_pipeline(worker: Worker, entry: dict[str, Any]) -> Outcome:
     # JobLifecycle.before_process_message, then the actor's body.
     assert ctx.reporter.begin_attempt(view.job.id, str(view.job.message_id)) is not None
     try:
-        run_job(ctx, worker.task, view.job.id)
+        done = run_job(ctx, worker.task, view.job.id)
     except PermanentFailure as exc:
         if not isinstance(exc.__cause__, imaging.ImageError):
             raise  # a bug, not a bad file
         for kind in ("thumbnail", "preview"):
             assert not ctx.storage.rendition(image_id, kind).exists(), "partial output kept"
         return Outcome("failed", exc.__cause__)
+    # JobLifecycle.after_process_message: the completion stores the last stage's outputs.
+    assert isinstance(done, Completed)
+    complete(ctx.reporter, view.job.id, done, None, ctx.storage.remove_renditions)
     image = ctx.db.read(store.get_image, image_id=image_id, user_id=None)
     assert image is not None and image.has_thumbnail and image.has_preview
     return Outcome("ready", image=image,

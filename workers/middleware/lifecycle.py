@@ -22,13 +22,14 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
-from server.core.jobs import AttemptsExhausted, JobState, Stage, TransitionError
+from server.core.jobs import AttemptsExhausted, ImageDeleted, JobState, Stage, TransitionError
 from server.data.models import utcnow
 from server.infra import logs
-from workers.faults import DatabaseUnavailable, describe
+from workers.faults import DatabaseUnavailable, describe, image_deleted_error
 from workers.middleware.leases import Leases
 from workers.middleware.pause import hold_if_paused
 from workers.progress import Reporter
+from workers.tasks.registry import Completed
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,32 @@ def job_id_of(message: dramatiq.Message[Any]) -> str:
     return str(message.args[0])
 
 
+def complete(reporter: Reporter, job_id: str, done: Completed, attempt: int | None,
+             remove_renditions: Callable[[str], None]) -> None:
+    """Mark the job completed, with what its last stage produced for its image; if the
+    image was deleted meanwhile, the job ends cancelled and its renditions go."""
+    outputs: dict[str, Any] = ({"image_id": done.image_id, "image_outputs": done.image_outputs}
+                               if done.image_outputs else {})
+    try:
+        reporter.transition(job_id, JobState.COMPLETED, stage=Stage.DONE.value, progress=100,
+                            result=done.result, of_attempt=attempt, **outputs)
+    except ImageDeleted:
+        if done.image_id is not None:
+            remove_renditions(done.image_id)
+        reporter.transition(job_id, JobState.CANCELLED, stage="cancelled",
+                            error=image_deleted_error(), of_attempt=attempt)
+
+
 class JobLifecycle(dramatiq.Middleware):
     """Moves each job through its states as Dramatiq processes its message."""
 
     def __init__(self, reporter: Reporter, leases: Leases,
-                 is_paused: Callable[[str], bool]) -> None:
+                 is_paused: Callable[[str], bool],
+                 remove_renditions: Callable[[str], None] = lambda _image_id: None) -> None:
         self.reporter = reporter
         self.leases = leases
         self.is_paused = is_paused
+        self.remove_renditions = remove_renditions
         self._next_run: dict[str, datetime] = {}
         self._lock = threading.Lock()
 
@@ -161,8 +180,8 @@ class JobLifecycle(dramatiq.Middleware):
             next_run = self._next_run.pop(message.message_id, None)
         try:
             if exception is None:
-                self.reporter.transition(job_id, JobState.COMPLETED, stage=Stage.DONE.value,
-                                         progress=100, result=result, of_attempt=attempt)
+                complete(self.reporter, job_id, result if isinstance(result, Completed)
+                         else Completed(result=result), attempt, self.remove_renditions)
             elif not message.failed:
                 # No enqueue seen: Redis refused the retry's message (dramatiq#545). The
                 # row keeps the retry, unsent, for the web's sweeper to send.

@@ -11,20 +11,21 @@ from server.core.tasks import IMAGE_PROCESS
 from server.data import store
 from server.data.store import JobView
 from workers.context import WorkerContext
-from workers.faults import JobCancelled
+from workers.faults import JobCancelled, image_deleted_error
 from workers.middleware import timings
-from workers.tasks.registry import TaskType, register
+from workers.tasks.registry import Completed, TaskType, register
 
 # Above this many pixels a non-JPEG decode takes long enough to push "decoding" at once.
 _SLOW_DECODE_PIXELS = 4_000_000
 
 
 def process_image(ctx: WorkerContext, view: JobView,
-                  image_id: str | None = None) -> dict[str, Any] | None:
-    """Run the pipeline for the job's image; partial outputs are removed if it fails."""
+                  image_id: str | None = None) -> Completed:
+    """Run the pipeline for the job's image; partial outputs are removed if it fails.
+    The last stage's outputs are stored with the job's completion."""
     image_id = image_id or str(view.job.payload.get("image_id") or view.job.image_id)
     try:
-        _process(ctx, view.job.id, image_id)
+        outputs = _process(ctx, view.job.id, image_id)
     except BaseException:
         # Whatever stopped this attempt, no partial output stays visible; a retry redoes
         # it. Unless the job completed after all (another run finished it): keep those.
@@ -34,14 +35,14 @@ def process_image(ctx: WorkerContext, view: JobView,
             ctx.db.write(store.record_image_output, image_id=image_id, has_thumbnail=False,
                          has_preview=False)
         raise
-    return None  # the presenter puts the finished <Image> into result
+    # The presenter puts the finished <Image> into the result.
+    return Completed(image_id=image_id, image_outputs=outputs)
 
 
-def _cancel(ctx: WorkerContext, job_id: str, reason: str) -> JobCancelled:
+def _cancel(ctx: WorkerContext, job_id: str, error: dict[str, str]) -> JobCancelled:
     """Record that the job is cancelled because its input is gone, and say so."""
-    ctx.reporter.transition(job_id, JobState.CANCELLED, stage="cancelled",
-                            error={"type": "Cancelled", "message": reason})
-    return JobCancelled(reason)
+    ctx.reporter.transition(job_id, JobState.CANCELLED, stage="cancelled", error=error)
+    return JobCancelled(error["message"])
 
 
 class _Stages:
@@ -50,7 +51,9 @@ class _Stages:
     A stage that starts within PROGRESS_INTERVAL_MS of the last report (``job:active``
     included, pushed just before the first stage) is folded into the next report, its
     outputs travelling with it: nobody sees a 20 ms step, and each report is a database
-    write. The last stage is always reported, and so is a stage known to be slow.
+    write. A stage known to be slow is always reported. The last stage's outputs (and
+    any not reported yet) go with the completion (``finish``): it only stores them, so a
+    report of its own would be a write and an event for a step of no length.
     """
 
     def __init__(self, ctx: WorkerContext, job_id: str, image_id: str) -> None:
@@ -59,31 +62,35 @@ class _Stages:
         self.reported_at = time.monotonic()  # job:active has just been pushed
         self.outputs: dict[str, object] = {}
 
-    def enter(self, stage: Stage, *, last: bool = False, slow: bool = False,
-              **outputs: object) -> None:
+    def enter(self, stage: Stage, *, slow: bool = False, **outputs: object) -> None:
         """``slow``: the stage is known to take long, so it is pushed however soon."""
         self.outputs.update(outputs)
         now = time.monotonic()
-        if not (last or slow) and now - self.reported_at < self.interval_s:
+        if not slow and now - self.reported_at < self.interval_s:
             timings.stage_entered(stage.value)  # timed all the same
             return
         try:
             self.ctx.reporter.progress(self.job_id, stage.value, STAGE_PROGRESS[stage],
                                        image_id=self.image_id, **self.outputs)
         except ImageDeleted:
-            raise _cancel(self.ctx, self.job_id,
-                          "the image was deleted while it was processed") from None
+            raise _cancel(self.ctx, self.job_id, image_deleted_error()) from None
         self.outputs, self.reported_at = {}, time.monotonic()
 
+    def finish(self, stage: Stage, **outputs: object) -> dict[str, Any]:
+        """The last stage: timed, its outputs (and those not reported yet) returned for
+        the completion to store."""
+        timings.stage_entered(stage.value)
+        return {**self.outputs, **outputs}
 
-def _process(ctx: WorkerContext, job_id: str, image_id: str) -> None:
+
+def _process(ctx: WorkerContext, job_id: str, image_id: str) -> dict[str, Any]:
     source = ctx.storage.original(image_id)
     max_pixels = ctx.settings.max_image_pixels
     stages = _Stages(ctx, job_id, image_id)
 
     if ctx.db.read(store.get_image, image_id=image_id, user_id=None) is None \
             or not source.exists():
-        raise _cancel(ctx, job_id, "the image was deleted before it was processed")
+        raise _cancel(ctx, job_id, image_deleted_error(before=True))
     # The header facts first: cheap, and a bomb hidden in a later frame fails here, before
     # any decoding. They are stored with the metadata stage below.
     meta = imaging.read_metadata(source, max_pixels=max_pixels)
@@ -105,8 +112,8 @@ def _process(ctx: WorkerContext, job_id: str, image_id: str) -> None:
     stages.enter(Stage.PREVIEW, has_thumbnail=True)
     ctx.storage.write_rendition(image_id, "preview",
                                 imaging.encode_preview(preview, method=method))
-    stages.enter(Stage.METADATA, last=True, has_preview=True, meta=meta.as_dict(),
-                 width=meta.width, height=meta.height, format=meta.format)
+    return stages.finish(Stage.METADATA, has_preview=True, meta=meta.as_dict(),
+                         width=meta.width, height=meta.height, format=meta.format)
 
 
 register(TaskType.of(

@@ -21,8 +21,22 @@ if TYPE_CHECKING:
     from server.data.store import JobView
     from workers.context import WorkerContext
 
-# run(ctx, view) does the work and returns the job's result (a JSON-able dict) or None.
-Runner = Callable[["WorkerContext", "JobView"], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What ``run`` may return instead of a bare result: the job's result and what its last
+    stage produced for its image, stored with the completion in one write (not in a
+    progress report of its own just before it)."""
+
+    result: dict[str, Any] | None = None
+    image_id: str | None = None
+    image_outputs: dict[str, Any] = field(default_factory=dict)
+
+
+# run(ctx, view) does the work and returns the job's result (a JSON-able dict), None, or
+# a Completed.
+Runner = Callable[["WorkerContext", "JobView"], "dict[str, Any] | Completed | None"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 from server.core import imaging
 from server.core.tasks import IMAGE_REPROCESS
@@ -10,21 +10,21 @@ from server.data import store
 from server.data.store import JobView
 from workers.context import WorkerContext
 from workers.tasks.image import process_image
-from workers.tasks.registry import TaskType, register
+from workers.tasks.registry import Completed, TaskType, register
 
 
 class ImageGone(Exception):
     """The image to reprocess does not exist (or is not the job owner's)."""
 
 
-def reprocess_image(ctx: WorkerContext, view: JobView) -> dict[str, Any] | None:
+def reprocess_image(ctx: WorkerContext, view: JobView) -> Completed:
     image_id = str(view.job.payload["image_id"])
     image = ctx.db.read(store.get_image, image_id=image_id, user_id=view.job.user_id)
     if image is None:
         raise ImageGone(f"image {image_id} not found")
-    process_image(ctx, view, image_id=image_id)
-    done = ctx.db.read(store.get_image, image_id=image_id, user_id=view.job.user_id)
-    return {"image_id": image_id, "metadata": done.meta if done else None}
+    done = process_image(ctx, view, image_id=image_id)
+    return dataclasses.replace(done, result={"image_id": image_id,
+                                             "metadata": done.image_outputs.get("meta")})
 
 
 register(TaskType.of(IMAGE_REPROCESS, run=reprocess_image,

@@ -139,6 +139,8 @@ def transition(
     run_at: datetime | None = None,
     of_attempt: int | None = None,
     resend: bool = False,
+    image_id: str | None = None,
+    image_outputs: dict[str, Any] | None = None,
 ) -> JobView | None:
     """Move a job to ``state`` (checked against the state machine) and bump its seq.
 
@@ -146,7 +148,9 @@ def transition(
     the status that follows the new state. ``of_attempt``: the change reports on that
     attempt; if a later one has begun, it is stale and refused. ``resend``: the job's
     message was lost (Redis refused the retry), so it gets a new message id and waits,
-    unsent, for the sweeper.
+    unsent, for the sweeper. ``image_outputs``: what the job's last stage produced, stored
+    on image ``image_id`` (else the job's) in the same transaction; ImageDeleted if that
+    image is gone (nothing is written then).
     Returns None when the job no longer exists; raises TransitionError when not allowed.
     """
     job = locked_job(s, job_id)
@@ -154,6 +158,10 @@ def transition(
         return None
     if of_attempt is not None and job.attempt != of_attempt:
         raise TransitionError(f"attempt {of_attempt} is over; the job is on attempt {job.attempt}")
+    if image_outputs:
+        target = image_id or str(job.image_id)
+        if record_image_output(s, image_id=target, **image_outputs) is None:
+            raise ImageDeleted(f"image {target} was deleted")
     fields = lifecycle.transition_fields(
         job.state, state, now=utcnow(), started_at=job.started_at, stage=stage,
         progress=progress, attempt=attempt, run_at=run_at, error=error, traceback=traceback,

@@ -436,6 +436,31 @@ def test_report_progress_ignores_jobs_that_are_not_running(db: SyncDatabase) -> 
     assert db.write(store.report_progress, job_id=new_id(), stage="x", progress=1) is None
 
 
+def test_completion_stores_the_last_stage_outputs_in_the_same_write(db: SyncDatabase) -> None:
+    """``transition`` with ``image_outputs`` stores them on the image with the new state;
+    for a deleted image it raises ImageDeleted and stores nothing, state included."""
+    view = new_upload(db, new_user(db))
+    assert view.image is not None
+    db.write(store.begin_attempt, job_id=view.job.id)
+    done = db.write(store.transition, job_id=view.job.id, state=JobState.COMPLETED,
+                    stage="done", progress=100, image_id=view.image.id,
+                    image_outputs={"has_preview": True, "width": 640, "height": 480})
+    assert done is not None and done.image is not None
+    assert (done.image.has_preview, done.image.width, done.image.height) == (True, 640, 480)
+    image = stored_image(db, view.image.id)
+    assert image is not None and (image.has_preview, image.width) == (True, 640)
+    assert stored_job(db, view.job.id).state == JobState.COMPLETED.value
+
+    gone = new_upload(db, new_user(db))
+    assert gone.image is not None
+    db.write(store.begin_attempt, job_id=gone.job.id)
+    db.write(store.delete_image, image_id=gone.image.id, user_id=None)
+    with pytest.raises(ImageDeleted):
+        db.write(store.transition, job_id=gone.job.id, state=JobState.COMPLETED,
+                 image_outputs={"has_preview": True})
+    assert stored_job(db, gone.job.id).state == JobState.ACTIVE.value
+
+
 def test_report_progress_raises_when_the_image_is_gone(db: SyncDatabase) -> None:
     """Outputs for a deleted image: ImageDeleted, and the step is not stored either."""
     view = new_upload(db, new_user(db))
