@@ -35,9 +35,7 @@ POSITION_UPDATES = 10
 # small jobs start dozens of times a second, refreshing ten positions at each start
 # would cost ten writes and ten events per job. A refresh skipped at a start is caught up
 # when a job of the family ends; GET /api/jobs/{id} always computes positions afresh.
-# Once a second is as often as a person reads a position; at 150 ms the refreshes were a
-# fifth of the workers' Python time under the end-to-end benchmark (bench/README.md).
-LINE_REFRESH_MS = 1000
+LINE_REFRESH_MS = 150
 # A busy SQLite or a PostgreSQL failover: a few quick tries before giving up.
 _WRITE_TRIES = 4
 _WRITE_PAUSE_S = 0.25
