@@ -1,9 +1,8 @@
 """The summary table: each figure beside its target and the Node stack's figure (pure).
 
-Targets are those of issue 7. The Node stack's figures are those the e2e and accept
-suites measure beside Darkroom (``bench/node_stack``: Express + Multer + BullMQ + sharp +
-Socket.IO), with, in brackets, those issue 7 quotes for it (measured on this machine, 2
-cores, 200 uploads at concurrency 8, worker concurrency 2).
+Targets: the pipeline's, PSNR and footprint are issue 7's; end to end, uploads and push
+under load are issue 14's, as ratios to the Node stack measured in the same run, beside
+Darkroom (``bench/node_stack``: Express + Multer + BullMQ + sharp + Socket.IO).
 """
 
 from __future__ import annotations
@@ -90,6 +89,28 @@ def _node_here(key: str, unit: str, issue: str,
     return text
 
 
+def _versus(key: str, **match: Any) -> Callable[[dict[str, Any]], float]:
+    """Darkroom / Node for one figure: the median of the runs' ratios."""
+    return lambda figures: float(_row(figures["rows"], **match)["ratio"][key])
+
+
+def _both(key: str, unit: str, **match: Any) -> Callable[[dict[str, Any]], str]:
+    """Both stacks' figures, measured side by side."""
+
+    def text(figures: dict[str, Any]) -> str:
+        row = _row(figures["rows"], **match)
+        ours, node = _stack(row, "darkroom"), _stack(row, "node")
+        return (f"{_fmt(float(ours[key]), unit)} here, "
+                f"{_fmt(float(node[key]), unit)} Node")
+
+    return text
+
+
+def _node_only(key: str, unit: str, **match: Any) -> Callable[[dict[str, Any]], str]:
+    return lambda figures: _fmt(float(_stack(_row(figures["rows"], **match), "node")[key]),
+                                unit)
+
+
 def _sharp_here(source: str, issue_ms: int) -> Callable[[dict[str, Any]], str]:
     return lambda f: (f"sharp {_row(f['rows'], source=source)['sharp_ms']:.0f} ms here "
                       f"({issue_ms} ms in the issue)")
@@ -108,24 +129,26 @@ TARGETS = [
            "dB"),
     Target("PSNR below the encoder's own ceiling, worst", "pipeline",
            _worst_gap_to_ceiling, 1.0, False, "dB"),
-    Target("end to end, 12 MP JPEG (open flow)", "e2e",
-           _ours("images_per_s", source="12 MP JPEG", flow="open"), 22.0, True, "images/s",
-           _node_here("images_per_s", "images/s", "11.2", source="12 MP JPEG", flow="open")),
-    Target("end to end, 0.3 MP JPEG (open flow)", "e2e",
-           _ours("images_per_s", source="0.3 MP JPEG", flow="open"), 40.0, True, "images/s",
-           _node_here("images_per_s", "images/s", "19.2", source="0.3 MP JPEG", flow="open")),
-    Target("completion p50, 12 MP JPEG (closed flow)", "e2e",
-           _ours("p50_ms", source="12 MP JPEG", flow="closed"), 400.0, False, "ms",
-           _node_here("p50_ms", "ms", "693", source="12 MP JPEG", flow="closed")),
+    *(Target(f"end to end vs Node, {source} ({flow} flow)", "e2e",
+             _versus("images_per_s", source=source, flow=flow), 2.0, True, "x",
+             _both("images_per_s", "images/s", source=source, flow=flow))
+      for source, flow in (("12 MP JPEG", "open"), ("12 MP JPEG", "closed"),
+                           ("0.3 MP JPEG", "open"))),
+    *(Target(f"uploads accepted/s vs Node, {source} (open flow)", "e2e",
+             _versus("uploads_per_s", source=source, flow="open"), 1.0, True, "x",
+             _both("uploads_per_s", "uploads/s", source=source, flow="open"))
+      for source in ("12 MP JPEG", "0.3 MP JPEG")),
+    *(Target(f"202 p99 vs Node, {source} (open flow)", "e2e",
+             _versus("accept_p99_ms", source=source, flow="open"), 1.0, False, "x",
+             _both("accept_p99_ms", "ms", source=source, flow="open"))
+      for source in ("12 MP JPEG", "0.3 MP JPEG")),
+    *(Target(f"push p99 under load, 12 MP JPEG ({flow} flow)", "e2e",
+             _ours("push_p99_ms", source="12 MP JPEG", flow=flow), 10.0, False, "ms",
+             _node_only("push_p99_ms", "ms", source="12 MP JPEG", flow=flow))
+      for flow in ("open", "closed")),
     Target("push delay p99, 500 other sockets", "push",
            lambda f: float(_row(f["rows"], other_sockets=500)["p99_ms"]),
            10.0, False, "ms", "12-30 in the issue"),
-    Target("accepted uploads, 1.3 MB JPEG", "accept",
-           _ours("uploads_per_s", source="1.3 MB JPEG"), 100.0, True, "uploads/s",
-           _node_here("uploads_per_s", "uploads/s", "77", source="1.3 MB JPEG")),
-    Target("202 latency p99, 1.3 MB JPEG", "accept",
-           _ours("p99_ms", source="1.3 MB JPEG"), 150.0, False, "ms",
-           _node_here("p99_ms", "ms", "227", source="1.3 MB JPEG")),
     Target("web RSS with 1,000 idle sockets", "footprint",
            lambda f: float(f["sockets"]["rss_with_sockets_mb"]), 150.0, False, "MB"),
     Target("web RSS growth during a 50 MB upload", "footprint",
