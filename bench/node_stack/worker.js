@@ -9,7 +9,8 @@ const sharp = require('sharp');
 const { connection, redis } = require('./redis');
 const Image = require('./image');
 
-// BullMQ's default is 1 job at a time; one per CPU makes this stack stronger.
+// BullMQ's default is 1 job at a time; one per CPU is meant to make this stack stronger
+// (not measured: sharp has a thread pool of its own).
 const concurrency = Number(process.env.WORKER_CONCURRENCY) || os.cpus().length;
 
 fs.mkdirSync('thumbnails', { recursive: true });

@@ -54,15 +54,24 @@ async def send(state: Services, job: Job, *, delay_s: int = 0) -> None:
     await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000)
 
 
+# How much longer than an unheld one a silent job whose message Dramatiq still holds is
+# left to Dramatiq's redelivery: the supervisor's longest restart back-off (30 s) and a
+# worker's start, with room to spare.
+HELD_GRACE_S = 60
+
+
 async def sweep(state: Services) -> int:
     """Send a fresh message for every job that would otherwise wait forever; returns count.
 
     - waiting (queued or retrying) jobs whose message never reached Redis;
-    - active jobs silent for three heartbeat timeouts whose lease is gone and whose
-      message Dramatiq no longer holds: their run died after the message was
-      acknowledged (say, the final write failed). While Dramatiq still holds it (a
-      killed worker's unacknowledged message), Dramatiq requeues it once the worker's
-      heartbeat is stale and any worker is running, so it is left to that.
+    - active jobs silent for three heartbeat timeouts whose lease is gone: their run
+      died. If Dramatiq still holds the message (a killed worker's, unacknowledged), a
+      consumer of its queue requeues it once that worker's heartbeat is stale, and a
+      restarted worker usually does so within seconds: such a job is left to Dramatiq
+      for HELD_GRACE_S more, then resent all the same (a live worker may hold a message
+      it will never run: one it lost from its prefetch in a Redis outage, or one behind
+      hung threads). A message Dramatiq no longer holds was acknowledged before the run
+      died (say, its final write failed): that job is resent at once.
     Each gets a new message id, so an older copy that turns up after all is skipped.
     """
     settings = state.settings
@@ -72,13 +81,14 @@ async def sweep(state: Services) -> int:
                                                 3 * settings.worker_heartbeat_timeout_ms / 1000))
     stuck = [(job, unsent_before)
              for job in await state.db.read(store.unsent_jobs, changed_before=unsent_before)]
+    held_until = silent_before - timedelta(seconds=HELD_GRACE_S)
     held: dict[str, set[str]] = {}
     for job in await state.db.read(store.silent_active_jobs, changed_before=silent_before):
         if await state.redis.exists(keys.job_lease(settings.redis_prefix, job.id)):
             continue
         if job.queue not in held:
             held[job.queue] = await _held_message_ids(state, job.queue)
-        if job.message_id in held[job.queue]:
+        if job.message_id in held[job.queue] and as_utc(job.updated_at) >= held_until:
             log.info("job %s is silent but Dramatiq still holds its message: left for its "
                      "redelivery", job.id, extra={"job_id": job.id, "user_id": job.user_id})
             continue

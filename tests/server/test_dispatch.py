@@ -353,14 +353,15 @@ async def test_sweep_resends_exactly_the_jobs_that_would_wait_forever(
         state: State, sync_redis: redis.Redis) -> None:
     """Resent, each under a new message id: a queued job never sent, a retrying one never
     sent (delayed to its run_at), an active one silent past three heartbeat timeouts whose
-    lease is gone. Left alone: recent changes, sent ones, leased ones, finished ones, and
-    a silent active one whose message Dramatiq still holds (a killed worker's: Dramatiq
-    redelivers it)."""
+    lease is gone, and one whose message Dramatiq still holds but which has been silent
+    past HELD_GRACE_S more. Left alone: recent changes, sent ones, leased ones, finished
+    ones, and a silent active one whose message Dramatiq still holds (a killed worker's:
+    Dramatiq redelivers it) within that grace."""
     now = utcnow()
     old = now - timedelta(minutes=5)
     jobs = {name: await new_job(state) for name in (
         "unsent", "unsent_recent", "sent", "retrying", "silent", "leased", "active_recent",
-        "completed", "held")}
+        "completed", "held", "held_long")}
 
     async def make(name: str, **values: Any) -> str:
         job_id = jobs[name].job.id
@@ -377,25 +378,32 @@ async def test_sweep_resends_exactly_the_jobs_that_would_wait_forever(
     await make("active_recent", state=JobState.ACTIVE.value, enqueued=True, attempt=1,
                updated_at=now)
     await make("completed", state=JobState.COMPLETED.value, updated_at=old)
-    await make("held", state=JobState.ACTIVE.value, enqueued=True, attempt=1, updated_at=old)
-    # As a killed worker leaves it: unacknowledged, its body still in the queue's hash.
-    held_body = {"queue_name": "default", "actor_name": "image.process",
-                 "args": [jobs["held"].job.id], "kwargs": {}, "options": {},
-                 "message_id": jobs["held"].job.message_id, "message_timestamp": 0}
-    sync_redis.hset(keys.dramatiq_messages(state.namespace, "default"), "rid-held",
-                    json.dumps(held_body))
+    silent_s = max(state.settings.sweep_after_s,
+                   3 * state.settings.worker_heartbeat_timeout_ms / 1000)
+    await make("held", state=JobState.ACTIVE.value, enqueued=True, attempt=1,
+               updated_at=now - timedelta(seconds=silent_s + 5))
+    assert silent_s + dispatch.HELD_GRACE_S < 5 * 60
+    await make("held_long", state=JobState.ACTIVE.value, enqueued=True, attempt=1,
+               updated_at=old)
+    # As a killed worker leaves them: unacknowledged, their bodies still in the queue's hash.
+    for name in ("held", "held_long"):
+        body = {"queue_name": "default", "actor_name": "image.process",
+                "args": [jobs[name].job.id], "kwargs": {}, "options": {},
+                "message_id": jobs[name].job.message_id, "message_timestamp": 0}
+        sync_redis.hset(keys.dramatiq_messages(state.namespace, "default"), f"rid-{name}",
+                        json.dumps(body))
     sync_redis.set(keys.job_lease(state.settings.redis_prefix, leased), "another-worker",
                    px=60_000)
 
-    assert await dispatch.sweep(state) == 3
+    assert await dispatch.sweep(state) == 4
 
     resent = {name: await row(state, jobs[name].job.id) for name in jobs}
     for name, job in resent.items():
         changed = job.message_id != jobs[name].job.message_id
-        assert changed == (name in {"unsent", "retrying", "silent"}), name
+        assert changed == (name in {"unsent", "retrying", "silent", "held_long"}), name
     queued = in_queue(sync_redis, state.namespace, "default")
     assert sorted((m.message_id, m.args[0]) for m in queued) == sorted(
-        (resent[n].message_id, resent[n].id) for n in ("unsent", "silent"))
+        (resent[n].message_id, resent[n].id) for n in ("unsent", "silent", "held_long"))
     [delayed] = in_queue(sync_redis, state.namespace, "default.DQ")
     assert (delayed.message_id, delayed.args[0]) == (resent["retrying"].message_id,
                                                      resent["retrying"].id)
@@ -404,14 +412,14 @@ async def test_sweep_resends_exactly_the_jobs_that_would_wait_forever(
     assert resent["retrying"].state == JobState.RETRYING.value, "still waiting for its turn"
 
     await state.sent.flush(state.db)
-    for name in ("unsent", "retrying", "silent"):
+    for name in ("unsent", "retrying", "silent", "held_long"):
         assert (await row(state, jobs[name].job.id)).enqueued, name
-    assert await dispatch.sweep(state) == 1, "only the active one, whose run is still gone"
+    assert await dispatch.sweep(state) == 2, "the active ones, whose runs are still gone"
     sync_redis.delete(keys.job_lease(state.settings.redis_prefix, leased))
 
     # Once Dramatiq has let go of it (acknowledged, the run died after), it is resent.
     sync_redis.hdel(keys.dramatiq_messages(state.namespace, "default"), "rid-held")
-    assert await dispatch.sweep(state) == 3, "the silent one again, the unleased, the held one"
+    assert await dispatch.sweep(state) == 4, "silent, held_long, the unleased, the held one"
     assert (await row(state, jobs["held"].job.id)).message_id != jobs["held"].job.message_id
 
 

@@ -6,7 +6,9 @@ Proven here:
   that stage produced (preview, metadata, dimensions) is stored with the completion, in
   the same write that marks the job completed;
 - an image deleted while its job ran: the completion stores nothing, the job ends
-  ``cancelled`` with the reason, and the renditions the run wrote are removed.
+  ``cancelled`` with the reason, and the renditions the run wrote are removed;
+- a job cancelled while it ran (too quick to meet a progress report): the completion is
+  refused, and the renditions the run wrote are removed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from server.core.jobs import JobState, queue_for
+from server.core.jobs import JobState, TransitionError, queue_for
 from server.core.tasks import IMAGE_PROCESS
 from server.data import store
 from server.data.models import new_id
@@ -113,5 +115,25 @@ def test_an_image_deleted_during_the_run_cancels_the_job_at_its_completion(
     assert after is not None and after.job.state == JobState.CANCELLED.value
     assert after.job.error is not None
     assert after.job.error["message"] == "the image was deleted while it was processed"
+    for kind in ("thumbnail", "preview"):
+        assert not ctx.storage.rendition(view.image.id, kind).exists(), kind
+
+
+def test_a_job_cancelled_during_a_quick_run_leaves_no_renditions(
+        worker: tuple[WorkerContext, TaskType], tmp_path: Path) -> None:
+    ctx, task = worker
+    view = _upload(ctx, tmp_path)
+    assert view.image is not None
+    done = run_job(ctx, task, view.job.id)
+    assert isinstance(done, Completed)
+    assert ctx.storage.rendition(view.image.id, "thumbnail").exists()
+    ctx.db.write(store.cancel_job, job_id=view.job.id, user_id=None)
+
+    with pytest.raises(TransitionError):
+        complete(ctx.reporter, view.job.id, done, None, ctx.storage.remove_renditions)
+    after = ctx.db.read(store.get_job, job_id=view.job.id, user_id=None)
+    assert after is not None and after.image is not None
+    assert after.job.state == JobState.CANCELLED.value
+    assert not after.image.has_thumbnail and not after.image.has_preview
     for kind in ("thumbnail", "preview"):
         assert not ctx.storage.rendition(view.image.id, kind).exists(), kind

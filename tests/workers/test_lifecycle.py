@@ -222,7 +222,8 @@ def build_harness(redis_url: str, database_url: str) -> Harness:
     reporter = Reporter(db, SyncBus(client, prefix), Presenter("life-secret", 3600),
                         send=partial(send_job, broker), line=RedisLineRefresh(client, prefix))
     leases = Leases(client, prefix, ttl_ms=LEASE_TTL_MS)
-    middleware = JobLifecycle(reporter, leases, is_paused=QueueGate(client, prefix))
+    middleware = JobLifecycle(reporter, leases, is_paused=QueueGate(client, prefix),
+                              remove_renditions=lambda _image_id: None)
     install(broker, middleware, DeadLetters(reporter, leases),
             FairDispatch(broker.fair, offer_every_s=1.0))
     harness = Harness(prefix, db, client, broker, leases, middleware, Tap(client, prefix))

@@ -23,6 +23,7 @@ import dramatiq
 from dramatiq.middleware import SkipMessage
 
 from server.core.jobs import AttemptsExhausted, ImageDeleted, JobState, Stage, TransitionError
+from server.data import store
 from server.data.models import utcnow
 from server.infra import logs
 from workers.faults import DatabaseUnavailable, describe, image_deleted_error
@@ -59,7 +60,12 @@ def job_id_of(message: dramatiq.Message[Any]) -> str:
 def complete(reporter: Reporter, job_id: str, done: Completed, attempt: int | None,
              remove_renditions: Callable[[str], None]) -> None:
     """Mark the job completed, with what its last stage produced for its image; if the
-    image was deleted meanwhile, the job ends cancelled and its renditions go."""
+    image was deleted meanwhile, the job ends cancelled and its renditions go.
+
+    Raises TransitionError when the job may not complete (cancelled while it ran, or a
+    later attempt took over): the renditions this run wrote go then too, unless the job
+    completed after all (another run finished it), as when a run stops at a stage.
+    """
     outputs: dict[str, Any] = ({"image_id": done.image_id, "image_outputs": done.image_outputs}
                                if done.image_outputs else {})
     try:
@@ -70,6 +76,14 @@ def complete(reporter: Reporter, job_id: str, done: Completed, attempt: int | No
             remove_renditions(done.image_id)
         reporter.transition(job_id, JobState.CANCELLED, stage="cancelled",
                             error=image_deleted_error(), of_attempt=attempt)
+    except TransitionError:
+        if done.image_id is not None:
+            now = reporter.db.read(store.get_job, job_id=job_id, user_id=None)
+            if now is None or now.job.state != JobState.COMPLETED.value:
+                remove_renditions(done.image_id)
+                reporter.db.write(store.record_image_output, image_id=done.image_id,
+                                  has_thumbnail=False, has_preview=False)
+        raise
 
 
 class JobLifecycle(dramatiq.Middleware):
@@ -77,7 +91,7 @@ class JobLifecycle(dramatiq.Middleware):
 
     def __init__(self, reporter: Reporter, leases: Leases,
                  is_paused: Callable[[str], bool],
-                 remove_renditions: Callable[[str], None] = lambda _image_id: None) -> None:
+                 remove_renditions: Callable[[str], None]) -> None:
         self.reporter = reporter
         self.leases = leases
         self.is_paused = is_paused
