@@ -22,7 +22,14 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
-from server.core.jobs import AttemptsExhausted, ImageDeleted, JobState, Stage, TransitionError
+from server.core.jobs import (
+    AttemptsExhausted,
+    ImageDeleted,
+    JobState,
+    Stage,
+    TransitionError,
+    is_final,
+)
 from server.data import store
 from server.data.models import utcnow
 from server.infra import logs
@@ -63,8 +70,9 @@ def complete(reporter: Reporter, job_id: str, done: Completed, attempt: int | No
     image was deleted meanwhile, the job ends cancelled and its renditions go.
 
     Raises TransitionError when the job may not complete (cancelled while it ran, or a
-    later attempt took over): the renditions this run wrote go then too, unless the job
-    completed after all (another run finished it), as when a run stops at a stage.
+    later attempt took over). If the job ended without completing (cancelled, failed,
+    gone), the renditions this run wrote go too, as when a run stops at a stage; a
+    later attempt still running, or one that completed, keeps them.
     """
     outputs: dict[str, Any] = ({"image_id": done.image_id, "image_outputs": done.image_outputs}
                                if done.image_outputs else {})
@@ -79,7 +87,8 @@ def complete(reporter: Reporter, job_id: str, done: Completed, attempt: int | No
     except TransitionError:
         if done.image_id is not None:
             now = reporter.db.read(store.get_job, job_id=job_id, user_id=None)
-            if now is None or now.job.state != JobState.COMPLETED.value:
+            if now is None or (is_final(now.job.state)
+                               and now.job.state != JobState.COMPLETED.value):
                 remove_renditions(done.image_id)
                 reporter.db.write(store.record_image_output, image_id=done.image_id,
                                   has_thumbnail=False, has_preview=False)
