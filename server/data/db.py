@@ -159,11 +159,22 @@ def _sqlite_path(url: str) -> str | None:
     return None if not database or database == ":memory:" else str(Path(database).resolve())
 
 
+# Connections the web process keeps open: its requests, the relay's and the sweeper's
+# reads run concurrently, and 5 (SQLAlchemy's default) had uploads at concurrency 8
+# opening and closing overflow connections all the time.
+WEB_POOL_SIZE = 16
+
+
 class Database:
     """The web process's async engine; queries come from ``server.data.store``."""
 
     def __init__(self, url: str) -> None:
-        self.engine: AsyncEngine = create_async_engine(async_url(url), pool_pre_ping=True)
+        # SQLite needs no pre-ping (a file does not drop connections; the ping costs a
+        # round trip to aiosqlite's thread per session). The pool holds what the web's
+        # concurrent requests use: past pool_size, each overflow connection is opened and
+        # closed again per session (for aiosqlite, a thread and the pragmas each time).
+        self.engine: AsyncEngine = create_async_engine(
+            async_url(url), pool_pre_ping=not _is_sqlite(url), pool_size=WEB_POOL_SIZE)
         if _is_sqlite(url):
             _configure_sqlite(self.engine.sync_engine)
         # A read that later writes fails at once under DEFERRED: writes begin IMMEDIATE.
@@ -210,7 +221,7 @@ class SyncDatabase:
     """A worker process's sync engine, with the same read/write shape as ``Database``."""
 
     def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(sync_url(url), pool_pre_ping=True)
+        self.engine: Engine = create_engine(sync_url(url), pool_pre_ping=not _is_sqlite(url))
         if _is_sqlite(url):
             _configure_sqlite(self.engine)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")

@@ -33,11 +33,16 @@ class _Line:
         self.family = queue_family(base)
         rank = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
         rows = s.execute(
-            self._waiting(select(rank, Job.user_id, func.count(), func.min(Job.id)))
+            self._waiting(select(rank, Job.user_id, func.count(), func.min(Job.id),
+                                 func.max(Job.id)))
             .group_by(rank, Job.user_id)).all()
         self.groups: line.Groups = {}
-        for rank_value, user_id, count, first in rows:
+        # Each group's newest waiting job: a job just recorded is usually that one, and
+        # then how many of its group are older needs no query of its own.
+        self._last: dict[tuple[int, str], str] = {}
+        for rank_value, user_id, count, first, last in rows:
             self.groups.setdefault(int(rank_value), {})[user_id] = (int(count), first)
+            self._last[(int(rank_value), user_id)] = last
         self._turns: dict[tuple[str, str], list[str]] = {}
 
     def _waiting(self, query: Any) -> Any:
@@ -61,6 +66,9 @@ class _Line:
         known = self._turns.get((job.user_id, job.priority))
         if known is not None:
             return bisect.bisect_left(known, job.id)
+        rank = line.rank(job.priority)
+        if self._last.get((rank, job.user_id)) == job.id:
+            return self.groups[rank][job.user_id][0] - 1
         return int(self.s.scalar(self._waiting(select(func.count())).where(
             Job.user_id == job.user_id, Job.priority == job.priority,
             Job.id < job.id)) or 0)
