@@ -159,9 +159,10 @@ def _sqlite_path(url: str) -> str | None:
     return None if not database or database == ":memory:" else str(Path(database).resolve())
 
 
-# Connections the web process keeps open: its requests, the relay's and the sweeper's
-# reads run concurrently, and 5 (SQLAlchemy's default) had uploads at concurrency 8
-# opening and closing overflow connections all the time.
+# Connections the web process keeps open to a SQLite file: its requests, the relay's and
+# the sweeper's reads run concurrently, and 5 (SQLAlchemy's default) had uploads at
+# concurrency 8 opening and closing overflow connections all the time, each a thread of
+# aiosqlite's and the connection pragmas.
 WEB_POOL_SIZE = 16
 
 
@@ -173,8 +174,12 @@ class Database:
         # round trip to aiosqlite's thread per session). The pool holds what the web's
         # concurrent requests use: past pool_size, each overflow connection is opened and
         # closed again per session (for aiosqlite, a thread and the pragmas each time).
+        # PostgreSQL keeps SQLAlchemy's pool (5 + 10 overflow: the README's connection
+        # count); an in-memory SQLite database has a single static connection.
+        pool = ({"pool_size": WEB_POOL_SIZE}
+                if _is_sqlite(url) and _sqlite_path(url) is not None else {})
         self.engine: AsyncEngine = create_async_engine(
-            async_url(url), pool_pre_ping=not _is_sqlite(url), pool_size=WEB_POOL_SIZE)
+            async_url(url), pool_pre_ping=not _is_sqlite(url), **pool)
         if _is_sqlite(url):
             _configure_sqlite(self.engine.sync_engine)
         # A read that later writes fails at once under DEFERRED: writes begin IMMEDIATE.
