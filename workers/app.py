@@ -35,8 +35,7 @@ logging.getLogger("dramatiq.worker.WorkerThread").addFilter(
     lambda record: "returned a value that is not None" not in record.getMessage())
 broker = build_broker(settings)
 context = WorkerContext.from_settings(settings, broker)
-leases = Leases(context.redis, settings.redis_prefix, ttl_ms=settings.worker_heartbeat_timeout_ms,
-                max_hold_ms=settings.run_overdue_ms)
+leases = Leases(context.redis, settings.redis_prefix, ttl_ms=settings.worker_heartbeat_timeout_ms)
 gate = QueueGate(context.redis, settings.redis_prefix)
 install(
     broker,

@@ -65,7 +65,7 @@ def build_broker(settings: Settings, *, maintenance: bool = True) -> FairRedisBr
         per_user_cap=settings.max_jobs_in_flight_per_user,
         # An entry whose end was never reported (Redis away at that moment) stops
         # counting after this; no run of a job lasts that long.
-        stale_ms=settings.run_overdue_ms)
+        stale_ms=(2 * settings.job_time_limit_s + 600) * 1000)
     return broker
 
 

@@ -241,12 +241,6 @@ class Settings:
     deliveries_in_flight_per_user: int = 2
     webhook_backlog_per_user: int = 1000
 
-    @property
-    def run_overdue_ms(self) -> int:
-        """How long after its start a job's run is taken for hung, whatever the time limit
-        said: the thread never came back (stuck in C code or a call without a timeout)."""
-        return (2 * self.job_time_limit_s + 600) * 1000
-
     def multi_host_warning(self) -> str | None:
         """Why this configuration would break once processes run on several hosts, if so."""
         if self.secret_key_given or self.database_url.startswith("sqlite"):
