@@ -1,14 +1,22 @@
-"""Database engines and sessions from Settings: async for the web, sync for workers."""
+"""Database engines and sessions from Settings: async for the web, sync for workers.
+
+On a SQLite file the web process runs its store functions on the workers' kind of sync
+engine, each read or write transaction in one hop to a thread of its own pool: through
+the async driver every statement is about four hops to aiosqlite's thread and back, and
+an upload's two transactions cost 40 % more CPU that way (bench/README.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -159,27 +167,30 @@ def _sqlite_path(url: str) -> str | None:
     return None if not database or database == ":memory:" else str(Path(database).resolve())
 
 
-# Connections the web process keeps open to a SQLite file: its requests, the relay's and
-# the sweeper's reads run concurrently, and 5 (SQLAlchemy's default) had uploads at
-# concurrency 8 opening and closing overflow connections all the time, each a thread of
-# aiosqlite's and the connection pragmas.
+# Connections (and threads) the web process keeps for a SQLite file: its requests, the
+# relay's and the sweeper's reads run concurrently, and 5 (SQLAlchemy's default) had
+# uploads at concurrency 8 opening and closing overflow connections all the time, each
+# with the connection pragmas.
 WEB_POOL_SIZE = 16
 
 
 class Database:
-    """The web process's async engine; queries come from ``server.data.store``."""
+    """The web process's engines; queries come from ``server.data.store``.
+
+    ``read`` and ``write`` run on the async engine (PostgreSQL, an in-memory SQLite
+    database), or, on a SQLite file, on a sync engine in one thread hop per transaction
+    (the write turn taken in that same hop).
+    """
 
     def __init__(self, url: str) -> None:
         # SQLite needs no pre-ping (a file does not drop connections; the ping costs a
-        # round trip to aiosqlite's thread per session). The pool holds what the web's
-        # concurrent requests use: past pool_size, each overflow connection is opened and
-        # closed again per session (for aiosqlite, a thread and the pragmas each time).
-        # PostgreSQL keeps SQLAlchemy's pool (5 + 10 overflow: the README's connection
-        # count); an in-memory SQLite database has a single static connection.
-        pool = ({"pool_size": WEB_POOL_SIZE}
-                if _is_sqlite(url) and _sqlite_path(url) is not None else {})
+        # round trip per session). PostgreSQL keeps SQLAlchemy's pool (5 + 10 overflow:
+        # the README's connection count); an in-memory SQLite database has a single static
+        # connection; a SQLite file's requests use the sync engine below, with a pool that
+        # holds what they use at once (past pool_size, each overflow connection is opened
+        # and closed again per session).
         self.engine: AsyncEngine = create_async_engine(
-            async_url(url), pool_pre_ping=not _is_sqlite(url), **pool)
+            async_url(url), pool_pre_ping=not _is_sqlite(url))
         if _is_sqlite(url):
             _configure_sqlite(self.engine.sync_engine)
         # A read that later writes fails at once under DEFERRED: writes begin IMMEDIATE.
@@ -189,6 +200,25 @@ class Database:
             else contextlib.nullcontext())
         self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writes = async_sessionmaker(self._writer, expire_on_commit=False)
+        # A SQLite file: the store functions on a sync engine, one thread per connection.
+        self._sync: SyncDatabase | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        if _is_sqlite(url) and _sqlite_path(url) is not None:
+            self._sync = SyncDatabase(url, pool_size=WEB_POOL_SIZE)
+            self._threads = ThreadPoolExecutor(WEB_POOL_SIZE, thread_name_prefix="db")
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        """``call`` in a thread of the pool. Cancelled meanwhile, the transaction still runs
+        to its end (a thread cannot be stopped) and is awaited before the cancellation goes
+        on, so that a caller's clean-up never races its own write."""
+        assert self._threads is not None
+        running = asyncio.get_running_loop().run_in_executor(self._threads, call)
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await running
+            raise
 
     async def migrate(self) -> tuple[str | None, str | None]:
         """Bring the schema to this code's head (idempotent; see ``server.data.migrate``)."""
@@ -206,27 +236,39 @@ class Database:
 
     async def read(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ``store`` query in a read transaction."""
+        if self._sync is not None:
+            return await self._in_thread(functools.partial(self._sync.read, fn, *args, **kwargs))
         async with self._reads() as session:
             return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
     async def write(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ``store`` write in one short IMMEDIATE transaction, committed on success."""
+        if self._sync is not None:
+            return await self._in_thread(functools.partial(self._sync.write, fn, *args, **kwargs))
         async with self._write_turn, self._writes() as session, session.begin():
             return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
     async def ping(self) -> None:
+        if self._sync is not None:
+            return await self._in_thread(self._sync.ping)
         async with self.engine.connect() as conn:
             await conn.exec_driver_sql("SELECT 1")
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._threads is not None and self._sync is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(self._sync.dispose)
 
 
 class SyncDatabase:
     """A worker process's sync engine, with the same read/write shape as ``Database``."""
 
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(sync_url(url), pool_pre_ping=not _is_sqlite(url))
+    def __init__(self, url: str, *, pool_size: int | None = None) -> None:
+        """``pool_size``: connections kept open (SQLAlchemy's default of 5 when None)."""
+        pool = {} if pool_size is None else {"pool_size": pool_size}
+        self.engine: Engine = create_engine(sync_url(url), pool_pre_ping=not _is_sqlite(url),
+                                            **pool)
         if _is_sqlite(url):
             _configure_sqlite(self.engine)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
@@ -266,6 +308,10 @@ class SyncDatabase:
 
         with self.engine.connect() as conn:
             return migrate.current(conn)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
 
     def read(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         with self._reads() as session:
