@@ -9,6 +9,7 @@ import dramatiq
 
 from server.core.jobs import PRIORITY_ORDER, actor_for, queue_for
 from server.data import store
+from workers import handoff
 from workers.context import WorkerContext
 from workers.faults import JobCancelled, PermanentFailure, is_transient
 from workers.tasks.registry import Completed, TaskType
@@ -17,7 +18,7 @@ from workers.tasks.registry import Completed, TaskType
 def run_job(ctx: WorkerContext, task_type: TaskType,
             job_id: str) -> dict[str, Any] | Completed | None:
     """Run one attempt; a failure not worth retrying leaves as PermanentFailure."""
-    view = ctx.db.read(store.get_job, job_id=job_id, user_id=None)
+    view = handoff.take(job_id) or ctx.db.read(store.get_job, job_id=job_id, user_id=None)
     if view is None:
         raise JobCancelled("the job was deleted")
     try:

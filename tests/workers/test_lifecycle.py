@@ -54,6 +54,7 @@ from server.infra.fair import FairDispatch
 from server.infra.settings import Settings
 from server.services.presenter import Presenter
 from tests.conftest import Databases
+from workers import handoff
 from workers.faults import JobCancelled, PermanentFailure, TransientError
 from workers.middleware import lifecycle, pause
 from workers.middleware.dead_letters import DeadLetters
@@ -331,6 +332,26 @@ def test_a_job_runs_once_under_its_lease_and_completes(harness: Harness) -> None
     timeline = harness.db.read(store.job_timeline, job_id=job.id)
     assert [(r.seq, r.name) for r in timeline] == [
         (1, "job:queued"), (2, "job:active"), (3, "job:completed")]
+
+
+def test_the_actor_is_handed_the_row_its_attempt_began_with(harness: Harness) -> None:
+    """The actor takes the job (and its image) as ``begin_attempt`` wrote it, in its own
+    thread, instead of reading the row again: once, and only for that job."""
+    job = harness.new_job("flaky")
+    handed: list[tuple[str, int, int] | None] = []
+
+    def take(row: Job) -> None:
+        view = handoff.take(row.id)
+        handed.append(None if view is None else (view.job.id, view.job.attempt, view.job.seq))
+        assert handoff.take(row.id) is None  # taken once
+
+    harness.on_run["flaky"] = take
+    with harness.worker():
+        harness.send(job)
+        harness.tap.wait_for(job.id, "job:completed")
+    active = [seq for name, seq, _, _ in harness.tap.of(job.id) if name == "job:active"]
+    assert handed == [(job.id, 1, active[0]), (job.id, 2, active[1])]
+    assert handoff.take(job.id) is None  # nothing is left in this (another) thread
 
 
 def test_a_transient_failure_is_retried_as_the_next_attempt(harness: Harness) -> None:

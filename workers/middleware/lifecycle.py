@@ -33,6 +33,7 @@ from server.core.jobs import (
 from server.data import store
 from server.data.models import utcnow
 from server.infra import logs
+from workers import handoff
 from workers.faults import DatabaseUnavailable, describe, image_deleted_error
 from workers.middleware.leases import Leases
 from workers.middleware.pause import hold_if_paused
@@ -187,6 +188,7 @@ class JobLifecycle(dramatiq.Middleware):
             raise SkipMessage("job deleted")
         logs.bind(user_id=view.job.user_id)
         message.options[ATTEMPT_OPTION] = view.job.attempt
+        handoff.hand_over(view)  # the actor runs next, in this thread
 
     def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
         # Retries re-enqueues with a delay just before our after_process_message runs:

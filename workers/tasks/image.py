@@ -25,7 +25,7 @@ def process_image(ctx: WorkerContext, view: JobView,
     The last stage's outputs are stored with the job's completion."""
     image_id = image_id or str(view.job.payload.get("image_id") or view.job.image_id)
     try:
-        outputs = _process(ctx, view.job.id, image_id)
+        outputs = _process(ctx, view, image_id)
     except BaseException:
         # Whatever stopped this attempt, no partial output stays visible; a retry redoes
         # it. Unless the job completed after all (another run finished it): keep those.
@@ -83,13 +83,21 @@ class _Stages:
         return {**self.outputs, **outputs}
 
 
-def _process(ctx: WorkerContext, job_id: str, image_id: str) -> dict[str, Any]:
+def _image_exists(ctx: WorkerContext, view: JobView, image_id: str) -> bool:
+    """Whether the image's row exists: the job's view holds it, read as the attempt
+    began, when it is the job's own image."""
+    if view.job.image_id == image_id:
+        return view.image is not None
+    return ctx.db.read(store.get_image, image_id=image_id, user_id=None) is not None
+
+
+def _process(ctx: WorkerContext, view: JobView, image_id: str) -> dict[str, Any]:
+    job_id = view.job.id
     source = ctx.storage.original(image_id)
     max_pixels = ctx.settings.max_image_pixels
     stages = _Stages(ctx, job_id, image_id)
 
-    if ctx.db.read(store.get_image, image_id=image_id, user_id=None) is None \
-            or not source.exists():
+    if not _image_exists(ctx, view, image_id) or not source.exists():
         raise _cancel(ctx, job_id, image_deleted_error(before=True))
     # The header facts first: cheap, and a bomb hidden in a later frame fails here, before
     # any decoding. They are stored with the metadata stage below.

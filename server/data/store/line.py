@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from server.core import line
 from server.core.jobs import PRIORITY_ORDER, JobState, base_queue, is_final, queue_family
-from server.data.models import Job, as_utc, utcnow
+from server.data.models import Image, Job, as_utc, utcnow
 from server.data.store.jobs import get_job
 from server.data.store.views import JobView, view
 
@@ -86,10 +86,31 @@ class _Line:
     def front(self, limit: int) -> list[str]:
         """The ids of the first ``limit`` jobs in start order."""
         picks = line.front(self.groups, limit)
-        own = {key: self._own(*key, limit=count)
-               for key, count in line.turns_needed(picks).items()}
+        own = self._oldest(line.turns_needed(picks))
         return [own[(p.user_id, p.priority)][p.turn - 1] for p in picks
                 if p.turn <= len(own[(p.user_id, p.priority)])]
+
+    def _oldest(self, needed: dict[tuple[str, str], int]) -> dict[tuple[str, str], list[str]]:
+        """For each (user, priority): that many of the user's oldest waiting job ids of that
+        priority, oldest first; one query for all of them (a query per user was most of a
+        refresh's cost)."""
+        own: dict[tuple[str, str], list[str]] = {key: [] for key in needed}
+        if not needed:
+            return own
+        turn = func.row_number().over(partition_by=(Job.user_id, Job.priority),
+                                      order_by=Job.id).label("turn")
+        ranked = self._waiting(select(Job.id, Job.user_id, Job.priority, turn)).where(
+            Job.user_id.in_({user for user, _ in needed}),
+            Job.priority.in_({priority for _, priority in needed})).subquery()
+        rows = self.s.execute(
+            select(ranked.c.id, ranked.c.user_id, ranked.c.priority)
+            .where(ranked.c.turn <= max(needed.values()))
+            .order_by(ranked.c.id))
+        for job_id, user_id, priority in rows:
+            ids = own.get((user_id, priority))
+            if ids is not None and len(ids) < needed[(user_id, priority)]:
+                ids.append(job_id)
+        return own
 
 
 def queue_position(s: Session, /, *, job: Job) -> int | None:
@@ -122,7 +143,12 @@ def advance_line(s: Session, /, *, queue: str, limit: int) -> list[tuple[JobView
     waiting = [jobs[job_id] for job_id in ids if job_id in jobs]
     for job in waiting:
         job.seq += 1
-    return [(view(s, job), position) for position, job in enumerate(waiting)]
+    # Their images in one query (a query per job was most of a refresh's cost).
+    image_ids = [job.image_id for job in waiting if job.image_id]
+    images = {image.id: image for image in s.scalars(
+        select(Image).where(Image.id.in_(image_ids)))} if image_ids else {}
+    return [(JobView(job, images.get(job.image_id) if job.image_id else None), position)
+            for position, job in enumerate(waiting)]
 
 
 def snapshot_jobs(s: Session, /, *, user_id: str, finished_since: datetime,

@@ -9,7 +9,15 @@ from datetime import timedelta
 from server.data import store
 from server.data.db import SyncDatabase
 from server.data.models import Job, utcnow
-from tests.server.store.rows import ago, finish, new_job, new_queue, new_user, stored_job
+from tests.server.store.rows import (
+    ago,
+    finish,
+    new_job,
+    new_queue,
+    new_upload,
+    new_user,
+    stored_job,
+)
 
 
 def test_queue_position_orders_by_priority_then_arrival_within_the_family(
@@ -110,3 +118,28 @@ def test_advance_line_lists_the_front_of_the_line_and_bumps_seq(db: SyncDatabase
     assert [stored_job(db, j.id).seq for j in (high, normal, later, low)] == [2, 2, 2, 1]
     everyone = db.write(store.advance_line, queue=base, limit=10)
     assert [view.job.id for view, _ in everyone] == [high.id, normal.id, later.id, low.id]
+
+
+def test_advance_line_reaches_into_each_users_backlog_as_deep_as_their_turns(
+        db: SyncDatabase) -> None:
+    """Several users and priorities: each user's jobs come in their turns, as deep into
+    their own backlog as the front reaches, a user's jobs of a priority the front does not
+    reach stay out; each view comes with its image."""
+    heavy, light, other, base = new_user(db), new_user(db), new_user(db), new_queue()
+    heavy_jobs = [new_upload(db, heavy, queue=base).job for _ in range(4)]
+    heavy_low = new_upload(db, heavy, queue=f"{base}.low", priority="low").job
+    light_high = new_upload(db, light, queue=f"{base}.high", priority="high").job
+    light_job = new_upload(db, light, queue=base).job
+    other_low = new_job(db, other, queue=f"{base}.low", priority="low")
+
+    line = db.write(store.advance_line, queue=base, limit=5)
+    assert [(view.job.id, n) for view, n in line] == [
+        (light_high.id, 0), (heavy_jobs[0].id, 1), (light_job.id, 2), (heavy_jobs[1].id, 3),
+        (heavy_jobs[2].id, 4)]
+    assert all(view.image is not None and view.image.id == view.job.image_id
+               for view, _ in line)
+    everyone = db.write(store.advance_line, queue=base, limit=20)
+    assert [view.job.id for view, _ in everyone][5:] == [heavy_jobs[3].id, heavy_low.id,
+                                                         other_low.id]
+    assert everyone[-1][0].image is None  # a task job: no image
+    assert [stored_job(db, j.id).seq for j in (heavy_jobs[2], heavy_jobs[3])] == [3, 2]
