@@ -172,6 +172,10 @@ def _sqlite_path(url: str) -> str | None:
 # uploads at concurrency 8 opening and closing overflow connections all the time, each
 # with the connection pragmas.
 WEB_POOL_SIZE = 16
+# Of those, the threads for write transactions: SQLite runs one at a time anyway (the
+# write turn), and writers waiting for their turn must not hold every thread while reads
+# (a token's check, a socket's snapshot) could go on.
+WEB_WRITE_THREADS = 4
 
 
 class Database:
@@ -202,22 +206,30 @@ class Database:
         self._writes = async_sessionmaker(self._writer, expire_on_commit=False)
         # A SQLite file: the store functions on a sync engine, one thread per connection.
         self._sync: SyncDatabase | None = None
-        self._threads: ThreadPoolExecutor | None = None
+        self._read_threads: ThreadPoolExecutor | None = None
+        self._write_threads: ThreadPoolExecutor | None = None
         if _is_sqlite(url) and _sqlite_path(url) is not None:
             self._sync = SyncDatabase(url, pool_size=WEB_POOL_SIZE)
-            self._threads = ThreadPoolExecutor(WEB_POOL_SIZE, thread_name_prefix="db")
+            self._read_threads = ThreadPoolExecutor(WEB_POOL_SIZE - WEB_WRITE_THREADS,
+                                                    thread_name_prefix="db-read")
+            self._write_threads = ThreadPoolExecutor(WEB_WRITE_THREADS,
+                                                     thread_name_prefix="db-write")
 
-    async def _in_thread(self, call: Callable[[], T]) -> T:
-        """``call`` in a thread of the pool. Cancelled meanwhile, the transaction still runs
-        to its end (a thread cannot be stopped) and is awaited before the cancellation goes
-        on, so that a caller's clean-up never races its own write."""
-        assert self._threads is not None
-        running = asyncio.get_running_loop().run_in_executor(self._threads, call)
+    @staticmethod
+    async def _in_thread(threads: ThreadPoolExecutor | None, call: Callable[[], T]) -> T:
+        """``call`` in one of ``threads``. Cancelled before it started, it never runs;
+        cancelled while it runs, the transaction still goes to its end (a thread cannot be
+        stopped) and is awaited before the cancellation goes on, so that a caller's
+        clean-up never races its own write."""
+        assert threads is not None
+        submitted = threads.submit(call)
+        running = asyncio.wrap_future(submitted)
         try:
             return await asyncio.shield(running)
         except asyncio.CancelledError:
-            with contextlib.suppress(BaseException):
-                await running
+            if not submitted.cancel():
+                with contextlib.suppress(BaseException):
+                    await running
             raise
 
     async def migrate(self) -> tuple[str | None, str | None]:
@@ -237,27 +249,31 @@ class Database:
     async def read(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ``store`` query in a read transaction."""
         if self._sync is not None:
-            return await self._in_thread(functools.partial(self._sync.read, fn, *args, **kwargs))
+            return await self._in_thread(self._read_threads,
+                                         functools.partial(self._sync.read, fn, *args, **kwargs))
         async with self._reads() as session:
             return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
     async def write(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ``store`` write in one short IMMEDIATE transaction, committed on success."""
         if self._sync is not None:
-            return await self._in_thread(functools.partial(self._sync.write, fn, *args, **kwargs))
+            return await self._in_thread(self._write_threads,
+                                         functools.partial(self._sync.write, fn, *args, **kwargs))
         async with self._write_turn, self._writes() as session, session.begin():
             return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
     async def ping(self) -> None:
         if self._sync is not None:
-            return await self._in_thread(self._sync.ping)
+            return await self._in_thread(self._read_threads, self._sync.ping)
         async with self.engine.connect() as conn:
             await conn.exec_driver_sql("SELECT 1")
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self._threads is not None and self._sync is not None:
-            self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._sync is not None:
+            for threads in (self._read_threads, self._write_threads):
+                assert threads is not None
+                threads.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(self._sync.dispose)
 
 

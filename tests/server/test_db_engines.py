@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool, StaticPool
 
-from server.data.db import WEB_POOL_SIZE, Database, SyncDatabase
+from server.data.db import WEB_POOL_SIZE, Database, SyncDatabase, WriteTurn
 
 
 def _dispose(db: Database) -> None:
@@ -73,3 +75,48 @@ def test_an_in_memory_sqlite_database_still_builds() -> None:
     db = Database("sqlite://")
     assert isinstance(db.engine.sync_engine.pool, StaticPool)
     _dispose(db)
+
+
+async def test_writes_waiting_for_their_turn_leave_threads_for_reads(tmp_path: Path) -> None:
+    """While a worker process holds SQLite's write turn, the web's queued writes wait in
+    threads of their own: a read (a token's check) still gets a thread and answers."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+    worker = WriteTurn(str(path.resolve()))  # another open file: as another process
+    worker.acquire()
+    try:
+        writes = [asyncio.ensure_future(db.write(lambda s: s.execute(text("SELECT 1"))))
+                  for _ in range(WEB_POOL_SIZE)]
+        await asyncio.sleep(0.2)
+        assert not any(write.done() for write in writes)
+        answer = await asyncio.wait_for(
+            db.read(lambda s: s.execute(text("SELECT 41 + 1")).scalar_one()), 5)
+        assert answer == 42
+    finally:
+        worker.release()
+    await asyncio.wait_for(asyncio.gather(*writes), 10)
+    await db.dispose()
+
+
+async def test_a_cancelled_caller_waits_for_its_running_transaction(tmp_path: Path) -> None:
+    """Cancelled while its transaction runs in a thread, the caller's cancellation goes on
+    only once that transaction ended (committed here), so its clean-up sees the outcome."""
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    await db.migrate()
+    started, ended = threading.Event(), threading.Event()
+
+    def slow(s: Session) -> None:
+        started.set()
+        s.execute(text("CREATE TABLE t (x INTEGER)"))
+        time.sleep(0.3)
+        ended.set()
+
+    write = asyncio.ensure_future(db.write(slow))
+    await asyncio.to_thread(started.wait, 5)
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert ended.is_set()
+    assert await db.read(lambda s: s.execute(text("SELECT count(*) FROM t")).scalar_one()) == 0
+    await db.dispose()
