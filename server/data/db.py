@@ -3,20 +3,21 @@
 On a SQLite file the web process runs its store functions on the workers' kind of sync
 engine, each read or write transaction in one hop to a thread of its own pool: through
 the async driver every statement is about four hops to aiosqlite's thread and back, and
-an upload's two transactions cost 40 % more CPU that way (bench/README.md).
+an upload's two transactions took half as much CPU again that way (bench/README.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import fcntl
 import functools
 import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -167,15 +168,17 @@ def _sqlite_path(url: str) -> str | None:
     return None if not database or database == ":memory:" else str(Path(database).resolve())
 
 
-# Connections (and threads) the web process keeps for a SQLite file: its requests, the
-# relay's and the sweeper's reads run concurrently, and 5 (SQLAlchemy's default) had
-# uploads at concurrency 8 opening and closing overflow connections all the time, each
-# with the connection pragmas.
-WEB_POOL_SIZE = 16
-# Of those, the threads for write transactions: SQLite runs one at a time anyway (the
-# write turn), and writers waiting for their turn must not hold every thread while reads
-# (a token's check, a socket's snapshot) could go on.
+# Threads (and connections) the web process keeps for a SQLite file: its requests, the
+# relay's and the sweeper's reads run concurrently. Writes have threads of their own:
+# SQLite runs one at a time anyway (the write turn), and writers waiting for their turn
+# must not hold every thread while reads (a token's check, a socket's snapshot) could go on.
+WEB_READ_THREADS = 16
 WEB_WRITE_THREADS = 4
+WEB_POOL_SIZE = WEB_READ_THREADS + WEB_WRITE_THREADS
+
+
+class _Abandoned(Exception):
+    """The caller of a write was cancelled before the write was made: roll it back."""
 
 
 class Database:
@@ -210,61 +213,92 @@ class Database:
         self._write_threads: ThreadPoolExecutor | None = None
         if _is_sqlite(url) and _sqlite_path(url) is not None:
             self._sync = SyncDatabase(url, pool_size=WEB_POOL_SIZE)
-            self._read_threads = ThreadPoolExecutor(WEB_POOL_SIZE - WEB_WRITE_THREADS,
+            self._read_threads = ThreadPoolExecutor(WEB_READ_THREADS,
                                                     thread_name_prefix="db-read")
             self._write_threads = ThreadPoolExecutor(WEB_WRITE_THREADS,
                                                      thread_name_prefix="db-write")
 
     @staticmethod
-    async def _in_thread(threads: ThreadPoolExecutor | None, call: Callable[[], T]) -> T:
-        """``call`` in one of ``threads``. Cancelled before it started, it never runs;
-        cancelled while it runs, the transaction still goes to its end (a thread cannot be
-        stopped) and is awaited before the cancellation goes on, so that a caller's
-        clean-up never races its own write."""
+    def _submit(threads: ThreadPoolExecutor | None, call: Callable[[], T]) -> Future[T]:
         assert threads is not None
-        submitted = threads.submit(call)
+        # The request's context (its log fields) goes along, as with asyncio.to_thread.
+        return threads.submit(contextvars.copy_context().run, call)
+
+    async def _read_in_thread(self, call: Callable[[], T]) -> T:
+        """``call`` in a read thread; cancelled, the caller goes at once (a read started
+        ends on its own, a read not started never runs)."""
+        submitted = self._submit(self._read_threads, call)
+        try:
+            return await asyncio.wrap_future(submitted)
+        finally:
+            submitted.cancel()
+
+    async def _write_in_thread(self, fn: Query[P, T], /, *args: P.args,
+                               **kwargs: P.kwargs) -> T:
+        """``fn`` in a write thread. Cancelled before the write is made, it is not made
+        (rolled back); cancelled as it commits, it still ends. Either way the cancellation
+        goes on only once the thread is done with it, so that a caller's clean-up never
+        races its own write."""
+        assert self._sync is not None
+        abandoned = threading.Event()
+        submitted = self._submit(self._write_threads, functools.partial(
+            self._sync.write_unless, abandoned, fn, *args, **kwargs))
         running = asyncio.wrap_future(submitted)
         try:
             return await asyncio.shield(running)
         except asyncio.CancelledError:
+            abandoned.set()
             if not submitted.cancel():
-                with contextlib.suppress(BaseException):
-                    await running
+                while not running.done():  # however often the caller is cancelled
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([running])
+                running.exception()  # seen: _Abandoned, or whatever the write raised
             raise
 
     async def migrate(self) -> tuple[str | None, str | None]:
         """Bring the schema to this code's head (idempotent; see ``server.data.migrate``)."""
         from server.data import migrate  # Alembic loads only where migrations run
 
-        async with self._writer.begin() as conn:
-            return await conn.run_sync(migrate.upgrade)
+        try:
+            async with self._writer.begin() as conn:
+                return await conn.run_sync(migrate.upgrade)
+        finally:
+            await self._release_start_up_connection()
 
     async def require_current_schema(self) -> None:
         """Raise ``SchemaOutOfDate`` unless the schema is at head (AUTO_MIGRATE=false)."""
         from server.data import migrate
 
-        async with self.engine.connect() as conn:
-            await conn.run_sync(migrate.require_current)
+        try:
+            async with self.engine.connect() as conn:
+                await conn.run_sync(migrate.require_current)
+        finally:
+            await self._release_start_up_connection()
+
+    async def _release_start_up_connection(self) -> None:
+        """On a SQLite file the async engine is for start-up only: close its connection
+        (and aiosqlite's thread) once done."""
+        if self._sync is not None:
+            await self.engine.dispose()
 
     async def read(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ``store`` query in a read transaction."""
         if self._sync is not None:
-            return await self._in_thread(self._read_threads,
-                                         functools.partial(self._sync.read, fn, *args, **kwargs))
+            return await self._read_in_thread(
+                functools.partial(self._sync.read, fn, *args, **kwargs))
         async with self._reads() as session:
             return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
     async def write(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ``store`` write in one short IMMEDIATE transaction, committed on success."""
         if self._sync is not None:
-            return await self._in_thread(self._write_threads,
-                                         functools.partial(self._sync.write, fn, *args, **kwargs))
+            return await self._write_in_thread(fn, *args, **kwargs)
         async with self._write_turn, self._writes() as session, session.begin():
             return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
     async def ping(self) -> None:
         if self._sync is not None:
-            return await self._in_thread(self._read_threads, self._sync.ping)
+            return await self._read_in_thread(self._sync.ping)
         async with self.engine.connect() as conn:
             await conn.exec_driver_sql("SELECT 1")
 
@@ -273,7 +307,7 @@ class Database:
         if self._sync is not None:
             for threads in (self._read_threads, self._write_threads):
                 assert threads is not None
-                threads.shutdown(wait=False, cancel_futures=True)
+                threads.shutdown(wait=False)
             await asyncio.to_thread(self._sync.dispose)
 
 
@@ -336,6 +370,19 @@ class SyncDatabase:
     def write(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         with self._write_turn, self._writes() as session, session.begin():
             return fn(session, *args, **kwargs)
+
+    def write_unless(self, abandoned: threading.Event, fn: Query[P, T], /, *args: P.args,
+                     **kwargs: P.kwargs) -> T:
+        """``write``, not begun, or rolled back instead of committed, once ``abandoned`` is
+        set (raises _Abandoned then)."""
+        with self._write_turn:
+            if abandoned.is_set():
+                raise _Abandoned
+            with self._writes() as session, session.begin():
+                result = fn(session, *args, **kwargs)
+                if abandoned.is_set():
+                    raise _Abandoned
+                return result
 
     def dispose(self) -> None:
         self.engine.dispose()

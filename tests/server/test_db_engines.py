@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,14 +47,17 @@ async def test_a_sqlite_file_runs_each_transaction_in_one_thread_hop(tmp_path: P
         seen.append(threading.get_ident())
         s.execute(text("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
         s.execute(text("INSERT INTO t VALUES (1)"))
+        return int(s.execute(text("SELECT count(*) FROM t")).scalar_one())
+
+    def count(s: Session) -> int:
         seen.append(threading.get_ident())
         return int(s.execute(text("SELECT count(*) FROM t")).scalar_one())
 
     try:
         assert await db.write(two_statements) == 1
-        assert await db.read(lambda s: s.execute(text("SELECT count(*) FROM t")).scalar_one()) == 1
+        assert await db.read(count) == 1
         await db.ping()
-        assert len(set(seen)) == 1 and seen[0] != loop_thread
+        assert loop_thread not in seen
     finally:
         await db.dispose()
 
@@ -99,24 +103,67 @@ async def test_writes_waiting_for_their_turn_leave_threads_for_reads(tmp_path: P
     await db.dispose()
 
 
-async def test_a_cancelled_caller_waits_for_its_running_transaction(tmp_path: Path) -> None:
-    """Cancelled while its transaction runs in a thread, the caller's cancellation goes on
-    only once that transaction ended (committed here), so its clean-up sees the outcome."""
+async def test_a_write_cancelled_as_it_runs_is_rolled_back_before_the_caller_goes_on(
+        tmp_path: Path) -> None:
+    """Cancelled (twice) while its transaction runs in a thread, the write is rolled back,
+    and the caller's cancellation goes on only once the thread is done with it, so that its
+    clean-up (an upload's file removed) never races its own write."""
     db = Database(f"sqlite:///{tmp_path / 'a.db'}")
     await db.migrate()
     started, ended = threading.Event(), threading.Event()
 
     def slow(s: Session) -> None:
         started.set()
-        s.execute(text("CREATE TABLE t (x INTEGER)"))
+        s.execute(text("CREATE TABLE probe (x INTEGER)"))
         time.sleep(0.3)
         ended.set()
 
     write = asyncio.ensure_future(db.write(slow))
     await asyncio.to_thread(started.wait, 5)
     write.cancel()
+    await asyncio.sleep(0.05)
+    write.cancel()  # cancelled again (as a shutdown does): it still waits for the thread
     with pytest.raises(asyncio.CancelledError):
         await write
     assert ended.is_set()
-    assert await db.read(lambda s: s.execute(text("SELECT count(*) FROM t")).scalar_one()) == 0
+    assert await db.read(_tables) == []
     await db.dispose()
+
+
+async def test_a_write_cancelled_before_its_turn_is_never_made(tmp_path: Path) -> None:
+    """Writes queued behind another process's write turn (the waiting ones in threads,
+    more in the executor's queue), then cancelled: none of them is made, not even once
+    the turn comes back; a write after them is."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+    ran: list[int] = []
+
+    def make(n: int) -> Callable[[Session], None]:
+        def write(s: Session) -> None:
+            ran.append(n)
+            s.execute(text(f"CREATE TABLE probe{n} (x INTEGER)"))
+        return write
+
+    worker = WriteTurn(str(path.resolve()))
+    worker.acquire()
+    try:
+        writes = [asyncio.ensure_future(db.write(make(n))) for n in range(8)]
+        await asyncio.sleep(0.2)
+        for write in writes:
+            write.cancel()
+        waited = asyncio.gather(*writes, return_exceptions=True)
+        await asyncio.sleep(0.1)
+    finally:
+        worker.release()
+    outcomes = await asyncio.wait_for(waited, 10)
+    assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
+    await db.write(make(99))
+    assert ran == [99]
+    assert await db.read(_tables) == ["probe99"]
+    await db.dispose()
+
+
+def _tables(s: Session) -> list[str]:
+    return list(s.scalars(text("SELECT name FROM sqlite_master WHERE type = 'table' "
+                               "AND name GLOB 'probe*' ORDER BY name")))

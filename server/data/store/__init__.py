@@ -1,7 +1,8 @@
 """Every query and write, as sync functions of a Session, one module per aggregate.
 
-The web process runs them through ``Database`` (aiosqlite/psycopg, via ``run_sync``),
-workers through ``SyncDatabase``; either way each call is one short transaction.
+The web process runs them through ``Database`` (on a SQLite file in a thread of its
+own, on PostgreSQL through psycopg's async driver via ``run_sync``), workers through
+``SyncDatabase``; either way each call is one short transaction.
 All arguments after the session are keyword-only. Queries only: what a change means
 (image status, what a transition writes, caps, the line's order) is ``server.core``'s,
 and the wire shapes are ``server.services.presenter``'s.
