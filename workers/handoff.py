@@ -18,6 +18,11 @@ def hand_over(view: JobView) -> None:
     _began.view = view
 
 
+def clear() -> None:
+    """Drop whatever an earlier message left (its actor never ran)."""
+    _began.view = None
+
+
 def take(job_id: str) -> JobView | None:
     """The view handed over for ``job_id`` in this thread (once), else None."""
     view: JobView | None = getattr(_began, "view", None)

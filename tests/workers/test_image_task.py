@@ -18,6 +18,7 @@ import io
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -29,6 +30,7 @@ from server.data.models import new_id
 from server.data.store import JobView
 from server.infra.broker import build_broker
 from server.infra.settings import Settings
+from workers import handoff
 from workers.actors import run_job
 from workers.context import WorkerContext
 from workers.middleware.lifecycle import complete
@@ -137,3 +139,31 @@ def test_a_job_cancelled_during_a_quick_run_leaves_no_renditions(
     assert not after.image.has_thumbnail and not after.image.has_preview
     for kind in ("thumbnail", "preview"):
         assert not ctx.storage.rendition(view.image.id, kind).exists(), kind
+
+
+def test_the_actor_runs_on_the_row_its_attempt_began_with(
+        worker: tuple[WorkerContext, TaskType], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handed the view ``begin_attempt`` wrote (as the lifecycle middleware does), the
+    actor reads neither the job nor its image again; without one, it reads the job."""
+    ctx, task = worker
+    read = ctx.db.read
+    reads: list[str] = []
+
+    def counted(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        reads.append(fn.__name__)
+        return read(fn, *args, **kwargs)
+
+    monkeypatch.setattr(ctx.db, "read", counted)
+    view = _upload(ctx, tmp_path)
+    begun = ctx.db.read(store.get_job, job_id=view.job.id, user_id=None)
+    assert begun is not None and begun.job.state == JobState.ACTIVE.value
+    reads.clear()
+    handoff.hand_over(begun)
+    assert isinstance(run_job(ctx, task, view.job.id), Completed)
+    assert "get_job" not in reads and "get_image" not in reads, reads
+
+    other = _upload(ctx, tmp_path)
+    reads.clear()
+    assert isinstance(run_job(ctx, task, other.job.id), Completed)
+    assert reads[0] == "get_job"

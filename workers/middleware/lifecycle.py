@@ -132,6 +132,8 @@ class JobLifecycle(dramatiq.Middleware):
         # row is read, its owner); cleared when the message is acked or nacked.
         logs.clear()
         logs.bind(job_id=job_id)
+        # A view an earlier message handed over, its actor never run (a failed message).
+        handoff.clear()
         # Options travel with re-enqueued copies: a flag from an earlier delivery is stale.
         message.options.pop(LEASE_OPTION, None)
         return job_id
