@@ -86,6 +86,12 @@ def dramatiq_messages(namespace: str, queue: str) -> str:
     return f"{namespace}:{queue}.msgs"
 
 
+def dramatiq_acks(namespace: str, worker_id: str, queue: str) -> str:
+    """Dramatiq's set of a queue's messages one worker (broker id) fetched and has not
+    acknowledged yet (brokers/redis/dispatch.lua)."""
+    return f"{namespace}:__acks__.{worker_id}.{queue}"
+
+
 def dramatiq_delay_queue(queue: str) -> str:
     """The delay queue Dramatiq puts a queue's delayed messages on until they are due."""
     return f"{queue}.DQ"

@@ -7,8 +7,9 @@ import contextlib
 import json
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import EllipsisType
 from typing import Any
 
@@ -17,7 +18,7 @@ import redis
 from server.core import keys
 from server.core.errors import ApiError, Problem, not_found
 from server.core.events import BusEvent
-from server.core.jobs import TransitionError
+from server.core.jobs import PRIORITY_ORDER, TransitionError, queue_for
 from server.data import store
 from server.data.models import Job, as_utc, utcnow
 from server.data.store import JobView
@@ -72,6 +73,13 @@ async def sweep(state: Services) -> int:
       it will never run: one it lost from its prefetch in a Redis outage, or one behind
       hung threads). A message Dramatiq no longer holds was acknowledged before the run
       died (say, its final write failed): that job is resent at once.
+    - waiting jobs whose delayed message (a retry's backoff, an upload's delay) a live
+      worker fetched and lost: Dramatiq's consumer keeps fetched delayed messages in
+      memory until due, and forgets them all after a Redis connection error (dramatiq
+      ``ConsumerThread.run``) while they stay unacknowledged in its name, so Dramatiq
+      itself redelivers them only once that worker process dies. One still in a live
+      worker's hands SWEEP_AFTER_S after it was due is resent (a healthy worker moves a
+      due message on within a second; were it merely late, its copy is skipped).
     Each gets a new message id, so an older copy that turns up after all is skipped.
     """
     settings = state.settings
@@ -93,10 +101,14 @@ async def sweep(state: Services) -> int:
                      "redelivery", job.id, extra={"job_id": job.id, "user_id": job.user_id})
             continue
         stuck.append((job, silent_before))
+    renewals: list[tuple[str, datetime, str | None]] = [
+        (job.id, cutoff, None) for job, cutoff in stuck]
+    lost = await _lost_delayed_messages(state, due_before_ms=unsent_before.timestamp() * 1000)
+    renewals += [(job_id, now, message_id) for job_id, message_id in lost.items()]
     sent = 0
-    for candidate, cutoff in stuck:
-        renewed = await state.db.write(store.renew_message, job_id=candidate.id,
-                                       changed_before=cutoff)
+    for job_id, cutoff, lost_message_id in renewals:
+        renewed = await state.db.write(store.renew_message, job_id=job_id, changed_before=cutoff,
+                                       lost_message_id=lost_message_id)
         if renewed is None:
             continue
         job = renewed
@@ -109,6 +121,41 @@ async def sweep(state: Services) -> int:
                     extra={"job_id": job.id, "user_id": job.user_id})
         sent += 1
     return sent
+
+
+async def _lost_delayed_messages(state: Services, *, due_before_ms: float) -> dict[str, str]:
+    """Job id → message id of the delayed messages live workers fetched and still hold,
+    due before ``due_before_ms``: lost from the worker's memory (see ``sweep``). Reads
+    only what live workers hold of each delay queue (their prefetch, bounded)."""
+    settings = state.settings
+    namespace = keys.dramatiq_namespace(settings.redis_prefix)
+    now_ms = time.time() * 1000
+    workers = [w.decode() if isinstance(w, bytes) else str(w) for w in
+               await state.redis.zrangebyscore(keys.dramatiq_heartbeats(namespace),
+                                               now_ms - settings.worker_heartbeat_timeout_ms,
+                                               "+inf")]
+    delay_queues = sorted({keys.dramatiq_delay_queue(queue_for(spec.queue, priority))
+                           for spec in state.task_types.values() for priority in PRIORITY_ORDER})
+    lost: dict[str, str] = {}
+    if not workers:
+        return lost
+    async with state.redis.pipeline(transaction=False) as pipe:
+        for queue in delay_queues:
+            for worker in workers:
+                pipe.smembers(keys.dramatiq_acks(namespace, worker, queue))
+        held = await pipe.execute()
+    for index, queue in enumerate(delay_queues):
+        ids = sorted(set().union(*held[index * len(workers):(index + 1) * len(workers)]))
+        if not ids:
+            continue
+        for body in await state.redis.hmget(keys.dramatiq_messages(namespace, queue), ids):
+            if body is None:  # acknowledged meanwhile
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError, IndexError):
+                message = json.loads(body)
+                if float(message["options"]["eta"]) < due_before_ms:
+                    lost[str(message["args"][0])] = str(message["message_id"])
+    return lost
 
 
 async def _held_message_ids(state: Services, queue: str) -> set[str]:

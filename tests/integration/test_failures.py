@@ -363,6 +363,49 @@ async def test_client_ends_with_the_final_state_across_a_web_restart(
         "the client reconnected by itself and got a fresh snapshot"
 
 
+async def test_a_delayed_job_a_worker_lost_in_a_redis_outage_still_runs(
+        databases: Databases, tmp_path: Path) -> None:
+    """A worker fetches a delayed message into memory until it is due; a Redis outage
+    shorter than the heartbeat timeout makes Dramatiq's consumer forget it, while it stays
+    unacknowledged in that (live) worker's name, so Dramatiq never redelivers it. The
+    web's sweeper sends the job again once it is overdue, and it runs."""
+    private = EmbeddedRedis(tmp_path / "redis", persistent=True, use_socket=False).start()
+    try:
+        with running_stack(private.url, databases.new(), tmp_path,
+                           **{**FAULT_ENV, "WORKER_HEARTBEAT_TIMEOUT_MS": "30000"},
+                           io_worker=False) as stack:
+            async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+                token = await new_token(http)
+                job = await _task(http, token, "test.sleep", {"seconds": 0.1, "steps": 1},
+                                  delay=3)
+                client = aioredis.Redis.from_url(private.url)
+                try:
+                    namespace = keys.dramatiq_namespace(stack.env["REDIS_PREFIX"])
+                    pattern = keys.dramatiq_acks(namespace, "*",
+                                                 keys.dramatiq_delay_queue("default"))
+
+                    async def fetched() -> bool:
+                        return any([await client.scard(key)
+                                    async for key in client.scan_iter(pattern)])
+
+                    for _ in range(100):
+                        if await fetched():
+                            break
+                        await asyncio.sleep(0.1)
+                    assert await fetched(), "a worker holds the delayed message"
+                finally:
+                    await client.aclose()
+                await asyncio.to_thread(private.stop)
+                # Long enough for the worker's consumer to give up its connection, far
+                # shorter than the heartbeat timeout: the worker stays alive to Dramatiq.
+                await asyncio.sleep(4)
+                await asyncio.to_thread(private.start)
+                done = await wait_final(http, token, job["id"], timeout=SLOW_S)
+                assert (done["state"], done["attempt"]) == ("completed", 1)
+    finally:
+        private.stop()
+
+
 async def test_redis_restart_loses_nothing(databases: Databases,
                                            tmp_path: Path, sockets: list[LiveClient]) -> None:
     # A Redis of its own, with its append-only file, so it can be stopped and started.

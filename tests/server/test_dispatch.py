@@ -46,7 +46,7 @@ from server.core import keys
 from server.core.errors import ApiError
 from server.core.events import JobEvent
 from server.core.jobs import JobState, queue_for
-from server.core.tasks import WEBHOOK_DELIVER
+from server.core.tasks import WEBHOOK_DELIVER, TaskSpec
 from server.data import store
 from server.data.db import Database
 from server.data.models import DeadLetter, Job, as_utc, utcnow
@@ -77,6 +77,8 @@ class State:
     presenter: Presenter
     sent: SentMarks
     published: list[JobEvent] = field(default_factory=list)
+    task_types: dict[str, TaskSpec] = field(default_factory=lambda: {
+        TASK: TaskSpec(TASK, "echo", {"type": "object"})})
 
     async def publish(self, event: JobEvent) -> None:
         self.published.append(event)
@@ -421,6 +423,52 @@ async def test_sweep_resends_exactly_the_jobs_that_would_wait_forever(
     sync_redis.hdel(keys.dramatiq_messages(state.namespace, "default"), "rid-held")
     assert await dispatch.sweep(state) == 4, "silent, held_long, the unleased, the held one"
     assert (await row(state, jobs["held"].job.id)).message_id != jobs["held"].job.message_id
+
+
+async def test_sweep_resends_a_delayed_message_a_live_worker_lost(
+        state: State, sync_redis: redis.Redis) -> None:
+    """Dramatiq's consumer keeps fetched delayed messages in memory and forgets them after
+    a Redis connection error, while they stay unacknowledged in its name (so Dramatiq
+    redelivers them only when that worker dies): one still held by a live worker
+    SWEEP_AFTER_S after it was due is resent at once, under a new message id. Left alone:
+    one due more recently, one held by a dead worker (Dramatiq's own maintenance requeues
+    those), and a job already waiting on another message."""
+    now = utcnow()
+    now_ms = now.timestamp() * 1000
+    late_ms = now_ms - (state.settings.sweep_after_s + 30) * 1000
+    jobs = {name: await new_job(state) for name in ("lost", "due_now", "dead_worker", "moved")}
+    heartbeats = keys.dramatiq_heartbeats(state.namespace)
+    sync_redis.zadd(heartbeats, {"live-worker": now_ms - 1000, "dead-worker": now_ms - 600_000})
+    delay_queue = keys.dramatiq_delay_queue("default")
+    for name, eta, worker in (("lost", late_ms, "live-worker"),
+                              ("due_now", now_ms - 10_000, "live-worker"),
+                              ("dead_worker", late_ms, "dead-worker"),
+                              ("moved", late_ms, "live-worker")):
+        job = jobs[name].job
+        await set_row(state, job.id, state=JobState.RETRYING.value, enqueued=True,
+                      run_at=utcnow() - timedelta(minutes=2),
+                      updated_at=now - timedelta(minutes=2))
+        body = {"queue_name": delay_queue, "actor_name": TASK, "args": [job.id],
+                "kwargs": {}, "options": {"eta": eta, "redis_message_id": f"rid-{name}"},
+                "message_id": job.message_id, "message_timestamp": 0}
+        sync_redis.hset(keys.dramatiq_messages(state.namespace, delay_queue), f"rid-{name}",
+                        json.dumps(body))
+        sync_redis.sadd(keys.dramatiq_acks(state.namespace, worker, delay_queue),
+                        f"rid-{name}")
+    await set_row(state, jobs["moved"].job.id, message_id="a-newer-message")
+
+    assert await dispatch.sweep(state) == 1
+    after = {name: await row(state, view.job.id) for name, view in jobs.items()}
+    assert after["lost"].message_id != jobs["lost"].job.message_id
+    assert after["lost"].state == JobState.RETRYING.value
+    [resent] = in_queue(sync_redis, state.namespace, "default")
+    assert (resent.message_id, resent.args[0]) == (after["lost"].message_id,
+                                                   after["lost"].id), "due: not delayed"
+    for name in ("due_now", "dead_worker"):
+        assert after[name].message_id == jobs[name].job.message_id, name
+    assert after["moved"].message_id == "a-newer-message"
+    await state.sent.flush(state.db)
+    assert await dispatch.sweep(state) == 0, "its lost copy is superseded now"
 
 
 # -- dead-letter retries -----------------------------------------------------------------------

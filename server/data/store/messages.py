@@ -53,18 +53,23 @@ def silent_active_jobs(s: Session, /, *, changed_before: datetime, limit: int = 
         .order_by(Job.id).limit(limit)))
 
 
-def renew_message(s: Session, /, *, job_id: str, changed_before: datetime) -> Job | None:
+def renew_message(s: Session, /, *, job_id: str, changed_before: datetime,
+                  lost_message_id: str | None = None) -> Job | None:
     """Give a stuck job a new message id (any older copy will be skipped) and return it.
 
     Stuck means: waiting with its message unsent, or active (its run is gone: the caller
-    checked the lease). None if the job moved on since (it changed after
-    ``changed_before``, or was sent meanwhile).
+    checked the lease); with ``lost_message_id``, waiting on that message, which the
+    caller found lost. None if the job moved on since (it changed after
+    ``changed_before``, was sent meanwhile, or waits on another message).
     """
     job = locked_job(s, job_id)
     if job is None or as_utc(job.updated_at) >= changed_before:
         return None
-    waiting_unsent = job.state in _WAITING and not job.enqueued
-    if not (waiting_unsent or job.state == JobState.ACTIVE.value):
+    if lost_message_id is not None:
+        stuck = job.state in _WAITING and job.message_id == lost_message_id
+    else:
+        stuck = (job.state in _WAITING and not job.enqueued) or job.state == JobState.ACTIVE.value
+    if not stuck:
         return None
     job.message_id, job.enqueued = new_message_id(), False
     return job
