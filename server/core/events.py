@@ -142,12 +142,26 @@ def _stamp(given: float | None, carried: float | None) -> float | None:
     return given if given is not None else carried
 
 
+_DECODER = msgspec.json.Decoder(bus.BusMessage)
+
+
 def decode_event(raw: str | bytes) -> BusEvent:
     """Parse a bus message of any kind; raises ValueError on anything malformed.
 
-    Parsed by ``json`` first: a bad publish time (even NaN, which strict JSON parsers
-    refuse) only leaves the time out; the message is then checked against its kind.
+    A well-formed message is decoded straight into its kind. Anything else is parsed by
+    ``json`` first: a bad publish time (even NaN, which strict JSON parsers refuse) only
+    leaves the time out; the message is then checked against its kind.
     """
+    try:
+        message = _DECODER.decode(raw)
+    except (msgspec.DecodeError, TypeError):
+        return _decode_leniently(raw)
+    if message.published_at is not None and _published_at(message.published_at) is None:
+        message = msgspec.structs.replace(message, published_at=None)
+    return _event(message)
+
+
+def _decode_leniently(raw: str | bytes) -> BusEvent:
     try:
         data = json.loads(raw)
     except (TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
