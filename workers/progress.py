@@ -21,6 +21,7 @@ from server.data.store import JobView
 from server.infra.bus import SyncBus
 from server.services import outcomes
 from server.services.presenter import Presenter
+from workers import handoff
 from workers.faults import DatabaseUnavailable, JobCancelled
 from workers.middleware import timings
 
@@ -135,13 +136,15 @@ class Reporter:
     def progress(self, job_id: str, stage: str, progress: int, *, image_id: str | None = None,
                  **outputs: Any) -> int:
         """Report the start of ``stage`` (and store ``outputs`` of the stage before on image
-        ``image_id``); raises JobCancelled when the job is no longer active, ImageDeleted
-        when its image is gone. Returns the job's ``seq`` after this report."""
+        ``image_id``); raises JobCancelled when the job is no longer active (or another
+        attempt than this thread's runs it), ImageDeleted when its image is gone. Returns
+        the job's ``seq`` after this report."""
         timings.stage_entered(stage)
         view = self._write(store.report_progress, job_id=job_id, stage=stage, progress=progress,
-                           image_id=image_id, outputs=outputs or None)
+                           image_id=image_id, outputs=outputs or None,
+                           of_attempt=handoff.attempt_of(job_id))
         if view is None:
-            raise JobCancelled("the job was cancelled")
+            raise JobCancelled("the job was cancelled, or a later attempt took it over")
         self._publish(view, PROGRESS)
         return view.job.seq
 

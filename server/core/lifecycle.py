@@ -43,6 +43,8 @@ FAILED_STAGE = "failed"
 
 # Finished jobs still go into ``jobs:snapshot`` for this long (CONTRACT: 10 minutes).
 SNAPSHOT_WINDOW = timedelta(minutes=10)
+# See hung_after_ms.
+HUNG_GRACE_MS = 600_000
 
 
 def image_status(state: JobState | str) -> ImageStatus:
@@ -112,6 +114,14 @@ def next_attempt(*, state: JobState | str, attempt: int, max_attempts: int) -> i
         lost = " (its worker stopped unexpectedly)" if state == JobState.ACTIVE.value else ""
         raise AttemptsExhausted(f"gave up after {attempt} attempts{lost}")
     return attempt + 1
+
+
+def hung_after_ms(time_limit_ms: float, *, grace_ms: float = HUNG_GRACE_MS) -> float:
+    """How long a run may last before it is taken for hung, stuck in a call that Dramatiq's
+    time limit (an exception delivered between bytecodes) cannot interrupt: twice its time
+    limit and a grace. The limit's exception, once delivered, and the failure's writes
+    take far less."""
+    return 2 * time_limit_ms + grace_ms
 
 
 def reported_progress(current: int, reported: int) -> int:

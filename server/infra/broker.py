@@ -12,6 +12,7 @@ from dramatiq.middleware import Retries
 
 from server.core import keys
 from server.core.jobs import actor_for
+from server.core.lifecycle import hung_after_ms
 from server.data.models import Job
 from server.infra.fair import USER_OPTION, FairQueues
 from server.infra.settings import Settings
@@ -64,8 +65,8 @@ def build_broker(settings: Settings, *, maintenance: bool = True) -> FairRedisBr
         heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms,
         per_user_cap=settings.max_jobs_in_flight_per_user,
         # An entry whose end was never reported (Redis away at that moment) stops
-        # counting after this; no run of a job lasts that long.
-        stale_ms=(2 * settings.job_time_limit_s + 600) * 1000)
+        # counting after this: a run that long is taken for hung.
+        stale_ms=int(hung_after_ms(settings.job_time_limit_s * 1000)))
     return broker
 
 

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from server.core import keys
 from server.core.events import JobEvent, decode_event
 from server.data import store
 from server.data.db import SyncDatabase
-from server.data.models import Job
+from server.data.models import Job, utcnow
 from server.infra.broker import build_broker, enqueue_job, install, redis_client, send_job
 from server.infra.bus import SyncBus
 from server.infra.embedded_redis import EmbeddedRedis
@@ -161,9 +161,14 @@ class Harness:
         value: bytes | None = self.client.get(keys.job_lease(self.prefix, job_id))
         return value
 
+    def holds_lease(self, job_id: str) -> bool:
+        """Whether a run in this process holds the job's lease in Redis."""
+        value = self.lease(job_id)
+        return value is not None and value.decode().startswith(self.leases.owner + ":")
+
     def wait_released(self, *job_ids: str) -> None:
         """Until this process holds no lease, in memory or in Redis, for those jobs."""
-        wait_until(lambda: not self.leases._held and all(self.lease(j) is None for j in job_ids),
+        wait_until(lambda: not self.leases.held() and all(self.lease(j) is None for j in job_ids),
                    f"leases of {job_ids} released")
 
     def queue_is_empty(self) -> bool:
@@ -173,10 +178,11 @@ class Harness:
         return not any(self.client.hlen(name) for name in names)
 
     @contextlib.contextmanager
-    def worker(self) -> Iterator[dramatiq.Worker]:
-        """A Dramatiq worker (one thread, so messages run one at a time) for the block."""
+    def worker(self, threads: int = 1) -> Iterator[dramatiq.Worker]:
+        """A Dramatiq worker (one thread unless told: messages run one at a time) for the
+        block."""
         self.broker.emit_after("process_boot")
-        running = dramatiq.Worker(self.broker, worker_timeout=100, worker_threads=1)
+        running = dramatiq.Worker(self.broker, worker_timeout=100, worker_threads=threads)
         running.start()
         try:
             yield running
@@ -189,13 +195,15 @@ def _behave(harness: Harness, job_id: str) -> dict[str, Any] | None:
     if job_id in harness.before_run:
         harness.before_run[job_id]()
     job = harness.row(job_id)
-    held = harness.lease(job_id) == harness.leases.owner.encode()
+    held = harness.holds_lease(job_id)
     harness.runs.append((job_id, job.attempt, held))
     mode = job.payload["mode"]
     if mode in harness.on_run:
         harness.on_run[mode](job)
     if mode == "ok":
         return {"answer": 42}
+    if mode == "hang":  # on_run hangs the first attempt
+        return {"answer": job.attempt}
     if mode == "flaky" and job.attempt < 2:
         raise TransientError("try again")
     if mode == "flaky":
@@ -465,14 +473,15 @@ def test_a_job_leased_by_another_process_is_not_run_twice(
     caplog.set_level(logging.INFO)
     elsewhere = Leases(harness.client, harness.prefix, ttl_ms=60_000)
     job = harness.new_job("ok")
-    assert elsewhere.acquire(job.id)
+    other = elsewhere.acquire(job.id)
+    assert other is not None
     with harness.worker():
         harness.send(job)
         wait_until(lambda: skipped(caplog) >= 2, "the leased job skipped twice")
-        assert harness.lease(job.id) == elsewhere.owner.encode(), "the other's lease stands"
+        assert harness.lease(job.id) == other.encode(), "the other's lease stands"
         assert harness.runs == [] and harness.tap.of(job.id) == []
         assert harness.row(job.id).attempt == 0
-        elsewhere.release(job.id)
+        elsewhere.release(job.id, other)
         events = harness.tap.wait_for(job.id, "job:completed")
         harness.wait_released(job.id)
     assert events == [("job:active", 2, "active", 1), ("job:completed", 3, "completed", 1)]
@@ -548,6 +557,63 @@ def test_a_cancellation_during_the_run_stands(harness: Harness) -> None:
         stored = harness.row(job.id)
         assert (stored.state, stored.result, stored.attempt) == ("cancelled", None, 1)
     assert [job_id for job_id, *_ in harness.runs] == [finishes.id, stops.id, sentinel.id]
+
+
+def test_a_run_hung_past_its_time_limit_is_taken_over_by_a_new_run_in_the_same_process(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run blocked where Dramatiq's time limit cannot reach it (a lock wait, as a C call
+    that never returns) holds its job only until it is overdue (twice its time limit and
+    a grace). A new message for the job (the sweeper's, once the lease is gone) is put
+    back while the run is not overdue, then runs as the next attempt in the same process
+    and completes; the hung run, when it returns at last, changes nothing and gives back
+    no lease but its own."""
+    monkeypatch.setitem(harness.broker.get_actor(TASK).options, "time_limit", 300)
+    harness.lifecycle.hung_grace_ms = 1500  # overdue 2.1 s after it began
+    unblock = threading.Event()
+    harness.on_run["hang"] = lambda job: job.attempt == 1 and unblock.wait()
+    job = harness.new_job("hang")
+    with harness.worker(threads=2):
+        try:
+            harness.send(job)
+            wait_until(lambda: harness.runs == [(job.id, 1, True)], "the first run")
+            renewed = harness.db.write(store.renew_message, job_id=job.id,
+                                       changed_before=utcnow() + timedelta(seconds=1))
+            assert renewed is not None
+            harness.send(renewed)
+            time.sleep(0.3)
+            assert harness.runs == [(job.id, 1, True)], "not overdue yet: put back"
+            events = harness.tap.wait_for(job.id, "job:completed")
+            assert harness.runs == [(job.id, 1, True), (job.id, 2, True)]
+            assert [e for e in events if e[0] != "job:queued"] == [
+                ("job:active", 2, "active", 1), ("job:active", 3, "active", 2),
+                ("job:completed", 4, "completed", 2)]
+        finally:
+            unblock.set()
+        harness.wait_released(job.id)
+        wait_until(harness.queue_is_empty, "every message acknowledged")
+    row = harness.row(job.id)
+    assert (row.state, row.attempt, row.result) == ("completed", 2, {"answer": 2})
+    assert harness.tap.of(job.id)[-1][0] == "job:completed", "the hung run announced nothing"
+
+
+def test_progress_of_a_run_a_later_attempt_took_over_is_refused(harness: Harness) -> None:
+    """A thread's progress writes name the attempt it runs: once a later attempt began, the
+    earlier run's step is refused (JobCancelled stops it) and changes nothing."""
+    job = harness.new_job("ok")
+    first = harness.db.write(store.begin_attempt, job_id=job.id)
+    second = harness.db.write(store.begin_attempt, job_id=job.id)
+    assert first is not None and second is not None
+    reporter = harness.lifecycle.reporter
+    try:
+        handoff.hand_over(first)
+        with pytest.raises(JobCancelled):
+            reporter.progress(job.id, "thumbnail", 40)
+        row = harness.row(job.id)
+        assert (row.stage, row.progress, row.seq) == ("stored", 0, second.job.seq)
+        handoff.hand_over(second)
+        assert reporter.progress(job.id, "thumbnail", 40) == second.job.seq + 1
+    finally:
+        handoff.clear()
 
 
 def test_a_job_that_cannot_be_started_is_not_run_and_not_lost(
@@ -628,23 +694,27 @@ def test_a_retry_redis_refuses_is_left_unsent_for_the_sweeper(
 # -- the helpers -----------------------------------------------------------------------------------
 
 def test_release_lease_gives_back_only_a_lease_this_message_took(harness: Harness) -> None:
-    """The flag on the message decides: without it (a skip before the lease was taken)
-    nothing is released; with it, the lease goes, once. ``job_id_of`` is the only argument."""
+    """The lease value on the message decides: without it (a skip before the lease was
+    taken) nothing is released; with it, that run's lease goes, once. ``job_id_of`` is
+    the only argument."""
     message = dramatiq.Message(queue_name=QUEUE, actor_name=TASK, args=("j1",), kwargs={},
                                options={})
     assert job_id_of(message) == "j1"
     elsewhere = Leases(harness.client, harness.prefix, ttl_ms=60_000)
-    assert elsewhere.acquire("j1")
+    other = elsewhere.acquire("j1")
+    assert other is not None
     release_lease(harness.leases, message)
-    assert harness.lease("j1") == elsewhere.owner.encode()
-    elsewhere.release("j1")
+    assert harness.lease("j1") == other.encode()
+    elsewhere.release("j1", other)
 
-    assert harness.leases.acquire("j1")
-    message.options[lifecycle.LEASE_OPTION] = True
+    lease = harness.leases.acquire("j1")
+    assert lease is not None
+    message.options[lifecycle.LEASE_OPTION] = lease
     release_lease(harness.leases, message)
-    assert harness.lease("j1") is None and harness.leases._held == set()
+    assert harness.lease("j1") is None and harness.leases.held() == []
     assert lifecycle.LEASE_OPTION not in message.options
-    assert harness.leases.acquire("j1"), "free again"
-    release_lease(harness.leases, message)  # no flag any more: the new lease stays
-    assert harness.lease("j1") == harness.leases.owner.encode()
-    harness.leases.release("j1")
+    again = harness.leases.acquire("j1")
+    assert again is not None, "free again"
+    release_lease(harness.leases, message)  # no value any more: the new lease stays
+    assert harness.lease("j1") == again.encode()
+    harness.leases.release("j1", again)

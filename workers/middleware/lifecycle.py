@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import SkipMessage
+from dramatiq.middleware import SkipMessage, TimeLimit
 
 from server.core.jobs import (
     AttemptsExhausted,
@@ -30,6 +30,7 @@ from server.core.jobs import (
     TransitionError,
     is_final,
 )
+from server.core.lifecycle import HUNG_GRACE_MS, hung_after_ms
 from server.data import store
 from server.data.models import utcnow
 from server.infra import logs
@@ -56,8 +57,17 @@ START_RETRY_MS = 3000
 
 def release_lease(leases: Leases, message: Any) -> None:
     """Give the job's lease back, if this message's processing took it."""
-    if message.options.pop(LEASE_OPTION, False):
-        leases.release(job_id_of(message))
+    value = message.options.pop(LEASE_OPTION, None)
+    if isinstance(value, str):
+        leases.release(job_id_of(message), value)
+
+
+def time_limit_ms(broker: dramatiq.Broker, message: Any) -> float:
+    """The time limit Dramatiq's TimeLimit middleware gives this message's run."""
+    actor = broker.get_actor(message.actor_name)
+    default = next((m.time_limit for m in broker.middleware if isinstance(m, TimeLimit)),
+                   TimeLimit().time_limit)
+    return float(message.options.get("time_limit") or actor.options.get("time_limit", default))
 
 
 def job_id_of(message: dramatiq.Message[Any]) -> str:
@@ -101,8 +111,10 @@ class JobLifecycle(dramatiq.Middleware):
 
     def __init__(self, reporter: Reporter, leases: Leases,
                  is_paused: Callable[[str], bool],
-                 remove_renditions: Callable[[str], None]) -> None:
+                 remove_renditions: Callable[[str], None],
+                 hung_grace_ms: float = HUNG_GRACE_MS) -> None:
         self.reporter = reporter
+        self.hung_grace_ms = hung_grace_ms
         self.leases = leases
         self.is_paused = is_paused
         self.remove_renditions = remove_renditions
@@ -140,14 +152,16 @@ class JobLifecycle(dramatiq.Middleware):
 
     def _take_lease(self, broker: dramatiq.Broker, message: Any, job_id: str) -> None:
         """Take the job's lease, or skip the message while a run of the job is alive."""
-        if not self.leases.acquire(job_id):
+        lease = self.leases.acquire(job_id, overdue_after_ms=hung_after_ms(
+            time_limit_ms(broker, message), grace_ms=self.hung_grace_ms))
+        if lease is None:
             # (No lease taken: the skip below must not release the running copy's lease.)
             # Another live process runs this job (this copy was redelivered while that
             # worker was silent, e.g. during a Redis outage). Look again once its lease
             # would have expired, had it died.
             broker.enqueue(message.copy(), delay=self.leases.ttl_ms)
             raise SkipMessage(f"job {job_id} is running elsewhere")
-        message.options[LEASE_OPTION] = True
+        message.options[LEASE_OPTION] = lease
 
     def _begin_attempt(self, broker: dramatiq.Broker, message: Any, job_id: str) -> None:
         """Mark the job active as its next attempt, or skip the message (giving the lease

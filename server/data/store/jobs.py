@@ -210,14 +210,18 @@ def begin_attempt(s: Session, /, *, job_id: str, message_id: str | None = None) 
 
 def report_progress(s: Session, /, *, job_id: str, stage: str, progress: int,
                     image_id: str | None = None,
-                    outputs: dict[str, Any] | None = None) -> JobView | None:
-    """Record a progress step of an active job; None if it is not active (e.g. cancelled).
+                    outputs: dict[str, Any] | None = None,
+                    of_attempt: int | None = None) -> JobView | None:
+    """Record a progress step of an active job; None if it is not active (e.g. cancelled)
+    or, given ``of_attempt``, runs another attempt (a later one took over a hung run).
 
     ``outputs``: what the stage before produced, stored on image ``image_id`` in the same
     transaction (one write per step, not two); raises ImageDeleted if the image is gone.
     """
     job = locked_job(s, job_id)
     if job is None or job.state != JobState.ACTIVE.value:
+        return None
+    if of_attempt is not None and job.attempt != of_attempt:
         return None
     target = image_id or str(job.image_id)
     if outputs and record_image_output(s, image_id=target, **outputs) is None:
