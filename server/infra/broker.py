@@ -65,7 +65,8 @@ def build_broker(settings: Settings, *, maintenance: bool = True) -> FairRedisBr
         heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms,
         per_user_cap=settings.max_jobs_in_flight_per_user,
         # An entry whose end was never reported (Redis away at that moment) stops
-        # counting after this: a run that long is taken for hung.
+        # counting after this: a run of the default time limit that long is taken for
+        # hung (workers.middleware.leases).
         stale_ms=int(hung_after_ms(settings.job_time_limit_s * 1000)))
     return broker
 

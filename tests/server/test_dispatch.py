@@ -416,13 +416,17 @@ async def test_sweep_resends_exactly_the_jobs_that_would_wait_forever(
     await state.sent.flush(state.db)
     for name in ("unsent", "retrying", "silent", "held_long"):
         assert (await row(state, jobs[name].job.id)).enqueued, name
-    assert await dispatch.sweep(state) == 2, "the active ones, whose runs are still gone"
+    assert await dispatch.sweep(state) == 0, \
+        "a renewal counts as a change: the new messages get their time to start"
     sync_redis.delete(keys.job_lease(state.settings.redis_prefix, leased))
 
     # Once Dramatiq has let go of it (acknowledged, the run died after), it is resent.
     sync_redis.hdel(keys.dramatiq_messages(state.namespace, "default"), "rid-held")
-    assert await dispatch.sweep(state) == 4, "silent, held_long, the unleased, the held one"
+    assert await dispatch.sweep(state) == 2, "the unleased one, the held one"
     assert (await row(state, jobs["held"].job.id)).message_id != jobs["held"].job.message_id
+    # A renewed one whose new run never started either is renewed again once silent.
+    await make("silent", updated_at=old)
+    assert await dispatch.sweep(state) == 1
 
 
 async def test_sweep_resends_a_delayed_message_a_live_worker_lost(

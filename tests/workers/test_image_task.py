@@ -34,6 +34,7 @@ from workers import handoff
 from workers.actors import run_job
 from workers.context import WorkerContext
 from workers.middleware.lifecycle import complete
+from workers.tasks import image as image_task
 from workers.tasks import registry as tasks
 from workers.tasks.registry import Completed, TaskType
 
@@ -167,3 +168,41 @@ def test_the_actor_runs_on_the_row_its_attempt_began_with(
     reads.clear()
     assert isinstance(run_job(ctx, task, other.job.id), Completed)
     assert reads[0] == "get_job"
+
+
+def test_a_run_a_later_attempt_took_over_leaves_that_attempts_renditions(
+        worker: tuple[WorkerContext, TaskType], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that stops after a later attempt began (it hung, and was taken over) removes
+    nothing: the renditions and their flags are the later attempt's. A failure of the
+    attempt that runs the job still removes them."""
+    ctx, task = worker
+    view = _upload(ctx, tmp_path)
+    assert view.image is not None
+    first = ctx.db.read(store.get_job, job_id=view.job.id, user_id=None)
+    second = ctx.db.write(store.begin_attempt, job_id=view.job.id)
+    assert first is not None and second is not None and second.job.attempt == 2
+    handoff.hand_over(second)
+    assert isinstance(run_job(ctx, task, view.job.id), Completed)
+    ctx.db.write(store.record_image_output, image_id=view.image.id, has_thumbnail=True,
+                 has_preview=True)
+
+    def stalled(*args: Any) -> Any:
+        raise OSError("storage stalled")
+
+    monkeypatch.setattr(image_task, "_process", stalled)
+
+    def kept() -> bool:
+        now = ctx.db.read(store.get_job, job_id=view.job.id, user_id=None)
+        assert now is not None and now.image is not None and view.image is not None
+        files = [ctx.storage.rendition(view.image.id, kind).exists()
+                 for kind in ("thumbnail", "preview")]
+        assert files == [now.image.has_thumbnail] * 2 == [now.image.has_preview] * 2
+        return all(files)
+
+    with pytest.raises(OSError):
+        image_task.process_image(ctx, first)
+    assert kept(), "the hung first run left the second attempt's renditions"
+    with pytest.raises(OSError):
+        image_task.process_image(ctx, second)
+    assert not kept(), "the running attempt's own failure removes them"

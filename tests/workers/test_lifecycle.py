@@ -56,6 +56,7 @@ from server.services.presenter import Presenter
 from tests.conftest import Databases
 from workers import handoff
 from workers.faults import JobCancelled, PermanentFailure, TransientError
+from workers.middleware import leases as leases_module
 from workers.middleware import lifecycle, pause
 from workers.middleware.dead_letters import DeadLetters
 from workers.middleware.leases import Leases
@@ -559,41 +560,68 @@ def test_a_cancellation_during_the_run_stands(harness: Harness) -> None:
     assert [job_id for job_id, *_ in harness.runs] == [finishes.id, stops.id, sentinel.id]
 
 
+class _Clock:
+    """``time`` for the leases module, whose monotonic clock a test moves forward."""
+
+    def __init__(self) -> None:
+        self.ahead_s = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead_s
+
+
 def test_a_run_hung_past_its_time_limit_is_taken_over_by_a_new_run_in_the_same_process(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+        harness: Harness, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A run blocked where Dramatiq's time limit cannot reach it (a lock wait, as a C call
     that never returns) holds its job only until it is overdue (twice its time limit and
-    a grace). A new message for the job (the sweeper's, once the lease is gone) is put
-    back while the run is not overdue, then runs as the next attempt in the same process
-    and completes; the hung run, when it returns at last, changes nothing and gives back
-    no lease but its own."""
-    monkeypatch.setitem(harness.broker.get_actor(TASK).options, "time_limit", 300)
-    harness.lifecycle.hung_grace_ms = 1500  # overdue 2.1 s after it began
-    unblock = threading.Event()
-    harness.on_run["hang"] = lambda job: job.attempt == 1 and unblock.wait()
+    a grace; the test moves the leases' clock). A new message for the job (the sweeper's,
+    once the lease is gone) is put back while the run is not overdue, then runs as the
+    next attempt in the same process. The hung run, returning while that attempt still
+    runs, changes nothing and leaves its lease alone; the new attempt completes."""
+    caplog.set_level(logging.INFO)
+    clock = _Clock()
+    monkeypatch.setattr(leases_module, "time", clock)
+    actor = harness.broker.get_actor(TASK)
+    # The first run's time limit only: the next is the default's (10 minutes).
+    monkeypatch.setitem(actor.options, "time_limit", 1000)
+    first_blocked, second_blocked = threading.Event(), threading.Event()
+    harness.on_run["hang"] = lambda job: (first_blocked if job.attempt == 1
+                                          else second_blocked).wait()
     job = harness.new_job("hang")
-    with harness.worker(threads=2):
+    with harness.worker(threads=3):
         try:
             harness.send(job)
             wait_until(lambda: harness.runs == [(job.id, 1, True)], "the first run")
+            del actor.options["time_limit"]
             renewed = harness.db.write(store.renew_message, job_id=job.id,
                                        changed_before=utcnow() + timedelta(seconds=1))
             assert renewed is not None
             harness.send(renewed)
-            time.sleep(0.3)
-            assert harness.runs == [(job.id, 1, True)], "not overdue yet: put back"
+            wait_until(lambda: skipped(caplog) >= 1, "the new message put back")
+            assert harness.runs == [(job.id, 1, True)], "not overdue yet"
+            clock.ahead_s = 3600.0
+            wait_until(lambda: len(harness.runs) == 2, "the new run")
+            assert harness.runs[1] == (job.id, 2, True)
+            lease = harness.lease(job.id)
+            first_blocked.set()  # the hung run returns (its time limit's exception fires)
+            wait_until(lambda: any("attempt 1 is over" in r.getMessage()
+                                   for r in caplog.records), "the hung run's end refused")
+            assert harness.lease(job.id) == lease, "the new run's lease stands"
+            row = harness.row(job.id)
+            assert (row.state, row.attempt) == ("active", 2)
+            second_blocked.set()
             events = harness.tap.wait_for(job.id, "job:completed")
-            assert harness.runs == [(job.id, 1, True), (job.id, 2, True)]
-            assert [e for e in events if e[0] != "job:queued"] == [
-                ("job:active", 2, "active", 1), ("job:active", 3, "active", 2),
-                ("job:completed", 4, "completed", 2)]
         finally:
-            unblock.set()
+            first_blocked.set()
+            second_blocked.set()
         harness.wait_released(job.id)
         wait_until(harness.queue_is_empty, "every message acknowledged")
+    assert [e for e in events if e[0] != "job:queued"] == [
+        ("job:active", 2, "active", 1), ("job:active", 3, "active", 2),
+        ("job:completed", 4, "completed", 2)]
     row = harness.row(job.id)
     assert (row.state, row.attempt, row.result) == ("completed", 2, {"answer": 2})
-    assert harness.tap.of(job.id)[-1][0] == "job:completed", "the hung run announced nothing"
 
 
 def test_progress_of_a_run_a_later_attempt_took_over_is_refused(harness: Harness) -> None:

@@ -57,3 +57,8 @@ class Heartbeat(dramatiq.Middleware):
                 # our leases) before consumers elsewhere run maintenance on us.
                 log.warning("heartbeat failed: %s", exc)
                 pause = _RETRY_PAUSE_S
+            except Exception:
+                # Anything else must not end this thread: without it, every job of this
+                # process would be taken for lost.
+                log.exception("heartbeat failed")
+                pause = _RETRY_PAUSE_S

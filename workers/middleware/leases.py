@@ -83,30 +83,30 @@ class Leases:
         If Redis cannot be asked, the answer is yes unless it runs here: Dramatiq itself
         delivers nothing while Redis is down, so the risk of a second run is smallest then.
         """
-        now = time.monotonic()
+        key = keys.job_lease(self.prefix, job_id)
+        # Redis is asked under the lock: no refresh or release of this process comes
+        # between a run's entry here and its lease in Redis (one quick command).
         with self._lock:
+            now = time.monotonic()
             current = self._held.get(job_id)
             if current is not None and now < current.overdue_at:
                 return None
             run = _Run(f"{self.owner}:{next(self._runs)}", now + overdue_after_ms / 1000)
+            try:
+                if current is None:
+                    taken = self.client.set(key, run.value, nx=True, px=self.ttl_ms)
+                else:
+                    taken = self.client.eval(_SET_IF_OURS, 1, key, current.value, run.value,
+                                             self.ttl_ms)
+            except redis.RedisError as exc:
+                log.warning("could not check the lease of job %s: %s", job_id, exc)
+                taken = True
+            if not taken:
+                return None
             self._held[job_id] = run
-        key = keys.job_lease(self.prefix, job_id)
-        try:
-            if current is None:
-                taken = self.client.set(key, run.value, nx=True, px=self.ttl_ms)
-            else:
-                log.warning("job %s: a new run takes over from one hung here", job_id)
-                taken = self.client.eval(_SET_IF_OURS, 1, key, current.value, run.value,
-                                         self.ttl_ms)
-            if taken:
-                return run.value
-        except redis.RedisError as exc:
-            log.warning("could not check the lease of job %s: %s", job_id, exc)
-            return run.value
-        with self._lock:
-            if self._held.get(job_id) is run:
-                del self._held[job_id]
-        return None
+        if current is not None:
+            log.warning("job %s: a new run took over from one hung here", job_id)
+        return run.value
 
     def release(self, job_id: str, value: str) -> None:
         """Give back the lease of the run ``acquire`` gave ``value`` (only that run's)."""
@@ -114,10 +114,10 @@ class Leases:
             run = self._held.get(job_id)
             if run is not None and run.value == value:
                 del self._held[job_id]
-        try:
-            self.client.eval(_RELEASE, 1, keys.job_lease(self.prefix, job_id), value)
-        except redis.RedisError as exc:
-            log.warning("could not release the lease of job %s: %s", job_id, exc)
+            try:
+                self.client.eval(_RELEASE, 1, keys.job_lease(self.prefix, job_id), value)
+            except redis.RedisError as exc:
+                log.warning("could not release the lease of job %s: %s", job_id, exc)
 
     def held(self) -> list[str]:
         """The jobs with a run here (a hung one included)."""
@@ -125,17 +125,25 @@ class Leases:
             return list(self._held)
 
     def refresh(self) -> None:
-        """Extend the lease of every run here but hung ones (called by the heartbeat)."""
-        now = time.monotonic()
+        """Extend the lease of every run here but hung ones (called by the heartbeat), in
+        one round trip; raises RedisError if Redis cannot be asked."""
+        hung: list[str] = []
         with self._lock:
-            held = list(self._held.items())
-        for job_id, run in held:
-            if now >= run.overdue_at:
-                if not run.reported:
+            now = time.monotonic()
+            live = []
+            for job_id, run in self._held.items():
+                if now < run.overdue_at:
+                    live.append((job_id, run.value))
+                elif not run.reported:
                     run.reported = True
-                    log.error("job %s has run far past its time limit in a call that cannot "
-                              "be interrupted: its lease is no longer renewed, so it can run "
-                              "again", job_id, extra={"job_id": job_id})
-                continue
-            self.client.eval(_SET_IF_OURS, 1, keys.job_lease(self.prefix, job_id), run.value,
-                             run.value, self.ttl_ms)
+                    hung.append(job_id)
+            if live:
+                with self.client.pipeline(transaction=False) as pipe:
+                    for job_id, value in live:
+                        pipe.eval(_SET_IF_OURS, 1, keys.job_lease(self.prefix, job_id), value,
+                                  value, self.ttl_ms)
+                    pipe.execute()
+        for job_id in hung:
+            log.error("job %s has run far past its time limit in a call that cannot be "
+                      "interrupted: its lease is no longer renewed, so it can run again",
+                      job_id, extra={"job_id": job_id})

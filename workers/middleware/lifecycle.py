@@ -30,7 +30,7 @@ from server.core.jobs import (
     TransitionError,
     is_final,
 )
-from server.core.lifecycle import HUNG_GRACE_MS, hung_after_ms
+from server.core.lifecycle import hung_after_ms
 from server.data import store
 from server.data.models import utcnow
 from server.infra import logs
@@ -66,7 +66,7 @@ def time_limit_ms(broker: dramatiq.Broker, message: Any) -> float:
     """The time limit Dramatiq's TimeLimit middleware gives this message's run."""
     actor = broker.get_actor(message.actor_name)
     default = next((m.time_limit for m in broker.middleware if isinstance(m, TimeLimit)),
-                   TimeLimit().time_limit)
+                   600_000)  # TimeLimit's own default
     return float(message.options.get("time_limit") or actor.options.get("time_limit", default))
 
 
@@ -111,10 +111,8 @@ class JobLifecycle(dramatiq.Middleware):
 
     def __init__(self, reporter: Reporter, leases: Leases,
                  is_paused: Callable[[str], bool],
-                 remove_renditions: Callable[[str], None],
-                 hung_grace_ms: float = HUNG_GRACE_MS) -> None:
+                 remove_renditions: Callable[[str], None]) -> None:
         self.reporter = reporter
-        self.hung_grace_ms = hung_grace_ms
         self.leases = leases
         self.is_paused = is_paused
         self.remove_renditions = remove_renditions
@@ -152,8 +150,8 @@ class JobLifecycle(dramatiq.Middleware):
 
     def _take_lease(self, broker: dramatiq.Broker, message: Any, job_id: str) -> None:
         """Take the job's lease, or skip the message while a run of the job is alive."""
-        lease = self.leases.acquire(job_id, overdue_after_ms=hung_after_ms(
-            time_limit_ms(broker, message), grace_ms=self.hung_grace_ms))
+        lease = self.leases.acquire(
+            job_id, overdue_after_ms=hung_after_ms(time_limit_ms(broker, message)))
         if lease is None:
             # (No lease taken: the skip below must not release the running copy's lease.)
             # Another live process runs this job (this copy was redelivered while that

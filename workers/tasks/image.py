@@ -10,6 +10,7 @@ from server.core.jobs import STAGE_PROGRESS, ImageDeleted, JobState, Stage
 from server.core.tasks import IMAGE_PROCESS
 from server.data import store
 from server.data.store import JobView
+from workers import handoff
 from workers.context import WorkerContext
 from workers.faults import JobCancelled, image_deleted_error
 from workers.middleware import timings
@@ -28,12 +29,11 @@ def process_image(ctx: WorkerContext, view: JobView,
         outputs = _process(ctx, view, image_id)
     except BaseException:
         # Whatever stopped this attempt, no partial output stays visible; a retry redoes
-        # it. Unless the job completed after all (another run finished it): keep those.
-        now = ctx.db.read(store.get_job, job_id=view.job.id, user_id=None)
-        if now is None or now.job.state != JobState.COMPLETED.value:
+        # it. Unless the job completed after all (another run finished it), or a later
+        # attempt took over from this (hung) run: those outputs are theirs.
+        if ctx.db.write(store.withdraw_outputs, job_id=view.job.id, image_id=image_id,
+                        attempt=view.job.attempt):
             ctx.storage.remove_renditions(image_id)
-            ctx.db.write(store.record_image_output, image_id=image_id, has_thumbnail=False,
-                         has_preview=False)
         raise
     # The presenter puts the finished <Image> into the result.
     return Completed(image_id=image_id, image_outputs=outputs)
@@ -41,7 +41,8 @@ def process_image(ctx: WorkerContext, view: JobView,
 
 def _cancel(ctx: WorkerContext, job_id: str, error: dict[str, str]) -> JobCancelled:
     """Record that the job is cancelled because its input is gone, and say so."""
-    ctx.reporter.transition(job_id, JobState.CANCELLED, stage="cancelled", error=error)
+    ctx.reporter.transition(job_id, JobState.CANCELLED, stage="cancelled", error=error,
+                            of_attempt=handoff.attempt_of(job_id))
     return JobCancelled(error["message"])
 
 

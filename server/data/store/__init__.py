@@ -30,6 +30,7 @@ from server.data.store.jobs import (
     list_jobs,
     report_progress,
     transition,
+    withdraw_outputs,
 )
 from server.data.store.line import advance_line, get_job_positioned, queue_position, snapshot_jobs
 from server.data.store.messages import (
@@ -147,4 +148,5 @@ __all__ = [
     "unsent_jobs",
     "user_by_token_hash",
     "user_is_admin",
+    "withdraw_outputs",
 ]

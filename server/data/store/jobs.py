@@ -208,6 +208,19 @@ def begin_attempt(s: Session, /, *, job_id: str, message_id: str | None = None) 
                       progress=0, attempt=attempt)
 
 
+def withdraw_outputs(s: Session, /, *, job_id: str, image_id: str, attempt: int) -> bool:
+    """A run of ``attempt`` stopped: mark its image as having no renditions, unless the job
+    completed (whoever finished it keeps them) or a later attempt runs it now (one that
+    took over from a hung run: they are its own). True if withdrawn: the caller removes
+    the files."""
+    job = locked_job(s, job_id)
+    if job is not None and (job.state == JobState.COMPLETED.value or (
+            job.state == JobState.ACTIVE.value and job.attempt != attempt)):
+        return False
+    record_image_output(s, image_id=image_id, has_thumbnail=False, has_preview=False)
+    return True
+
+
 def report_progress(s: Session, /, *, job_id: str, stage: str, progress: int,
                     image_id: str | None = None,
                     outputs: dict[str, Any] | None = None,

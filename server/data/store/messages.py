@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.core.jobs import JobState
-from server.data.models import Job, as_utc
+from server.data.models import Job, as_utc, utcnow
 from server.data.store.views import locked_job
 
 # A job's message is waiting to run (first or next attempt).
@@ -71,5 +71,8 @@ def renew_message(s: Session, /, *, job_id: str, changed_before: datetime,
         stuck = (job.state in _WAITING and not job.enqueued) or job.state == JobState.ACTIVE.value
     if not stuck:
         return None
-    job.message_id, job.enqueued = new_message_id(), False
+    # A renewal counts as a change: the next sweep leaves the new message its time to
+    # start (behind a backlog, say) instead of renewing it again, which would put the
+    # job back at the end of its owner's line each time.
+    job.message_id, job.enqueued, job.updated_at = new_message_id(), False, utcnow()
     return job
