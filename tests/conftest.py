@@ -44,6 +44,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unmarked:
         raise pytest.UsageError("tests that start Redis, a database or a process must be "
                                 "marked integration:\n  " + "\n  ".join(unmarked))
+    # A test of Redis and Dramatiq behaviour alone runs on SQLite only (saves the time
+    # of a second slow run that would exercise no other database code).
+    once = [item for item in items if item.get_closest_marker("one_database")
+            and getattr(item, "callspec", None) is not None
+            and item.callspec.params.get("databases", "sqlite") != "sqlite"]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        items[:] = [item for item in items if item not in once]
 
 
 @contextlib.contextmanager

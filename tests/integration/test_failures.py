@@ -363,6 +363,7 @@ async def test_client_ends_with_the_final_state_across_a_web_restart(
         "the client reconnected by itself and got a fresh snapshot"
 
 
+@pytest.mark.one_database
 async def test_a_delayed_job_a_worker_lost_in_a_redis_outage_still_runs(
         databases: Databases, tmp_path: Path) -> None:
     """A worker fetches a delayed message into memory until it is due; a Redis outage

@@ -146,6 +146,7 @@ async def _scrape_until(http: httpx.AsyncClient, done: Callable[[Samples], bool]
         await asyncio.sleep(0.5)
 
 
+@pytest.mark.one_database
 async def test_any_web_process_reports_the_whole_deployment(
         stack: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     other, other_url = start_web_process(stack.env, stack.logs / "web-b.log")
