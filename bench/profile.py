@@ -59,6 +59,8 @@ def top(collapsed: Path, limit: int = 25) -> list[tuple[str, float]]:
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():  # py-spy now and then writes a garbled frame name
+            continue
         n = int(count)
         total += n
         for frame in {_function(frame) for frame in stack.split(";")}:
