@@ -583,8 +583,9 @@ def test_a_run_hung_past_its_time_limit_is_taken_over_by_a_new_run_in_the_same_p
     clock = _Clock()
     monkeypatch.setattr(leases_module, "time", clock)
     # Dramatiq's own time limit (10 minutes by default) never fires here: the leases'
-    # clock is moved instead. (A short one would interrupt the run at a random point
-    # before it blocks, on a slow machine in the middle of a database call.)
+    # clock is moved instead. (With a short one, its exception stays pending on the
+    # blocked thread; under coverage's tracer, as in `make test`, that made this process
+    # spin at full CPU until the test timed out: seen here, CPython 3.11, coverage 7.)
     first_blocked, second_blocked = threading.Event(), threading.Event()
     harness.on_run["hang"] = lambda job: (first_blocked if job.attempt == 1
                                           else second_blocked).wait()
