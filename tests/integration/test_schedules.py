@@ -191,6 +191,9 @@ async def test_a_due_schedule_fires_once_with_two_schedulers(
 
 
 @pytest.mark.timeout(180)
+# The purge's and clean-up's queries run on both databases in
+# tests/server/store/test_retention.py; this is the scheduler firing them (a minute's wait).
+@pytest.mark.one_database
 async def test_scheduler_cleans_stray_files_and_purges_old_jobs(
         scheduled: Stack, http: httpx.AsyncClient) -> None:
     token = await new_token(http)
