@@ -281,13 +281,14 @@ async def test_sent_marks_loop_flushes_periodically_and_outlasts_a_database_outa
     working = asyncio.create_task(marks.run(state.db))
     try:
         deadline = time.monotonic() + 10
-        while not (await row(state, view.job.id)).enqueued:
+        # Both, before the loop is cancelled: a cancel that lands after the commit but
+        # before the flush resumes puts the notes back (marking twice is harmless).
+        while marks._pending or not (await row(state, view.job.id)).enqueued:
             assert time.monotonic() < deadline, "the loop never flushed"
             await asyncio.sleep(0.02)
     finally:
         working.cancel()
         await asyncio.gather(working, return_exceptions=True)
-    assert marks._pending == {}
 
 
 # -- webhook deliveries ------------------------------------------------------------------------
