@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -86,12 +86,20 @@ class Image(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    # Searches (server.core.search) list newest first, a page at a time: an index led by
+    # the filtered column and ending in the id serves a filter and the order at once.
+    __table_args__ = (
+        Index("ix_jobs_user_id_id", "user_id", "id"),
+        Index("ix_jobs_state_id", "state", "id"),
+        Index("ix_jobs_type_id", "type", "id"),
+        Index("ix_jobs_queue_id", "queue", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[str] = mapped_column(String(32))
     type: Mapped[str] = mapped_column(String(64))
     queue: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(String(16))
     stage: Mapped[str] = mapped_column(String(32))
     progress: Mapped[int] = mapped_column(Integer, default=0)
     attempt: Mapped[int] = mapped_column(Integer, default=0)

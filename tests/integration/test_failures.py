@@ -203,6 +203,25 @@ async def test_dead_letters_filter_delete_and_clear(faults: Stack,
 
     assert (await http.delete(f"/api/dlq/{jobs[0]['id']}", headers=admin)).status_code == 204
     assert (await http.delete(f"/api/dlq/{jobs[0]['id']}", headers=admin)).status_code == 404
+    # "Delete all that match": the search's matches go, the rest stay.
+    other = await _task(http, token, "test.flaky", {"fail_runs": 9, "error": "permanent"})
+    assert (await wait_final(http, token, other["id"]))["state"] == "failed"
+    assert (await http.delete(f"/api/dlq?id={jobs[1]['id']}", headers=admin)).status_code == 204
+    left = {i["job"]["id"] for i in (await http.get("/api/dlq?limit=200", headers=admin)).json()[
+        "items"]}
+    assert jobs[1]["id"] not in left and other["id"] in left
+    assert (await http.delete("/api/dlq?sha256=xyz", headers=admin)).json()["error"][
+        "code"] == "invalid_filter"
+    # "Retry all that match": only the matches run again.
+    third = await _task(http, token, "test.flaky", {"fail_runs": 9, "error": "permanent"})
+    assert (await wait_final(http, token, third["id"]))["state"] == "failed"
+    retried = await http.post(f"/api/dlq/retry?id={other['id'][-8:]}", headers=admin)
+    assert retried.status_code == 202
+    assert (retried.json()["retried"], retried.json()["errors"]) == ([other["id"]], [])
+    left = {i["job"]["id"] for i in (await http.get("/api/dlq?limit=200", headers=admin)).json()[
+        "items"]}
+    assert other["id"] not in left and third["id"] in left
+    assert (await wait_final(http, token, other["id"]))["attempt"] == 1  # ran (and failed) again
     assert (await http.delete("/api/dlq", headers=admin)).status_code == 204
     assert (await http.get("/api/dlq", headers=admin)).json()["items"] == []
     # The jobs themselves stay failed: the DLQ entry is gone, the history is not.

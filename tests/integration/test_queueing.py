@@ -184,6 +184,21 @@ async def test_job_lists_timelines_and_live_queue_stats_for_admins(
     everyone = (await http.get("/api/jobs?limit=200", headers=auth(admin_token))).json()
     assert job["id"] in [j["id"] for j in everyone["items"]]
     assert (await http.get("/api/jobs?state=nope", headers=auth(token))).status_code == 400
+    # Search: by id (its short form too), owner (admins only), a bad filter is a 400.
+    found = (await http.get(f"/api/jobs?id={job['id'][-8:]}&type=test.sleep",
+                            headers=auth(token))).json()["items"]
+    assert [j["id"] for j in found] == [job["id"]]
+    session = (await http.post("/api/session")).json()
+    owned = await _sleep(http, session["token"], 0)
+    by_owner = (await http.get(f"/api/jobs?user={session['user_id']}",
+                               headers=auth(admin_token))).json()["items"]
+    assert [j["id"] for j in by_owner] == [owned["id"]]
+    assert (await http.get(f"/api/jobs?user={session['user_id']}",
+                           headers=auth(session["token"]))).status_code == 200
+    refused = await http.get(f"/api/jobs?user={session['user_id']}", headers=auth(stranger))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    bad = await http.get("/api/jobs?from=yesterday", headers=auth(token))
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_filter"
 
     timeline = (await http.get(f"/api/jobs/{job['id']}/timeline", headers=auth(token))).json()
     assert timeline["payload"] == {"seconds": 0.2, "steps": 1}

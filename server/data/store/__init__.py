@@ -27,7 +27,6 @@ from server.data.store.jobs import (
     create_task_job,
     delete_job,
     get_job,
-    list_jobs,
     report_progress,
     transition,
     withdraw_outputs,
@@ -50,6 +49,7 @@ from server.data.store.schedules import (
     fire_schedule,
     list_schedules,
 )
+from server.data.store.search import job_conditions, list_jobs, views_of
 from server.data.store.stats import (
     finished_job_counts,
     job_counts_by_type,
@@ -119,6 +119,7 @@ __all__ = [
     "get_image",
     "get_job",
     "get_job_positioned",
+    "job_conditions",
     "job_counts_by_type",
     "job_timeline",
     "list_dead_letters",
@@ -148,5 +149,6 @@ __all__ = [
     "unsent_jobs",
     "user_by_token_hash",
     "user_is_admin",
+    "views_of",
     "withdraw_outputs",
 ]

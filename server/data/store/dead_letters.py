@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from server.core import lifecycle
 from server.core.jobs import JobState
+from server.core.search import EVERYTHING, JobSearch
 from server.data.models import DeadLetter, Job, utcnow
 from server.data.store.jobs import get_job, transition
 from server.data.store.messages import new_message_id
-from server.data.store.views import JobView, view
+from server.data.store.search import job_conditions, views_of
+from server.data.store.views import JobView
+
+# Ids per DELETE statement: under SQLite's and PostgreSQL's bound-parameter limits.
+_DELETE_CHUNK = 500
 
 
 def dead_letter(s: Session, /, *, job_id: str, error: dict[str, Any], traceback: str | None,
@@ -32,21 +37,22 @@ def dead_letter(s: Session, /, *, job_id: str, error: dict[str, Any], traceback:
     return failed
 
 
+def _matching(search: JobSearch) -> list[ColumnElement[bool]]:
+    """``search`` on dead letters: the job's fields, and the error as the entry keeps it."""
+    return job_conditions(search, error_columns=(DeadLetter.error_type,
+                                                 DeadLetter.error_message))
+
+
 def list_dead_letters(s: Session, /, *, limit: int, before: str | None = None,
-                      task_type: str | None = None,
-                      error: str | None = None) -> list[tuple[DeadLetter, JobView]]:
-    """A page of dead letters, newest job first, optionally by type and error text."""
-    query = select(DeadLetter, Job).join(Job, Job.id == DeadLetter.job_id)
+                      search: JobSearch = EVERYTHING) -> list[tuple[DeadLetter, JobView]]:
+    """A page of the dead letters ``search`` matches, newest job first."""
+    query = (select(DeadLetter, Job).join(Job, Job.id == DeadLetter.job_id)
+             .where(*_matching(search)))
     if before:
         query = query.where(DeadLetter.job_id < before)
-    if task_type:
-        query = query.where(DeadLetter.type == task_type)
-    if error:
-        pattern = f"%{error.lower()}%"
-        query = query.where(func.lower(DeadLetter.error_type).like(pattern)
-                            | func.lower(DeadLetter.error_message).like(pattern))
     rows = s.execute(query.order_by(DeadLetter.job_id.desc()).limit(limit)).all()
-    return [(entry, view(s, job)) for entry, job in rows]
+    views = views_of(s, (job for _, job in rows))
+    return [(entry, found) for (entry, _), found in zip(rows, views, strict=True)]
 
 
 def dead_letter_count(s: Session) -> int:
@@ -54,9 +60,12 @@ def dead_letter_count(s: Session) -> int:
     return int(s.scalar(select(func.count()).select_from(DeadLetter)) or 0)
 
 
-def dead_letter_ids(s: Session) -> list[str]:
-    """The ids of the dead-lettered jobs, oldest first."""
-    return list(s.scalars(select(DeadLetter.job_id).order_by(DeadLetter.job_id)))
+def dead_letter_ids(s: Session, /, *, search: JobSearch = EVERYTHING) -> list[str]:
+    """The ids of the dead-lettered jobs ``search`` matches, oldest first."""
+    query = select(DeadLetter.job_id)
+    if not search.empty:
+        query = query.join(Job, Job.id == DeadLetter.job_id).where(*_matching(search))
+    return list(s.scalars(query.order_by(DeadLetter.job_id)))
 
 
 def delete_dead_letter(s: Session, /, *, job_id: str) -> bool:
@@ -65,10 +74,13 @@ def delete_dead_letter(s: Session, /, *, job_id: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-def clear_dead_letters(s: Session) -> int:
-    """Drop every entry; returns how many there were."""
-    result = s.execute(delete(DeadLetter))
-    return int(getattr(result, "rowcount", 0) or 0)
+def clear_dead_letters(s: Session, /, *, search: JobSearch = EVERYTHING) -> list[str]:
+    """Drop the entries ``search`` matches (every one by default); their job ids."""
+    ids = dead_letter_ids(s, search=search)
+    for start in range(0, len(ids), _DELETE_CHUNK):
+        s.execute(delete(DeadLetter).where(
+            DeadLetter.job_id.in_(ids[start:start + _DELETE_CHUNK])))
+    return ids
 
 
 def requeue_failed(s: Session, /, *, job_id: str, user_id: str | None = None,

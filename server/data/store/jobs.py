@@ -19,7 +19,6 @@ from server.core.jobs import (
     TransitionError,
     is_final,
 )
-from server.core.queue_figures import DELAYED
 from server.data.models import Image, Job, JobEventRecord, new_id, utcnow
 from server.data.store.images import get_image, record_image_output
 from server.data.store.messages import new_message_id
@@ -100,23 +99,6 @@ def get_job(s: Session, /, *, job_id: str, user_id: str | None) -> JobView | Non
         query = query.where(Job.user_id == user_id)
     job = s.scalars(query).first()
     return view(s, job) if job else None
-
-
-def list_jobs(s: Session, /, *, user_id: str | None, limit: int, before: str | None = None,
-              state: str | None = None, task_type: str | None = None) -> list[JobView]:
-    """A page of jobs, newest first: one user's, or everyone's (user_id None, for admins)."""
-    query = select(Job)
-    if user_id is not None:
-        query = query.where(Job.user_id == user_id)
-    if before:
-        query = query.where(Job.id < before)
-    if state == DELAYED:  # queued with a run_at still ahead, as queue_stats counts it
-        query = query.where(Job.state == JobState.QUEUED.value, Job.run_at > utcnow())
-    elif state:
-        query = query.where(Job.state == state)
-    if task_type:
-        query = query.where(Job.type == task_type)
-    return [view(s, job) for job in s.scalars(query.order_by(Job.id.desc()).limit(limit))]
 
 
 def count_unfinished(s: Session, /, *, user_id: str, task_type: str) -> int:

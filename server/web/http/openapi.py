@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from server.core.queue_figures import COUNTED_STATES
+from server.core.search import MAX_NAME_CHARS, MAX_TEXT_CHARS, MIN_HASH_PREFIX
 from server.core.signing import FILE_KINDS
 from server.core.validation import MAX_CLEAN_AGE_S, MAX_DELAY_S, MAX_PAGE, PRIORITIES
 from server.core.wire import requests, responses
@@ -104,6 +105,24 @@ _PAGE = [
            {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50}),
     _query("before", "Cursor: the next_before of the previous page.", {"type": "string"}),
 ]
+
+_TEXT: Schema = {"type": "string", "maxLength": MAX_TEXT_CHARS}
+# The filters of server.core.search (GET /api/jobs, the dead-letter queue's routes).
+_SEARCH = [
+    _query("id", "A job id, its start, or its last characters (the short id shown).",
+           {"type": "string", "pattern": "^[0-9a-fA-F]{1,32}$"}),
+    _query("type", "Only jobs of this task type.",
+           {"type": "string", "maxLength": MAX_NAME_CHARS}),
+    _query("queue", "Only this queue; a base name covers its priorities (images: "
+                    "images.high too).", {"type": "string", "maxLength": MAX_NAME_CHARS}),
+    _query("filename", "Text in the image's filename, any case.", _TEXT),
+    _query("sha256", "The image's content hash, or its start.",
+           {"type": "string", "pattern": f"^[0-9a-fA-F]{{{MIN_HASH_PREFIX},64}}$"}),
+    _query("error", "Text in the error's type or message, any case.", _TEXT),
+    _query("from", "Made at or after this time.", {"type": "string", "format": "date-time"}),
+    _query("to", "Made before this time.", {"type": "string", "format": "date-time"}),
+]
+_USER = _query("user", "Only this user's.", {"type": "string", "maxLength": MAX_NAME_CHARS})
 
 
 def _op(summary: str, tag: str, ok: dict[int, Schema], *, access: str = USER,
@@ -262,10 +281,13 @@ def _paths() -> dict[str, dict[str, Any]]:
                     _query("state", "Only jobs in this state (delayed: queued with a "
                                     "future run_at).",
                            {"type": "string", "enum": list(COUNTED_STATES)}),
-                    _query("type", "Only jobs of this task type.", {"type": "string"}),
+                    *_SEARCH,
+                    _query("user", "Only this user's jobs (admins; a user may give their "
+                                   "own id).", {"type": "string", "maxLength": MAX_NAME_CHARS}),
                     *_PAGE,
                 ],
-                description="Your jobs; an admin's: everyone's."),
+                description="Your jobs; an admin's: everyone's. Filters combine (AND); "
+                            "400 invalid_filter for a malformed one."),
         },
         "/api/jobs/{job_id}": {
             "get": _op("Read a job", "jobs", {200: _json("The job as of its last event.", job)},
@@ -351,17 +373,18 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "List dead letters", "dlq",
                 {200: _json("A page of failed jobs, newest first.", _ref("DeadLetterPage"))},
                 access=ADMIN, errors=(400, 422),
-                parameters=[*_PAGE,
-                            _query("type", "Only this task type.", {"type": "string"}),
-                            _query("error", "Text in the error's type or message.",
-                                   {"type": "string"})]),
-            "delete": _op("Delete every dead letter", "dlq", {204: _NO_CONTENT}, access=ADMIN,
-                          description="The jobs stay failed; only the entries go."),
+                parameters=[*_PAGE, *_SEARCH, _USER]),
+            "delete": _op("Delete every dead letter that matches", "dlq", {204: _NO_CONTENT},
+                          access=ADMIN, errors=(400,), parameters=[*_SEARCH, _USER],
+                          description="Without filters, every one. The jobs stay failed; "
+                                      "only the entries go."),
         },
         "/api/dlq/retry": {
-            "post": _op("Retry every dead letter", "dlq",
+            "post": _op("Retry every dead letter that matches", "dlq",
                         {202: _json("What was queued again and what could not be.",
-                                    _ref("DeadLetterRetry"))}, access=ADMIN),
+                                    _ref("DeadLetterRetry"))}, access=ADMIN, errors=(400,),
+                        parameters=[*_SEARCH, _USER],
+                        description="Without filters, every one."),
         },
         "/api/dlq/{job_id}/retry": {
             "post": _op("Retry one dead letter", "dlq",

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from server.core.jobs import JobState, TransitionError
+from server.core.search import JobSearch
 from server.data import store
 from server.data.db import SyncDatabase
 from server.data.models import DeadLetter, Job, new_id
@@ -80,16 +81,18 @@ def test_list_dead_letters_pages_and_filters(db: SyncDatabase) -> None:
                 error={"type": "Timeout" + kind, "message": "Took TOO long"})
     mine = sorted([j.id for j in jobs], reverse=True)
 
-    def ids(**filters: Any) -> list[str]:
-        return [entry.job_id for entry, _ in db.read(store.list_dead_letters, **filters)]
+    def ids(limit: int = 10, before: str | None = None, **filters: Any) -> list[str]:
+        return [entry.job_id for entry, _ in db.read(
+            store.list_dead_letters, limit=limit, before=before, search=JobSearch(**filters))]
 
-    assert ids(limit=10, task_type=kind) == mine
-    assert ids(limit=2, task_type=kind) == mine[:2]
-    assert ids(limit=10, task_type=kind, before=mine[0]) == mine[1:]
-    assert ids(limit=10, error="too LONG") == [odd.id]
-    assert ids(limit=10, error=("timeout" + kind).upper()) == [odd.id]
-    assert ids(limit=10, task_type=kind, error="took") == []
-    entry, view = db.read(store.list_dead_letters, limit=1, task_type=other_kind)[0]
+    assert ids(type=kind) == mine
+    assert ids(limit=2, type=kind) == mine[:2]
+    assert ids(type=kind, before=mine[0]) == mine[1:]
+    assert ids(error="too LONG") == [odd.id]
+    assert ids(error=("timeout" + kind).upper()) == [odd.id]
+    assert ids(type=kind, error="took") == []
+    entry, view = db.read(store.list_dead_letters, limit=1,
+                          search=JobSearch(type=other_kind))[0]
     assert entry.job_id == view.job.id == odd.id and view.job.state == "failed"
 
 
@@ -106,8 +109,8 @@ def test_dead_letter_count_ids_delete_and_clear(empty: SyncDatabase) -> None:
     assert db.write(store.delete_dead_letter, job_id=ids[0]) is False
     assert db.read(store.dead_letter_ids) == ids[1:]
     assert stored_job(db, ids[0]).state == "failed"  # the job itself stays
-    assert db.write(store.clear_dead_letters) == 2
-    assert (db.read(store.dead_letter_count), db.write(store.clear_dead_letters)) == (0, 0)
+    assert db.write(store.clear_dead_letters) == ids[1:]
+    assert (db.read(store.dead_letter_count), db.write(store.clear_dead_letters)) == (0, [])
 
 
 def test_requeue_failed_queues_a_dead_letter_again(db: SyncDatabase) -> None:

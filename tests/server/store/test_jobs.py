@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from server.core.jobs import AttemptsExhausted, ImageBusy, ImageDeleted, JobState, TransitionError
+from server.core.search import JobSearch
 from server.data import store
 from server.data.db import SyncDatabase
 from server.data.models import Job, as_utc, new_id, utcnow
@@ -160,12 +161,12 @@ def test_list_jobs_filters_and_pages_newest_first(db: SyncDatabase) -> None:
     assert ids(user_id=user_id, limit=10) == mine
     assert ids(user_id=user_id, limit=2) == mine[:2]
     assert ids(user_id=user_id, limit=10, before=mine[1]) == mine[2:]
-    assert ids(user_id=user_id, limit=10, state="completed") == [done.id]
-    assert ids(user_id=user_id, limit=10, state="delayed") == [delayed.id]
-    assert ids(user_id=user_id, limit=10, state="queued") == sorted(
+    assert ids(user_id=user_id, limit=10, search=JobSearch(state="completed")) == [done.id]
+    assert ids(user_id=user_id, limit=10, search=JobSearch(state="delayed")) == [delayed.id]
+    assert ids(user_id=user_id, limit=10, search=JobSearch(state="queued")) == sorted(
         [j.id for j in (*plain, delayed)], reverse=True)
-    assert ids(user_id=user_id, limit=10, task_type="t.other") == []
-    assert ids(user_id=None, limit=10, task_type=kind) == [theirs.id, *mine]
+    assert ids(user_id=user_id, limit=10, search=JobSearch(type="t.other")) == []
+    assert ids(user_id=None, limit=10, search=JobSearch(type=kind)) == [theirs.id, *mine]
 
 
 def test_count_unfinished_counts_the_users_waiting_and_running_jobs_of_a_type(

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from server.core import quotas
 from server.core.jobs import JobState
+from server.core.search import JobSearch
 from server.core.tasks import WEBHOOK_DELIVER, WEBHOOK_MAX_ATTEMPTS
 from server.data import store
 from server.data.db import SyncDatabase
@@ -76,7 +77,7 @@ def _hook(view: store.JobView) -> tuple[str, dict[str, Any]]:
 
 def _deliveries(db: SyncDatabase, user_id: str) -> list[Job]:
     return [v.job for v in db.read(store.list_jobs, user_id=user_id, limit=100,
-                                   task_type=WEBHOOK_DELIVER.name)]
+                                   search=JobSearch(type=WEBHOOK_DELIVER.name))]
 
 
 def test_end_with_deliveries_queues_deliveries_when_the_change_ends_the_job(

@@ -1,4 +1,4 @@
-"""The dead-letter queue (admin): list, retry one or all, delete one or all."""
+"""The dead-letter queue (admin): list and search, retry or delete one or all that match."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.routing import Route
 from server.core import validation
 from server.core.errors import ApiError, Problem, not_found
 from server.core.events import DLQ_REMOVED, AdminEvent
+from server.core.search import job_search
 from server.core.wire import responses as wire
 from server.data import store
 from server.infra.audit import audit
@@ -17,18 +18,19 @@ from server.services.presenter import builtins
 from server.web.http.auth import require_admin
 from server.web.state import app_state
 
+# Ids per ``dlq:removed`` push when a search's matches are deleted: events stay small.
+REMOVED_PER_EVENT = 500
+
 
 async def list_dead_letters(request: Request) -> JSONResponse:
     admin = await require_admin(request)
     state = app_state(request)
     limit, before = validation.page(request.query_params,
                                     max_digits=state.settings.max_number_digits)
-    task_type = request.query_params.get("type") or None
-    error = request.query_params.get("error") or None
+    search = job_search(request.query_params)
     rows = await state.db.read(store.list_dead_letters, limit=limit, before=before,
-                               task_type=task_type, error=error)
-    audit(admin.user_id, "dlq.list", "dlq",
-          f"{len(rows)} items, type={task_type or '*'}, error={error or '*'}")
+                               search=search)
+    audit(admin.user_id, "dlq.list", "dlq", f"{len(rows)} items, {search.described()}")
     return JSONResponse({
         "items": [state.presenter.dead_letter(entry, view) for entry, view in rows],
         "next_before": rows[-1][0].job_id if len(rows) == limit else None,
@@ -44,11 +46,13 @@ async def retry_one(request: Request) -> JSONResponse:
 
 
 async def retry_all(request: Request) -> JSONResponse:
+    """Retry every dead letter the search in the query matches (all of them without one)."""
     admin = await require_admin(request)
     state = app_state(request)
+    search = job_search(request.query_params)
     retried: list[str] = []
     errors: list[wire.RetryRefusal] = []
-    for job_id in await state.db.read(store.dead_letter_ids):
+    for job_id in await state.db.read(store.dead_letter_ids, search=search):
         try:
             await dispatch.retry_failed(state, job_id)
             retried.append(job_id)
@@ -57,7 +61,8 @@ async def retry_all(request: Request) -> JSONResponse:
                 raise
             errors.append(wire.RetryRefusal(
                 job_id=job_id, error=wire.ErrorBody(code=exc.code, message=exc.message)))
-    audit(admin.user_id, "dlq.retry_all", "dlq", f"{len(retried)} retried, {len(errors)} refused")
+    audit(admin.user_id, "dlq.retry_all", "dlq",
+          f"{len(retried)} retried, {len(errors)} refused, {search.described()}")
     return JSONResponse(builtins(wire.DeadLetterRetry(retried=retried, errors=errors)),
                         status_code=202)
 
@@ -74,11 +79,18 @@ async def delete_one(request: Request) -> Response:
 
 
 async def clear(request: Request) -> Response:
+    """Delete every dead letter the search in the query matches (all without one)."""
     admin = await require_admin(request)
     state = app_state(request)
-    removed = await state.db.write(store.clear_dead_letters)
-    audit(admin.user_id, "dlq.clear", "dlq", f"{removed} removed")
-    await state.publish(AdminEvent(DLQ_REMOVED, {"all": True}))
+    search = job_search(request.query_params)
+    removed = await state.db.write(store.clear_dead_letters, search=search)
+    audit(admin.user_id, "dlq.clear", "dlq", f"{len(removed)} removed, {search.described()}")
+    if search.empty:
+        await state.publish(AdminEvent(DLQ_REMOVED, {"all": True}))
+    else:  # dashboards showing another filter keep the rest
+        for start in range(0, len(removed), REMOVED_PER_EVENT):
+            await state.publish(AdminEvent(
+                DLQ_REMOVED, {"job_ids": removed[start:start + REMOVED_PER_EVENT]}))
     return Response(status_code=204)
 
 

@@ -11,7 +11,7 @@ from starlette.routing import Route
 from server.core import validation
 from server.core.errors import ApiError, Problem, not_found
 from server.core.jobs import TransitionError
-from server.core.queue_figures import COUNTED_STATES
+from server.core.search import job_search
 from server.data import store
 from server.infra.audit import audit, audit_foreign
 from server.services import dispatch
@@ -56,21 +56,20 @@ async def cancel_job(request: Request) -> JSONResponse:
 
 
 async def list_jobs(request: Request) -> JSONResponse:
-    """A page of the caller's jobs (an admin's: everyone's), newest first, filterable."""
+    """A page of the caller's jobs (an admin's: everyone's) that match the search
+    (``server.core.search``), newest first."""
     principal = await require_user(request)
     state = app_state(request)
     limit, before = validation.page(request.query_params,
                                     max_digits=state.settings.max_number_digits)
-    wanted = request.query_params.get("state") or None
-    if wanted is not None and wanted not in COUNTED_STATES:  # delayed: queued, run_at ahead
-        raise ApiError(Problem.INVALID, "bad_request", f"unknown state {wanted!r}")
+    search = job_search(request.query_params)
+    if search.user not in (None, principal.user_id) and not principal.is_admin:
+        raise ApiError(Problem.FORBIDDEN, "forbidden", "only an admin may search other users' jobs")
     views = await state.db.read(store.list_jobs, user_id=principal.owner, limit=limit,
-                                before=before, state=wanted,
-                                task_type=request.query_params.get("type") or None)
+                                before=before, search=search)
     if principal.is_admin:
         audit(principal.user_id, "jobs.list", "jobs of all users",
-              f"{len(views)} items, state={wanted or '*'}, "
-              f"type={request.query_params.get('type') or '*'}")
+              f"{len(views)} items, {search.described()}")
     return JSONResponse({
         "items": [state.presenter.job(v.job, v.image) for v in views],
         "next_before": views[-1].job.id if len(views) == limit else None,

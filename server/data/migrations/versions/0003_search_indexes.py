@@ -1,0 +1,35 @@
+"""Indexes for job search: each filtered column followed by the id (the page order).
+
+The single-column indexes on user_id and state give way to (user_id, id) and
+(state, id), which serve every lookup they served and also the newest-first pages.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_jobs_user_id_id", "jobs", ["user_id", "id"])
+    op.create_index("ix_jobs_state_id", "jobs", ["state", "id"])
+    op.create_index("ix_jobs_type_id", "jobs", ["type", "id"])
+    op.create_index("ix_jobs_queue_id", "jobs", ["queue", "id"])
+    op.drop_index("ix_jobs_user_id", table_name="jobs")
+    op.drop_index("ix_jobs_state", table_name="jobs")
+
+
+def downgrade() -> None:
+    op.create_index("ix_jobs_state", "jobs", ["state"])
+    op.create_index("ix_jobs_user_id", "jobs", ["user_id"])
+    op.drop_index("ix_jobs_queue_id", table_name="jobs")
+    op.drop_index("ix_jobs_type_id", table_name="jobs")
+    op.drop_index("ix_jobs_state_id", table_name="jobs")
+    op.drop_index("ix_jobs_user_id_id", table_name="jobs")
