@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import traceback
 from typing import Any
 
 import redis
@@ -67,6 +71,20 @@ def describe(exc: BaseException) -> dict[str, Any]:
         message = str(cause) or type(cause).__name__
     return {"type": type(cause).__name__, "message": message,
             "retryable": is_transient(cause)}
+
+
+# Enough of a traceback to debug from the job's page, small enough for a DB row.
+TRACEBACK_LIMIT = 30
+
+
+def trace_of(exc: BaseException) -> str:
+    """The exception's traceback as text (its innermost TRACEBACK_LIMIT frames)."""
+    return "".join(traceback.format_exception(exc, limit=-TRACEBACK_LIMIT))
+
+
+def worker_name() -> str:
+    """``host:pid:thread``: the worker thread that runs an attempt, as its timeline shows."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
 
 
 def image_deleted_error(*, before: bool = False) -> dict[str, str]:

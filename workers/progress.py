@@ -22,7 +22,7 @@ from server.infra.bus import SyncBus
 from server.services import outcomes
 from server.services.presenter import Presenter
 from workers import handoff
-from workers.faults import DatabaseUnavailable, JobCancelled
+from workers.faults import DatabaseUnavailable, JobCancelled, worker_name
 from workers.middleware import timings
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ class Reporter:
         """Mark the job active (a new attempt); DatabaseUnavailable when that write could not
         be made, so nothing changed. What follows the write (events) cannot fail it."""
         try:
-            view = self._write(store.begin_attempt, job_id=job_id, message_id=message_id)
+            view = self._write(store.begin_attempt, job_id=job_id, message_id=message_id,
+                               worker=worker_name())
         except sqlalchemy.exc.OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc
         if view is not None:

@@ -14,6 +14,9 @@ from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# "host:pid:thread" of the worker thread that ran an attempt, cut to fit.
+WORKER_CHARS = 200
+
 
 def new_id() -> str:
     """A 32-char id that sorts by creation time (ms) then randomly."""
@@ -193,3 +196,8 @@ class JobEventRecord(Base):
     progress: Mapped[int] = mapped_column(Integer)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Who ran the attempt a job:active began ("host:pid:thread"), and the traceback of
+    # the attempt a job:retrying or job:failed ended: each attempt's story stays.
+    worker: Mapped[str | None] = mapped_column(String(WORKER_CHARS), nullable=True,
+                                               default=None)
+    traceback: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)

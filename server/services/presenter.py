@@ -8,13 +8,13 @@ Starlette, python-socketio and the bus take as they are.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import msgspec
 
-from server.core import signing
+from server.core import history, signing
 from server.core.events import JobEvent, event_for_state
 from server.core.jobs import JobState
 from server.core.lifecycle import ImageStatus
@@ -127,15 +127,23 @@ class Presenter:
         return JobEvent(name=name or event_for_state(view.job.state), user_id=view.job.user_id,
                         job=job)
 
-    def timeline(self, view: JobView, records: Iterable[JobEventRecord]) -> dict[str, Any]:
-        """The job with its payload, traceback and every stored change."""
+    def timeline(self, view: JobView, records: Sequence[JobEventRecord]) -> dict[str, Any]:
+        """The job with its payload, traceback, attempts and every stored change."""
         return builtins(wire.Timeline(
             job=self.job_shape(view.job, view.image),
             payload=view.job.payload,
             traceback=view.job.traceback,
+            attempts=[wire.Attempt(
+                number=a.number, worker=a.worker, started_at=_time(a.started_at),
+                ended_at=iso(a.ended_at), seconds=a.seconds, outcome=a.outcome,
+                stages=[wire.StageTime(stage=t.stage, started_at=_time(t.started_at),
+                                       seconds=t.seconds) for t in a.stages],
+                error=_stored(a.error, wire.JobError), traceback=a.traceback,
+                backoff_s=a.backoff_s) for a in history.attempts(records)],
             events=[wire.TimelineEvent(seq=r.seq, name=r.name, state=JobState(r.state),
                                        stage=r.stage, progress=r.progress,
-                                       error=_stored(r.error, wire.JobError), at=_time(r.at))
+                                       error=_stored(r.error, wire.JobError), at=_time(r.at),
+                                       worker=r.worker)
                     for r in records],
         ))
 

@@ -153,6 +153,18 @@ async def test_exhausted_job_keeps_final_traceback_and_dlq_retry_reruns_same_id(
     # The error of the last attempt, not the stale copy Dramatiq keeps from the one before.
     assert "injected transient fault on run 2" in entry["error"]["traceback"]
     assert "run 1" not in entry["error"]["message"]
+    # The job's page: each attempt with its worker thread, stages, error, traceback and
+    # the back-off before the next one.
+    timeline = (await http.get(f"/api/jobs/{job['id']}/timeline",
+                               headers=_admin(faults))).json()
+    first, second = timeline["attempts"]
+    assert (first["number"], first["outcome"], second["outcome"]) == (1, "retrying", "failed")
+    assert "injected transient fault on run 1" in first["traceback"]
+    assert "injected transient fault on run 2" in second["traceback"]
+    assert first["backoff_s"] > 0 and second["backoff_s"] is None
+    host, pid, thread = first["worker"].split(":", 2)
+    assert host and int(pid) > 0 and thread
+    assert first["stages"][0]["stage"] == "stored" and first["seconds"] >= 0
 
     retried = await http.post(f"/api/dlq/{job['id']}/retry", headers=_admin(faults))
     assert retried.status_code == 202, retried.text

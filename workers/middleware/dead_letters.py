@@ -8,22 +8,17 @@ after 7 days (FACTS.md §1). Ours is the error as it happened, kept until an adm
 from __future__ import annotations
 
 import logging
-import traceback
 from typing import Any
 
 import dramatiq
 
 from server.core.jobs import TransitionError
-from workers.faults import describe
+from workers.faults import describe, trace_of
 from workers.middleware.leases import Leases
 from workers.middleware.lifecycle import ATTEMPT_OPTION, job_id_of, release_lease
 from workers.progress import Reporter
 
 log = logging.getLogger(__name__)
-
-# Enough of a traceback to debug from the job detail, small enough for a DB row.
-TRACEBACK_LIMIT = 30
-
 
 class DeadLetters(dramatiq.Middleware):
     """Turns a nacked message (retries exhausted, or a permanent error) into a dead letter."""
@@ -41,7 +36,7 @@ class DeadLetters(dramatiq.Middleware):
             trace = None
         else:
             error = describe(exception)
-            trace = "".join(traceback.format_exception(exception, limit=TRACEBACK_LIMIT))
+            trace = trace_of(exception)
         job_id = job_id_of(message)
         try:
             self.reporter.dead_letter(job_id, error, traceback=trace,

@@ -35,7 +35,7 @@ from server.data import store
 from server.data.models import utcnow
 from server.infra import logs
 from workers import handoff
-from workers.faults import DatabaseUnavailable, describe, image_deleted_error
+from workers.faults import DatabaseUnavailable, describe, image_deleted_error, trace_of
 from workers.middleware.leases import Leases
 from workers.middleware.pause import hold_if_paused
 from workers.progress import Reporter
@@ -225,7 +225,8 @@ class JobLifecycle(dramatiq.Middleware):
                 # No enqueue seen: Redis refused the retry's message (dramatiq#545). The
                 # row keeps the retry, unsent, for the web's sweeper to send.
                 self.reporter.transition(job_id, JobState.RETRYING, stage="retrying",
-                                         error=describe(exception), of_attempt=attempt,
+                                         error=describe(exception),
+                                         traceback=trace_of(exception), of_attempt=attempt,
                                          run_at=next_run or utcnow(), resend=next_run is None)
         except TransitionError as exc:
             # Cancelled elsewhere meanwhile, or a later attempt took over: that state stands.

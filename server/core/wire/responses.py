@@ -206,14 +206,43 @@ class TimelineEvent(Shape, frozen=True):
     progress: Percent
     error: JobError | None
     at: Time
+    worker: Annotated[str, Meta(description=(
+        "job:active: the worker thread that began the attempt, host:pid:thread."))] | None
+
+
+class StageTime(Shape, frozen=True):
+    """A stage of an attempt, as reported: its start and how long it took."""
+
+    stage: str
+    started_at: Time
+    seconds: Annotated[float, Meta(ge=0, description="null while it runs.")] | None
+
+
+class Attempt(Shape, frozen=True):
+    """One run of a job: who ran it, its stages, how it ended and the wait after it."""
+
+    number: Annotated[int, Meta(ge=1, description="1 for the job's first run.")]
+    worker: Annotated[str, Meta(description="host:pid:thread.")] | None
+    started_at: Time
+    ended_at: Time | None
+    seconds: Annotated[float, Meta(ge=0)] | None
+    outcome: Annotated[str, Meta(description=(
+        "The state it ended in (completed, retrying, failed, cancelled); lost when its "
+        "worker died before it ended; null while it runs."))] | None
+    stages: list[StageTime]
+    error: JobError | None
+    traceback: str | None
+    backoff_s: Annotated[float, Meta(ge=0, description=(
+        "From its end to the next attempt's start."))] | None
 
 
 class Timeline(Shape, frozen=True):
-    """A job, its payload, traceback and every stored change."""
+    """A job, its payload, traceback, attempts and every stored change."""
 
     job: Job
     payload: JsonObject
     traceback: str | None
+    attempts: list[Attempt]
     events: list[TimelineEvent]
 
 

@@ -123,6 +123,7 @@ def transition(
     resend: bool = False,
     image_id: str | None = None,
     image_outputs: dict[str, Any] | None = None,
+    worker: str | None = None,
 ) -> JobView | None:
     """Move a job to ``state`` (checked against the state machine) and bump its seq.
 
@@ -132,7 +133,8 @@ def transition(
     message was lost (Redis refused the retry), so it gets a new message id and waits,
     unsent, for the sweeper. ``image_outputs``: what the job's last stage produced, stored
     on image ``image_id`` (else the job's) in the same transaction; ImageDeleted if that
-    image is gone (nothing is written then).
+    image is gone (nothing is written then). ``worker``: who begins the attempt, for the
+    timeline.
     Returns None when the job no longer exists; raises TransitionError when not allowed.
     """
     job = locked_job(s, job_id)
@@ -153,7 +155,7 @@ def transition(
     for name, value in fields.items():
         setattr(job, name, value)
     job.seq += 1
-    record(s, job)
+    record(s, job, worker=worker)
     found = view(s, job)
     if found.image is not None:
         found.image.status = lifecycle.image_status(state).value
@@ -172,8 +174,10 @@ def cancel_job(s: Session, /, *, job_id: str, user_id: str | None) -> JobView | 
     return cancelled
 
 
-def begin_attempt(s: Session, /, *, job_id: str, message_id: str | None = None) -> JobView | None:
-    """Mark the job active for its next attempt (``lifecycle.next_attempt``).
+def begin_attempt(s: Session, /, *, job_id: str, message_id: str | None = None,
+                  worker: str | None = None) -> JobView | None:
+    """Mark the job active for its next attempt (``lifecycle.next_attempt``), run by
+    ``worker`` ("host:pid:thread", kept in its timeline).
 
     Raises TransitionError if it may not run (cancelled, finished, or ``message_id`` is a
     superseded copy) and AttemptsExhausted once all attempts are used.
@@ -187,7 +191,7 @@ def begin_attempt(s: Session, /, *, job_id: str, message_id: str | None = None) 
     attempt = lifecycle.next_attempt(state=job.state, attempt=job.attempt,
                                      max_attempts=job.max_attempts)
     return transition(s, job_id=job_id, state=JobState.ACTIVE, stage=Stage.STORED.value,
-                      progress=0, attempt=attempt)
+                      progress=0, attempt=attempt, worker=worker)
 
 
 def withdraw_outputs(s: Session, /, *, job_id: str, image_id: str, attempt: int) -> bool:

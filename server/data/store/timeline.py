@@ -6,14 +6,22 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from server.core.events import event_for_state
-from server.data.models import Job, JobEventRecord
+from server.core.jobs import JobState
+from server.data.models import WORKER_CHARS, Job, JobEventRecord
 
 
-def record(s: Session, job: Job, name: str | None = None) -> None:
-    """Append the job's current state to its timeline (``name``: the event announcing it)."""
+def record(s: Session, job: Job, name: str | None = None, *, worker: str | None = None) -> None:
+    """Append the job's current state to its timeline (``name``: the event announcing it).
+
+    ``worker``: who begins the attempt (job:active). An attempt's end (retrying, failed)
+    keeps its traceback: the job's own column holds only the last one.
+    """
+    ended = job.state in (JobState.RETRYING.value, JobState.FAILED.value)
     s.add(JobEventRecord(job_id=job.id, seq=job.seq, name=name or event_for_state(job.state),
                          state=job.state, stage=job.stage, progress=job.progress,
-                         error=job.error, at=job.updated_at))
+                         error=job.error, at=job.updated_at,
+                         worker=worker[:WORKER_CHARS] if worker else None,
+                         traceback=job.traceback if ended else None))
 
 
 def job_timeline(s: Session, /, *, job_id: str) -> list[JobEventRecord]:

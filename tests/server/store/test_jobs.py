@@ -144,6 +144,24 @@ def test_job_timeline_lists_the_jobs_own_changes_in_seq_order(db: SyncDatabase) 
     assert db.read(store.job_timeline, job_id=new_id()) == []
 
 
+def test_the_timeline_keeps_each_attempts_worker_and_traceback(db: SyncDatabase) -> None:
+    """job:active names the worker that began the attempt; job:retrying and job:failed keep
+    the traceback they ended with, though the job's own column holds only the last one."""
+    job = new_job(db, new_user(db))
+    db.write(store.begin_attempt, job_id=job.id, worker="host:1:w-0")
+    db.write(store.transition, job_id=job.id, state=JobState.RETRYING,
+             error={"type": "E", "message": "one"}, traceback="tb one")
+    db.write(store.begin_attempt, job_id=job.id, worker="w" * 300)
+    db.write(store.dead_letter, job_id=job.id, error={"type": "E", "message": "two"},
+             traceback="tb two")
+    rows = [(r.name, r.worker, r.traceback)
+            for r in db.read(store.job_timeline, job_id=job.id)]
+    assert rows == [("job:queued", None, None), ("job:active", "host:1:w-0", None),
+                    ("job:retrying", None, "tb one"), ("job:active", "w" * 200, None),
+                    ("job:failed", None, "tb two")]
+    assert stored_job(db, job.id).traceback == "tb two"
+
+
 def test_list_jobs_filters_and_pages_newest_first(db: SyncDatabase) -> None:
     """By owner (or everyone's for user_id None), state, ``delayed``, type and ``before``."""
     user_id, other = new_user(db), new_user(db)
