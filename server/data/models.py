@@ -114,6 +114,8 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     image_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     batch_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    # The job this one serves: a webhook delivery's is the job whose end it POSTs.
+    parent_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     # The Dramatiq message that may run this job; any other copy is skipped (see store).
     message_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     # Whether that message reached Redis; the sweeper re-sends those that did not.

@@ -127,8 +127,9 @@ class Presenter:
         return JobEvent(name=name or event_for_state(view.job.state), user_id=view.job.user_id,
                         job=job)
 
-    def timeline(self, view: JobView, records: Sequence[JobEventRecord]) -> dict[str, Any]:
-        """The job with its payload, traceback, attempts and every stored change."""
+    def timeline(self, view: JobView, records: Sequence[JobEventRecord],
+                 deliveries: Iterable[Job] = ()) -> dict[str, Any]:
+        """The job with its payload, traceback, attempts, deliveries and every stored change."""
         return builtins(wire.Timeline(
             job=self.job_shape(view.job, view.image),
             payload=view.job.payload,
@@ -140,12 +141,23 @@ class Presenter:
                                        seconds=t.seconds) for t in a.stages],
                 error=_stored(a.error, wire.JobError), traceback=a.traceback,
                 backoff_s=a.backoff_s) for a in history.attempts(records)],
+            deliveries=[self._delivery(d) for d in deliveries],
             events=[wire.TimelineEvent(seq=r.seq, name=r.name, state=JobState(r.state),
                                        stage=r.stage, progress=r.progress,
                                        error=_stored(r.error, wire.JobError), at=_time(r.at),
                                        worker=r.worker)
                     for r in records],
         ))
+
+    @staticmethod
+    def _delivery(job: Job) -> wire.Delivery:
+        status = (job.result or {}).get("status")
+        return wire.Delivery(
+            id=job.id, url=str(job.payload.get("url", "")), event=str(job.payload.get("event", "")),
+            state=JobState(job.state), attempt=job.attempt, max_attempts=job.max_attempts,
+            status=status if isinstance(status, int) else None,
+            error=_stored(job.error, wire.JobError), created_at=_time(job.created_at),
+            started_at=iso(job.started_at), finished_at=iso(job.finished_at))
 
     def dead_letter(self, entry: DeadLetter, view: JobView) -> dict[str, Any]:
         """A dead letter: the job, its final error, attempts and payload."""

@@ -308,6 +308,16 @@ async def test_deliveries_are_capped_and_attempts_have_a_ceiling(
         await asyncio.sleep(0.1)
     assert [json.loads(raw)["job"]["id"] for _, _, raw in receiver.of("/capped")] == [
         body["job"]["id"]]
+    # The job's page lists the delivery of its end, with the receiver's answer.
+    for _ in range(100):
+        timeline = (await http.get(f"/api/jobs/{body['job']['id']}/timeline",
+                                   headers=auth(token))).json()
+        if timeline["deliveries"] and timeline["deliveries"][0]["state"] == "completed":
+            break
+        await asyncio.sleep(0.1)
+    (delivery,) = timeline["deliveries"]
+    assert (delivery["url"], delivery["event"], delivery["status"]) == (
+        url, "job.completed", 200)
     listed = (await http.get("/api/jobs?type=webhook.deliver",
                              headers=auth(token))).json()["items"]
     (fanned_out,) = [job for job in listed if job["id"] not in waiting]

@@ -236,13 +236,32 @@ class Attempt(Shape, frozen=True):
         "From its end to the next attempt's start."))] | None
 
 
+class Delivery(Shape, frozen=True):
+    """A webhook delivery of a job's end: where, which event, and how it went."""
+
+    id: Id
+    url: str
+    event: Annotated[str, Meta(description="e.g. job.completed.")]
+    state: JobState
+    attempt: Count
+    max_attempts: Annotated[int, Meta(ge=1)]
+    status: Annotated[int, Meta(description="The receiver's HTTP status, once delivered.")] \
+        | None
+    error: JobError | None
+    created_at: Time
+    started_at: Time | None
+    finished_at: Time | None
+
+
 class Timeline(Shape, frozen=True):
-    """A job, its payload, traceback, attempts and every stored change."""
+    """A job, its payload, traceback, attempts, webhook deliveries and every stored change."""
 
     job: Job
     payload: JsonObject
     traceback: str | None
     attempts: list[Attempt]
+    deliveries: Annotated[list[Delivery], Meta(description=(
+        "The newest webhook deliveries of its ends (at most 50), newest first."))]
     events: list[TimelineEvent]
 
 

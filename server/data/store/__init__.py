@@ -74,6 +74,7 @@ from server.data.store.webhooks import (
     create_webhook,
     create_webhook_deliveries,
     delete_webhook,
+    deliveries_of,
     end_with_deliveries,
     list_webhooks,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "delete_schedule",
     "delete_upload",
     "delete_webhook",
+    "deliveries_of",
     "due_schedules",
     "end_with_deliveries",
     "ensure_user",

@@ -39,10 +39,12 @@ def create_job(
     image: Image | None = None,
     stage: str = Stage.STORED.value,
     batch_id: str | None = None,
+    parent_id: str | None = None,
 ) -> JobView:
     """Record a queued job (its message is not sent yet); with ``image``, tied to it.
 
-    ``stage`` is ``paused`` when its queue is paused.
+    ``stage`` is ``paused`` when its queue is paused; ``parent_id``: the job it serves (a
+    webhook delivery's).
     """
     now = utcnow()
     job = Job(
@@ -51,6 +53,7 @@ def create_job(
         max_attempts=max_attempts, priority=priority, payload=payload, seq=1,
         created_at=now, updated_at=now, run_at=run_at, message_id=new_message_id(),
         image_id=image.id if image is not None else None, batch_id=batch_id,
+        parent_id=parent_id,
     )
     s.add(job)
     if image is not None:

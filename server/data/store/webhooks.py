@@ -35,6 +35,12 @@ def list_webhooks(s: Session, /, *, user_id: str) -> list[Webhook]:
                           .order_by(Webhook.id)))
 
 
+def deliveries_of(s: Session, /, *, job_id: str, limit: int) -> list[Job]:
+    """The newest ``limit`` webhook deliveries of the job's ends, newest first."""
+    return list(s.scalars(select(Job).where(Job.parent_id == job_id)
+                          .order_by(Job.id.desc()).limit(limit)))
+
+
 def delete_webhook(s: Session, /, *, user_id: str, webhook_id: str) -> bool:
     """Unregister one of the user's URLs; False if they have no such webhook."""
     result = s.execute(delete(Webhook).where(Webhook.id == webhook_id,
@@ -72,6 +78,6 @@ def create_webhook_deliveries(s: Session, /, *, job: Job, event: str,
         create_job(s, user_id=job.user_id, task_type=WEBHOOK_DELIVER.name,
                    queue=WEBHOOK_DELIVER.queue,
                    payload=webhooks.delivery_payload(hook.url, event, body),
-                   max_attempts=WEBHOOK_MAX_ATTEMPTS)
+                   max_attempts=WEBHOOK_MAX_ATTEMPTS, parent_id=job.id)
         for hook in list_webhooks(s, user_id=job.user_id)
     ]

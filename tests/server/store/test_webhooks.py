@@ -99,6 +99,10 @@ def test_end_with_deliveries_queues_deliveries_when_the_change_ends_the_job(
     assert {d.payload["body"]["id"] for d in stored} == {job.id}
     # The type's own attempts (they were RETRY_MAX_ATTEMPTS, the caller's, before).
     assert {d.max_attempts for d in stored} == {WEBHOOK_MAX_ATTEMPTS}
+    # Each names the job it serves: the job's page lists them, newest first, capped.
+    listed = db.read(store.deliveries_of, job_id=job.id, limit=10)
+    assert [d.id for d in listed] == sorted((v.job.id for v in made), reverse=True)
+    assert len(db.read(store.deliveries_of, job_id=job.id, limit=1)) == 1
 
     failing = new_job(db, user_id)
     db.write(store.begin_attempt, job_id=failing.id)

@@ -1,4 +1,5 @@
-"""Each attempt's story: the worker that ran it and the traceback it ended with.
+"""Each attempt's story: the worker that ran it and the traceback it ended with; the job
+a webhook delivery serves (``jobs.parent_id``), so a job's page lists its deliveries.
 
 Revision ID: 0004
 Revises: 0003
@@ -19,9 +20,14 @@ def upgrade() -> None:
     with op.batch_alter_table("job_events") as batch:
         batch.add_column(sa.Column("worker", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("traceback", sa.Text(), nullable=True))
+    op.add_column("jobs", sa.Column("parent_id", sa.String(length=32), nullable=True))
+    op.create_index("ix_jobs_parent_id", "jobs", ["parent_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_parent_id", table_name="jobs")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("parent_id")
     with op.batch_alter_table("job_events") as batch:
         batch.drop_column("traceback")
         batch.drop_column("worker")

@@ -18,6 +18,9 @@ from server.services import dispatch
 from server.web.http.auth import require_user
 from server.web.state import app_state
 
+# Webhook deliveries listed with a job's timeline (each end makes one per URL).
+MAX_DELIVERIES = 50
+
 
 async def get_job(request: Request) -> JSONResponse:
     principal = await require_user(request)
@@ -86,7 +89,8 @@ async def job_timeline(request: Request) -> JSONResponse:
         raise not_found("job")
     audit_foreign(principal, view.job.user_id, "job.timeline", f"job:{job_id}")
     records = await state.db.read(store.job_timeline, job_id=job_id)
-    return JSONResponse(state.presenter.timeline(view, records))
+    deliveries = await state.db.read(store.deliveries_of, job_id=job_id, limit=MAX_DELIVERIES)
+    return JSONResponse(state.presenter.timeline(view, records, deliveries))
 
 
 async def retry_job(request: Request) -> JSONResponse:
