@@ -21,6 +21,7 @@ from workers.middleware.heartbeat import Heartbeat
 from workers.middleware.leases import Leases
 from workers.middleware.lifecycle import JobLifecycle
 from workers.middleware.pause import QueueGate
+from workers.middleware.roster import Roster
 from workers.middleware.timings import JobTimings
 from workers.tasks import registry as tasks
 
@@ -45,6 +46,9 @@ install(
     Heartbeat(interval_s=settings.worker_heartbeat_timeout_ms / 4000, leases=leases),
     # After JobLifecycle: its timings are written before the job's end is published.
     JobTimings(context.redis, settings.redis_prefix),
+    Roster(context.redis, settings.redis_prefix, pool=settings.worker_pool,
+           interval_s=settings.worker_heartbeat_timeout_ms / 4000,
+           forget_after_s=settings.worker_forget_s),
     FairDispatch(broker.fair, offer_every_s=settings.worker_heartbeat_timeout_ms / 4000,
                  per_user_cap=settings.deliveries_in_flight_per_user
                  if settings.worker_pool == "io" else settings.max_jobs_in_flight_per_user),

@@ -18,6 +18,7 @@ from server.core.wire import bus
 SNAPSHOT = "jobs:snapshot"
 BATCH_PROGRESS = "batch:progress"
 QUEUE_STATS = "queues:stats"
+WORKERS_STATS = "workers:stats"
 DLQ_REMOVED = "dlq:removed"
 PROGRESS = "job:progress"
 # Internal: a token was revoked; every web process disconnects the sockets that used it.

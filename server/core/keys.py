@@ -135,3 +135,13 @@ def fair_cap(prefix: str, base: str) -> str:
 def fair_user_list(prefix: str, queue: str, user_id: str) -> str:
     """One user's messages of a queue waiting for their turn (a list; server.infra.fair)."""
     return f"{prefix}:fair:q:{queue}:{user_id}"
+
+
+def worker_roster(prefix: str) -> str:
+    """Every worker process that reported, by the time of its last report (a sorted set)."""
+    return f"{prefix}:workers"
+
+
+def worker_report(prefix: str, worker_id: str) -> str:
+    """One worker process's last report (``wire.Worker`` as JSON; expires once it is gone)."""
+    return f"{prefix}:worker:{worker_id}"

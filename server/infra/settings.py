@@ -183,6 +183,7 @@ class Settings:
     worker_processes: int = 1
     worker_threads: int = 4
     worker_heartbeat_timeout_ms: int = 20_000
+    worker_forget_s: int = 600
     enable_test_tasks: bool = False
     sweep_interval_s: int = 30
     sweep_after_s: int = 60
@@ -319,6 +320,7 @@ class Settings:
             worker_threads=_int(env, "WORKER_THREADS", 4, minimum=1),
             worker_heartbeat_timeout_ms=_int(env, "WORKER_HEARTBEAT_TIMEOUT_MS", 20_000,
                                              minimum=1000),
+            worker_forget_s=_int(env, "WORKER_FORGET_S", 600, minimum=1),
             enable_test_tasks=_bool(env, "ENABLE_TEST_TASKS"),
             sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30, minimum=1),
             sweep_after_s=_int(env, "SWEEP_AFTER_S", 60, minimum=1),

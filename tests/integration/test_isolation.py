@@ -339,6 +339,11 @@ async def _queues(b: Attempt) -> None:
     await b.call("GET", "/api/queues", ADMIN_ONLY)
 
 
+@case("GET", "/api/workers")
+async def _workers(b: Attempt) -> None:
+    await b.call("GET", "/api/workers", ADMIN_ONLY)
+
+
 @case("POST", "/api/queues/{name}/pause")
 async def _pause(b: Attempt) -> None:
     await b.call("POST", "/api/queues/images/pause", ADMIN_ONLY)

@@ -174,6 +174,19 @@ async def test_job_lists_timelines_and_live_queue_stats_for_admins(
             q["name"] == "default" and q["counts"]["completed"] >= 1 for q in d["queues"]),
         timeout=15)
     assert stats["workers"] >= 1 and stats["at"]
+    # The workers panel, pushed with the stats: the image and I/O worker processes, each
+    # with its one thread, the jobs it handled and its memory.
+    _, roster = await admin.wait_for(
+        lambda n, d: n == "workers:stats" and any(
+            w["pool"] == "images" and w["jobs_done"] >= 1 for w in d["workers"]),
+        timeout=15)
+    shown = {w["pool"]: w for w in roster["workers"]}
+    assert set(shown) == {"images", "io"} and all(w["alive"] for w in shown.values())
+    assert shown["images"]["threads"] == 1 and shown["images"]["memory_bytes"] > 0
+    assert "default" in shown["images"]["queues"]
+    listed = await http.get("/api/workers", headers=auth(admin_token))
+    assert {w["id"] for w in listed.json()["workers"]} == {w["id"] for w in shown.values()}
+    assert (await http.get("/api/workers", headers=auth(token))).status_code == 403
 
     mine = (await http.get("/api/jobs?state=completed&type=test.sleep",
                            headers=auth(token))).json()["items"]

@@ -63,7 +63,8 @@ def test_an_attempt_whose_worker_died_is_lost_and_a_running_one_is_open() -> Non
     assert (lost.outcome, lost.ended_at, lost.backoff_s) == (LOST, _at(30), 0.0)
     assert lost.stages[-1] == StageTime("decoding", _at(1), 29.0)
     assert (running.outcome, running.ended_at, running.seconds) == (None, None, None)
-    assert running.stages == [StageTime("stored", _at(30), 1.0), StageTime("preview", _at(31), None)]
+    assert running.stages == [StageTime("stored", _at(30), 1.0),
+                              StageTime("preview", _at(31), None)]
 
 
 def test_a_dead_letter_retry_runs_on_counting_and_queue_refreshes_change_nothing() -> None:

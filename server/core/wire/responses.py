@@ -407,6 +407,45 @@ class QueueReport(Shape, frozen=True):
     workers: Annotated[int, Meta(ge=0, description="Worker processes with a fresh heartbeat.")]
 
 
+class RunningJob(Shape, frozen=True):
+    """What one worker thread runs now."""
+
+    thread: str
+    job_id: Id
+    type: str
+    since: Time
+
+
+class Worker(Shape, frozen=True):
+    """A worker process as it last reported (every quarter of WORKER_HEARTBEAT_TIMEOUT_MS).
+
+    A process silent for longer than that timeout is shown dead (``alive`` false) until
+    WORKER_FORGET_S after its last report; a process that stops cleanly leaves at once.
+    """
+
+    id: Annotated[str, Meta(description="host:pid")]
+    host: str
+    pid: Annotated[int, Meta(ge=1)]
+    pool: Annotated[str, Meta(description="images or io (WORKER_POOL).")]
+    queues: list[str]
+    threads: Count
+    busy: Count
+    running: list[RunningJob]
+    memory_bytes: Annotated[int, Meta(ge=0, description="Resident memory.")]
+    jobs_done: Annotated[int, Meta(ge=0, description="Messages handled since it started.")]
+    jobs_failed: Annotated[int, Meta(ge=0, description="Of those, ended by an error.")]
+    started_at: Time
+    reported_at: Time
+    heartbeat_age_s: Annotated[float, Meta(ge=0)]
+    alive: bool
+
+
+class WorkerRoster(Shape, frozen=True):
+    """Every worker process that reported lately, alive ones first."""
+
+    workers: list[Worker]
+
+
 class QueueState(Shape, frozen=True):
     """Whether a queue is paused."""
 

@@ -66,7 +66,7 @@ _SHAPES = (
     responses.ScheduleEnvelope, responses.TaskTypes, responses.Schedules,
     responses.WebhookCreated, responses.Webhooks, responses.DeadLetterPage,
     responses.DeadLetterRetry, responses.QueueReport, responses.QueueState,
-    responses.QueueCleaned, responses.Health,
+    responses.QueueCleaned, responses.Health, responses.WorkerRoster,
     requests.TaskRequest, requests.WebhookRequest, requests.CleanRequest,
 )
 
@@ -276,7 +276,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/jobs": {
             "get": _op(
                 "List jobs, newest first", "jobs",
-                {200: _json("A page of jobs.", _ref("JobPage"))}, errors=(400, 422),
+                {200: _json("A page of jobs.", _ref("JobPage"))}, errors=(400, 403, 422),
                 parameters=[
                     _query("state", "Only jobs in this state (delayed: queued with a "
                                     "future run_at).",
@@ -400,6 +400,12 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op("Queue statistics", "queues",
                        {200: _json("Every queue's counts, waits and throughput.",
                                    _ref("QueueReport"))}, access=ADMIN),
+        },
+        "/api/workers": {
+            "get": _op("Worker processes", "queues",
+                       {200: _json("Each worker process's threads, running jobs, memory and "
+                                   "heartbeat; dead ones until WORKER_FORGET_S after their "
+                                   "last report.", _ref("WorkerRoster"))}, access=ADMIN),
         },
         "/api/queues/{name}/pause": {
             "post": _op("Pause a queue", "queues",

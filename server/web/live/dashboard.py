@@ -1,4 +1,5 @@
-"""Pushes queue statistics to admins watching the dashboard, at most once a second."""
+"""Pushes queue statistics and the workers panel to admins watching the dashboard, at most
+once a second."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import logging
 
 import socketio
 
-from server.core.events import ADMINS_ROOM, QUEUE_STATS
+from server.core.events import ADMINS_ROOM, QUEUE_STATS, WORKERS_STATS
+from server.core.wire import responses as wire
 from server.data.models import iso, utcnow
 from server.services.context import Services
+from server.services.presenter import builtins
 from server.services.queues import queue_report
+from server.services.workers import roster
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,10 @@ class StatsPusher:
             return
         try:
             report = await queue_report(self.state)
-            await self.sio.emit(QUEUE_STATS, {**report, "at": iso(utcnow())}, room=ADMINS_ROOM)
+            at = iso(utcnow())
+            await self.sio.emit(QUEUE_STATS, {**report, "at": at}, room=ADMINS_ROOM)
+            found = builtins(wire.WorkerRoster(workers=await roster(self.state)))
+            await self.sio.emit(WORKERS_STATS, {**found, "at": at}, room=ADMINS_ROOM)
         except Exception:
             log.exception("could not push queue statistics")
 

@@ -1,4 +1,5 @@
-"""Queue control (admin): statistics, pause and resume, clean old finished jobs."""
+"""Queue control (admin): statistics, pause and resume, clean old finished jobs; the
+worker processes and what their threads run."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from server.core.wire.requests import DEFAULT_CLEAN_AGE_S
 from server.data import store
 from server.data.models import utcnow
 from server.infra.audit import audit
-from server.services import queues
+from server.services import queues, workers
 from server.services.presenter import builtins
 from server.web.http.auth import require_admin
 from server.web.http.uploads import read_json
@@ -34,6 +35,14 @@ async def list_queues(request: Request) -> JSONResponse:
     report = await queues.queue_report(app_state(request))
     audit(admin.user_id, "queues.list", "queues")
     return JSONResponse(report)
+
+
+async def list_workers(request: Request) -> JSONResponse:
+    """Every worker process that reported lately (``server.services.workers``)."""
+    admin = await require_admin(request)
+    found = await workers.roster(app_state(request))
+    audit(admin.user_id, "workers.list", "workers")
+    return JSONResponse(builtins(wire.WorkerRoster(workers=found)))
 
 
 async def _set_paused(request: Request, paused: bool) -> JSONResponse:
@@ -72,6 +81,7 @@ async def clean(request: Request) -> JSONResponse:
 
 routes = [
     Route("/api/queues", list_queues, methods=["GET"]),
+    Route("/api/workers", list_workers, methods=["GET"]),
     Route("/api/queues/{name}/pause", pause, methods=["POST"]),
     Route("/api/queues/{name}/resume", resume, methods=["POST"]),
     Route("/api/queues/{name}/clean", clean, methods=["POST"]),
