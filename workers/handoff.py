@@ -34,6 +34,12 @@ def take(job_id: str) -> JobView | None:
     return view if view is not None and view.job.id == job_id else None
 
 
+def peek(job_id: str) -> JobView | None:
+    """The view handed over for ``job_id`` in this thread, left for the actor to take."""
+    view: JobView | None = getattr(_began, "view", None)
+    return view if view is not None and view.job.id == job_id else None
+
+
 def attempt_of(job_id: str) -> int | None:
     """The attempt of ``job_id`` this thread runs, if it runs one."""
     began: tuple[str, int] | None = getattr(_began, "attempt", None)

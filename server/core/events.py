@@ -19,6 +19,7 @@ SNAPSHOT = "jobs:snapshot"
 BATCH_PROGRESS = "batch:progress"
 QUEUE_STATS = "queues:stats"
 WORKERS_STATS = "workers:stats"
+CHART_POINT = "charts:point"
 DLQ_REMOVED = "dlq:removed"
 PROGRESS = "job:progress"
 # Internal: a token was revoked; every web process disconnects the sockets that used it.

@@ -145,3 +145,18 @@ def worker_roster(prefix: str) -> str:
 def worker_report(prefix: str, worker_id: str) -> str:
     """One worker process's last report (``wire.Worker`` as JSON; expires once it is gone)."""
     return f"{prefix}:worker:{worker_id}"
+
+
+def chart_points(prefix: str) -> str:
+    """The dashboard's points, a minute each, oldest first (a list of ``wire.ChartPoint``)."""
+    return f"{prefix}:charts:points"
+
+
+def chart_snapshot(prefix: str) -> str:
+    """The shared metrics as the last point was made: the next point is the difference."""
+    return f"{prefix}:charts:snapshot"
+
+
+def chart_minute(prefix: str, minute: int) -> str:
+    """Claimed by the one web process that makes the point of that minute."""
+    return f"{prefix}:charts:minute:{minute}"

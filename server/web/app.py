@@ -18,6 +18,7 @@ from server.infra.broker import build_broker
 from server.infra.bus import Bus
 from server.infra.settings import Settings
 from server.infra.storage import storage_for
+from server.services import charts
 from server.services.presenter import Presenter
 from server.services.sent_marks import SentMarks
 from server.web.http.error_handlers import EXCEPTION_HANDLERS
@@ -104,10 +105,11 @@ def create_app(settings: Settings) -> RequestIds:
             telemetry.report_forever(client, settings.redis_prefix, state.tally,
                                      state.socket_counts),
             name="metrics")
+        sampler = asyncio.create_task(charts.sample_forever(state), name="charts")
         try:
             yield
         finally:
-            await _stop((relay, sweeper, registry, reporter, marks))
+            await _stop((relay, sweeper, registry, reporter, marks, sampler))
             await state.sockets.release_all()
             with contextlib.suppress(Exception):  # the sweeper resends what this misses
                 await state.sent.flush(db)

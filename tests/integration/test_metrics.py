@@ -104,6 +104,9 @@ async def test_uploads_stages_relay_sockets_and_queues_show_in_metrics(
         assert _value(after, "darkroom_job_stage_duration_seconds_sum", **labels) > 0
     assert _grew(before, after, "darkroom_job_run_duration_seconds_count",
                  type="image.process", outcome="completed") >= n
+    # Each run's wait in its queue (what the charts' wait p50/p95 read).
+    assert _grew(before, after, "darkroom_job_wait_duration_seconds_count",
+                 type="image.process") >= n
     assert _grew(before, after, "darkroom_event_relay_delay_seconds_count") > 0
     assert _value(after, "darkroom_socket_connections") >= 2
     assert _value(after, "darkroom_socket_users") >= 1

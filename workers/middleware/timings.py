@@ -17,7 +17,9 @@ from typing import Any
 import dramatiq
 import redis
 
+from server.data.models import as_utc
 from server.infra import metrics, telemetry
+from workers import handoff
 
 
 @dataclass
@@ -74,7 +76,13 @@ class JobTimings(dramatiq.Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         # Added after JobLifecycle: this runs once the job is active (and not if skipped).
-        _clock.set(_Clock(job_type_of(message.actor_name)))
+        job_type = job_type_of(message.actor_name)
+        _clock.set(_Clock(job_type))
+        view = handoff.peek(str(message.args[0]))  # a job actor's one argument: the job id
+        if view is not None and view.job.started_at is not None:
+            ready = as_utc(view.job.run_at or view.job.created_at)
+            waited = (as_utc(view.job.updated_at) - ready).total_seconds()
+            self.tally.observe(metrics.WAIT_DURATION, max(0.0, waited), type=job_type)
 
     def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
                               result: Any = None, exception: BaseException | None = None) -> None:

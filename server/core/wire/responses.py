@@ -446,6 +446,40 @@ class WorkerRoster(Shape, frozen=True):
     workers: list[Worker]
 
 
+class Quantiles(Shape, frozen=True):
+    """p50 and p95 of a minute's observations, in seconds (read from histogram buckets)."""
+
+    p50: Annotated[float, Meta(ge=0)]
+    p95: Annotated[float, Meta(ge=0)]
+    count: Annotated[int, Meta(ge=1, description="Observations in the minute.")]
+
+
+class ChartPoint(Shape, frozen=True):
+    """One minute of the whole deployment, as the dashboard's charts draw it."""
+
+    at: Annotated[str, Meta(description="The minute's start (UTC, ISO-8601 with Z).")]
+    finished: Annotated[int, Meta(ge=0, description="Runs that completed their job.")]
+    failed: Annotated[int, Meta(ge=0, description="Runs that failed their job for good.")]
+    retried: Annotated[int, Meta(ge=0, description="Runs that ended in a retry.")]
+    uploads_accepted: Annotated[int, Meta(ge=0)]
+    uploads_refused: Annotated[int, Meta(ge=0)]
+    queue_depth: Annotated[dict[str, int], Meta(description=(
+        "Waiting jobs (queued or retrying) per queue as the minute ended."))]
+    wait: Annotated[dict[str, Quantiles], Meta(description=(
+        "Wait before a run began, per queue (runs that began in the minute)."))]
+    run: Annotated[dict[str, Quantiles], Meta(description="Run time per queue.")]
+    stages: Annotated[dict[str, Quantiles], Meta(description=(
+        "Time per stage of image.process (stages that ended in the minute)."))]
+    push: Annotated[Quantiles, Meta(description=(
+        "Publish to Socket.IO emit, every web process's events."))] | None
+
+
+class Charts(Shape, frozen=True):
+    """The last minutes, oldest first (a point per minute that had a sample)."""
+
+    points: list[ChartPoint]
+
+
 class QueueState(Shape, frozen=True):
     """Whether a queue is paused."""
 

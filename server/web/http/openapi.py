@@ -67,6 +67,7 @@ _SHAPES = (
     responses.WebhookCreated, responses.Webhooks, responses.DeadLetterPage,
     responses.DeadLetterRetry, responses.QueueReport, responses.QueueState,
     responses.QueueCleaned, responses.Health, responses.WorkerRoster,
+    responses.Charts,
     requests.TaskRequest, requests.WebhookRequest, requests.CleanRequest,
 )
 
@@ -400,6 +401,16 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op("Queue statistics", "queues",
                        {200: _json("Every queue's counts, waits and throughput.",
                                    _ref("QueueReport"))}, access=ADMIN),
+        },
+        "/api/charts": {
+            "get": _op("The dashboard's charts", "queues",
+                       {200: _json("A point per minute, oldest first: jobs finished and "
+                                   "failed, uploads, queue depth, wait, run, stage and push "
+                                   "times (p50/p95).", _ref("Charts"))},
+                       access=ADMIN, errors=(400, 422),
+                       parameters=[_query("minutes", "The window, 60 by default (a day at most).",
+                                          {"type": "integer", "minimum": 1,
+                                           "maximum": 1440, "default": 60})]),
         },
         "/api/workers": {
             "get": _op("Worker processes", "queues",

@@ -9,9 +9,10 @@ import logging
 
 import socketio
 
-from server.core.events import ADMINS_ROOM, QUEUE_STATS, WORKERS_STATS
+from server.core.events import ADMINS_ROOM, CHART_POINT, QUEUE_STATS, WORKERS_STATS
 from server.core.wire import responses as wire
 from server.data.models import iso, utcnow
+from server.services.charts import points
 from server.services.context import Services
 from server.services.presenter import builtins
 from server.services.queues import queue_report
@@ -32,6 +33,7 @@ class StatsPusher:
         self.sio = sio
         self.state = state
         self._task: asyncio.Task[None] | None = None
+        self._charted: str | None = None  # the newest chart point pushed
         self._idle = asyncio.create_task(self._refresh_when_idle(), name="queues-stats-idle")
 
     async def _refresh_when_idle(self) -> None:
@@ -54,6 +56,10 @@ class StatsPusher:
             await self.sio.emit(QUEUE_STATS, {**report, "at": at}, room=ADMINS_ROOM)
             found = builtins(wire.WorkerRoster(workers=await roster(self.state)))
             await self.sio.emit(WORKERS_STATS, {**found, "at": at}, room=ADMINS_ROOM)
+            newest = await points(self.state, 1)
+            if newest and newest[-1].at != self._charted:
+                self._charted = newest[-1].at
+                await self.sio.emit(CHART_POINT, builtins(newest[-1]), room=ADMINS_ROOM)
         except Exception:
             log.exception("could not push queue statistics")
 

@@ -10,13 +10,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from server.core import validation
-from server.core.errors import not_found
+from server.core.errors import ApiError, Problem, not_found
 from server.core.wire import responses as wire
 from server.core.wire.requests import DEFAULT_CLEAN_AGE_S
 from server.data import store
 from server.data.models import utcnow
 from server.infra.audit import audit
-from server.services import queues, workers
+from server.infra.charts import MAX_POINTS
+from server.services import charts, queues, workers
 from server.services.presenter import builtins
 from server.web.http.auth import require_admin
 from server.web.http.uploads import read_json
@@ -43,6 +44,20 @@ async def list_workers(request: Request) -> JSONResponse:
     found = await workers.roster(app_state(request))
     audit(admin.user_id, "workers.list", "workers")
     return JSONResponse(builtins(wire.WorkerRoster(workers=found)))
+
+
+async def list_charts(request: Request) -> JSONResponse:
+    """The charts' points of the last ``minutes`` (60 by default, at most a day)."""
+    admin = await require_admin(request)
+    state = app_state(request)
+    minutes = validation.whole_number(request.query_params.get("minutes", "60"), "minutes",
+                                      state.settings.max_number_digits)
+    if minutes is None or not 1 <= minutes <= MAX_POINTS:
+        raise ApiError(Problem.INVALID, "bad_request",
+                       f"minutes must be between 1 and {MAX_POINTS}")
+    found = await charts.points(state, minutes)
+    audit(admin.user_id, "charts.read", "charts", f"{minutes} minutes")
+    return JSONResponse(builtins(wire.Charts(points=found)))
 
 
 async def _set_paused(request: Request, paused: bool) -> JSONResponse:
@@ -82,6 +97,7 @@ async def clean(request: Request) -> JSONResponse:
 routes = [
     Route("/api/queues", list_queues, methods=["GET"]),
     Route("/api/workers", list_workers, methods=["GET"]),
+    Route("/api/charts", list_charts, methods=["GET"]),
     Route("/api/queues/{name}/pause", pause, methods=["POST"]),
     Route("/api/queues/{name}/resume", resume, methods=["POST"]),
     Route("/api/queues/{name}/clean", clean, methods=["POST"]),

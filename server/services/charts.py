@@ -1,0 +1,89 @@
+"""The dashboard's charts: a point a minute from the shared metrics, kept in Redis for a
+day (``server.infra.charts`` makes each point), and read back for a window."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+import msgspec
+import redis
+
+from server.core import keys
+from server.core.jobs import base_queue
+from server.core.wire import responses as wire
+from server.infra import charts, telemetry
+from server.services.context import Services
+from server.services.queues import queue_report
+
+log = logging.getLogger(__name__)
+
+# Sample a little after the minute turns, so increments flushed at its end are in.
+_AFTER_MINUTE_S = 2.0
+
+
+async def sample(state: Services, *, now: float | None = None) -> wire.ChartPoint | None:
+    """Make the point of the minute that just ended, unless another web process did; None
+    when this one did not make it (or there is no earlier snapshot to subtract)."""
+    prefix = state.settings.redis_prefix
+    clock = time.time() if now is None else now
+    minute = int(clock // 60) - 1  # the minute that just ended
+    if not await state.redis.set(keys.chart_minute(prefix, minute), "1", nx=True, ex=180):
+        return None
+    samples = {_text(k): float(v) for k, v in (await telemetry.read_samples(
+        state.redis, prefix)).items() if _is_number(v)}
+    raw_before = await state.redis.getset(keys.chart_snapshot(prefix),
+                                          msgspec.json.encode(samples))
+    if raw_before is None:
+        return None  # the first sample: the next minute has something to subtract
+    before = msgspec.json.decode(raw_before, type=dict[str, float])
+    report = await queue_report(state)
+    depth = {q["name"]: int(q["counts"]["queued"] + q["counts"]["retrying"])
+             for q in report["queues"]}
+    made = charts.point(datetime.fromtimestamp(minute * 60, UTC), charts.delta(before, samples),
+                        depth=depth, queue_of=lambda t: _queue_of(state, t))
+    pipe = state.redis.pipeline(transaction=False)
+    pipe.rpush(keys.chart_points(prefix), msgspec.json.encode(made))
+    pipe.ltrim(keys.chart_points(prefix), -charts.MAX_POINTS, -1)
+    await pipe.execute()
+    return made
+
+
+async def points(state: Services, minutes: int) -> list[wire.ChartPoint]:
+    """The points of the last ``minutes`` minutes, oldest first."""
+    since = datetime.fromtimestamp((time.time() // 60 - minutes) * 60, UTC)
+    raw = await state.redis.lrange(keys.chart_points(state.settings.redis_prefix),
+                                   -minutes, -1)
+    found = [msgspec.json.decode(item, type=wire.ChartPoint) for item in raw]
+    return [p for p in found if datetime.fromisoformat(p.at) >= since]
+
+
+async def sample_forever(state: Services) -> None:
+    """A lifespan task: a point each minute (whichever web process claims it makes it)."""
+    while True:
+        await asyncio.sleep(60 - time.time() % 60 + _AFTER_MINUTE_S)
+        try:
+            await sample(state)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("could not make the charts' point: %s", exc)
+        except Exception:
+            log.exception("could not make the charts' point")
+
+
+def _queue_of(state: Services, task_type: str) -> str:
+    spec = state.task_types.get(task_type)
+    return base_queue(spec.queue) if spec is not None else "other"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _is_number(value: bytes | str) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
