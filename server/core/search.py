@@ -4,8 +4,9 @@ Every filter is optional and they combine with AND. Each text has a length cap, 
 search costs the database what an index or one bounded scan costs, never more.
 
 - ``id``: a whole id, or its start (a prefix: an index range), or the short id the
-  dashboard shows, its last characters (``SHORT_ID_CHARS``; those are random, the start
-  is the creation time and alike for jobs made the same minute).
+  dashboard shows (its last ``SHORT_ID_CHARS`` characters, or the first 6 or 7 of those;
+  they are random, while an id's start is its creation time, alike for jobs made the
+  same minute).
 - ``type``, ``queue``, ``user``: exact. ``queue`` also takes a base queue name for its
   whole family (``images`` matches ``images`` and ``images.high``).
 - ``state``: one of COUNTED_STATES (``delayed``: queued, its run_at ahead).
@@ -29,7 +30,7 @@ from server.core.queue_figures import COUNTED_STATES
 ID_CHARS = 32
 TIME_CHARS = 12  # the id's first characters: its creation time in ms, hex
 SHORT_ID_CHARS = 8
-MIN_SHORT_ID = 6  # an id filter this long or longer also matches the ids' ends
+MIN_SHORT_ID = 6  # an id filter of 6 to SHORT_ID_CHARS digits also matches short ids
 MIN_HASH_PREFIX = 6
 MAX_NAME_CHARS = 64  # type, queue, user (as the columns hold them)
 MAX_TEXT_CHARS = 200  # filename, error

@@ -3,9 +3,9 @@
 Each page is newest first by id and at most ``limit`` long. The id, the time range, a
 type, a queue, a state and an owner each use an index led by that column and ending in
 the id (``models.Job``), so the database walks the index from the newest end and stops
-at ``limit``. The content hash uses the images' hash index. A filename or an error text
-("contains") and a short id (an id's end) are checked row by row among the rows the
-other filters leave; ``make bench`` (bench/search.py) measures them on large tables.
+at ``limit``. A short id has an index of its own, the content hash the images' hash
+index. A filename or an error text ("contains") is checked row by row among the rows
+the other filters leave; ``make bench`` (bench/search.py) measures each on large tables.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.core.jobs import JobState, queue_family
 from server.core.queue_figures import DELAYED
-from server.core.search import EVERYTHING, ID_CHARS, MIN_SHORT_ID, JobSearch
-from server.data.models import Image, Job, utcnow
+from server.core.search import EVERYTHING, ID_CHARS, MIN_SHORT_ID, SHORT_ID_CHARS, JobSearch
+from server.data.models import SHORT_ID_FROM, Image, Job, utcnow
 from server.data.store.views import JobView
 
 # Every id and content hash is lowercase hexadecimal: a prefix p covers [p, p + "g").
@@ -64,12 +64,14 @@ def job_conditions(search: JobSearch, *,
 
 
 def _id_matches(fragment: str) -> ColumnElement[bool]:
+    """A whole id; else an id's start, or (6 to 8 digits) the start of its short id."""
     if len(fragment) == ID_CHARS:
         return Job.id == fragment
     prefix = (Job.id >= fragment) & (Job.id < fragment + _PAST_HEX)
-    if len(fragment) < MIN_SHORT_ID:
+    if not MIN_SHORT_ID <= len(fragment) <= SHORT_ID_CHARS:
         return prefix
-    return or_(prefix, Job.id.endswith(fragment))
+    short = func.substr(Job.id, SHORT_ID_FROM)  # as ix_jobs_short_id spells it
+    return or_(prefix, (short >= fragment) & (short < fragment + _PAST_HEX))
 
 
 def _image_conditions(search: JobSearch) -> list[ColumnElement[bool]]:

@@ -28,7 +28,8 @@ def _fail(db: SyncDatabase, job_id: str, error: dict[str, str]) -> None:
 
 
 def test_by_id_prefix_and_short_id(db: SyncDatabase) -> None:
-    """A whole id, its start (any length), or its end as the dashboard shows it."""
+    """A whole id, its start (any length), or its short id (the last 8 characters the
+    dashboard shows, or the first 6 or 7 of them)."""
     user_id = new_user(db)
     jobs = [new_job(db, user_id) for _ in range(3)]
     target = jobs[1]
@@ -36,7 +37,8 @@ def test_by_id_prefix_and_short_id(db: SyncDatabase) -> None:
     assert _ids(db, user_id=user_id, id=target.id[:12]) == [target.id]  # the time, to the ms
     assert target.id in _ids(db, user_id=user_id, id=target.id[:8])  # the same minute or so
     assert _ids(db, id=short_id(target.id)) == [target.id]
-    assert _ids(db, id=target.id[-6:]) == [target.id]
+    assert _ids(db, id=short_id(target.id)[:6]) == [target.id]  # its start, as typed
+    assert _ids(db, id=target.id[-10:]) == []  # longer than a short id: a prefix only
     assert _ids(db, id="f" * 32) == []
 
 

@@ -26,8 +26,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_jobs_parent_id", table_name="jobs")
+    # SQLite's batch mode copies the table from what it reflects, which leaves out the
+    # expression index: drop it first and make it again after.
+    op.drop_index("ix_jobs_short_id", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("parent_id")
+    op.create_index("ix_jobs_short_id", "jobs", [sa.text("substr(id, 25)")])
     with op.batch_alter_table("job_events") as batch:
         batch.drop_column("traceback")
         batch.drop_column("worker")
