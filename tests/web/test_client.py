@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from PIL import Image
 
 from tests.conftest import Databases, Stack, running_stack
-from tests.factories import auth, jpeg_bytes
+from tests.factories import auth, jpeg_bytes, wait_final
 from tests.web.conftest import csp_violations, screenshot_path, wait_for_js, watch_csp
 
 pytestmark = pytest.mark.integration
@@ -326,3 +329,187 @@ async def test_pages_work_under_their_content_security_policy(
         assert any(v.startswith("script-src") for v in await csp_violations(page))
     finally:
         await context.close()
+
+
+# ---------- the dashboard's search ----------
+
+ROWS_ARE = """([selector, want]) => JSON.stringify(
+    [...document.querySelectorAll(selector)].map((e) => e.dataset.jobId).sort())
+    === JSON.stringify(want)"""
+
+
+@contextlib.asynccontextmanager
+async def _dashboard(browser: Any, site: Stack, path: str = "/admin") -> AsyncIterator[Any]:
+    """The admin page at ``path``, signed in; no console error or CSP violation by the end."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+    await watch_csp(context)
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text)
+            if msg.type == "error" and not _network_noise(msg.text) else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    try:
+        await page.goto(f"{site.url}{path}")
+        await page.fill("[data-testid=token-input]", site.env["ADMIN_TOKEN"])
+        await page.press("[data-testid=token-input]", "Enter")
+        await page.wait_for_selector("[data-testid=conn][data-state=connected]", timeout=15_000)
+        yield page
+        assert problems == [], problems
+        assert await csp_violations(page) == []
+    finally:
+        await context.close()
+
+
+async def _rows_are(page: Any, selector: str, ids: list[str]) -> None:
+    await wait_for_js(page, ROWS_ARE, arg=[selector, sorted(ids)], timeout=20_000)
+
+
+def _query(page: Any) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(page.url).query)
+
+
+async def _task(http: httpx.AsyncClient, token: str, payload: dict[str, Any],
+                task_type: str = "test.flaky", **options: Any) -> str:
+    response = await http.post("/api/tasks", headers=auth(token),
+                               json={"type": task_type, "payload": payload, **options})
+    assert response.status_code == 202, response.text
+    return str(response.json()["job"]["id"])
+
+
+async def _dead_letters(http: httpx.AsyncClient, site: Stack, query: str) -> set[str]:
+    response = await http.get(f"/api/dlq?limit=200&{query}",
+                              headers=auth(site.env["ADMIN_TOKEN"]))
+    assert response.status_code == 200, response.text
+    return {item["job"]["id"] for item in response.json()["items"]}
+
+
+async def test_admin_job_search_keeps_its_filters_in_the_url(browser: Any, site: Stack) -> None:
+    """Jobs found by state and error text, by short id, live, after a reload; a refused
+    filter shows the server's own message."""
+    async with httpx.AsyncClient(base_url=site.url, timeout=30) as http:
+        token = (await http.post("/api/session")).json()["token"]
+        sleeps = [await _task(http, token, {"seconds": 0}, "test.sleep") for _ in range(2)]
+        permanent = await _task(http, token, {"fail_runs": 1, "error": "permanent"})
+        transient = await _task(http, token, {"fail_runs": 1}, max_attempts=1)
+        for job_id in [*sleeps, permanent, transient]:
+            await wait_final(http, token, job_id)
+        refused = await http.get("/api/jobs?sha256=xyz", headers=auth(site.env["ADMIN_TOKEN"]))
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == "invalid_filter"
+        message = refused.json()["error"]["message"]
+
+        rows = "[data-testid=job-row]"
+        async with _dashboard(browser, site, "/admin?state=failed&error=injected") as admin:
+            # A copied link opens the same search: the form is filled from the URL.
+            assert await admin.input_value("[data-testid=jobs-state]") == "failed"
+            assert await admin.input_value("[data-testid=jobs-error]") == "injected"
+            await _rows_are(admin, rows, [permanent, transient])
+            assert await admin.inner_text("#jobs-heading") == "Jobs"
+            await admin.screenshot(path=screenshot_path("admin-search"), full_page=True)
+
+            # Typing narrows it; the URL follows.
+            await admin.fill("[data-testid=jobs-error]", "injected transient")
+            await _rows_are(admin, rows, [transient])
+            assert _query(admin) == {"state": ["failed"], "error": ["injected transient"]}
+            # A new match (checked on the pushed job itself) joins live.
+            later = await _task(http, token, {"fail_runs": 1}, max_attempts=1)
+            await _rows_are(admin, rows, [transient, later])
+
+            # Short ids: the random end, in monospace, the whole id as its title.
+            await admin.click("[data-testid=jobs-clear]")
+            await wait_for_js(admin, "location.search === ''")
+            await wait_for_js(admin, f"document.querySelectorAll('{rows}').length >= 5")
+            short = sleeps[0][-8:]
+            tag = f"{rows}[data-job-id='{sleeps[0]}'] .row-id"
+            assert await admin.inner_text(f"{tag} [aria-hidden=true]") == short
+            assert await admin.get_attribute(tag, "title") == sleeps[0]
+            assert sleeps[0][:8] == sleeps[1][:8] and short != sleeps[1][-8:]
+            await admin.fill("[data-testid=jobs-id]", short)
+            await _rows_are(admin, rows, [sleeps[0]])
+            assert _query(admin) == {"id": [short]}
+
+            # A reload keeps the search; a row still opens the job's details.
+            await admin.reload()
+            await admin.wait_for_selector("[data-testid=conn][data-state=connected]",
+                                          timeout=15_000)
+            assert await admin.input_value("[data-testid=jobs-id]") == short
+            await _rows_are(admin, rows, [sleeps[0]])
+            await admin.click(f"{rows}[data-job-id='{sleeps[0]}']")
+            await admin.wait_for_selector("[data-testid=job-detail][open]")
+            assert short in await admin.inner_text("#detail-title")
+            await admin.click("#detail-close")
+
+            # A filter the server refuses: its message by the form, the field marked.
+            await admin.click("#jobs-more-filters summary")
+            await admin.fill("[data-testid=jobs-sha256]", "xyz")
+            await admin.press("[data-testid=jobs-sha256]", "Enter")
+            error = "[data-testid=jobs-filter-error]"
+            await wait_for_js(admin, f"document.querySelector('{error}').textContent === "
+                                     f"{message!r}")
+            assert await admin.get_attribute("[data-testid=jobs-sha256]", "aria-invalid") == "true"
+            assert await admin.eval_on_selector_all(rows, "e => e.length") == 0
+            assert _query(admin) == {"id": [short], "sha256": ["xyz"]}
+            # A link with a filter among "More filters" opens them by itself.
+            await admin.reload()
+            await admin.wait_for_selector("#jobs-more-filters[open]", timeout=15_000)
+            await wait_for_js(admin, f"document.querySelector('{error}').textContent === "
+                                     f"{message!r}")
+
+
+async def test_admin_dead_letters_retry_and_delete_all_that_match(
+        browser: Any, site: Stack) -> None:
+    """"Delete all that match" and "Retry all that match" act on the search's dead letters
+    only, after a confirmation that names the search."""
+    since = (datetime.now(UTC) - timedelta(seconds=1)).replace(microsecond=0)
+    since_q = f"from={since.isoformat().replace('+00:00', 'Z')}"
+    async with httpx.AsyncClient(base_url=site.url, timeout=30) as http:
+        token = (await http.post("/api/session")).json()["token"]
+        permanent = [await _task(http, token, {"fail_runs": 1, "error": "permanent"})
+                     for _ in range(2)]
+        transient = [await _task(http, token, {"fail_runs": 1}, max_attempts=1)
+                     for _ in range(2)]
+        for job_id in [*permanent, *transient]:
+            await wait_final(http, token, job_id)
+        assert await _dead_letters(http, site, since_q) == {*permanent, *transient}
+
+        items = "[data-testid=dlq-item]"
+        async with _dashboard(browser, site, f"/admin?dlq.{since_q}&dlq.error=transient") as admin:
+            await _rows_are(admin, items, transient)
+            assert await admin.is_visible("[data-testid=dlq-from]"), "More filters opened"
+            retry_all, delete_all = "[data-testid=dlq-retry-all]", "[data-testid=dlq-delete-all]"
+            assert await admin.inner_text(delete_all) == "Delete all that match"
+            assert await admin.inner_text(retry_all) == "Retry all that match"
+
+            await admin.click(delete_all)
+            await admin.wait_for_selector("#confirm[open]")
+            text = await admin.inner_text("#confirm-text")
+            assert text.startswith('Delete every dead letter with error containing "transient" '
+                                   "and created at or after ")
+            await admin.click("[data-testid=confirm-yes]")
+            await _rows_are(admin, items, [])
+            await admin.wait_for_selector("[data-testid=dlq-empty]:has-text('match this search')")
+            assert await _dead_letters(http, site, since_q) == set(permanent)
+
+            # Another search in the same form: one dead letter by its short id.
+            await admin.fill("[data-testid=dlq-error]", "")
+            await admin.fill("[data-testid=dlq-id]", permanent[0][-8:])
+            await _rows_are(admin, items, [permanent[0]])
+            assert _query(admin) == {"dlq.from": [since.isoformat().replace("+00:00", ".000Z")],
+                                     "dlq.id": [permanent[0][-8:]]}
+            await admin.click(retry_all)
+            await admin.wait_for_selector("#confirm[open]")
+            assert permanent[0][-8:] in await admin.inner_text("#confirm-text")
+            await admin.click("[data-testid=confirm-yes]")
+            await _rows_are(admin, items, [])
+            assert "Retried 1 job." in await admin.inner_text("#dlq-status")
+            assert (await wait_final(http, token, permanent[0]))["state"] == "completed"
+            assert await _dead_letters(http, site, since_q) == {permanent[1]}
+
+            # Without a filter the buttons act on everything again, and say so.
+            await admin.click("[data-testid=dlq-filter-clear]")
+            await wait_for_js(admin, "!location.search.includes('dlq.')")
+            await admin.wait_for_selector(f"{items}[data-job-id='{permanent[1]}']")
+            assert await admin.inner_text(delete_all) == "Delete all"
+            assert await admin.inner_text(retry_all) == "Retry all"
+            shown = await admin.eval_on_selector_all(items, "e => e.map(x => x.dataset.jobId)")
+            assert not {permanent[0], *transient} & set(shown)

@@ -1,7 +1,7 @@
 // The dashboard's job detail (a modal <dialog>): summary, error and traceback, payload,
 // and the timeline of events, which grows live while the dialog is open.
-import { h, say, setText, termRows } from './dom.js';
-import { clampPercent, prettyJson, shortId } from './format.js';
+import { h, idTag, say, setText, termRows } from './dom.js';
+import { clampPercent, prettyJson } from './format.js';
 import { describeJob } from './admin-model.js';
 import { errorText } from './wire.js';
 
@@ -11,9 +11,17 @@ export function createJobDetail(admin) {
   // Events that arrive while the timeline loads wait in `buffer`; maxSeq drops repeats.
   const shown = { id: null, gen: 0, loading: false, maxSeq: -Infinity, buffer: [] };
 
+  /** "Job <short id> · <type>" (the summary below lists the whole id). */
+  function renderTitle(id, type) {
+    const key = `${id} ${type || ''}`;
+    if (ui.detailTitle.dataset.key === key) return;
+    ui.detailTitle.dataset.key = key;
+    ui.detailTitle.replaceChildren('Job ', idTag(id), type ? ` · ${type}` : '');
+  }
+
   function renderJob(job) {
     if (!job) return;
-    setText(ui.detailTitle, `Job ${shortId(job.id)}${job.type ? ` · ${job.type}` : ''}`);
+    renderTitle(job.id, job.type);
     ui.detail.dataset.state = job.state || '';
     ui.detailSummary.replaceChildren(...termRows(describeJob(job), 'meta-row'));
     const err = errorText(job.error);
@@ -78,7 +86,7 @@ export function createJobDetail(admin) {
     ui.detailTraceback.hidden = true;
     ui.detailTimeline.replaceChildren();
     ui.detailSummary.replaceChildren();
-    setText(ui.detailTitle, `Job ${shortId(id)}`);
+    renderTitle(id, '');
     renderJob(admin.cache.get(id));
     if (!ui.detail.open) ui.detail.showModal();
     ui.detailClose.focus();

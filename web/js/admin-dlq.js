@@ -1,32 +1,44 @@
-// The dashboard's dead-letter queue: failed jobs (filtered by type and error), retried or
-// deleted one by one or all at once; kept current by `job:*` and `dlq:removed` pushes.
-import { busy, h, say, setText } from './dom.js';
+// The dashboard's dead-letter queue: failed jobs that match the search form (its filters
+// in the page's URL as `dlq.*`), retried or deleted one by one or all that match; kept
+// current by `job:*` and `dlq:removed` pushes (a new dead letter joins only when every
+// filter set can be checked on the pushed job, as in the jobs list).
+import { busy, h, idTag, say, setText } from './dom.js';
 import { buildQuery, formatTimestamp, shortId } from './format.js';
-import { dlqItemFromJob, dlqMatches } from './admin-model.js';
+import {
+  activeFilters, checkableLive, describeFilters, DLQ_FILTERS, DLQ_PREFIX, dlqItemFromJob, dlqMatches,
+  emptyFilters, sameFilters,
+} from './admin-model.js';
+import { createFilterForm } from './admin-filters.js';
 import { pageOf } from './wire.js';
 
 const PAGE_SIZE = 50;
-const FILTER_DELAY_MS = 400;
 
 /** `admin` holds ui, api, cache (the newest copy of each job) and detail. */
 export function createDeadLetters(admin) {
   const { ui } = admin;
-  const view = { filter: { type: '', error: '' }, items: new Map(), gen: 0, loading: false, loaded: false, touched: new Map(), nextBefore: null };
+  const view = { filter: emptyFilters(DLQ_FILTERS), items: new Map(), gen: 0, loading: false, loaded: false, touched: new Map(), nextBefore: null };
+  const form = createFilterForm({
+    form: ui.dlqFilter, more: ui.dlqMoreFilters, clear: ui.dlqFilterClear, error: ui.dlqFilterError, prefix: DLQ_PREFIX,
+    fields: {
+      id: ui.dlqId, type: ui.dlqType, error: ui.dlqError, queue: ui.dlqQueue, user: ui.dlqUser,
+      filename: ui.dlqFilename, from: ui.dlqFrom, to: ui.dlqTo,
+    },
+  });
 
   function buildItem(item) {
     const job = item.job;
     const id = String(job.id);
     const feedback = h('p', { className: 'row-feedback', role: 'alert' });
-    const retry = h('button', { type: 'button', className: 'btn btn-small', 'data-testid': 'dlq-retry', 'aria-label': `Retry job ${shortId(id)}`, text: 'Retry' });
-    const del = h('button', { type: 'button', className: 'btn btn-small btn-danger', 'data-testid': 'dlq-delete', 'aria-label': `Delete dead letter ${shortId(id)}`, text: 'Delete' });
-    const details = h('button', { type: 'button', className: 'btn btn-small btn-ghost', 'aria-haspopup': 'dialog', 'aria-label': `Details of job ${shortId(id)}`, text: 'Details', onclick: () => admin.detail.open(job.id) });
+    const retry = h('button', { type: 'button', className: 'btn btn-small', 'data-testid': 'dlq-retry', 'aria-label': `Retry job ${id}`, text: 'Retry' });
+    const del = h('button', { type: 'button', className: 'btn btn-small btn-danger', 'data-testid': 'dlq-delete', 'aria-label': `Delete dead letter ${id}`, text: 'Delete' });
+    const details = h('button', { type: 'button', className: 'btn btn-small btn-ghost', 'aria-haspopup': 'dialog', 'aria-label': `Details of job ${id}`, text: 'Details', onclick: () => admin.detail.open(job.id) });
     retry.addEventListener('click', () => act(id, retry, feedback, 'retry'));
     del.addEventListener('click', () => act(id, del, feedback, 'delete'));
     const err = item.error || {};
     return h('li', { className: 'row dlq-item', 'data-testid': 'dlq-item', dataset: { jobId: id } },
       h('div', { className: 'dlq-main' },
         h('p', { className: 'dlq-title' }, h('span', { className: 'row-type', text: job.type || '' }), ' ',
-          h('span', { className: 'mono', title: id, text: shortId(id) })),
+          idTag(id)),
         h('p', { className: 'dlq-error' }, h('strong', { text: err.type || 'Error' }), err.message ? `: ${err.message}` : ''),
         h('p', { className: 'dlq-meta', text: `${item.attempts ?? '?'} attempt${item.attempts === 1 ? '' : 's'} · failed ${formatTimestamp(item.failed_at)}` }),
         feedback),
@@ -58,7 +70,8 @@ export function createDeadLetters(admin) {
   function apply(name, job) {
     const id = String(job.id);
     if (job.state === 'failed') {
-      if (name === 'job:failed' && dlqMatches(dlqItemFromJob(job), view.filter)) upsert(dlqItemFromJob(job), true);
+      const item = dlqItemFromJob(job);
+      if (name === 'job:failed' && checkableLive(view.filter) && !ui.dlqFilterError.textContent && dlqMatches(item, view.filter)) upsert(item, true);
     } else if (view.items.has(id)) {
       remove(id);
     }
@@ -66,15 +79,22 @@ export function createDeadLetters(admin) {
   }
 
   function updateChrome() {
+    const filtered = activeFilters(view.filter).length > 0;
     ui.dlqMore.hidden = !view.nextBefore || view.loading;
-    ui.dlqEmpty.hidden = view.items.size > 0 || view.loading || (ui.dlqStatus.dataset.kind === 'error' && !view.loaded);
-    setText(ui.dlqEmpty, view.filter.type || view.filter.error ? 'No dead letters match this filter.' : 'The dead-letter queue is empty.');
+    ui.dlqEmpty.hidden = view.items.size > 0 || view.loading || (ui.dlqStatus.dataset.kind === 'error' && !view.loaded)
+      || !!ui.dlqFilterError.textContent;
+    setText(ui.dlqEmpty, !filtered ? 'The dead-letter queue is empty.'
+      : checkableLive(view.filter) ? 'No dead letters match this search.'
+        : 'No dead letters match this search. New matches appear after Refresh.');
+    // The bulk actions act on what the search shows: every match, beyond the loaded page too.
+    if (!ui.dlqRetryAll.disabled) setText(ui.dlqRetryAll, filtered ? 'Retry all that match' : 'Retry all');
+    if (!ui.dlqDeleteAll.disabled) setText(ui.dlqDeleteAll, filtered ? 'Delete all that match' : 'Delete all');
   }
 
   async function load(more = false) {
     const gen = ++view.gen;
     if (!more) {
-      view.filter = { type: ui.dlqType.value.trim(), error: ui.dlqError.value.trim() };
+      view.filter = form.apply();
       view.touched.clear();
     }
     const f = view.filter;
@@ -82,7 +102,7 @@ export function createDeadLetters(admin) {
     say(ui.dlqStatus, 'Loading…');
     ui.dlqMore.hidden = true;
     try {
-      const query = buildQuery({ limit: PAGE_SIZE, type: f.type, error: f.error, before: more ? view.nextBefore : null });
+      const query = buildQuery({ ...f, limit: PAGE_SIZE, before: more ? view.nextBefore : null });
       const page = pageOf(await admin.api(`/api/dlq${query}`));
       if (gen !== view.gen) return;
       if (!more) { view.items.clear(); ui.dlq.replaceChildren(); }
@@ -101,7 +121,16 @@ export function createDeadLetters(admin) {
     } catch (err) {
       if (gen !== view.gen || err.quiet) return;
       view.loading = false;
-      say(ui.dlqStatus, `Could not load the dead-letter queue: ${err.message}`, 'error');
+      if (err.status === 400 && !more) {
+        // A filter the server refused (invalid_filter): its message goes next to the form.
+        view.items.clear();
+        ui.dlq.replaceChildren();
+        view.nextBefore = null;
+        say(ui.dlqStatus, '');
+        form.showError(err.message);
+      } else {
+        say(ui.dlqStatus, `Could not load the dead-letter queue: ${err.message}`, 'error');
+      }
     }
     updateChrome();
   }
@@ -120,13 +149,37 @@ export function createDeadLetters(admin) {
     }
   }
 
+  /**
+   * The search the bulk actions act on: the form's, applied first if it was still being
+   * typed; null while the server refuses it (nothing is retried or deleted then).
+   */
+  async function settledFilter() {
+    if (!sameFilters(form.read(), view.filter)) await load();
+    return ui.dlqFilterError.textContent ? null : view.filter;
+  }
+
+  /** A bulk action refused: a filter the server refused goes next to the form. */
+  function bulkFailed(err, what) {
+    if (err.quiet) return;
+    if (err.status === 400) form.showError(err.message);
+    else say(ui.dlqStatus, `Could not ${what}: ${err.message}`, 'error');
+  }
+
   async function retryAll() {
     if (ui.dlqRetryAll.disabled) return;
+    const f = await settledFilter();
+    if (!f) return;
+    const filtered = activeFilters(f).length > 0;
+    const yes = await confirm(filtered ? `Retry every dead letter with ${describeFilters(f)}?` : 'Retry every job in the dead-letter queue?',
+      filtered ? 'Retry all that match' : 'Retry all', false);
+    if (!yes) { ui.dlqRetryAll.focus(); return; }
     try {
-      const data = await busy(ui.dlqRetryAll, 'Retrying…', () => admin.api('/api/dlq/retry', 'POST'));
+      const data = await busy(ui.dlqRetryAll, 'Retrying…', () => admin.api(`/api/dlq/retry${buildQuery(f)}`, 'POST'));
       const retried = data && Array.isArray(data.retried) ? data.retried : [];
       const errors = data && Array.isArray(data.errors) ? data.errors : [];
       for (const id of retried) remove(id);
+      // Matches beyond the loaded page may have gone too: the list is loaded again.
+      if (filtered) await load();
       for (const e of errors) {
         const li = e && view.items.get(String(e.job_id));
         const fb = li && li.querySelector('.row-feedback');
@@ -137,31 +190,45 @@ export function createDeadLetters(admin) {
         : 'Nothing to retry.';
       say(ui.dlqStatus, text, errors.length ? 'error' : 'ok');
     } catch (err) {
-      if (!err.quiet) say(ui.dlqStatus, `Could not retry: ${err.message}`, 'error');
+      bulkFailed(err, 'retry');
     }
+    updateChrome();
   }
 
-  async function clearAll() {
-    if (ui.dlqClear.disabled) return;
-    const yes = await confirm('Delete every entry of the dead-letter queue? The jobs stay failed; this cannot be undone.', 'Clear all');
-    if (!yes) { ui.dlqClear.focus(); return; }
+  async function deleteAll() {
+    if (ui.dlqDeleteAll.disabled) return;
+    const f = await settledFilter();
+    if (!f) return;
+    const filtered = activeFilters(f).length > 0;
+    const yes = await confirm(filtered
+      ? `Delete every dead letter with ${describeFilters(f)}? The jobs stay failed; this cannot be undone.`
+      : 'Delete every entry of the dead-letter queue? The jobs stay failed; this cannot be undone.',
+    filtered ? 'Delete all that match' : 'Delete all', true);
+    if (!yes) { ui.dlqDeleteAll.focus(); return; }
     try {
-      await busy(ui.dlqClear, 'Clearing…', () => admin.api('/api/dlq', 'DELETE'));
-      view.items.clear();
-      ui.dlq.replaceChildren();
-      view.nextBefore = null;
-      say(ui.dlqStatus, 'The dead-letter queue was cleared.', 'ok');
-      updateChrome();
+      await busy(ui.dlqDeleteAll, 'Deleting…', () => admin.api(`/api/dlq${buildQuery(f)}`, 'DELETE'));
+      if (filtered) {
+        await load(); // the server pushes the ids it removed; the rest of the search shows now
+        say(ui.dlqStatus, `Deleted the dead letters with ${describeFilters(f)}.`, 'ok');
+      } else {
+        view.items.clear();
+        ui.dlq.replaceChildren();
+        view.nextBefore = null;
+        say(ui.dlqStatus, 'The dead-letter queue was cleared.', 'ok');
+      }
     } catch (err) {
-      if (!err.quiet) say(ui.dlqStatus, `Could not clear: ${err.message}`, 'error');
+      bulkFailed(err, 'delete');
     }
+    updateChrome();
   }
 
-  /** A real in-page confirmation; resolves true only for the Confirm button. */
-  function confirm(text, yesLabel) {
+  /** A real in-page confirmation; resolves true only for the Confirm button (red when `danger`). */
+  function confirm(text, yesLabel, danger) {
     return new Promise((resolve) => {
       setText(ui.confirmText, text);
       setText(ui.confirmYes, yesLabel);
+      ui.confirmYes.classList.toggle('btn-danger-solid', danger);
+      ui.confirmYes.classList.toggle('btn-primary', !danger);
       ui.confirm.returnValue = '';
       ui.confirm.addEventListener('close', () => resolve(ui.confirm.returnValue === 'yes'), { once: true });
       ui.confirm.showModal();
@@ -194,16 +261,10 @@ export function createDeadLetters(admin) {
 
   function listen() {
     ui.dlqRetryAll.addEventListener('click', retryAll);
-    ui.dlqClear.addEventListener('click', clearAll);
-    let timer = 0;
-    const filterChanged = () => {
-      if (ui.dlqType.value.trim() !== view.filter.type || ui.dlqError.value.trim() !== view.filter.error) load();
-    };
-    for (const input of [ui.dlqType, ui.dlqError]) {
-      input.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(filterChanged, FILTER_DELAY_MS); });
-      input.addEventListener('keydown', (e) => { if (e.key === 'Enter') { clearTimeout(timer); filterChanged(); } });
-    }
-    ui.dlqFilter.addEventListener('submit', (e) => e.preventDefault());
+    ui.dlqDeleteAll.addEventListener('click', deleteAll);
+    // The form is filled from the URL here, before the first load.
+    form.listen(() => { if (!sameFilters(form.read(), view.filter)) load(); });
+    ui.dlqRefresh.addEventListener('click', () => load());
     ui.dlqMore.addEventListener('click', () => load(true));
   }
 

@@ -1,22 +1,31 @@
-// The dashboard's Recent jobs: a filtered page of `GET /api/jobs`, then kept current by
-// live events (a job moves into, within or out of the filter as its state changes).
-import { h, say, setText } from './dom.js';
-import { buildQuery, clampPercent, shortId } from './format.js';
-import { jobMatches } from './admin-model.js';
+// The dashboard's Jobs: a page of `GET /api/jobs` that matches the search form (its
+// filters kept in the page's URL), then kept current by live events: a listed job is
+// updated in place or leaves as its state changes; a job not listed joins only when every
+// filter set can be checked on the pushed job itself (admin-model.js checkableLive).
+import { h, idTag, say, setText } from './dom.js';
+import { buildQuery, clampPercent } from './format.js';
+import { activeFilters, checkableLive, emptyFilters, JOB_FILTERS, jobMatches, sameFilters } from './admin-model.js';
+import { createFilterForm } from './admin-filters.js';
 import { pageOf } from './wire.js';
 
 const MAX_ROWS = 200;
 const PAGE_SIZE = 50;
-const FILTER_DELAY_MS = 400;
 
 /** `admin` holds ui, api, cache (the newest copy of each job) and detail. */
-export function createRecentJobs(admin) {
+export function createJobs(admin) {
   const { ui } = admin;
-  const view = { filter: { state: '', type: '' }, rows: new Map(), gen: 0, loading: false, touched: new Set(), nextBefore: null };
+  const view = { filter: emptyFilters(JOB_FILTERS), rows: new Map(), gen: 0, loading: false, touched: new Set(), nextBefore: null };
+  const form = createFilterForm({
+    form: ui.jobsFilter, more: ui.jobsMoreFilters, clear: ui.jobsClear, error: ui.jobsFilterError,
+    fields: {
+      id: ui.jobsId, state: ui.jobsState, type: ui.jobsType, error: ui.jobsError, queue: ui.jobsQueue,
+      user: ui.jobsUser, filename: ui.jobsFilename, sha256: ui.jobsSha256, from: ui.jobsFrom, to: ui.jobsTo,
+    },
+  });
 
   function buildRow(job) {
     const r = {
-      id: h('span', { className: 'mono', title: String(job.id), text: shortId(job.id) }),
+      id: idTag(job.id, 'mono row-id'),
       type: h('span', { className: 'row-type' }),
       badge: h('span', { className: 'badge' }),
       stage: h('span', { className: 'row-stage' }),
@@ -44,11 +53,18 @@ export function createRecentJobs(admin) {
     setText(r.error, job.error && typeof job.error === 'object' ? job.error.message || job.error.type || '' : '');
   }
 
-  function addRow(job, atTop) {
+  /** Add a row: at the end (a loaded page), or by id (newest first) for a pushed job. */
+  function addRow(job, inOrder) {
+    let next = null;
+    if (inOrder) {
+      const id = String(job.id);
+      next = [...ui.jobs.children].find((li) => li.dataset.jobId < id) || null;
+      if (!next && view.nextBefore) return; // older than the loaded pages: Load more finds it
+    }
     const r = buildRow(job);
     renderRow(r, job);
     view.rows.set(job.id, r);
-    if (atTop) ui.jobs.prepend(r.li); else ui.jobs.append(r.li);
+    ui.jobs.insertBefore(r.li, next);
     while (view.rows.size > MAX_ROWS) {
       const last = ui.jobs.lastElementChild;
       if (!last) break;
@@ -62,7 +78,8 @@ export function createRecentJobs(admin) {
   function apply(job) {
     const r = view.rows.get(job.id);
     if (jobMatches(job, view.filter)) {
-      if (r) renderRow(r, job); else addRow(job, true);
+      if (r) renderRow(r, job);
+      else if (checkableLive(view.filter) && !ui.jobsFilterError.textContent) addRow(job, true);
     } else if (r) {
       r.li.remove();
       view.rows.delete(job.id);
@@ -73,13 +90,16 @@ export function createRecentJobs(admin) {
     const n = view.rows.size;
     setText(ui.jobsCount, n ? `${n} shown` : '');
     ui.jobsMore.hidden = !view.nextBefore || view.loading;
-    ui.jobsEmpty.hidden = n > 0 || view.loading || ui.jobsStatus.dataset.kind === 'error';
+    ui.jobsEmpty.hidden = n > 0 || view.loading || ui.jobsStatus.dataset.kind === 'error' || !!ui.jobsFilterError.textContent;
+    setText(ui.jobsEmpty, !activeFilters(view.filter).length ? 'No jobs yet. New ones appear here live.'
+      : checkableLive(view.filter) ? 'No jobs match this search. New matches appear here live.'
+        : 'No jobs match this search. New matches appear after Refresh.');
   }
 
   async function load(more = false) {
     const gen = ++view.gen;
     if (!more) {
-      view.filter = { state: ui.jobsState.value, type: ui.jobsType.value.trim() };
+      view.filter = form.apply();
       view.touched.clear();
     }
     const f = view.filter;
@@ -87,7 +107,7 @@ export function createRecentJobs(admin) {
     say(ui.jobsStatus, 'Loading…');
     ui.jobsMore.hidden = true;
     try {
-      const query = buildQuery({ state: f.state, type: f.type, limit: PAGE_SIZE, before: more ? view.nextBefore : null });
+      const query = buildQuery({ ...f, limit: PAGE_SIZE, before: more ? view.nextBefore : null });
       const page = pageOf(await admin.api(`/api/jobs${query}`));
       if (gen !== view.gen) return;
       if (!more) { view.rows.clear(); ui.jobs.replaceChildren(); }
@@ -105,7 +125,16 @@ export function createRecentJobs(admin) {
     } catch (err) {
       if (gen !== view.gen || err.quiet) return;
       view.loading = false;
-      say(ui.jobsStatus, `Could not load jobs: ${err.message}`, 'error');
+      if (err.status === 400 && !more) {
+        // A filter the server refused (invalid_filter): its message goes next to the form.
+        view.rows.clear();
+        ui.jobs.replaceChildren();
+        view.nextBefore = null;
+        say(ui.jobsStatus, '');
+        form.showError(err.message);
+      } else {
+        say(ui.jobsStatus, `Could not load jobs: ${err.message}`, 'error');
+      }
     }
     updateChrome();
   }
@@ -126,15 +155,9 @@ export function createRecentJobs(admin) {
   }
 
   function listen() {
-    let timer = 0;
-    const filterChanged = () => {
-      const type = ui.jobsType.value.trim();
-      if (type !== view.filter.type || ui.jobsState.value !== view.filter.state) load();
-    };
-    ui.jobsState.addEventListener('change', filterChanged);
-    ui.jobsType.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(filterChanged, FILTER_DELAY_MS); });
-    ui.jobsFilter.addEventListener('submit', (e) => e.preventDefault());
-    ui.jobsType.addEventListener('keydown', (e) => { if (e.key === 'Enter') { clearTimeout(timer); filterChanged(); } });
+    // The form is filled from the URL here, before the first load.
+    form.listen(() => { if (!sameFilters(form.read(), view.filter)) load(); });
+    ui.jobsRefresh.addEventListener('click', () => load());
     ui.jobsMore.addEventListener('click', () => load(true));
   }
 

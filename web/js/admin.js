@@ -1,15 +1,16 @@
-// Darkroom admin dashboard: queues, recent jobs, job timelines and the dead-letter queue.
+// Darkroom admin dashboard: queues, job search, job timelines and the dead-letter queue.
 // Build-free ES modules, no framework; startAdmin (run by web/admin.js, the page's
 // script) signs in with the admin token and wires the views together. After the initial
 // REST load the views are kept current only by Socket.IO pushes (admin-live.js); lists
-// are fetched again only when a filter changes or the socket reconnects.
+// are fetched again only when a filter changes (filters live in the page's URL, so a
+// copied link opens the same search), on Refresh, or when the socket reconnects.
 //
 // Security note: everything from the server (types, payloads, error messages,
 // tracebacks) is written with textContent, never as HTML.
 import { ApiError, createTokenStore, errorMessage, parseJson, send } from './api.js';
 import { createDeadLetters } from './admin-dlq.js';
 import { createJobDetail } from './admin-detail.js';
-import { createRecentJobs } from './admin-jobs.js';
+import { createJobs } from './admin-jobs.js';
 import { createAdminLive } from './admin-live.js';
 import { ADMIN_MESSAGES, createJobCache, NOT_ADMIN } from './admin-model.js';
 import { createQueues } from './admin-queues.js';
@@ -23,10 +24,16 @@ function findElements() {
     conn: 'conn', workers: 'workers', signOut: 'sign-out', login: 'login', tokenForm: 'token-form',
     tokenInput: 'token-input', tokenError: 'token-error', dashboard: 'dashboard', banner: 'banner',
     queues: 'queues', queuesHead: 'queues-head', queuesAt: 'queues-at', queuesStatus: 'queues-status',
-    jobsFilter: 'jobs-filter', jobsState: 'jobs-state', jobsType: 'jobs-type', jobs: 'jobs',
+    jobsFilter: 'jobs-filter', jobsId: 'jobs-id', jobsState: 'jobs-state', jobsType: 'jobs-type',
+    jobsError: 'jobs-error', jobsMoreFilters: 'jobs-more-filters', jobsQueue: 'jobs-queue', jobsUser: 'jobs-user',
+    jobsFilename: 'jobs-filename', jobsSha256: 'jobs-sha256', jobsFrom: 'jobs-from', jobsTo: 'jobs-to',
+    jobsClear: 'jobs-clear', jobsRefresh: 'jobs-refresh', jobsFilterError: 'jobs-filter-error', jobs: 'jobs',
     jobsStatus: 'jobs-status', jobsEmpty: 'jobs-empty', jobsCount: 'jobs-count', jobsMore: 'jobs-more',
-    dlqFilter: 'dlq-filter', dlqType: 'dlq-type', dlqError: 'dlq-error', dlq: 'dlq', dlqStatus: 'dlq-status',
-    dlqEmpty: 'dlq-empty', dlqMore: 'dlq-more', dlqRetryAll: 'dlq-retry-all', dlqClear: 'dlq-clear',
+    dlqFilter: 'dlq-filter', dlqId: 'dlq-id', dlqType: 'dlq-type', dlqError: 'dlq-error',
+    dlqMoreFilters: 'dlq-more-filters', dlqQueue: 'dlq-queue', dlqUser: 'dlq-user', dlqFilename: 'dlq-filename',
+    dlqFrom: 'dlq-from', dlqTo: 'dlq-to', dlqFilterClear: 'dlq-filter-clear', dlqRefresh: 'dlq-refresh',
+    dlqFilterError: 'dlq-filter-error', dlq: 'dlq', dlqStatus: 'dlq-status', dlqEmpty: 'dlq-empty',
+    dlqMore: 'dlq-more', dlqRetryAll: 'dlq-retry-all', dlqDeleteAll: 'dlq-delete-all',
     detail: 'detail', detailTitle: 'detail-title', detailClose: 'detail-close', detailStatus: 'detail-status',
     detailSummary: 'detail-summary', detailError: 'detail-error', detailErrorText: 'detail-error-text',
     detailTraceback: 'detail-traceback', detailPayload: 'detail-payload', detailTimeline: 'detail-timeline',
@@ -66,7 +73,7 @@ export function startAdmin() {
     admin.queues.reset();
     admin.jobs.reset();
     admin.dlq.reset();
-    for (const el of [ui.banner, ui.queuesStatus, ui.jobsStatus, ui.dlqStatus, ui.queuesAt, ui.jobsCount]) say(el, '');
+    for (const el of [ui.banner, ui.queuesStatus, ui.jobsStatus, ui.dlqStatus, ui.queuesAt, ui.jobsCount, ui.jobsFilterError, ui.dlqFilterError]) say(el, '');
   }
 
   function signIn(value) {
@@ -110,7 +117,7 @@ export function startAdmin() {
 
   admin.signOut = signOut;
   admin.queues = createQueues(admin);
-  admin.jobs = createRecentJobs(admin);
+  admin.jobs = createJobs(admin);
   admin.dlq = createDeadLetters(admin);
   admin.detail = createJobDetail(admin);
   admin.live = createAdminLive(admin);

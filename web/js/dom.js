@@ -1,5 +1,6 @@
 // Building and updating elements, shared by the web client and the admin dashboard.
 // Text from the server or the person is only ever set as text, never parsed as HTML.
+import { shortId } from './format.js';
 
 /** Create an element; strings in children become text nodes (never HTML). */
 export function h(tag, props = {}, ...children) {
@@ -57,6 +58,17 @@ export async function busy(btn, label, fn) {
     if (btn.textContent === label) btn.textContent = old;
     if (hadFocus && btn.isConnected && (!document.activeElement || document.activeElement === document.body)) btn.focus();
   }
+}
+
+/**
+ * A job id as lists show it: its random end (shortId) in monospace; the whole id is its
+ * title (on hover) and what a screen reader reads.
+ */
+export function idTag(id, className = 'mono') {
+  const full = id == null ? '' : String(id);
+  return h('span', { className, title: full, dataset: { id: full } },
+    h('span', { 'aria-hidden': 'true', text: shortId(full) }),
+    h('span', { className: 'visually-hidden', text: full }));
 }
 
 /** [term, value] rows as the <div><dt><dd></div> children of a <dl>. */

@@ -110,10 +110,14 @@ export function formatCount(value) {
   return String(Number.isFinite(n) && n > 0 ? Math.round(n) : 0);
 }
 
-/** The first `length` characters of an id, enough to tell jobs apart in a list. */
+/**
+ * The last `length` characters of an id, what tells jobs apart in a list: an id starts
+ * with its creation time (jobs made the same minute share it) and ends at random.
+ * GET /api/jobs?id= finds a job by it.
+ */
 export function shortId(id, length = 8) {
   const s = id == null ? '' : String(id);
-  return s.length > length ? s.slice(0, length) : s;
+  return s.length > length ? s.slice(-length) : s;
 }
 
 /** Any JSON value, indented; "—" for nothing at all. */

@@ -127,11 +127,14 @@ test('formatCount: the number, 0 for anything missing', () => {
   assert.equal(formatCount('3'), '3');
 });
 
-test('shortId keeps the first characters', () => {
-  assert.equal(shortId('0123456789abcdef'), '01234567');
+test('shortId keeps the last characters: the random end, not the creation time all jobs of a minute share', () => {
+  assert.equal(shortId('0123456789abcdef'), '89abcdef');
+  const sameMinute = ['019a0c1b2d3e4f5a6b7c8d9e0f1a2b3c', '019a0c1b2e00112233445566778899aa'];
+  assert.notEqual(shortId(sameMinute[0]), shortId(sameMinute[1]));
+  assert.equal(shortId(sameMinute[1]), '778899aa');
   assert.equal(shortId('abc'), 'abc');
   assert.equal(shortId(null), '');
-  assert.equal(shortId(123456789012, 4), '1234');
+  assert.equal(shortId(123456789012, 4), '9012');
 });
 
 test('prettyJson', () => {
