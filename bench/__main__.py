@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import accept, e2e, fairness, footprint, pipeline, push, report, scale
+from bench import accept, e2e, fairness, footprint, pipeline, push, report, scale, search
 from bench.common import RESULTS, Result
 
 SUITES: dict[str, Callable[[bool], Result]] = {
@@ -29,6 +29,7 @@ SUITES: dict[str, Callable[[bool], Result]] = {
     "footprint": footprint.main,
     "scale": scale.main,
     "fairness": fairness.main,
+    "search": search.main,
 }
 
 
@@ -48,7 +49,8 @@ def write_summary(*, readme: bool) -> list[str]:
              + ".", "", *report.summary(results)]
     for name, table in (("pipeline", pipeline.table), ("e2e", report.e2e_table),
                         ("accept", report.accept_table), ("push", report.push_table),
-                        ("scale", scale.table), ("fairness", fairness.table)):
+                        ("scale", scale.table), ("fairness", fairness.table),
+                        ("search", search.table)):
         if name in results:
             lines += ["", *table(Result(name, results[name]["figures"]))]
     notes = [note for r in results.values() for note in r.get("notes", [])]
