@@ -344,6 +344,11 @@ async def _workers(b: Attempt) -> None:
     await b.call("GET", "/api/workers", ADMIN_ONLY)
 
 
+@case("GET", "/api/charts")
+async def _charts(b: Attempt) -> None:
+    await b.call("GET", "/api/charts", ADMIN_ONLY)
+
+
 @case("POST", "/api/queues/{name}/pause")
 async def _pause(b: Attempt) -> None:
     await b.call("POST", "/api/queues/images/pause", ADMIN_ONLY)

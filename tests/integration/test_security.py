@@ -291,6 +291,7 @@ async def test_admin_operations_are_audited(guarded: Stack, http: httpx.AsyncCli
     await admin_call("DELETE", "/api/dlq", "dlq.clear", "dlq")
     await admin_call("GET", "/api/queues", "queues.list", "queues")
     await admin_call("GET", "/api/workers", "workers.list", "workers")
+    await admin_call("GET", "/api/charts", "charts.read", "charts")
     await admin_call("POST", "/api/queues/default/pause", "queue.pause", "queue:default")
     await admin_call("POST", "/api/queues/default/resume", "queue.resume", "queue:default")
     await admin_call("POST", "/api/queues/default/clean", "queue.clean", "queue:default",

@@ -1,5 +1,6 @@
 // The dashboard's job detail (a modal <dialog>): summary, error and traceback, payload,
-// and the timeline of events, which grows live while the dialog is open.
+// and the timeline of events, which grows live while the dialog is open; a link opens the
+// job's own page (/admin/jobs/{id}) for the whole of it.
 import { h, idTag, say, setText, termRows } from './dom.js';
 import { clampPercent, prettyJson } from './format.js';
 import { describeJob } from './admin-model.js';
@@ -10,6 +11,9 @@ export function createJobDetail(admin) {
   const { ui } = admin;
   // Events that arrive while the timeline loads wait in `buffer`; maxSeq drops repeats.
   const shown = { id: null, gen: 0, loading: false, maxSeq: -Infinity, buffer: [] };
+  // The job's own page (admin-job.html), linkable: every attempt, delivery and the image.
+  const pageLink = h('a', { 'data-testid': 'detail-page-link', text: "Open the job's page" });
+  ui.detailSummary.after(h('p', { className: 'detail-page-link' }, pageLink));
 
   /** "Job <short id> · <type>" (the summary below lists the whole id). */
   function renderTitle(id, type) {
@@ -79,6 +83,7 @@ export function createJobDetail(admin) {
 
   function open(id) {
     shown.id = id;
+    pageLink.href = `/admin/jobs/${encodeURIComponent(id)}`;
     shown.buffer = [];
     shown.maxSeq = -Infinity;
     setText(ui.detailPayload, '…');

@@ -191,10 +191,17 @@ async def admin(_request: Request) -> FileResponse:
     return FileResponse(WEB_DIR / "admin.html", headers={"Cache-Control": "no-cache"})
 
 
+async def admin_job(_request: Request) -> FileResponse:
+    """One job's page: the same file for every id (its script reads the id from the
+    address and checks it; it asks for the admin token as the dashboard does)."""
+    return FileResponse(WEB_DIR / "admin-job.html", headers={"Cache-Control": "no-cache"})
+
+
 routes: list[Any] = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", prometheus, methods=["GET"]),
     Route("/", index, methods=["GET"]),
     Route("/admin", admin, methods=["GET"]),
+    Route("/admin/jobs/{job_id}", admin_job, methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=WEB_DIR), name="static"),
 ]
