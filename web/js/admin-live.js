@@ -1,6 +1,7 @@
 // The dashboard's live connection: one socket per sign-in, subscribed to every job;
-// `queues:stats`, `job:*` and `dlq:removed` pushes keep the views current, and after a
-// reconnect everything is loaded once again (events may have been missed).
+// `queues:stats`, `workers:stats`, `charts:point`, `job:*` and `dlq:removed` pushes keep
+// the views current, and after a reconnect everything is loaded once again (events may
+// have been missed).
 import { say } from './dom.js';
 import { NOT_ADMIN } from './admin-model.js';
 import { FIRST_RETRY_MS, nextRetryDelay, socketFactory } from './live.js';
@@ -78,6 +79,8 @@ export function createAdminLive(admin) {
       subscribeAll(s, gen);
       if (everConnected) {
         admin.queues.load();
+        admin.workers.load();
+        admin.charts.load();
         admin.jobs.load();
         admin.dlq.load();
         admin.detail.reload();
@@ -105,6 +108,8 @@ export function createAdminLive(admin) {
     }));
     s.io.on('reconnect_attempt', mine(() => conn.disconnected(failedAttempts)));
     s.on('queues:stats', mine((payload) => admin.queues.render(payload)));
+    s.on('workers:stats', mine((payload) => admin.workers.render(payload)));
+    s.on('charts:point', mine((payload) => admin.charts.onPoint(payload)));
     s.on('dlq:removed', mine((payload) => admin.dlq.onRemoved(payload)));
     for (const name of JOB_EVENTS) s.on(name, mine((payload) => onJobEvent(name, payload)));
   }

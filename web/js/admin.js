@@ -1,4 +1,5 @@
-// Darkroom admin dashboard: queues, job search, job timelines and the dead-letter queue.
+// Darkroom admin dashboard: queues, worker processes, charts, job search, job timelines
+// and the dead-letter queue.
 // Build-free ES modules, no framework; startAdmin (run by web/admin.js, the page's
 // script) signs in with the admin token and wires the views together. After the initial
 // REST load the views are kept current only by Socket.IO pushes (admin-live.js); lists
@@ -8,12 +9,14 @@
 // Security note: everything from the server (types, payloads, error messages,
 // tracebacks) is written with textContent, never as HTML.
 import { ApiError, createTokenStore, errorMessage, parseJson, send } from './api.js';
+import { createCharts } from './admin-charts.js';
 import { createDeadLetters } from './admin-dlq.js';
 import { createJobDetail } from './admin-detail.js';
 import { createJobs } from './admin-jobs.js';
 import { createAdminLive } from './admin-live.js';
 import { ADMIN_MESSAGES, createJobCache, NOT_ADMIN } from './admin-model.js';
 import { createQueues } from './admin-queues.js';
+import { createWorkers } from './admin-workers.js';
 import { byId, say, setText } from './dom.js';
 import { connIndicator } from './live.js';
 
@@ -24,6 +27,9 @@ function findElements() {
     conn: 'conn', workers: 'workers', signOut: 'sign-out', login: 'login', tokenForm: 'token-form',
     tokenInput: 'token-input', tokenError: 'token-error', dashboard: 'dashboard', banner: 'banner',
     queues: 'queues', queuesHead: 'queues-head', queuesAt: 'queues-at', queuesStatus: 'queues-status',
+    roster: 'roster', rosterWrap: 'roster-wrap', rosterSummary: 'roster-summary', rosterStatus: 'roster-status',
+    rosterEmpty: 'roster-empty', charts: 'charts', chartsAt: 'charts-at', chartsStatus: 'charts-status',
+    chartsEmpty: 'charts-empty',
     jobsFilter: 'jobs-filter', jobsId: 'jobs-id', jobsState: 'jobs-state', jobsType: 'jobs-type',
     jobsError: 'jobs-error', jobsMoreFilters: 'jobs-more-filters', jobsQueue: 'jobs-queue', jobsUser: 'jobs-user',
     jobsFilename: 'jobs-filename', jobsSha256: 'jobs-sha256', jobsFrom: 'jobs-from', jobsTo: 'jobs-to',
@@ -71,6 +77,8 @@ export function startAdmin() {
   function resetViews() {
     admin.cache.clear();
     admin.queues.reset();
+    admin.workers.reset();
+    admin.charts.reset();
     admin.jobs.reset();
     admin.dlq.reset();
     for (const el of [ui.banner, ui.queuesStatus, ui.jobsStatus, ui.dlqStatus, ui.queuesAt, ui.jobsCount, ui.jobsFilterError, ui.dlqFilterError]) say(el, '');
@@ -91,6 +99,8 @@ export function startAdmin() {
     admin.queues.load().then(() => {
       if (gen !== admin.session) return;
       admin.live.connect();
+      admin.workers.load();
+      admin.charts.load();
       admin.jobs.load();
       admin.dlq.load();
     });
@@ -117,6 +127,8 @@ export function startAdmin() {
 
   admin.signOut = signOut;
   admin.queues = createQueues(admin);
+  admin.workers = createWorkers(admin);
+  admin.charts = createCharts(admin);
   admin.jobs = createJobs(admin);
   admin.dlq = createDeadLetters(admin);
   admin.detail = createJobDetail(admin);
@@ -128,6 +140,7 @@ export function startAdmin() {
     if (value) signIn(value);
   });
   ui.signOut.addEventListener('click', () => signOut(''));
+  admin.charts.listen();
   admin.jobs.listen();
   admin.dlq.listen();
   admin.detail.listen();
