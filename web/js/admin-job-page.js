@@ -3,17 +3,16 @@
 // webhook deliveries, payload, result and image, and the actions that apply to it.
 // GET /api/jobs/{id}/timeline draws it; while the job runs, a socket subscribed to the
 // job keeps the header current at once and has the timeline loaded again, at most every
-// REFRESH_MS. It uses the admin token the dashboard keeps (admin.js TOKEN_KEY).
+// REFRESH_MS. It uses the admin token the dashboard keeps (admin-model.js TOKEN_KEY).
 //
 // This module is the page's script: it starts the page when loaded. The job's id comes
 // from the address and is checked here; everything from the server is set as text.
 import { ApiError, createTokenStore, errorMessage, parseJson, send } from './api.js';
-import { TOKEN_KEY } from './admin.js';
 import {
   backoffText, eventFromPush, formatElapsed, jobActions, jobIdFromPath, lastSeq, mergeEvents, newerJob,
   outcomeLabel, resultImage, splitWorker, stageShare,
 } from './admin-job-model.js';
-import { ADMIN_MESSAGES, describeJob, NOT_ADMIN } from './admin-model.js';
+import { ADMIN_MESSAGES, describeJob, NOT_ADMIN, TOKEN_KEY } from './admin-model.js';
 import { busy, byId, h, idTag, say, setHidden, setText, showText } from './dom.js';
 import { clampPercent, formatCountdown, formatDuration, formatTimestamp, prettyJson, safeUrl, shortId } from './format.js';
 import { connIndicator, FIRST_RETRY_MS, nextRetryDelay, socketFactory } from './live.js';

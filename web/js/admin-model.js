@@ -5,6 +5,8 @@ import { MESSAGES } from './api.js';
 import { clampPercent, formatTimestamp } from './format.js';
 
 export const NOT_ADMIN = 'That is not an admin token.';
+/** Where the dashboard and the job page keep the admin token (localStorage). */
+export const TOKEN_KEY = 'darkroom.adminToken';
 
 /** What a failed request means on the dashboard: a refused token is not an admin's. */
 export const ADMIN_MESSAGES = Object.freeze({

@@ -14,13 +14,12 @@ import { createDeadLetters } from './admin-dlq.js';
 import { createJobDetail } from './admin-detail.js';
 import { createJobs } from './admin-jobs.js';
 import { createAdminLive } from './admin-live.js';
-import { ADMIN_MESSAGES, createJobCache, NOT_ADMIN } from './admin-model.js';
+import { ADMIN_MESSAGES, createJobCache, NOT_ADMIN, TOKEN_KEY } from './admin-model.js';
 import { createQueues } from './admin-queues.js';
 import { createWorkers } from './admin-workers.js';
 import { byId, say, setText } from './dom.js';
 import { connIndicator } from './live.js';
 
-export const TOKEN_KEY = 'darkroom.adminToken';
 
 function findElements() {
   const ids = {
