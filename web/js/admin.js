@@ -20,7 +20,6 @@ import { createWorkers } from './admin-workers.js';
 import { byId, say, setText } from './dom.js';
 import { connIndicator } from './live.js';
 
-
 function findElements() {
   const ids = {
     conn: 'conn', workers: 'workers', signOut: 'sign-out', login: 'login', tokenForm: 'token-form',
