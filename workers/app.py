@@ -10,7 +10,7 @@ import logging
 
 import dramatiq
 
-from server.infra import logs
+from server.infra import logs, tracing
 from server.infra.broker import build_broker, install
 from server.infra.fair import FairDispatch
 from server.infra.settings import Settings
@@ -23,11 +23,14 @@ from workers.middleware.lifecycle import JobLifecycle
 from workers.middleware.pause import QueueGate
 from workers.middleware.roster import Roster
 from workers.middleware.timings import JobTimings
+from workers.middleware.tracing import JobTracing
 from workers.tasks import registry as tasks
 
 settings = Settings.from_env()
 # Dramatiq's CLI has set up logging its way already: this replaces it with ours.
 logs.configure(settings.log_level, settings.log_format)
+# Before the context: its database spans its transactions only with a tracer.
+tracing.configure(settings, "darkroom-worker")
 if (warning := settings.multi_host_warning()) is not None:
     logging.getLogger("workers").warning(warning)
 # Our actors return their job's result for JobLifecycle to store; Dramatiq warns about
@@ -53,6 +56,10 @@ install(
                  per_user_cap=settings.deliveries_in_flight_per_user
                  if settings.worker_pool == "io" else settings.max_jobs_in_flight_per_user),
 )
+if tracing.enabled():
+    # Before JobLifecycle: the job's span covers the start of its attempt, and (its after_*
+    # hooks running last) the completion and the deliveries it sends.
+    broker.add_middleware(JobTracing(), before=JobLifecycle)
 dramatiq.set_broker(broker)
 # Only the types of this process's pool (WORKER_POOL, set by `darkroom worker [--io]`): an
 # image worker declares no I/O actor, so it never consumes their queues, and the other way.

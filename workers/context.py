@@ -9,6 +9,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from server.data.db import SyncDatabase
+from server.infra import tracing
 from server.infra.broker import redis_client, send_job
 from server.infra.bus import SyncBus
 from server.infra.settings import Settings
@@ -28,7 +29,7 @@ class WorkerContext:
     @classmethod
     def from_settings(cls, settings: Settings, broker: RedisBroker) -> WorkerContext:
         """Build (without connecting yet: engines and Redis pools connect on first use)."""
-        db = SyncDatabase(settings.database_url)
+        db = SyncDatabase(settings.database_url, tracer=tracing.tracer("server.data.db"))
         client = redis_client(settings.require_redis())
         presenter = Presenter(settings.secret_key, settings.signed_url_ttl_s, settings.public_url)
         reporter = Reporter(db, SyncBus(client, settings.redis_prefix), presenter,

@@ -37,7 +37,7 @@ from server.core.signing import hash_token
 from server.core.tasks import EMAIL_SEND, WEBHOOK_DELIVER
 from server.data import store
 from server.data.models import Schedule, utcnow
-from server.infra import logs
+from server.infra import logs, tracing
 from server.infra.broker import build_broker
 from server.infra.settings import Settings
 from workers.context import WorkerContext
@@ -77,8 +77,11 @@ def fire_due(ctx: WorkerContext, registry: dict[str, tasks.TaskType]) -> int:
     fired = 0
     for schedule in ctx.db.read(store.due_schedules, now=now):
         try:
-            if _fire(ctx, registry.get(schedule.type), schedule, now):
-                fired += 1
+            # With tracing on, each firing starts the trace its job's run goes on.
+            with tracing.span("schedule fire", attributes={"darkroom.schedule.id": schedule.id,
+                                                           "darkroom.job.type": schedule.type}):
+                if _fire(ctx, registry.get(schedule.type), schedule, now):
+                    fired += 1
         except Exception:  # one bad schedule must not stop the others
             log.exception("schedule %s failed to fire", schedule.id)
     return fired
@@ -168,6 +171,7 @@ def _is_admin(ctx: WorkerContext, user_id: str) -> bool:
 def main() -> int:
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
+    tracing.configure(settings, "darkroom-scheduler")
     ctx = WorkerContext.from_settings(settings, build_broker(settings, maintenance=False))
     registry = tasks.load(include_test_tasks=settings.enable_test_tasks)
     # APScheduler logs two lines per run of every job: the poll would flood the log.
@@ -193,7 +197,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     log.info("scheduler started: clean-up %r, purge %r, schedules every %s s",
              settings.cleanup_cron, settings.purge_cron, settings.schedule_poll_s)
-    scheduler.start()
+    try:
+        scheduler.start()
+    finally:
+        tracing.shutdown()  # the spans still batched go now
     return 0
 
 

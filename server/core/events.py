@@ -61,6 +61,8 @@ class JobEvent:
     job: dict[str, Any]
     published_at: float | None = None
     """When it was published on the bus (epoch seconds), once it has been."""
+    trace: dict[str, str] | None = None
+    """The publisher's trace context (W3C headers), when it traces."""
 
     @property
     def seq(self) -> int:
@@ -70,11 +72,14 @@ class JobEvent:
         """What a Socket.IO client receives: ``{"job": <Job>, "seq": n, "published_at"}``."""
         return _with_time({"job": self.job, "seq": self.seq}, self.published_at)
 
-    def encode(self, *, published_at: float | None = None) -> str:
-        """Serialise for the Redis bus, stamped with the publish time if given."""
+    def encode(self, *, published_at: float | None = None,
+               trace: dict[str, str] | None = None) -> str:
+        """Serialise for the Redis bus, stamped with the publish time and the publisher's
+        trace context if given."""
         kind = _JOB_MESSAGES[self.name]
         return _encode(kind(user_id=self.user_id, job=self.job,
-                            published_at=_stamp(published_at, self.published_at)))
+                            published_at=_stamp(published_at, self.published_at),
+                            trace=trace or self.trace))
 
     @classmethod
     def decode(cls, raw: str | bytes) -> JobEvent:
@@ -93,14 +98,17 @@ class BatchEvent:
     batch: dict[str, Any]
     name: str = BATCH_PROGRESS
     published_at: float | None = None
+    trace: dict[str, str] | None = None
 
     def payload(self) -> dict[str, Any]:
         """``{"batch": {"id", "total", "done", "failed", "progress"}, "published_at"}``."""
         return _with_time({"batch": self.batch}, self.published_at)
 
-    def encode(self, *, published_at: float | None = None) -> str:
+    def encode(self, *, published_at: float | None = None,
+               trace: dict[str, str] | None = None) -> str:
         return _encode(bus.BatchProgress(user_id=self.user_id, batch=self.batch,
-                                         published_at=_stamp(published_at, self.published_at)))
+                                         published_at=_stamp(published_at, self.published_at),
+                                         trace=trace or self.trace))
 
 
 @dataclass(frozen=True)
@@ -110,15 +118,18 @@ class AdminEvent:
     name: str
     data: dict[str, Any]
     published_at: float | None = None
+    trace: dict[str, str] | None = None
 
     def payload(self) -> dict[str, Any]:
         return _with_time(self.data, self.published_at)
 
-    def encode(self, *, published_at: float | None = None) -> str:
+    def encode(self, *, published_at: float | None = None,
+               trace: dict[str, str] | None = None) -> str:
         if self.name != DLQ_REMOVED:  # the only admin event there is
             raise ValueError(f"no admin event named {self.name!r}")
         return _encode(bus.DeadLettersRemoved(
-            admin=self.data, published_at=_stamp(published_at, self.published_at)))
+            admin=self.data, published_at=_stamp(published_at, self.published_at),
+            trace=trace or self.trace))
 
 
 @dataclass(frozen=True)
@@ -128,13 +139,16 @@ class TokenRevoked:
     token_id: str
     name: str = TOKEN_REVOKED
     published_at: float | None = None
+    trace: dict[str, str] | None = None
 
     def payload(self) -> dict[str, Any]:
         return _with_time({"reason": "the token was revoked"}, self.published_at)
 
-    def encode(self, *, published_at: float | None = None) -> str:
+    def encode(self, *, published_at: float | None = None,
+               trace: dict[str, str] | None = None) -> str:
         return _encode(bus.SessionRevoked(token_id=self.token_id,
-                                          published_at=_stamp(published_at, self.published_at)))
+                                          published_at=_stamp(published_at, self.published_at),
+                                          trace=trace or self.trace))
 
 
 BusEvent = JobEvent | BatchEvent | AdminEvent | TokenRevoked
@@ -171,6 +185,7 @@ def _decode_leniently(raw: str | bytes) -> BusEvent:
     if not isinstance(data, dict):
         raise ValueError("malformed event: not an object")
     data["published_at"] = _published_at(data.get("published_at"))
+    data["trace"] = _trace(data.get("trace"))
     try:
         message = msgspec.convert(data, bus.BusMessage)
     except msgspec.ValidationError as exc:
@@ -178,18 +193,28 @@ def _decode_leniently(raw: str | bytes) -> BusEvent:
     return _event(message)
 
 
+def _trace(value: Any) -> dict[str, str] | None:
+    """A usable trace context (string headers), else None: a bad one only loses the trace."""
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return None
+    return value or None
+
+
 def _event(message: bus.BusMessage) -> BusEvent:
-    at = message.published_at
+    at, trace = message.published_at, message.trace or None
     if isinstance(message, bus.JobMessage):
         if "seq" not in message.job:
             raise ValueError("malformed job event: no seq")
         name = str(type(message).__struct_config__.tag)
-        return JobEvent(name=name, user_id=message.user_id, job=message.job, published_at=at)
+        return JobEvent(name=name, user_id=message.user_id, job=message.job, published_at=at,
+                        trace=trace)
     if isinstance(message, bus.BatchProgress):
-        return BatchEvent(user_id=message.user_id, batch=message.batch, published_at=at)
+        return BatchEvent(user_id=message.user_id, batch=message.batch, published_at=at,
+                          trace=trace)
     if isinstance(message, bus.DeadLettersRemoved):
-        return AdminEvent(name=DLQ_REMOVED, data=message.admin, published_at=at)
-    return TokenRevoked(token_id=message.token_id, published_at=at)
+        return AdminEvent(name=DLQ_REMOVED, data=message.admin, published_at=at, trace=trace)
+    return TokenRevoked(token_id=message.token_id, published_at=at, trace=trace)
 
 
 USER_ROOM_PREFIX = "user:"

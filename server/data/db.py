@@ -19,12 +19,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -100,6 +103,32 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def _is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+class _Spans:
+    """A span per transaction (``db.read <query>``, ``db.write <query>``) when given a
+    tracer (``server.infra.tracing``, on only when configured), and only inside a trace:
+    the background loops' queries start none of their own. Without a tracer, nothing."""
+
+    def __init__(self, tracer: Tracer | None, url: str) -> None:
+        self.tracer = tracer
+        backend = make_url(url).get_backend_name()
+        self.attributes = {"db.system": "sqlite" if backend == "sqlite" else "postgresql"}
+
+    def __call__(self, kind: str,
+                 fn: Callable[..., object]) -> contextlib.AbstractContextManager[object]:
+        if self.tracer is None:
+            return _NO_SPAN
+        from opentelemetry import trace
+
+        if not trace.get_current_span().get_span_context().is_valid:
+            return _NO_SPAN
+        return self.tracer.start_as_current_span(
+            f"db.{kind} {getattr(fn, '__name__', 'query')}", kind=trace.SpanKind.CLIENT,
+            attributes=self.attributes)
 
 
 class WriteTurn:
@@ -189,7 +218,9 @@ class Database:
     (the write turn taken in that same hop).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, tracer: Tracer | None = None) -> None:
+        """``tracer``: a span around each read and write (see ``_Spans``)."""
+        self._span = _Spans(tracer, url)
         # SQLite needs no pre-ping (a file does not drop connections; the ping costs a
         # round trip per session). PostgreSQL keeps SQLAlchemy's pool (5 + 10 overflow:
         # the README's connection count); an in-memory SQLite database has a single static
@@ -283,18 +314,20 @@ class Database:
 
     async def read(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ``store`` query in a read transaction."""
-        if self._sync is not None:
-            return await self._read_in_thread(
-                functools.partial(self._sync.read, fn, *args, **kwargs))
-        async with self._reads() as session:
-            return await session.run_sync(lambda s: fn(s, *args, **kwargs))
+        with self._span("read", fn):
+            if self._sync is not None:
+                return await self._read_in_thread(
+                    functools.partial(self._sync.read, fn, *args, **kwargs))
+            async with self._reads() as session:
+                return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
     async def write(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ``store`` write in one short IMMEDIATE transaction, committed on success."""
-        if self._sync is not None:
-            return await self._write_in_thread(fn, *args, **kwargs)
-        async with self._write_turn, self._writes() as session, session.begin():
-            return await session.run_sync(lambda s: fn(s, *args, **kwargs))
+        with self._span("write", fn):
+            if self._sync is not None:
+                return await self._write_in_thread(fn, *args, **kwargs)
+            async with self._write_turn, self._writes() as session, session.begin():
+                return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
     async def ping(self) -> None:
         if self._sync is not None:
@@ -314,8 +347,11 @@ class Database:
 class SyncDatabase:
     """A worker process's sync engine, with the same read/write shape as ``Database``."""
 
-    def __init__(self, url: str, *, pool_size: int | None = None) -> None:
-        """``pool_size``: connections kept open (SQLAlchemy's default of 5 when None)."""
+    def __init__(self, url: str, *, pool_size: int | None = None,
+                 tracer: Tracer | None = None) -> None:
+        """``pool_size``: connections kept open (SQLAlchemy's default of 5 when None);
+        ``tracer``: a span around each read and write (see ``_Spans``)."""
+        self._span = _Spans(tracer, url)
         pool = {} if pool_size is None else {"pool_size": pool_size}
         self.engine: Engine = create_engine(sync_url(url), pool_pre_ping=not _is_sqlite(url),
                                             **pool)
@@ -364,11 +400,12 @@ class SyncDatabase:
             conn.exec_driver_sql("SELECT 1")
 
     def read(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        with self._reads() as session:
+        with self._span("read", fn), self._reads() as session:
             return fn(session, *args, **kwargs)
 
     def write(self, fn: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        with self._write_turn, self._writes() as session, session.begin():
+        with self._span("write", fn), self._write_turn, self._writes() as session, \
+                session.begin():
             return fn(session, *args, **kwargs)
 
     def write_unless(self, abandoned: threading.Event, fn: Query[P, T], /, *args: P.args,

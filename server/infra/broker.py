@@ -14,6 +14,7 @@ from server.core import keys
 from server.core.jobs import actor_for
 from server.core.lifecycle import hung_after_ms
 from server.data.models import Job
+from server.infra import tracing
 from server.infra.fair import USER_OPTION, FairQueues
 from server.infra.settings import Settings
 
@@ -92,7 +93,11 @@ def send_job(broker: RedisBroker, job: Job, *, delay_ms: int | None = None) -> N
 def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name: str,
                 queue_name: str, max_attempts: int, delay_ms: int | None = None,
                 user_id: str | None = None) -> None:
-    """Send the message for a stored job; its only argument is the job id."""
+    """Send the message for a stored job; its only argument is the job id.
+
+    With tracing on, the send is a span (``enqueue <queue>``) whose context the message
+    carries (``tracing.MESSAGE_OPTION``), for the worker's job span to continue.
+    """
     message: Message[object] = Message(
         queue_name=queue_name, actor_name=actor_name, args=(job_id,), kwargs={},
         message_id=message_id,
@@ -101,4 +106,14 @@ def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name
                  # Its owner: whose turn it waits for (server.infra.fair).
                  **({USER_OPTION: user_id} if user_id else {})},
     )
-    broker.enqueue(message, delay=delay_ms or None)
+    if not tracing.enabled():
+        broker.enqueue(message, delay=delay_ms or None)
+        return
+    with tracing.span(f"enqueue {queue_name}", kind="producer", attributes={
+            "messaging.system": "dramatiq", "messaging.operation.type": "send",
+            "messaging.destination.name": queue_name, "messaging.message.id": message_id,
+            "darkroom.job.id": job_id, "darkroom.delay_ms": delay_ms or 0}):
+        carrier = tracing.carrier()
+        if carrier:
+            message.options[tracing.MESSAGE_OPTION] = carrier
+        broker.enqueue(message, delay=delay_ms or None)

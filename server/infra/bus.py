@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from server.core import keys
 from server.core.events import BusEvent, decode_event
+from server.infra import tracing
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,10 @@ class Bus:
         self._channel = keys.events_channel(prefix)
 
     async def publish(self, event: BusEvent) -> None:
-        # Stamped now, so the relay (and any client) can tell how long delivery took.
-        await self._client.publish(self._channel, event.encode(published_at=time.time()))
+        # Stamped now, so the relay (and any client) can tell how long delivery took; with
+        # the current span's context, so that the relay's emit joins its trace.
+        await self._client.publish(self._channel, event.encode(published_at=time.time(),
+                                                               trace=tracing.carrier()))
 
     async def listen(self) -> AsyncIterator[BusEvent | None]:
         """Yield events forever, re-subscribing by itself whenever Redis drops.
@@ -100,4 +103,5 @@ class SyncBus:
         self._channel = keys.events_channel(prefix)
 
     def publish(self, event: BusEvent) -> None:
-        self._client.publish(self._channel, event.encode(published_at=time.time()))
+        self._client.publish(self._channel, event.encode(published_at=time.time(),
+                                                         trace=tracing.carrier()))

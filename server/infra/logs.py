@@ -3,7 +3,9 @@
 Context fields (``request_id``, ``user_id``, ``job_id``) live in a context variable, so
 every line logged while a request, a Socket.IO handler or a job message is being
 handled carries them without being passed around: asyncio tasks copy the context they
-start from, and each Dramatiq worker thread has its own.
+start from, and each Dramatiq worker thread has its own. Fields that are worked out per
+line (the active span's ``trace_id``, when tracing is on) come from the sources added
+with ``add_source``; there are none otherwise.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, TextIO
@@ -23,6 +25,9 @@ FORMATS = ("text", "json")
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
     "darkroom_log_context", default=_EMPTY)
+
+# Called for each line; what they return joins the context fields (server.infra.tracing).
+_sources: list[Callable[[], Mapping[str, str]]] = []
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -69,10 +74,18 @@ def context() -> dict[str, str]:
     return dict(_context.get())
 
 
+def add_source(source: Callable[[], Mapping[str, str]]) -> None:
+    """Add fields ``source()`` returns to every line logged from now on (once per source)."""
+    if source not in _sources:
+        _sources.append(source)
+
+
 def _extras(record: logging.LogRecord, *, access_fields: bool = True) -> dict[str, Any]:
     """Context fields, then the record's own ``extra=`` fields (which win), then for an
     access line its request's method, path, status (when ``access_fields``)."""
     fields: dict[str, Any] = dict(_context.get())
+    for source in _sources:
+        fields.update(source())
     fields.update((k, v) for k, v in record.__dict__.items()
                   if k not in _STANDARD and not k.startswith("_"))
     if access_fields and record.name == "uvicorn.access" and isinstance(record.args, tuple) \

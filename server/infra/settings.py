@@ -130,6 +130,19 @@ def _recipients(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(normalised))
 
 
+def _tracing(env: Mapping[str, str]) -> bool:
+    """Whether to export traces: an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT, or
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and the SDK is not turned off (OTEL_SDK_DISABLED,
+    OTEL_TRACES_EXPORTER=none), as the OpenTelemetry environment variables say."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = {name.strip().lower() for name in env.get("OTEL_TRACES_EXPORTER", "").split(",")}
+    if "none" in exporters:
+        return False
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+                or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip())
+
+
 def _secret(env: Mapping[str, str], data_dir: Path) -> str:
     """SECRET_KEY, or a random key kept in the data dir so every local process shares it."""
     given = env.get("SECRET_KEY", "").strip()
@@ -241,6 +254,9 @@ class Settings:
     max_jobs_in_flight_per_user: int = 16
     deliveries_in_flight_per_user: int = 2
     webhook_backlog_per_user: int = 1000
+    # OpenTelemetry (server.infra.tracing): the exporter reads the rest of OTEL_* itself.
+    tracing: bool = False
+    otel_service_name: str = ""
 
     def multi_host_warning(self) -> str | None:
         """Why this configuration would break once processes run on several hosts, if so."""
@@ -386,6 +402,8 @@ class Settings:
             deliveries_in_flight_per_user=_int(env, "DELIVERIES_IN_FLIGHT_PER_USER", 2,
                                                minimum=0),
             webhook_backlog_per_user=_int(env, "WEBHOOK_BACKLOG_PER_USER", 1000, minimum=0),
+            tracing=_tracing(env),
+            otel_service_name=env.get("OTEL_SERVICE_NAME", "").strip(),
         )
 
 

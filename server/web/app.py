@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 
 from server.core import tasks as task_declarations
 from server.data.db import Database
-from server.infra import telemetry
+from server.infra import telemetry, tracing
 from server.infra.broker import build_broker
 from server.infra.bus import Bus
 from server.infra.settings import Settings
@@ -25,6 +25,7 @@ from server.web.http.error_handlers import EXCEPTION_HANDLERS
 from server.web.http.request_ids import RequestIds
 from server.web.http.routes import dlq, docs, images, jobs, ops, queues, session, tasks, webhooks
 from server.web.http.security import http_middleware, socketio_origins
+from server.web.http.spans import RequestSpans
 from server.web.live.connections import Connections
 from server.web.live.relay import relay_events
 from server.web.live.socket_limits import HandshakeRate, LimitedSocketApp, SocketRegistry
@@ -72,7 +73,7 @@ def create_app(settings: Settings) -> RequestIds:
             log.warning(warning)
         storage = storage_for(settings)
         await asyncio.to_thread(storage.ensure_dirs)
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, tracer=tracing.tracer("server.data.db"))
         if settings.auto_migrate:
             await db.migrate()
         else:  # migrations run as a release step (`darkroom migrate`); refuse a stale schema
@@ -117,6 +118,8 @@ def create_app(settings: Settings) -> RequestIds:
             state.broker.close()
             await client.aclose()
             await db.dispose()
+            # The spans still batched go now (tracing.configure is the entry point's).
+            await asyncio.to_thread(tracing.shutdown)
 
     app = Starlette(
         routes=[*session.routes, *images.routes, *jobs.routes, *tasks.routes, *dlq.routes,
@@ -125,6 +128,8 @@ def create_app(settings: Settings) -> RequestIds:
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=http_middleware(settings),
     )
+    # A span per request only when this process traces (server.__main__ configures it).
+    http_app = RequestSpans(app) if tracing.enabled() else app
     return RequestIds(LimitedSocketApp(
-        sio, app, handshakes=HandshakeRate(settings.socket_handshakes_per_min),
+        sio, http_app, handshakes=HandshakeRate(settings.socket_handshakes_per_min),
         trusted_proxies=settings.trusted_proxies, exempt=settings.rate_limit_exempt_addresses))

@@ -2,6 +2,8 @@
 so that actors contain only their work. ``workers.app`` installs them in this order, all
 before Dramatiq's Retries (so that their ``after_*`` hooks, run in reverse, see its verdict):
 
+- ``tracing.JobTracing`` (only when tracing is on, first): a span per run, in the trace of
+  whoever sent the message, with a span per stage;
 - ``lifecycle.JobLifecycle``: the gates before a run (the queue's pause, the job's lease,
   the start of its attempt) and the job's state after it (completed, retrying);
 - ``dead_letters.DeadLetters``: a final failure recorded as a dead letter;

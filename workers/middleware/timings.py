@@ -20,6 +20,7 @@ import redis
 from server.data.models import as_utc
 from server.infra import metrics, telemetry
 from workers import handoff
+from workers.middleware import tracing
 
 
 @dataclass
@@ -55,10 +56,12 @@ _clock: contextvars.ContextVar[_Clock | None] = contextvars.ContextVar("darkroom
 
 
 def stage_entered(stage: str) -> None:
-    """The running job reported a new stage: the one before it is over."""
+    """The running job reported a new stage: the one before it is over (timed, and when
+    tracing, a span each: ``workers.middleware.tracing``)."""
     clock = _clock.get()
     if clock is not None:
         clock.enter(stage)
+    tracing.enter_stage(stage)
 
 
 def job_type_of(actor_name: str) -> str:
@@ -86,6 +89,8 @@ class JobTimings(dramatiq.Middleware):
 
     def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
                               result: Any = None, exception: BaseException | None = None) -> None:
+        # The stage's span ends where its timing does: before JobLifecycle completes the job.
+        tracing.end_stage(exception)
         if exception is None:
             self._record("completed", complete=True)
         else:
@@ -94,6 +99,7 @@ class JobTimings(dramatiq.Middleware):
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         # A run that began and then stopped for its cancelled job (skips before the run
         # began have no clock).
+        tracing.end_stage()
         self._record("cancelled", complete=False)
 
     def _record(self, outcome: str, *, complete: bool) -> None:

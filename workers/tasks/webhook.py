@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from server.core.signing import webhook_key, webhook_signature
 from server.core.tasks import WEBHOOK_DELIVER
 from server.data.store import JobView
+from server.infra import tracing
 from workers.context import WorkerContext
 from workers.deadlines import Deadline
 from workers.faults import TransientError
@@ -320,6 +321,19 @@ def _why(exc: Exception, deadline: Deadline) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _span_attributes(payload: dict[str, Any]) -> dict[str, str | int]:
+    """What the delivery's span says of it: never the URL's path or query (they may hold
+    the receiver's secrets), only where it goes."""
+    attributes: dict[str, str | int] = {"http.request.method": "POST",
+                                        "darkroom.webhook.event": str(payload.get("event", ""))}
+    try:
+        parts = urlsplit(str(payload.get("url", "")))
+        attributes.update({"url.scheme": parts.scheme, "server.address": parts.hostname or ""})
+    except ValueError:  # a malformed URL: post() refuses it, as without tracing
+        pass
+    return attributes
+
+
 def deliver_webhook(ctx: WorkerContext, view: JobView) -> dict[str, Any]:
     payload = view.job.payload
     settings = ctx.settings
@@ -336,8 +350,18 @@ def deliver_webhook(ctx: WorkerContext, view: JobView) -> dict[str, Any]:
         key = webhook_key(settings.webhook_secret, view.job.user_id)
         headers["X-Darkroom-Signature"] = webhook_signature(key, timestamp, body)
     ctx.reporter.progress(view.job.id, "delivering", 50)
-    status = post(payload["url"], body, headers, allow_private=settings.webhook_allow_private,
-                  timeout_s=settings.webhook_timeout_s, deadline_s=settings.webhook_deadline_s)
+    with tracing.span("POST", kind="client",
+                      attributes=_span_attributes(payload) if tracing.enabled() else None) as span:
+        # A receiver that traces continues this trace (W3C traceparent); none when off.
+        headers.update(tracing.carrier() or {})
+        status = post(payload["url"], body, headers,
+                      allow_private=settings.webhook_allow_private,
+                      timeout_s=settings.webhook_timeout_s,
+                      deadline_s=settings.webhook_deadline_s)
+        if span is not None:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 400:
+                tracing.fail(span, f"HTTP {status}")
     if status >= 500 or status == 429:
         raise TransientError(f"the receiver answered {status}; will try again")
     if status >= 300:

@@ -2,7 +2,8 @@
 
 A job's message carries its <Job> as the presenter built it (a plain dict: the relay
 passes it on untouched). ``published_at`` is the publish time (epoch seconds), absent
-from publishers that predate it.
+from publishers that predate it. ``trace`` is the publisher's trace context as W3C
+headers (``traceparent``, ``tracestate``), present only when the publisher traces.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class Message(Struct, frozen=True, kw_only=True, tag_field="name", omit_defaults
     """One bus message; ``name`` is the Socket.IO event it becomes."""
 
     published_at: float | None = None
+    trace: dict[str, str] | None = None
 
 
 class JobMessage(Message, frozen=True, kw_only=True):

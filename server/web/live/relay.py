@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import socketio
 
@@ -18,8 +20,11 @@ from server.core.events import (
     token_room,
     user_room,
 )
-from server.infra import logs, metrics
+from server.infra import logs, metrics, tracing
 from server.infra.bus import Bus
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,17 @@ async def disconnect_room(sio: socketio.AsyncServer, room: str, event: TokenRevo
     for sid in sids:
         await sio.emit(event.name, event.payload(), to=sid)
         await sio.disconnect(sid)
+
+
+def _emit_span(event: BusEvent) -> contextlib.AbstractContextManager[Span | None]:
+    """A span for relaying an event its publisher traced, in the publisher's trace."""
+    if event.trace is None or not tracing.enabled():
+        return contextlib.nullcontext()
+    attributes: dict[str, str | int] = {"socketio.event": event.name}
+    if isinstance(event, JobEvent):
+        attributes["darkroom.job.id"] = str(event.job.get("id"))
+    return tracing.span(f"socketio.emit {event.name}", kind="consumer", attributes=attributes,
+                        parent=event.trace)
 
 
 def _context(event: BusEvent) -> dict[str, str | None]:
@@ -60,7 +76,7 @@ async def relay_events(bus: Bus, sio: socketio.AsyncServer,
             except Exception:
                 log.exception("failed to resync sockets after a gap in the bus")
             continue
-        with logs.bound(**_context(event)):
+        with logs.bound(**_context(event)), _emit_span(event) as span:
             try:
                 if isinstance(event, TokenRevoked):
                     await disconnect_room(sio, token_room(event.token_id), event)
@@ -74,5 +90,6 @@ async def relay_events(bus: Bus, sio: socketio.AsyncServer,
                     moved()
                 if tally is not None and event.published_at is not None:
                     tally.observe(metrics.RELAY_DELAY, time.time() - event.published_at)
-            except Exception:  # one bad emit must not stop the relay for everyone
+            except Exception as exc:  # one bad emit must not stop the relay for everyone
                 log.exception("failed to relay %s", event.name)
+                tracing.fail(span, exc)
