@@ -92,7 +92,8 @@ def transition_fields(
                       traceback=None, result=None, started_at=None, finished_at=None,
                       run_at=None)
     if target is JobState.ACTIVE:
-        fields.update(started_at=started_at or now, error=None)
+        # The attempt before kept its error and traceback in the timeline (job_events).
+        fields.update(started_at=started_at or now, error=None, traceback=None)
     if error is not None:
         fields.update(error=error, traceback=traceback)
     if result is not None:

@@ -36,6 +36,7 @@ MAX_NAME_CHARS = 64  # type, queue, user (as the columns hold them)
 MAX_TEXT_CHARS = 200  # filename, error
 _HEX = re.compile(r"[0-9a-f]+")
 _NAME = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ def _text(query: Mapping[str, str], name: str, cap: int) -> str | None:
         return None
     if len(value) > cap:
         raise _invalid(f"{name} is over {cap} characters")
+    if _CONTROL.search(value):  # stored filenames have none; the audit line must get none
+        raise _invalid(f"{name} must not contain control characters")
     return value
 
 

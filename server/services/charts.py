@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 _AFTER_MINUTE_S = 2.0
 
 
+class _Snapshot(msgspec.Struct, frozen=True):
+    """The shared metrics as they stood when the point of ``minute`` was made."""
+
+    minute: int
+    samples: dict[str, float]
+
+
 async def sample(state: Services, *, now: float | None = None) -> wire.ChartPoint | None:
     """Make the point of the minute that just ended, unless another web process did; None
     when this one did not make it (or there is no earlier snapshot to subtract)."""
@@ -34,15 +41,23 @@ async def sample(state: Services, *, now: float | None = None) -> wire.ChartPoin
         return None
     samples = {_text(k): float(v) for k, v in (await telemetry.read_samples(
         state.redis, prefix)).items() if _is_number(v)}
-    raw_before = await state.redis.getset(keys.chart_snapshot(prefix),
-                                          msgspec.json.encode(samples))
+    raw_before = await state.redis.getset(keys.chart_snapshot(prefix), msgspec.json.encode(
+        _Snapshot(minute=minute, samples=samples)))
     if raw_before is None:
         return None  # the first sample: the next minute has something to subtract
-    before = msgspec.json.decode(raw_before, type=dict[str, float])
+    try:
+        before = msgspec.json.decode(raw_before, type=_Snapshot)
+    except msgspec.DecodeError:
+        return None
+    if before.minute != minute - 1:
+        # No point for a stretch when no web process sampled: what the metrics gained
+        # then would show as one minute's spike.
+        return None
     report = await queue_report(state)
     depth = {q["name"]: int(q["counts"]["queued"] + q["counts"]["retrying"])
              for q in report["queues"]}
-    made = charts.point(datetime.fromtimestamp(minute * 60, UTC), charts.delta(before, samples),
+    made = charts.point(datetime.fromtimestamp(minute * 60, UTC),
+                        charts.delta(before.samples, samples),
                         depth=depth, queue_of=lambda t: _queue_of(state, t))
     pipe = state.redis.pipeline(transaction=False)
     pipe.rpush(keys.chart_points(prefix), msgspec.json.encode(made))

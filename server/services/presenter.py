@@ -128,14 +128,19 @@ class Presenter:
                         job=job)
 
     def timeline(self, view: JobView, records: Sequence[JobEventRecord],
-                 deliveries: Iterable[Job] = ()) -> dict[str, Any]:
-        """The job with its payload, traceback, attempts, deliveries and every stored change."""
+                 deliveries: Iterable[Job] = (), *, workers: bool = True) -> dict[str, Any]:
+        """The job with its payload, traceback, attempts, deliveries and every stored change.
+
+        ``workers``: name the worker thread of each attempt (host:pid:thread: for admins,
+        not for the job's owner).
+        """
         return builtins(wire.Timeline(
             job=self.job_shape(view.job, view.image),
             payload=view.job.payload,
             traceback=view.job.traceback,
             attempts=[wire.Attempt(
-                number=a.number, worker=a.worker, started_at=_time(a.started_at),
+                number=a.number, worker=a.worker if workers else None,
+                started_at=_time(a.started_at),
                 ended_at=iso(a.ended_at), seconds=a.seconds, outcome=a.outcome,
                 stages=[wire.StageTime(stage=t.stage, started_at=_time(t.started_at),
                                        seconds=t.seconds) for t in a.stages],
@@ -145,7 +150,7 @@ class Presenter:
             events=[wire.TimelineEvent(seq=r.seq, name=r.name, state=JobState(r.state),
                                        stage=r.stage, progress=r.progress,
                                        error=_stored(r.error, wire.JobError), at=_time(r.at),
-                                       worker=r.worker)
+                                       worker=r.worker if workers else None)
                     for r in records],
         ))
 

@@ -164,6 +164,11 @@ async def test_exhausted_job_keeps_final_traceback_and_dlq_retry_reruns_same_id(
     assert first["backoff_s"] > 0 and second["backoff_s"] is None
     host, pid, thread = first["worker"].split(":", 2)
     assert host and int(pid) > 0 and thread
+    # The owner sees the same story without the servers' names.
+    owned = (await http.get(f"/api/jobs/{job['id']}/timeline", headers=auth(token))).json()
+    assert [a["outcome"] for a in owned["attempts"]] == ["retrying", "failed"]
+    assert {a["worker"] for a in owned["attempts"]} | {e["worker"] for e in owned["events"]} == {
+        None}
     assert first["stages"][0]["stage"] == "stored" and first["seconds"] >= 0
 
     retried = await http.post(f"/api/dlq/{job['id']}/retry", headers=_admin(faults))

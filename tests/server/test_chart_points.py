@@ -41,3 +41,6 @@ async def test_each_minute_has_one_point_of_what_the_metrics_gained(state: State
     assert await charts.sample(services, now=start + 5) is None
     assert [p.at for p in await charts.points(services, 60)] == [made.at]
     assert await charts.points(services, 1) == [made]
+    # After minutes nobody sampled (every web process down), no point sums them up.
+    assert await charts.sample(services, now=start + 300) is None
+    assert await charts.sample(services, now=start + 360) is not None

@@ -35,13 +35,15 @@ def test_a_move_writes_the_fields_asked_for_and_is_stamped() -> None:
     fields = transition_fields(JobState.QUEUED, JobState.ACTIVE, now=NOW, started_at=None,
                                stage="decoding", progress=10, attempt=1)
     assert fields == {"state": "active", "updated_at": NOW, "stage": "decoding",
-                      "progress": 10, "attempt": 1, "started_at": NOW, "error": None}
+                      "progress": 10, "attempt": 1, "started_at": NOW, "error": None,
+                      "traceback": None}
 
 
 def test_a_run_keeps_its_first_start_and_clears_the_last_error() -> None:
+    """The attempt before keeps its error and traceback in the timeline, not on the job."""
     fields = transition_fields(JobState.RETRYING, JobState.ACTIVE, now=NOW,
                                started_at=EARLIER, attempt=2)
-    assert (fields["started_at"], fields["error"]) == (EARLIER, None)
+    assert (fields["started_at"], fields["error"], fields["traceback"]) == (EARLIER, None, None)
 
 
 def test_an_error_comes_with_its_traceback_and_an_end_is_stamped() -> None:

@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
+from server.core.search import JobSearch
 from server.core.signing import hash_token
 from server.data import migrate, store
 from server.data.db import SyncDatabase
-from server.data.models import Base
+from server.data.models import Base, Job
+from server.data.store import job_conditions
 from tests.conftest import Databases
 
 pytestmark = pytest.mark.integration
@@ -76,11 +78,14 @@ def test_the_short_id_index_is_made_and_used(database: SyncDatabase) -> None:
     assert _indexes_on_short_id(database) == ["ix_jobs_short_id"]
     database.migrate()
     if database.engine.dialect.name == "sqlite":
+        # The search's own statement (SQLite takes an expression index only for the very
+        # same expression, so the query must spell it as the index does).
+        query = select(Job.id).where(*job_conditions(JobSearch(id="abcdef12")))
+        compiled = query.compile(database.engine)
         with database.engine.connect() as conn:
-            plan = " ".join(str(row[-1]) for row in conn.execute(text(
-                "EXPLAIN QUERY PLAN SELECT id FROM jobs "
-                "WHERE substr(id, 25) >= 'abcdef' AND substr(id, 25) < 'abcdefg'")))
-        assert "ix_jobs_short_id" in plan
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {compiled}", tuple(compiled.params.values())))
+        assert "ix_jobs_short_id" in plan, plan
 
 
 def test_users_of_the_first_schema_keep_their_tokens(database: SyncDatabase) -> None:

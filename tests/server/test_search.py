@@ -47,6 +47,8 @@ def test_no_filter_is_everything() -> None:
     ({"user": "u" * 65}, "user is over 64 characters"),
     ({"error": "e" * (MAX_TEXT_CHARS + 1)}, f"error is over {MAX_TEXT_CHARS} characters"),
     ({"from": "yesterday"}, "from must be an ISO-8601 time"),
+    ({"filename": "a\nb"}, "filename must not contain control characters"),
+    ({"error": "x\x1b[31m"}, "error must not contain control characters"),
     ({"to": "2026-12-06T10:00:00"}, "to needs a timezone"),
     ({"from": "2026-12-06T10:00:00Z", "to": "2026-12-06T09:00:00Z"},
      "from must be before to"),

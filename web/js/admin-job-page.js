@@ -20,7 +20,7 @@ import { errorText, isNewer, isUnauthorizedMessage, JOB_EVENTS, jobFromEvent } f
 
 // Progress events come several a second; the timeline (attempts, stages, events) is
 // loaded again at most this often while they do.
-const REFRESH_MS = 500;
+const REFRESH_MS = 1500;
 const SUBSCRIBE_TIMEOUT_MS = 10_000;
 // Pushed events kept beyond the stored ones (the next timeline load replaces them).
 const MAX_PUSHED = 500;

@@ -55,6 +55,7 @@ class Roster(dramatiq.Middleware):
         self._done = self._failed = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._reporter: threading.Thread | None = None
 
     # -- what the threads do --
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
@@ -80,10 +81,14 @@ class Roster(dramatiq.Middleware):
         self._threads = int(worker.worker_threads)
         self._queues = sorted({base_queue(q) for q in broker.get_declared_queues()})
         self._stop.clear()
-        threading.Thread(target=self._report_every, name="darkroom-roster", daemon=True).start()
+        self._reporter = threading.Thread(target=self._report_every, name="darkroom-roster",
+                                          daemon=True)
+        self._reporter.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         self._stop.set()
+        if self._reporter is not None:  # its last report must not land after we leave
+            self._reporter.join(timeout=5)
         try:  # gone at once, not shown dead for WORKER_FORGET_S
             pipe = self.client.pipeline(transaction=False)
             pipe.zrem(keys.worker_roster(self.prefix), self.id)

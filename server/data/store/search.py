@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, literal_column, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.core.jobs import JobState, queue_family
@@ -70,7 +70,9 @@ def _id_matches(fragment: str) -> ColumnElement[bool]:
     prefix = (Job.id >= fragment) & (Job.id < fragment + _PAST_HEX)
     if not MIN_SHORT_ID <= len(fragment) <= SHORT_ID_CHARS:
         return prefix
-    short = func.substr(Job.id, SHORT_ID_FROM)  # as ix_jobs_short_id spells it
+    # Spelled as ix_jobs_short_id is (the position a literal, not a bound parameter):
+    # SQLite uses an expression index only for the very same expression.
+    short = func.substr(Job.id, literal_column(str(SHORT_ID_FROM)))
     return or_(prefix, (short >= fragment) & (short < fragment + _PAST_HEX))
 
 

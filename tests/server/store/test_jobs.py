@@ -152,6 +152,8 @@ def test_the_timeline_keeps_each_attempts_worker_and_traceback(db: SyncDatabase)
     db.write(store.transition, job_id=job.id, state=JobState.RETRYING,
              error={"type": "E", "message": "one"}, traceback="tb one")
     db.write(store.begin_attempt, job_id=job.id, worker="w" * 300)
+    # The next attempt starts clean: a job that then completes shows no stale traceback.
+    assert (stored_job(db, job.id).error, stored_job(db, job.id).traceback) == (None, None)
     db.write(store.dead_letter, job_id=job.id, error={"type": "E", "message": "two"},
              traceback="tb two")
     rows = [(r.name, r.worker, r.traceback)

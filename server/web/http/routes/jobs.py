@@ -90,7 +90,8 @@ async def job_timeline(request: Request) -> JSONResponse:
     audit_foreign(principal, view.job.user_id, "job.timeline", f"job:{job_id}")
     records = await state.db.read(store.job_timeline, job_id=job_id)
     deliveries = await state.db.read(store.deliveries_of, job_id=job_id, limit=MAX_DELIVERIES)
-    return JSONResponse(state.presenter.timeline(view, records, deliveries))
+    return JSONResponse(state.presenter.timeline(view, records, deliveries,
+                                                 workers=principal.is_admin))
 
 
 async def retry_job(request: Request) -> JSONResponse:
