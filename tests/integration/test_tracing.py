@@ -37,7 +37,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import auth, jpeg_bytes, new_token, upload, wait_final
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 SERVER, CLIENT = ProtoSpan.SPAN_KIND_SERVER, ProtoSpan.SPAN_KIND_CLIENT
 PRODUCER, CONSUMER = ProtoSpan.SPAN_KIND_PRODUCER, ProtoSpan.SPAN_KIND_CONSUMER

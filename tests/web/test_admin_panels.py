@@ -30,7 +30,7 @@ from tests.conftest import Databases, Stack, running_stack
 from tests.factories import auth
 from tests.web.conftest import csp_violations, screenshot_path, wait_for_js, watch_csp
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # Workers report every quarter of this: every second, so a three-second job is seen.

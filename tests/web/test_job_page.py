@@ -22,7 +22,7 @@ from tests.conftest import Databases, Stack, running_stack
 from tests.factories import auth, jpeg_bytes, upload, wait_final
 from tests.web.conftest import csp_violations, screenshot_path, wait_for_js, watch_csp
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 ADMIN_TOKEN_KEY = "darkroom.adminToken"
 # A duration as the page writes it: "850 ms", "1.2 s", "2 min 5 s".
