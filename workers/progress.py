@@ -119,11 +119,13 @@ class Reporter:
             self._publish(waiting_view, position=position)
 
     def dead_letter(self, job_id: str, error: dict[str, Any], *, traceback: str | None,
-                    of_attempt: int | None = None) -> JobView | None:
+                    of_attempt: int | None = None,
+                    stage_times: list[tuple[str, float]] | None = None) -> JobView | None:
         """Fail the job for good, record it in the dead-letter queue, push ``job:failed``."""
         view, deliveries = self._write(store.end_with_deliveries, change=store.dead_letter,
                                        webhook=self.presenter.webhook, job_id=job_id,
-                                       error=error, traceback=traceback, of_attempt=of_attempt)
+                                       error=error, traceback=traceback, of_attempt=of_attempt,
+                                       stage_times=stage_times)
         if view is not None:
             self._run(outcomes.changed(self.presenter, view, deliveries))
         return view

@@ -1,5 +1,6 @@
 """A job's attempts, rebuilt from its stored timeline: who ran each, its stages and how long
-each took, how it ended (error and traceback), and the wait before the next one.
+each took (as the worker timed them, stored with the attempt's end; else from the reported
+stages), how it ended (error and traceback), and the wait before the next one.
 
 Pure: it reads the timeline's records (anything with the ``Change`` attributes) and
 returns plain values, so it is tested without a database.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from server.core.jobs import JobState
@@ -39,6 +40,8 @@ class Change(Protocol):
     def worker(self) -> str | None: ...
     @property
     def traceback(self) -> str | None: ...
+    @property
+    def stages(self) -> list[Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ def attempts(changes: Iterable[Change]) -> list[Attempt]:
         running.ended_at, running.outcome = at, outcome
         if change is not None:
             running.error, running.traceback = change.error, change.traceback
-        running.stages = _stages(marks, at)
+        timed = _timed(change.stages, marks) if change is not None else None
+        running.stages = timed if timed is not None else _stages(marks, at)
 
     for change in changes:
         if change.state == JobState.ACTIVE.value and change.name == "job:active":
@@ -100,6 +104,28 @@ def attempts(changes: Iterable[Change]) -> list[Attempt]:
             running, marks = None, []
     if running is not None:
         running.stages = _stages(marks, None)
+    return found
+
+
+def _timed(told: list[Any] | None, marks: list[tuple[str, datetime]]
+           ) -> list[StageTime] | None:
+    """The stages as the worker timed them (every one, however short), laid end to end
+    from the first reported stage's start; None when the end carries no timing."""
+    if not told:
+        return None
+    try:
+        pairs = [(str(stage), max(0.0, float(seconds))) for stage, seconds in told]
+    except (TypeError, ValueError):
+        return None
+    # Before the first timed stage the attempt was setting up: what the events call the
+    # stage the job:active named (``stored`` for images), until the first report.
+    began = _aware(marks[0][1])
+    reported = [_aware(at) for stage, at in marks[1:] if stage == pairs[0][0]]
+    start = reported[0] if reported else began
+    found = [StageTime(marks[0][0], began, _seconds(began, start))] if start > began else []
+    for stage, seconds in pairs:
+        found.append(StageTime(stage, start, round(seconds, 3)))
+        start = start + timedelta(seconds=seconds)
     return found
 
 

@@ -207,3 +207,6 @@ class JobEventRecord(Base):
     worker: Mapped[str | None] = mapped_column(String(WORKER_CHARS), nullable=True,
                                                default=None)
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+    # The end of an attempt: its stages as the worker timed them, [[stage, seconds], ...]
+    # (the events show only those that lasted past PROGRESS_INTERVAL_MS).
+    stages: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True, default=None)

@@ -20,6 +20,7 @@ class _Change:
     error: dict[str, Any] | None = None
     worker: str | None = None
     traceback: str | None = None
+    stages: list[Any] | None = None
 
 
 def _at(seconds: float) -> datetime:
@@ -89,3 +90,23 @@ def test_naive_times_from_sqlite_are_utc_and_no_timeline_is_no_attempt() -> None
                       _Change("job:completed", "completed", "done", _at(3))])
     assert found[0].seconds == 3.0
     assert attempts([]) == []
+
+
+def test_the_stages_the_worker_timed_win_over_the_reported_ones() -> None:
+    """Stages shorter than PROGRESS_INTERVAL_MS are folded into the next report; the
+    attempt's end carries every stage as timed, laid end to end from the first report."""
+    found = attempts([
+        _Change("job:active", "active", "stored", _at(0), worker="w"),
+        _Change("job:progress", "active", "decoding", _at(0.5)),
+        _Change("job:completed", "completed", "done", _at(2),
+                stages=[["decoding", 0.25], ["thumbnail", 0.05], ["preview", 0.5],
+                        ["metadata", 0.01]]),
+    ])
+    assert [(s.stage, s.started_at, s.seconds) for s in found[0].stages] == [
+        ("stored", _at(0), 0.5), ("decoding", _at(0.5), 0.25),
+        ("thumbnail", _at(0.75), 0.05), ("preview", _at(0.8), 0.5),
+        ("metadata", _at(1.3), 0.01)]
+    # An end without timings (older rows, a lost run) keeps the reported stages.
+    bare = attempts([_Change("job:active", "active", "stored", _at(0)),
+                     _Change("job:completed", "completed", "done", _at(1), stages=[])])
+    assert [(s.stage, s.seconds) for s in bare[0].stages] == [("stored", 1.0)]

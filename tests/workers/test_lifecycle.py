@@ -57,11 +57,12 @@ from tests.conftest import Databases
 from workers import handoff
 from workers.faults import JobCancelled, PermanentFailure, TransientError
 from workers.middleware import leases as leases_module
-from workers.middleware import lifecycle, pause
+from workers.middleware import lifecycle, pause, timings
 from workers.middleware.dead_letters import DeadLetters
 from workers.middleware.leases import Leases
 from workers.middleware.lifecycle import JobLifecycle, job_id_of, release_lease
 from workers.middleware.pause import QueueGate
+from workers.middleware.timings import JobTimings
 from workers.progress import RedisLineRefresh, Reporter
 
 pytestmark = pytest.mark.integration
@@ -205,6 +206,13 @@ def _behave(harness: Harness, job_id: str) -> dict[str, Any] | None:
         return {"answer": 42}
     if mode == "hang":  # on_run hangs the first attempt
         return {"answer": job.attempt}
+    if mode == "timed":  # stages timed but too quick to be reported (folded)
+        for stage, seconds in (("one", 0.02), ("two", 0.01)):
+            timings.stage_entered(stage)
+            time.sleep(seconds)
+        if job.attempt < 2:
+            raise TransientError("try again")
+        return {"answer": 7}
     if mode == "flaky" and job.attempt < 2:
         raise TransientError("try again")
     if mode == "flaky":
@@ -235,6 +243,7 @@ def build_harness(redis_url: str, database_url: str) -> Harness:
     middleware = JobLifecycle(reporter, leases, is_paused=QueueGate(client, prefix),
                               remove_renditions=lambda _image_id: None)
     install(broker, middleware, DeadLetters(reporter, leases),
+            JobTimings(client, prefix),  # after JobLifecycle, as workers/app.py has it
             FairDispatch(broker.fair, offer_every_s=1.0))
     harness = Harness(prefix, db, client, broker, leases, middleware, Tap(client, prefix))
     dramatiq.actor(partial(_behave, harness), broker=broker, actor_name=TASK, queue_name=QUEUE,
@@ -386,6 +395,23 @@ def test_a_transient_failure_is_retried_as_the_next_attempt(harness: Harness) ->
     assert (stored.state, stored.result, stored.message_id) == (
         "completed", {"answer": 2}, job.message_id)
     assert harness.lifecycle._next_run == {}, "each noted next run is taken once"
+
+
+def test_each_attempts_end_keeps_its_stages_as_timed(harness: Harness) -> None:
+    """Stages too quick to be reported still reach the timeline: the retry and the
+    completion each store the stages of their attempt as the worker timed them."""
+    job = harness.new_job("timed")
+    with harness.worker():
+        harness.send(job)
+        harness.tap.wait_for(job.id, "job:completed")
+        harness.wait_released(job.id)
+    ends = [r for r in harness.db.read(store.job_timeline, job_id=job.id)
+            if r.name in ("job:retrying", "job:completed")]
+    assert [r.name for r in ends] == ["job:retrying", "job:completed"]
+    for end in ends:
+        assert [stage for stage, _ in end.stages] == ["one", "two"]
+        one, two = (seconds for _, seconds in end.stages)
+        assert one >= 0.02 and two >= 0.01
 
 
 def test_exhausted_retries_end_in_the_dead_letter_queue(harness: Harness) -> None:

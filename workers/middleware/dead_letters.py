@@ -14,6 +14,7 @@ import dramatiq
 
 from server.core.jobs import TransitionError
 from workers.faults import describe, trace_of
+from workers.middleware import timings
 from workers.middleware.leases import Leases
 from workers.middleware.lifecycle import ATTEMPT_OPTION, job_id_of, release_lease
 from workers.progress import Reporter
@@ -40,7 +41,8 @@ class DeadLetters(dramatiq.Middleware):
         job_id = job_id_of(message)
         try:
             self.reporter.dead_letter(job_id, error, traceback=trace,
-                                      of_attempt=message.options.get(ATTEMPT_OPTION))
+                                      of_attempt=message.options.get(ATTEMPT_OPTION),
+                                      stage_times=timings.measured_stages())
         except TransitionError as exc:
             log.info("job %s: %s", job_id, exc)
         finally:

@@ -36,6 +36,7 @@ from server.data.models import utcnow
 from server.infra import logs
 from workers import handoff
 from workers.faults import DatabaseUnavailable, describe, image_deleted_error, trace_of
+from workers.middleware import timings
 from workers.middleware.leases import Leases
 from workers.middleware.pause import hold_if_paused
 from workers.progress import Reporter
@@ -89,7 +90,8 @@ def complete(reporter: Reporter, job_id: str, done: Completed, attempt: int | No
                                if done.image_outputs else {})
     try:
         reporter.transition(job_id, JobState.COMPLETED, stage=Stage.DONE.value, progress=100,
-                            result=done.result, of_attempt=attempt, **outputs)
+                            result=done.result, of_attempt=attempt,
+                            stage_times=timings.measured_stages(), **outputs)
     except ImageDeleted:
         if done.image_id is not None:
             remove_renditions(done.image_id)
@@ -227,6 +229,7 @@ class JobLifecycle(dramatiq.Middleware):
                 self.reporter.transition(job_id, JobState.RETRYING, stage="retrying",
                                          error=describe(exception),
                                          traceback=trace_of(exception), of_attempt=attempt,
+                                         stage_times=timings.measured_stages(),
                                          run_at=next_run or utcnow(), resend=next_run is None)
         except TransitionError as exc:
             # Cancelled elsewhere meanwhile, or a later attempt took over: that state stands.

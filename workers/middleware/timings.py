@@ -53,6 +53,16 @@ class _Clock:
 # Each Dramatiq worker thread runs one message at a time, and has a context of its own.
 _clock: contextvars.ContextVar[_Clock | None] = contextvars.ContextVar("darkroom_job_clock",
                                                                        default=None)
+# The stages the run that just ended went through, as timed: JobLifecycle and DeadLetters
+# store them with the attempt's end (their after-hooks run after this middleware's).
+_measured: contextvars.ContextVar[tuple[tuple[str, float], ...] | None] = \
+    contextvars.ContextVar("darkroom_job_stages", default=None)
+
+
+def measured_stages() -> list[tuple[str, float]] | None:
+    """The stages (name, seconds) of the run this thread just ended; None if untimed."""
+    stages = _measured.get()
+    return None if stages is None else list(stages)
 
 
 def stage_entered(stage: str) -> None:
@@ -81,6 +91,7 @@ class JobTimings(dramatiq.Middleware):
         # Added after JobLifecycle: this runs once the job is active (and not if skipped).
         job_type = job_type_of(message.actor_name)
         _clock.set(_Clock(job_type))
+        _measured.set(None)
         view = handoff.peek(str(message.args[0]))  # a job actor's one argument: the job id
         if view is not None and view.job.started_at is not None:
             ready = as_utc(view.job.run_at or view.job.created_at)
@@ -108,7 +119,11 @@ class JobTimings(dramatiq.Middleware):
         if clock is None:
             return
         if complete:
-            clock.close_stage()  # a stage cut short by a failure is not a stage's duration
+            clock.close_stage()  # a stage cut short by a failure is not a stage's duration...
+        told = list(clock.finished)
+        if clock.stage is not None:  # ...but the attempt's story says how long it ran
+            told.append((clock.stage, time.monotonic() - clock.stage_started))
+        _measured.set(tuple((stage, round(seconds, 4)) for stage, seconds in told))
         for stage, seconds in clock.finished:
             self.tally.observe(metrics.STAGE_DURATION, seconds, type=clock.job_type,
                                stage=stage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, select
@@ -21,11 +22,13 @@ _DELETE_CHUNK = 500
 
 
 def dead_letter(s: Session, /, *, job_id: str, error: dict[str, Any], traceback: str | None,
-                attempts: int | None = None, of_attempt: int | None = None) -> JobView | None:
-    """Fail the job for good and record the final error in the dead-letter queue."""
+                attempts: int | None = None, of_attempt: int | None = None,
+                stage_times: Sequence[tuple[str, float]] | None = None) -> JobView | None:
+    """Fail the job for good and record the final error in the dead-letter queue
+    (``stage_times``: the last attempt's stages as timed, for its timeline)."""
     failed = transition(s, job_id=job_id, state=JobState.FAILED,
                         stage=lifecycle.FAILED_STAGE, error=error, traceback=traceback,
-                        attempt=attempts, of_attempt=of_attempt)
+                        attempt=attempts, of_attempt=of_attempt, stage_times=stage_times)
     if failed is None:
         return None
     job = failed.job

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -127,6 +128,7 @@ def transition(
     image_id: str | None = None,
     image_outputs: dict[str, Any] | None = None,
     worker: str | None = None,
+    stage_times: Sequence[tuple[str, float]] | None = None,
 ) -> JobView | None:
     """Move a job to ``state`` (checked against the state machine) and bump its seq.
 
@@ -136,8 +138,8 @@ def transition(
     message was lost (Redis refused the retry), so it gets a new message id and waits,
     unsent, for the sweeper. ``image_outputs``: what the job's last stage produced, stored
     on image ``image_id`` (else the job's) in the same transaction; ImageDeleted if that
-    image is gone (nothing is written then). ``worker``: who begins the attempt, for the
-    timeline.
+    image is gone (nothing is written then). ``worker``: who begins the attempt, and
+    ``stage_times`` how long the stages of the attempt that ends took, for the timeline.
     Returns None when the job no longer exists; raises TransitionError when not allowed.
     """
     job = locked_job(s, job_id)
@@ -158,7 +160,7 @@ def transition(
     for name, value in fields.items():
         setattr(job, name, value)
     job.seq += 1
-    record(s, job, worker=worker)
+    record(s, job, worker=worker, stages=stage_times)
     found = view(s, job)
     if found.image is not None:
         found.image.status = lifecycle.image_status(state).value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -10,18 +12,22 @@ from server.core.jobs import JobState
 from server.data.models import WORKER_CHARS, Job, JobEventRecord
 
 
-def record(s: Session, job: Job, name: str | None = None, *, worker: str | None = None) -> None:
+def record(s: Session, job: Job, name: str | None = None, *, worker: str | None = None,
+           stages: Sequence[tuple[str, float]] | None = None) -> None:
     """Append the job's current state to its timeline (``name``: the event announcing it).
 
-    ``worker``: who begins the attempt (job:active). An attempt's end (retrying, failed)
-    keeps its traceback: the job's own column holds only the last one.
+    ``worker``: who begins the attempt (job:active); ``stages``: the attempt's stages as
+    its worker timed them (at its end). An attempt's end (retrying, failed) keeps its
+    traceback: the job's own column holds only the last one.
     """
     ended = job.state in (JobState.RETRYING.value, JobState.FAILED.value)
     s.add(JobEventRecord(job_id=job.id, seq=job.seq, name=name or event_for_state(job.state),
                          state=job.state, stage=job.stage, progress=job.progress,
                          error=job.error, at=job.updated_at,
                          worker=worker[:WORKER_CHARS] if worker else None,
-                         traceback=job.traceback if ended else None))
+                         traceback=job.traceback if ended else None,
+                         stages=[[name, seconds] for name, seconds in stages] if stages
+                         else None))
 
 
 def job_timeline(s: Session, /, *, job_id: str) -> list[JobEventRecord]:

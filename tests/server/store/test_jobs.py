@@ -150,7 +150,8 @@ def test_the_timeline_keeps_each_attempts_worker_and_traceback(db: SyncDatabase)
     job = new_job(db, new_user(db))
     db.write(store.begin_attempt, job_id=job.id, worker="host:1:w-0")
     db.write(store.transition, job_id=job.id, state=JobState.RETRYING,
-             error={"type": "E", "message": "one"}, traceback="tb one")
+             error={"type": "E", "message": "one"}, traceback="tb one",
+             stage_times=[("decoding", 0.5), ("thumbnail", 0.25)])
     db.write(store.begin_attempt, job_id=job.id, worker="w" * 300)
     # The next attempt starts clean: a job that then completes shows no stale traceback.
     assert (stored_job(db, job.id).error, stored_job(db, job.id).traceback) == (None, None)
@@ -162,6 +163,8 @@ def test_the_timeline_keeps_each_attempts_worker_and_traceback(db: SyncDatabase)
                     ("job:retrying", None, "tb one"), ("job:active", "w" * 200, None),
                     ("job:failed", None, "tb two")]
     assert stored_job(db, job.id).traceback == "tb two"
+    assert [r.stages for r in db.read(store.job_timeline, job_id=job.id)] == [
+        None, None, [["decoding", 0.5], ["thumbnail", 0.25]], None, None]
 
 
 def test_list_jobs_filters_and_pages_newest_first(db: SyncDatabase) -> None:

@@ -1,4 +1,5 @@
-"""Each attempt's story: the worker that ran it and the traceback it ended with; the job
+"""Each attempt's story: the worker that ran it, its stages as timed and the traceback it
+ended with; the job
 a webhook delivery serves (``jobs.parent_id``), so a job's page lists its deliveries.
 
 Revision ID: 0004
@@ -20,6 +21,7 @@ def upgrade() -> None:
     with op.batch_alter_table("job_events") as batch:
         batch.add_column(sa.Column("worker", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("traceback", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("stages", sa.JSON(), nullable=True))
     op.add_column("jobs", sa.Column("parent_id", sa.String(length=32), nullable=True))
     op.create_index("ix_jobs_parent_id", "jobs", ["parent_id"])
 
@@ -33,5 +35,6 @@ def downgrade() -> None:
         batch.drop_column("parent_id")
     op.create_index("ix_jobs_short_id", "jobs", [sa.text("substr(id, 25)")])
     with op.batch_alter_table("job_events") as batch:
+        batch.drop_column("stages")
         batch.drop_column("traceback")
         batch.drop_column("worker")
