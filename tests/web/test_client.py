@@ -501,7 +501,8 @@ async def test_admin_dead_letters_retry_and_delete_all_that_match(
             assert permanent[0][-8:] in await admin.inner_text("#confirm-text")
             await admin.click("[data-testid=confirm-yes]")
             await _rows_are(admin, items, [])
-            assert "Retried 1 job." in await admin.inner_text("#dlq-status")
+            # The list is loaded again after the retry ("Loading…"), then the outcome shows.
+            await admin.wait_for_selector("#dlq-status:has-text('Retried 1 job.')")
             assert (await wait_final(http, token, permanent[0]))["state"] == "completed"
             assert await _dead_letters(http, site, since_q) == {permanent[1]}
 
