@@ -297,6 +297,7 @@ async def test_cancel_running_job_stops_it_at_the_next_stage(
     assert (await client.wait_final(quick["id"]))[0] == "job:completed"
 
 
+@pytest.mark.one_database
 async def test_job_over_its_time_limit_fails_cleanly_as_transient(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)
@@ -319,6 +320,7 @@ def _message_id(stack: Stack, job_id: str) -> str | None:
         database.dispose()
 
 
+@pytest.mark.one_database
 async def test_killed_worker_job_is_redelivered_and_completes(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     """Killing every worker mid-job redelivers its message within twice the heartbeat
@@ -363,6 +365,7 @@ async def test_killed_worker_job_is_redelivered_and_completes(
         "redelivered by Dramatiq, not resent by the sweeper"
 
 
+@pytest.mark.one_database
 async def test_message_that_kills_its_worker_every_time_ends_in_the_dlq(
         faults: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     token = await new_token(http)

@@ -20,7 +20,8 @@ from tests.conftest import Databases, Stack, running_stack
 from tests.factories import auth, new_token
 from workers.tasks.testing import steps_key
 
-pytestmark = pytest.mark.integration
+# Its subject is the fair queue in Redis and Dramatiq's redelivery, not the database: SQLite alone.
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 FAIR_ENV = {
     "ENABLE_TEST_TASKS": "true",

@@ -496,6 +496,7 @@ async def test_metrics_in_prometheus_text_format(http: httpx.AsyncClient) -> Non
     assert "# TYPE darkroom_dead_letters gauge" in lines
 
 
+@pytest.mark.one_database
 async def test_quick_stages_are_folded_into_the_next_report_with_their_outputs(
         redis_url: str, databases: Databases, tmp_path: Path,
         sockets: list[LiveClient]) -> None:

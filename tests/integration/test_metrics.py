@@ -60,6 +60,7 @@ def _grew(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return _value(after, name, **labels) - _value(before, name, **labels)
 
 
+@pytest.mark.one_database
 async def test_uploads_stages_relay_sockets_and_queues_show_in_metrics(
         stack: Stack, http: httpx.AsyncClient, sockets: list[LiveClient]) -> None:
     before = await _scrape(http)

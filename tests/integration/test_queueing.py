@@ -48,6 +48,7 @@ def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+@pytest.mark.one_database
 async def test_delayed_job_starts_no_earlier_than_run_at(
         http: httpx.AsyncClient, live: tuple[str, LiveClient]) -> None:
     token, client = live
@@ -62,6 +63,7 @@ async def test_delayed_job_starts_no_earlier_than_run_at(
     assert _ts(data["job"]["started_at"]) >= _ts(job["run_at"]) - 0.05
 
 
+@pytest.mark.one_database
 async def test_high_priority_overtakes_a_backlog_of_low_ones(
         http: httpx.AsyncClient, live: tuple[str, LiveClient]) -> None:
     token, client = live

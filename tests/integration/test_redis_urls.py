@@ -21,7 +21,8 @@ from server.infra.embedded_redis import EmbeddedRedis
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import LiveClient, connected, jpeg_bytes, new_token, upload
 
-pytestmark = pytest.mark.integration
+# Its subject is Redis URLs, passwords, TLS and prefixes, not the database: SQLite alone.
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 PASSWORD = "s3cret pass/word"  # a space and a slash: the URL must quote it
 QUOTED = quote(PASSWORD, safe="")

@@ -22,7 +22,8 @@ from tests.conftest import (
 )
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload
 
-pytestmark = pytest.mark.integration
+# Its subject is the Redis bus and Socket.IO between web processes, not the database: SQLite alone.
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 
 @dataclass

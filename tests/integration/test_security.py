@@ -19,7 +19,9 @@ from server.web.http.headers import content_security_policy
 from tests.conftest import Databases, Stack, running_stack, start_web_process, stop
 from tests.factories import auth, connected, jpeg_bytes, new_token, upload, wait_final
 
-pytestmark = pytest.mark.integration
+# Its subject is HTTP and Socket.IO guards, audit log lines and Redis counters, not the
+# database: SQLite alone.
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 ALLOWED = "http://allowed.example"
 EVIL = "http://evil.example"

@@ -19,7 +19,9 @@ from tests.conftest import Databases, Stack, running_stack
 from tests.factories import auth, jpeg_bytes, wait_final
 from tests.web.conftest import csp_violations, screenshot_path, wait_for_js, watch_csp
 
-pytestmark = pytest.mark.integration
+# Its subject is the pages in a browser, not the database (the API under them is tested on
+# both): SQLite alone.
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
 

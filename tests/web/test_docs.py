@@ -19,7 +19,8 @@ from server.web.http.headers import content_security_policy
 from tests.conftest import Stack
 from tests.web.conftest import csp_violations, screenshot_path, wait_for_js, watch_csp
 
-pytestmark = pytest.mark.integration
+# Its subject is the API docs page in a browser, not the database: SQLite alone.
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 
 @pytest.fixture
