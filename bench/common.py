@@ -219,6 +219,8 @@ def running(worker_processes: int | None = None, worker_threads: int | None = No
                 procs.append(subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT,
                                               env=env, stdout=log, stderr=subprocess.STDOUT))
                 _wait_workers(url, settings.worker_processes)
+            # To watch the run: the dashboard's charts move with it (the minute so far).
+            print(f"  (dashboard: {url}/admin, admin token {env['ADMIN_TOKEN']})", flush=True)
             yield BenchStack(url, env, procs)
         finally:
             for proc in reversed(procs):

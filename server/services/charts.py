@@ -1,5 +1,6 @@
 """The dashboard's charts: a point a minute from the shared metrics, kept in Redis for a
-day (``server.infra.charts`` makes each point), and read back for a window."""
+day (``server.infra.charts`` makes each point), and read back for a window; and the minute
+still running so far (``so_far``: pushed and shown, never kept)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import redis
@@ -39,8 +41,7 @@ async def sample(state: Services, *, now: float | None = None) -> wire.ChartPoin
     minute = int(clock // 60) - 1  # the minute that just ended
     if not await state.redis.set(keys.chart_minute(prefix, minute), "1", nx=True, ex=180):
         return None
-    samples = {_text(k): float(v) for k, v in (await telemetry.read_samples(
-        state.redis, prefix)).items() if _is_number(v)}
+    samples = await _samples(state)
     raw_before = await state.redis.getset(keys.chart_snapshot(prefix), msgspec.json.encode(
         _Snapshot(minute=minute, samples=samples)))
     if raw_before is None:
@@ -53,17 +54,55 @@ async def sample(state: Services, *, now: float | None = None) -> wire.ChartPoin
         # No point for a stretch when no web process sampled: what the metrics gained
         # then would show as one minute's spike.
         return None
-    report = await queue_report(state)
-    depth = {q["name"]: int(q["counts"]["queued"] + q["counts"]["retrying"])
-             for q in report["queues"]}
-    made = charts.point(datetime.fromtimestamp(minute * 60, UTC),
-                        charts.delta(before.samples, samples),
-                        depth=depth, queue_of=lambda t: _queue_of(state, t))
+    made = _point(state, minute, before.samples, samples,
+                  depth=queue_depth(await queue_report(state)))
     pipe = state.redis.pipeline(transaction=False)
     pipe.rpush(keys.chart_points(prefix), msgspec.json.encode(made))
     pipe.ltrim(keys.chart_points(prefix), -charts.MAX_POINTS, -1)
     await pipe.execute()
     return made
+
+
+async def so_far(state: Services, *, now: float | None = None,
+                 depth: dict[str, int] | None = None) -> wire.ChartPoint | None:
+    """The minute still running, from its start to now (``partial``; never stored): what
+    the shared metrics gained since the snapshot the point of the minute before left. None
+    when there is no such snapshot (a deployment's first minutes, or the seconds after the
+    minute turns before its point is made). ``depth``: each queue's waiting jobs, when the
+    caller has them (``queue_depth``)."""
+    clock = time.time() if now is None else now
+    minute = int(clock // 60)
+    raw_before = await state.redis.get(keys.chart_snapshot(state.settings.redis_prefix))
+    if raw_before is None:
+        return None
+    try:
+        before = msgspec.json.decode(raw_before, type=_Snapshot)
+    except msgspec.DecodeError:
+        return None
+    if before.minute != minute - 1:
+        return None
+    if depth is None:
+        depth = queue_depth(await queue_report(state))
+    made = _point(state, minute, before.samples, await _samples(state), depth=depth)
+    return msgspec.structs.replace(made, partial=True)
+
+
+def queue_depth(report: dict[str, Any]) -> dict[str, int]:
+    """Waiting jobs (queued or retrying) per queue, from ``queue_report``'s answer."""
+    return {q["name"]: int(q["counts"]["queued"] + q["counts"]["retrying"])
+            for q in report["queues"]}
+
+
+def _point(state: Services, minute: int, before: dict[str, float], after: dict[str, float],
+           *, depth: dict[str, int]) -> wire.ChartPoint:
+    return charts.point(datetime.fromtimestamp(minute * 60, UTC), charts.delta(before, after),
+                        depth=depth, queue_of=lambda t: _queue_of(state, t))
+
+
+async def _samples(state: Services) -> dict[str, float]:
+    """The shared metrics as they stand, numbers only."""
+    found = await telemetry.read_samples(state.redis, state.settings.redis_prefix)
+    return {_text(k): float(v) for k, v in found.items() if _is_number(v)}
 
 
 async def points(state: Services, minutes: int) -> list[wire.ChartPoint]:
@@ -73,6 +112,14 @@ async def points(state: Services, minutes: int) -> list[wire.ChartPoint]:
                                    -minutes, -1)
     found = [msgspec.json.decode(item, type=wire.ChartPoint) for item in raw]
     return [p for p in found if datetime.fromisoformat(p.at) >= since]
+
+
+async def window(state: Services, minutes: int) -> list[wire.ChartPoint]:
+    """What the charts show: the points of the last ``minutes``, then the minute still
+    running so far when there is one."""
+    found = await points(state, minutes)
+    running = await so_far(state)
+    return [*found, running] if running is not None else found
 
 
 async def sample_forever(state: Services) -> None:

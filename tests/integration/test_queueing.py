@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from server.core import keys
 from tests.conftest import Databases, Stack, running_stack
 from tests.factories import LiveClient, auth, connected, new_token
 
@@ -188,6 +192,24 @@ async def test_job_lists_timelines_and_live_queue_stats_for_admins(
     assert "default" in shown["images"]["queues"]
     listed = await http.get("/api/workers", headers=auth(admin_token))
     assert {w["id"] for w in listed.json()["workers"]} == {w["id"] for w in shown.values()}
+    # The charts' minute so far, pushed while jobs move: counted from the snapshot the
+    # minute's start left (set here as if the stack had made one: it makes its own only
+    # when a minute turns, so, should one turn meanwhile, that one serves as well).
+    store = aioredis.Redis.from_url(single.env["REDIS_URL"])
+    try:
+        now_minute = int(time.time() // 60)
+        await store.set(keys.chart_snapshot(single.env["REDIS_PREFIX"]),
+                        json.dumps({"minute": now_minute - 1, "samples": {}}))
+    finally:
+        await store.aclose()
+    await _sleep(http, token, 0)  # something moves: stats are pushed, the minute so far too
+    _, running = await admin.wait_for(
+        lambda n, d: n == "charts:point" and d.get("partial") is True, timeout=20)
+    assert running["at"] >= datetime.fromtimestamp(now_minute * 60, UTC).strftime(
+        "%Y-%m-%dT%H:%M:00Z")
+    assert running["finished"] >= 1 and "default" in running["queue_depth"]
+    drawn = (await http.get("/api/charts?minutes=5", headers=auth(admin_token))).json()
+    assert drawn["points"][-1]["partial"] is True
     assert (await http.get("/api/workers", headers=auth(token))).status_code == 403
 
     mine = (await http.get("/api/jobs?state=completed&type=test.sleep",

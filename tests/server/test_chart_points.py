@@ -3,6 +3,7 @@ minute's point from the shared metrics, and they are read back for a window."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, cast
 
@@ -44,3 +45,44 @@ async def test_each_minute_has_one_point_of_what_the_metrics_gained(state: State
     # After minutes nobody sampled (every web process down), no point sums them up.
     assert await charts.sample(services, now=start + 300) is None
     assert await charts.sample(services, now=start + 360) is not None
+
+
+async def test_the_minute_so_far_counts_from_its_start_and_is_never_kept(state: State) -> None:  # noqa: F811
+    services = cast(Any, state)
+    services.task_types = {**state.task_types, IMAGE_PROCESS.name: IMAGE_PROCESS}
+    prefix = state.settings.redis_prefix
+    tally = metrics.Tally()
+    tally.observe(metrics.RUN_DURATION, 1.0, type="image.process", outcome="completed")
+    await telemetry.flush(state.redis, prefix, tally)
+    if time.time() % 60 > 50:  # charts.window below counts at the real time: the same minute
+        await asyncio.sleep(61 - time.time() % 60)
+    start = (time.time() // 60) * 60 + 1  # a second into this minute
+    # No snapshot yet (a deployment's first minute): nothing to count from.
+    assert await charts.so_far(services, now=start) is None
+    assert await charts.sample(services, now=start) is None  # the snapshot the minute starts at
+    # Its first seconds: one run, one upload and one waiting job so far.
+    tally.observe(metrics.RUN_DURATION, 0.4, type="image.process", outcome="completed")
+    tally.inc(metrics.UPLOADS, outcome="accepted", status="202", reason="")
+    await telemetry.flush(state.redis, prefix, tally)
+    await new_job(state)
+    running = await charts.so_far(services, now=start + 20)
+    assert running is not None and running.partial
+    assert running.at == time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime(start))
+    assert (running.finished, running.uploads_accepted) == (1, 1)
+    assert running.run["images"].count == 1 and running.queue_depth["default"] == 1
+    # What the caller already counted is taken as the depth.
+    assert (await charts.so_far(services, now=start + 20, depth={"images": 4})
+            ).queue_depth == {"images": 4}  # type: ignore[union-attr]
+    # The charts' window ends with it; nothing of it is stored.
+    assert await charts.points(services, 60) == []
+    assert await charts.window(services, 60) == [running]
+    # Once the minute has ended and before its point is made (or when no web process made
+    # it), there is no minute so far: the snapshot is the minute before the last.
+    assert await charts.so_far(services, now=start + 60) is None
+    # The minute's own point counts what the minute so far counted, and more.
+    tally.observe(metrics.RUN_DURATION, 0.2, type="image.process", outcome="failed")
+    await telemetry.flush(state.redis, prefix, tally)
+    made = await charts.sample(services, now=start + 60)
+    assert made is not None and not made.partial and made.at == running.at
+    assert (made.finished, made.failed) == (1, 1)
+    assert await charts.points(services, 60) == [made]

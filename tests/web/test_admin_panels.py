@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -275,6 +276,8 @@ async def test_charts_draw_the_points_switch_to_a_day_and_take_a_pushed_one(
         store.set(keys.chart_minute(prefix, minute), "1", ex=300)
     points = keys.chart_points(prefix)
     store.delete(points)
+    # Nor the minute so far until this test asks for it: it counts from this snapshot.
+    store.delete(keys.chart_snapshot(prefix))
 
     async with _dashboard(browser, site, "/admin?type=test.sleep") as admin:
         # No points yet: the empty state says when the first comes.
@@ -336,13 +339,30 @@ async def test_charts_draw_the_points_switch_to_a_day_and_take_a_pushed_one(
         assert await admin.evaluate(LEGEND, ["jobs", "Finished"]) == "13"
         assert await admin.input_value("[data-testid=jobs-type]") == "test.sleep"
 
-        # A new point: the pusher sends the newest when it changes (idle, within ~10 s).
-        pushed = _point(now_minute, 77)
+        # The minute still running, counted so far from the snapshot its start left (set
+        # here as a web process sets it when the minute turns): pushed within ~10 s, idle.
+        store.set(keys.chart_snapshot(prefix), json.dumps(
+            {"minute": int(time.time() // 60) - 1, "samples": {}}))
+        await wait_for_js(admin, f"document.querySelector('{charts}').dataset.partial === "
+                                 "'true'", timeout=15_000)
+        so_far = await admin.get_attribute(charts, "data-newest")
+        assert so_far is not None and so_far >= _iso(now_minute * 60)
+        assert (await admin.inner_text("#charts-at")).endswith("(so far)")
+        assert (await admin.evaluate(LEGEND, ["jobs", "Minute"])).endswith("(so far)")
+        assert await admin.get_attribute(charts, "data-points") == str(len(ago) + 1)
+        store.delete(keys.chart_snapshot(prefix))
+
+        # A new point: the pusher sends the newest when it changes (idle, within ~10 s);
+        # the minute's own point replaces what was counted of it so far.
+        pushed = _point(int(datetime.fromisoformat(so_far).timestamp()) // 60, 77)
         store.rpush(points, msgspec.json.encode(pushed))
-        await wait_for_js(admin, f"document.querySelector('{charts}').dataset.newest === "
-                                 f"{pushed.at!r}", timeout=15_000)
+        await wait_for_js(admin, f"document.querySelector('{charts}').dataset.partial === "
+                                 "'false'", timeout=15_000)
+        assert await admin.get_attribute(charts, "data-newest") == pushed.at
         assert await admin.get_attribute(charts, "data-points") == str(len(ago) + 1)
         assert await admin.evaluate(LEGEND, ["jobs", "Finished"]) == "77"
+        assert not (await admin.evaluate(LEGEND, ["jobs", "Minute"])).endswith("(so far)")
+        assert not (await admin.inner_text("#charts-at")).endswith("(so far)")
 
         # Back to an hour: the parameter leaves the URL, the filter stays.
         await admin.click("[data-testid=charts-1h]")

@@ -56,8 +56,9 @@ export function windowRange(minutes, now = Date.now()) {
 
 /**
  * `have` and `incoming` points as one list for a window of `minutes` at `now`: oldest
- * first, one per minute (for a minute in both, `incoming`'s), none outside the window
- * or without a time.
+ * first, one per minute (for a minute in both, `incoming`'s, except that the minute so
+ * far — `partial` — never replaces the minute's own point), none outside the window or
+ * without a time.
  */
 export function mergePoints(have, incoming, minutes, now = Date.now()) {
   const { first, current } = windowRange(minutes, now);
@@ -65,6 +66,8 @@ export function mergePoints(have, incoming, minutes, now = Date.now()) {
   for (const point of [...(have || []), ...(incoming || [])]) {
     const minute = point && typeof point === 'object' ? minuteOf(point.at) : null;
     if (minute == null || minute < first || minute > current) continue;
+    const held = byMinute.get(minute);
+    if (point.partial === true && held && held.partial !== true) continue;
     byMinute.set(minute, point);
   }
   return [...byMinute.entries()].sort((a, b) => a[0] - b[0]).map(([, point]) => point);

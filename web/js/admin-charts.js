@@ -8,8 +8,8 @@
 // 'self' policy allows; it writes labels and values as text.
 import { h, say, setHidden, setText } from './dom.js';
 import {
-  CHARTS, chartData, formatChartValue, formatTick, isolatedIndexes, mergePoints, queryWithWindow, windowFromQuery,
-  windowMinutes,
+  CHARTS, chartData, formatChartValue, formatTick, isolatedIndexes, mergePoints, minuteOf, queryWithWindow,
+  windowFromQuery, windowMinutes,
 } from './admin-charts-model.js';
 
 const PLOT_HEIGHT = 160;
@@ -39,6 +39,7 @@ export function createCharts(admin) {
   let points = [];
   let loads = 0; // a window switched while loading: the older answer is dropped
   let width = 0;
+  let soFar = null; // the minute (epoch seconds) drawn so far (a partial point), if any
 
   function cssColor(variable, fallback) {
     return getComputedStyle(ui.charts).getPropertyValue(variable).trim() || fallback;
@@ -94,7 +95,7 @@ export function createCharts(admin) {
         },
       ],
       series: [
-        { label: 'Minute', value: (u, seconds) => (seconds == null ? '—' : minuteLabel(seconds)) },
+        { label: 'Minute', value: (u, seconds) => (seconds == null ? '—' : minuteLabel(seconds) + (seconds === soFar ? ' (so far)' : '')) },
         ...drawn.series.map((s) => ({
           label: s.label,
           stroke: seriesColor(s),
@@ -152,7 +153,10 @@ export function createCharts(admin) {
     Object.assign(ui.charts.dataset, { window: name, points: String(points.length), newest: empty ? '' : points[points.length - 1].at });
     setHidden(ui.chartsEmpty, !empty);
     setHidden(ui.charts, empty);
-    setText(ui.chartsAt, empty ? '' : `Newest minute ${minuteLabel(Date.parse(points[points.length - 1].at) / 1000)}`);
+    const newest = empty ? null : points[points.length - 1];
+    soFar = newest && newest.partial === true ? minuteOf(newest.at) : null;
+    ui.charts.dataset.partial = String(soFar != null);
+    setText(ui.chartsAt, empty ? '' : `Newest minute ${minuteLabel(minuteOf(newest.at))}${soFar != null ? ' (so far)' : ''}`);
     if (empty) { for (const f of figures.values()) destroy(f); return; }
     if (!plotFactory()) {
       say(ui.chartsStatus, 'The chart library failed to load.', 'error');
@@ -182,7 +186,7 @@ export function createCharts(admin) {
     }
   }
 
-  /** A `charts:point` push: one more minute. */
+  /** A `charts:point` push: one more minute, or the minute so far (`partial`). */
   function onPoint(point) {
     if (!point || typeof point.at !== 'string') return;
     points = mergePoints(points, [point], windowMinutes(name));

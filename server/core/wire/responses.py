@@ -472,10 +472,14 @@ class ChartPoint(Shape, frozen=True):
         "Time per stage of image.process (stages that ended in the minute)."))]
     push: Annotated[Quantiles, Meta(description=(
         "Publish to Socket.IO emit, every web process's events."))] | None
+    partial: Annotated[bool, Meta(description=(
+        "The minute still running, counted so far (queue depth as of now); never stored: "
+        "the minute's point replaces it once the minute ends."))] = False
 
 
 class Charts(Shape, frozen=True):
-    """The last minutes, oldest first (a point per minute that had a sample)."""
+    """The last minutes, oldest first (a point per minute that had a sample); the newest
+    may be the minute still running (``partial``)."""
 
     points: list[ChartPoint]
 

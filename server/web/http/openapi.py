@@ -406,7 +406,8 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op("The dashboard's charts", "queues",
                        {200: _json("A point per minute, oldest first: jobs finished and "
                                    "failed, uploads, queue depth, wait, run, stage and push "
-                                   "times (p50/p95).", _ref("Charts"))},
+                                   "times (p50/p95); the last may be the minute still "
+                                   "running, so far (partial).", _ref("Charts"))},
                        access=ADMIN, errors=(400, 422),
                        parameters=[_query("minutes", "The window, 60 by default (a day at most).",
                                           {"type": "integer", "minimum": 1,

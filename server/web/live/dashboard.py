@@ -1,18 +1,19 @@
 """Pushes queue statistics and the workers panel to admins watching the dashboard, at most
-once a second."""
+once a second, with the charts' newest point and the minute still running so far."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 
 import socketio
 
 from server.core.events import ADMINS_ROOM, CHART_POINT, QUEUE_STATS, WORKERS_STATS
 from server.core.wire import responses as wire
 from server.data.models import iso, utcnow
-from server.services.charts import points
+from server.services.charts import points, queue_depth, so_far
 from server.services.context import Services
 from server.services.presenter import builtins
 from server.services.queues import queue_report
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 _INTERVAL_S = 1.0
 # While admins watch and nothing moves, throughput and waiting ages still change.
 _IDLE_REFRESH_S = 10.0
+# The minute still running is pushed this often (while stats are pushed) so the charts
+# move within the minute, not only when it ends.
+_SO_FAR_EVERY_S = 5.0
 
 
 class StatsPusher:
@@ -34,6 +38,7 @@ class StatsPusher:
         self.state = state
         self._task: asyncio.Task[None] | None = None
         self._charted: str | None = None  # the newest chart point pushed
+        self._so_far_at = 0.0  # when the minute so far was last pushed (monotonic)
         self._idle = asyncio.create_task(self._refresh_when_idle(), name="queues-stats-idle")
 
     async def _refresh_when_idle(self) -> None:
@@ -60,6 +65,11 @@ class StatsPusher:
             if newest and newest[-1].at != self._charted:
                 self._charted = newest[-1].at
                 await self.sio.emit(CHART_POINT, builtins(newest[-1]), room=ADMINS_ROOM)
+            if time.monotonic() - self._so_far_at >= _SO_FAR_EVERY_S:
+                self._so_far_at = time.monotonic()
+                running = await so_far(self.state, depth=queue_depth(report))
+                if running is not None:
+                    await self.sio.emit(CHART_POINT, builtins(running), room=ADMINS_ROOM)
         except Exception:
             log.exception("could not push queue statistics")
 

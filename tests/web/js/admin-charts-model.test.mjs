@@ -66,6 +66,21 @@ describe('points', () => {
     assert.equal(mergePoints(have, [], 1440, NOW).length, 3);
     assert.deepEqual(mergePoints(null, undefined, 60, NOW), []);
   });
+  test('the minute so far: a newer count of it replaces it, and its own point replaces it for good', () => {
+    const soFar = (finished) => point('2025-03-01T12:00:00Z', { finished, partial: true });
+    const done = point('2025-03-01T12:00:00Z', { finished: 7 });
+    let points = mergePoints([point('2025-03-01T11:59:00Z')], [soFar(2)], 60, NOW + 30_000);
+    assert.deepEqual(points.map((p) => [p.finished, p.partial === true]), [[0, false], [2, true]]);
+    points = mergePoints(points, [soFar(5)], 60, NOW + 30_000);
+    assert.deepEqual(points.map((p) => p.finished), [0, 5]);
+    points = mergePoints(points, [done], 60, NOW + 30_000);
+    assert.deepEqual(points.map((p) => [p.finished, p.partial === true]), [[0, false], [7, false]]);
+    // A count so far that arrives late (pushed before the minute's point, delivered after) is dropped.
+    points = mergePoints(points, [soFar(6)], 60, NOW + 30_000);
+    assert.deepEqual(points.map((p) => p.finished), [0, 7]);
+    // A load's answer ending with the minute so far does not undo a point pushed meanwhile.
+    assert.deepEqual(mergePoints([done], [soFar(3)], 60, NOW + 30_000).map((p) => p.finished), [7]);
+  });
   test('the grid: every minute of the window, a point or nothing for each', () => {
     const grid = minuteGrid([point('2025-03-01T11:58:00Z'), point('2025-03-01T11:02:00Z')], 60, NOW);
     assert.equal(grid.xs.length, 60, 'an hour of minutes, 11:00 to 11:59');

@@ -47,7 +47,8 @@ async def list_workers(request: Request) -> JSONResponse:
 
 
 async def list_charts(request: Request) -> JSONResponse:
-    """The charts' points of the last ``minutes`` (60 by default, at most a day)."""
+    """The charts' points of the last ``minutes`` (60 by default, at most a day), and the
+    minute still running so far."""
     admin = await require_admin(request)
     state = app_state(request)
     minutes = validation.whole_number(request.query_params.get("minutes", "60"), "minutes",
@@ -55,7 +56,7 @@ async def list_charts(request: Request) -> JSONResponse:
     if minutes is None or not 1 <= minutes <= MAX_POINTS:
         raise ApiError(Problem.INVALID, "bad_request",
                        f"minutes must be between 1 and {MAX_POINTS}")
-    found = await charts.points(state, minutes)
+    found = await charts.window(state, minutes)
     audit(admin.user_id, "charts.read", "charts", f"{minutes} minutes")
     return JSONResponse(builtins(wire.Charts(points=found)))
 
