@@ -118,12 +118,29 @@ async def window(state: Services, minutes: int) -> list[wire.ChartPoint]:
     """What the charts show: the points of the last ``minutes``, then the minute still
     running so far when there is one."""
     found = await points(state, minutes)
-    running = await so_far(state)
+    try:
+        running = await so_far(state)
+    except Exception as exc:  # the minutes kept are shown all the same
+        log.warning("could not count the minute so far: %s", exc)
+        return found
     return [*found, running] if running is not None else found
+
+
+async def start(state: Services) -> None:
+    """A deployment's first snapshot, as a web process starts on a fresh Redis: the minute
+    so far, and this minute's point, count from now (the metrics are fresh too) instead of
+    from the next minute. Where a snapshot exists it is left as it is."""
+    minute = int(time.time() // 60) - 1
+    await state.redis.set(keys.chart_snapshot(state.settings.redis_prefix), msgspec.json.encode(
+        _Snapshot(minute=minute, samples=await _samples(state))), nx=True)
 
 
 async def sample_forever(state: Services) -> None:
     """A lifespan task: a point each minute (whichever web process claims it makes it)."""
+    try:
+        await start(state)
+    except Exception as exc:
+        log.warning("could not take the charts' first snapshot: %s", exc)
     while True:
         await asyncio.sleep(60 - time.time() % 60 + _AFTER_MINUTE_S)
         try:

@@ -58,7 +58,9 @@ export function windowRange(minutes, now = Date.now()) {
  * `have` and `incoming` points as one list for a window of `minutes` at `now`: oldest
  * first, one per minute (for a minute in both, `incoming`'s, except that the minute so
  * far — `partial` — never replaces the minute's own point), none outside the window or
- * without a time.
+ * without a time. Only the newest minute may be one so far: an older one (its own point
+ * never came, as when every web process was down as it ended) would pass for a whole
+ * minute, and goes.
  */
 export function mergePoints(have, incoming, minutes, now = Date.now()) {
   const { first, current } = windowRange(minutes, now);
@@ -69,6 +71,10 @@ export function mergePoints(have, incoming, minutes, now = Date.now()) {
     const held = byMinute.get(minute);
     if (point.partial === true && held && held.partial !== true) continue;
     byMinute.set(minute, point);
+  }
+  const newest = Math.max(...byMinute.keys());
+  for (const [minute, point] of byMinute) {
+    if (point.partial === true && minute < newest) byMinute.delete(minute);
   }
   return [...byMinute.entries()].sort((a, b) => a[0] - b[0]).map(([, point]) => point);
 }

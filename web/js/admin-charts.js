@@ -235,6 +235,8 @@ export function createCharts(admin) {
     points = [];
     for (const f of figures.values()) destroy(f);
     delete ui.charts.dataset.newest;
+    delete ui.charts.dataset.partial;
+    soFar = null;
     setHidden(ui.chartsEmpty, true);
     setText(ui.chartsAt, '');
     say(ui.chartsStatus, '');

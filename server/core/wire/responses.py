@@ -454,8 +454,9 @@ class Quantiles(Shape, frozen=True):
     count: Annotated[int, Meta(ge=1, description="Observations in the minute.")]
 
 
-class ChartPoint(Shape, frozen=True):
-    """One minute of the whole deployment, as the dashboard's charts draw it."""
+class ChartPoint(Shape, frozen=True, omit_defaults=True):
+    """One minute of the whole deployment, as the dashboard's charts draw it (``partial``
+    only when true: stored points stay as an earlier version wrote and reads them)."""
 
     at: Annotated[str, Meta(description="The minute's start (UTC, ISO-8601 with Z).")]
     finished: Annotated[int, Meta(ge=0, description="Runs that completed their job.")]

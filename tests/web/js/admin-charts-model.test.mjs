@@ -80,6 +80,13 @@ describe('points', () => {
     assert.deepEqual(points.map((p) => p.finished), [0, 7]);
     // A load's answer ending with the minute so far does not undo a point pushed meanwhile.
     assert.deepEqual(mergePoints([done], [soFar(3)], 60, NOW + 30_000).map((p) => p.finished), [7]);
+    // A minute so far whose own point never came goes once a later minute is in.
+    const later = point('2025-03-01T12:02:00Z', { finished: 4, partial: true });
+    points = mergePoints([point('2025-03-01T11:59:00Z'), soFar(5)], [later], 60, NOW + 150_000);
+    assert.deepEqual(points.map((p) => [p.at, p.partial === true]), [
+      ['2025-03-01T11:59:00Z', false], ['2025-03-01T12:02:00Z', true]]);
+    points = mergePoints([soFar(5)], [point('2025-03-01T12:01:00Z')], 60, NOW + 90_000);
+    assert.deepEqual(points.map((p) => p.at), ['2025-03-01T12:01:00Z']);
   });
   test('the grid: every minute of the window, a point or nothing for each', () => {
     const grid = minuteGrid([point('2025-03-01T11:58:00Z'), point('2025-03-01T11:02:00Z')], 60, NOW);
