@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
@@ -79,6 +80,22 @@ def job_type_of(actor_name: str) -> str:
     return actor_name.partition("@")[0]
 
 
+def waited_s(*, made: datetime, run_at: datetime | None, sent_ms: int | None,
+             began: datetime) -> float:
+    """How long a run waited in its queue: from when it could run to when it ``began``.
+
+    It could run once made, its delay or back-off over (``run_at``), and its message sent
+    (``sent_ms``, the message's own timestamp, which a retry's copy keeps): a dead
+    letter's retry is a new message, so its wait starts at the retry, not when the job
+    was made. (A message the sweeper sends late, Redis having refused it, counts from
+    then too.)
+    """
+    ready = as_utc(run_at or made)
+    if sent_ms is not None:
+        ready = max(ready, datetime.fromtimestamp(sent_ms / 1000, UTC))
+    return max(0.0, (as_utc(began) - ready).total_seconds())
+
+
 class JobTimings(dramatiq.Middleware):
     """Times each run and its stages; writes them to the deployment's metrics."""
 
@@ -94,9 +111,10 @@ class JobTimings(dramatiq.Middleware):
         _measured.set(None)
         view = handoff.peek(str(message.args[0]))  # a job actor's one argument: the job id
         if view is not None and view.job.started_at is not None:
-            ready = as_utc(view.job.run_at or view.job.created_at)
-            waited = (as_utc(view.job.updated_at) - ready).total_seconds()
-            self.tally.observe(metrics.WAIT_DURATION, max(0.0, waited), type=job_type)
+            job = view.job
+            self.tally.observe(metrics.WAIT_DURATION, waited_s(
+                made=job.created_at, run_at=job.run_at, sent_ms=message.message_timestamp,
+                began=job.updated_at), type=job_type)
 
     def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
                               result: Any = None, exception: BaseException | None = None) -> None:
