@@ -82,17 +82,24 @@ def install(broker: dramatiq.Broker, *middleware: dramatiq.Middleware) -> None:
         broker.add_middleware(item, before=Retries)
 
 
-def send_job(broker: RedisBroker, job: Job, *, delay_ms: int | None = None) -> None:
+# When a job went back in the queue (epoch ms), on the message of a dead letter's retry:
+# its wait counts from then, not from when the job was made (workers' JobTimings).
+QUEUED_OPTION = "darkroom_queued_ms"
+
+
+def send_job(broker: RedisBroker, job: Job, *, delay_ms: int | None = None,
+             queued_ms: int | None = None) -> None:
     """Enqueue the message a stored job names (its ``message_id``)."""
     assert job.message_id is not None
     enqueue_job(broker, job_id=job.id, message_id=job.message_id,
                 actor_name=actor_for(job.type, job.priority), queue_name=job.queue,
-                max_attempts=job.max_attempts, delay_ms=delay_ms, user_id=job.user_id)
+                max_attempts=job.max_attempts, delay_ms=delay_ms, user_id=job.user_id,
+                queued_ms=queued_ms)
 
 
 def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name: str,
                 queue_name: str, max_attempts: int, delay_ms: int | None = None,
-                user_id: str | None = None) -> None:
+                user_id: str | None = None, queued_ms: int | None = None) -> None:
     """Send the message for a stored job; its only argument is the job id.
 
     With tracing on, the send is a span (``enqueue <queue>``) whose context the message
@@ -104,7 +111,8 @@ def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name
         # Per-job attempts: Retries reads max_retries from the message before the actor.
         options={"max_retries": max(0, max_attempts - 1),
                  # Its owner: whose turn it waits for (server.infra.fair).
-                 **({USER_OPTION: user_id} if user_id else {})},
+                 **({USER_OPTION: user_id} if user_id else {}),
+                 **({QUEUED_OPTION: queued_ms} if queued_ms is not None else {})},
     )
     if not tracing.enabled():
         broker.enqueue(message, delay=delay_ms or None)

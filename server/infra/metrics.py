@@ -66,8 +66,8 @@ RUN_DURATION = Histogram(
 # of the run: a fraction of a second when workers keep up, minutes behind a backlog.
 WAIT_DURATION = Histogram(
     "darkroom_job_wait_duration_seconds",
-    "Time a job waited in its queue before a run began, from when it could run (made and "
-    "sent, or its delay or back-off over; a dead letter's retry from the retry), by job type.",
+    "Time a job waited in its queue before a run began, from when it could run (made, or "
+    "its delay or back-off over; a dead letter's retry from the retry), by job type.",
     (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
     ("type",))
 # Publish → emit is usually a millisecond or two; seconds mean a backlog.

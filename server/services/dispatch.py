@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 
 
 async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
-                  undo: Callable[[], Awaitable[object]]) -> None:
+                  undo: Callable[[], Awaitable[object]], queued_ms: int | None = None) -> None:
     """Send the job's message; if Redis is unreachable, run ``undo`` and raise
-    UNAVAILABLE ``queue_unavailable``.
+    UNAVAILABLE ``queue_unavailable``. ``queued_ms``: when it went back in the queue
+    (a dead letter's retry), which its wait is measured from.
 
     No 202 without a message in the queue: a job recorded but never enqueued would
     wait forever, so the request fails as a whole and the client may try again.
@@ -40,7 +41,7 @@ async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
     job = view.job
     assert job.message_id is not None
     try:
-        await send(state, job, delay_s=delay_s)
+        await send(state, job, delay_s=delay_s, queued_ms=queued_ms)
     except redis.RedisError as exc:
         await undo()
         log.warning("refused job %s, Redis unavailable: %s", job.id, exc,
@@ -50,9 +51,11 @@ async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
     state.sent.add(job)
 
 
-async def send(state: Services, job: Job, *, delay_s: int = 0) -> None:
+async def send(state: Services, job: Job, *, delay_s: int = 0,
+               queued_ms: int | None = None) -> None:
     """Put the job's current message on its queue (raises redis errors)."""
-    await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000)
+    await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000,
+                            queued_ms=queued_ms)
 
 
 # How much longer than an unheld one a silent job whose message Dramatiq still holds is
@@ -202,7 +205,9 @@ async def retry_failed(state: Services, job_id: str, *, user_id: str | None = No
     async def undo() -> None:
         await state.db.write(store.dead_letter, job_id=job_id, **undo_fields)
 
-    await enqueue(state, view, undo=undo)
+    # Its wait (the wait-time metric) counts from now, not from when the job was made.
+    await enqueue(state, view, undo=undo,
+                  queued_ms=int(as_utc(view.job.updated_at).timestamp() * 1000))
     return await announce(state, view)
 
 

@@ -51,7 +51,7 @@ from server.data import store
 from server.data.db import Database
 from server.data.models import DeadLetter, Job, as_utc, utcnow
 from server.data.store import JobView
-from server.infra.broker import build_broker
+from server.infra.broker import QUEUED_OPTION, build_broker
 from server.infra.settings import Settings
 from server.infra.storage import LocalStorage
 from server.services import dispatch
@@ -499,6 +499,14 @@ async def test_retry_failed_requeues_a_dead_letter_under_the_same_id(
     [message] = [m for m in in_queue(sync_redis, state.namespace, "default")
                  if m.args[0] == view.job.id]
     assert message.message_id == stored.message_id
+    # Its wait (workers' JobTimings) counts from the retry, which the message says; a
+    # new job's message says nothing (its wait counts from when it was made).
+    assert message.options[QUEUED_OPTION] == int(
+        as_utc(stored.updated_at).timestamp() * 1000)
+    await dispatch.send(state, ahead.job)
+    [first] = [m for m in in_queue(sync_redis, state.namespace, "default")
+               if m.args[0] == ahead.job.id]
+    assert QUEUED_OPTION not in first.options
     [event] = state.published
     assert (event.name, event.user_id, event.job["id"]) == ("job:queued", "u1", view.job.id)
     assert event.job["queue_position"] == 1, f"behind {ahead.job.id}"

@@ -40,6 +40,7 @@ import psycopg
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
 from server.core import keys
@@ -47,6 +48,7 @@ from server.core.events import JobEvent, decode_event
 from server.data import store
 from server.data.db import SyncDatabase
 from server.data.models import Job, utcnow
+from server.infra import metrics
 from server.infra.broker import build_broker, enqueue_job, install, redis_client, send_job
 from server.infra.bus import SyncBus
 from server.infra.embedded_redis import EmbeddedRedis
@@ -412,6 +414,32 @@ def test_each_attempts_end_keeps_its_stages_as_timed(harness: Harness) -> None:
         assert [stage for stage, _ in end.stages] == ["one", "two"]
         one, two = (seconds for _, seconds in end.stages)
         assert one >= 0.02 and two >= 0.01
+
+
+def test_a_runs_wait_counts_from_when_its_job_went_back_in_the_queue(harness: Harness) -> None:
+    """The wait-time metric: a job made a day ago and sent as a dead letter's retry is
+    (``QUEUED_OPTION``) waited from the retry; sent without it, from when it was made."""
+    def waits() -> tuple[float, float]:
+        """(runs counted, runs within 60 s) of the wait histogram, as the shared metrics hold it."""
+        grouped = metrics.group_samples(harness.client.hgetall(
+            keys.metrics_samples(harness.prefix)))
+        [series] = [s for s in metrics.histogram_series(metrics.WAIT_DURATION, grouped)
+                    if dict(s.labels).get("type") == TASK]
+        within = dict(series.buckets)
+        return within["+Inf"], within["60"]
+
+    day_ago = utcnow() - timedelta(days=1)
+    retried, plain = harness.new_job("ok"), harness.new_job("ok")
+    harness.db.write(lambda s: s.execute(update(Job).where(Job.id.in_([retried.id, plain.id]))
+                                         .values(created_at=day_ago)))
+    with harness.worker():
+        send_job(harness.broker, harness.row(retried.id),
+                 queued_ms=int(time.time() * 1000))
+        harness.tap.wait_for(retried.id, "job:completed")
+        assert waits() == (1, 1)
+        harness.send(harness.row(plain.id))
+        harness.tap.wait_for(plain.id, "job:completed")
+        assert waits() == (2, 1)  # a day
 
 
 def test_exhausted_retries_end_in_the_dead_letter_queue(harness: Harness) -> None:

@@ -14,28 +14,28 @@ def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
-def test_a_new_job_waits_from_when_it_was_made_and_sent() -> None:
-    sent = MADE + timedelta(milliseconds=3)
-    assert waited_s(made=MADE, run_at=None, sent_ms=_ms(sent),
-                    began=MADE + timedelta(seconds=2)) == 1.997
-    # SQLite hands back naive times (UTC); a message without a timestamp counts from made.
-    assert waited_s(made=MADE.replace(tzinfo=None), run_at=None, sent_ms=None,
-                    began=(MADE + timedelta(seconds=2)).replace(tzinfo=None)) == 2.0
+def test_a_new_job_waits_from_when_it_was_made() -> None:
+    assert waited_s(made=MADE, run_at=None, queued_ms=None,
+                    began=MADE + timedelta(seconds=2)) == 2.0
+    # SQLite hands back naive times (UTC).
+    assert waited_s(made=MADE.replace(tzinfo=None), run_at=None, queued_ms=None,
+                    began=(MADE + timedelta(seconds=2.5)).replace(tzinfo=None)) == 2.5
 
 
 def test_a_delayed_or_retried_run_waits_from_when_it_was_due() -> None:
     due = MADE + timedelta(minutes=5)
-    # Sent at once with a delay (or a retry's copy, which keeps its first timestamp).
-    assert waited_s(made=MADE, run_at=due, sent_ms=_ms(MADE),
+    assert waited_s(made=MADE, run_at=due, queued_ms=None,
                     began=due + timedelta(seconds=1)) == 1.0
 
 
 def test_a_dead_letters_retry_waits_from_the_retry_not_from_when_the_job_was_made() -> None:
-    retried = MADE + timedelta(days=2)
-    assert waited_s(made=MADE, run_at=None, sent_ms=_ms(retried),
+    retried = MADE + timedelta(days=2, milliseconds=250)
+    assert waited_s(made=MADE, run_at=None, queued_ms=_ms(retried),
                     began=retried + timedelta(seconds=0.5)) == 0.5
+    assert waited_s(made=MADE.replace(tzinfo=None), run_at=None, queued_ms=_ms(retried),
+                    began=(retried + timedelta(seconds=0.5)).replace(tzinfo=None)) == 0.5
 
 
 def test_clocks_apart_never_make_a_negative_wait() -> None:
-    assert waited_s(made=MADE, run_at=None, sent_ms=_ms(MADE + timedelta(seconds=1)),
+    assert waited_s(made=MADE, run_at=None, queued_ms=_ms(MADE + timedelta(seconds=1)),
                     began=MADE) == 0.0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -20,6 +20,7 @@ import redis
 
 from server.data.models import as_utc
 from server.infra import metrics, telemetry
+from server.infra.broker import QUEUED_OPTION
 from workers import handoff
 from workers.middleware import tracing
 
@@ -80,19 +81,20 @@ def job_type_of(actor_name: str) -> str:
     return actor_name.partition("@")[0]
 
 
-def waited_s(*, made: datetime, run_at: datetime | None, sent_ms: int | None,
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def waited_s(*, made: datetime, run_at: datetime | None, queued_ms: int | None,
              began: datetime) -> float:
     """How long a run waited in its queue: from when it could run to when it ``began``.
 
-    It could run once made, its delay or back-off over (``run_at``), and its message sent
-    (``sent_ms``, the message's own timestamp, which a retry's copy keeps): a dead
-    letter's retry is a new message, so its wait starts at the retry, not when the job
-    was made. (A message the sweeper sends late, Redis having refused it, counts from
-    then too.)
+    It could run once made, or its delay or back-off over (``run_at``), or, for a dead
+    letter's retry, once it went back in the queue (``queued_ms``, epoch ms: the message
+    option ``QUEUED_OPTION`` the retry sets), not when the job was first made.
     """
     ready = as_utc(run_at or made)
-    if sent_ms is not None:
-        ready = max(ready, datetime.fromtimestamp(sent_ms / 1000, UTC))
+    if queued_ms is not None:
+        ready = max(ready, _EPOCH + timedelta(milliseconds=queued_ms))
     return max(0.0, (as_utc(began) - ready).total_seconds())
 
 
@@ -112,8 +114,10 @@ class JobTimings(dramatiq.Middleware):
         view = handoff.peek(str(message.args[0]))  # a job actor's one argument: the job id
         if view is not None and view.job.started_at is not None:
             job = view.job
+            queued = message.options.get(QUEUED_OPTION)
             self.tally.observe(metrics.WAIT_DURATION, waited_s(
-                made=job.created_at, run_at=job.run_at, sent_ms=message.message_timestamp,
+                made=job.created_at, run_at=job.run_at,
+                queued_ms=queued if isinstance(queued, int) else None,
                 began=job.updated_at), type=job_type)
 
     def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
