@@ -62,12 +62,13 @@ RUN_DURATION = Histogram(
     "(completed, retrying, failed, cancelled).",
     (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600),
     ("type", "outcome"))
-# From when a job could first run (made, or its delay or retry back-off over) to the start
-# of the run: a fraction of a second when workers keep up, minutes behind a backlog.
+# From when a job could run (made, its delay or retry back-off over, or a failed job's
+# retry made) to the start of the run: a fraction of a second when workers keep up,
+# minutes behind a backlog.
 WAIT_DURATION = Histogram(
     "darkroom_job_wait_duration_seconds",
     "Time a job waited in its queue before a run began, from when it could run (made, or "
-    "its delay or back-off over; a dead letter's retry from the retry), by job type.",
+    "its delay or back-off over; a failed job's retry from the retry), by job type.",
     (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
     ("type",))
 # Publish → emit is usually a millisecond or two; seconds mean a backlog.

@@ -36,6 +36,13 @@ def test_a_dead_letters_retry_waits_from_the_retry_not_from_when_the_job_was_mad
                     began=(retried + timedelta(seconds=0.5)).replace(tzinfo=None)) == 0.5
 
 
+def test_a_retried_dead_letter_that_fails_again_waits_from_its_back_off_end() -> None:
+    retried = MADE + timedelta(days=2)
+    due = retried + timedelta(minutes=10)  # its next attempt's back-off, after the retry
+    assert waited_s(made=MADE, run_at=due, queued_ms=_ms(retried),
+                    began=due + timedelta(seconds=1)) == 1.0
+
+
 def test_clocks_apart_never_make_a_negative_wait() -> None:
     assert waited_s(made=MADE, run_at=None, queued_ms=_ms(MADE + timedelta(seconds=1)),
                     began=MADE) == 0.0

@@ -88,9 +88,10 @@ def waited_s(*, made: datetime, run_at: datetime | None, queued_ms: int | None,
              began: datetime) -> float:
     """How long a run waited in its queue: from when it could run to when it ``began``.
 
-    It could run once made, or its delay or back-off over (``run_at``), or, for a dead
-    letter's retry, once it went back in the queue (``queued_ms``, epoch ms: the message
-    option ``QUEUED_OPTION`` the retry sets), not when the job was first made.
+    It could run once made, or its delay or back-off over (``run_at``), or, for a failed
+    job's retry (a dead letter's, or its owner's), once it went back in the queue
+    (``queued_ms``, epoch ms: the message option ``QUEUED_OPTION`` the retry sets), not
+    when the job was first made.
     """
     ready = as_utc(run_at or made)
     if queued_ms is not None:
