@@ -82,7 +82,7 @@ def install(broker: dramatiq.Broker, *middleware: dramatiq.Middleware) -> None:
         broker.add_middleware(item, before=Retries)
 
 
-# When a job went back in the queue (epoch ms), on the message of a dead letter's retry:
+# When a job went back in the queue (epoch ms), on the message of a failed job's retry:
 # its wait counts from then, not from when the job was made (workers' JobTimings).
 QUEUED_OPTION = "darkroom_queued_ms"
 

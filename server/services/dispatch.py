@@ -33,7 +33,7 @@ async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
                   undo: Callable[[], Awaitable[object]], queued_ms: int | None = None) -> None:
     """Send the job's message; if Redis is unreachable, run ``undo`` and raise
     UNAVAILABLE ``queue_unavailable``. ``queued_ms``: when it went back in the queue
-    (a dead letter's retry), which its wait is measured from.
+    (a failed job's retry), which its wait is measured from.
 
     No 202 without a message in the queue: a job recorded but never enqueued would
     wait forever, so the request fails as a whole and the client may try again.
