@@ -44,15 +44,11 @@ async def sample(state: Services, *, now: float | None = None) -> wire.ChartPoin
     samples = await _samples(state)
     raw_before = await state.redis.getset(keys.chart_snapshot(prefix), msgspec.json.encode(
         _Snapshot(minute=minute, samples=samples)))
-    if raw_before is None:
-        return None  # the first sample: the next minute has something to subtract
-    try:
-        before = msgspec.json.decode(raw_before, type=_Snapshot)
-    except msgspec.DecodeError:
-        return None
-    if before.minute != minute - 1:
-        # No point for a stretch when no web process sampled: what the metrics gained
-        # then would show as one minute's spike.
+    # None for the first sample (the next minute has something to subtract), and for a
+    # stretch when no web process sampled: what the metrics gained then would show as one
+    # minute's spike.
+    before = _snapshot_before(raw_before, minute)
+    if before is None:
         return None
     made = _point(state, minute, before.samples, samples,
                   depth=queue_depth(await queue_report(state)))
@@ -72,19 +68,26 @@ async def so_far(state: Services, *, now: float | None = None,
     caller has them (``queue_depth``)."""
     clock = time.time() if now is None else now
     minute = int(clock // 60)
-    raw_before = await state.redis.get(keys.chart_snapshot(state.settings.redis_prefix))
-    if raw_before is None:
-        return None
-    try:
-        before = msgspec.json.decode(raw_before, type=_Snapshot)
-    except msgspec.DecodeError:
-        return None
-    if before.minute != minute - 1:
+    before = _snapshot_before(
+        await state.redis.get(keys.chart_snapshot(state.settings.redis_prefix)), minute)
+    if before is None:
         return None
     if depth is None:
         depth = queue_depth(await queue_report(state))
     made = _point(state, minute, before.samples, await _samples(state), depth=depth)
     return msgspec.structs.replace(made, partial=True)
+
+
+def _snapshot_before(raw: bytes | str | None, minute: int) -> _Snapshot | None:
+    """The stored snapshot if it ends the minute before ``minute`` (so ``minute`` is counted
+    from it); None when there is none, it is unreadable, or it is of another minute."""
+    if raw is None:
+        return None
+    try:
+        before = msgspec.json.decode(raw, type=_Snapshot)
+    except msgspec.DecodeError:
+        return None
+    return before if before.minute == minute - 1 else None
 
 
 def queue_depth(report: dict[str, Any]) -> dict[str, int]:

@@ -19,13 +19,20 @@ from tests.server.test_dispatch import State, new_job, state  # noqa: F401 (the 
 pytestmark = pytest.mark.integration
 
 
-async def test_each_minute_has_one_point_of_what_the_metrics_gained(state: State) -> None:  # noqa: F811
+async def _charted_with_a_run(state: State) -> tuple[Any, str, metrics.Tally]:  # noqa: F811
+    """The services with image.process registered (the images queue's stages), their
+    metrics' prefix, and a tally that has already put one completed run in them."""
     services = cast(Any, state)
     services.task_types = {**state.task_types, IMAGE_PROCESS.name: IMAGE_PROCESS}
     prefix = state.settings.redis_prefix
     tally = metrics.Tally()
     tally.observe(metrics.RUN_DURATION, 1.0, type="image.process", outcome="completed")
     await telemetry.flush(state.redis, prefix, tally)
+    return services, prefix, tally
+
+
+async def test_each_minute_has_one_point_of_what_the_metrics_gained(state: State) -> None:  # noqa: F811
+    services, prefix, tally = await _charted_with_a_run(state)
     start = (time.time() // 60) * 60 + 1  # a second into this minute
     # The first sample only keeps what the metrics hold now: nothing to subtract from.
     assert await charts.sample(services, now=start - 60) is None
@@ -50,12 +57,7 @@ async def test_each_minute_has_one_point_of_what_the_metrics_gained(state: State
 
 
 async def test_the_minute_so_far_counts_from_its_start_and_is_never_kept(state: State) -> None:  # noqa: F811
-    services = cast(Any, state)
-    services.task_types = {**state.task_types, IMAGE_PROCESS.name: IMAGE_PROCESS}
-    prefix = state.settings.redis_prefix
-    tally = metrics.Tally()
-    tally.observe(metrics.RUN_DURATION, 1.0, type="image.process", outcome="completed")
-    await telemetry.flush(state.redis, prefix, tally)
+    services, prefix, tally = await _charted_with_a_run(state)
     if time.time() % 60 > 50:  # charts.window below counts at the real time: the same minute
         await asyncio.sleep(61 - time.time() % 60)
     start = (time.time() // 60) * 60 + 1  # a second into this minute
@@ -91,14 +93,9 @@ async def test_the_minute_so_far_counts_from_its_start_and_is_never_kept(state: 
 
 
 async def test_a_fresh_deployment_counts_its_first_minute_from_its_start(state: State) -> None:  # noqa: F811
-    services = cast(Any, state)
-    services.task_types = {**state.task_types, IMAGE_PROCESS.name: IMAGE_PROCESS}
-    prefix = state.settings.redis_prefix
+    services, prefix, tally = await _charted_with_a_run(state)
     if time.time() % 60 > 50:  # the minute so far is read at the real time below
         await asyncio.sleep(61 - time.time() % 60)
-    tally = metrics.Tally()
-    tally.observe(metrics.RUN_DURATION, 1.0, type="image.process", outcome="completed")
-    await telemetry.flush(state.redis, prefix, tally)
     assert await charts.so_far(services) is None  # no snapshot: nothing to count from
     await charts.start(services)
     tally.observe(metrics.RUN_DURATION, 0.5, type="image.process", outcome="completed")
