@@ -226,6 +226,8 @@ class Settings:
     max_number_digits: int = 100
     max_cron_chars: int = 200
     max_webhooks_per_user: int = 20
+    auth_cache_s: int = 5
+    auth_cache_entries: int = 10_000
     socket_events_per_s: int = 5
     socket_event_burst: int = 120
     max_followed_jobs_per_socket: int = 500
@@ -366,6 +368,8 @@ class Settings:
             max_number_digits=_number_digits(env),
             max_cron_chars=_int(env, "MAX_CRON_CHARS", 200, minimum=9),
             max_webhooks_per_user=_int(env, "MAX_WEBHOOKS_PER_USER", 20, minimum=1),
+            auth_cache_s=_int(env, "AUTH_CACHE_S", 5, minimum=0),
+            auth_cache_entries=_int(env, "AUTH_CACHE_ENTRIES", 10_000, minimum=1),
             socket_events_per_s=_int(env, "SOCKET_EVENTS_PER_S", 5, minimum=1),
             socket_event_burst=_int(env, "SOCKET_EVENT_BURST", 120, minimum=1),
             max_followed_jobs_per_socket=_int(env, "MAX_FOLLOWED_JOBS_PER_SOCKET", 500,

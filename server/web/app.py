@@ -12,6 +12,7 @@ import socketio
 from starlette.applications import Starlette
 
 from server.core import tasks as task_declarations
+from server.core.token_cache import TokenCache
 from server.data.db import Database
 from server.infra import telemetry, tracing
 from server.infra.broker import build_broker
@@ -91,13 +92,14 @@ def create_app(settings: Settings) -> RequestIds:
             bus=bus,
             task_types=task_declarations.declared(include_test_tasks=settings.enable_test_tasks),
             sent=SentMarks(), sio=sio, connections=connections,
+            tokens=TokenCache(settings.auth_cache_s, settings.auth_cache_entries),
             sockets=SocketRegistry(client, settings.redis_prefix,
                                    settings.max_sockets_per_user, settings.socket_refresh_s))
         app.state.darkroom = state
         live.serve(state)
         relay = state.relay = asyncio.create_task(
             relay_events(bus, sio, resync=lambda: resync_all(state), moved=state.stats.poke,
-                         tally=state.tally),
+                         tally=state.tally, tokens=state.tokens),
             name="relay")
         sweeper = asyncio.create_task(run_sweeper(state), name="sweeper")
         registry = asyncio.create_task(keep_sockets(state), name="socket-upkeep")

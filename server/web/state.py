@@ -10,6 +10,7 @@ import socketio
 from starlette.requests import HTTPConnection
 
 from server.core.events import BusEvent
+from server.core.token_cache import TokenCache
 from server.infra import metrics
 from server.services import dispatch
 from server.services.context import Services
@@ -26,6 +27,8 @@ class AppState(Services):
     # Sockets per user across web processes, and this process's own.
     sockets: SocketRegistry
     connections: Connections
+    # Tokens this process checked lately (AUTH_CACHE_S): most requests skip their read.
+    tokens: TokenCache
     # Uploads and relay delays, added to the deployment's metrics every few seconds.
     tally: metrics.Tally = field(default_factory=metrics.Tally)
     # The bus → Socket.IO relay, once the lifespan has started it (health reports it).

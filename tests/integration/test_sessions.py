@@ -158,12 +158,18 @@ async def _closed(client: LiveClient, timeout: float = 15) -> bool:
 async def test_revoking_through_one_process_closes_sockets_held_by_another(
         pair: tuple[Stack, str], sockets: list[LiveClient]) -> None:
     stack, b_url = pair
-    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http, \
+            httpx.AsyncClient(base_url=b_url, timeout=30) as http_b:
         token = await new_token(http)
         on_b = await connected(b_url, token, sockets)
+        # B has checked the token lately (its token cache vouches for it, AUTH_CACHE_S)...
+        assert (await http_b.get("/api/images", headers=auth(token))).status_code == 200
         assert (await http.delete("/api/session", headers=auth(token))).status_code == 204
-    await on_b.wait_for(lambda name, _: name == "session:revoked", timeout=10)
-    assert await _closed(on_b)
+        await on_b.wait_for(lambda name, _: name == "session:revoked", timeout=10)
+        assert await _closed(on_b)
+        # ...and forgets it with the event: B refuses it at once, not AUTH_CACHE_S later.
+        refused = await http_b.get("/api/images", headers=auth(token))
+        assert refused.status_code == 401, refused.text
 
 
 async def test_a_revocation_the_bus_never_carried_still_closes_the_sockets(
@@ -182,6 +188,9 @@ async def test_a_revocation_the_bus_never_carried_still_closes_the_sockets(
         db.dispose()
     await on_b.wait_for(lambda name, _: name == "session:revoked", timeout=10)
     assert await _closed(on_b)
+    # The round that found it also dropped it from B's token cache.
+    async with httpx.AsyncClient(base_url=b_url, timeout=30) as http_b:
+        assert (await http_b.get("/api/images", headers=auth(token))).status_code == 401
 
 
 async def test_clients_that_hang_up_while_connecting_leave_no_slot_behind(

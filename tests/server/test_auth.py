@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from server.core.signing import hash_token
+from server.core.token_cache import TokenCache
 from server.data import store
 from server.data.db import Database, async_url, sync_url
 from server.web.http.auth import authenticate, mint_token
@@ -68,3 +69,41 @@ async def test_first_uses_of_the_admin_token_at_once_make_one_user(db: Database)
 def test_postgres_urls_of_hosting_providers_are_accepted() -> None:
     assert sync_url("postgres://u:p@db.example.com/app").startswith("postgresql+psycopg://")
     assert async_url("postgres://u:p@db.example.com/app").startswith("postgresql+psycopg://")
+
+
+async def test_a_cached_token_skips_its_read_until_it_expires_or_is_forgotten(
+        db: Database) -> None:
+    token = mint_token()
+    user = await db.write(store.create_user, token_hash=hash_token(token))
+    cache = TokenCache(ttl_s=3600, max_entries=10)
+    first = await authenticate(db, token, admin_token="", cache=cache)
+    assert first is not None and first.user_id == user.id and len(cache) == 1
+    # Revoked behind the cache's back (no event): the cache still vouches for it...
+    assert await db.write(store.revoke_token, token_id=first.token_id)
+    assert await authenticate(db, token, admin_token="", cache=cache) == first
+    assert await authenticate(db, token, admin_token="") is None
+    # ...until it is told (session:revoked), and then the database says no.
+    cache.forget(first.token_id)
+    assert await authenticate(db, token, admin_token="", cache=cache) is None
+    assert len(cache) == 0  # an unknown token is not kept
+    # Expiry: an entry older than its time is read again.
+    other = mint_token()
+    await db.write(store.create_user, token_hash=hash_token(other))
+    short = TokenCache(ttl_s=1, max_entries=10)
+    known = await authenticate(db, other, admin_token="", cache=short)
+    assert known is not None
+    assert await db.write(store.revoke_token, token_id=known.token_id)
+    await asyncio.sleep(1.05)
+    assert await authenticate(db, other, admin_token="", cache=short) is None
+
+
+async def test_admin_rights_of_a_cached_token_follow_the_current_admin_token(
+        db: Database) -> None:
+    cache = TokenCache(ttl_s=3600, max_entries=10)
+    first = await authenticate(db, "old-admin-token", admin_token="old-admin-token",
+                               cache=cache)
+    assert first is not None and first.is_admin and first.env_token
+    rotated = await authenticate(db, "old-admin-token", admin_token="new-admin-token",
+                                 cache=cache)
+    assert rotated is not None and not rotated.is_admin and not rotated.env_token
+    assert rotated.user_id == first.user_id

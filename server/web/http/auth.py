@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 
 import sqlalchemy.exc
 from starlette.requests import Request
@@ -11,6 +12,7 @@ from starlette.requests import Request
 from server.core.errors import ApiError, Problem
 from server.core.principal import Principal
 from server.core.signing import hash_token
+from server.core.token_cache import KnownToken, TokenCache
 from server.data import store
 from server.data.db import Database
 from server.infra import logs
@@ -22,31 +24,43 @@ def mint_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-async def authenticate(db: Database, token: str | None, admin_token: str) -> Principal | None:
+async def authenticate(db: Database, token: str | None, admin_token: str,
+                       cache: TokenCache | None = None) -> Principal | None:
     """The principal behind a token, or None for a missing, unknown or revoked one.
 
     Admin rights come from the user's ``is_admin`` (``darkroom admin create-token``) or
     from matching ADMIN_TOKEN *now*: rotating or unsetting it revokes them at once,
-    whatever was stored when the old token was first used.
+    whatever was stored when the old token was first used. ``cache``: the web process's
+    ``TokenCache``, which spares most requests the token's read (``core.token_cache``).
     """
     if not token:
         return None
     token_hash = hash_token(token)
-    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        found = await db.read(store.user_by_token_hash, token_hash=token_hash)
-        if found is None:
-            try:
-                found = await db.write(store.ensure_user, token_hash=token_hash)
-            except sqlalchemy.exc.IntegrityError:  # another request made it a moment ago
-                found = await db.read(store.user_by_token_hash, token_hash=token_hash)
-            if found is None:
-                return None
-        return Principal(found[0].id, True, found[1].id, env_token=True)
+    env_token = bool(admin_token) and hmac.compare_digest(token.encode(), admin_token.encode())
+    known = cache.get(token_hash, time.monotonic()) if cache is not None else None
+    if known is None:
+        known = await _read_token(db, token_hash, ensure=env_token)
+        if known is None:
+            return None
+        if cache is not None:
+            cache.put(token_hash, known, time.monotonic())
+    if env_token:
+        return Principal(known.user_id, True, known.token_id, env_token=True)
+    return Principal(known.user_id, known.is_admin, known.token_id)
+
+
+async def _read_token(db: Database, token_hash: str, *, ensure: bool) -> KnownToken | None:
+    """The token's row; ``ensure``: ADMIN_TOKEN's, whose user is made on its first use."""
     found = await db.read(store.user_by_token_hash, token_hash=token_hash)
+    if found is None and ensure:
+        try:
+            found = await db.write(store.ensure_user, token_hash=token_hash)
+        except sqlalchemy.exc.IntegrityError:  # another request made it a moment ago
+            found = await db.read(store.user_by_token_hash, token_hash=token_hash)
     if found is None:
         return None
     user, row = found
-    return Principal(user.id, user.is_admin, row.id)
+    return KnownToken(user.id, user.is_admin, row.id)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -59,7 +73,7 @@ async def require_user(request: Request) -> Principal:
     """The caller, or a 401 JSON error."""
     token = bearer_token(request)
     state = app_state(request)
-    principal = await authenticate(state.db, token, state.settings.admin_token)
+    principal = await authenticate(state.db, token, state.settings.admin_token, state.tokens)
     if principal is None:
         message = "missing bearer token" if token is None else "invalid bearer token"
         raise ApiError(Problem.UNAUTHENTICATED, "unauthorized", message)

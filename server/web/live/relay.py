@@ -20,6 +20,7 @@ from server.core.events import (
     token_room,
     user_room,
 )
+from server.core.token_cache import TokenCache
 from server.infra import logs, metrics, tracing
 from server.infra.bus import Bus
 
@@ -61,16 +62,20 @@ def _context(event: BusEvent) -> dict[str, str | None]:
 async def relay_events(bus: Bus, sio: socketio.AsyncServer,
                        resync: Callable[[], Awaitable[None]],
                        moved: Callable[[], None] = lambda: None,
-                       tally: metrics.Tally | None = None) -> None:
+                       tally: metrics.Tally | None = None,
+                       tokens: TokenCache | None = None) -> None:
     """Forward each job event to its owner's room (and to admins following that job).
 
     After a gap in the bus (Redis was away) every connected user gets a fresh
     ``jobs:snapshot``, so no final state is missed by a socket that stayed connected.
     ``moved`` is called after each event (the dashboard's statistics follow it); the
-    time from publish to emit goes into ``tally``.
+    time from publish to emit goes into ``tally``. A revoked token leaves ``tokens`` (the
+    process's token cache), and after a gap every token does: a revocation may be lost.
     """
     async for event in bus.listen():
         if event is None:
+            if tokens is not None:
+                tokens.clear()
             try:
                 await resync()
             except Exception:
@@ -79,6 +84,8 @@ async def relay_events(bus: Bus, sio: socketio.AsyncServer,
         with logs.bound(**_context(event)), _emit_span(event) as span:
             try:
                 if isinstance(event, TokenRevoked):
+                    if tokens is not None:
+                        tokens.forget(event.token_id)
                     await disconnect_room(sio, token_room(event.token_id), event)
                 elif isinstance(event, AdminEvent):
                     await sio.emit(event.name, event.payload(), room=ADMINS_ROOM)

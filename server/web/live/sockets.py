@@ -101,6 +101,7 @@ async def close_revoked(state: AppState) -> int:
     closed = 0
     for sid, token_id in held.items():
         if token_id not in valid:
+            state.tokens.forget(token_id)
             event = TokenRevoked(token_id=token_id)
             await sio.emit(event.name, event.payload(), to=sid)
             await sio.disconnect(sid)
@@ -189,7 +190,8 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if token is None:
             raise Refused("unauthorized: missing token (connect with auth: {token})")
         try:
-            principal = await authenticate(state.db, token, state.settings.admin_token)
+            principal = await authenticate(state.db, token, state.settings.admin_token,
+                                            state.tokens)
         except Exception:
             log.exception("socket authentication failed")
             raise Refused("unavailable: cannot check the token right now") from None

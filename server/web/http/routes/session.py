@@ -40,6 +40,7 @@ async def revoke_session(request: Request) -> Response:
                        "ADMIN_TOKEN comes from the environment; change or unset it there")
     state = app_state(request)
     await state.db.write(store.revoke_token, token_id=principal.token_id)
+    state.tokens.forget(principal.token_id)  # the other web processes: by the event
     await state.publish(TokenRevoked(token_id=principal.token_id))
     return Response(status_code=204)
 
