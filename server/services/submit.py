@@ -26,6 +26,7 @@ from server.core.tasks import IMAGE_PROCESS, TaskSpec
 from server.data import store
 from server.data.models import new_id, utcnow
 from server.infra import ratelimit
+from server.infra.storage import Storage
 from server.services import dispatch, outbound, queues
 from server.services.context import Services
 
@@ -91,16 +92,20 @@ async def allowance_covers(state: Services, user_id: str, files: int) -> None:
     raise ratelimit.refusal(uploads, time.time())
 
 
-async def probe_file(upload: ReceivedUpload, max_pixels: int,
-                     max_decode_bytes: int | None = None) -> imaging.Probe:
-    """Header check only: sniffed type, dimensions, pixel cap, the memory its decode needs."""
+def probe_and_adopt(storage: Storage, upload: ReceivedUpload, image_id: str,
+                     max_pixels: int, max_decode_bytes: int | None) -> imaging.Probe:
+    """Header check only (sniffed type, dimensions, pixel cap, the memory its decode
+    needs), then the file moves into the store as ``image_id``'s original: one thread hop
+    for both, off the event loop."""
     if upload.size == 0:
         raise ApiError(Problem.INVALID, "empty_file", "the uploaded file is empty")
     try:
-        return await asyncio.to_thread(imaging.probe, upload.path, max_pixels=max_pixels,
-                                       max_decode_bytes=max_decode_bytes)
+        probe = imaging.probe(upload.path, max_pixels=max_pixels,
+                              max_decode_bytes=max_decode_bytes)
     except imaging.ImageError as exc:
         raise ApiError(exc.kind, exc.code, str(exc)) from None
+    storage.adopt_original(upload.path, image_id)
+    return probe
 
 
 async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
@@ -111,10 +116,10 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
     For the same bytes uploaded before, the earlier image and job (``duplicate``).
     Raises ApiError for a file we refuse.
     """
-    probe = await probe_file(upload, state.settings.max_image_pixels,
-                             state.settings.max_decode_bytes)
     image_id = new_id()
-    await asyncio.to_thread(state.storage.adopt_original, upload.path, image_id)
+    probe = await asyncio.to_thread(probe_and_adopt, state.storage, upload, image_id,
+                                    state.settings.max_image_pixels,
+                                    state.settings.max_decode_bytes)
     run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
     try:
         view, duplicate, position = await state.db.write(

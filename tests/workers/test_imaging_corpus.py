@@ -2,7 +2,7 @@
 
 Every manifest entry goes through the service's own code, in this process:
 
-- upload: the upload's header check (``server.services.submit.probe_file``: empty file,
+- upload: the upload's header check (``server.services.submit.probe_and_adopt``: empty file,
   sniffed type, header, pixel cap) refuses it ("reject"), with the deployment's limits;
 - worker: the job is stored as an upload stores it, its attempt begins as JobLifecycle
   begins it, and ``workers.actors.run_job`` runs the registered ``image.process`` type, whose
@@ -39,7 +39,7 @@ from server.data import store
 from server.data.models import new_id
 from server.infra.broker import build_broker
 from server.infra.settings import Settings
-from server.services.submit import probe_file
+from server.services.submit import probe_and_adopt
 from server.web.http.error_handlers import status_of
 from server.web.http.uploads import ReceivedFile
 from tests.corpus import corpus_entries, find_corpus, missing_reason
@@ -122,14 +122,14 @@ async def run_pipeline(worker: Worker, entry: dict[str, Any]) -> Outcome:
     upload = ReceivedFile(field="file", filename=Path(entry["file"]).name,
                           declared_type=entry["upload_content_type"], path=temp,
                           size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    image_id = new_id()
     try:
-        probe = await probe_file(upload, settings.max_image_pixels, settings.max_decode_bytes)
+        probe = probe_and_adopt(ctx.storage, upload, image_id, settings.max_image_pixels,
+                                settings.max_decode_bytes)
     except ApiError as exc:
         temp.unlink()
         return Outcome("reject", exc)
 
-    image_id = new_id()
-    ctx.storage.adopt_original(temp, image_id)
     view, duplicate = ctx.db.write(
         store.create_upload, image_id=image_id, user_id=new_id(), filename=upload.filename,
         content_type=probe.mime, size_bytes=upload.size, sha256=upload.sha256,
