@@ -117,9 +117,16 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
     Raises ApiError for a file we refuse.
     """
     image_id = new_id()
-    probe = await asyncio.to_thread(probe_and_adopt, state.storage, upload, image_id,
-                                    state.settings.max_image_pixels,
-                                    state.settings.max_decode_bytes)
+    hop = asyncio.ensure_future(asyncio.to_thread(
+        probe_and_adopt, state.storage, upload, image_id, state.settings.max_image_pixels,
+        state.settings.max_decode_bytes))
+    try:
+        probe = await asyncio.shield(hop)
+    except asyncio.CancelledError:
+        # The thread goes on; a file it moves into the store has no row: remove it then.
+        hop.add_done_callback(lambda done: None if done.cancelled() or done.exception()
+                              else state.storage.remove_image(image_id))
+        raise
     run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
     try:
         view, duplicate, position = await state.db.write(

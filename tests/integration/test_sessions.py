@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +19,8 @@ from sqlalchemy.engine import make_url
 from server.core.signing import hash_token
 from server.data import store
 from server.data.db import SyncDatabase
+from server.infra.settings import Settings
+from server.web.app import create_app
 from server.web.http.auth import mint_token
 from tests.conftest import Databases, Stack, running_stack, start_web_process, stop
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
@@ -314,3 +318,28 @@ async def test_refused_and_duplicate_uploads_cost_no_high_priority_allowance(
             assert fresh.status_code == 202, (n, fresh.text)
         over = await upload(http, token, jpeg_bytes(70, 16), fields=high)
         assert _rate_limited(over, 3600), over.text
+
+
+async def test_the_revoking_process_refuses_the_token_without_waiting_for_the_bus(
+        redis_url: str, databases: Databases, tmp_path: Path) -> None:
+    """Its own token cache forgets the token as the revocation is stored: here its
+    ``session:revoked`` never reaches the bus, and the token is refused all the same."""
+    settings = Settings.from_env({
+        "REDIS_URL": redis_url, "DATABASE_URL": databases.new(), "DATA_DIR": str(tmp_path),
+        "REDIS_PREFIX": f"revoke-here-{secrets.token_hex(4)}", "AUTH_CACHE_S": "3600"})
+    app = create_app(settings)
+    http_app = app.app.other_asgi_app  # the Starlette app, whose lifespan builds AppState
+    async with http_app.router.lifespan_context(http_app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://darkroom.test") as client:
+        token = (await client.post("/api/session")).json()["token"]
+        assert (await client.get("/api/images", headers=auth(token))).status_code == 200
+        published: list[object] = []
+
+        async def lost(event: object) -> None:  # Redis took the publish; nobody heard it
+            published.append(event)
+
+        http_app.state.darkroom.publish = lost
+        assert (await client.delete("/api/session", headers=auth(token))).status_code == 204
+        assert len(published) == 1
+        refused = await client.get("/api/images", headers=auth(token))
+        assert refused.status_code == 401, refused.text

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import pytest
 
@@ -107,3 +108,38 @@ async def test_admin_rights_of_a_cached_token_follow_the_current_admin_token(
                                  cache=cache)
     assert rotated is not None and not rotated.is_admin and not rotated.env_token
     assert rotated.user_id == first.user_id
+
+
+class _ReplyHeld:
+    """The real database, but a token's read returns only once ``release`` is set: a
+    request whose read is in flight while the token is revoked."""
+
+    def __init__(self, db: Database) -> None:
+        self.db, self.read_done, self.release = db, asyncio.Event(), asyncio.Event()
+
+    async def read(self, fn: Any, /, **kwargs: Any) -> Any:
+        result = await self.db.read(fn, **kwargs)
+        self.read_done.set()
+        await self.release.wait()
+        return result
+
+    async def write(self, fn: Any, /, **kwargs: Any) -> Any:
+        return await self.db.write(fn, **kwargs)
+
+
+async def test_a_read_in_flight_as_its_token_is_revoked_does_not_cache_it(
+        db: Database) -> None:
+    token = mint_token()
+    await db.write(store.create_user, token_hash=hash_token(token))
+    cache = TokenCache(ttl_s=3600, max_entries=10)
+    held = _ReplyHeld(db)
+    in_flight = asyncio.create_task(authenticate(cast(Database, held), token, "", cache))
+    await held.read_done.wait()  # its read saw the token
+    found = await db.read(store.user_by_token_hash, token_hash=hash_token(token))
+    assert found is not None
+    assert await db.write(store.revoke_token, token_id=found[1].id)  # DELETE /api/session
+    cache.forget(found[1].id)  # ...and its forget (or session:revoked in another process)
+    held.release.set()
+    assert await in_flight is not None  # already past its check, as before the cache
+    assert await authenticate(db, token, "", cache) is None
+    assert len(cache) == 0

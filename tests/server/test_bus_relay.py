@@ -54,6 +54,7 @@ from server.core.events import (
     user_room,
 )
 from server.core.jobs import JobState
+from server.core.token_cache import KnownToken, TokenCache
 from server.data import store
 from server.data.db import Database
 from server.infra import bus as bus_module
@@ -379,7 +380,8 @@ class Relay:
 
     def __init__(self, bus: Bus, sio: socketio.AsyncServer,
                  resync: Callable[[], Awaitable[None]],
-                 moved: Callable[[], None] | None = None) -> None:
+                 moved: Callable[[], None] | None = None,
+                 tokens: TokenCache | None = None) -> None:
         self.tally = metrics.Tally()
         self.moves = 0
 
@@ -389,7 +391,8 @@ class Relay:
                 moved()
 
         self.task = asyncio.create_task(relay_events(bus, sio, resync=resync,
-                                                     moved=count_move, tally=self.tally))
+                                                     moved=count_move, tally=self.tally,
+                                                     tokens=tokens))
 
     async def stop(self) -> None:
         ended = self.task.done()
@@ -495,7 +498,12 @@ async def test_a_revoked_tokens_sockets_are_told_and_closed_and_no_others(
         revoked_1 = await server.join("u1", "t-old")
         revoked_2 = await server.join("u1", "t-old")
         kept = await server.join("u1", "t-new")
-        relay = Relay(Bus(client, prefix), server.sio, resync=no_resync)
+        # This web process's token cache vouches for both tokens (AUTH_CACHE_S).
+        tokens = TokenCache(ttl_s=3600, max_entries=10)
+        for token_id in ("t-old", "t-new"):
+            tokens.put(f"hash-{token_id}", KnownToken("u1", False, token_id), time.monotonic(),
+                       since=tokens.generation)
+        relay = Relay(Bus(client, prefix), server.sio, resync=no_resync, tokens=tokens)
         try:
             await wait_subscribed(client, keys.events_channel(prefix))
             worker = SyncBus(sync_client, prefix)
@@ -512,6 +520,10 @@ async def test_a_revoked_tokens_sockets_are_told_and_closed_and_no_others(
             assert [sid for sid, _ in server.sio.manager.get_participants(
                 "/", token_room("t-old"))] == []
             assert relay.moves == 1, "a revocation is not a job movement"
+            # The revoked token is forgotten (its next request reads the database), the
+            # other one kept.
+            assert tokens.get("hash-t-old", time.monotonic()) is None
+            assert tokens.get("hash-t-new", time.monotonic()) is not None
         finally:
             await relay.stop()
 
@@ -542,10 +554,14 @@ async def test_a_failing_hook_or_resync_does_not_stop_the_relay(
 
     async with socket_server() as server:
         owner = await server.join("u1", "t1")
-        relay = Relay(Bus(client, prefix), server.sio, resync=resync, moved=moved)
+        tokens = TokenCache(ttl_s=3600, max_entries=10)
+        relay = Relay(Bus(client, prefix), server.sio, resync=resync, moved=moved,
+                      tokens=tokens)
         try:
             channel = keys.events_channel(prefix)
             await wait_subscribed(client, channel)
+            tokens.put("hash-t1", KnownToken("u1", False, "t1"), time.monotonic(),
+                       since=tokens.generation)
             worker = SyncBus(sync_client, prefix)
             worker.publish(job_event("job:active", "u1", "J1", 2))
             worker.publish(job_event("job:completed", "u1", "J1", 3))
@@ -557,6 +573,8 @@ async def test_a_failing_hook_or_resync_does_not_stop_the_relay(
                 await wait_until(lambda n=expected: len(resyncs) == n, f"resync #{expected}")
                 await wait_subscribed(client, channel)
             assert any("failed to resync" in r.getMessage() for r in caplog.records)
+            # A revocation may have gone by in a gap: every token is read again.
+            assert len(tokens) == 0
             worker.publish(job_event("job:queued", "u1", "J2", 1))
             await wait_until(lambda: len(owner.events) == 3, "an event after both gaps")
             assert names(owner) == [("job:active", "J1", 2), ("job:completed", "J1", 3),

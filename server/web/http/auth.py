@@ -39,11 +39,12 @@ async def authenticate(db: Database, token: str | None, admin_token: str,
     env_token = bool(admin_token) and hmac.compare_digest(token.encode(), admin_token.encode())
     known = cache.get(token_hash, time.monotonic()) if cache is not None else None
     if known is None:
+        since = cache.generation if cache is not None else 0
         known = await _read_token(db, token_hash, ensure=env_token)
         if known is None:
             return None
         if cache is not None:
-            cache.put(token_hash, known, time.monotonic())
+            cache.put(token_hash, known, time.monotonic(), since=since)
     if env_token:
         return Principal(known.user_id, True, known.token_id, env_token=True)
     return Principal(known.user_id, known.is_admin, known.token_id)

@@ -191,7 +191,7 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise Refused("unauthorized: missing token (connect with auth: {token})")
         try:
             principal = await authenticate(state.db, token, state.settings.admin_token,
-                                            state.tokens)
+                                           state.tokens)
         except Exception:
             log.exception("socket authentication failed")
             raise Refused("unavailable: cannot check the token right now") from None

@@ -67,7 +67,7 @@ async def _require_scrape_access(request: Request) -> None:
     if token is not None and hmac.compare_digest(token.encode(), wanted.encode()):
         return
     principal = await authenticate(state.db, token, state.settings.admin_token,
-                                           state.tokens)
+                                   state.tokens)
     if principal is not None and principal.is_admin:
         return
     if principal is not None:
