@@ -618,8 +618,9 @@ async def test_after_a_redis_restart_the_relay_resyncs_every_connected_user(
     assert active is not None
 
     async with socket_server() as server:
+        tokens = TokenCache(ttl_s=3600, max_entries=10)
         state: Any = SimpleNamespace(db=db, presenter=presenter, connections=server.connections,
-                                     sio=server.sio)
+                                     sio=server.sio, tokens=tokens)
         owner = await server.join(u1, t1)
         doomed = await server.join(u1, t1_revoked)
         other = await server.join(u2, t2)
@@ -657,6 +658,7 @@ async def test_after_a_redis_restart_the_relay_resyncs_every_connected_user(
             assert theirs is not None
             assert [(j["id"], j["state"]) for j in theirs["jobs"]] == [(j2, "queued")]
             assert [name for name, _ in doomed.events] == ["job:active", TOKEN_REVOKED]
+            assert tokens.generation > 0  # the gap (and the revoked token) was forgotten
 
             # Healthy again: live events flow, once each, and the gap resynced only once.
             await wait_subscribed(client, channel)
