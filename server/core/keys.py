@@ -132,6 +132,12 @@ def fair_cap(prefix: str, base: str) -> str:
     return f"{prefix}:fair:cap:{base}"
 
 
+def fair_bell(prefix: str, queue: str) -> str:
+    """A token per message the fair dispatcher moved into a Dramatiq queue (a short list):
+    an idle worker's consumer waits on it (BLPOP) instead of sleeping between polls."""
+    return f"{prefix}:fair:bell:{queue}"
+
+
 def fair_user_list(prefix: str, queue: str, user_id: str) -> str:
     """One user's messages of a queue waiting for their turn (a list; server.infra.fair)."""
     return f"{prefix}:fair:q:{queue}:{user_id}"

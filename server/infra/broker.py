@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import dramatiq
 import redis
 from dramatiq import Message
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Retries
 
 from server.core import keys
@@ -30,6 +33,67 @@ def redis_client(url: str) -> redis.Redis:
                                 health_check_interval=30)
 
 
+class PromptConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, fetching the next message as soon as there is one for it.
+
+    Dramatiq's consumer sleeps after every fetch that brings nothing, each sleep twice the
+    last, up to the worker timeout (1 s), and a message that arrives meanwhile waits for
+    the sleep to end. It also counts as such a fetch every round in which it had no room,
+    its process's threads all busy: under a steady load the sleeps grew while the threads
+    worked, and a thread that ended its job waited out the rest of one (often 100-300 ms)
+    for its next message. Measured with 12 MP uploads: the machine idle 15 % of the time
+    with work waiting. Here:
+
+    - with no room, it waits for one of its messages to end (``ack``, ``nack``), at most
+      the worker timeout, and counts no miss;
+    - with room and nothing fetched, it backs off as Dramatiq does, but waits on its
+      queue's bell (``keys.fair_bell``: the fair dispatcher rings it once per message it
+      moves in) instead of sleeping, so a new message is fetched at once. Messages that
+      reach the queue another way (Dramatiq's own redelivery, a message without an owner)
+      are found by the polls, as before.
+    """
+
+    def __init__(self, broker: FairRedisBroker, queue_name: str, prefetch: int,
+                 timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self._room = threading.Event()
+        # Delay queues are Dramatiq's own: nothing rings for them.
+        self._bell = None if queue_name.endswith((".DQ", ".XQ")) else \
+            keys.fair_bell(broker.fair.prefix, queue_name)
+
+    def ack(self, message: Any) -> None:
+        try:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self._room.set()
+
+    def nack(self, message: Any) -> None:
+        try:
+            super().nack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self._room.set()
+
+    def __next__(self) -> Any:
+        if not self.message_cache:
+            if self.outstanding_message_count >= self.prefetch:
+                self._room.wait(self.timeout / 1000)
+                self._room.clear()  # the next round sees the room an ack made, if any
+                return None
+            if self._bell is not None:
+                try:
+                    self.message_cache = self.broker.do_fetch(
+                        self.queue_name, self.prefetch - self.outstanding_message_count)
+                    if not self.message_cache:
+                        self.misses, backoff_ms = compute_backoff(self.misses,
+                                                                  max_backoff=self.timeout)
+                        self.broker.client.blpop([self._bell], timeout=max(backoff_ms, 1) / 1000)
+                        return None
+                except redis.ConnectionError as exc:
+                    raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        # Dramatiq's own: the next message of the cache (or its fetch and back-off).
+        return super().__next__()  # type: ignore[no-untyped-call]
+
+
 class FairRedisBroker(RedisBroker):
     """Dramatiq's Redis broker, with a job's message for now (not delayed) put in its
     owner's waiting list instead of the queue (``server.infra.fair``): the first send, a
@@ -37,6 +101,10 @@ class FairRedisBroker(RedisBroker):
     Dramatiq's delay queue as before."""
 
     fair: FairQueues
+
+    @property
+    def consumer_class(self) -> type[PromptConsumer]:
+        return PromptConsumer
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         user = message.options.get(USER_OPTION)

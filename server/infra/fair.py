@@ -131,6 +131,7 @@ for q = 1, n do
       if data then
         redis.call("hset", namespace .. ":" .. queue .. ".msgs", rid, data)
         redis.call("rpush", namespace .. ":" .. queue, rid)
+        redis.call("rpush", fair .. "bell:" .. queue, 1)
         redis.call("zadd", inflight, now, mid)
         redis.call("zadd", all, now, mid)
         free = free - 1
@@ -144,9 +145,23 @@ for q = 1, n do
       skipped = 0
     end
   end
+  -- Rung once per message moved; nobody may be waiting, so it is kept short-lived.
+  local bell = fair .. "bell:" .. queue
+  if redis.call("exists", bell) == 1 then
+    redis.call("ltrim", bell, -BELL_TOKENS, -1)
+    redis.call("pexpire", bell, BELL_TTL_MS)
+  end
 end
 return moved
 """
+
+
+# The bell's tokens kept at most, and for how long (a consumer that wakes to an empty
+# queue only polls once more).
+_BELL_TOKENS = 64
+_BELL_TTL_MS = 5_000
+_SCRIPT = _SCRIPT.replace("BELL_TOKENS", str(_BELL_TOKENS)).replace("BELL_TTL_MS",
+                                                                    str(_BELL_TTL_MS))
 
 
 class FairQueues:

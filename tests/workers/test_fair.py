@@ -4,9 +4,11 @@ shallow, the per-user cap, priorities, pauses and worker liveness (no worker pro
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis
@@ -15,6 +17,7 @@ from dramatiq import Message
 
 from server.core import keys
 from server.core.errors import ApiError
+from server.infra.broker import build_broker
 from server.infra.fair import USER_OPTION, FairQueues
 from server.infra.settings import Settings
 from server.services import outbound
@@ -161,3 +164,69 @@ async def test_new_work_waits_while_a_users_webhook_deliveries_pile_up(
         await outbound.check_backlog(state(0), "A")  # 0: no cap
     finally:
         await async_client.aclose()
+
+
+def test_each_message_moved_in_rings_its_queues_bell_which_stays_short_and_short_lived(
+        client: redis.Redis) -> None:
+    d = Deployment(client)
+    bell = keys.fair_bell(d.prefix, BASE)
+    d.send("A", 3)
+    assert not client.exists(bell), "nothing moved (no worker yet): no ring"
+    d.worker(threads=2)
+    assert d.fair.dispatch(BASE) == 2
+    assert client.llen(bell) == 2
+    assert 0 < client.pttl(bell) <= 5_000
+    d.worker(threads=200)
+    d.send("B", 100)
+    d.fair.dispatch(BASE)
+    assert client.llen(bell) == 64, "kept to its last 64 rings"
+
+
+class _Next(threading.Thread):
+    """``next(consumer)`` in a thread, as Dramatiq's consumer thread calls it."""
+
+    def __init__(self, consumer: Any) -> None:
+        super().__init__(daemon=True)
+        self.consumer, self.result = consumer, None
+
+    def run(self) -> None:
+        self.result = next(self.consumer)
+
+
+def test_a_workers_consumer_fetches_as_soon_as_a_message_or_room_is_there(
+        redis_url: str, client: redis.Redis) -> None:
+    """With the worker timeout at a minute, Dramatiq's consumer would sleep up to a minute
+    before it looked again: here a message moved into its queue wakes it (the bell), and
+    with no room one of its messages ending does (no miss counted for it)."""
+    settings = Settings(redis_url=redis_url, redis_prefix=f"bell-{secrets.token_hex(4)}")
+    broker = build_broker(settings, maintenance=False)
+    try:
+        consumer = broker.consume(BASE, prefetch=1, timeout=60_000)
+        assert next(consumer) is None  # an empty queue: one fetch, then a short back-off
+        consumer.misses = 30  # long idle: Dramatiq's next back-off is the whole minute
+        waiting = _Next(consumer)
+        waiting.start()
+        time.sleep(0.2)
+        assert waiting.is_alive(), "it waits for work"
+        client.zadd(keys.dramatiq_heartbeats(broker.fair.namespace),
+                    {"w1": int(time.time() * 1000)})
+        broker.fair.offer_threads("w1", [BASE], 1)
+        message: Message[object] = Message(queue_name=BASE, actor_name="image.process",
+                                           args=(), kwargs={}, options={USER_OPTION: "A"})
+        broker.enqueue(message)  # the fair dispatcher moves it in at once: the bell rings
+        waiting.join(10)
+        assert not waiting.is_alive(), "the bell woke it"
+        fetched = next(consumer)
+        assert fetched is not None and fetched.message_id == message.message_id
+
+        # Its one place is taken: it waits for room, however long it has been idle.
+        full = _Next(consumer)
+        full.start()
+        time.sleep(0.2)
+        assert full.is_alive()
+        consumer.ack(fetched)
+        full.join(10)
+        assert not full.is_alive() and full.result is None, "the end of its message woke it"
+        assert consumer.misses == 0
+    finally:
+        broker.close()
