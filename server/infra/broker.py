@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
 import dramatiq
@@ -21,6 +23,8 @@ from server.infra import tracing
 from server.infra.fair import USER_OPTION, FairQueues
 from server.infra.settings import Settings
 
+log = logging.getLogger(__name__)
+
 # Maintenance (requeueing the unacked messages of dead workers) on every broker call
 # instead of 1 in 1000: with idle consumers polling about once a second this bounds
 # redelivery after a crash by heartbeat timeout + ~1 s. It costs one ZRANGEBYSCORE.
@@ -33,32 +37,43 @@ def redis_client(url: str) -> redis.Redis:
                                 health_check_interval=30)
 
 
+# Redis rounds a BLPOP's timeout up to its clock tick (100 ms at the default hz 10):
+# shorter back-offs sleep, as Dramatiq's do. And at most this long, under the client's
+# socket timeout (30 s), whatever the worker timeout.
+_BELL_MIN_MS = 100
+_BELL_MAX_MS = 25_000
+
+
 class PromptConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, fetching the next message as soon as there is one for it.
+    """Dramatiq's Redis consumer of one queue, fetching as soon as there is a message for it.
 
     Dramatiq's consumer sleeps after every fetch that brings nothing, each sleep twice the
     last, up to the worker timeout (1 s), and a message that arrives meanwhile waits for
-    the sleep to end. It also counts as such a fetch every round in which it had no room,
-    its process's threads all busy: under a steady load the sleeps grew while the threads
-    worked, and a thread that ended its job waited out the rest of one (often 100-300 ms)
-    for its next message. Measured with 12 MP uploads: the machine idle 15 % of the time
-    with work waiting. Here:
+    the sleep to end. It also counts as such a fetch every round in which it had no room
+    (as many of its messages in hand as it may prefetch, its process's threads busy with
+    them): under a steady load the sleeps grew while the threads worked, and a thread
+    that ended its job waited out the rest of one (often 100-300 ms) for its next message.
+    Measured with 12 MP uploads: the machine idle 15 % of the time with work waiting.
+    Here:
 
-    - with no room, it waits for one of its messages to end (``ack``, ``nack``), at most
-      the worker timeout, and counts no miss;
-    - with room and nothing fetched, it backs off as Dramatiq does, but waits on its
-      queue's bell (``keys.fair_bell``: the fair dispatcher rings it once per message it
-      moves in) instead of sleeping, so a new message is fetched at once. Messages that
-      reach the queue another way (Dramatiq's own redelivery, a message without an owner)
-      are found by the polls, as before.
+    - with no room, it waits for one of its own messages to end (``ack``, ``nack``), at
+      most the worker timeout, and counts no miss;
+    - with room and nothing fetched, it backs off as Dramatiq does, but a wait of 100 ms
+      or more is spent on the queue's bell (``keys.fair_bell``: the fair dispatcher rings
+      it once per message it moves in) instead of asleep, so such a message is fetched at
+      once. Messages that reach the queue another way (Dramatiq's redelivery of a dead
+      worker's, one without an owner) are found by the polls, as before.
+
+    Delay queues (``.DQ``) are consumed as Dramatiq does: their messages end in this same
+    thread. The bell needs Redis 6 (a BLPOP timeout under a second); where BLPOP is
+    refused (an older Redis, an ACL without blocking commands) the consumer sleeps instead.
     """
 
     def __init__(self, broker: FairRedisBroker, queue_name: str, prefetch: int,
                  timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         self._room = threading.Event()
-        # Delay queues are Dramatiq's own: nothing rings for them.
-        self._bell = None if queue_name.endswith((".DQ", ".XQ")) else \
+        self._bell: str | None = None if queue_name.endswith((".DQ", ".XQ")) else \
             keys.fair_bell(broker.fair.prefix, queue_name)
 
     def ack(self, message: Any) -> None:
@@ -74,24 +89,36 @@ class PromptConsumer(_RedisConsumer):
             self._room.set()
 
     def __next__(self) -> Any:
-        if not self.message_cache:
+        if self._bell is not None and not self.message_cache:
             if self.outstanding_message_count >= self.prefetch:
                 self._room.wait(self.timeout / 1000)
                 self._room.clear()  # the next round sees the room an ack made, if any
                 return None
-            if self._bell is not None:
-                try:
-                    self.message_cache = self.broker.do_fetch(
-                        self.queue_name, self.prefetch - self.outstanding_message_count)
-                    if not self.message_cache:
-                        self.misses, backoff_ms = compute_backoff(self.misses,
-                                                                  max_backoff=self.timeout)
-                        self.broker.client.blpop([self._bell], timeout=max(backoff_ms, 1) / 1000)
-                        return None
-                except redis.ConnectionError as exc:
-                    raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+            try:
+                self.message_cache = self.broker.do_fetch(
+                    self.queue_name, self.prefetch - self.outstanding_message_count)
+                if not self.message_cache:
+                    self.misses, backoff_ms = compute_backoff(self.misses,
+                                                              max_backoff=self.timeout)
+                    self._wait_for_bell(backoff_ms)
+                    return None
+            except redis.ConnectionError as exc:
+                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         # Dramatiq's own: the next message of the cache (or its fetch and back-off).
         return super().__next__()  # type: ignore[no-untyped-call]
+
+    def _wait_for_bell(self, backoff_ms: int) -> None:
+        if backoff_ms < _BELL_MIN_MS or self._bell is None:
+            time.sleep(backoff_ms / 1000)
+            return
+        try:
+            self.broker.client.blpop([self._bell],
+                                     timeout=min(backoff_ms, _BELL_MAX_MS) / 1000)
+        except redis.ResponseError as exc:
+            log.warning("queue %s: waiting on its bell refused (%s); polling instead",
+                        self.queue_name, exc)
+            self._bell = None
+            time.sleep(backoff_ms / 1000)
 
 
 class FairRedisBroker(RedisBroker):

@@ -109,7 +109,7 @@ for q = 1, n do
   if free <= 0 then break end
   local queue = ARGV[10 + q]
   local ring, ringset = fair .. "ring:" .. queue, fair .. "ringset:" .. queue
-  local skipped = 0
+  local skipped, rung = 0, 0
   while free > 0 do
     local users = redis.call("llen", ring)
     if users == 0 or skipped >= users then break end
@@ -132,6 +132,7 @@ for q = 1, n do
         redis.call("hset", namespace .. ":" .. queue .. ".msgs", rid, data)
         redis.call("rpush", namespace .. ":" .. queue, rid)
         redis.call("rpush", fair .. "bell:" .. queue, 1)
+        rung = rung + 1
         redis.call("zadd", inflight, now, mid)
         redis.call("zadd", all, now, mid)
         free = free - 1
@@ -145,9 +146,10 @@ for q = 1, n do
       skipped = 0
     end
   end
-  -- Rung once per message moved; nobody may be waiting, so it is kept short-lived.
-  local bell = fair .. "bell:" .. queue
-  if redis.call("exists", bell) == 1 then
+  -- Rung once per message moved; nobody may be waiting, so it is kept short and
+  -- short-lived (its time runs from its last ring).
+  if rung > 0 then
+    local bell = fair .. "bell:" .. queue
     redis.call("ltrim", bell, -BELL_TOKENS, -1)
     redis.call("pexpire", bell, BELL_TTL_MS)
   end

@@ -175,11 +175,27 @@ def test_each_message_moved_in_rings_its_queues_bell_which_stays_short_and_short
     d.worker(threads=2)
     assert d.fair.dispatch(BASE) == 2
     assert client.llen(bell) == 2
-    assert 0 < client.pttl(bell) <= 5_000
+    first = client.pttl(bell)
+    assert 0 < first <= 5_000
+    time.sleep(0.2)
+    assert d.fair.dispatch(BASE) == 0  # nothing moves: no ring, and its time runs on
+    assert client.pttl(bell) < first and client.llen(bell) == 2
     d.worker(threads=200)
     d.send("B", 100)
     d.fair.dispatch(BASE)
     assert client.llen(bell) == 64, "kept to its last 64 rings"
+
+
+class _Watched(threading.Event):
+    """An Event that says when someone began to wait on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        return super().wait(timeout)
 
 
 class _Next(threading.Thread):
@@ -220,13 +236,36 @@ def test_a_workers_consumer_fetches_as_soon_as_a_message_or_room_is_there(
         assert fetched is not None and fetched.message_id == message.message_id
 
         # Its one place is taken: it waits for room, however long it has been idle.
+        consumer._room = room = _Watched()
         full = _Next(consumer)
         full.start()
-        time.sleep(0.2)
+        assert room.waiting.wait(10), "it waits for one of its messages to end"
         assert full.is_alive()
         consumer.ack(fetched)
         full.join(10)
         assert not full.is_alive() and full.result is None, "the end of its message woke it"
         assert consumer.misses == 0
     finally:
-        broker.close()
+        broker.client.close()
+
+
+def test_where_redis_refuses_blpop_a_consumer_polls_and_delay_queues_never_wait_on_a_bell(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(redis_url=redis_url, redis_prefix=f"bell-{secrets.token_hex(4)}")
+    broker = build_broker(settings, maintenance=False)
+    try:
+        assert broker.consume(f"{BASE}.DQ", prefetch=1, timeout=200)._bell is None
+
+        def refused(*_args: object, **_kwargs: object) -> None:  # Redis 5, or an ACL
+            raise redis.ResponseError("timeout is not an integer or out of range")
+
+        monkeypatch.setattr(broker.client, "blpop", refused)
+        consumer = broker.consume(BASE, prefetch=1, timeout=200)
+        consumer.misses = 10  # a back-off of the whole 200 ms: long enough for the bell
+        assert next(consumer) is None
+        assert consumer._bell is None, "polls from now on"
+        assert any("polling instead" in r.getMessage() for r in caplog.records)
+        assert next(consumer) is None  # and goes on working
+    finally:
+        broker.client.close()
