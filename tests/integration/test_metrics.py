@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 
 from server.core import tasks as task_declarations
 from server.core.signing import hash_token
+from server.core.token_cache import TokenCache
 from server.data import store
 from server.data.db import SyncDatabase
 from server.data.models import Job, new_id, utcnow
@@ -227,7 +228,8 @@ def _scraped_app(settings: Settings, db: _CountedDatabase,
     app.state.darkroom = SimpleNamespace(
         settings=settings, db=db, redis=client,
         task_types=task_declarations.declared(include_test_tasks=False),
-        tally=metrics.Tally(), socket_counts=lambda: (0, 0), finished_counts=None)
+        tally=metrics.Tally(), socket_counts=lambda: (0, 0), finished_counts=None,
+        tokens=TokenCache(settings.auth_cache_s, settings.auth_cache_entries))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web")
 
 
