@@ -60,9 +60,10 @@ class PromptConsumer(_RedisConsumer):
       most the worker timeout, and counts no miss;
     - with room and nothing fetched, it backs off as Dramatiq does, but a wait of 100 ms
       or more is spent on the queue's bell (``keys.fair_bell``: the fair dispatcher rings
-      it once per message it moves in) instead of asleep, so such a message is fetched at
-      once. Messages that reach the queue another way (Dramatiq's redelivery of a dead
-      worker's, one without an owner) are found by the polls, as before.
+      it once per message it moves in at a worker's end or tick) instead of asleep, so
+      such a message is fetched at once. Messages that reach the queue another way (as
+      they are sent: their job is announced just after; Dramatiq's redelivery of a dead
+      worker's; one without an owner) are found by the polls, as before.
 
     Delay queues (``.DQ``) are consumed as Dramatiq does: their messages end in this same
     thread. The bell needs Redis 6 (a BLPOP timeout under a second); where BLPOP is

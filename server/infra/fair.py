@@ -131,8 +131,10 @@ for q = 1, n do
       if data then
         redis.call("hset", namespace .. ":" .. queue .. ".msgs", rid, data)
         redis.call("rpush", namespace .. ":" .. queue, rid)
-        redis.call("rpush", fair .. "bell:" .. queue, 1)
-        rung = rung + 1
+        if mode ~= "push" then
+          redis.call("rpush", fair .. "bell:" .. queue, 1)
+          rung = rung + 1
+        end
         redis.call("zadd", inflight, now, mid)
         redis.call("zadd", all, now, mid)
         free = free - 1
@@ -146,8 +148,10 @@ for q = 1, n do
       skipped = 0
     end
   end
-  -- Rung once per message moved; nobody may be waiting, so it is kept short and
-  -- short-lived (its time runs from its last ring).
+  -- Rung once per message moved, but not by a send: its sender announces the job
+  -- (job:queued) after this, and no worker may begin it (job:active) before that event
+  -- is out; such a message is found by the polls. Nobody may be waiting, so the bell is
+  -- kept short and short-lived (its time runs from its last ring).
   if rung > 0 then
     local bell = fair .. "bell:" .. queue
     redis.call("ltrim", bell, -BELL_TOKENS, -1)
