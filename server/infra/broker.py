@@ -74,7 +74,9 @@ class PromptConsumer(_RedisConsumer):
                  timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         self._room = threading.Event()
-        self._bell: str | None = None if queue_name.endswith((".DQ", ".XQ")) else \
+        self._delay_queue = queue_name.endswith((".DQ", ".XQ"))
+        # None once Redis refused to BLPOP: the back-off sleeps then, as Dramatiq's does.
+        self._bell: str | None = None if self._delay_queue else \
             keys.fair_bell(broker.fair.prefix, queue_name)
 
     def ack(self, message: Any) -> None:
@@ -90,7 +92,7 @@ class PromptConsumer(_RedisConsumer):
             self._room.set()
 
     def __next__(self) -> Any:
-        if self._bell is not None and not self.message_cache:
+        if not self._delay_queue and not self.message_cache:
             if self.outstanding_message_count >= self.prefetch:
                 self._room.wait(self.timeout / 1000)
                 self._room.clear()  # the next round sees the room an ack made, if any

@@ -278,5 +278,18 @@ def test_where_redis_refuses_blpop_a_consumer_polls_and_delay_queues_never_wait_
         assert consumer._bell is None, "polls from now on"
         assert any("polling instead" in r.getMessage() for r in caplog.records)
         assert next(consumer) is None  # and goes on working
+        # With no room it still waits for one of its messages to end, not for a poll.
+        message: Message[object] = Message(queue_name=BASE, actor_name="image.process",
+                                           args=(), kwargs={}, options={})
+        broker.enqueue(message)  # no owner: straight into Dramatiq's queue
+        fetched = next(consumer)
+        assert fetched is not None and fetched.message_id == message.message_id
+        consumer._room = room = _Watched()
+        full = _Next(consumer)
+        full.start()
+        assert room.waiting.wait(10)
+        consumer.ack(fetched)
+        full.join(10)
+        assert not full.is_alive() and full.result is None
     finally:
         broker.client.close()
