@@ -46,7 +46,7 @@ class Reporter:
     """The one way workers change a job: a short DB write, then an event on the bus."""
 
     def __init__(self, db: SyncDatabase, bus: SyncBus, presenter: Presenter,
-                 send: Callable[[Job], None], line: LineRefresh | None = None) -> None:
+                 send: Callable[[Job], object], line: LineRefresh | None = None) -> None:
         self.db = db
         self.bus = bus
         self.presenter = presenter

@@ -60,10 +60,10 @@ class PromptConsumer(_RedisConsumer):
       most the worker timeout, and counts no miss;
     - with room and nothing fetched, it backs off as Dramatiq does, but a wait of 100 ms
       or more is spent on the queue's bell (``keys.fair_bell``: the fair dispatcher rings
-      it once per message it moves in at a worker's end or tick) instead of asleep, so
-      such a message is fetched at once. Messages that reach the queue another way (as
-      they are sent: their job is announced just after; Dramatiq's redelivery of a dead
-      worker's; one without an owner) are found by the polls, as before.
+      it once per message it moves in: at a worker's end or tick, and as it is sent,
+      by the sender once the job is announced) instead of asleep, so such a message is
+      fetched at once. Messages that reach the queue another way (Dramatiq's redelivery
+      of a dead worker's; one without an owner) are found by the polls, as before.
 
     Delay queues (``.DQ``) are consumed as Dramatiq does: their messages end in this same
     thread. The bell needs Redis 6 (a BLPOP timeout under a second); where BLPOP is
@@ -137,13 +137,19 @@ class FairRedisBroker(RedisBroker):
         return PromptConsumer
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        return self.send(message, delay=delay)[0]
+
+    def send(self, message: Message[Any], *, delay: int | None = None,
+             ring: bool = True) -> tuple[Message[Any], bool]:
+        """``enqueue``; also whether the message moved into its queue without a ring
+        (``ring=False``), so that its bell is the sender's to ring (``fair.ring``)."""
         user = message.options.get(USER_OPTION)
         if delay or not user:
-            return super().enqueue(message, delay=delay)
+            return super().enqueue(message, delay=delay), False
         self.emit_before("enqueue", message, delay)
-        stored: Message[Any] = self.fair.push(message, str(user))
+        stored, moved = self.fair.push(message, str(user), ring=ring)
         self.emit_after("enqueue", stored, delay)
-        return stored
+        return stored, moved > 0 and not ring
 
 
 def build_broker(settings: Settings, *, maintenance: bool = True) -> FairRedisBroker:
@@ -186,19 +192,26 @@ QUEUED_OPTION = "darkroom_queued_ms"
 
 
 def send_job(broker: RedisBroker, job: Job, *, delay_ms: int | None = None,
-             queued_ms: int | None = None) -> None:
-    """Enqueue the message a stored job names (its ``message_id``)."""
+             queued_ms: int | None = None, ring: bool = True) -> bool:
+    """Enqueue the message a stored job names (its ``message_id``); whether its queue's
+    bell is left for the caller to ring (``enqueue_job``)."""
     assert job.message_id is not None
-    enqueue_job(broker, job_id=job.id, message_id=job.message_id,
-                actor_name=actor_for(job.type, job.priority), queue_name=job.queue,
-                max_attempts=job.max_attempts, delay_ms=delay_ms, user_id=job.user_id,
-                queued_ms=queued_ms)
+    return enqueue_job(broker, job_id=job.id, message_id=job.message_id,
+                       actor_name=actor_for(job.type, job.priority), queue_name=job.queue,
+                       max_attempts=job.max_attempts, delay_ms=delay_ms,
+                       user_id=job.user_id, queued_ms=queued_ms, ring=ring)
 
 
 def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name: str,
                 queue_name: str, max_attempts: int, delay_ms: int | None = None,
-                user_id: str | None = None, queued_ms: int | None = None) -> None:
+                user_id: str | None = None, queued_ms: int | None = None,
+                ring: bool = True) -> bool:
     """Send the message for a stored job; its only argument is the job id.
+
+    A message moved straight into its queue rings the queue's bell (an idle worker takes
+    it at once), unless ``ring`` is False: then the return says whether the caller owes
+    that ring (True: ring with ``fair.ring`` once the job's ``job:queued`` is out, so
+    that no worker begins the job before it).
 
     With tracing on, the send is a span (``enqueue <queue>``) whose context the message
     carries (``tracing.MESSAGE_OPTION``), for the worker's job span to continue.
@@ -213,8 +226,7 @@ def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name
                  **({QUEUED_OPTION: queued_ms} if queued_ms is not None else {})},
     )
     if not tracing.enabled():
-        broker.enqueue(message, delay=delay_ms or None)
-        return
+        return _send(broker, message, delay_ms or None, ring)
     with tracing.span(f"enqueue {queue_name}", kind="producer", attributes={
             "messaging.system": "dramatiq", "messaging.operation.type": "send",
             "messaging.destination.name": queue_name, "messaging.message.id": message_id,
@@ -222,4 +234,12 @@ def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name
         carrier = tracing.carrier()
         if carrier:
             message.options[tracing.MESSAGE_OPTION] = carrier
-        broker.enqueue(message, delay=delay_ms or None)
+        return _send(broker, message, delay_ms or None, ring)
+
+
+def _send(broker: RedisBroker, message: Message[object], delay: int | None,
+          ring: bool) -> bool:
+    if isinstance(broker, FairRedisBroker):
+        return broker.send(message, delay=delay, ring=ring)[1]
+    broker.enqueue(message, delay=delay)
+    return False

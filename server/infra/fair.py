@@ -28,6 +28,8 @@ Redis keys (``<prefix>:fair:…``; Dramatiq's own are under its namespace):
   threads:<base>        hash: worker (broker id) -> threads it runs for that queue family
   cap:<base>            a user's in-flight cap there, set by the workers serving it
                         (MAX_JOBS_IN_FLIGHT_PER_USER; DELIVERIES_IN_FLIGHT_PER_USER for I/O)
+  bell:<queue>          a token per message moved in (the last 64, for 5 s): an idle
+                        consumer of the queue waits on it (``broker.PromptConsumer``)
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ TICK_S = 0.25
 
 # ARGV: mode, prefix, namespace, (unused), heartbeat_timeout_ms, per_user_cap, stale_ms,
 #       base, paused_key, n, queue_1 .. queue_n (priority order), then by mode:
-#   push:    queue, user, redis_message_id, message_id, data
+#   push:    queue, user, redis_message_id, message_id, data, ring ("1": ring for moves)
 #   release: user, message_id
 # Returns how many messages it moved to the broker's queues.
 _SCRIPT = """
@@ -72,6 +74,9 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local family_cap = redis.call("get", fair .. "cap:" .. base)
 if family_cap then cap = tonumber(family_cap) end
 
+-- A send that its sender announces after (job:queued) rings nothing: the sender rings
+-- once its event is out (``ring``), so that no worker begins the job before it.
+local rings = mode ~= "push" or ARGV[rest + 6] == "1"
 if mode == "push" then
   local queue, user, rid, mid = ARGV[rest + 1], ARGV[rest + 2], ARGV[rest + 3], ARGV[rest + 4]
   redis.call("hset", fair .. "msgs:" .. queue, rid, ARGV[rest + 5])
@@ -131,7 +136,7 @@ for q = 1, n do
       if data then
         redis.call("hset", namespace .. ":" .. queue .. ".msgs", rid, data)
         redis.call("rpush", namespace .. ":" .. queue, rid)
-        if mode ~= "push" then
+        if rings then
           redis.call("rpush", fair .. "bell:" .. queue, 1)
           rung = rung + 1
         end
@@ -148,10 +153,8 @@ for q = 1, n do
       skipped = 0
     end
   end
-  -- Rung once per message moved, but not by a send: its sender announces the job
-  -- (job:queued) after this, and no worker may begin it (job:active) before that event
-  -- is out; such a message is found by the polls. Nobody may be waiting, so the bell is
-  -- kept short and short-lived (its time runs from its last ring).
+  -- Rung once per message moved. Nobody may be waiting, so the bell is kept short and
+  -- short-lived (its time runs from its last ring).
   if rung > 0 then
     local bell = fair .. "bell:" .. queue
     redis.call("ltrim", bell, -BELL_TOKENS, -1)
@@ -168,6 +171,15 @@ _BELL_TOKENS = 64
 _BELL_TTL_MS = 5_000
 _SCRIPT = _SCRIPT.replace("BELL_TOKENS", str(_BELL_TOKENS)).replace("BELL_TTL_MS",
                                                                     str(_BELL_TTL_MS))
+
+
+def ring(pipe: Any, prefix: str, queue: str) -> None:
+    """Add to a pipeline (sync or asyncio) the commands that ring a queue's bell once, as
+    the script rings it: for a message a send moved in without a ring."""
+    bell = keys.fair_bell(prefix, queue)
+    pipe.rpush(bell, 1)
+    pipe.ltrim(bell, -_BELL_TOKENS, -1)
+    pipe.pexpire(bell, _BELL_TTL_MS)
 
 
 class FairQueues:
@@ -190,14 +202,20 @@ class FairQueues:
                 keys.paused_queues(self.prefix), len(family), *family, *extra]
         return int(self._script(keys=[], args=args))
 
-    def push(self, message: Any, user_id: str) -> Any:
-        """Put a message (for its queue now, not delayed) in its user's list; returns
-        the message as stored (with the redis message id Dramatiq's queues need)."""
+    def push(self, message: Any, user_id: str, *, ring: bool = True) -> tuple[Any, int]:
+        """Put a message (for its queue now, not delayed) in its user's list, and take
+        the turns free places allow; returns the message as stored (with the redis
+        message id Dramatiq's queues need) and how many messages moved in.
+
+        ``ring``: whether those moves ring their queues' bells. A sender that announces
+        the job after the send passes False and rings (``ring``) once its event is out.
+        """
         message = message.copy(options={"redis_message_id": str(uuid4())})
-        self._run("push", base_queue(message.queue_name),
-                  [message.queue_name, user_id, message.options["redis_message_id"],
-                   message.message_id, message.encode().decode()])
-        return message
+        moved = self._run("push", base_queue(message.queue_name),
+                          [message.queue_name, user_id, message.options["redis_message_id"],
+                           message.message_id, message.encode().decode(),
+                           "1" if ring else "0"])
+        return message, moved
 
     def release(self, message: Any) -> int:
         """The message's processing ended (done, failed, retry scheduled or skipped):

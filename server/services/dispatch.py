@@ -22,6 +22,7 @@ from server.core.jobs import PRIORITY_ORDER, TransitionError, queue_for
 from server.data import store
 from server.data.models import Job, as_utc, utcnow
 from server.data.store import JobView
+from server.infra import fair
 from server.infra.broker import send_job
 from server.services import outcomes
 from server.services.context import Services
@@ -30,18 +31,22 @@ log = logging.getLogger(__name__)
 
 
 async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
-                  undo: Callable[[], Awaitable[object]], queued_ms: int | None = None) -> None:
+                  undo: Callable[[], Awaitable[object]], queued_ms: int | None = None) -> bool:
     """Send the job's message; if Redis is unreachable, run ``undo`` and raise
     UNAVAILABLE ``queue_unavailable``. ``queued_ms``: when it went back in the queue
     (a failed job's retry), which its wait is measured from.
 
     No 202 without a message in the queue: a job recorded but never enqueued would
     wait forever, so the request fails as a whole and the client may try again.
+
+    Returns whether the message went straight into its queue: then ``announce`` it with
+    ``ring=True``, which wakes an idle worker once ``job:queued`` is out (a worker woken
+    by the send itself could push ``job:active`` first).
     """
     job = view.job
     assert job.message_id is not None
     try:
-        await send(state, job, delay_s=delay_s, queued_ms=queued_ms)
+        ring = await send(state, job, delay_s=delay_s, queued_ms=queued_ms, ring=False)
     except redis.RedisError as exc:
         await undo()
         log.warning("refused job %s, Redis unavailable: %s", job.id, exc,
@@ -49,13 +54,27 @@ async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
         raise ApiError(Problem.UNAVAILABLE, "queue_unavailable",
                        "the job queue is unavailable; try again shortly") from None
     state.sent.add(job)
+    return ring
 
 
 async def send(state: Services, job: Job, *, delay_s: int = 0,
-               queued_ms: int | None = None) -> None:
-    """Put the job's current message on its queue (raises redis errors)."""
-    await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000,
-                            queued_ms=queued_ms)
+               queued_ms: int | None = None, ring: bool = True) -> bool:
+    """Put the job's current message on its queue (raises redis errors); with
+    ``ring=False``, whether its bell is left to ring (``broker.enqueue_job``)."""
+    owed: bool = await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000,
+                                         queued_ms=queued_ms, ring=ring)
+    return owed
+
+
+async def ring_bell(state: Services, queue: str) -> None:
+    """Ring a queue's bell once (``fair.ring``): an idle worker of it fetches at once. If
+    Redis refuses, the worker's next poll finds the message all the same."""
+    try:
+        async with state.redis.pipeline(transaction=False) as pipe:
+            fair.ring(pipe, state.settings.redis_prefix, queue)
+            await pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("could not ring queue %s's bell: %s", queue, exc)
 
 
 # How much longer than an unheld one a silent job whose message Dramatiq still holds is
@@ -206,21 +225,24 @@ async def retry_failed(state: Services, job_id: str, *, user_id: str | None = No
         await state.db.write(store.dead_letter, job_id=job_id, **undo_fields)
 
     # Its wait (the wait-time metric) counts from now, not from when the job was made.
-    await enqueue(state, view, undo=undo,
-                  queued_ms=int(as_utc(view.job.updated_at).timestamp() * 1000))
-    return await announce(state, view)
+    moved = await enqueue(state, view, undo=undo,
+                          queued_ms=int(as_utc(view.job.updated_at).timestamp() * 1000))
+    return await announce(state, view, ring=moved)
 
 
 async def announce(state: Services, view: JobView, position: int | EllipsisType | None = ...,
-                   *, deliveries: Sequence[JobView] = ()) -> dict[str, Any]:
+                   *, deliveries: Sequence[JobView] = (), ring: bool = False) -> dict[str, Any]:
     """Publish the job's current state to its owner, then send the webhook deliveries its
     end made (one Redis refuses is left for the sweeper); returns the <Job> sent.
 
     ``position``: its queue position when the caller knows it already (else it is read).
+    ``ring``: then ring its queue's bell (``enqueue`` says when).
     """
     event = await outcomes.run_async(
         outcomes.changed(state.presenter, view, deliveries, position=position),
         StatePorts(state))
+    if ring:
+        await ring_bell(state, view.job.queue)
     return dict(event.job)
 
 

@@ -3,13 +3,16 @@ shallow, the per-user cap, priorities, pauses and worker liveness (no worker pro
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -18,10 +21,13 @@ from dramatiq import Message
 from server.core import keys
 from server.core.errors import ApiError
 from server.infra.broker import build_broker
-from server.infra.fair import USER_OPTION, FairQueues
+from server.infra.fair import USER_OPTION, FairQueues, ring
 from server.infra.settings import Settings
 from server.services import outbound
+from server.web.app import create_app
 from server.web.http.error_handlers import status_of
+from tests.conftest import Databases
+from tests.factories import auth, jpeg_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +55,7 @@ class Deployment:
             message: Message[object] = Message(
                 queue_name=queue, actor_name="image.process", args=(f"job-{user}",),
                 kwargs={}, options={USER_OPTION: user})
-            sent.append(self.fair.push(message, user))
+            sent.append(self.fair.push(message, user)[0])
         return sent
 
     def in_broker(self, queue: str = BASE) -> list[str]:
@@ -186,14 +192,29 @@ def test_each_message_moved_in_rings_its_queues_bell_which_stays_short_and_short
     assert client.llen(bell) == 64, "kept to its last 64 rings"
 
 
-def test_a_message_moved_in_as_it_is_sent_does_not_ring(client: redis.Redis) -> None:
-    """Its sender announces the job after the send: a worker woken by the send could
-    begin it (job:active) before job:queued is out. Polls find it."""
+def test_a_send_rings_for_its_moves_unless_its_sender_rings_after_announcing(
+        client: redis.Redis) -> None:
+    """A sender that announces the job after the send (the web) rings once its
+    job:queued is out: a worker woken by the send itself could push job:active first."""
     d = Deployment(client)
-    d.worker(threads=4)
-    d.send("A", 2)
-    assert d.in_broker() == ["A", "A"]
-    assert not client.exists(keys.fair_bell(d.prefix, BASE))
+    d.worker(threads=2)
+    bell = keys.fair_bell(d.prefix, BASE)
+
+    def message(user: str) -> Message[object]:
+        return Message(queue_name=BASE, actor_name="image.process", args=(), kwargs={},
+                       options={USER_OPTION: user})
+
+    _, moved = d.fair.push(message("A"), "A", ring=False)
+    assert moved == 1 and d.in_broker() == ["A"]
+    assert not client.exists(bell), "the sender's to ring"
+    pipe = client.pipeline(transaction=False)
+    ring(pipe, d.prefix, BASE)
+    pipe.execute()
+    assert client.llen(bell) == 1 and 0 < client.pttl(bell) <= 5_000
+    _, moved = d.fair.push(message("B"), "B")
+    assert moved == 1 and client.llen(bell) == 2, "a plain send (a worker's) rings itself"
+    _, moved = d.fair.push(message("C"), "C")  # no free place: it waits in C's list
+    assert moved == 0 and client.llen(bell) == 2
 
 
 class _Watched(threading.Event):
@@ -291,5 +312,59 @@ def test_where_redis_refuses_blpop_a_consumer_polls_and_delay_queues_never_wait_
         consumer.ack(fetched)
         full.join(10)
         assert not full.is_alive() and full.result is None
+    finally:
+        broker.client.close()
+
+
+async def test_an_upload_wakes_an_idle_worker_once_its_job_queued_is_out(
+        redis_url: str, databases: Databases, tmp_path: Path) -> None:
+    """The web process sends an upload's message, then announces it (job:queued), then
+    rings the queue's bell: an idle consumer (here one that would otherwise sleep a whole
+    minute) fetches the job at once, and not before its job:queued is published."""
+    settings = Settings.from_env({
+        "REDIS_URL": redis_url, "DATABASE_URL": databases.new(), "DATA_DIR": str(tmp_path),
+        "REDIS_PREFIX": f"ring-{secrets.token_hex(4)}"})
+    broker = build_broker(settings, maintenance=False)
+    app = create_app(settings)
+    http_app = app.app.other_asgi_app  # the Starlette app, whose lifespan builds AppState
+    try:
+        # A live worker with one free thread for images: the send moves the message in.
+        broker.client.zadd(keys.dramatiq_heartbeats(broker.fair.namespace),
+                           {"w1": int(time.time() * 1000)})
+        broker.fair.offer_threads("w1", [BASE], 1)
+        consumer = broker.consume(BASE, prefetch=1, timeout=60_000)
+        assert next(consumer) is None
+        consumer.misses = 30  # long idle: Dramatiq's next back-off is the whole minute
+        async with http_app.router.lifespan_context(http_app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://darkroom.test") as http:
+            bus = http_app.state.darkroom.bus
+            published: list[str] = []
+            real_publish = bus.publish
+
+            async def publish(event: Any) -> None:
+                await real_publish(event)
+                published.append(event.name)
+
+            bus.publish = publish
+            seen_when_woken: list[str] = []
+
+            def wait() -> None:
+                waiting.run()
+                seen_when_woken.extend(published)
+
+            waiting = _Next(consumer)
+            woken = threading.Thread(target=wait, daemon=True)
+            woken.start()
+            await asyncio.sleep(0.2)
+            assert woken.is_alive(), "it waits for work"
+            token = (await http.post("/api/session")).json()["token"]
+            sent = await http.post("/api/images", headers=auth(token),
+                                   files={"file": ("a.jpg", jpeg_bytes(64, 48), "image/jpeg")})
+            assert sent.status_code == 202, sent.text
+            await asyncio.to_thread(woken.join, 10)
+            assert not woken.is_alive(), "the web's ring woke it"
+            assert "job:queued" in seen_when_woken, "woken only once job:queued was out"
+            fetched = next(consumer)
+            assert fetched is not None and fetched.args == (sent.json()["job"]["id"],)
     finally:
         broker.client.close()
