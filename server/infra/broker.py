@@ -21,6 +21,7 @@ from server.core.lifecycle import hung_after_ms
 from server.data.models import Job
 from server.infra import tracing
 from server.infra.fair import USER_OPTION, FairQueues
+from server.infra.fair import ring as fair_ring
 from server.infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,8 @@ class PromptConsumer(_RedisConsumer):
       or more is spent on the queue's bell (``keys.fair_bell``: the fair dispatcher rings
       it once per message it moves in: at a worker's end or tick, and as it is sent,
       by the sender once the job is announced) instead of asleep, so such a message is
-      fetched at once. Messages that reach the queue another way (Dramatiq's redelivery
-      of a dead worker's; one without an owner) are found by the polls, as before.
+      fetched at once. A message that reaches the queue another way (Dramatiq's
+      redelivery of a dead worker's) is found by the polls, as before.
 
     Delay queues (``.DQ``) are consumed as Dramatiq does: their messages end in this same
     thread. The bell needs Redis 6 (a BLPOP timeout under a second); where BLPOP is
@@ -144,8 +145,15 @@ class FairRedisBroker(RedisBroker):
         """``enqueue``; also whether the message moved into its queue without a ring
         (``ring=False``), so that its bell is the sender's to ring (``fair.ring``)."""
         user = message.options.get(USER_OPTION)
-        if delay or not user:
+        if delay:
             return super().enqueue(message, delay=delay), False
+        if not user:  # no owner, no turn: straight into the queue, as Dramatiq sends
+            sent = super().enqueue(message)
+            if ring:
+                with self.client.pipeline(transaction=False) as pipe:
+                    fair_ring(pipe, self.fair.prefix, message.queue_name)
+                    pipe.execute()
+            return sent, not ring
         self.emit_before("enqueue", message, delay)
         stored, moved = self.fair.push(message, str(user), ring=ring)
         self.emit_after("enqueue", stored, delay)

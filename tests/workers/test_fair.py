@@ -217,6 +217,26 @@ def test_a_send_rings_for_its_moves_unless_its_sender_rings_after_announcing(
     assert moved == 0 and client.llen(bell) == 2
 
 
+def test_a_message_without_an_owner_goes_straight_in_and_rings_too(redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url, redis_prefix=f"bell-{secrets.token_hex(4)}")
+    broker = build_broker(settings, maintenance=False)
+    bell = keys.fair_bell(settings.redis_prefix, BASE)
+    try:
+        def message() -> Message[object]:
+            return Message(queue_name=BASE, actor_name="image.process", args=(), kwargs={},
+                           options={})
+
+        assert broker.send(message(), ring=False)[1] is True, "owed to the sender"
+        assert not broker.client.exists(bell)
+        assert broker.send(message())[1] is False
+        assert broker.client.llen(bell) == 1
+        assert broker.send(message(), delay=60_000)[1] is False, "delayed: nothing moves"
+        assert broker.client.llen(bell) == 1
+        assert broker.client.llen(keys.dramatiq_queue(broker.fair.namespace, BASE)) == 2
+    finally:
+        broker.client.close()
+
+
 class _Watched(threading.Event):
     """An Event that says when someone began to wait on it."""
 
