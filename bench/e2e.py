@@ -12,7 +12,9 @@ the runs' ratios.
 Each of 8 users has its own token, Socket.IO watcher and upload slot. Open flow: the slots
 send back to back, never waiting for the work; also recorded there, what the uploaders see
 of the web process under that load: uploads accepted per second and the 202's latency.
-Closed flow: each slot waits for its job's ``job:completed`` before its next upload. Push:
+Closed flow: each slot waits for its job's ``job:completed`` before its next upload. Idle
+flow: one user uploads one 0.3 MP photo at a time, each after a pause, to a service with
+nothing else to do (what one person waits for). Push:
 the server's ``published_at`` on ``job:completed`` (when the event was published for the
 relay) to its receipt, in this process, whose event loop also drives the uploads (the
 quiet measure of push delay is the push suite's).
@@ -33,16 +35,22 @@ from server.infra.settings import Settings
 CONCURRENCY = 8
 USERS = 8
 SIZES = {"12 MP JPEG": (4000, 3000), "0.3 MP JPEG": (640, 480)}
-SCENARIOS = (("12 MP JPEG", "open"), ("12 MP JPEG", "closed"), ("0.3 MP JPEG", "open"))
+SCENARIOS = (("12 MP JPEG", "open"), ("12 MP JPEG", "closed"), ("0.3 MP JPEG", "open"),
+             ("0.3 MP JPEG", "idle"))
 # Uploads per flow in a full run. The closed flow has no backlog to build, so it is steady
 # from the first rounds: 100 uploads (12 rounds of 8) keep the whole suite near 6 minutes
 # on 2 cores (200 took 7.8 minutes, the Node stack's closed flow alone 45 s a run).
-COUNTS = {"open": 200, "closed": 100}
+COUNTS = {"open": 200, "closed": 100, "idle": 8}
+# The idle flow: one user, one upload at a time, each after this pause (long enough for
+# idle workers to back off to their slowest polls): what one person waits on a quiet
+# service, from the upload to its job:completed.
+IDLE_PAUSE_S = 2.0
 
 
 async def run_flow(api: Api, data: bytes, count: int, *, closed: bool,
-                   salt: int) -> dict[str, Any]:
-    """One flow of ``count`` uploads; latencies in ms and overall images/s."""
+                   salt: int, idle: bool = False) -> dict[str, Any]:
+    """One flow of ``count`` uploads; latencies in ms and overall images/s. ``idle``: one
+    upload at a time, each after IDLE_PAUSE_S (its images/s says nothing)."""
     async with httpx.AsyncClient(base_url=api.url, timeout=120) as http:
         tokens = [await new_token(http) for _ in range(USERS)]
         watchers = [await Watcher().connect(api.url, token) for token in tokens]
@@ -55,18 +63,20 @@ async def run_flow(api: Api, data: bytes, count: int, *, closed: bool,
             async def slot(user: int) -> None:
                 token, watcher = tokens[user % USERS], watchers[user % USERS]
                 for n in next_n:
+                    if idle:
+                        await asyncio.sleep(IDLE_PAUSE_S)
                     start = time.perf_counter()
                     job_id = await api.upload(http, token, unique(data, salt + n))
                     answered[job_id] = time.perf_counter()
                     started[job_id] = start
                     watcher_of[job_id] = watcher
-                    if closed:
+                    if closed or idle:
                         await watcher.wait(job_id)
 
             # Wall clock = perf_counter + offset (the Watcher notes perf_counter times).
             offset_before = time.time() - time.perf_counter()
             first = time.perf_counter()
-            await asyncio.gather(*(slot(user) for user in range(CONCURRENCY)))
+            await asyncio.gather(*(slot(user) for user in range(1 if idle else CONCURRENCY)))
             ends = {job_id: await watcher_of[job_id].wait(job_id) for job_id in started}
             offset = (offset_before + time.time() - time.perf_counter()) / 2
             finals = {job_id: watcher_of[job_id].final[job_id] for job_id in started}
@@ -121,7 +131,7 @@ def main(quick: bool = False) -> Result:
         warm = set()
         for n, (label, flow) in enumerate(SCENARIOS):
             data = photos[label]
-            count = 40 if quick else COUNTS[flow]
+            count = min(40, COUNTS[flow]) if quick else COUNTS[flow]
             if label not in warm:
                 warm.add(label)
                 for api in apis:
@@ -130,7 +140,7 @@ def main(quick: bool = False) -> Result:
             for run in range(runs):
                 for api in apis:  # alternating: Darkroom run 1, Node run 1, ...
                     measured[api.name].append(asyncio.run(run_flow(
-                        api, data, count, closed=flow == "closed",
+                        api, data, count, closed=flow == "closed", idle=flow == "idle",
                         salt=n * 1_000_000 + run * 10_000)))
             row = {"source": label, "bytes": len(data), "flow": flow,
                    **side_by_side(measured["Darkroom"], measured.get("Node", []))}
