@@ -61,10 +61,9 @@ class PromptConsumer(_RedisConsumer):
       most the worker timeout, and counts no miss;
     - with room and nothing fetched, it backs off as Dramatiq does, but a wait of 100 ms
       or more is spent on the queue's bell (``keys.fair_bell``: the fair dispatcher rings
-      it once per message it moves in: at a worker's end or tick, and as it is sent,
-      by the sender once the job is announced) instead of asleep, so such a message is
-      fetched at once. A message that reaches the queue another way (Dramatiq's
-      redelivery of a dead worker's) is found by the polls, as before.
+      it once per message it moves in: at a send, a worker's end or tick) instead of
+      asleep, so such a message is fetched at once. A message that reaches the queue
+      another way (Dramatiq's redelivery of a dead worker's) is found by the polls.
 
     Delay queues (``.DQ``) are consumed as Dramatiq does: their messages end in this same
     thread. The bell needs Redis 6 (a BLPOP timeout under a second); where BLPOP is
@@ -138,26 +137,26 @@ class FairRedisBroker(RedisBroker):
         return PromptConsumer
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        return self.send(message, delay=delay)[0]
+        return self.send(message, delay=delay)
 
     def send(self, message: Message[Any], *, delay: int | None = None,
-             ring: bool = True) -> tuple[Message[Any], bool]:
-        """``enqueue``; also whether the message moved into its queue without a ring
-        (``ring=False``), so that its bell is the sender's to ring (``fair.ring``)."""
+             hold: bool = False) -> Message[Any]:
+        """``enqueue``; ``hold``: an owner's message for now waits in the owner's list
+        until its sender takes the turns (``fair.dispatch``), which it does once the job
+        is announced (``FairQueues.push``)."""
         user = message.options.get(USER_OPTION)
         if delay:
-            return super().enqueue(message, delay=delay), False
-        if not user:  # no owner, no turn: straight into the queue, as Dramatiq sends
-            sent = super().enqueue(message)
-            if ring:
-                with self.client.pipeline(transaction=False) as pipe:
-                    fair_ring(pipe, self.fair.prefix, message.queue_name)
-                    pipe.execute()
-            return sent, not ring
+            return super().enqueue(message, delay=delay)
+        if not user:  # no owner, no turn, nobody's events: straight in, as Dramatiq sends
+            sent: Message[Any] = super().enqueue(message)
+            with self.client.pipeline(transaction=False) as pipe:
+                fair_ring(pipe, self.fair.prefix, message.queue_name)
+                pipe.execute()
+            return sent
         self.emit_before("enqueue", message, delay)
-        stored, moved = self.fair.push(message, str(user), ring=ring)
+        stored: Message[Any] = self.fair.push(message, str(user), hold=hold)
         self.emit_after("enqueue", stored, delay)
-        return stored, moved > 0 and not ring
+        return stored
 
 
 def build_broker(settings: Settings, *, maintenance: bool = True) -> FairRedisBroker:
@@ -200,26 +199,25 @@ QUEUED_OPTION = "darkroom_queued_ms"
 
 
 def send_job(broker: RedisBroker, job: Job, *, delay_ms: int | None = None,
-             queued_ms: int | None = None, ring: bool = True) -> bool:
-    """Enqueue the message a stored job names (its ``message_id``); whether its queue's
-    bell is left for the caller to ring (``enqueue_job``)."""
+             queued_ms: int | None = None, hold: bool = False) -> None:
+    """Enqueue the message a stored job names (its ``message_id``; ``hold``: as
+    ``enqueue_job``)."""
     assert job.message_id is not None
-    return enqueue_job(broker, job_id=job.id, message_id=job.message_id,
-                       actor_name=actor_for(job.type, job.priority), queue_name=job.queue,
-                       max_attempts=job.max_attempts, delay_ms=delay_ms,
-                       user_id=job.user_id, queued_ms=queued_ms, ring=ring)
+    enqueue_job(broker, job_id=job.id, message_id=job.message_id,
+                actor_name=actor_for(job.type, job.priority), queue_name=job.queue,
+                max_attempts=job.max_attempts, delay_ms=delay_ms, user_id=job.user_id,
+                queued_ms=queued_ms, hold=hold)
 
 
 def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name: str,
                 queue_name: str, max_attempts: int, delay_ms: int | None = None,
                 user_id: str | None = None, queued_ms: int | None = None,
-                ring: bool = True) -> bool:
+                hold: bool = False) -> None:
     """Send the message for a stored job; its only argument is the job id.
 
-    A message moved straight into its queue rings the queue's bell (an idle worker takes
-    it at once), unless ``ring`` is False: then the return says whether the caller owes
-    that ring (True: ring with ``fair.ring`` once the job's ``job:queued`` is out, so
-    that no worker begins the job before it).
+    ``hold``: a message for now (not delayed) waits in its owner's list until the caller
+    takes the turns (``fair.dispatch``), once the job's ``job:queued`` is out, so that no
+    worker begins the job before it (``FairRedisBroker.send``).
 
     With tracing on, the send is a span (``enqueue <queue>``) whose context the message
     carries (``tracing.MESSAGE_OPTION``), for the worker's job span to continue.
@@ -234,7 +232,8 @@ def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name
                  **({QUEUED_OPTION: queued_ms} if queued_ms is not None else {})},
     )
     if not tracing.enabled():
-        return _send(broker, message, delay_ms or None, ring)
+        _send(broker, message, delay_ms or None, hold)
+        return
     with tracing.span(f"enqueue {queue_name}", kind="producer", attributes={
             "messaging.system": "dramatiq", "messaging.operation.type": "send",
             "messaging.destination.name": queue_name, "messaging.message.id": message_id,
@@ -242,12 +241,12 @@ def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name
         carrier = tracing.carrier()
         if carrier:
             message.options[tracing.MESSAGE_OPTION] = carrier
-        return _send(broker, message, delay_ms or None, ring)
+        _send(broker, message, delay_ms or None, hold)
 
 
 def _send(broker: RedisBroker, message: Message[object], delay: int | None,
-          ring: bool) -> bool:
+          hold: bool) -> None:
     if isinstance(broker, FairRedisBroker):
-        return broker.send(message, delay=delay, ring=ring)[1]
-    broker.enqueue(message, delay=delay)
-    return False
+        broker.send(message, delay=delay, hold=hold)
+    else:
+        broker.enqueue(message, delay=delay)

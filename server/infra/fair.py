@@ -57,7 +57,7 @@ TICK_S = 0.25
 
 # ARGV: mode, prefix, namespace, (unused), heartbeat_timeout_ms, per_user_cap, stale_ms,
 #       base, paused_key, n, queue_1 .. queue_n (priority order), then by mode:
-#   push:    queue, user, redis_message_id, message_id, data, ring ("1": ring for moves)
+#   push:    queue, user, redis_message_id, message_id, data, hold ("1": take no turns)
 #   release: user, message_id
 # Returns how many messages it moved to the broker's queues.
 _SCRIPT = """
@@ -74,9 +74,6 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local family_cap = redis.call("get", fair .. "cap:" .. base)
 if family_cap then cap = tonumber(family_cap) end
 
--- A send that its sender announces after (job:queued) rings nothing: the sender rings
--- once its event is out (``ring``), so that no worker begins the job before it.
-local rings = mode ~= "push" or ARGV[rest + 6] == "1"
 if mode == "push" then
   local queue, user, rid, mid = ARGV[rest + 1], ARGV[rest + 2], ARGV[rest + 3], ARGV[rest + 4]
   redis.call("hset", fair .. "msgs:" .. queue, rid, ARGV[rest + 5])
@@ -85,6 +82,9 @@ if mode == "push" then
   if redis.call("sadd", fair .. "ringset:" .. queue, user) == 1 then
     redis.call("rpush", fair .. "ring:" .. queue, user)
   end
+  -- Held: its sender announces the job (job:queued) and then takes the turns
+  -- (dispatch), so that no worker can begin it (job:active) before that event is out.
+  if ARGV[rest + 6] == "1" then return 0 end
 elseif mode == "release" then
   redis.call("zrem", fair .. "inflight:" .. base .. ":" .. ARGV[rest + 1], ARGV[rest + 2])
   redis.call("zrem", fair .. "inflight:" .. base, ARGV[rest + 2])
@@ -136,10 +136,8 @@ for q = 1, n do
       if data then
         redis.call("hset", namespace .. ":" .. queue .. ".msgs", rid, data)
         redis.call("rpush", namespace .. ":" .. queue, rid)
-        if rings then
-          redis.call("rpush", fair .. "bell:" .. queue, 1)
-          rung = rung + 1
-        end
+        redis.call("rpush", fair .. "bell:" .. queue, 1)
+        rung = rung + 1
         redis.call("zadd", inflight, now, mid)
         redis.call("zadd", all, now, mid)
         free = free - 1
@@ -174,8 +172,8 @@ _SCRIPT = _SCRIPT.replace("BELL_TOKENS", str(_BELL_TOKENS)).replace("BELL_TTL_MS
 
 
 def ring(pipe: Any, prefix: str, queue: str) -> None:
-    """Add to a pipeline (sync or asyncio) the commands that ring a queue's bell once, as
-    the script rings it: for a message a send moved in without a ring."""
+    """Add to a pipeline the commands that ring a queue's bell once, as the script rings
+    it: for a message sent straight into Dramatiq's queue (one without an owner)."""
     bell = keys.fair_bell(prefix, queue)
     pipe.rpush(bell, 1)
     pipe.ltrim(bell, -_BELL_TOKENS, -1)
@@ -202,20 +200,20 @@ class FairQueues:
                 keys.paused_queues(self.prefix), len(family), *family, *extra]
         return int(self._script(keys=[], args=args))
 
-    def push(self, message: Any, user_id: str, *, ring: bool = True) -> tuple[Any, int]:
-        """Put a message (for its queue now, not delayed) in its user's list, and take
-        the turns free places allow; returns the message as stored (with the redis
-        message id Dramatiq's queues need) and how many messages moved in.
+    def push(self, message: Any, user_id: str, *, hold: bool = False) -> Any:
+        """Put a message (for its queue now, not delayed) in its user's list and take the
+        turns free places allow; returns the message as stored (with the redis message id
+        Dramatiq's queues need).
 
-        ``ring``: whether those moves ring their queues' bells. A sender that announces
-        the job after the send passes False and rings (``ring``) once its event is out.
+        ``hold``: take no turns. A sender that announces the job after the send holds it,
+        then takes the turns (``dispatch``) once its event is out; were it to die first,
+        the next worker tick does.
         """
         message = message.copy(options={"redis_message_id": str(uuid4())})
-        moved = self._run("push", base_queue(message.queue_name),
-                          [message.queue_name, user_id, message.options["redis_message_id"],
-                           message.message_id, message.encode().decode(),
-                           "1" if ring else "0"])
-        return message, moved
+        self._run("push", base_queue(message.queue_name),
+                  [message.queue_name, user_id, message.options["redis_message_id"],
+                   message.message_id, message.encode().decode(), "1" if hold else "0"])
+        return message
 
     def release(self, message: Any) -> int:
         """The message's processing ended (done, failed, retry scheduled or skipped):

@@ -18,11 +18,10 @@ import redis
 from server.core import keys
 from server.core.errors import ApiError, Problem, not_found
 from server.core.events import BusEvent
-from server.core.jobs import PRIORITY_ORDER, TransitionError, queue_for
+from server.core.jobs import PRIORITY_ORDER, TransitionError, base_queue, queue_for
 from server.data import store
 from server.data.models import Job, as_utc, utcnow
 from server.data.store import JobView
-from server.infra import fair
 from server.infra.broker import send_job
 from server.services import outcomes
 from server.services.context import Services
@@ -39,14 +38,14 @@ async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
     No 202 without a message in the queue: a job recorded but never enqueued would
     wait forever, so the request fails as a whole and the client may try again.
 
-    Returns whether the message went straight into its queue: then ``announce`` it with
-    ``ring=True``, which wakes an idle worker once ``job:queued`` is out (a worker woken
-    by the send itself could push ``job:active`` first).
+    Returns whether the message is held in its owner's list (one for now, not delayed):
+    then ``announce`` it with ``held=True``, which takes the queue's turns once
+    ``job:queued`` is out, so that no worker pushes ``job:active`` before it.
     """
     job = view.job
     assert job.message_id is not None
     try:
-        ring = await send(state, job, delay_s=delay_s, queued_ms=queued_ms, ring=False)
+        await send(state, job, delay_s=delay_s, queued_ms=queued_ms, hold=not delay_s)
     except redis.RedisError as exc:
         await undo()
         log.warning("refused job %s, Redis unavailable: %s", job.id, exc,
@@ -54,27 +53,25 @@ async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
         raise ApiError(Problem.UNAVAILABLE, "queue_unavailable",
                        "the job queue is unavailable; try again shortly") from None
     state.sent.add(job)
-    return ring
+    return not delay_s
 
 
 async def send(state: Services, job: Job, *, delay_s: int = 0,
-               queued_ms: int | None = None, ring: bool = True) -> bool:
-    """Put the job's current message on its queue (raises redis errors); with
-    ``ring=False``, whether its bell is left to ring (``broker.enqueue_job``)."""
-    owed: bool = await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000,
-                                         queued_ms=queued_ms, ring=ring)
-    return owed
+               queued_ms: int | None = None, hold: bool = False) -> None:
+    """Put the job's current message on its queue (raises redis errors; ``hold``: as
+    ``broker.enqueue_job``)."""
+    await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000,
+                            queued_ms=queued_ms, hold=hold)
 
 
-async def ring_bell(state: Services, queue: str) -> None:
-    """Ring a queue's bell once (``fair.ring``): an idle worker of it fetches at once. If
-    Redis refuses, the worker's next poll finds the message all the same."""
+async def take_turns(state: Services, queue: str) -> None:
+    """Move a queue family's waiting messages in while workers have free threads, ringing
+    the queue's bell for each (an idle worker fetches at once). If Redis refuses, the
+    workers' next tick (``fair.TICK_S``) does it."""
     try:
-        async with state.redis.pipeline(transaction=False) as pipe:
-            fair.ring(pipe, state.settings.redis_prefix, queue)
-            await pipe.execute()
+        await asyncio.to_thread(state.broker.fair.dispatch, base_queue(queue))
     except redis.RedisError as exc:
-        log.warning("could not ring queue %s's bell: %s", queue, exc)
+        log.warning("could not take queue %s's turns: %s", queue, exc)
 
 
 # How much longer than an unheld one a silent job whose message Dramatiq still holds is
@@ -225,24 +222,25 @@ async def retry_failed(state: Services, job_id: str, *, user_id: str | None = No
         await state.db.write(store.dead_letter, job_id=job_id, **undo_fields)
 
     # Its wait (the wait-time metric) counts from now, not from when the job was made.
-    moved = await enqueue(state, view, undo=undo,
-                          queued_ms=int(as_utc(view.job.updated_at).timestamp() * 1000))
-    return await announce(state, view, ring=moved)
+    held = await enqueue(state, view, undo=undo,
+                         queued_ms=int(as_utc(view.job.updated_at).timestamp() * 1000))
+    return await announce(state, view, held=held)
 
 
 async def announce(state: Services, view: JobView, position: int | EllipsisType | None = ...,
-                   *, deliveries: Sequence[JobView] = (), ring: bool = False) -> dict[str, Any]:
+                   *, deliveries: Sequence[JobView] = (), held: bool = False) -> dict[str, Any]:
     """Publish the job's current state to its owner, then send the webhook deliveries its
     end made (one Redis refuses is left for the sweeper); returns the <Job> sent.
 
     ``position``: its queue position when the caller knows it already (else it is read).
-    ``ring``: then ring its queue's bell (``enqueue`` says when).
+    ``held``: its message waits to be moved in (``enqueue`` says so): take its queue's
+    turns once the event is out.
     """
     event = await outcomes.run_async(
         outcomes.changed(state.presenter, view, deliveries, position=position),
         StatePorts(state))
-    if ring:
-        await ring_bell(state, view.job.queue)
+    if held:
+        await take_turns(state, view.job.queue)
     return dict(event.job)
 
 

@@ -171,8 +171,8 @@ async def submit_file(state: Services, stored: StoredFile) -> dict[str, Any]:
         await state.db.write(store.delete_upload, image_id=image_id, job_id=view.job.id)
         await asyncio.to_thread(state.storage.remove_image, image_id)
 
-    moved = await dispatch.enqueue(state, view, delay_s=stored.delay_s, undo=undo)
-    job = await dispatch.announce(state, view, stored.position, ring=moved)
+    held = await dispatch.enqueue(state, view, delay_s=stored.delay_s, undo=undo)
+    job = await dispatch.announce(state, view, stored.position, held=held)
     return {"image": state.presenter.image(view.image), "job": job}
 
 
@@ -205,9 +205,9 @@ async def submit_task(state: Services, principal: Principal, task_type: TaskSpec
             await state.db.write(store.delete_job, job_id=view.job.id)
 
         undo_counted = await outbound.count_task(state, view, undo)
-        moved = await dispatch.enqueue(state, view, delay_s=spec.delay_s, undo=undo_counted)
+        held = await dispatch.enqueue(state, view, delay_s=spec.delay_s, undo=undo_counted)
     except Exception:
         # No job after all (image busy, send rate, queue down): no high-priority one.
         await give_back(state, high)
         raise
-    return await dispatch.announce(state, view, ring=moved)
+    return await dispatch.announce(state, view, held=held)

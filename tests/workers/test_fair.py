@@ -21,7 +21,7 @@ from dramatiq import Message
 from server.core import keys
 from server.core.errors import ApiError
 from server.infra.broker import build_broker
-from server.infra.fair import USER_OPTION, FairQueues, ring
+from server.infra.fair import USER_OPTION, FairQueues
 from server.infra.settings import Settings
 from server.services import outbound
 from server.web.app import create_app
@@ -55,7 +55,7 @@ class Deployment:
             message: Message[object] = Message(
                 queue_name=queue, actor_name="image.process", args=(f"job-{user}",),
                 kwargs={}, options={USER_OPTION: user})
-            sent.append(self.fair.push(message, user)[0])
+            sent.append(self.fair.push(message, user))
         return sent
 
     def in_broker(self, queue: str = BASE) -> list[str]:
@@ -192,10 +192,11 @@ def test_each_message_moved_in_rings_its_queues_bell_which_stays_short_and_short
     assert client.llen(bell) == 64, "kept to its last 64 rings"
 
 
-def test_a_send_rings_for_its_moves_unless_its_sender_rings_after_announcing(
+def test_a_send_moves_in_and_rings_unless_held_for_its_sender_to_dispatch(
         client: redis.Redis) -> None:
-    """A sender that announces the job after the send (the web) rings once its
-    job:queued is out: a worker woken by the send itself could push job:active first."""
+    """A sender that announces the job after the send (the web) holds the message, then
+    takes the turns once its job:queued is out: no worker could fetch the job (and push
+    job:active) before that event, not even one polling at that moment."""
     d = Deployment(client)
     d.worker(threads=2)
     bell = keys.fair_bell(d.prefix, BASE)
@@ -204,20 +205,17 @@ def test_a_send_rings_for_its_moves_unless_its_sender_rings_after_announcing(
         return Message(queue_name=BASE, actor_name="image.process", args=(), kwargs={},
                        options={USER_OPTION: user})
 
-    _, moved = d.fair.push(message("A"), "A", ring=False)
-    assert moved == 1 and d.in_broker() == ["A"]
-    assert not client.exists(bell), "the sender's to ring"
-    pipe = client.pipeline(transaction=False)
-    ring(pipe, d.prefix, BASE)
-    pipe.execute()
-    assert client.llen(bell) == 1 and 0 < client.pttl(bell) <= 5_000
-    _, moved = d.fair.push(message("B"), "B")
-    assert moved == 1 and client.llen(bell) == 2, "a plain send (a worker's) rings itself"
-    _, moved = d.fair.push(message("C"), "C")  # no free place: it waits in C's list
-    assert moved == 0 and client.llen(bell) == 2
+    d.fair.push(message("A"), "A", hold=True)
+    assert d.in_broker() == [] and not client.exists(bell), "held in A's list"
+    assert d.fair.dispatch(BASE) == 1
+    assert d.in_broker() == ["A"] and client.llen(bell) == 1
+    d.fair.push(message("B"), "B")
+    assert d.in_broker() == ["A", "B"] and client.llen(bell) == 2, "a plain send moves in"
+    d.fair.push(message("C"), "C")  # no free place: it waits in C's list
+    assert d.in_broker() == ["A", "B"] and client.llen(bell) == 2
 
 
-def test_a_message_without_an_owner_goes_straight_in_and_rings_too(redis_url: str) -> None:
+def test_a_message_without_an_owner_goes_straight_in_and_rings(redis_url: str) -> None:
     settings = Settings(redis_url=redis_url, redis_prefix=f"bell-{secrets.token_hex(4)}")
     broker = build_broker(settings, maintenance=False)
     bell = keys.fair_bell(settings.redis_prefix, BASE)
@@ -226,13 +224,11 @@ def test_a_message_without_an_owner_goes_straight_in_and_rings_too(redis_url: st
             return Message(queue_name=BASE, actor_name="image.process", args=(), kwargs={},
                            options={})
 
-        assert broker.send(message(), ring=False)[1] is True, "owed to the sender"
-        assert not broker.client.exists(bell)
-        assert broker.send(message())[1] is False
+        broker.send(message(), hold=True)  # nobody's job: nothing to announce first
         assert broker.client.llen(bell) == 1
-        assert broker.send(message(), delay=60_000)[1] is False, "delayed: nothing moves"
-        assert broker.client.llen(bell) == 1
-        assert broker.client.llen(keys.dramatiq_queue(broker.fair.namespace, BASE)) == 2
+        broker.send(message(), delay=60_000)
+        assert broker.client.llen(bell) == 1, "delayed: nothing moves in yet"
+        assert broker.client.llen(keys.dramatiq_queue(broker.fair.namespace, BASE)) == 1
     finally:
         broker.client.close()
 
