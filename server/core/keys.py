@@ -133,9 +133,8 @@ def fair_cap(prefix: str, base: str) -> str:
 
 
 def fair_bell(prefix: str, queue: str) -> str:
-    """A token per message the fair dispatcher moved into a Dramatiq queue at a turn (not
-    as it was sent; a short list): an idle worker's consumer waits on it (BLPOP) instead
-    of sleeping between polls."""
+    """A token per message moved into a Dramatiq queue (a short list): an idle worker's
+    consumer waits on it (BLPOP) instead of sleeping between polls."""
     return f"{prefix}:fair:bell:{queue}"
 
 

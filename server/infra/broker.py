@@ -141,17 +141,20 @@ class FairRedisBroker(RedisBroker):
 
     def send(self, message: Message[Any], *, delay: int | None = None,
              hold: bool = False) -> Message[Any]:
-        """``enqueue``; ``hold``: an owner's message for now waits in the owner's list
-        until its sender takes the turns (``fair.dispatch``), which it does once the job
-        is announced (``FairQueues.push``)."""
+        """``enqueue``; ``hold``: an owner's message for now is held in the owner's list
+        until its sender, having announced the job, unholds it (``FairQueues.push``);
+        the message returned carries the ``redis_message_id`` that takes."""
         user = message.options.get(USER_OPTION)
         if delay:
             return super().enqueue(message, delay=delay)
         if not user:  # no owner, no turn, nobody's events: straight in, as Dramatiq sends
             sent: Message[Any] = super().enqueue(message)
-            with self.client.pipeline(transaction=False) as pipe:
-                fair_ring(pipe, self.fair.prefix, message.queue_name)
-                pipe.execute()
+            try:
+                with self.client.pipeline(transaction=False) as pipe:
+                    fair_ring(pipe, self.fair.prefix, message.queue_name)
+                    pipe.execute()
+            except redis.RedisError as exc:  # sent all the same: a poll finds it
+                log.warning("could not ring queue %s's bell: %s", message.queue_name, exc)
             return sent
         self.emit_before("enqueue", message, delay)
         stored: Message[Any] = self.fair.push(message, str(user), hold=hold)
@@ -199,11 +202,11 @@ QUEUED_OPTION = "darkroom_queued_ms"
 
 
 def send_job(broker: RedisBroker, job: Job, *, delay_ms: int | None = None,
-             queued_ms: int | None = None, hold: bool = False) -> None:
+             queued_ms: int | None = None, hold: bool = False) -> str | None:
     """Enqueue the message a stored job names (its ``message_id``; ``hold``: as
     ``enqueue_job``)."""
     assert job.message_id is not None
-    enqueue_job(broker, job_id=job.id, message_id=job.message_id,
+    return enqueue_job(broker, job_id=job.id, message_id=job.message_id,
                 actor_name=actor_for(job.type, job.priority), queue_name=job.queue,
                 max_attempts=job.max_attempts, delay_ms=delay_ms, user_id=job.user_id,
                 queued_ms=queued_ms, hold=hold)
@@ -212,12 +215,13 @@ def send_job(broker: RedisBroker, job: Job, *, delay_ms: int | None = None,
 def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name: str,
                 queue_name: str, max_attempts: int, delay_ms: int | None = None,
                 user_id: str | None = None, queued_ms: int | None = None,
-                hold: bool = False) -> None:
+                hold: bool = False) -> str | None:
     """Send the message for a stored job; its only argument is the job id.
 
-    ``hold``: a message for now (not delayed) waits in its owner's list until the caller
-    takes the turns (``fair.dispatch``), once the job's ``job:queued`` is out, so that no
-    worker begins the job before it (``FairRedisBroker.send``).
+    ``hold``: a message for now (not delayed) is held in its owner's list until the
+    caller unholds it (``FairQueues.unhold``) once the job's ``job:queued`` is out, so
+    that no worker begins the job before it. Returns the redis message id to unhold
+    (None when nothing was held: a delayed message, or one without an owner).
 
     With tracing on, the send is a span (``enqueue <queue>``) whose context the message
     carries (``tracing.MESSAGE_OPTION``), for the worker's job span to continue.
@@ -232,8 +236,7 @@ def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name
                  **({QUEUED_OPTION: queued_ms} if queued_ms is not None else {})},
     )
     if not tracing.enabled():
-        _send(broker, message, delay_ms or None, hold)
-        return
+        return _send(broker, message, delay_ms or None, hold)
     with tracing.span(f"enqueue {queue_name}", kind="producer", attributes={
             "messaging.system": "dramatiq", "messaging.operation.type": "send",
             "messaging.destination.name": queue_name, "messaging.message.id": message_id,
@@ -241,12 +244,14 @@ def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name
         carrier = tracing.carrier()
         if carrier:
             message.options[tracing.MESSAGE_OPTION] = carrier
-        _send(broker, message, delay_ms or None, hold)
+        return _send(broker, message, delay_ms or None, hold)
 
 
 def _send(broker: RedisBroker, message: Message[object], delay: int | None,
-          hold: bool) -> None:
-    if isinstance(broker, FairRedisBroker):
-        broker.send(message, delay=delay, hold=hold)
-    else:
+          hold: bool) -> str | None:
+    if not isinstance(broker, FairRedisBroker):
         broker.enqueue(message, delay=delay)
+        return None
+    stored = broker.send(message, delay=delay, hold=hold)
+    held = hold and not delay and message.options.get(USER_OPTION)
+    return str(stored.options["redis_message_id"]) if held else None

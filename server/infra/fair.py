@@ -13,9 +13,10 @@ of their processing.
 
 Every step is one Lua script, so a process killed at any moment (kill -9 included) leaves
 each message either in its user's list or in the broker's queue, never in both and never
-in neither. The moves happen when a message is sent (in the sending process), when a
-worker ends a message, and every ``TICK_S`` in each worker process (for whatever those
-missed: a worker that died, a queue resumed by an admin).
+in neither. The moves happen when a message is sent (in the sending process; a sender
+that announces the job after the send holds it until then, see ``push``), when a worker
+ends a message, and every ``TICK_S`` in each worker process (for whatever those missed:
+a worker that died, a queue resumed by an admin). Each move rings the queue's bell.
 
 Redis keys (``<prefix>:fair:…``; Dramatiq's own are under its namespace):
   ring:<queue>          list of user ids whose turn comes in that order
@@ -30,6 +31,7 @@ Redis keys (``<prefix>:fair:…``; Dramatiq's own are under its namespace):
                         (MAX_JOBS_IN_FLIGHT_PER_USER; DELIVERIES_IN_FLIGHT_PER_USER for I/O)
   bell:<queue>          a token per message moved in (the last 64, for 5 s): an idle
                         consumer of the queue waits on it (``broker.PromptConsumer``)
+  held:<queue>          sorted set: redis message ids held for their sender, by time
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ TICK_S = 0.25
 
 # ARGV: mode, prefix, namespace, (unused), heartbeat_timeout_ms, per_user_cap, stale_ms,
 #       base, paused_key, n, queue_1 .. queue_n (priority order), then by mode:
-#   push:    queue, user, redis_message_id, message_id, data, hold ("1": take no turns)
+#   push:    queue, user, redis_message_id, message_id, data, hold ("1": held, see push)
 #   release: user, message_id
+#   unhold:  queue, redis_message_id
 # Returns how many messages it moved to the broker's queues.
 _SCRIPT = """
 local mode, prefix, namespace = ARGV[1], ARGV[2], ARGV[3]
@@ -82,12 +85,18 @@ if mode == "push" then
   if redis.call("sadd", fair .. "ringset:" .. queue, user) == 1 then
     redis.call("rpush", fair .. "ring:" .. queue, user)
   end
-  -- Held: its sender announces the job (job:queued) and then takes the turns
-  -- (dispatch), so that no worker can begin it (job:active) before that event is out.
-  if ARGV[rest + 6] == "1" then return 0 end
+  -- Held: no turn moves it until its sender, having announced the job (job:queued),
+  -- unholds it, so that no worker can begin it (job:active) before that event is out;
+  -- or until HOLD_MS have passed (the sender died meanwhile).
+  if ARGV[rest + 6] == "1" then
+    redis.call("zadd", fair .. "held:" .. queue, now, rid)
+    return 0
+  end
 elseif mode == "release" then
   redis.call("zrem", fair .. "inflight:" .. base .. ":" .. ARGV[rest + 1], ARGV[rest + 2])
   redis.call("zrem", fair .. "inflight:" .. base, ARGV[rest + 2])
+elseif mode == "unhold" then
+  redis.call("zrem", fair .. "held:" .. ARGV[rest + 1], ARGV[rest + 2])
 end
 
 if redis.call("sismember", paused_key, base) == 1 then return 0 end
@@ -114,6 +123,9 @@ for q = 1, n do
   if free <= 0 then break end
   local queue = ARGV[10 + q]
   local ring, ringset = fair .. "ring:" .. queue, fair .. "ringset:" .. queue
+  local held = fair .. "held:" .. queue
+  redis.call("zremrangebyscore", held, "-inf", now - HOLD_MS)
+  local holding = redis.call("exists", held) == 1
   local skipped, rung = 0, 0
   while free > 0 do
     local users = redis.call("llen", ring)
@@ -124,7 +136,9 @@ for q = 1, n do
     redis.call("zremrangebyscore", inflight, "-inf", now - stale)
     if redis.call("llen", list) == 0 then
       redis.call("srem", ringset, user)
-    elseif cap > 0 and redis.call("zcard", inflight) >= cap then
+    elseif (cap > 0 and redis.call("zcard", inflight) >= cap) or (holding and
+        redis.call("zscore", held, redis.call("lindex", list, 0))) then
+      -- At the cap, or their next message is held: the next user's turn.
       redis.call("rpush", ring, user)
       skipped = skipped + 1
     else
@@ -167,8 +181,10 @@ return moved
 # queue only polls once more).
 _BELL_TOKENS = 64
 _BELL_TTL_MS = 5_000
-_SCRIPT = _SCRIPT.replace("BELL_TOKENS", str(_BELL_TOKENS)).replace("BELL_TTL_MS",
-                                                                    str(_BELL_TTL_MS))
+# How long a held message (``FairQueues.push``) waits for its sender at most.
+HOLD_MS = 5_000
+_SCRIPT = (_SCRIPT.replace("BELL_TOKENS", str(_BELL_TOKENS))
+           .replace("BELL_TTL_MS", str(_BELL_TTL_MS)).replace("HOLD_MS", str(HOLD_MS)))
 
 
 def ring(pipe: Any, prefix: str, queue: str) -> None:
@@ -205,15 +221,21 @@ class FairQueues:
         turns free places allow; returns the message as stored (with the redis message id
         Dramatiq's queues need).
 
-        ``hold``: take no turns. A sender that announces the job after the send holds it,
-        then takes the turns (``dispatch``) once its event is out; were it to die first,
-        the next worker tick does.
+        ``hold``: no turn moves it in (the user's later messages wait behind it) until
+        ``unhold``, or HOLD_MS. A sender that announces the job after the send holds the
+        message and unholds it once its event is out: no worker can begin the job before
+        that. Were the sender to die first, a turn after HOLD_MS moves it.
         """
         message = message.copy(options={"redis_message_id": str(uuid4())})
         self._run("push", base_queue(message.queue_name),
                   [message.queue_name, user_id, message.options["redis_message_id"],
                    message.message_id, message.encode().decode(), "1" if hold else "0"])
         return message
+
+    def unhold(self, queue: str, redis_message_id: str) -> int:
+        """A held message may move now; takes the turns free places allow (as many
+        messages as it moves)."""
+        return self._run("unhold", base_queue(queue), [queue, redis_message_id])
 
     def release(self, message: Any) -> int:
         """The message's processing ended (done, failed, retry scheduled or skipped):

@@ -18,7 +18,7 @@ import redis
 from server.core import keys
 from server.core.errors import ApiError, Problem, not_found
 from server.core.events import BusEvent
-from server.core.jobs import PRIORITY_ORDER, TransitionError, base_queue, queue_for
+from server.core.jobs import PRIORITY_ORDER, TransitionError, queue_for
 from server.data import store
 from server.data.models import Job, as_utc, utcnow
 from server.data.store import JobView
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
-                  undo: Callable[[], Awaitable[object]], queued_ms: int | None = None) -> bool:
+                  undo: Callable[[], Awaitable[object]],
+                  queued_ms: int | None = None) -> str | None:
     """Send the job's message; if Redis is unreachable, run ``undo`` and raise
     UNAVAILABLE ``queue_unavailable``. ``queued_ms``: when it went back in the queue
     (a failed job's retry), which its wait is measured from.
@@ -38,14 +39,15 @@ async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
     No 202 without a message in the queue: a job recorded but never enqueued would
     wait forever, so the request fails as a whole and the client may try again.
 
-    Returns whether the message is held in its owner's list (one for now, not delayed):
-    then ``announce`` it with ``held=True``, which takes the queue's turns once
-    ``job:queued`` is out, so that no worker pushes ``job:active`` before it.
+    A message for now (not delayed) is held in its owner's list: no worker can take it
+    until ``announce`` (given the id this returns as ``held``) has published
+    ``job:queued`` and unholds it, so that no worker pushes ``job:active`` first.
     """
     job = view.job
     assert job.message_id is not None
     try:
-        await send(state, job, delay_s=delay_s, queued_ms=queued_ms, hold=not delay_s)
+        held = await send(state, job, delay_s=delay_s, queued_ms=queued_ms,
+                          hold=not delay_s)
     except redis.RedisError as exc:
         await undo()
         log.warning("refused job %s, Redis unavailable: %s", job.id, exc,
@@ -53,25 +55,26 @@ async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
         raise ApiError(Problem.UNAVAILABLE, "queue_unavailable",
                        "the job queue is unavailable; try again shortly") from None
     state.sent.add(job)
-    return not delay_s
+    return held
 
 
 async def send(state: Services, job: Job, *, delay_s: int = 0,
-               queued_ms: int | None = None, hold: bool = False) -> None:
+               queued_ms: int | None = None, hold: bool = False) -> str | None:
     """Put the job's current message on its queue (raises redis errors; ``hold``: as
-    ``broker.enqueue_job``)."""
-    await asyncio.to_thread(send_job, state.broker, job, delay_ms=delay_s * 1000,
-                            queued_ms=queued_ms, hold=hold)
+    ``broker.enqueue_job``, whose held message id this returns)."""
+    held: str | None = await asyncio.to_thread(
+        send_job, state.broker, job, delay_ms=delay_s * 1000, queued_ms=queued_ms, hold=hold)
+    return held
 
 
-async def take_turns(state: Services, queue: str) -> None:
-    """Move a queue family's waiting messages in while workers have free threads, ringing
-    the queue's bell for each (an idle worker fetches at once). If Redis refuses, the
-    workers' next tick (``fair.TICK_S``) does it."""
+async def unhold(state: Services, queue: str, held: str) -> None:
+    """Let a held message move (``FairQueues.unhold``) and take the turns free threads
+    allow, ringing the queue's bell for each move (an idle worker fetches at once). If
+    Redis refuses, a worker's tick moves it once the hold expires (``fair.HOLD_MS``)."""
     try:
-        await asyncio.to_thread(state.broker.fair.dispatch, base_queue(queue))
+        await asyncio.to_thread(state.broker.fair.unhold, queue, held)
     except redis.RedisError as exc:
-        log.warning("could not take queue %s's turns: %s", queue, exc)
+        log.warning("could not unhold a message of queue %s: %s", queue, exc)
 
 
 # How much longer than an unheld one a silent job whose message Dramatiq still holds is
@@ -228,19 +231,22 @@ async def retry_failed(state: Services, job_id: str, *, user_id: str | None = No
 
 
 async def announce(state: Services, view: JobView, position: int | EllipsisType | None = ...,
-                   *, deliveries: Sequence[JobView] = (), held: bool = False) -> dict[str, Any]:
+                   *, deliveries: Sequence[JobView] = (),
+                   held: str | None = None) -> dict[str, Any]:
     """Publish the job's current state to its owner, then send the webhook deliveries its
     end made (one Redis refuses is left for the sweeper); returns the <Job> sent.
 
     ``position``: its queue position when the caller knows it already (else it is read).
-    ``held``: its message waits to be moved in (``enqueue`` says so): take its queue's
-    turns once the event is out.
+    ``held``: its message's id, held by ``enqueue``: unheld once the event is out (or
+    failed to go out: the job is sent all the same).
     """
-    event = await outcomes.run_async(
-        outcomes.changed(state.presenter, view, deliveries, position=position),
-        StatePorts(state))
-    if held:
-        await take_turns(state, view.job.queue)
+    try:
+        event = await outcomes.run_async(
+            outcomes.changed(state.presenter, view, deliveries, position=position),
+            StatePorts(state))
+    finally:
+        if held is not None:
+            await unhold(state, view.job.queue, held)
     return dict(event.job)
 
 

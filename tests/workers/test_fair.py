@@ -21,7 +21,7 @@ from dramatiq import Message
 from server.core import keys
 from server.core.errors import ApiError
 from server.infra.broker import build_broker
-from server.infra.fair import USER_OPTION, FairQueues
+from server.infra.fair import HOLD_MS, USER_OPTION, FairQueues
 from server.infra.settings import Settings
 from server.services import outbound
 from server.web.app import create_app
@@ -192,27 +192,37 @@ def test_each_message_moved_in_rings_its_queues_bell_which_stays_short_and_short
     assert client.llen(bell) == 64, "kept to its last 64 rings"
 
 
-def test_a_send_moves_in_and_rings_unless_held_for_its_sender_to_dispatch(
+def test_a_held_message_waits_for_its_sender_however_many_turns_pass(
         client: redis.Redis) -> None:
-    """A sender that announces the job after the send (the web) holds the message, then
-    takes the turns once its job:queued is out: no worker could fetch the job (and push
-    job:active) before that event, not even one polling at that moment."""
+    """A sender that announces the job after the send (the web) holds the message and
+    unholds it once its job:queued is out: no turn (a worker's tick or end) moves it
+    before that, so no worker can push job:active first. Other users go meanwhile;
+    a hold its sender never lifts (it died) ends after HOLD_MS."""
     d = Deployment(client)
-    d.worker(threads=2)
+    d.worker(threads=3)
     bell = keys.fair_bell(d.prefix, BASE)
 
     def message(user: str) -> Message[object]:
         return Message(queue_name=BASE, actor_name="image.process", args=(), kwargs={},
                        options={USER_OPTION: user})
 
-    d.fair.push(message("A"), "A", hold=True)
+    held = d.fair.push(message("A"), "A", hold=True)
+    later = d.fair.push(message("A"), "A")  # A's next one waits behind it
     assert d.in_broker() == [] and not client.exists(bell), "held in A's list"
-    assert d.fair.dispatch(BASE) == 1
-    assert d.in_broker() == ["A"] and client.llen(bell) == 1
+    assert d.fair.dispatch(BASE) == 0, "a worker's tick does not move it"
     d.fair.push(message("B"), "B")
-    assert d.in_broker() == ["A", "B"] and client.llen(bell) == 2, "a plain send moves in"
-    d.fair.push(message("C"), "C")  # no free place: it waits in C's list
-    assert d.in_broker() == ["A", "B"] and client.llen(bell) == 2
+    assert d.in_broker() == ["B"] and client.llen(bell) == 1, "others' turns go on"
+    assert d.fair.unhold(BASE, held.options["redis_message_id"]) == 2
+    assert d.in_broker() == ["B", "A", "A"] and client.llen(bell) == 3
+    assert later.message_id != held.message_id
+
+    d.take()
+    orphan = d.fair.push(message("C"), "C", hold=True)  # its sender dies here
+    assert d.fair.release(d.take()) == 0
+    client.zadd(f"{d.prefix}:fair:held:{BASE}",
+                {orphan.options["redis_message_id"]: int(time.time() * 1000) - HOLD_MS - 1},
+                xx=True)
+    assert d.fair.dispatch(BASE) == 1 and d.in_broker() == ["A", "C"], "its hold expired"
 
 
 def test_a_message_without_an_owner_goes_straight_in_and_rings(redis_url: str) -> None:
@@ -334,9 +344,10 @@ def test_where_redis_refuses_blpop_a_consumer_polls_and_delay_queues_never_wait_
 
 async def test_an_upload_wakes_an_idle_worker_once_its_job_queued_is_out(
         redis_url: str, databases: Databases, tmp_path: Path) -> None:
-    """The web process sends an upload's message, then announces it (job:queued), then
-    rings the queue's bell: an idle consumer (here one that would otherwise sleep a whole
-    minute) fetches the job at once, and not before its job:queued is published."""
+    """The web process sends an upload's message held, announces it (job:queued), then
+    lifts the hold, which moves it in and rings the queue's bell: an idle consumer (here
+    one that would otherwise sleep a whole minute) fetches the job at once, and not
+    before its job:queued is published."""
     settings = Settings.from_env({
         "REDIS_URL": redis_url, "DATABASE_URL": databases.new(), "DATA_DIR": str(tmp_path),
         "REDIS_PREFIX": f"ring-{secrets.token_hex(4)}"})
@@ -358,6 +369,9 @@ async def test_an_upload_wakes_an_idle_worker_once_its_job_queued_is_out(
             real_publish = bus.publish
 
             async def publish(event: Any) -> None:
+                if event.name == "job:queued":  # time enough for a worker to take it
+                    await asyncio.sleep(0.3)
+                    assert woken.is_alive(), "no worker has the job before job:queued"
                 await real_publish(event)
                 published.append(event.name)
 
@@ -382,5 +396,39 @@ async def test_an_upload_wakes_an_idle_worker_once_its_job_queued_is_out(
             assert "job:queued" in seen_when_woken, "woken only once job:queued was out"
             fetched = next(consumer)
             assert fetched is not None and fetched.args == (sent.json()["job"]["id"],)
+    finally:
+        broker.client.close()
+
+
+async def test_a_held_upload_is_let_go_even_when_its_announcement_fails(
+        redis_url: str, databases: Databases, tmp_path: Path) -> None:
+    """Publishing job:queued fails in a way the announcement does not absorb (here Redis
+    answers an error): the request fails, but the job was recorded and sent, so its
+    message is let go at once rather than after the hold's time."""
+    settings = Settings.from_env({
+        "REDIS_URL": redis_url, "DATABASE_URL": databases.new(), "DATA_DIR": str(tmp_path),
+        "REDIS_PREFIX": f"unheld-{secrets.token_hex(4)}"})
+    broker = build_broker(settings, maintenance=False)
+    app = create_app(settings)
+    http_app = app.app.other_asgi_app
+    try:
+        broker.client.zadd(keys.dramatiq_heartbeats(broker.fair.namespace),
+                           {"w1": int(time.time() * 1000)})
+        broker.fair.offer_threads("w1", [BASE], 1)
+        async with http_app.router.lifespan_context(http_app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                base_url="http://darkroom.test") as http:
+            token = (await http.post("/api/session")).json()["token"]
+
+            async def refused(event: Any) -> None:
+                raise redis.ResponseError("OOM command not allowed")
+
+            http_app.state.darkroom.bus.publish = refused
+            sent = await http.post("/api/images", headers=auth(token),
+                                   files={"file": ("a.jpg", jpeg_bytes(64, 48), "image/jpeg")})
+            assert sent.status_code == 500, sent.text
+        queue = keys.dramatiq_queue(broker.fair.namespace, BASE)
+        assert broker.client.llen(queue) == 1, "moved in, not held"
+        assert not broker.client.exists(f"{settings.redis_prefix}:fair:held:{BASE}")
     finally:
         broker.client.close()
