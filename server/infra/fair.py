@@ -61,7 +61,6 @@ TICK_S = 0.25
 #       base, paused_key, n, queue_1 .. queue_n (priority order), then by mode:
 #   push:    queue, user, redis_message_id, message_id, data, hold ("1": held, see push)
 #   release: user, message_id
-#   unhold:  queue, redis_message_id
 # Returns how many messages it moved to the broker's queues.
 _SCRIPT = """
 local mode, prefix, namespace = ARGV[1], ARGV[2], ARGV[3]
@@ -95,8 +94,6 @@ if mode == "push" then
 elseif mode == "release" then
   redis.call("zrem", fair .. "inflight:" .. base .. ":" .. ARGV[rest + 1], ARGV[rest + 2])
   redis.call("zrem", fair .. "inflight:" .. base, ARGV[rest + 2])
-elseif mode == "unhold" then
-  redis.call("zrem", fair .. "held:" .. ARGV[rest + 1], ARGV[rest + 2])
 end
 
 if redis.call("sismember", paused_key, base) == 1 then return 0 end
@@ -126,7 +123,7 @@ for q = 1, n do
   local held = fair .. "held:" .. queue
   redis.call("zremrangebyscore", held, "-inf", now - HOLD_MS)
   local holding = redis.call("exists", held) == 1
-  local skipped, rung = 0, 0
+  local skipped, rung, waited = 0, 0, {}
   while free > 0 do
     local users = redis.call("llen", ring)
     if users == 0 or skipped >= users then break end
@@ -136,11 +133,15 @@ for q = 1, n do
     redis.call("zremrangebyscore", inflight, "-inf", now - stale)
     if redis.call("llen", list) == 0 then
       redis.call("srem", ringset, user)
-    elseif (cap > 0 and redis.call("zcard", inflight) >= cap) or (holding and
-        redis.call("zscore", held, redis.call("lindex", list, 0))) then
-      -- At the cap, or their next message is held: the next user's turn.
+    elseif cap > 0 and redis.call("zcard", inflight) >= cap then
       redis.call("rpush", ring, user)
       skipped = skipped + 1
+    elseif holding and redis.call("zscore", held, redis.call("lindex", list, 0)) then
+      -- Their next message is held: the next user's turn, but this user keeps their
+      -- place (put back at the front below).
+      redis.call("rpush", ring, user)
+      skipped = skipped + 1
+      waited[#waited + 1] = user
     else
       local rid = redis.call("lpop", list)
       local data = redis.call("hget", fair .. "msgs:" .. queue, rid)
@@ -164,6 +165,10 @@ for q = 1, n do
       end
       skipped = 0
     end
+  end
+  for i = #waited, 1, -1 do
+    redis.call("lrem", ring, 1, waited[i])
+    redis.call("lpush", ring, waited[i])
   end
   -- Rung once per message moved. Nobody may be waiting, so the bell is kept short and
   -- short-lived (its time runs from its last ring).
@@ -209,11 +214,14 @@ class FairQueues:
         self.stale_ms = stale_ms
         self._script = client.register_script(_SCRIPT)
 
-    def _run(self, mode: str, base: str, extra: Iterable[str]) -> int:
+    def _run(self, mode: str, base: str, extra: Iterable[str], client: Any = None) -> int:
         family = queue_family(base)  # high, normal, low: the order turns are offered in
         args: list[str | int] = [mode, self.prefix, self.namespace, 0,
                 self.heartbeat_timeout_ms, self.per_user_cap, self.stale_ms, base,
                 keys.paused_queues(self.prefix), len(family), *family, *extra]
+        if client is not None:  # a pipeline: the result comes with its execute()
+            self._script(keys=[], args=args, client=client)
+            return 0
         return int(self._script(keys=[], args=args))
 
     def push(self, message: Any, user_id: str, *, hold: bool = False) -> Any:
@@ -232,10 +240,14 @@ class FairQueues:
                    message.message_id, message.encode().decode(), "1" if hold else "0"])
         return message
 
-    def unhold(self, queue: str, redis_message_id: str) -> int:
-        """A held message may move now; takes the turns free places allow (as many
-        messages as it moves)."""
-        return self._run("unhold", base_queue(queue), [queue, redis_message_id])
+    def unhold(self, queue: str, redis_message_id: str) -> bool:
+        """A held message may move now, and the turns free places allow are taken (in
+        one round trip). False if it was no longer held: its hold had run out."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(keys.fair_held(self.prefix, queue), redis_message_id)
+        self._run("dispatch", base_queue(queue), [], client=pipe)
+        unheld, _ = pipe.execute()
+        return bool(unheld)
 
     def release(self, message: Any) -> int:
         """The message's processing ended (done, failed, retry scheduled or skipped):

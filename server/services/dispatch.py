@@ -22,6 +22,7 @@ from server.core.jobs import PRIORITY_ORDER, TransitionError, queue_for
 from server.data import store
 from server.data.models import Job, as_utc, utcnow
 from server.data.store import JobView
+from server.infra import fair
 from server.infra.broker import send_job
 from server.services import outcomes
 from server.services.context import Services
@@ -72,7 +73,10 @@ async def unhold(state: Services, queue: str, held: str) -> None:
     allow, ringing the queue's bell for each move (an idle worker fetches at once). If
     Redis refuses, a worker's tick moves it once the hold expires (``fair.HOLD_MS``)."""
     try:
-        await asyncio.to_thread(state.broker.fair.unhold, queue, held)
+        if not await asyncio.to_thread(state.broker.fair.unhold, queue, held):
+            log.warning("a message of queue %s outlived its hold (%d ms) before its job "
+                        "was announced: a worker may have begun it first", queue,
+                        fair.HOLD_MS)
     except redis.RedisError as exc:
         log.warning("could not unhold a message of queue %s: %s", queue, exc)
 

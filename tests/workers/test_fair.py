@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +21,7 @@ from dramatiq import Message
 
 from server.core import keys
 from server.core.errors import ApiError
-from server.infra.broker import build_broker
+from server.infra.broker import build_broker, enqueue_job
 from server.infra.fair import HOLD_MS, USER_OPTION, FairQueues
 from server.infra.settings import Settings
 from server.services import outbound
@@ -192,37 +193,52 @@ def test_each_message_moved_in_rings_its_queues_bell_which_stays_short_and_short
     assert client.llen(bell) == 64, "kept to its last 64 rings"
 
 
+def _message(user: str) -> Message[object]:
+    return Message(queue_name=BASE, actor_name="image.process", args=(), kwargs={},
+                   options={USER_OPTION: user})
+
+
 def test_a_held_message_waits_for_its_sender_however_many_turns_pass(
         client: redis.Redis) -> None:
     """A sender that announces the job after the send (the web) holds the message and
-    unholds it once its job:queued is out: no turn (a worker's tick or end) moves it
-    before that, so no worker can push job:active first. Other users go meanwhile;
-    a hold its sender never lifts (it died) ends after HOLD_MS."""
+    unholds it once its job:queued is out: no turn (a worker's tick or end) moves it, nor
+    its owner's later ones, before that, so no worker can push job:active first. A hold
+    its sender never lifts (it died) ends after HOLD_MS."""
     d = Deployment(client)
-    d.worker(threads=3)
+    d.worker(threads=4)
     bell = keys.fair_bell(d.prefix, BASE)
-
-    def message(user: str) -> Message[object]:
-        return Message(queue_name=BASE, actor_name="image.process", args=(), kwargs={},
-                       options={USER_OPTION: user})
-
-    held = d.fair.push(message("A"), "A", hold=True)
-    later = d.fair.push(message("A"), "A")  # A's next one waits behind it
+    held = d.fair.push(_message("A"), "A", hold=True)
+    later = d.fair.push(_message("A"), "A")
     assert d.in_broker() == [] and not client.exists(bell), "held in A's list"
     assert d.fair.dispatch(BASE) == 0, "a worker's tick does not move it"
-    d.fair.push(message("B"), "B")
-    assert d.in_broker() == ["B"] and client.llen(bell) == 1, "others' turns go on"
-    assert d.fair.unhold(BASE, held.options["redis_message_id"]) == 2
-    assert d.in_broker() == ["B", "A", "A"] and client.llen(bell) == 3
-    assert later.message_id != held.message_id
+    assert d.fair.unhold(BASE, held.options["redis_message_id"]) is True
+    assert [m.message_id for m in (d.take(), d.take())] == [held.message_id, later.message_id]
+    assert client.llen(bell) == 2
+    assert d.fair.unhold(BASE, held.options["redis_message_id"]) is False, "not held now"
 
-    d.take()
-    orphan = d.fair.push(message("C"), "C", hold=True)  # its sender dies here
-    assert d.fair.release(d.take()) == 0
-    client.zadd(f"{d.prefix}:fair:held:{BASE}",
-                {orphan.options["redis_message_id"]: int(time.time() * 1000) - HOLD_MS - 1},
-                xx=True)
-    assert d.fair.dispatch(BASE) == 1 and d.in_broker() == ["A", "C"], "its hold expired"
+    orphan = d.fair.push(_message("C"), "C", hold=True)  # its sender dies here
+    client.zadd(keys.fair_held(d.prefix, BASE), {orphan.options["redis_message_id"]: 0},
+                xx=True)  # as if HOLD_MS had passed
+    assert d.fair.dispatch(BASE) == 1 and d.in_broker() == ["C"], "its hold ran out"
+    assert HOLD_MS == 5_000
+
+
+def test_a_held_user_keeps_their_place_in_the_round(client: redis.Redis) -> None:
+    """Turns taken while a user's message is held go to the users behind them, but the
+    held user stays at the front: theirs is the first place that frees after the hold."""
+    d = Deployment(client)
+    d.worker(threads=2)
+    held = d.fair.push(_message("A"), "A", hold=True)
+    d.fair.push(_message("B"), "B")  # B1 moves in
+    d.fair.push(_message("C"), "C")  # C1 moves in: no free place after it
+    d.fair.push(_message("C"), "C")
+    d.fair.push(_message("B"), "B")  # the round: A (held), C, B
+    assert d.in_broker() == ["B", "C"]
+    assert d.fair.release(d.take()) == 1, "B1 ends: C's turn (A's message is held)"
+    assert d.in_broker() == ["C", "C"]
+    assert d.fair.unhold(BASE, held.options["redis_message_id"]) is True  # no free place
+    assert d.fair.release(d.take()) == 1
+    assert d.in_broker() == ["C", "A"], "A's place was kept: A goes before B"
 
 
 def test_a_message_without_an_owner_goes_straight_in_and_rings(redis_url: str) -> None:
@@ -239,6 +255,13 @@ def test_a_message_without_an_owner_goes_straight_in_and_rings(redis_url: str) -
         broker.send(message(), delay=60_000)
         assert broker.client.llen(bell) == 1, "delayed: nothing moves in yet"
         assert broker.client.llen(keys.dramatiq_queue(broker.fair.namespace, BASE)) == 1
+        # What a sender is given to unhold: only an owner's message for now is held.
+        sent = partial(enqueue_job, broker, actor_name="image.process", queue_name=BASE,
+                       max_attempts=1, hold=True)
+        assert sent(job_id="j1", message_id="m1") is None, "no owner"
+        assert sent(job_id="j2", message_id="m2", user_id="A", delay_ms=60_000) is None
+        rid = sent(job_id="j3", message_id="m3", user_id="A")
+        assert rid is not None and broker.fair.unhold(BASE, rid) is True
     finally:
         broker.client.close()
 
@@ -429,6 +452,6 @@ async def test_a_held_upload_is_let_go_even_when_its_announcement_fails(
             assert sent.status_code == 500, sent.text
         queue = keys.dramatiq_queue(broker.fair.namespace, BASE)
         assert broker.client.llen(queue) == 1, "moved in, not held"
-        assert not broker.client.exists(f"{settings.redis_prefix}:fair:held:{BASE}")
+        assert not broker.client.exists(keys.fair_held(settings.redis_prefix, BASE))
     finally:
         broker.client.close()
