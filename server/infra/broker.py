@@ -207,9 +207,9 @@ def send_job(broker: RedisBroker, job: Job, *, delay_ms: int | None = None,
     ``enqueue_job``)."""
     assert job.message_id is not None
     return enqueue_job(broker, job_id=job.id, message_id=job.message_id,
-                actor_name=actor_for(job.type, job.priority), queue_name=job.queue,
-                max_attempts=job.max_attempts, delay_ms=delay_ms, user_id=job.user_id,
-                queued_ms=queued_ms, hold=hold)
+                       actor_name=actor_for(job.type, job.priority), queue_name=job.queue,
+                       max_attempts=job.max_attempts, delay_ms=delay_ms,
+                       user_id=job.user_id, queued_ms=queued_ms, hold=hold)
 
 
 def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name: str,
