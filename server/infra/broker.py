@@ -137,16 +137,19 @@ class FairRedisBroker(RedisBroker):
         return PromptConsumer
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        return self.send(message, delay=delay)
+        return self.send(message, delay=delay)[0]
 
     def send(self, message: Message[Any], *, delay: int | None = None,
-             hold: bool = False) -> Message[Any]:
-        """``enqueue``; ``hold``: an owner's message for now is held in the owner's list
-        until its sender, having announced the job, unholds it (``FairQueues.push``);
-        the message returned carries the ``redis_message_id`` that takes."""
+             hold: bool = False) -> tuple[Message[Any], str | None]:
+        """``enqueue``, and the redis message id of the message if it was held.
+
+        ``hold``: an owner's message for now is held in the owner's list until its
+        sender, having announced the job, unholds it with that id (``FairQueues.push``).
+        A delayed message or one without an owner is never held (None).
+        """
         user = message.options.get(USER_OPTION)
         if delay:
-            return super().enqueue(message, delay=delay)
+            return super().enqueue(message, delay=delay), None
         if not user:  # no owner, no turn, nobody's events: straight in, as Dramatiq sends
             sent: Message[Any] = super().enqueue(message)
             try:
@@ -155,11 +158,11 @@ class FairRedisBroker(RedisBroker):
                     pipe.execute()
             except redis.RedisError as exc:  # sent all the same: a poll finds it
                 log.warning("could not ring queue %s's bell: %s", message.queue_name, exc)
-            return sent
+            return sent, None
         self.emit_before("enqueue", message, delay)
         stored: Message[Any] = self.fair.push(message, str(user), hold=hold)
         self.emit_after("enqueue", stored, delay)
-        return stored
+        return stored, str(stored.options["redis_message_id"]) if hold else None
 
 
 def build_broker(settings: Settings, *, maintenance: bool = True) -> FairRedisBroker:
@@ -252,6 +255,4 @@ def _send(broker: RedisBroker, message: Message[object], delay: int | None,
     if not isinstance(broker, FairRedisBroker):
         broker.enqueue(message, delay=delay)
         return None
-    stored = broker.send(message, delay=delay, hold=hold)
-    held = hold and not delay and message.options.get(USER_OPTION)
-    return str(stored.options["redis_message_id"]) if held else None
+    return broker.send(message, delay=delay, hold=hold)[1]

@@ -249,7 +249,7 @@ def test_a_message_without_an_owner_goes_straight_in_and_rings(redis_url: str) -
             return Message(queue_name=BASE, actor_name="image.process", args=(), kwargs={},
                            options={})
 
-        broker.send(message(), hold=True)  # nobody's job: nothing to announce first
+        assert broker.send(message(), hold=True)[1] is None, "nobody's job: never held"
         assert broker.client.llen(bell) == 1
         broker.send(message(), delay=60_000)
         assert broker.client.llen(bell) == 1, "delayed: nothing moves in yet"
