@@ -56,6 +56,22 @@ async def wait_final(http: httpx.AsyncClient, token: str, job_id: str,
         await asyncio.sleep(0.2)
 
 
+async def assert_each_change_once(http: httpx.AsyncClient, token: str, job_id: str,
+                                  events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Every stored change of the job (its timeline: progress steps pushed from Redis alone
+    are kept there too) arrived exactly once with its seq; anything else received is a
+    queue-position refresh (``job:queued``, which the timeline does not keep). Seqs only
+    grow, with gaps (``server.core.live``)."""
+    response = await http.get(f"/api/jobs/{job_id}/timeline", headers=auth(token))
+    assert response.status_code == 200, response.text
+    kept = [(e["seq"], e["name"]) for e in response.json()["events"]]
+    got = sorted((data["seq"], name) for name, data in events)
+    assert len({seq for seq, _ in got}) == len(got), f"a change arrived twice: {got}"
+    assert [change for change in got if change in kept] == kept, f"got {got}, stored {kept}"
+    assert all(name == "job:queued" for change in got if change not in kept
+               for _, name in [change]), f"got {got}, stored {kept}"
+
+
 class LiveClient:
     """A real ``socketio.AsyncClient`` that records every event it receives, in order."""
 

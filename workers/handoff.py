@@ -2,29 +2,74 @@
 
 Both run in the same worker thread, one right after the other: the actor takes the view
 ``begin_attempt`` just wrote instead of reading the row (and its image) again. The thread
-also keeps the attempt it runs, for the whole run: its progress writes name it, so that
-those of a run a later attempt took over (one that hung) are refused.
+also keeps the attempt it runs, for the whole run (``Run``): its progress writes name it,
+so that those of a run a later attempt took over (one that hung) are refused, and its
+progress steps pushed from Redis alone (``server.core.live``) are counted there until the
+attempt's next database write keeps them.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 
+from server.core import live
+from server.core.live import PushedStep
 from server.data.store import JobView
 
 _began = threading.local()
 
 
+@dataclass
+class Run:
+    """The attempt this thread runs, as its progress pushes need it."""
+
+    view: JobView
+    """The row as the attempt's last database write left it (the events' shape)."""
+    pushed: list[PushedStep] = field(default_factory=list)
+    """Steps pushed from Redis alone since that write."""
+
+    @property
+    def attempt(self) -> int:
+        return self.view.job.attempt
+
+    def next_push(self) -> int | None:
+        """The seq of the next push, or None when the attempt's block is used up (the next
+        step goes to the database)."""
+        seq = self.view.job.seq + len(self.pushed) + 1
+        return seq if seq <= self.view.job.seq + live.SEQ_BLOCK else None
+
+    @property
+    def progress(self) -> int:
+        """The progress last reported (pushes included)."""
+        return self.pushed[-1].progress if self.pushed else self.view.job.progress
+
+    def take_pushed(self) -> list[PushedStep]:
+        """The steps pushed since the last write, for the write that keeps them."""
+        steps, self.pushed = self.pushed, []
+        return steps
+
+    def written(self, view: JobView) -> None:
+        """The attempt's row was written again (and the steps before it kept)."""
+        self.view, self.pushed = view, []
+
+
 def hand_over(view: JobView) -> None:
     """The view of the job whose attempt this thread just began."""
     _began.view = view
-    _began.attempt = (view.job.id, view.job.attempt)
+    _began.run = Run(view)
 
 
 def clear() -> None:
     """Drop whatever an earlier message left (its actor never ran, or its run is over)."""
     _began.view = None
-    _began.attempt = None
+    _began.run = None
+
+
+def run_of(job_id: str) -> Run | None:
+    """The attempt of ``job_id`` this thread runs, if it runs one."""
+    run: Run | None = getattr(_began, "run", None)
+    return run if run is not None and run.view.job.id == job_id else None
 
 
 def take(job_id: str) -> JobView | None:
@@ -42,5 +87,5 @@ def peek(job_id: str) -> JobView | None:
 
 def attempt_of(job_id: str) -> int | None:
     """The attempt of ``job_id`` this thread runs, if it runs one."""
-    began: tuple[str, int] | None = getattr(_began, "attempt", None)
-    return began[1] if began is not None and began[0] == job_id else None
+    run = run_of(job_id)
+    return run.attempt if run is not None else None

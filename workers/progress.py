@@ -11,15 +11,16 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 import redis
 import sqlalchemy.exc
 
-from server.core import keys
+from server.core import keys, lifecycle
 from server.core.events import PROGRESS, BusEvent
 from server.core.jobs import JobState, base_queue, is_final
+from server.core.live import PushedStep
 from server.data import store
 from server.data.db import Query, SyncDatabase
-from server.data.models import Job
+from server.data.models import Job, utcnow
 from server.data.store import JobView
-from server.infra.bus import SyncBus
-from server.services import outcomes
+from server.infra.bus import PUSHED, RUN_OVER, SyncBus
+from server.services import live_views, outcomes
 from server.services.presenter import Presenter
 from workers import handoff
 from workers.faults import DatabaseUnavailable, JobCancelled, worker_name
@@ -75,7 +76,7 @@ class Reporter:
         """Move the job to ``state`` and tell its owner; None if the job is gone."""
         view, deliveries = self._write(store.end_with_deliveries, change=store.transition,
                                        webhook=self.presenter.webhook, job_id=job_id,
-                                       state=state, **fields)
+                                       state=state, pushed=_pushed(job_id), **fields)
         if view is not None:
             self._run(outcomes.changed(self.presenter, view, deliveries))
             if is_final(state):
@@ -125,7 +126,7 @@ class Reporter:
         view, deliveries = self._write(store.end_with_deliveries, change=store.dead_letter,
                                        webhook=self.presenter.webhook, job_id=job_id,
                                        error=error, traceback=traceback, of_attempt=of_attempt,
-                                       stage_times=stage_times)
+                                       stage_times=stage_times, pushed=_pushed(job_id))
         if view is not None:
             self._run(outcomes.changed(self.presenter, view, deliveries))
         return view
@@ -138,18 +139,65 @@ class Reporter:
 
     def progress(self, job_id: str, stage: str, progress: int, *, image_id: str | None = None,
                  **outputs: Any) -> int:
-        """Report the start of ``stage`` (and store ``outputs`` of the stage before on image
-        ``image_id``); raises JobCancelled when the job is no longer active (or another
-        attempt than this thread's runs it), ImageDeleted when its image is gone. Returns
-        the job's ``seq`` after this report."""
+        """Report the start of ``stage``; raises JobCancelled when the job is no longer
+        active (or another attempt than this thread's runs it). Returns the job's ``seq``
+        after this report.
+
+        A step of the attempt this thread runs is pushed from Redis alone
+        (``server.core.live``); the database keeps it with the attempt's next write. The
+        database takes the step itself when there is no live state to push onto (Redis
+        restarted, say), when the attempt used up its block of seqs, or when ``outputs``
+        (what the stage before produced, stored on image ``image_id``) must be stored now
+        (ImageDeleted if that image is gone)."""
         timings.stage_entered(stage)
+        run = handoff.run_of(job_id)
+        if run is not None and not outputs:
+            seq = self._push(run, stage, progress)
+            if seq is not None:
+                return seq
         view = self._write(store.report_progress, job_id=job_id, stage=stage, progress=progress,
                            image_id=image_id, outputs=outputs or None,
-                           of_attempt=handoff.attempt_of(job_id))
+                           of_attempt=handoff.attempt_of(job_id),
+                           pushed=run.take_pushed() if run is not None else ())
         if view is None:
             raise JobCancelled("the job was cancelled, or a later attempt took it over")
+        if run is not None:
+            run.written(view)
         self._publish(view, PROGRESS)
         return view.job.seq
+
+    def _push(self, run: handoff.Run, stage: str, progress: int) -> int | None:
+        """Push the step from Redis alone; its seq, or None to write it to the database
+        instead. Raises JobCancelled when the job left this attempt."""
+        seq = run.next_push()
+        if seq is None:
+            return None
+        step = PushedStep(seq=seq, stage=stage,
+                          progress=lifecycle.reported_progress(run.progress, progress),
+                          at=utcnow())
+        event = self.presenter.step(run.view, seq=step.seq, stage=step.stage,
+                                    progress=step.progress)
+        try:
+            answer = self.bus.push(event)
+        except redis.RedisError as exc:
+            log.warning("progress step goes to the database: %s", exc)
+            return None
+        if answer == RUN_OVER:
+            raise JobCancelled("the job was cancelled, or a later attempt took it over")
+        if answer != PUSHED:
+            return None
+        run.pushed.append(step)
+        if event.job.get("batch_id"):
+            self._run(outcomes.publish_batch(event))
+        return seq
+
+
+def _pushed(job_id: str) -> list[PushedStep]:
+    """The steps this thread's attempt of the job pushed since its last write, for the
+    write about to end the attempt (a write that fails loses them from the timeline
+    only: the job's row and events are whole)."""
+    run = handoff.run_of(job_id)
+    return run.take_pushed() if run is not None else []
 
 
 class _Ports:
@@ -162,7 +210,8 @@ class _Ports:
         return self.reporter.db.read(store.queue_position, job=job)
 
     def batch_progress(self, batch_id: str) -> store.BatchProgress | None:
-        return self.reporter.db.read(store.batch_progress, batch_id=batch_id, user_id=None)
+        return live_views.current_batch_sync(self.reporter.bus, self.reporter.db.read(
+            store.batch_progress, batch_id=batch_id, user_id=None))
 
     def publish(self, event: BusEvent) -> None:
         self.reporter.bus.publish(event)

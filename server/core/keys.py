@@ -172,3 +172,9 @@ def chart_snapshot(prefix: str) -> str:
 def chart_minute(prefix: str, minute: int) -> str:
     """Claimed by the one web process that makes the point of that minute."""
     return f"{prefix}:charts:minute:{minute}"
+
+
+def job_live(prefix: str, job_id: str) -> str:
+    """A running job's live stage, progress and seq, pushed by its worker (a hash;
+    ``server.core.live``); it expires."""
+    return f"{prefix}:live:{job_id}"

@@ -1,4 +1,10 @@
-"""Publish and subscribe job events over Redis pub/sub."""
+"""Publish and subscribe job events over Redis pub/sub.
+
+A job's event is published by one script that also keeps the job's live state
+(``server.core.live``): a ``job:active`` (or a progress step stored in the database)
+seeds it, any other state marks it ended, and a worker's ``push`` of a progress step
+writes it only while it still names that attempt.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,87 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from typing import TypeGuard
 
 import redis
 import redis.asyncio as aioredis
 
-from server.core import keys
-from server.core.events import BusEvent, decode_event
+from server.core import keys, live
+from server.core.events import BusEvent, JobEvent, decode_event
+from server.core.jobs import JobState
 from server.infra import tracing
 
 log = logging.getLogger(__name__)
+
+# KEYS[1]: the job's live hash. ARGV: mode, attempt, seq, stage, progress, channel,
+# message, live TTL (ms), ended TTL (ms). Modes: "push" (a worker's progress step: only
+# onto a hash of that attempt, not ended; 0 = no such hash, or Redis refuses writes: use
+# the database; -1 = the job ended or another attempt runs it), "active" (seed the hash),
+# "ended" (mark it, if the job had one). A write never takes the hash back to an older
+# seq. The state is written with pcall: a Redis out of memory refuses the write but
+# still publishes (as a plain PUBLISH would), and readers then show the rows.
+_PUBLISH = """
+local had = redis.call('HMGET', KEYS[1], 'attempt', 'seq', 'ended')
+local seq = tonumber(ARGV[3])
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+if ARGV[1] == 'push' then
+  if not had[1] then return 0 end
+  if had[3] or had[1] ~= ARGV[2] then return -1 end
+  if tonumber(had[2]) >= seq then return 0 end
+  if failed(redis.pcall('HSET', KEYS[1], 'seq', ARGV[3], 'stage', ARGV[4],
+                        'progress', ARGV[5])) then
+    return 0
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[8])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+  return 1
+end
+local newer = (not had[2]) or tonumber(had[2]) < seq
+if ARGV[1] == 'active' then
+  if newer then
+    redis.call('DEL', KEYS[1])
+    if not failed(redis.pcall('HSET', KEYS[1], 'attempt', ARGV[2], 'seq', ARGV[3],
+                              'stage', ARGV[4], 'progress', ARGV[5])) then
+      redis.call('PEXPIRE', KEYS[1], ARGV[8])
+    end
+  end
+elseif had[2] and newer then
+  if not failed(redis.pcall('HSET', KEYS[1], 'seq', ARGV[3], 'ended', '1')) then
+    redis.call('PEXPIRE', KEYS[1], ARGV[9])
+  end
+end
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 1
+"""
+# What a push answers.
+PUSHED, NO_LIVE_STATE, RUN_OVER = 1, 0, -1
+
+
+def _script_call(prefix: str, channel: str, event: JobEvent, mode: str,
+                 message: str) -> tuple[list[str], list[str | int]]:
+    job = event.job
+    return ([keys.job_live(prefix, str(job["id"]))],
+            [mode, int(job["attempt"]), int(job["seq"]), str(job["stage"]),
+             int(job["progress"]), channel, message, live.LIVE_TTL_MS, live.ENDED_TTL_MS])
+
+
+def _keeps_live(event: BusEvent) -> TypeGuard[JobEvent]:
+    """A job's event with what its live state needs (any <Job> has it)."""
+    return isinstance(event, JobEvent) and all(
+        name in event.job for name in ("id", "attempt", "seq", "stage", "progress"))
+
+
+def _mode(event: JobEvent) -> str:
+    return "active" if event.job.get("state") == JobState.ACTIVE.value else "ended"
+
+
+def _states(ids: list[str], rows: list[list[bytes | None]]) -> dict[str, live.LiveState]:
+    found = {job_id: live.parse(row) for job_id, row in zip(ids, rows, strict=True)}
+    return {job_id: state for job_id, state in found.items() if state is not None}
+
 
 # Reconnect backoff after Redis goes away: start fast, never hammer a down server.
 _MIN_BACKOFF_S = 0.2
@@ -40,13 +117,31 @@ class Bus:
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._client = client
+        self._prefix = prefix
         self._channel = keys.events_channel(prefix)
+        self._script = client.register_script(_PUBLISH)
 
     async def publish(self, event: BusEvent) -> None:
         # Stamped now, so the relay (and any client) can tell how long delivery took; with
         # the current span's context, so that the relay's emit joins its trace.
-        await self._client.publish(self._channel, event.encode(published_at=time.time(),
-                                                               trace=tracing.carrier()))
+        message = event.encode(published_at=time.time(), trace=tracing.carrier())
+        if _keeps_live(event):
+            names, args = _script_call(self._prefix, self._channel, event, _mode(event),
+                                       message)
+            await self._script(keys=names, args=args)
+        else:
+            await self._client.publish(self._channel, message)
+
+    async def live_states(self, job_ids: Iterable[str]) -> dict[str, live.LiveState]:
+        """The live state of those jobs that have one (one round trip)."""
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(keys.job_live(self._prefix, job_id), live.FIELDS)
+            rows = await pipe.execute()
+        return _states(ids, rows)
 
     async def listen(self) -> AsyncIterator[BusEvent | None]:
         """Yield events forever, re-subscribing by itself whenever Redis drops.
@@ -100,8 +195,34 @@ class SyncBus:
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._client = client
+        self._prefix = prefix
         self._channel = keys.events_channel(prefix)
+        self._script = client.register_script(_PUBLISH)
 
     def publish(self, event: BusEvent) -> None:
-        self._client.publish(self._channel, event.encode(published_at=time.time(),
-                                                         trace=tracing.carrier()))
+        message = event.encode(published_at=time.time(), trace=tracing.carrier())
+        if _keeps_live(event):
+            names, args = _script_call(self._prefix, self._channel, event, _mode(event),
+                                       message)
+            self._script(keys=names, args=args)
+        else:
+            self._client.publish(self._channel, message)
+
+    def push(self, event: JobEvent) -> int:
+        """Publish a running job's progress step from Redis alone (``server.core.live``):
+        PUSHED; NO_LIVE_STATE (nothing published: report it through the database); or
+        RUN_OVER (nothing published: the job left this attempt)."""
+        message = event.encode(published_at=time.time(), trace=tracing.carrier())
+        names, args = _script_call(self._prefix, self._channel, event, "push", message)
+        return int(self._script(keys=names, args=args))
+
+    def live_states(self, job_ids: Iterable[str]) -> dict[str, live.LiveState]:
+        """The live state of those jobs that have one (one round trip)."""
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
+        with self._client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(keys.job_live(self._prefix, job_id), live.FIELDS)
+            rows = pipe.execute()
+        return _states(ids, rows)

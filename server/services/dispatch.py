@@ -24,7 +24,7 @@ from server.data.models import Job, as_utc, utcnow
 from server.data.store import JobView
 from server.infra import fair
 from server.infra.broker import send_job
-from server.services import outcomes
+from server.services import live_views, outcomes
 from server.services.context import Services
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class StatePorts:
     async def batch_progress(self, batch_id: str) -> store.BatchProgress | None:
         found: store.BatchProgress | None = await self.state.db.read(
             store.batch_progress, batch_id=batch_id, user_id=None)
-        return found
+        return await live_views.current_batch(self.state.bus, found)
 
     async def publish(self, event: BusEvent) -> None:
         await self.state.bus.publish(event)

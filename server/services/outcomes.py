@@ -139,11 +139,22 @@ def publish(event: BusEvent) -> Plan[None]:
     """Publish an event; a job's is followed by its batch's summary. A failure is logged."""
     try:
         yield Publish(event)
-        if isinstance(event, JobEvent) and event.job.get("batch_id"):
-            found = yield ReadBatch(event.job["batch_id"])
-            if found is not None:
-                yield Publish(BatchEvent(user_id=event.user_id,
-                                         batch=batch_summary(cast(BatchProgress, found))))
+    except UNANNOUNCED as exc:
+        _not_published(event, exc)
+        return
+    yield from publish_batch(event)
+
+
+def publish_batch(event: BusEvent) -> Plan[None]:
+    """After a job's event has gone out: its batch's summary, if it has a batch. A failure
+    is logged."""
+    if not (isinstance(event, JobEvent) and event.job.get("batch_id")):
+        return
+    try:
+        found = yield ReadBatch(event.job["batch_id"])
+        if found is not None:
+            yield Publish(BatchEvent(user_id=event.user_id,
+                                     batch=batch_summary(cast(BatchProgress, found))))
     except UNANNOUNCED as exc:
         _not_published(event, exc)
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
 import msgspec
 
 from server.core import history, signing
-from server.core.events import JobEvent, event_for_state
+from server.core.events import PROGRESS, JobEvent, event_for_state
 from server.core.jobs import JobState
 from server.core.lifecycle import ImageStatus
 from server.core.queue_figures import QueueFigures
@@ -126,6 +126,13 @@ class Presenter:
         job = self.job(view.job, view.image, queue_position)
         return JobEvent(name=name or event_for_state(view.job.state), user_id=view.job.user_id,
                         job=job)
+
+    def step(self, view: JobView, *, seq: int, stage: str, progress: int) -> JobEvent:
+        """``job:progress`` for a step pushed from Redis alone (``server.core.live``): the
+        attempt's row as last written, with the step's stage, progress and seq."""
+        event = self.event(view, name=PROGRESS)
+        return replace(event, job={**event.job, "seq": seq, "stage": stage,
+                                   "progress": progress})
 
     def timeline(self, view: JobView, records: Sequence[JobEventRecord],
                  deliveries: Iterable[Job] = (), *, workers: bool = True) -> dict[str, Any]:

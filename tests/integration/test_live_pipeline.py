@@ -20,7 +20,16 @@ from tests.conftest import (
     start_web_process,
     stop,
 )
-from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
+from tests.factories import (
+    LiveClient,
+    assert_each_change_once,
+    auth,
+    connected,
+    jpeg_bytes,
+    new_token,
+    upload,
+    wait_final,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +63,7 @@ async def test_owner_sees_every_stage_live_and_others_see_nothing(
     assert "job:active" in names
     assert names.count("job:progress") >= 3
     assert names[-1] == "job:completed"
-    seqs = [data["seq"] for _, data in events]
-    assert seqs == list(range(1, len(seqs) + 1)), "every stored change arrives, once"
+    await assert_each_change_once(http, owner, job_id, events)
     assert all(data["seq"] == data["job"]["seq"] for _, data in events)
     progress = [data["job"]["progress"] for n, data in events if n == "job:progress"]
     assert progress == sorted(progress) and progress[-1] < 100
@@ -518,8 +526,7 @@ async def test_quick_stages_are_folded_into_the_next_report_with_their_outputs(
             # Every stage followed job:active quickly; the last is stored with the end.
             assert stages == []
             assert [n for n, _ in events][-2:] == ["job:active", "job:completed"]
-            seqs = [data["seq"] for _, data in events]
-            assert seqs == list(range(1, len(seqs) + 1))
+            await assert_each_change_once(http, token, job_id, events)
             # What the folded stages made was stored all the same.
             image = final["job"]["result"]["image"]
             assert image["thumbnail_url"] and image["preview_url"]

@@ -14,17 +14,17 @@ import pytest
 import redis
 import sqlalchemy.exc
 
-from server.core.batches import BatchTally
 from server.core.events import BatchEvent, BusEvent, JobEvent
 from server.data.models import Batch, Job
 from server.data.store import BatchProgress, JobView
+from server.data.store.batches import BatchJob
 from server.services import outcomes
 from server.services.presenter import Presenter, batch_summary
 
 PRESENTER = Presenter("outcomes-secret", 3600)
 WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BATCH = BatchProgress(Batch(id="b1", user_id="u1", files=2, created_at=WHEN),
-                      BatchTally(total=2, done=1, failed=0, progress=50))
+                      (BatchJob("j1", "completed", 1, 3, 100), BatchJob("j2", "queued", 0, 1, 0)))
 DB_DOWN = sqlalchemy.exc.OperationalError("SELECT", {}, Exception("database is away"))
 
 

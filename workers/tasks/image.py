@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from server.core import imaging
-from server.core.jobs import STAGE_PROGRESS, ImageDeleted, JobState, Stage
+from server.core.jobs import STAGE_PROGRESS, JobState, Stage
 from server.core.tasks import IMAGE_PROCESS
 from server.data import store
 from server.data.store import JobView
@@ -47,18 +47,19 @@ def _cancel(ctx: WorkerContext, job_id: str, error: dict[str, str]) -> JobCancel
 
 
 class _Stages:
-    """Reports each stage as it starts, with what the stages before it produced.
+    """Reports each stage as it starts; what the stages produce goes with the completion.
 
     A stage that starts within PROGRESS_INTERVAL_MS of the last report (``job:active``
-    included, pushed just before the first stage) is folded into the next report, its
-    outputs travelling with it: nobody sees a 20 ms step, and each report is a database
-    write. A stage known to be slow is always reported. The last stage's outputs (and
-    any not reported yet) go with the completion (``finish``): it only stores them, so a
-    report of its own would be a write and an event for a step of no length.
+    included, pushed just before the first stage) is folded into the next report: nobody
+    sees a 20 ms step. A stage known to be slow is always reported. The last stage is not
+    reported at all (``finish``): it only stores what the stages found, which the
+    completion does, so a report of its own would be an event for a step of no length.
+    The outputs are stored with the completion, in its write, not step by step: the steps
+    themselves are pushed from Redis alone (``workers.progress.Reporter.progress``).
     """
 
-    def __init__(self, ctx: WorkerContext, job_id: str, image_id: str) -> None:
-        self.ctx, self.job_id, self.image_id = ctx, job_id, image_id
+    def __init__(self, ctx: WorkerContext, job_id: str) -> None:
+        self.ctx, self.job_id = ctx, job_id
         self.interval_s = ctx.settings.progress_interval_ms / 1000
         self.reported_at = time.monotonic()  # job:active has just been pushed
         self.outputs: dict[str, object] = {}
@@ -70,16 +71,12 @@ class _Stages:
         if not slow and now - self.reported_at < self.interval_s:
             timings.stage_entered(stage.value)  # timed all the same
             return
-        try:
-            self.ctx.reporter.progress(self.job_id, stage.value, STAGE_PROGRESS[stage],
-                                       image_id=self.image_id, **self.outputs)
-        except ImageDeleted:
-            raise _cancel(self.ctx, self.job_id, image_deleted_error()) from None
-        self.outputs, self.reported_at = {}, time.monotonic()
+        self.ctx.reporter.progress(self.job_id, stage.value, STAGE_PROGRESS[stage])
+        self.reported_at = time.monotonic()
 
     def finish(self, stage: Stage, **outputs: object) -> dict[str, Any]:
-        """The last stage: timed, its outputs (and those not reported yet) returned for
-        the completion to store."""
+        """The last stage: timed, and every stage's outputs returned for the completion to
+        store."""
         timings.stage_entered(stage.value)
         return {**self.outputs, **outputs}
 
@@ -96,7 +93,7 @@ def _process(ctx: WorkerContext, view: JobView, image_id: str) -> dict[str, Any]
     job_id = view.job.id
     source = ctx.storage.original(image_id)
     max_pixels = ctx.settings.max_image_pixels
-    stages = _Stages(ctx, job_id, image_id)
+    stages = _Stages(ctx, job_id)
 
     if not _image_exists(ctx, view, image_id) or not source.exists():
         raise _cancel(ctx, job_id, image_deleted_error(before=True))

@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.core import live
 from server.core.batches import BatchTally, tally
+from server.core.jobs import JobState
 from server.data.models import Batch, Job, new_id, utcnow
 from server.data.store.views import JobView, view
 
 
 @dataclass(frozen=True)
+class BatchJob:
+    """What a batch's count needs of one of its jobs."""
+
+    id: str
+    state: str
+    attempt: int
+    seq: int
+    progress: int
+
+
+@dataclass(frozen=True)
 class BatchProgress:
-    """A batch row with its jobs counted (``server.core.batches``)."""
+    """A batch row with its jobs, counted by ``tally`` (``server.core.batches``)."""
 
     batch: Batch
-    tally: BatchTally
+    jobs: tuple[BatchJob, ...]
+
+    @property
+    def tally(self) -> BatchTally:
+        return tally((job.state, job.progress) for job in self.jobs)
+
+    def running(self) -> list[str]:
+        """The ids of its active jobs (whose progress may be live: ``server.core.live``)."""
+        return [job.id for job in self.jobs if job.state == JobState.ACTIVE.value]
+
+    def with_live(self, states: Mapping[str, live.LiveState]) -> BatchProgress:
+        """The batch with its running jobs' live progress laid over their rows'."""
+        jobs = []
+        for job in self.jobs:
+            shown = live.shown(job.state, job.attempt, job.seq, states.get(job.id))
+            jobs.append(job if shown is None else replace(job, progress=shown.progress))
+        return BatchProgress(self.batch, tuple(jobs))
 
 
 def create_batch(s: Session, /, *, user_id: str, files: int) -> Batch:
@@ -37,8 +67,9 @@ def batch_progress(s: Session, /, *, batch_id: str, user_id: str | None) -> Batc
     batch = s.scalars(query).first()
     if batch is None:
         return None
-    rows = s.execute(select(Job.state, Job.progress).where(Job.batch_id == batch_id)).all()
-    return BatchProgress(batch, tally((state, progress) for state, progress in rows))
+    rows = s.execute(select(Job.id, Job.state, Job.attempt, Job.seq, Job.progress)
+                     .where(Job.batch_id == batch_id)).all()
+    return BatchProgress(batch, tuple(BatchJob(*row) for row in rows))
 
 
 def batch_jobs(s: Session, /, *, batch_id: str) -> list[JobView]:

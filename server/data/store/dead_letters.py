@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from server.core import lifecycle
 from server.core.jobs import JobState
+from server.core.live import PushedStep
 from server.core.search import EVERYTHING, JobSearch
 from server.data.models import DeadLetter, Job, utcnow
 from server.data.store.jobs import get_job, transition
@@ -23,12 +24,15 @@ _DELETE_CHUNK = 500
 
 def dead_letter(s: Session, /, *, job_id: str, error: dict[str, Any], traceback: str | None,
                 attempts: int | None = None, of_attempt: int | None = None,
-                stage_times: Sequence[tuple[str, float]] | None = None) -> JobView | None:
+                stage_times: Sequence[tuple[str, float]] | None = None,
+                pushed: Sequence[PushedStep] = ()) -> JobView | None:
     """Fail the job for good and record the final error in the dead-letter queue
-    (``stage_times``: the last attempt's stages as timed, for its timeline)."""
+    (``stage_times``: the last attempt's stages as timed, and ``pushed`` its progress steps
+    pushed from Redis alone, for its timeline)."""
     failed = transition(s, job_id=job_id, state=JobState.FAILED,
                         stage=lifecycle.FAILED_STAGE, error=error, traceback=traceback,
-                        attempt=attempts, of_attempt=of_attempt, stage_times=stage_times)
+                        attempt=attempts, of_attempt=of_attempt, stage_times=stage_times,
+                        pushed=pushed)
     if failed is None:
         return None
     job = failed.job

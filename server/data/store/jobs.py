@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from server.core import lifecycle
+from server.core import lifecycle, live
 from server.core.events import PROGRESS
 from server.core.jobs import (
     UNFINISHED_STATES,
@@ -20,10 +20,11 @@ from server.core.jobs import (
     TransitionError,
     is_final,
 )
+from server.core.live import PushedStep
 from server.data.models import Image, Job, JobEventRecord, new_id, utcnow
 from server.data.store.images import get_image, record_image_output
 from server.data.store.messages import new_message_id
-from server.data.store.timeline import record
+from server.data.store.timeline import record, record_pushed
 from server.data.store.views import JobView, locked_job, view
 
 
@@ -129,6 +130,7 @@ def transition(
     image_outputs: dict[str, Any] | None = None,
     worker: str | None = None,
     stage_times: Sequence[tuple[str, float]] | None = None,
+    pushed: Sequence[PushedStep] = (),
 ) -> JobView | None:
     """Move a job to ``state`` (checked against the state machine) and bump its seq.
 
@@ -139,7 +141,8 @@ def transition(
     unsent, for the sweeper. ``image_outputs``: what the job's last stage produced, stored
     on image ``image_id`` (else the job's) in the same transaction; ImageDeleted if that
     image is gone (nothing is written then). ``worker``: who begins the attempt, and
-    ``stage_times`` how long the stages of the attempt that ends took, for the timeline.
+    ``stage_times`` how long the stages of the attempt that ends took, for the timeline,
+    and ``pushed`` the progress steps it pushed from Redis alone (``server.core.live``).
     Returns None when the job no longer exists; raises TransitionError when not allowed.
     """
     job = locked_job(s, job_id)
@@ -147,6 +150,7 @@ def transition(
         return None
     if of_attempt is not None and job.attempt != of_attempt:
         raise TransitionError(f"attempt {of_attempt} is over; the job is on attempt {job.attempt}")
+    seq = live.next_seq(job.seq, job.state)
     if image_outputs:
         target = image_id or str(job.image_id)
         if record_image_output(s, image_id=target, **image_outputs) is None:
@@ -159,7 +163,9 @@ def transition(
         job.message_id, job.enqueued = new_message_id(), False
     for name, value in fields.items():
         setattr(job, name, value)
-    job.seq += 1
+    if pushed:
+        record_pushed(s, job, pushed)
+    job.seq = seq
     record(s, job, worker=worker, stages=stage_times)
     found = view(s, job)
     if found.image is not None:
@@ -215,12 +221,15 @@ def withdraw_outputs(s: Session, /, *, job_id: str, image_id: str, attempt: int)
 def report_progress(s: Session, /, *, job_id: str, stage: str, progress: int,
                     image_id: str | None = None,
                     outputs: dict[str, Any] | None = None,
-                    of_attempt: int | None = None) -> JobView | None:
+                    of_attempt: int | None = None,
+                    pushed: Sequence[PushedStep] = ()) -> JobView | None:
     """Record a progress step of an active job; None if it is not active (e.g. cancelled)
     or, given ``of_attempt``, runs another attempt (a later one took over a hung run).
 
     ``outputs``: what the stage before produced, stored on image ``image_id`` in the same
     transaction (one write per step, not two); raises ImageDeleted if the image is gone.
+    ``pushed``: the attempt's steps pushed from Redis alone since its last write, kept in
+    its timeline now (``server.core.live``).
     """
     job = locked_job(s, job_id)
     if job is None or job.state != JobState.ACTIVE.value:
@@ -230,9 +239,12 @@ def report_progress(s: Session, /, *, job_id: str, stage: str, progress: int,
     target = image_id or str(job.image_id)
     if outputs and record_image_output(s, image_id=target, **outputs) is None:
         raise ImageDeleted(f"image {target} was deleted")
+    if pushed:
+        record_pushed(s, job, pushed)
     job.stage = stage
-    job.progress = lifecycle.reported_progress(job.progress, progress)
-    job.seq += 1
+    job.progress = lifecycle.reported_progress(
+        max([job.progress, *(step.progress for step in pushed)]), progress)
+    job.seq = live.next_seq(job.seq, job.state)
     job.updated_at = utcnow()
     record(s, job, PROGRESS)
     return view(s, job)

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from server.core.events import event_for_state
+from server.core.events import PROGRESS, event_for_state
 from server.core.jobs import JobState
+from server.core.live import PushedStep
 from server.data.models import WORKER_CHARS, Job, JobEventRecord
 
 
@@ -28,6 +29,14 @@ def record(s: Session, job: Job, name: str | None = None, *, worker: str | None 
                          traceback=job.traceback if ended else None,
                          stages=[[name, seconds] for name, seconds in stages] if stages
                          else None))
+
+
+def record_pushed(s: Session, job: Job, steps: Sequence[PushedStep]) -> None:
+    """Append the progress steps the job's attempt pushed from Redis alone."""
+    s.add_all([JobEventRecord(job_id=job.id, seq=step.seq, name=PROGRESS,
+                              state=JobState.ACTIVE.value, stage=step.stage,
+                              progress=step.progress, error=None, at=step.at)
+               for step in steps])
 
 
 def job_timeline(s: Session, /, *, job_id: str) -> list[JobEventRecord]:

@@ -30,6 +30,7 @@ from server.data import store
 from server.data.models import utcnow
 from server.infra import logs
 from server.infra.audit import audit, audit_foreign
+from server.services import live_views
 from server.web.http.auth import authenticate
 from server.web.live.connections import Connections
 from server.web.live.socket_limits import HandshakeTimeouts, TokenBucket
@@ -51,6 +52,7 @@ async def send_snapshot(state: AppState, user_id: str, to: str) -> None:
     """``jobs:snapshot`` of one user's jobs, to a socket or a room."""
     views = await state.db.read(store.snapshot_jobs, user_id=user_id,
                                 finished_since=snapshot_since(utcnow()))
+    await live_views.current(state.bus, [v for v, _ in views])
     jobs = [state.presenter.job(v.job, v.image, position) for v, position in views]
     await state.sio.emit(SNAPSHOT, snapshot_payload(jobs), to=to)
 
@@ -280,6 +282,7 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if found is None:
             return _refusal("not_found", "job not found")
         view, position = found
+        await live_views.current(state.bus, [view])
         if view.job.user_id != caller.user_id:
             # Admins following someone else's job get its events through the job's room.
             await self.enter_room(sid, job_room(job_id))

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from server.core.jobs import AttemptsExhausted, ImageBusy, ImageDeleted, JobState, TransitionError
+from server.core.live import SEQ_BLOCK as BLOCK
+from server.core.live import PushedStep
 from server.core.search import JobSearch
 from server.data import store
 from server.data.db import SyncDatabase
@@ -135,9 +137,10 @@ def test_job_timeline_lists_the_jobs_own_changes_in_seq_order(db: SyncDatabase) 
     db.write(store.report_progress, job_id=job.id, stage="decoding", progress=10)
     db.write(store.transition, job_id=job.id, state=JobState.COMPLETED, stage="done",
              progress=100)
+    # A change of an active job outranks every step its attempt may have pushed from Redis.
     assert timeline_names(db, job.id) == [(1, "job:queued", "queued"), (2, "job:active", "active"),
-                                  (3, "job:progress", "active"),
-                                  (4, "job:completed", "completed")]
+                                  (3 + BLOCK, "job:progress", "active"),
+                                  (4 + 2 * BLOCK, "job:completed", "completed")]
     last = db.read(store.job_timeline, job_id=job.id)[-1]
     assert (last.stage, last.progress, last.error) == ("done", 100, None)
     assert timeline_names(db, other.id) == [(1, "job:queued", "queued")]
@@ -214,6 +217,28 @@ def test_count_unfinished_counts_the_users_waiting_and_running_jobs_of_a_type(
     assert db.read(store.count_unfinished, user_id=other, task_type=kind) == 1
 
 
+def test_an_attempts_end_keeps_the_steps_it_pushed_from_redis(db: SyncDatabase) -> None:
+    """Steps pushed from Redis alone (``server.core.live``) reach the timeline with the
+    attempt's next write, under their own seqs, below the write's own."""
+    job = new_job(db, new_user(db))
+    began = db.write(store.begin_attempt, job_id=job.id)
+    assert began is not None and began.job.seq == 2
+    first = [PushedStep(seq=3, stage="thumbnail", progress=40, at=utcnow())]
+    # A step that must go to the database (its block used up, say) keeps those before it
+    # and never goes below their progress.
+    db.write(store.report_progress, job_id=job.id, stage="decoding", progress=10, pushed=first)
+    assert (stored_job(db, job.id).progress, stored_job(db, job.id).seq) == (40, 2 + 1 + BLOCK)
+    then = [PushedStep(seq=4 + BLOCK, stage="preview", progress=65, at=utcnow())]
+    db.write(store.transition, job_id=job.id, state=JobState.COMPLETED, stage="done",
+             progress=100, pushed=then)
+    assert timeline_names(db, job.id) == [
+        (1, "job:queued", "queued"), (2, "job:active", "active"), (3, "job:progress", "active"),
+        (3 + BLOCK, "job:progress", "active"), (4 + BLOCK, "job:progress", "active"),
+        (4 + 2 * BLOCK, "job:completed", "completed")]
+    kept = db.read(store.job_timeline, job_id=job.id)[4]
+    assert (kept.stage, kept.progress, kept.error, kept.worker) == ("preview", 65, None, None)
+
+
 def test_transition_moves_the_job_through_a_retry_to_completion(db: SyncDatabase) -> None:
     """Each change is stored with a higher seq and an event; started_at is kept across
     attempts, an error is cleared when it runs again, finished_at set when it ends; the
@@ -235,7 +260,7 @@ def test_transition_moves_the_job_through_a_retry_to_completion(db: SyncDatabase
              traceback="Traceback ...", run_at=retry_at)
     job = stored_job(db, job_id)
     assert (job.state, job.error, job.traceback, job.seq) == (
-        "retrying", ERROR, "Traceback ...", 3)
+        "retrying", ERROR, "Traceback ...", 3 + BLOCK)
     assert job.run_at is not None and as_utc(job.run_at) == retry_at
     assert stored_image(db, image_id).status == "processing"  # type: ignore[union-attr]
 
@@ -247,7 +272,7 @@ def test_transition_moves_the_job_through_a_retry_to_completion(db: SyncDatabase
     db.write(store.transition, job_id=job_id, state=JobState.COMPLETED, stage="done",
              progress=100, result={"thumbnail": True})
     job = stored_job(db, job_id)
-    assert (job.state, job.result, job.seq) == ("completed", {"thumbnail": True}, 5)
+    assert (job.state, job.result, job.seq) == ("completed", {"thumbnail": True}, 5 + 2 * BLOCK)
     assert job.finished_at is not None
     assert stored_image(db, image_id).status == "ready"  # type: ignore[union-attr]
     assert [name for _, name, _ in timeline_names(db, job_id)] == [
@@ -321,7 +346,7 @@ def test_transition_back_to_queued_starts_afresh(db: SyncDatabase) -> None:
                                                                           "stored")
     assert (after.error, after.traceback, after.result) == (None, None, None)
     assert (after.started_at, after.finished_at, after.run_at) == (None, None, None)
-    assert after.seq == 5
+    assert after.seq == 5 + 2 * BLOCK
 
 
 @pytest.mark.parametrize(("path", "status"), [
@@ -436,7 +461,7 @@ def test_report_progress_records_steps_of_an_active_job(db: SyncDatabase) -> Non
                     outputs={"width": 10, "height": 8})
     assert step is not None and step.job.progress == 40
     job = stored_job(db, view.job.id)
-    assert (job.stage, job.progress, job.seq) == ("thumbnail", 40, 3)
+    assert (job.stage, job.progress, job.seq) == ("thumbnail", 40, 3 + BLOCK)
     image = stored_image(db, view.image.id)
     assert image is not None and (image.width, image.height) == (10, 8)
 
@@ -445,8 +470,8 @@ def test_report_progress_records_steps_of_an_active_job(db: SyncDatabase) -> Non
     job = stored_job(db, view.job.id)
     assert (job.stage, job.progress) == ("preview", 40)
     assert stored_image(db, view.image.id).has_thumbnail is True  # type: ignore[union-attr]
-    assert timeline_names(db, view.job.id)[-2:] == [(3, "job:progress", "active"),
-                                           (4, "job:progress", "active")]
+    assert timeline_names(db, view.job.id)[-2:] == [(3 + BLOCK, "job:progress", "active"),
+                                           (4 + 2 * BLOCK, "job:progress", "active")]
 
 
 def test_report_progress_ignores_jobs_that_are_not_running(db: SyncDatabase) -> None:

@@ -18,7 +18,7 @@ from server.core.principal import Principal
 from server.data import store
 from server.infra import metrics, ratelimit
 from server.infra.audit import audit_foreign
-from server.services import outbound, submit
+from server.services import live_views, outbound, submit
 from server.services.presenter import batch_summary
 from server.web.http.auth import require_user
 from server.web.http.error_handlers import status_of
@@ -207,10 +207,12 @@ async def get_batch(request: Request) -> JSONResponse:
     state = app_state(request)
     owner = principal.owner
     batch_id = request.path_params["batch_id"]
-    found = await state.db.read(store.batch_progress, batch_id=batch_id, user_id=owner)
+    found = await live_views.current_batch(state.bus, await state.db.read(
+        store.batch_progress, batch_id=batch_id, user_id=owner))
     if found is None:
         raise not_found("batch")
-    views = await state.db.read(store.batch_jobs, batch_id=batch_id)
+    views = await live_views.current(state.bus, await state.db.read(store.batch_jobs,
+                                                                    batch_id=batch_id))
     if views:
         audit_foreign(principal, views[0].job.user_id, "batch.read", f"batch:{batch_id}")
     return JSONResponse({"batch": batch_summary(found),

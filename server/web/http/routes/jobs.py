@@ -14,7 +14,7 @@ from server.core.jobs import TransitionError
 from server.core.search import job_search
 from server.data import store
 from server.infra.audit import audit, audit_foreign
-from server.services import dispatch
+from server.services import dispatch, live_views
 from server.web.http.auth import require_user
 from server.web.state import app_state
 
@@ -32,6 +32,7 @@ async def get_job(request: Request) -> JSONResponse:
         raise not_found("job")
     view, position = found
     audit_foreign(principal, view.job.user_id, "job.read", f"job:{view.job.id}")
+    await live_views.current(state.bus, [view])
     return JSONResponse(state.presenter.job(view.job, view.image, position))
 
 
@@ -68,8 +69,8 @@ async def list_jobs(request: Request) -> JSONResponse:
     search = job_search(request.query_params)
     if search.user not in (None, principal.user_id) and not principal.is_admin:
         raise ApiError(Problem.FORBIDDEN, "forbidden", "only an admin may search other users' jobs")
-    views = await state.db.read(store.list_jobs, user_id=principal.owner, limit=limit,
-                                before=before, search=search)
+    views = await live_views.current(state.bus, await state.db.read(
+        store.list_jobs, user_id=principal.owner, limit=limit, before=before, search=search))
     if principal.is_admin:
         audit(principal.user_id, "jobs.list", "jobs of all users",
               f"{len(views)} items, {search.described()}")
