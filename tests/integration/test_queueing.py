@@ -255,3 +255,47 @@ async def test_job_lists_timelines_and_live_queue_stats_for_admins(
     assert seqs == sorted(set(seqs)) and seqs[0] == 1, "stored once each, in seq order"
     assert (await http.get(f"/api/jobs/{job['id']}/timeline",
                            headers=auth(stranger))).status_code == 404
+
+
+async def test_every_read_agrees_with_the_last_pushed_step(
+        single: Stack, http: httpx.AsyncClient, live: tuple[str, LiveClient],
+        sockets: list[LiveClient]) -> None:
+    """A running job's steps are pushed from Redis alone (``server.core.live``), its row
+    written only at the attempt's edges: GET /api/jobs/{id}, the job list, ``subscribe``'s
+    acknowledgement and ``jobs:snapshot`` all show the step last pushed (its stage,
+    progress and seq), not the row's ``job:active``."""
+    token, client = live
+    response = await http.post("/api/tasks", headers=auth(token), json={
+        "type": "test.sleep", "payload": {"seconds": 9, "steps": 3}})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job"]["id"]
+    _, step = await client.wait_for(lambda n, d: n == "job:progress"
+                                    and d["job"]["id"] == job_id
+                                    and d["job"]["stage"] == "step 2 of 3")
+    active = [d["seq"] for n, d in client.of_job(job_id) if n == "job:active"]
+    assert active and active[-1] < step["seq"]
+
+    async def agrees(read: dict[str, Any], what: str) -> None:
+        """``read`` is the job as one of the pushed steps left it (the last one by then:
+        a later step may have come meanwhile, on a slow machine)."""
+        assert read["seq"] >= step["seq"], f"{what} shows an older state: {read}"
+        _, pushed = await client.wait_for(lambda n, d: n.startswith("job:")
+                                          and d["job"]["id"] == job_id
+                                          and d["seq"] == read["seq"])
+        assert (read["state"], read["stage"], read["progress"]) == (
+            pushed["job"]["state"], pushed["job"]["stage"], pushed["job"]["progress"]), what
+
+    await agrees((await http.get(f"/api/jobs/{job_id}", headers=auth(token))).json(),
+                 "GET /api/jobs/{id}")
+    listed = (await http.get("/api/jobs", headers=auth(token))).json()["items"]
+    await agrees(next(j for j in listed if j["id"] == job_id), "GET /api/jobs")
+    ack = await client.sio.call("subscribe", {"job_id": job_id}, timeout=10)
+    assert ack["ok"], ack
+    await agrees(ack["job"], "subscribe")
+    again = await connected(single.url, token, sockets)
+    [snapshot] = [d for n, d in again.events if n == "jobs:snapshot"]
+    await agrees(next(j for j in snapshot["jobs"] if j["id"] == job_id), "jobs:snapshot")
+    name, final = await client.wait_final(job_id)
+    assert name == "job:completed"
+    done = (await http.get(f"/api/jobs/{job_id}", headers=auth(token))).json()
+    assert (done["state"], done["seq"]) == ("completed", final["seq"])

@@ -43,18 +43,20 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
-from server.core import keys
+from server.core import keys, live
 from server.core.events import JobEvent, decode_event
 from server.core.live import SEQ_BLOCK
 from server.data import store
 from server.data.db import SyncDatabase
 from server.data.models import Job, utcnow
+from server.data.store import JobView
 from server.infra import metrics
 from server.infra.broker import build_broker, enqueue_job, install, redis_client, send_job
 from server.infra.bus import SyncBus
 from server.infra.embedded_redis import EmbeddedRedis
 from server.infra.fair import FairDispatch
 from server.infra.settings import Settings
+from server.services import live_views
 from server.services.presenter import Presenter
 from tests.conftest import Databases
 from workers import handoff
@@ -224,6 +226,8 @@ def _behave(harness: Harness, job_id: str) -> dict[str, Any] | None:
         raise TransientError("still down")
     if mode == "permanent":
         raise PermanentFailure("bad input") from ValueError("bad input")
+    if mode == "steps":  # on_run reports the steps
+        return {"answer": 3}
     if mode == "cancel_midway":  # cancelled through the API while running, then finishes
         harness.db.write(store.cancel_job, job_id=job_id, user_id=None)
         return {"answer": 1}
@@ -737,6 +741,136 @@ def test_a_job_that_cannot_be_started_is_not_run_and_not_lost(
     assert harness.row(job.id).state == "completed"
     assert not [r for r in caplog.records if "Unexpected failure in before_process_message"
                 in r.getMessage()]
+
+
+# -- progress steps pushed from Redis alone (server.core.live) -------------------------------------
+
+def _live(harness: Harness, job_id: str) -> JobView:
+    """The job as readers show it: its row with the live state laid over."""
+    view = harness.db.read(store.get_job, job_id=job_id, user_id=None)
+    assert view is not None
+    live_views.lay_over([view], harness.lifecycle.reporter.bus.live_states([job_id]))
+    return view
+
+
+def test_steps_are_pushed_from_redis_alone_and_kept_when_the_attempt_ends(
+        harness: Harness) -> None:
+    """A running job's steps leave its row alone: each is one event with the next seq, and
+    readers see it through the live state; the completion, past the attempt's block of
+    seqs, keeps the steps in the timeline under the seqs they were pushed with."""
+    seen: dict[str, Any] = {}
+
+    def steps(job: Job) -> None:
+        reporter = harness.lifecycle.reporter
+        assert reporter.progress(job.id, "one", 30) == 3
+        assert reporter.progress(job.id, "two", 20) == 4
+        row = harness.row(job.id)
+        seen["row"] = (row.stage, row.progress, row.seq)
+        shown = _live(harness, job.id).job
+        seen["shown"] = (shown.stage, shown.progress, shown.seq)
+
+    harness.on_run["steps"] = steps
+    job = harness.new_job("steps")
+    with harness.worker():
+        harness.send(job)
+        events = harness.tap.wait_for(job.id, "job:completed")
+        harness.wait_released(job.id)
+    assert seen == {"row": ("stored", 0, 2),
+                    "shown": ("two", 30, 4)}, "progress never goes back within an attempt"
+    assert events == [("job:active", 2, "active", 1), ("job:progress", 3, "active", 1),
+                      ("job:progress", 4, "active", 1),
+                      ("job:completed", 3 + SEQ_BLOCK, "completed", 1)]
+    timeline = harness.db.read(store.job_timeline, job_id=job.id)
+    assert [(r.seq, r.name, r.stage, r.progress) for r in timeline] == [
+        (1, "job:queued", "stored", 0), (2, "job:active", "stored", 0),
+        (3, "job:progress", "one", 30), (4, "job:progress", "two", 30),
+        (3 + SEQ_BLOCK, "job:completed", "done", 100)]
+    done = _live(harness, job.id).job
+    assert (done.state, done.stage, done.seq) == ("completed", "done", 3 + SEQ_BLOCK)
+
+
+def test_a_cancel_stops_the_run_at_its_next_pushed_step(harness: Harness) -> None:
+    """Cancelled as the web cancels (the row, then its event, which marks the live state
+    ended), the run's next step is refused: JobCancelled stops it, nothing is pushed, and
+    the cancel's seq is past the steps pushed before it."""
+    outcome: dict[str, Any] = {}
+
+    def cancel_between_steps(job: Job) -> None:
+        reporter = harness.lifecycle.reporter
+        reporter.progress(job.id, "one", 30)
+        view = harness.db.write(store.cancel_job, job_id=job.id, user_id=None)
+        assert view is not None
+        reporter.bus.publish(reporter.presenter.event(view))
+        try:
+            reporter.progress(job.id, "two", 60)
+        except JobCancelled:
+            outcome["stopped"] = True
+            raise
+
+    harness.on_run["steps"] = cancel_between_steps
+    job = harness.new_job("steps")
+    with harness.worker():
+        harness.send(job)
+        events = harness.tap.wait_for(job.id, "job:cancelled")
+        harness.wait_released(job.id)
+        wait_until(harness.queue_is_empty, "the message acknowledged")
+    assert outcome == {"stopped": True}
+    assert events == [("job:active", 2, "active", 1), ("job:progress", 3, "active", 1),
+                      ("job:cancelled", 3 + SEQ_BLOCK, "cancelled", 1)]
+    assert harness.row(job.id).state == "cancelled"
+
+
+def test_without_live_state_a_step_goes_to_the_database_and_seeds_it_again(
+        harness: Harness) -> None:
+    """The live state is gone (a Redis restart, its TTL): the next step is written to the
+    row, as before, with a seq past the attempt's block; its event seeds the state again,
+    so the step after is pushed from Redis alone."""
+    rows: list[tuple[str, int, int]] = []
+
+    def lose_the_state(job: Job) -> None:
+        reporter = harness.lifecycle.reporter
+        harness.client.delete(keys.job_live(harness.prefix, job.id))
+        assert reporter.progress(job.id, "one", 30) == 3 + SEQ_BLOCK
+        row = harness.row(job.id)
+        rows.append((row.stage, row.progress, row.seq))
+        assert reporter.progress(job.id, "two", 60) == 4 + SEQ_BLOCK
+        row = harness.row(job.id)
+        rows.append((row.stage, row.progress, row.seq))
+
+    harness.on_run["steps"] = lose_the_state
+    job = harness.new_job("steps")
+    with harness.worker():
+        harness.send(job)
+        events = harness.tap.wait_for(job.id, "job:completed")
+        harness.wait_released(job.id)
+    assert rows == [("one", 30, 3 + SEQ_BLOCK)] * 2, "the second step left the row alone"
+    assert [(name, seq) for name, seq, _, _ in events] == [
+        ("job:active", 2), ("job:progress", 3 + SEQ_BLOCK), ("job:progress", 4 + SEQ_BLOCK),
+        ("job:completed", 4 + 2 * SEQ_BLOCK)]
+    timeline = harness.db.read(store.job_timeline, job_id=job.id)
+    assert [(r.seq, r.stage) for r in timeline][2:] == [
+        (3 + SEQ_BLOCK, "one"), (4 + SEQ_BLOCK, "two"), (4 + 2 * SEQ_BLOCK, "done")]
+
+
+def test_a_step_past_the_attempts_block_goes_to_the_database(harness: Harness) -> None:
+    """An attempt pushes at most SEQ_BLOCK steps from Redis between writes: the next is
+    written (keeping those before it in the timeline) and a new block begins."""
+    seqs: list[int] = []
+
+    def many_steps(job: Job) -> None:
+        reporter = harness.lifecycle.reporter
+        seqs.extend(reporter.progress(job.id, f"step {n}", 0) for n in range(SEQ_BLOCK + 2))
+
+    harness.on_run["steps"] = many_steps
+    job = harness.new_job("steps")
+    with harness.worker():
+        harness.send(job)
+        harness.tap.wait_for(job.id, "job:completed")
+        harness.wait_released(job.id)
+    written = live.next_seq(2, "active")  # the step after the block's last push
+    assert seqs == [*range(3, 3 + SEQ_BLOCK), written, written + 1]
+    timeline = harness.db.read(store.job_timeline, job_id=job.id)
+    assert [r.seq for r in timeline] == [1, 2, *seqs, live.next_seq(written, "active")]
 
 
 # -- a retry Redis refuses -------------------------------------------------------------------------

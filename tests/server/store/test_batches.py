@@ -5,6 +5,7 @@ On SQLite, and on PostgreSQL too when TEST_DATABASE_URL is set (``conftest``).""
 from __future__ import annotations
 
 from server.core.jobs import JobState
+from server.core.live import LiveState
 from server.data import store
 from server.data.db import SyncDatabase
 from server.data.models import Batch, new_id
@@ -38,6 +39,18 @@ def test_batch_progress_counts_its_jobs(db: SyncDatabase) -> None:
     assert str(summary["created_at"]).endswith("Z")
     assert db.read(store.batch_progress, batch_id=batch.id, user_id=None) is not None
     assert db.read(store.batch_progress, batch_id=batch.id, user_id=new_user(db)) is None
+
+    # A running job's live progress (``server.core.live``) counts over its row's, but only
+    # its own attempt's, pushed after the row; no other job's row is touched.
+    row = stored_job(db, running)
+    assert found.running() == [running]
+    pushed = LiveState(attempt=row.attempt, seq=row.seq + 1, stage="x", progress=95,
+                       ended=False)
+    stale = LiveState(attempt=row.attempt + 1, seq=row.seq + 1, stage="x", progress=95,
+                      ended=False)
+    assert found.with_live({running: pushed, waiting: pushed}).tally.progress == round(
+        (100 * 3 + 95 + 0) / 5)
+    assert found.with_live({running: stale}).tally.progress == progress
     assert db.read(store.batch_progress, batch_id=new_id(), user_id=None) is None
     assert stored_job(db, waiting).progress == 0
 
