@@ -44,10 +44,10 @@ class Run:
         """The progress last reported (pushes included)."""
         return self.pushed[-1].progress if self.pushed else self.view.job.progress
 
-    def take_pushed(self) -> list[PushedStep]:
-        """The steps pushed since the last write, for the write that keeps them."""
-        steps, self.pushed = self.pushed, []
-        return steps
+    def kept(self, steps: list[PushedStep]) -> None:
+        """A write kept these steps in the timeline (they are no longer the run's to pass
+        on; a write that failed keeps them for the next)."""
+        self.pushed = [step for step in self.pushed if step not in steps]
 
     def written(self, view: JobView) -> None:
         """The attempt's row was written again (and the steps before it kept)."""

@@ -74,9 +74,11 @@ class Reporter:
 
     def transition(self, job_id: str, state: JobState, **fields: Any) -> JobView | None:
         """Move the job to ``state`` and tell its owner; None if the job is gone."""
+        steps = _pushed(job_id)
         view, deliveries = self._write(store.end_with_deliveries, change=store.transition,
                                        webhook=self.presenter.webhook, job_id=job_id,
-                                       state=state, pushed=_pushed(job_id), **fields)
+                                       state=state, pushed=steps, **fields)
+        _kept(job_id, steps)
         if view is not None:
             self._run(outcomes.changed(self.presenter, view, deliveries))
             if is_final(state):
@@ -123,10 +125,12 @@ class Reporter:
                     of_attempt: int | None = None,
                     stage_times: list[tuple[str, float]] | None = None) -> JobView | None:
         """Fail the job for good, record it in the dead-letter queue, push ``job:failed``."""
+        steps = _pushed(job_id)
         view, deliveries = self._write(store.end_with_deliveries, change=store.dead_letter,
                                        webhook=self.presenter.webhook, job_id=job_id,
                                        error=error, traceback=traceback, of_attempt=of_attempt,
-                                       stage_times=stage_times, pushed=_pushed(job_id))
+                                       stage_times=stage_times, pushed=steps)
+        _kept(job_id, steps)
         if view is not None:
             self._run(outcomes.changed(self.presenter, view, deliveries))
         return view
@@ -157,8 +161,7 @@ class Reporter:
                 return seq
         view = self._write(store.report_progress, job_id=job_id, stage=stage, progress=progress,
                            image_id=image_id, outputs=outputs or None,
-                           of_attempt=handoff.attempt_of(job_id),
-                           pushed=run.take_pushed() if run is not None else ())
+                           of_attempt=handoff.attempt_of(job_id), pushed=_pushed(job_id))
         if view is None:
             raise JobCancelled("the job was cancelled, or a later attempt took it over")
         if run is not None:
@@ -194,10 +197,18 @@ class Reporter:
 
 def _pushed(job_id: str) -> list[PushedStep]:
     """The steps this thread's attempt of the job pushed since its last write, for the
-    write about to end the attempt (a write that fails loses them from the timeline
-    only: the job's row and events are whole)."""
+    next write to keep in the timeline. Only a write that commits keeps them (``_kept``);
+    should the attempt end without one (its worker killed, say), the timeline lacks them,
+    never the job's row or its events."""
     run = handoff.run_of(job_id)
-    return run.take_pushed() if run is not None else []
+    return list(run.pushed) if run is not None else []
+
+
+def _kept(job_id: str, steps: list[PushedStep]) -> None:
+    """A write that kept ``steps`` committed."""
+    run = handoff.run_of(job_id)
+    if run is not None and steps:
+        run.kept(steps)
 
 
 class _Ports:
