@@ -11,6 +11,7 @@ attempt's next database write keeps them.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 from server.core import live
@@ -28,16 +29,25 @@ class Run:
     """The row as the attempt's last database write left it (the events' shape)."""
     pushed: list[PushedStep] = field(default_factory=list)
     """Steps pushed from Redis alone since that write."""
+    written_at: float = field(default_factory=time.monotonic)
+    """When that write was made (``time.monotonic``)."""
 
     @property
     def attempt(self) -> int:
         return self.view.job.attempt
 
+    @property
+    def ceiling(self) -> int:
+        """The highest seq this attempt may push before its row is written again."""
+        return self.view.job.seq + live.SEQ_BLOCK
+
     def next_push(self) -> int | None:
-        """The seq of the next push, or None when the attempt's block is used up (the next
-        step goes to the database)."""
+        """The seq of the next push, or None when the next step goes to the database: the
+        attempt's block is used up, or its row was written ROW_EVERY_S ago."""
         seq = self.view.job.seq + len(self.pushed) + 1
-        return seq if seq <= self.view.job.seq + live.SEQ_BLOCK else None
+        if seq > self.ceiling or time.monotonic() - self.written_at > live.ROW_EVERY_S:
+            return None
+        return seq
 
     @property
     def progress(self) -> int:
@@ -51,7 +61,7 @@ class Run:
 
     def written(self, view: JobView) -> None:
         """The attempt's row was written again (and the steps before it kept)."""
-        self.view, self.pushed = view, []
+        self.view, self.pushed, self.written_at = view, [], time.monotonic()
 
 
 def hand_over(view: JobView) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy.exc
 
 from server.core import keys, lifecycle
 from server.core.events import PROGRESS, BusEvent
-from server.core.jobs import JobState, base_queue, is_final
+from server.core.jobs import JobState, TransitionError, base_queue, is_final
 from server.core.live import PushedStep
 from server.data import store
 from server.data.db import Query, SyncDatabase
@@ -75,9 +75,13 @@ class Reporter:
     def transition(self, job_id: str, state: JobState, **fields: Any) -> JobView | None:
         """Move the job to ``state`` and tell its owner; None if the job is gone."""
         steps = _pushed(job_id)
-        view, deliveries = self._write(store.end_with_deliveries, change=store.transition,
-                                       webhook=self.presenter.webhook, job_id=job_id,
-                                       state=state, pushed=steps, **fields)
+        try:
+            view, deliveries = self._write(store.end_with_deliveries, change=store.transition,
+                                           webhook=self.presenter.webhook, job_id=job_id,
+                                           state=state, pushed=steps, **fields)
+        except TransitionError:
+            self._keep_steps(job_id)  # the run is over: its steps still go to the timeline
+            raise
         _kept(job_id, steps)
         if view is not None:
             self._run(outcomes.changed(self.presenter, view, deliveries))
@@ -126,10 +130,15 @@ class Reporter:
                     stage_times: list[tuple[str, float]] | None = None) -> JobView | None:
         """Fail the job for good, record it in the dead-letter queue, push ``job:failed``."""
         steps = _pushed(job_id)
-        view, deliveries = self._write(store.end_with_deliveries, change=store.dead_letter,
-                                       webhook=self.presenter.webhook, job_id=job_id,
-                                       error=error, traceback=traceback, of_attempt=of_attempt,
-                                       stage_times=stage_times, pushed=steps)
+        try:
+            view, deliveries = self._write(store.end_with_deliveries, change=store.dead_letter,
+                                           webhook=self.presenter.webhook, job_id=job_id,
+                                           error=error, traceback=traceback,
+                                           of_attempt=of_attempt, stage_times=stage_times,
+                                           pushed=steps)
+        except TransitionError:
+            self._keep_steps(job_id)
+            raise
         _kept(job_id, steps)
         if view is not None:
             self._run(outcomes.changed(self.presenter, view, deliveries))
@@ -169,6 +178,19 @@ class Reporter:
         self._publish(view, PROGRESS)
         return view.job.seq
 
+    def _keep_steps(self, job_id: str) -> None:
+        """The run is over without a write of its own (a cancel or a later attempt came
+        first): the steps it pushed still go to the job's timeline (best effort)."""
+        steps = _pushed(job_id)
+        if not steps:
+            return
+        try:
+            self._write(store.keep_pushed, job_id=job_id, steps=steps)
+        except sqlalchemy.exc.OperationalError as exc:
+            log.warning("pushed steps not kept in the timeline: %s", exc)
+            return
+        _kept(job_id, steps)
+
     def _push(self, run: handoff.Run, stage: str, progress: int) -> int | None:
         """Push the step from Redis alone; its seq, or None to write it to the database
         instead. Raises JobCancelled when the job left this attempt."""
@@ -181,11 +203,12 @@ class Reporter:
         event = self.presenter.step(run.view, seq=step.seq, stage=step.stage,
                                     progress=step.progress)
         try:
-            answer = self.bus.push(event)
+            answer = self.bus.push(event, run.ceiling)
         except redis.RedisError as exc:
             log.warning("progress step goes to the database: %s", exc)
             return None
         if answer == RUN_OVER:
+            self._keep_steps(run.view.job.id)
             raise JobCancelled("the job was cancelled, or a later attempt took it over")
         if answer != PUSHED:
             return None

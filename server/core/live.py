@@ -16,7 +16,8 @@ Seqs stay strictly growing per job (CONTRACT) because an attempt's pushes take a
 ``SEQ_BLOCK`` seqs past the row's, and any database write that changes an active job
 moves its seq past that block (``next_seq``): a cancel, a takeover or the end always
 outranks every push before it. Should the hash be gone (a Redis restart, its TTL), the
-worker reports through the database again, which is correct, only slower.
+worker reports through the database again, which is correct, only slower; and a job
+that reports steps has its row written every ``ROW_EVERY_S`` all the same.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ LIVE_TTL_MS = 3_600_000
 # After the job leaves ``active`` its hash says so this long, so that a push the run
 # makes meanwhile is refused (the run stops): longer than any push takes to arrive.
 ENDED_TTL_MS = 60_000
+# A running job that reports steps has its row written at least this often: its next
+# step after that goes to the database. It bounds how far the row lags behind the
+# pushes (what readers show should Redis lose the hash), how long a run whose cancel's
+# event was lost goes on, and how many steps a killed worker takes from the timeline.
+ROW_EVERY_S = 10.0
 
 # The hash's fields, in the order ``parse`` takes them.
 FIELDS = ("attempt", "seq", "stage", "progress", "ended")
@@ -43,13 +49,14 @@ FIELDS = ("attempt", "seq", "stage", "progress", "ended")
 
 @dataclass(frozen=True)
 class LiveState:
-    """What the hash holds for a job."""
+    """What the hash holds for a job: the attempt's last step pushed (or its start), and
+    once the job left that attempt, the seq of the event that said so."""
 
     attempt: int
     seq: int
     stage: str
     progress: int
-    ended: bool
+    ended: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,15 +77,19 @@ def parse(values: Sequence[bytes | str | None]) -> LiveState | None:
     text = [v.decode() if isinstance(v, bytes) else v for v in values]
     try:
         return LiveState(attempt=int(text[0] or 0), seq=int(text[1] or 0), stage=text[2] or "",
-                         progress=int(text[3] or 0), ended=bool(text[4]))
+                         progress=int(text[3] or 0),
+                         ended=int(text[4]) if text[4] is not None else None)
     except ValueError:
         return None
 
 
 def shown(state: str, attempt: int, seq: int, live: LiveState | None) -> LiveState | None:
     """The live state to show over a row (its ``state``, ``attempt`` and ``seq``), if any:
-    only for an active row, of the same attempt, pushed after the row was written."""
-    if live is None or live.ended or state != JobState.ACTIVE.value:
+    only for an active row, of the same attempt, pushed after the row was written. Also
+    once the hash says the attempt ended: the row was read before that end, and the step
+    is what was pushed last before it (a read never shows less than was pushed before
+    it began)."""
+    if live is None or state != JobState.ACTIVE.value:
         return None
     return live if live.attempt == attempt and live.seq > seq else None
 

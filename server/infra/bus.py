@@ -26,22 +26,32 @@ from server.infra import tracing
 log = logging.getLogger(__name__)
 
 # KEYS[1]: the job's live hash. ARGV: mode, attempt, seq, stage, progress, channel,
-# message, live TTL (ms), ended TTL (ms). Modes: "push" (a worker's progress step: only
-# onto a hash of that attempt, not ended; 0 = no such hash, or Redis refuses writes: use
-# the database; -1 = the job ended or another attempt runs it), "active" (seed the hash),
-# "ended" (mark it, if the job had one). A write never takes the hash back to an older
-# seq. The state is written with pcall: a Redis out of memory refuses the write but
-# still publishes (as a plain PUBLISH would), and readers then show the rows.
+# message, live TTL (ms), ended TTL (ms), and for a push the highest seq its attempt may
+# push (its row's seq + SEQ_BLOCK). Modes:
+#   "push": a worker's progress step, onto a hash of its attempt that has not ended.
+#     1 = pushed; 0 = not pushed, use the database (no hash, a hash left by an earlier
+#     attempt, or Redis refuses writes); -1 = not pushed, the run is over (the job left
+#     this attempt: a later write's seq is above the attempt's block).
+#   "active": seed the hash (a job:active, or a step the database took).
+#   "ended": the job left active: note the seq of the event saying so, keeping the last
+#     step (a reader that read the row before the end still shows it).
+# Nothing goes back to an older seq. The state is written with pcall: a Redis out of
+# memory refuses the write but still publishes, as a plain PUBLISH would (an end that
+# cannot be noted removes the hash: the run's next step then asks the database).
 _PUBLISH = """
 local had = redis.call('HMGET', KEYS[1], 'attempt', 'seq', 'ended')
 local seq = tonumber(ARGV[3])
+local top = math.max(tonumber(had[2] or 0), tonumber(had[3] or 0))
 local function failed(reply)
   return type(reply) == 'table' and reply.err ~= nil
 end
 if ARGV[1] == 'push' then
   if not had[1] then return 0 end
-  if had[3] or had[1] ~= ARGV[2] then return -1 end
-  if tonumber(had[2]) >= seq then return 0 end
+  if had[3] or had[1] ~= ARGV[2] then
+    if top > tonumber(ARGV[10]) then return -1 end
+    return 0
+  end
+  if top >= seq then return 0 end
   if failed(redis.pcall('HSET', KEYS[1], 'seq', ARGV[3], 'stage', ARGV[4],
                         'progress', ARGV[5])) then
     return 0
@@ -50,17 +60,18 @@ if ARGV[1] == 'push' then
   redis.call('PUBLISH', ARGV[6], ARGV[7])
   return 1
 end
-local newer = (not had[2]) or tonumber(had[2]) < seq
 if ARGV[1] == 'active' then
-  if newer then
+  if top < seq then
     redis.call('DEL', KEYS[1])
     if not failed(redis.pcall('HSET', KEYS[1], 'attempt', ARGV[2], 'seq', ARGV[3],
                               'stage', ARGV[4], 'progress', ARGV[5])) then
       redis.call('PEXPIRE', KEYS[1], ARGV[8])
     end
   end
-elseif had[2] and newer then
-  if not failed(redis.pcall('HSET', KEYS[1], 'seq', ARGV[3], 'ended', '1')) then
+elseif had[1] and top < seq then
+  if failed(redis.pcall('HSET', KEYS[1], 'ended', ARGV[3])) then
+    redis.call('DEL', KEYS[1])
+  else
     redis.call('PEXPIRE', KEYS[1], ARGV[9])
   end
 end
@@ -71,12 +82,13 @@ return 1
 PUSHED, NO_LIVE_STATE, RUN_OVER = 1, 0, -1
 
 
-def _script_call(prefix: str, channel: str, event: JobEvent, mode: str,
-                 message: str) -> tuple[list[str], list[str | int]]:
+def _script_call(prefix: str, channel: str, event: JobEvent, mode: str, message: str,
+                 ceiling: int = 0) -> tuple[list[str], list[str | int]]:
     job = event.job
     return ([keys.job_live(prefix, str(job["id"]))],
             [mode, int(job["attempt"]), int(job["seq"]), str(job["stage"]),
-             int(job["progress"]), channel, message, live.LIVE_TTL_MS, live.ENDED_TTL_MS])
+             int(job["progress"]), channel, message, live.LIVE_TTL_MS, live.ENDED_TTL_MS,
+             ceiling])
 
 
 def _keeps_live(event: BusEvent) -> TypeGuard[JobEvent]:
@@ -208,12 +220,14 @@ class SyncBus:
         else:
             self._client.publish(self._channel, message)
 
-    def push(self, event: JobEvent) -> int:
+    def push(self, event: JobEvent, ceiling: int) -> int:
         """Publish a running job's progress step from Redis alone (``server.core.live``):
         PUSHED; NO_LIVE_STATE (nothing published: report it through the database); or
-        RUN_OVER (nothing published: the job left this attempt)."""
+        RUN_OVER (nothing published: the job left this attempt). ``ceiling``: the highest
+        seq the attempt may push (a seq above it in the hash is a later write's)."""
         message = event.encode(published_at=time.time(), trace=tracing.carrier())
-        names, args = _script_call(self._prefix, self._channel, event, "push", message)
+        names, args = _script_call(self._prefix, self._channel, event, "push", message,
+                                   ceiling)
         return int(self._script(keys=names, args=args))
 
     def live_states(self, job_ids: Iterable[str]) -> dict[str, live.LiveState]:

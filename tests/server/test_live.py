@@ -8,7 +8,7 @@ import pytest
 from server.core import live
 from server.core.live import LiveState
 
-RUNNING = LiveState(attempt=2, seq=7, stage="preview", progress=65, ended=False)
+RUNNING = LiveState(attempt=2, seq=7, stage="preview", progress=65)
 
 
 @pytest.mark.parametrize(("state", "attempt", "seq", "expected"), [
@@ -24,9 +24,12 @@ def test_shown_only_over_an_active_row_of_the_same_attempt(
     assert live.shown(state, attempt, seq, RUNNING) == expected
 
 
-def test_an_ended_or_missing_live_state_is_never_shown() -> None:
-    ended = LiveState(attempt=2, seq=9, stage="preview", progress=65, ended=True)
-    assert live.shown("active", 2, 5, ended) is None
+def test_an_ended_attempts_last_step_shows_over_a_row_read_before_its_end() -> None:
+    """The hash keeps the last step when the attempt ends (``ended``: the end's seq): a
+    row read before that end shows it; a row read after is final and shows itself."""
+    ended = LiveState(attempt=2, seq=7, stage="preview", progress=65, ended=108)
+    assert live.shown("active", 2, 5, ended) == ended
+    assert live.shown("completed", 2, 108, ended) is None
     assert live.shown("active", 2, 5, None) is None
 
 
@@ -40,8 +43,8 @@ def test_a_write_to_an_active_job_outranks_its_attempts_pushes() -> None:
 
 @pytest.mark.parametrize(("values", "expected"), [
     ([b"2", b"7", b"preview", b"65", None], RUNNING),
-    (["2", "9", "preview", "65", "1"],
-     LiveState(attempt=2, seq=9, stage="preview", progress=65, ended=True)),
+    (["2", "9", "preview", "65", "110"],
+     LiveState(attempt=2, seq=9, stage="preview", progress=65, ended=110)),
     ([None, None, None, None, None], None),     # no hash
     ([None, b"9", None, None, b"1"], None),      # only the end's mark of a job never seen run
     ([b"x", b"7", b"preview", b"65", None], None),

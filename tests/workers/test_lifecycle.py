@@ -45,6 +45,7 @@ from sqlalchemy.engine import make_url
 
 from server.core import keys, live
 from server.core.events import JobEvent, decode_event
+from server.core.jobs import JobState
 from server.core.live import SEQ_BLOCK
 from server.data import store
 from server.data.db import SyncDatabase
@@ -850,6 +851,76 @@ def test_without_live_state_a_step_goes_to_the_database_and_seeds_it_again(
     timeline = harness.db.read(store.job_timeline, job_id=job.id)
     assert [(r.seq, r.stage) for r in timeline][2:] == [
         (3 + SEQ_BLOCK, "one"), (4 + SEQ_BLOCK, "two"), (4 + 2 * SEQ_BLOCK, "done")]
+
+
+def test_a_run_taken_over_stops_at_its_next_pushed_step_and_its_steps_are_kept(
+        harness: Harness) -> None:
+    """A later attempt began (a takeover of a hung run) and seeded the live state: the
+    earlier run's next push is refused (JobCancelled stops it), and the steps it had
+    pushed still reach the timeline."""
+    job = harness.new_job("ok")
+    reporter = harness.lifecycle.reporter
+    first = reporter.begin_attempt(job.id, str(job.message_id))
+    assert first is not None
+    try:
+        handoff.hand_over(first)
+        assert reporter.progress(job.id, "one", 30) == first.job.seq + 1
+        second = reporter.begin_attempt(job.id, str(job.message_id))
+        assert second is not None and second.job.seq == live.next_seq(first.job.seq, "active")
+        with pytest.raises(JobCancelled):
+            reporter.progress(job.id, "two", 60)
+    finally:
+        handoff.clear()
+    assert [(name, seq) for name, seq, _, _ in harness.tap.of(job.id)] == [
+        ("job:active", 2), ("job:progress", 3), ("job:active", 3 + SEQ_BLOCK)]
+    timeline = harness.db.read(store.job_timeline, job_id=job.id)
+    assert [(r.seq, r.name, r.stage) for r in timeline][1:] == [
+        (2, "job:active", "stored"), (3, "job:progress", "one"),
+        (3 + SEQ_BLOCK, "job:active", "stored")]
+
+
+def test_a_live_state_left_by_an_earlier_attempt_does_not_stop_the_next(
+        harness: Harness) -> None:
+    """The hash still names attempt 1, ended (attempt 2's job:active was never
+    published): attempt 2's step is not refused but written to the row, which seeds the
+    hash for the steps after it."""
+    job = harness.new_job("ok")
+    reporter = harness.lifecycle.reporter
+    assert reporter.begin_attempt(job.id, str(job.message_id)) is not None
+    reporter.transition(job.id, JobState.RETRYING, of_attempt=1)
+    second = harness.db.write(store.begin_attempt, job_id=job.id)  # announced to no one
+    assert second is not None
+    try:
+        handoff.hand_over(second)
+        first_step = reporter.progress(job.id, "one", 30)
+        assert first_step == live.next_seq(second.job.seq, "active")
+        assert reporter.progress(job.id, "two", 60) == first_step + 1
+    finally:
+        handoff.clear()
+    row = harness.row(job.id)
+    assert (row.state, row.attempt, row.stage, row.seq) == ("active", 2, "one", first_step)
+
+
+def test_a_running_jobs_row_is_written_at_least_every_row_every_s(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps are pushed from Redis alone until the row is ROW_EVERY_S old; the next goes
+    to the database (so the row never lags far behind)."""
+    monkeypatch.setattr(live, "ROW_EVERY_S", 0.3)
+    job = harness.new_job("ok")
+    reporter = harness.lifecycle.reporter
+    began = reporter.begin_attempt(job.id, str(job.message_id))
+    assert began is not None
+    try:
+        handoff.hand_over(began)
+        assert reporter.progress(job.id, "one", 30) == 3
+        assert harness.row(job.id).stage == "stored"
+        time.sleep(0.4)
+        written = reporter.progress(job.id, "two", 60)
+        assert written == live.next_seq(2, "active")
+        assert (harness.row(job.id).stage, harness.row(job.id).seq) == ("two", written)
+        assert reporter.progress(job.id, "three", 90) == written + 1
+    finally:
+        handoff.clear()
 
 
 def test_a_step_past_the_attempts_block_goes_to_the_database(harness: Harness) -> None:

@@ -29,10 +29,9 @@ def sleep_task(ctx: WorkerContext, view: JobView) -> dict[str, Any]:
 
     Like real tasks it looks for cancellation at each stage boundary: ``progress`` raises
     JobCancelled once the job is no longer active. With ``record``, every step is logged
-    in Redis (``steps_key``) as it begins, with the job's ``seq`` its progress report was
-    given (the database's order: a step begun after a cancel would have a larger one), and
-    the end of the run with its outcome, so a test can tell whether work went on without
-    relying on events.
+    in Redis (``steps_key``) as it begins, with the ``seq`` its progress report was given,
+    and the end of the run with its outcome, so a test can tell whether work went on
+    without relying on events.
     """
     seconds = float(view.job.payload.get("seconds", 1))
     steps = int(view.job.payload.get("steps", 4))

@@ -57,7 +57,7 @@ from server.data.store.stats import (
     queue_stats,
     unfinished_job_counts,
 )
-from server.data.store.timeline import job_timeline
+from server.data.store.timeline import job_timeline, keep_pushed
 from server.data.store.uploads import create_image_job, create_upload, delete_upload, find_duplicate
 from server.data.store.users import (
     create_token,
@@ -124,6 +124,7 @@ __all__ = [
     "job_conditions",
     "job_counts_by_type",
     "job_timeline",
+    "keep_pushed",
     "list_dead_letters",
     "list_images",
     "list_jobs",

@@ -39,6 +39,14 @@ def record_pushed(s: Session, job: Job, steps: Sequence[PushedStep]) -> None:
                for step in steps])
 
 
+def keep_pushed(s: Session, /, *, job_id: str, steps: Sequence[PushedStep]) -> None:
+    """Append steps a run pushed from Redis alone when no write of its own will keep them
+    (a cancel or a later attempt ended the run); nothing if the job is gone."""
+    job = s.get(Job, job_id)
+    if job is not None:
+        record_pushed(s, job, steps)
+
+
 def job_timeline(s: Session, /, *, job_id: str) -> list[JobEventRecord]:
     """The job's stored changes, oldest first."""
     return list(s.scalars(select(JobEventRecord).where(JobEventRecord.job_id == job_id)

@@ -44,10 +44,8 @@ def test_batch_progress_counts_its_jobs(db: SyncDatabase) -> None:
     # its own attempt's, pushed after the row; no other job's row is touched.
     row = stored_job(db, running)
     assert found.running() == [running]
-    pushed = LiveState(attempt=row.attempt, seq=row.seq + 1, stage="x", progress=95,
-                       ended=False)
-    stale = LiveState(attempt=row.attempt + 1, seq=row.seq + 1, stage="x", progress=95,
-                      ended=False)
+    pushed = LiveState(attempt=row.attempt, seq=row.seq + 1, stage="x", progress=95)
+    stale = LiveState(attempt=row.attempt + 1, seq=row.seq + 1, stage="x", progress=95)
     assert found.with_live({running: pushed, waiting: pushed}).tally.progress == round(
         (100 * 3 + 95 + 0) / 5)
     assert found.with_live({running: stale}).tally.progress == progress

@@ -89,6 +89,7 @@ async def job_timeline(request: Request) -> JSONResponse:
     if view is None:
         raise not_found("job")
     audit_foreign(principal, view.job.user_id, "job.timeline", f"job:{job_id}")
+    await live_views.current(state.bus, [view])
     records = await state.db.read(store.job_timeline, job_id=job_id)
     deliveries = await state.db.read(store.deliveries_of, job_id=job_id, limit=MAX_DELIVERIES)
     return JSONResponse(state.presenter.timeline(view, records, deliveries,
