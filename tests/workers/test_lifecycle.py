@@ -744,6 +744,30 @@ def test_a_job_that_cannot_be_started_is_not_run_and_not_lost(
                 in r.getMessage()]
 
 
+def test_a_start_refreshes_positions_only_when_someone_waits(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job's start refreshes the positions of the jobs waiting behind it (job:queued
+    with the new position); with nobody waiting, it reads that and takes no write turn."""
+    writes: list[str] = []
+    write = harness.db.write
+
+    def counting(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        writes.append(fn.__name__)
+        return write(fn, *args, **kwargs)
+
+    base = harness.lifecycle.reporter
+    reporter = Reporter(harness.db, base.bus, base.presenter, send=base.send)  # unthrottled
+    first, second = harness.new_job("ok"), harness.new_job("ok")
+    monkeypatch.setattr(harness.db, "write", counting)
+    assert reporter.begin_attempt(first.id, str(first.message_id)) is not None
+    assert writes == ["begin_attempt", "advance_line"], "the second job waits"
+    assert harness.tap.of(second.id)[-1][0] == "job:queued"
+    assert harness.tap.last(second.id)["queue_position"] == 0
+    writes.clear()
+    assert reporter.begin_attempt(second.id, str(second.message_id)) is not None
+    assert writes == ["begin_attempt"], "nobody waits: no refresh is written"
+
+
 # -- progress steps pushed from Redis alone (server.core.live) -------------------------------------
 
 def _live(harness: Harness, job_id: str) -> JobView:

@@ -31,7 +31,13 @@ from server.data.store.jobs import (
     transition,
     withdraw_outputs,
 )
-from server.data.store.line import advance_line, get_job_positioned, queue_position, snapshot_jobs
+from server.data.store.line import (
+    advance_line,
+    anyone_waiting,
+    get_job_positioned,
+    queue_position,
+    snapshot_jobs,
+)
 from server.data.store.messages import (
     mark_enqueued,
     mark_enqueued_many,
@@ -83,6 +89,7 @@ __all__ = [
     "BatchProgress",
     "JobView",
     "advance_line",
+    "anyone_waiting",
     "batch_jobs",
     "batch_progress",
     "begin_attempt",

@@ -130,6 +130,16 @@ def get_job_positioned(s: Session, /, *, job_id: str,
     return (found, queue_position(s, job=found.job)) if found else None
 
 
+def anyone_waiting(s: Session, /, *, queue: str) -> bool:
+    """Whether any job waits, eligible, in the queue's family: a refresh of positions has
+    something to do (a read, so that a refresh with nothing to do takes no write turn)."""
+    now = utcnow()
+    first = s.scalar(select(Job.id).where(
+        Job.queue.in_(queue_family(base_queue(queue))), Job.state == JobState.QUEUED.value,
+        (Job.run_at.is_(None)) | (Job.run_at <= now)).limit(1))
+    return first is not None
+
+
 def advance_line(s: Session, /, *, queue: str, limit: int) -> list[tuple[JobView, int]]:
     """The first ``limit`` jobs waiting in a queue family, in start order, each with its
     position; their seq grows so that clients take the new position (a job ahead of

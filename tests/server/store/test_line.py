@@ -100,6 +100,20 @@ def test_snapshot_jobs_lists_unfinished_and_recently_finished_oldest_first(
     assert [view.job.id for view, _ in newest] == [waiting[0].id, waiting[1].id]
 
 
+def test_anyone_waiting_sees_only_eligible_waiting_jobs_of_the_family(
+        db: SyncDatabase) -> None:
+    """A running or delayed job is nobody waiting; a waiting one of any priority is."""
+    user_id, base = new_user(db), new_queue()
+    assert not db.read(store.anyone_waiting, queue=base)
+    new_job(db, user_id, queue=base, run_at=utcnow() + timedelta(hours=1))
+    running = new_job(db, user_id, queue=base)
+    db.write(store.begin_attempt, job_id=running.id)
+    new_job(db, user_id, queue=new_queue())  # another family
+    assert not db.read(store.anyone_waiting, queue=f"{base}.high")
+    new_job(db, user_id, queue=f"{base}.low", priority="low")
+    assert db.read(store.anyone_waiting, queue=f"{base}.high")
+
+
 def test_advance_line_lists_the_front_of_the_line_and_bumps_seq(db: SyncDatabase) -> None:
     """The first ``limit`` eligible waiting jobs of the family in start order, each with its
     position; only their seq grows (stored)."""
