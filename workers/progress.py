@@ -174,6 +174,7 @@ class Reporter:
                            image_id=image_id, outputs=outputs or None,
                            of_attempt=handoff.attempt_of(job_id), pushed=_pushed(job_id))
         if view is None:
+            self._keep_steps(job_id)
             raise JobCancelled("the job was cancelled, or a later attempt took it over")
         if run is not None:
             run.written(view)
@@ -188,7 +189,7 @@ class Reporter:
             return
         try:
             self._write(store.keep_pushed, job_id=job_id, steps=steps)
-        except sqlalchemy.exc.OperationalError as exc:
+        except Exception as exc:  # best effort: the run's own outcome must go on
             log.warning("pushed steps not kept in the timeline: %s", exc)
             return
         _kept(job_id, steps)

@@ -17,7 +17,8 @@ Seqs stay strictly growing per job (CONTRACT) because an attempt's pushes take a
 moves its seq past that block (``next_seq``): a cancel, a takeover or the end always
 outranks every push before it. Should the hash be gone (a Redis restart, its TTL), the
 worker reports through the database again, which is correct, only slower; and a job
-that reports steps has its row written every ``ROW_EVERY_S`` all the same.
+that reports steps has its row written at its first step ``ROW_EVERY_S`` after the last
+write all the same.
 """
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 # push (its row's seq + SEQ_BLOCK). Modes:
 #   "push": a worker's progress step, onto a hash of its attempt that has not ended.
 #     1 = pushed; 0 = not pushed, use the database (no hash, a hash left by an earlier
-#     attempt, or Redis refuses writes); -1 = not pushed, the run is over (the job left
-#     this attempt: a later write's seq is above the attempt's block).
+#     attempt, one already at or past this seq, or Redis refuses writes); -1 = not
+#     pushed, the run is over (the job left this attempt: a later write's seq is above
+#     the attempt's block).
 #   "active": seed the hash (a job:active, or a step the database took).
 #   "ended": the job left active: note the seq of the event saying so, keeping the last
 #     step (a reader that read the row before the end still shows it).

@@ -46,7 +46,7 @@ def test_a_write_to_an_active_job_outranks_its_attempts_pushes() -> None:
     (["2", "9", "preview", "65", "110"],
      LiveState(attempt=2, seq=9, stage="preview", progress=65, ended=110)),
     ([None, None, None, None, None], None),     # no hash
-    ([None, b"9", None, None, b"1"], None),      # only the end's mark of a job never seen run
+    ([None, b"9", None, None, b"1"], None),      # no attempt: not a state to show
     ([b"x", b"7", b"preview", b"65", None], None),
     ([b"2", b"7"], None),
 ])

@@ -761,7 +761,7 @@ def test_a_start_refreshes_positions_only_when_someone_waits(
     monkeypatch.setattr(harness.db, "write", counting)
     assert reporter.begin_attempt(first.id, str(first.message_id)) is not None
     assert writes == ["begin_attempt", "advance_line"], "the second job waits"
-    assert harness.tap.of(second.id)[-1][0] == "job:queued"
+    harness.tap.wait_for(second.id, "job:queued")
     assert harness.tap.last(second.id)["queue_position"] == 0
     writes.clear()
     assert reporter.begin_attempt(second.id, str(second.message_id)) is not None
@@ -925,11 +925,36 @@ def test_a_live_state_left_by_an_earlier_attempt_does_not_stop_the_next(
     assert (row.state, row.attempt, row.stage, row.seq) == ("active", 2, "one", first_step)
 
 
-def test_a_running_jobs_row_is_written_at_least_every_row_every_s(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cancel_whose_event_was_lost_stops_the_run_at_its_next_row_write(
+        harness: Harness) -> None:
+    """The cancel's event never went out (so the hash still says running): the run goes
+    on pushing until its next step due to the database, which is refused: JobCancelled,
+    and the steps it pushed still reach the timeline."""
+    job = harness.new_job("ok")
+    reporter = harness.lifecycle.reporter
+    began = reporter.begin_attempt(job.id, str(job.message_id))
+    assert began is not None
+    try:
+        handoff.hand_over(began)
+        assert reporter.progress(job.id, "one", 30) == 3
+        assert harness.db.write(store.cancel_job, job_id=job.id, user_id=None) is not None
+        assert reporter.progress(job.id, "two", 40) == 4  # nobody told Redis
+        run = handoff.run_of(job.id)
+        assert run is not None
+        run.written_at -= live.ROW_EVERY_S + 1
+        with pytest.raises(JobCancelled):
+            reporter.progress(job.id, "three", 50)
+    finally:
+        handoff.clear()
+    timeline = harness.db.read(store.job_timeline, job_id=job.id)
+    assert [(r.seq, r.name, r.stage) for r in timeline][2:] == [
+        (3, "job:progress", "one"), (4, "job:progress", "two"),
+        (live.next_seq(2, "active"), "job:cancelled", "cancelled")]
+
+
+def test_a_running_jobs_row_is_written_at_least_every_row_every_s(harness: Harness) -> None:
     """Steps are pushed from Redis alone until the row is ROW_EVERY_S old; the next goes
     to the database (so the row never lags far behind)."""
-    monkeypatch.setattr(live, "ROW_EVERY_S", 0.3)
     job = harness.new_job("ok")
     reporter = harness.lifecycle.reporter
     began = reporter.begin_attempt(job.id, str(job.message_id))
@@ -938,7 +963,9 @@ def test_a_running_jobs_row_is_written_at_least_every_row_every_s(
         handoff.hand_over(began)
         assert reporter.progress(job.id, "one", 30) == 3
         assert harness.row(job.id).stage == "stored"
-        time.sleep(0.4)
+        run = handoff.run_of(job.id)
+        assert run is not None
+        run.written_at -= live.ROW_EVERY_S + 1  # the row was written that long ago
         written = reporter.progress(job.id, "two", 60)
         assert written == live.next_seq(2, "active")
         assert (harness.row(job.id).stage, harness.row(job.id).seq) == ("two", written)
