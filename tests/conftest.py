@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy.engine import make_url
 
 from server.data.db import SyncDatabase
@@ -105,6 +106,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A synchronous client of the session's Redis, closed after the test."""
+    made = redis.Redis.from_url(redis_url)
+    yield made
+    made.close()
 
 
 def _database_params() -> list[str]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,8 @@ def event(name: str, state: str, seq: int, *, attempt: int = 1, stage: str = "st
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    made = redis.Redis.from_url(redis_url)
-    yield made
-    made.close()
+def client(redis_client: redis.Redis) -> redis.Redis:
+    return redis_client
 
 
 @pytest.fixture

@@ -778,6 +778,20 @@ def _live(harness: Harness, job_id: str) -> JobView:
     return view
 
 
+def run_steps(harness: Harness, steps: Callable[[Job], None],
+              until: str) -> tuple[Job, list[tuple[str, int, str, int]]]:
+    """A job whose actor calls ``steps``, run by a worker until its event ``until``, its
+    lease given back and its message acknowledged; the job and its events."""
+    harness.on_run["steps"] = steps
+    job = harness.new_job("steps")
+    with harness.worker():
+        harness.send(job)
+        events = harness.tap.wait_for(job.id, until)
+        harness.wait_released(job.id)
+        wait_until(harness.queue_is_empty, "the message acknowledged")
+    return job, events
+
+
 def test_steps_are_pushed_from_redis_alone_and_kept_when_the_attempt_ends(
         harness: Harness) -> None:
     """A running job's steps leave its row alone: each is one event with the next seq, and
@@ -794,12 +808,7 @@ def test_steps_are_pushed_from_redis_alone_and_kept_when_the_attempt_ends(
         shown = _live(harness, job.id).job
         seen["shown"] = (shown.stage, shown.progress, shown.seq)
 
-    harness.on_run["steps"] = steps
-    job = harness.new_job("steps")
-    with harness.worker():
-        harness.send(job)
-        events = harness.tap.wait_for(job.id, "job:completed")
-        harness.wait_released(job.id)
+    job, events = run_steps(harness, steps, "job:completed")
     assert seen == {"row": ("stored", 0, 2),
                     "shown": ("two", 30, 4)}, "progress never goes back within an attempt"
     assert events == [("job:active", 2, "active", 1), ("job:progress", 3, "active", 1),
@@ -832,13 +841,7 @@ def test_a_cancel_stops_the_run_at_its_next_pushed_step(harness: Harness) -> Non
             outcome["stopped"] = True
             raise
 
-    harness.on_run["steps"] = cancel_between_steps
-    job = harness.new_job("steps")
-    with harness.worker():
-        harness.send(job)
-        events = harness.tap.wait_for(job.id, "job:cancelled")
-        harness.wait_released(job.id)
-        wait_until(harness.queue_is_empty, "the message acknowledged")
+    job, events = run_steps(harness, cancel_between_steps, "job:cancelled")
     assert outcome == {"stopped": True}
     assert events == [("job:active", 2, "active", 1), ("job:progress", 3, "active", 1),
                       ("job:cancelled", 3 + SEQ_BLOCK, "cancelled", 1)]
@@ -862,12 +865,7 @@ def test_without_live_state_a_step_goes_to_the_database_and_seeds_it_again(
         row = harness.row(job.id)
         rows.append((row.stage, row.progress, row.seq))
 
-    harness.on_run["steps"] = lose_the_state
-    job = harness.new_job("steps")
-    with harness.worker():
-        harness.send(job)
-        events = harness.tap.wait_for(job.id, "job:completed")
-        harness.wait_released(job.id)
+    job, events = run_steps(harness, lose_the_state, "job:completed")
     assert rows == [("one", 30, 3 + SEQ_BLOCK)] * 2, "the second step left the row alone"
     assert [(name, seq) for name, seq, _, _ in events] == [
         ("job:active", 2), ("job:progress", 3 + SEQ_BLOCK), ("job:progress", 4 + SEQ_BLOCK),
@@ -877,24 +875,39 @@ def test_without_live_state_a_step_goes_to_the_database_and_seeds_it_again(
         (3 + SEQ_BLOCK, "one"), (4 + SEQ_BLOCK, "two"), (4 + 2 * SEQ_BLOCK, "done")]
 
 
+@contextlib.contextmanager
+def attempt_here(harness: Harness, job: Job) -> Iterator[tuple[Reporter, JobView]]:
+    """Begin the job's next attempt as a worker does (its job:active published) and run
+    the block as the thread of that attempt."""
+    reporter = harness.lifecycle.reporter
+    began = reporter.begin_attempt(job.id, str(job.message_id))
+    assert began is not None
+    handoff.hand_over(began)
+    try:
+        yield reporter, began
+    finally:
+        handoff.clear()
+
+
+def age_the_row(job_id: str) -> None:
+    """As if this thread's attempt last wrote the job's row ROW_EVERY_S ago."""
+    run = handoff.run_of(job_id)
+    assert run is not None
+    run.written_at -= live.ROW_EVERY_S + 1
+
+
 def test_a_run_taken_over_stops_at_its_next_pushed_step_and_its_steps_are_kept(
         harness: Harness) -> None:
     """A later attempt began (a takeover of a hung run) and seeded the live state: the
     earlier run's next push is refused (JobCancelled stops it), and the steps it had
     pushed still reach the timeline."""
     job = harness.new_job("ok")
-    reporter = harness.lifecycle.reporter
-    first = reporter.begin_attempt(job.id, str(job.message_id))
-    assert first is not None
-    try:
-        handoff.hand_over(first)
+    with attempt_here(harness, job) as (reporter, first):
         assert reporter.progress(job.id, "one", 30) == first.job.seq + 1
         second = reporter.begin_attempt(job.id, str(job.message_id))
         assert second is not None and second.job.seq == live.next_seq(first.job.seq, "active")
         with pytest.raises(JobCancelled):
             reporter.progress(job.id, "two", 60)
-    finally:
-        handoff.clear()
     assert [(name, seq) for name, seq, _, _ in harness.tap.of(job.id)] == [
         ("job:active", 2), ("job:progress", 3), ("job:active", 3 + SEQ_BLOCK)]
     timeline = harness.db.read(store.job_timeline, job_id=job.id)
@@ -931,21 +944,13 @@ def test_a_cancel_whose_event_was_lost_stops_the_run_at_its_next_row_write(
     on pushing until its next step due to the database, which is refused: JobCancelled,
     and the steps it pushed still reach the timeline."""
     job = harness.new_job("ok")
-    reporter = harness.lifecycle.reporter
-    began = reporter.begin_attempt(job.id, str(job.message_id))
-    assert began is not None
-    try:
-        handoff.hand_over(began)
+    with attempt_here(harness, job) as (reporter, _):
         assert reporter.progress(job.id, "one", 30) == 3
         assert harness.db.write(store.cancel_job, job_id=job.id, user_id=None) is not None
         assert reporter.progress(job.id, "two", 40) == 4  # nobody told Redis
-        run = handoff.run_of(job.id)
-        assert run is not None
-        run.written_at -= live.ROW_EVERY_S + 1
+        age_the_row(job.id)
         with pytest.raises(JobCancelled):
             reporter.progress(job.id, "three", 50)
-    finally:
-        handoff.clear()
     timeline = harness.db.read(store.job_timeline, job_id=job.id)
     assert [(r.seq, r.name, r.stage) for r in timeline][2:] == [
         (3, "job:progress", "one"), (4, "job:progress", "two"),
@@ -956,22 +961,14 @@ def test_a_running_jobs_row_is_written_at_least_every_row_every_s(harness: Harne
     """Steps are pushed from Redis alone until the row is ROW_EVERY_S old; the next goes
     to the database (so the row never lags far behind)."""
     job = harness.new_job("ok")
-    reporter = harness.lifecycle.reporter
-    began = reporter.begin_attempt(job.id, str(job.message_id))
-    assert began is not None
-    try:
-        handoff.hand_over(began)
+    with attempt_here(harness, job) as (reporter, _):
         assert reporter.progress(job.id, "one", 30) == 3
         assert harness.row(job.id).stage == "stored"
-        run = handoff.run_of(job.id)
-        assert run is not None
-        run.written_at -= live.ROW_EVERY_S + 1  # the row was written that long ago
+        age_the_row(job.id)
         written = reporter.progress(job.id, "two", 60)
         assert written == live.next_seq(2, "active")
         assert (harness.row(job.id).stage, harness.row(job.id).seq) == ("two", written)
         assert reporter.progress(job.id, "three", 90) == written + 1
-    finally:
-        handoff.clear()
 
 
 def test_a_step_past_the_attempts_block_goes_to_the_database(harness: Harness) -> None:
@@ -983,12 +980,7 @@ def test_a_step_past_the_attempts_block_goes_to_the_database(harness: Harness) -
         reporter = harness.lifecycle.reporter
         seqs.extend(reporter.progress(job.id, f"step {n}", 0) for n in range(SEQ_BLOCK + 2))
 
-    harness.on_run["steps"] = many_steps
-    job = harness.new_job("steps")
-    with harness.worker():
-        harness.send(job)
-        harness.tap.wait_for(job.id, "job:completed")
-        harness.wait_released(job.id)
+    job, _ = run_steps(harness, many_steps, "job:completed")
     written = live.next_seq(2, "active")  # the step after the block's last push
     assert seqs == [*range(3, 3 + SEQ_BLOCK), written, written + 1]
     timeline = harness.db.read(store.job_timeline, job_id=job.id)
