@@ -28,7 +28,9 @@ class Run:
     view: JobView
     """The row as the attempt's last database write left it (the events' shape)."""
     pushed: list[PushedStep] = field(default_factory=list)
-    """Steps pushed from Redis alone since that write."""
+    """Steps pushed from Redis alone since that write and not yet kept in the timeline."""
+    last: PushedStep | None = None
+    """The last step pushed since that write (kept or not)."""
     written_at: float = field(default_factory=time.monotonic)
     """When that write was made (``time.monotonic``)."""
 
@@ -44,7 +46,7 @@ class Run:
     def next_push(self) -> int | None:
         """The seq of the next push, or None when the next step goes to the database: the
         attempt's block is used up, or its row was written ROW_EVERY_S ago."""
-        seq = self.view.job.seq + len(self.pushed) + 1
+        seq = (self.last.seq if self.last is not None else self.view.job.seq) + 1
         if seq > self.ceiling or time.monotonic() - self.written_at > live.ROW_EVERY_S:
             return None
         return seq
@@ -52,7 +54,12 @@ class Run:
     @property
     def progress(self) -> int:
         """The progress last reported (pushes included)."""
-        return self.pushed[-1].progress if self.pushed else self.view.job.progress
+        return self.last.progress if self.last is not None else self.view.job.progress
+
+    def pushed_step(self, step: PushedStep) -> None:
+        """``step`` went out from Redis alone."""
+        self.pushed.append(step)
+        self.last = step
 
     def kept(self, steps: list[PushedStep]) -> None:
         """A write kept these steps in the timeline (they are no longer the run's to pass
@@ -61,7 +68,8 @@ class Run:
 
     def written(self, view: JobView) -> None:
         """The attempt's row was written again (and the steps before it kept)."""
-        self.view, self.pushed, self.written_at = view, [], time.monotonic()
+        self.view, self.pushed, self.last = view, [], None
+        self.written_at = time.monotonic()
 
 
 def hand_over(view: JobView) -> None:

@@ -215,7 +215,7 @@ class Reporter:
             raise JobCancelled("the job was cancelled, or a later attempt took it over")
         if answer != PUSHED:
             return None
-        run.pushed.append(step)
+        run.pushed_step(step)
         if event.job.get("batch_id"):
             self._run(outcomes.publish_batch(event))
         return seq
