@@ -266,7 +266,7 @@ async def test_every_read_agrees_with_the_last_pushed_step(
     progress and seq), not the row's ``job:active``."""
     token, client = live
     response = await http.post("/api/tasks", headers=auth(token), json={
-        "type": "test.sleep", "payload": {"seconds": 9, "steps": 3}})
+        "type": "test.sleep", "payload": {"seconds": 4.5, "steps": 3}})
     assert response.status_code == 202, response.text
     job_id = response.json()["job"]["id"]
     _, step = await client.wait_for(lambda n, d: n == "job:progress"
