@@ -276,7 +276,9 @@ async def test_a_running_job_is_followed_live_to_its_end(browser: Any, site: Sta
     loaded again."""
     async with httpx.AsyncClient(base_url=site.url, timeout=30) as http:
         token = (await http.post("/api/session")).json()["token"]
-        job_id = await _task(http, token, {"seconds": 3, "steps": 3}, "test.sleep")
+        # Long enough that the page is open before it ends, even on a machine the rest of
+        # the suite keeps busy (3 s was not, once, under coverage).
+        job_id = await _task(http, token, {"seconds": 8, "steps": 4}, "test.sleep")
     async with _job_page(browser, site, job_id) as page:
         await page.wait_for_selector("[data-testid=conn][data-state=connected]", timeout=15_000)
         await page.evaluate("window.__samePage = true")
