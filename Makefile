@@ -8,8 +8,10 @@ PY := $(VENV)/bin/python
 UV_DIR := .uv
 UV := $(UV_DIR)/bin/uv
 # Test files in parallel: most integration tests wait on real processes, not on the CPU,
-# so three workers fit two cores (one file stays in one worker: its fixtures are shared).
-TEST_WORKERS ?= 3
+# so four workers fit two cores (one file stays in one worker: its fixtures are shared;
+# the longest files start first, tests/conftest.py). Under coverage, four against three:
+# pytest 471 s against 543 s on the same day.
+TEST_WORKERS ?= 4
 # uv uses the Python it is given and never downloads one; the project's environment is .venv.
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
