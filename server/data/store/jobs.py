@@ -25,7 +25,7 @@ from server.data.models import Image, Job, JobEventRecord, new_id, utcnow
 from server.data.store.images import get_image, record_image_output
 from server.data.store.messages import new_message_id
 from server.data.store.timeline import record, record_pushed
-from server.data.store.views import JobView, locked_job, view
+from server.data.store.views import JobView, locked_job, locked_view, view
 
 
 def create_job(
@@ -131,6 +131,7 @@ def transition(
     worker: str | None = None,
     stage_times: Sequence[tuple[str, float]] | None = None,
     pushed: Sequence[PushedStep] = (),
+    locked: JobView | None = None,
 ) -> JobView | None:
     """Move a job to ``state`` (checked against the state machine) and bump its seq.
 
@@ -143,11 +144,13 @@ def transition(
     image is gone (nothing is written then). ``worker``: who begins the attempt, and
     ``stage_times`` how long the stages of the attempt that ends took, for the timeline,
     and ``pushed`` the progress steps it pushed from Redis alone (``server.core.live``).
+    ``locked``: the job, if the caller locked it already (``locked_view``).
     Returns None when the job no longer exists; raises TransitionError when not allowed.
     """
-    job = locked_job(s, job_id)
-    if job is None:
+    current = locked if locked is not None else locked_view(s, job_id)
+    if current is None:
         return None
+    job = current.job
     if of_attempt is not None and job.attempt != of_attempt:
         raise TransitionError(f"attempt {of_attempt} is over; the job is on attempt {job.attempt}")
     seq = live.next_seq(job.seq, job.state)
@@ -193,16 +196,17 @@ def begin_attempt(s: Session, /, *, job_id: str, message_id: str | None = None,
     Raises TransitionError if it may not run (cancelled, finished, or ``message_id`` is a
     superseded copy) and AttemptsExhausted once all attempts are used.
     """
-    job = locked_job(s, job_id)
-    if job is None:
+    current = locked_view(s, job_id)
+    if current is None:
         return None
+    job = current.job
     if message_id is not None and job.message_id is not None and message_id != job.message_id:
         # A stale copy: the sweeper (or a DLQ retry) sent a newer message for this job.
         raise TransitionError(f"message {message_id} was superseded by {job.message_id}")
     attempt = lifecycle.next_attempt(state=job.state, attempt=job.attempt,
                                      max_attempts=job.max_attempts)
     return transition(s, job_id=job_id, state=JobState.ACTIVE, stage=Stage.STORED.value,
-                      progress=0, attempt=attempt, worker=worker)
+                      progress=0, attempt=attempt, worker=worker, locked=current)
 
 
 def withdraw_outputs(s: Session, /, *, job_id: str, image_id: str, attempt: int) -> bool:

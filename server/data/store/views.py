@@ -27,3 +27,12 @@ def view(s: Session, job: Job) -> JobView:
 def locked_job(s: Session, job_id: str) -> Job | None:
     """The job's row, locked for the rest of the transaction (PostgreSQL)."""
     return s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+
+
+def locked_view(s: Session, job_id: str) -> JobView | None:
+    """``locked_job`` with its image (if any, not locked) read in the same statement. While
+    the view is held, the session has the image at hand: ``view`` and writes to the image
+    need no query of their own."""
+    row = s.execute(select(Job, Image).outerjoin(Image, Image.id == Job.image_id)
+                    .where(Job.id == job_id).with_for_update(of=Job)).first()
+    return JobView(row[0], row[1]) if row is not None else None

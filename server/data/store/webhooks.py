@@ -53,20 +53,22 @@ def end_with_deliveries(s: Session, /, *, change: Callable[..., JobView | None],
                         **fields: Any) -> tuple[JobView | None, list[JobView]]:
     """Run a state change (``transition``, ``dead_letter``, ``cancel_job``…); if it ended the
     job, queue its owner's webhook deliveries in the same transaction, so that no job ends
-    without them. ``webhook`` makes the delivery's event name and body from the ended job.
-    Every delivery gets the type's own attempts (WEBHOOK_MAX_ATTEMPTS) and none is dropped
-    (see create_webhook_deliveries)."""
+    without them. ``webhook`` makes the delivery's event name and body from the ended job
+    (only when the owner has a webhook: the body is not made for nothing while the write
+    is held). Every delivery gets the type's own attempts (WEBHOOK_MAX_ATTEMPTS) and none
+    is dropped (see create_webhook_deliveries)."""
     changed = change(s, **fields)
     if changed is None or not is_final(changed.job.state):
         return changed, []
-    event, body = webhook(changed)
-    return changed, create_webhook_deliveries(s, job=changed.job, event=event, body=body)
+    return changed, create_webhook_deliveries(s, job=changed.job,
+                                              body=lambda: webhook(changed))
 
 
-def create_webhook_deliveries(s: Session, /, *, job: Job, event: str,
-                              body: dict[str, Any]) -> list[JobView]:
+def create_webhook_deliveries(s: Session, /, *, job: Job,
+                              body: Callable[[], tuple[str, dict[str, Any]]]) -> list[JobView]:
     """One queued ``webhook.deliver`` job per URL the job's owner registered, each with the
-    type's own attempts (WEBHOOK_MAX_ATTEMPTS); none for a delivery's own end.
+    type's own attempts (WEBHOOK_MAX_ATTEMPTS); none for a delivery's own end. ``body``
+    makes the event name and body, once, if there is a URL.
 
     None is ever dropped, however many of the owner's are unfinished: every final state is
     POSTed (the public contract). Their number is bounded upstream (job rates, at most
@@ -74,10 +76,14 @@ def create_webhook_deliveries(s: Session, /, *, job: Job, event: str,
     """
     if not webhooks.announces_its_end(job.type):
         return []
+    hooks = list_webhooks(s, user_id=job.user_id)
+    if not hooks:
+        return []
+    event, content = body()
     return [
         create_job(s, user_id=job.user_id, task_type=WEBHOOK_DELIVER.name,
                    queue=WEBHOOK_DELIVER.queue,
-                   payload=webhooks.delivery_payload(hook.url, event, body),
+                   payload=webhooks.delivery_payload(hook.url, event, content),
                    max_attempts=WEBHOOK_MAX_ATTEMPTS, parent_id=job.id)
-        for hook in list_webhooks(s, user_id=job.user_id)
+        for hook in hooks
     ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from server.core.jobs import JobState
 from server.data import store
@@ -87,3 +89,18 @@ def count_rows(db: SyncDatabase, model: type[Any], *where: Any) -> int:
 
 def timeline_names(db: SyncDatabase, job_id: str) -> list[tuple[int, str, str]]:
     return [(e.seq, e.name, e.state) for e in db.read(store.job_timeline, job_id=job_id)]
+
+
+@contextlib.contextmanager
+def count_statements(db: SyncDatabase) -> Iterator[list[str]]:
+    """The SQL statements the database runs while the block lasts."""
+    statements: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)

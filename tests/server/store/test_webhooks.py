@@ -47,7 +47,7 @@ def test_webhooks_are_per_user_and_capped(db: SyncDatabase) -> None:
 
 def test_create_webhook_deliveries_queues_one_job_per_url(db: SyncDatabase) -> None:
     """One queued webhook.deliver job per registered URL, carrying event and body; none for
-    a delivery job itself, none for a user without webhooks."""
+    a delivery job itself, none for a user without webhooks (whose body is never made)."""
     user_id = new_user(db)
     urls = ["https://a.example/", "https://b.example/"]
     for url in urls:
@@ -55,7 +55,7 @@ def test_create_webhook_deliveries_queues_one_job_per_url(db: SyncDatabase) -> N
     job = new_job(db, user_id)
     body = {"job": {"id": job.id}}
     made = db.write(lambda s: store.create_webhook_deliveries(
-        s, job=job, event="job:completed", body=body))
+        s, job=job, body=lambda: ("job:completed", body)))
     assert len(made) == 2
     stored = [stored_job(db, view.job.id) for view in made]
     assert sorted(d.payload["url"] for d in stored) == urls
@@ -64,11 +64,13 @@ def test_create_webhook_deliveries_queues_one_job_per_url(db: SyncDatabase) -> N
                 delivery.user_id) == (WEBHOOK_DELIVER.name, WEBHOOK_DELIVER.queue, "queued", 5,
                                       user_id)
         assert delivery.payload["event"] == "job:completed" and delivery.payload["body"] == body
-    assert db.write(lambda s: store.create_webhook_deliveries(
-        s, job=stored[0], event="job:failed", body={})) == []
+
+    def never() -> tuple[str, dict[str, Any]]:
+        raise AssertionError("a body made with nobody to send it to")
+
+    assert db.write(lambda s: store.create_webhook_deliveries(s, job=stored[0], body=never)) == []
     lonely = new_job(db, new_user(db))
-    assert db.write(lambda s: store.create_webhook_deliveries(
-        s, job=lonely, event="job:completed", body={})) == []
+    assert db.write(lambda s: store.create_webhook_deliveries(s, job=lonely, body=never)) == []
 
 
 def _hook(view: store.JobView) -> tuple[str, dict[str, Any]]:
