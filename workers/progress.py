@@ -118,9 +118,10 @@ class Reporter:
                 return
             if not self.line.claim(queue):
                 return
-            if not self.db.read(store.anyone_waiting, queue=queue):
+            front = self.db.read(store.line_front, queue=queue, limit=POSITION_UPDATES)
+            if not front:
                 return  # nobody to tell (a write would only wait for the write turn)
-            waiting = self._write(store.advance_line, queue=queue, limit=POSITION_UPDATES)
+            waiting = self._write(store.advance_line, ids=front)
         except (sqlalchemy.exc.OperationalError, redis.RedisError) as exc:
             log.warning("queue positions not updated: %s", exc)  # shown again on next event
             return

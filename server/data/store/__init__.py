@@ -33,8 +33,8 @@ from server.data.store.jobs import (
 )
 from server.data.store.line import (
     advance_line,
-    anyone_waiting,
     get_job_positioned,
+    line_front,
     queue_position,
     snapshot_jobs,
 )
@@ -89,7 +89,6 @@ __all__ = [
     "BatchProgress",
     "JobView",
     "advance_line",
-    "anyone_waiting",
     "batch_jobs",
     "batch_progress",
     "begin_attempt",
@@ -132,6 +131,7 @@ __all__ = [
     "job_counts_by_type",
     "job_timeline",
     "keep_pushed",
+    "line_front",
     "list_dead_letters",
     "list_images",
     "list_jobs",

@@ -8,6 +8,7 @@ jobs when a position or the front of the line needs them.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -130,21 +131,19 @@ def get_job_positioned(s: Session, /, *, job_id: str,
     return (found, queue_position(s, job=found.job)) if found else None
 
 
-def anyone_waiting(s: Session, /, *, queue: str) -> bool:
-    """Whether any job waits, eligible, in the queue's family: a refresh of positions has
-    something to do (a read, so that a refresh with nothing to do takes no write turn)."""
-    now = utcnow()
-    first = s.scalar(select(Job.id).where(
-        Job.queue.in_(queue_family(base_queue(queue))), Job.state == JobState.QUEUED.value,
-        (Job.run_at.is_(None)) | (Job.run_at <= now)).limit(1))
-    return first is not None
+def line_front(s: Session, /, *, queue: str, limit: int) -> list[str]:
+    """The ids of the first ``limit`` jobs waiting, eligible, in the queue's family, in start
+    order (none when nobody waits). A read: the refresh that follows (``advance_line``)
+    takes a write turn only when it has someone to tell, and holds it only for its writes."""
+    return _Line(s, base_queue(queue), utcnow()).front(limit)
 
 
-def advance_line(s: Session, /, *, queue: str, limit: int) -> list[tuple[JobView, int]]:
-    """The first ``limit`` jobs waiting in a queue family, in start order, each with its
-    position; their seq grows so that clients take the new position (a job ahead of
-    them just started)."""
-    ids = _Line(s, base_queue(queue), utcnow()).front(limit)
+def advance_line(s: Session, /, *, ids: Sequence[str]) -> list[tuple[JobView, int]]:
+    """The jobs of ``ids`` (``line_front``'s, in start order) still waiting, each with its
+    position among them; their seq grows so that clients take the new position (a job
+    ahead of them just started). A job that left the line since the read is skipped, and
+    one that joined it in between is counted at the next refresh: a position is an
+    estimate (see ``_Line``)."""
     if not ids:
         return []
     jobs = {job.id: job for job in s.scalars(

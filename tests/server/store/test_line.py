@@ -60,7 +60,7 @@ def test_queue_position_takes_users_in_turn_within_a_priority(db: SyncDatabase) 
     assert position(urgent) == 0
     # Turn 1: heavy's first, then light's single; then heavy's other jobs.
     assert [position(j) for j in (backlog[0], single, *backlog[1:])] == [1, 2, 3, 4, 5]
-    line = db.write(store.advance_line, queue=base, limit=3)
+    line = advance(db, base, 3)
     assert [(view.job.id, n) for view, n in line] == [
         (urgent.id, 0), (backlog[0].id, 1), (single.id, 2)]
 
@@ -100,18 +100,37 @@ def test_snapshot_jobs_lists_unfinished_and_recently_finished_oldest_first(
     assert [view.job.id for view, _ in newest] == [waiting[0].id, waiting[1].id]
 
 
-def test_anyone_waiting_sees_only_eligible_waiting_jobs_of_the_family(
+def test_line_front_holds_only_eligible_waiting_jobs_of_the_family(
         db: SyncDatabase) -> None:
     """A running or delayed job is nobody waiting; a waiting one of any priority is."""
     user_id, base = new_user(db), new_queue()
-    assert not db.read(store.anyone_waiting, queue=base)
+    assert db.read(store.line_front, queue=base, limit=10) == []
     new_job(db, user_id, queue=base, run_at=utcnow() + timedelta(hours=1))
     running = new_job(db, user_id, queue=base)
     db.write(store.begin_attempt, job_id=running.id)
     new_job(db, user_id, queue=new_queue())  # another family
-    assert not db.read(store.anyone_waiting, queue=f"{base}.high")
-    new_job(db, user_id, queue=f"{base}.low", priority="low")
-    assert db.read(store.anyone_waiting, queue=f"{base}.high")
+    assert db.read(store.line_front, queue=f"{base}.high", limit=10) == []
+    low = new_job(db, user_id, queue=f"{base}.low", priority="low")
+    assert db.read(store.line_front, queue=f"{base}.high", limit=10) == [low.id]
+
+
+def test_advance_line_skips_a_job_that_left_the_line_since_the_read(db: SyncDatabase) -> None:
+    """The front is read first and written after: a job begun in between is not told a
+    position (nor its seq moved), and the rest close up behind it."""
+    user_id, base = new_user(db), new_queue()
+    first, second, third = (new_job(db, user_id, queue=base) for _ in range(3))
+    front = db.read(store.line_front, queue=base, limit=3)
+    assert front == [first.id, second.id, third.id]
+    db.write(store.begin_attempt, job_id=first.id)
+    line = db.write(store.advance_line, ids=front)
+    assert [(view.job.id, n) for view, n in line] == [(second.id, 0), (third.id, 1)]
+    assert stored_job(db, first.id).seq == 2  # its job:active only
+    assert db.write(store.advance_line, ids=[]) == []
+
+
+def advance(db: SyncDatabase, queue: str, limit: int) -> list[tuple[store.JobView, int]]:
+    """A refresh of positions as a worker makes it: the front read, then written."""
+    return db.write(store.advance_line, ids=db.read(store.line_front, queue=queue, limit=limit))
 
 
 def test_advance_line_lists_the_front_of_the_line_and_bumps_seq(db: SyncDatabase) -> None:
@@ -126,11 +145,11 @@ def test_advance_line_lists_the_front_of_the_line_and_bumps_seq(db: SyncDatabase
     running = new_job(db, user_id, queue=base)
     db.write(store.begin_attempt, job_id=running.id)
 
-    line = db.write(store.advance_line, queue=f"{base}.low", limit=3)
+    line = advance(db, f"{base}.low", 3)
     assert [(view.job.id, position) for view, position in line] == [
         (high.id, 0), (normal.id, 1), (later.id, 2)]
     assert [stored_job(db, j.id).seq for j in (high, normal, later, low)] == [2, 2, 2, 1]
-    everyone = db.write(store.advance_line, queue=base, limit=10)
+    everyone = advance(db, base, 10)
     assert [view.job.id for view, _ in everyone] == [high.id, normal.id, later.id, low.id]
 
 
@@ -146,13 +165,13 @@ def test_advance_line_reaches_into_each_users_backlog_as_deep_as_their_turns(
     light_job = new_upload(db, light, queue=base).job
     other_low = new_job(db, other, queue=f"{base}.low", priority="low")
 
-    line = db.write(store.advance_line, queue=base, limit=5)
+    line = advance(db, base, 5)
     assert [(view.job.id, n) for view, n in line] == [
         (light_high.id, 0), (heavy_jobs[0].id, 1), (light_job.id, 2), (heavy_jobs[1].id, 3),
         (heavy_jobs[2].id, 4)]
     assert all(view.image is not None and view.image.id == view.job.image_id
                for view, _ in line)
-    everyone = db.write(store.advance_line, queue=base, limit=20)
+    everyone = advance(db, base, 20)
     assert [view.job.id for view, _ in everyone][5:] == [heavy_jobs[3].id, heavy_low.id,
                                                          other_low.id]
     assert everyone[-1][0].image is None  # a task job: no image
