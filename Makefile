@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 UV_DIR := .uv
 UV := $(UV_DIR)/bin/uv
 # Test files in parallel: most integration tests wait on real processes, not on the CPU,
-# so four workers fit two cores (one file stays in one worker: its fixtures are shared;
-# the longest files start first, tests/conftest.py). Under coverage, four against three:
-# pytest 471 s against 543 s on the same day.
+# so four workers fit two cores (one file stays in one worker: its fixtures are shared).
+# Files are handed out in collection order, the longest first (tests/conftest.py;
+# --no-loadscope-reorder, or xdist would order them by their number of tests).
 TEST_WORKERS ?= 4
 # uv uses the Python it is given and never downloads one; the project's environment is .venv.
 export UV_PYTHON_DOWNLOADS := never
@@ -60,7 +60,8 @@ test: $(VENV)/.test-stamp
 	else echo "node not found: JS unit tests skipped"; fi
 	rm -f .coverage .coverage.*
 	@$(COMPILE)
-	$(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--durations=15
 	$(PY) -m coverage combine --quiet
 	$(PY) -m coverage report --fail-under=0
 	@printf 'server/ lines covered (floor %s %%): ' $(COVERAGE_FLOOR_SERVER)

@@ -107,9 +107,36 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if item.get_closest_marker("integration") is not None:
+        if CLIENT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            with _untraced():
+                return (yield)
         return (yield)
     with _refusing_processes(item.nodeid):
         return (yield)
+
+
+# Fixtures of real web and worker processes that a test drives from outside (HTTP,
+# Socket.IO, a browser; `api` is test_openapi's): the code such a test measures runs in
+# those processes, each traced on its own.
+CLIENT_FIXTURES = frozenset({"stack", "http_stack", "browser", "api"})
+
+
+@contextlib.contextmanager
+def _untraced() -> Iterator[None]:
+    """Under `make test`'s coverage, the body of a test that drives processes from outside
+    runs untraced in the test process's main thread: tracing its client side (HTTP and
+    Socket.IO clients, Hypothesis, the browser's driver) made the whole run about a
+    seventh slower and measured nothing of ours. Only this thread's tracer is set aside
+    (other threads and what the test's processes run stay traced); fixtures are traced."""
+    tracer = sys.gettrace()
+    if tracer is None:
+        yield
+        return
+    sys.settrace(None)
+    try:
+        yield
+    finally:
+        sys.settrace(tracer)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -30,9 +30,17 @@ def locked_job(s: Session, job_id: str) -> Job | None:
 
 
 def locked_view(s: Session, job_id: str) -> JobView | None:
-    """``locked_job`` with its image (if any, not locked) read in the same statement. While
-    the view is held, the session has the image at hand: ``view`` and writes to the image
-    need no query of their own."""
+    """``locked_job`` with its image (if any, not locked). While the view is held, the
+    session has the image at hand: ``view`` and writes to the image need no query of
+    their own.
+
+    On SQLite the image comes in the job's statement (writes are serialised, so nothing
+    changes between them). On PostgreSQL it is read after the lock: a statement that waits
+    for the job's lock re-reads the job's row when it gets it but not a joined image's,
+    which could be older than what the lock's holder wrote."""
+    if s.get_bind().dialect.name != "sqlite":
+        job = locked_job(s, job_id)
+        return view(s, job) if job is not None else None
     row = s.execute(select(Job, Image).outerjoin(Image, Image.id == Job.image_id)
-                    .where(Job.id == job_id).with_for_update(of=Job)).first()
+                    .where(Job.id == job_id)).first()
     return JobView(row[0], row[1]) if row is not None else None

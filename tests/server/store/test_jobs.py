@@ -512,23 +512,24 @@ def test_completion_stores_the_last_stage_outputs_in_the_same_write(db: SyncData
 
 
 def test_an_attempts_start_and_end_read_the_job_with_its_image_once(db: SyncDatabase) -> None:
-    """A worker's two writes of an image job: the job's row comes with its image in one
-    statement, and neither write reads the job or the image again (each read was a query
-    and, through the ORM, a few tenths of a millisecond of a worker's CPU)."""
+    """A worker's two writes of an image job read the job and its image once each (each
+    read more was a query and, through the ORM, a few tenths of a millisecond of a
+    worker's CPU); on SQLite both come in one statement."""
+    once = (["jobs+images"] if db.engine.dialect.name == "sqlite" else ["jobs", "images"])
     view = new_upload(db, new_user(db))
     assert view.image is not None
     with count_statements(db) as statements:
         began = db.write(store.begin_attempt, job_id=view.job.id, message_id=view.job.message_id)
     assert began is not None and began.image is not None
     assert began.image.status == "processing"
-    assert _reads(statements) == ["jobs+images"]
+    assert _reads(statements) == once
     with count_statements(db) as statements:
         done, _ = db.write(store.end_with_deliveries, change=store.transition,
                            webhook=lambda v: ("job.completed", {}), job_id=view.job.id,
                            state=JobState.COMPLETED, stage="done", progress=100,
                            image_id=view.image.id, image_outputs={"has_preview": True})
     assert done is not None and done.image is not None and done.image.has_preview
-    assert _reads(statements) == ["jobs+images", "webhooks"]
+    assert _reads(statements) == [*once, "webhooks"]
 
 
 def _reads(statements: list[str]) -> list[str]:
