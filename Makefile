@@ -62,6 +62,9 @@ test: $(VENV)/.test-stamp
 	@$(COMPILE)
 	$(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 		--durations=15
+	@# A process killed (kill -9, as the crash tests do) just as it began saving its data
+	@# leaves an empty data file, which combine would only warn about.
+	find . -maxdepth 1 -name '.coverage.*' -empty -delete
 	$(PY) -m coverage combine --quiet
 	$(PY) -m coverage report --fail-under=0
 	@printf 'server/ lines covered (floor %s %%): ' $(COVERAGE_FLOOR_SERVER)
