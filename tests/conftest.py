@@ -39,9 +39,9 @@ PROCESS_FIXTURES = frozenset({"redis_url", "databases", "database_url", "stack",
 
 # The longest test files, longest first (seconds of one run without coverage, `--durations=0`
 # summed per file, 2026-12-07). `make test` hands whole files to its workers in collection
-# order (`--dist loadfile`), so these start first and the run does not end waiting for one
-# long file begun last. A file missing here runs in its usual place; a stale list only
-# makes the run a little longer, never wrong.
+# order (`--dist loadfile --no-loadscope-reorder`), so these start first and the run does
+# not end waiting for one long file begun last. A file missing here runs in its usual
+# place; a stale list only makes the run a little longer, never wrong.
 LONGEST_FIRST = (
     "integration/test_failures.py",      # 122 s
     "integration/test_openapi.py",       # 108 s
@@ -125,8 +125,9 @@ CLIENT_FIXTURES = frozenset({"stack", "http_stack", "browser", "api"})
 def _untraced() -> Iterator[None]:
     """Under `make test`'s coverage, the body of a test that drives processes from outside
     runs untraced in the test process's main thread: tracing its client side (HTTP and
-    Socket.IO clients, Hypothesis, the browser's driver) made the whole run about a
-    seventh slower and measured nothing of ours. Only this thread's tracer is set aside
+    Socket.IO clients, Hypothesis, the browser's driver) measured little of ours and made
+    such tests far slower (four of the longest files: 209 s traced, 145 s not). Only this
+    thread's tracer is set aside
     (other threads and what the test's processes run stay traced); fixtures are traced."""
     tracer = sys.gettrace()
     if tracer is None:
