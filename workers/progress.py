@@ -72,23 +72,31 @@ class Reporter:
                  position: int | EllipsisType = ...) -> None:
         self._run(outcomes.announce(self.presenter, view, name=name, position=position))
 
-    def transition(self, job_id: str, state: JobState, **fields: Any) -> JobView | None:
-        """Move the job to ``state`` and tell its owner; None if the job is gone."""
+    def _change(self, change: Callable[..., JobView | None], job_id: str,
+                **fields: Any) -> JobView | None:
+        """A state change by this thread's run (``store.transition``, ``dead_letter``), with
+        the webhook deliveries an end queues and the steps the run pushed from Redis alone
+        kept in the timeline, then told; None if the job is gone."""
         steps = _pushed(job_id)
         try:
-            view, deliveries = self._write(store.end_with_deliveries, change=store.transition,
+            view, deliveries = self._write(store.end_with_deliveries, change=change,
                                            webhook=self.presenter.webhook, job_id=job_id,
-                                           state=state, pushed=steps, **fields)
+                                           pushed=steps, **fields)
         except TransitionError:
             self._keep_steps(job_id)  # the run is over: its steps still go to the timeline
             raise
         _kept(job_id, steps)
         if view is not None:
             self._run(outcomes.changed(self.presenter, view, deliveries))
-            if is_final(state):
-                # A refresh the throttle skipped at a start is caught up when a job of the
-                # family ends, so pushed positions do not stay stale while work goes on.
-                self._advance_line(view.job.queue, only_if_owed=True)
+        return view
+
+    def transition(self, job_id: str, state: JobState, **fields: Any) -> JobView | None:
+        """Move the job to ``state`` and tell its owner; None if the job is gone."""
+        view = self._change(store.transition, job_id, state=state, **fields)
+        if view is not None and is_final(state):
+            # A refresh the throttle skipped at a start is caught up when a job of the
+            # family ends, so pushed positions do not stay stale while work goes on.
+            self._advance_line(view.job.queue, only_if_owed=True)
         return view
 
     def submit(self, view: JobView) -> None:
@@ -132,20 +140,8 @@ class Reporter:
                     of_attempt: int | None = None,
                     stage_times: list[tuple[str, float]] | None = None) -> JobView | None:
         """Fail the job for good, record it in the dead-letter queue, push ``job:failed``."""
-        steps = _pushed(job_id)
-        try:
-            view, deliveries = self._write(store.end_with_deliveries, change=store.dead_letter,
-                                           webhook=self.presenter.webhook, job_id=job_id,
-                                           error=error, traceback=traceback,
-                                           of_attempt=of_attempt, stage_times=stage_times,
-                                           pushed=steps)
-        except TransitionError:
-            self._keep_steps(job_id)
-            raise
-        _kept(job_id, steps)
-        if view is not None:
-            self._run(outcomes.changed(self.presenter, view, deliveries))
-        return view
+        return self._change(store.dead_letter, job_id, error=error, traceback=traceback,
+                            of_attempt=of_attempt, stage_times=stage_times)
 
     def show_paused(self, job_id: str) -> None:
         """Tell the owner their waiting job is held by a paused queue (once)."""
