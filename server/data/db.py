@@ -31,8 +31,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 P = ParamSpec("P")
+U = TypeVar("U")
 # A store function: a session first, then its own (checked) arguments.
 Query = Callable[Concatenate[Session, P], T]
+# What a group commit does last, in its transaction, with its calls' results (in order):
+# one result for each.
+GroupEnd = Callable[[Session, list[T]], list[U]]
 
 # "postgres://" is what Heroku, Render and others hand out; SQLAlchemy wants "postgresql".
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg",
@@ -210,6 +214,63 @@ class _Abandoned(Exception):
     """The caller of a write was cancelled before the write was made: roll it back."""
 
 
+# The most calls a group commit makes in one transaction (``Database.write_grouped``);
+# more wait for the next: a write turn is never held for long.
+GROUP_MAX_CALLS = 32
+
+
+class _GroupedCall:
+    """One call of a group commit: the store function with its arguments, bound."""
+
+    def __init__(self, call: Callable[[Session], Any], abandoned: threading.Event,
+                 context: contextvars.Context) -> None:
+        self.call, self.abandoned, self.context = call, abandoned, context
+        self.future: Future[Any] = Future()
+        self.future.set_running_or_notify_cancel()  # never cancelled: its caller waits
+
+
+class _WriteGroup:
+    """The calls of one store function waiting for a group commit. At most one flush
+    runs at a time, and it takes what waits once it holds the write turn."""
+
+    def __init__(self, sync: SyncDatabase, then: GroupEnd[Any, Any]) -> None:
+        self._sync, self._then = sync, then
+        self._lock = threading.Lock()
+        self._waiting: list[_GroupedCall] = []
+        self._flushing = False
+
+    def add(self, call: _GroupedCall) -> bool:
+        """Queue a call; True when the caller must start a flush (none runs)."""
+        with self._lock:
+            self._waiting.append(call)
+            start, self._flushing = not self._flushing, True
+        return start
+
+    def _take(self) -> list[_GroupedCall]:
+        with self._lock:
+            taken = self._waiting[:GROUP_MAX_CALLS]
+            del self._waiting[:GROUP_MAX_CALLS]
+            return taken
+
+    def flush(self) -> None:
+        """Commit groups until none waits (in a write thread)."""
+        try:
+            while True:
+                self._sync.write_group(self._take, self._then)
+                with self._lock:
+                    if not self._waiting:
+                        self._flushing = False
+                        return
+        except BaseException as exc:
+            # Not one of the calls' errors (those go to their futures): the thread is
+            # going down. No call may wait for ever.
+            with self._lock:
+                left, self._waiting, self._flushing = self._waiting, [], False
+            for call in left:
+                call.future.set_exception(exc if isinstance(exc, Exception) else _Abandoned())
+            raise
+
+
 class Database:
     """The web process's engines; queries come from ``server.data.store``.
 
@@ -248,6 +309,7 @@ class Database:
                                                     thread_name_prefix="db-read")
             self._write_threads = ThreadPoolExecutor(WEB_WRITE_THREADS,
                                                      thread_name_prefix="db-write")
+        self._groups: dict[tuple[Callable[..., Any], GroupEnd[Any, Any]], _WriteGroup] = {}
 
     @staticmethod
     def _submit(threads: ThreadPoolExecutor | None, call: Callable[[], T]) -> Future[T]:
@@ -266,14 +328,19 @@ class Database:
 
     async def _write_in_thread(self, fn: Query[P, T], /, *args: P.args,
                                **kwargs: P.kwargs) -> T:
-        """``fn`` in a write thread. Cancelled before the write is made, it is not made
-        (rolled back); cancelled as it commits, it still ends. Either way the cancellation
-        goes on only once the thread is done with it, so that a caller's clean-up never
-        races its own write."""
+        """``fn`` in a write thread (see ``_outcome`` for a cancelled caller)."""
         assert self._sync is not None
         abandoned = threading.Event()
         submitted = self._submit(self._write_threads, functools.partial(
             self._sync.write_unless, abandoned, fn, *args, **kwargs))
+        return await self._outcome(submitted, abandoned)
+
+    @staticmethod
+    async def _outcome(submitted: Future[T], abandoned: threading.Event) -> T:
+        """What a write in a thread returned. Its caller cancelled before the write is
+        made: it is not made (rolled back); cancelled as it commits: it still ends. Either
+        way the cancellation goes on only once the thread is done with it, so that a
+        caller's clean-up never races its own write."""
         running = asyncio.wrap_future(submitted)
         try:
             return await asyncio.shield(running)
@@ -328,6 +395,34 @@ class Database:
                 return await self._write_in_thread(fn, *args, **kwargs)
             async with self._write_turn, self._writes() as session, session.begin():
                 return await session.run_sync(lambda s: fn(s, *args, **kwargs))
+
+    async def write_grouped(self, fn: Callable[..., T], then: GroupEnd[T, U], /,
+                            **kwargs: Any) -> U:
+        """``then(session, [fn(session, **kwargs)])[0]`` in a write transaction, made
+        together with the calls of ``fn`` waiting at that moment on a SQLite file (a group
+        commit): one write turn and one transaction for the group, each call of ``fn`` in a
+        savepoint of its own (one call's error undoes only its own writes), then ``then``
+        once for all of them (an error there undoes the group). SQLite runs one writer at a
+        time for every process: concurrent uploads each took a turn of their own, waiting
+        behind each other and the workers. Elsewhere (PostgreSQL writes concurrently) one
+        transaction per call."""
+        if self._sync is None:
+            @functools.wraps(fn)  # its span is named after fn
+            def alone(s: Session) -> U:
+                return then(s, [fn(s, **kwargs)])[0]
+
+            return await self.write(alone)
+        with self._span("write", fn):
+            group = self._groups.get((fn, then))
+            if group is None:
+                group = self._groups[(fn, then)] = _WriteGroup(self._sync, then)
+            abandoned = threading.Event()
+            call = _GroupedCall(functools.partial(fn, **kwargs), abandoned,
+                                contextvars.copy_context())
+            if group.add(call):
+                self._submit(self._write_threads, group.flush)
+            result: U = await self._outcome(call.future, abandoned)
+            return result
 
     async def ping(self) -> None:
         if self._sync is not None:
@@ -420,6 +515,52 @@ class SyncDatabase:
                 if abandoned.is_set():
                     raise _Abandoned
                 return result
+
+    def write_group(self, take: Callable[[], list[_GroupedCall]],
+                    then: GroupEnd[Any, Any]) -> None:
+        """The calls ``take`` hands over once the write turn is held, in one transaction,
+        each in a savepoint (none for a call alone) and in its caller's context, then
+        ``then`` on their results. Each call's future gets its result or its error
+        (``then``'s or the commit's, if those fail); a call whose caller is gone by the
+        time it is made is rolled back."""
+        with self._write_turn:
+            calls = take()
+            made: list[tuple[_GroupedCall, Any]] = []
+            try:
+                with self._writes() as session, session.begin():
+                    for call in calls:
+                        if call.abandoned.is_set():
+                            call.future.set_exception(_Abandoned())
+                            continue
+                        if len(calls) == 1:
+                            made.append((call, self._call(call, session)))
+                            continue
+                        try:
+                            with session.begin_nested():
+                                made.append((call, self._call(call, session)))
+                        except Exception as exc:
+                            call.future.set_exception(exc)
+                    if made:
+                        ends = then(session, [result for _call, result in made])
+                        made = [(call, end) for (call, _result), end in zip(made, ends,
+                                                                            strict=True)]
+            except BaseException as exc:
+                for call in calls:
+                    if not call.future.done():
+                        call.future.set_exception(
+                            exc if isinstance(exc, Exception) else _Abandoned())
+                if not isinstance(exc, Exception):
+                    raise
+                return
+        for call, result in made:
+            call.future.set_result(result)
+
+    @staticmethod
+    def _call(call: _GroupedCall, session: Session) -> Any:
+        result = call.context.run(call.call, session)
+        if call.abandoned.is_set():
+            raise _Abandoned
+        return result
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import redis
-from sqlalchemy.orm import Session
 
 from server.core import imaging, validation
 from server.core.errors import ApiError, Problem
@@ -129,8 +128,11 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
         raise
     run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
     try:
-        view, duplicate, position = await state.db.write(
-            _create_upload, image_id=image_id, user_id=user_id,
+        # Concurrent uploads share a write (a group commit on SQLite), and their queue
+        # positions one reading of the line.
+        view, duplicate, position = await state.db.write_grouped(
+            store.create_upload, store.positioned_uploads, image_id=image_id,
+            user_id=user_id,
             filename=upload.filename, content_type=probe.mime, size_bytes=upload.size,
             sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
             task_type=IMAGE_PROCESS.name, queue=queue_for(IMAGE_PROCESS.queue, options.priority),
@@ -144,12 +146,6 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
     if duplicate:
         await asyncio.to_thread(state.storage.remove_image, image_id)
     return StoredFile(view, duplicate, options.delay_s, position)
-
-
-def _create_upload(s: Session, /, **fields: Any) -> tuple[store.JobView, bool, int | None]:
-    """``store.create_upload`` and the job's queue position, in one transaction."""
-    view, duplicate = store.create_upload(s, **fields)
-    return view, duplicate, store.queue_position(s, job=view.job)
 
 
 async def stored_item(state: Services, stored: StoredFile) -> dict[str, Any]:

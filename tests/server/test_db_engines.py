@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool, StaticPool
 
-from server.data.db import WEB_POOL_SIZE, Database, SyncDatabase, WriteTurn
+from server.data.db import GROUP_MAX_CALLS, WEB_POOL_SIZE, Database, SyncDatabase, WriteTurn
 
 
 def _dispose(db: Database) -> None:
@@ -167,3 +167,149 @@ async def test_a_write_cancelled_before_its_turn_is_never_made(tmp_path: Path) -
 def _tables(s: Session) -> list[str]:
     return list(s.scalars(text("SELECT name FROM sqlite_master WHERE type = 'table' "
                                "AND name GLOB 'probe*' ORDER BY name")))
+
+
+
+def _probe(s: Session, *, n: int, fail: bool = False, ran: list[int] | None = None) -> int:
+    """A store function for write_grouped: a table of its own, then its number."""
+    if ran is not None:
+        ran.append(n)
+    s.execute(text(f"CREATE TABLE probe{n} (x INTEGER)"))
+    if fail:
+        raise ValueError(f"call {n} refused")
+    return n
+
+
+def _told(s: Session, results: list[int]) -> list[str]:
+    return [f"made {n}" for n in results]
+
+
+async def test_grouped_writes_waiting_for_the_turn_are_made_in_one_transaction(
+        tmp_path: Path) -> None:
+    """Calls queued behind another process's write turn take one turn and one transaction
+    when it comes back: each gets its own result, ``then`` sees them all at once, and
+    one call's error undoes only that call's writes."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+    groups: list[list[int]] = []
+
+    def then(s: Session, results: list[int]) -> list[str]:
+        groups.append(results)
+        return _told(s, results)
+
+    worker = WriteTurn(str(path.resolve()))
+    worker.acquire()
+    try:
+        calls = [asyncio.ensure_future(db.write_grouped(_probe, then, n=n, fail=n == 3))
+                 for n in range(6)]
+        await asyncio.sleep(0.2)
+        assert not any(call.done() for call in calls)
+    finally:
+        worker.release()
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert isinstance(outcomes[3], ValueError) and "call 3 refused" in str(outcomes[3])
+    assert [o for n, o in enumerate(outcomes) if n != 3] == [
+        f"made {n}" for n in (0, 1, 2, 4, 5)]
+    # The flush takes what waits once it holds the turn: all of them, the failed one
+    # left out of ``then``.
+    assert groups == [[0, 1, 2, 4, 5]]
+    assert await db.read(_tables) == ["probe0", "probe1", "probe2", "probe4", "probe5"]
+    await db.dispose()
+
+
+async def test_a_grouped_write_whose_end_fails_undoes_the_whole_group(tmp_path: Path) -> None:
+    """``then`` runs in the group's transaction: its error reaches every call, and none of
+    their writes is kept."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+
+    def then(s: Session, results: list[int]) -> list[str]:
+        raise RuntimeError("no positions")
+
+    worker = WriteTurn(str(path.resolve()))
+    worker.acquire()
+    try:
+        calls = [asyncio.ensure_future(db.write_grouped(_probe, then, n=n)) for n in range(3)]
+        await asyncio.sleep(0.2)
+    finally:
+        worker.release()
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
+    assert await db.read(_tables) == []
+    assert await db.write_grouped(_probe, _told, n=7) == "made 7"  # the next group is made
+    await db.dispose()
+
+
+async def test_a_grouped_write_cancelled_before_its_group_is_made_is_never_made(
+        tmp_path: Path) -> None:
+    """A caller gone (an upload's client hung up) before its group took the turn: its
+    call is not made, the others of the group are; the caller goes on only once the
+    group is done with it."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+    ran: list[int] = []
+    worker = WriteTurn(str(path.resolve()))
+    worker.acquire()
+    try:
+        calls = [asyncio.ensure_future(db.write_grouped(_probe, _told, n=n, ran=ran))
+                 for n in range(4)]
+        await asyncio.sleep(0.2)
+        calls[2].cancel()
+        cancelled = asyncio.gather(calls[2], return_exceptions=True)
+        await asyncio.sleep(0.1)
+        assert not calls[2].done(), "the caller waits for its group"
+    finally:
+        worker.release()
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert isinstance((await cancelled)[0], asyncio.CancelledError)
+    assert [outcomes[n] for n in (0, 1, 3)] == ["made 0", "made 1", "made 3"]
+    assert 2 not in ran
+    assert await db.read(_tables) == ["probe0", "probe1", "probe3"]
+    await db.dispose()
+
+
+async def test_more_grouped_writes_than_a_group_holds_are_all_made(tmp_path: Path) -> None:
+    """Past GROUP_MAX_CALLS the rest wait for the next group: a turn is never held long."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+    sizes: list[int] = []
+
+    def then(s: Session, results: list[int]) -> list[str]:
+        sizes.append(len(results))
+        return _told(s, results)
+
+    worker = WriteTurn(str(path.resolve()))
+    worker.acquire()
+    try:
+        calls = [asyncio.ensure_future(db.write_grouped(_probe, then, n=n))
+                 for n in range(GROUP_MAX_CALLS + 5)]
+        await asyncio.sleep(0.2)
+    finally:
+        worker.release()
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls), 10)
+    assert outcomes == [f"made {n}" for n in range(GROUP_MAX_CALLS + 5)]
+    assert max(sizes) == GROUP_MAX_CALLS and sum(sizes) == GROUP_MAX_CALLS + 5
+    await db.dispose()
+
+
+async def test_grouped_writes_without_a_sqlite_file_are_one_transaction_each() -> None:
+    """Where writes are concurrent (PostgreSQL; here an in-memory database on the async
+    engine) each call is its own transaction, ``then`` included."""
+    db = Database("sqlite+aiosqlite:///:memory:")
+    groups: list[list[int]] = []
+
+    def then(s: Session, results: list[int]) -> list[str]:
+        groups.append(results)
+        return _told(s, results)
+
+    assert await asyncio.gather(*(db.write_grouped(_probe, then, n=n) for n in range(3))) == [
+        "made 0", "made 1", "made 2"]
+    assert sorted(groups) == [[0], [1], [2]]
+    with pytest.raises(ValueError):
+        await db.write_grouped(_probe, then, n=5, fail=True)
+    assert await db.read(_tables) == ["probe0", "probe1", "probe2"]
+    await db.dispose()

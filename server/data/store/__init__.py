@@ -36,6 +36,7 @@ from server.data.store.line import (
     get_job_positioned,
     line_front,
     queue_position,
+    queue_positions,
     snapshot_jobs,
 )
 from server.data.store.messages import (
@@ -64,7 +65,13 @@ from server.data.store.stats import (
     unfinished_job_counts,
 )
 from server.data.store.timeline import job_timeline, keep_pushed
-from server.data.store.uploads import create_image_job, create_upload, delete_upload, find_duplicate
+from server.data.store.uploads import (
+    create_image_job,
+    create_upload,
+    delete_upload,
+    find_duplicate,
+    positioned_uploads,
+)
 from server.data.store.users import (
     create_token,
     create_user,
@@ -142,8 +149,10 @@ __all__ = [
     "mark_paused",
     "new_message_id",
     "oldest_waiting",
+    "positioned_uploads",
     "purge_finished",
     "queue_position",
+    "queue_positions",
     "queue_stats",
     "record_image_output",
     "renew_message",

@@ -117,11 +117,31 @@ class _Line:
 def queue_position(s: Session, /, *, job: Job) -> int | None:
     """How many waiting jobs of the same queue family start before this one: those of
     higher priorities, then those of its own whose turn comes first (``core.line``)."""
-    if job.state != JobState.QUEUED.value:
-        return None
-    if job.run_at is not None and as_utc(job.run_at) > utcnow():
-        return None
-    return _Line(s, base_queue(job.queue), utcnow()).position(job)
+    return queue_positions(s, jobs=[job])[0]
+
+
+def queue_positions(s: Session, /, *, jobs: Sequence[Job]) -> list[int | None]:
+    """``queue_position`` of each of ``jobs``, reading each queue family's line once (a
+    group of uploads recorded together needs one grouped count, not one each)."""
+    lines: dict[str, _Line] = {}
+    now = utcnow()
+    owners: dict[str, int] = {}
+    for job in jobs:
+        owners[job.user_id] = owners.get(job.user_id, 0) + 1
+    positions: list[int | None] = []
+    for job in jobs:
+        if job.state != JobState.QUEUED.value or (
+                job.run_at is not None and as_utc(job.run_at) > now):
+            positions.append(None)
+            continue
+        base = base_queue(job.queue)
+        if base not in lines:
+            lines[base] = _Line(s, base, now)
+            for user_id, count in owners.items():
+                if count > 1:  # their own line once, not a count per job
+                    lines[base].preload(user_id)
+        positions.append(lines[base].position(job))
+    return positions
 
 
 def get_job_positioned(s: Session, /, *, job_id: str,

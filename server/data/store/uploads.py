@@ -13,6 +13,7 @@ from server.core import lifecycle
 from server.core.jobs import JobState, Stage
 from server.data.models import Image, Job, JobEventRecord, User, utcnow
 from server.data.store.jobs import create_job
+from server.data.store.line import queue_positions
 from server.data.store.views import JobView
 
 
@@ -67,6 +68,15 @@ def create_upload(s: Session, /, *, user_id: str, sha256: str,
     if duplicate is not None:
         return duplicate, True
     return create_image_job(s, user_id=user_id, sha256=sha256, **fields), False
+
+
+def positioned_uploads(s: Session, created: list[tuple[JobView, bool]], /
+                       ) -> list[tuple[JobView, bool, int | None]]:
+    """``create_upload``'s results (of uploads recorded together) with their jobs' queue
+    positions, from one reading of the line."""
+    positions = queue_positions(s, jobs=[view.job for view, _ in created])
+    return [(view, duplicate, position)
+            for (view, duplicate), position in zip(created, positions, strict=True)]
 
 
 def find_duplicate(s: Session, /, *, user_id: str, sha256: str) -> JobView | None:

@@ -65,6 +65,26 @@ def test_queue_position_takes_users_in_turn_within_a_priority(db: SyncDatabase) 
         (urgent.id, 0), (backlog[0].id, 1), (single.id, 2)]
 
 
+def test_queue_positions_of_several_jobs_read_the_line_once_and_agree_with_each_alone(
+        db: SyncDatabase) -> None:
+    """A group of uploads recorded together gets its positions from one reading of each
+    family's line: the same as each job's own ``queue_position``, for several jobs of one
+    user (old and new), another user's, another family's, and jobs with none."""
+    heavy, light, base, other = new_user(db), new_user(db), new_queue(), new_queue()
+    jobs = [new_job(db, heavy, queue=base) for _ in range(3)]
+    jobs += [new_job(db, light, queue=base), new_job(db, light, queue=f"{base}.high",
+                                                      priority="high")]
+    jobs += [new_job(db, heavy, queue=other), new_job(db, heavy, queue=base)]
+    delayed = new_job(db, light, queue=base, run_at=utcnow() + timedelta(hours=1))
+    running = new_job(db, light, queue=base)
+    db.write(store.begin_attempt, job_id=running.id)
+    stored = [stored_job(db, job.id) for job in [*jobs, delayed, running]]
+    alone = [db.read(lambda s, j=job: store.queue_position(s, job=j)) for job in stored]
+    together = db.read(lambda s: store.queue_positions(s, jobs=stored))
+    assert together == alone == [1, 3, 4, 2, 0, 0, 5, None, None]
+    assert db.read(lambda s: store.queue_positions(s, jobs=[])) == []
+
+
 def test_get_job_positioned_adds_the_position(db: SyncDatabase) -> None:
     """A waiting job gets its position, a running one None; scoped like get_job."""
     owner, base = new_user(db), new_queue()

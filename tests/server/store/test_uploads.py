@@ -49,6 +49,29 @@ def _upload_fields(user_id: str, sha256: str) -> dict[str, Any]:
             "height": 2, "task_type": "image.process", "queue": "images", "max_attempts": 1}
 
 
+def test_uploads_recorded_together_get_their_positions_and_see_each_other(
+        db: SyncDatabase) -> None:
+    """A group commit's transaction (``Database.write_grouped``): the uploads one after the
+    other, then their positions from one reading of the line. A file sent twice in the
+    group is one upload; each new job's position counts the group's jobs ahead of it."""
+    user_id, other = new_user(db), new_user(db)
+    ahead = db.write(store.create_upload, **_upload_fields(user_id, secrets.token_hex(32)))[0]
+    same = secrets.token_hex(32)
+    fields = [_upload_fields(user_id, same), _upload_fields(other, secrets.token_hex(32)),
+              _upload_fields(user_id, same), _upload_fields(user_id, secrets.token_hex(32))]
+    made = db.write(lambda s: store.positioned_uploads(
+        s, [store.create_upload(s, **f) for f in fields]))
+    (first, new1, pos1), (theirs, new2, pos2), (again, dup, pos3), (last, new4, pos4) = made
+    assert (new1, new2, dup, new4) == (False, False, True, False)
+    assert again.job.id == first.job.id and again.image is not None
+    assert again.image.id == first.image.id  # type: ignore[union-attr]
+    # In line: ahead (turn 1), theirs (turn 1 of the other user), first, last.
+    assert (pos1, pos2, pos3, pos4) == (2, 1, 2, 3)
+    assert db.read(lambda s: store.queue_position(s, job=stored_job(db, last.job.id))) == 3
+    assert ahead.job.id < first.job.id < theirs.job.id < last.job.id
+    assert count_rows(db, Image, Image.user_id == user_id) == 3
+
+
 def test_create_upload_returns_the_earlier_upload_of_the_same_bytes(db: SyncDatabase) -> None:
     """Same user and bytes: the earlier view, flagged, nothing new stored. Another user, or
     after the earlier one failed: a new upload."""
