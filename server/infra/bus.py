@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import redis
 import redis.asyncio as aioredis
@@ -144,6 +144,18 @@ class Bus:
             await self._script(keys=names, args=args)
         else:
             await self._client.publish(self._channel, message)
+
+    def publish_in(self, pipe: Any, event: BusEvent) -> None:
+        """``publish`` queued on an asyncio pipeline: done in its order, answered with its
+        execute(). The script goes as its text (EVAL), so that the pipeline needs no
+        check that Redis has it."""
+        message = event.encode(published_at=time.time(), trace=tracing.carrier())
+        if _keeps_live(event):
+            names, args = _script_call(self._prefix, self._channel, event, _mode(event),
+                                       message)
+            pipe.eval(_PUBLISH, len(names), *names, *args)
+        else:
+            pipe.publish(self._channel, message)
 
     async def live_states(self, job_ids: Iterable[str]) -> dict[str, live.LiveState]:
         """The live state of those jobs that have one (one round trip)."""

@@ -61,7 +61,9 @@ TICK_S = 0.25
 #       base, paused_key, n, queue_1 .. queue_n (priority order), then by mode:
 #   push:    queue, user, redis_message_id, message_id, data, hold ("1": held, see push)
 #   release: user, message_id
-# Returns how many messages it moved to the broker's queues.
+#   unhold:  queue, redis_message_id
+# Returns how many messages it moved to the broker's queues; for an unhold of a message
+# that was no longer held, -1 - that number.
 _SCRIPT = """
 local mode, prefix, namespace = ARGV[1], ARGV[2], ARGV[3]
 local timeout = tonumber(ARGV[5])
@@ -95,8 +97,14 @@ elseif mode == "release" then
   redis.call("zrem", fair .. "inflight:" .. base .. ":" .. ARGV[rest + 1], ARGV[rest + 2])
   redis.call("zrem", fair .. "inflight:" .. base, ARGV[rest + 2])
 end
+local unheld = mode ~= "unhold"
+  or redis.call("zrem", fair .. "held:" .. ARGV[rest + 1], ARGV[rest + 2]) == 1
+local function answer(moved)
+  if unheld then return moved end
+  return -1 - moved
+end
 
-if redis.call("sismember", paused_key, base) == 1 then return 0 end
+if redis.call("sismember", paused_key, base) == 1 then return answer(0) end
 
 -- The threads of the live workers consuming this queue family.
 local threads_key = fair .. "threads:" .. base
@@ -178,7 +186,7 @@ for q = 1, n do
     redis.call("pexpire", bell, BELL_TTL_MS)
   end
 end
-return moved
+return answer(moved)
 """
 
 
@@ -201,6 +209,11 @@ def ring(pipe: Any, prefix: str, queue: str) -> None:
     pipe.pexpire(bell, _BELL_TTL_MS)
 
 
+def unheld(answer: Any) -> bool:
+    """What an unhold's script answered: True if the message was still held."""
+    return int(answer) >= 0
+
+
 class FairQueues:
     """The per-user waiting lists in front of one deployment's Dramatiq queues."""
 
@@ -214,15 +227,14 @@ class FairQueues:
         self.stale_ms = stale_ms
         self._script = client.register_script(_SCRIPT)
 
-    def _run(self, mode: str, base: str, extra: Iterable[str], client: Any = None) -> int:
+    def _args(self, mode: str, base: str, extra: Iterable[str]) -> list[str | int]:
         family = queue_family(base)  # high, normal, low: the order turns are offered in
-        args: list[str | int] = [mode, self.prefix, self.namespace, 0,
-                self.heartbeat_timeout_ms, self.per_user_cap, self.stale_ms, base,
-                keys.paused_queues(self.prefix), len(family), *family, *extra]
-        if client is not None:  # a pipeline: the result comes with its execute()
-            self._script(keys=[], args=args, client=client)
-            return 0
-        return int(self._script(keys=[], args=args))
+        return [mode, self.prefix, self.namespace, 0, self.heartbeat_timeout_ms,
+                self.per_user_cap, self.stale_ms, base, keys.paused_queues(self.prefix),
+                len(family), *family, *extra]
+
+    def _run(self, mode: str, base: str, extra: Iterable[str]) -> int:
+        return int(self._script(keys=[], args=self._args(mode, base, extra)))
 
     def push(self, message: Any, user_id: str, *, hold: bool = False) -> Any:
         """Put a message (for its queue now, not delayed) in its user's list and take the
@@ -243,11 +255,14 @@ class FairQueues:
     def unhold(self, queue: str, redis_message_id: str) -> bool:
         """A held message may move now, and the turns free places allow are taken (in
         one round trip). False if it was no longer held: its hold had run out."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrem(keys.fair_held(self.prefix, queue), redis_message_id)
-        self._run("dispatch", base_queue(queue), [], client=pipe)
-        unheld, _ = pipe.execute()
-        return bool(unheld)
+        return unheld(self._run("unhold", base_queue(queue), [queue, redis_message_id]))
+
+    def unhold_eval(self, queue: str, redis_message_id: str) -> tuple[str, list[str | int]]:
+        """``unhold`` as an EVAL's script (its text, not its SHA, so that a pipeline needs
+        no check that Redis has it) and arguments (no keys), for another client to send:
+        the web's asyncio one, in a pipeline after the job's event. ``unheld`` reads the
+        answer."""
+        return _SCRIPT, self._args("unhold", base_queue(queue), [queue, redis_message_id])
 
     def release(self, message: Any) -> int:
         """The message's processing ended (done, failed, retry scheduled or skipped):

@@ -73,12 +73,20 @@ async def unhold(state: Services, queue: str, held: str) -> None:
     allow, ringing the queue's bell for each move (an idle worker fetches at once). If
     Redis refuses, a worker's tick moves it once the hold expires (``fair.HOLD_MS``)."""
     try:
-        if not await asyncio.to_thread(state.broker.fair.unhold, queue, held):
-            log.warning("a message of queue %s outlived its hold (%d ms) before its job "
-                        "was announced: a worker may have begun it first", queue,
-                        fair.HOLD_MS)
+        script, args = state.broker.fair.unhold_eval(queue, held)
+        answer = await state.redis.eval(script, 0, *args)
     except redis.RedisError as exc:
-        log.warning("could not unhold a message of queue %s: %s", queue, exc)
+        answer = exc
+    _unheld(queue, answer)
+
+
+def _unheld(queue: str, answer: object) -> None:
+    """Log what went wrong with an unhold, from its script's answer (or error)."""
+    if isinstance(answer, Exception):
+        log.warning("could not unhold a message of queue %s: %s", queue, answer)
+    elif not fair.unheld(answer):
+        log.warning("a message of queue %s outlived its hold (%d ms) before its job was "
+                    "announced: a worker may have begun it first", queue, fair.HOLD_MS)
 
 
 # How much longer than an unheld one a silent job whose message Dramatiq still holds is
@@ -241,16 +249,16 @@ async def announce(state: Services, view: JobView, position: int | EllipsisType 
     end made (one Redis refuses is left for the sweeper); returns the <Job> sent.
 
     ``position``: its queue position when the caller knows it already (else it is read).
-    ``held``: its message's id, held by ``enqueue``: unheld once the event is out (or
-    failed to go out: the job is sent all the same).
+    ``held``: its message's id, held by ``enqueue``: unheld right after the event, in the
+    same round trip (or once it failed to go out: the job is sent all the same).
     """
+    ports = StatePorts(state) if held is None else _Unholding(state, view.job.queue, held)
     try:
         event = await outcomes.run_async(
-            outcomes.changed(state.presenter, view, deliveries, position=position),
-            StatePorts(state))
+            outcomes.changed(state.presenter, view, deliveries, position=position), ports)
     finally:
-        if held is not None:
-            await unhold(state, view.job.queue, held)
+        if isinstance(ports, _Unholding) and ports.held is not None:  # nothing went out
+            await unhold(state, view.job.queue, ports.held)
     return dict(event.job)
 
 
@@ -282,3 +290,31 @@ class StatePorts:
 
     async def note_sent(self, job: Job) -> None:
         self.state.sent.add(job)
+
+
+class _Unholding(StatePorts):
+    """``StatePorts`` for a job whose message ``enqueue`` held: the first event published
+    (the job's own) lifts the hold in the same round trip, just after it."""
+
+    def __init__(self, state: Services, queue: str, held: str) -> None:
+        super().__init__(state)
+        self.queue: str = queue
+        self.held: str | None = held
+
+    async def publish(self, event: BusEvent) -> None:
+        held, self.held = self.held, None
+        if held is None:
+            return await super().publish(event)
+        try:
+            async with self.state.redis.pipeline(transaction=False) as pipe:
+                self.state.bus.publish_in(pipe, event)
+                script, args = self.state.broker.fair.unhold_eval(self.queue, held)
+                pipe.eval(script, 0, *args)
+                answers = await pipe.execute(raise_on_error=False)
+            published, answer = answers[0], answers[-1]  # the event's first, the unhold's last
+        except redis.RedisError:
+            self.held = held  # neither went: ``announce`` tries the unhold alone
+            raise
+        _unheld(self.queue, answer)
+        if isinstance(published, Exception):
+            raise published

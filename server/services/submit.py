@@ -69,6 +69,23 @@ async def give_back(state: Services, taken: ratelimit.Taken | None,
         log.warning("could not give back %s: %s", taken, exc)
 
 
+async def admit_uploads(state: Services, user_id: str, files: int = 1) -> ratelimit.Taken | None:
+    """The user's webhook backlog (``outbound.check_backlog``) and upload allowance
+    (``ratelimit.check_uploads``, taking ``files``) checked at once, in one wait for
+    Redis: what was taken, to give back if the upload is refused later. A refusal by the
+    backlog gives back what the allowance took; when both refuse, the backlog answers."""
+    backlog, allowance = await asyncio.gather(
+        outbound.check_backlog(state, user_id),
+        ratelimit.check_uploads(state, user_id, files), return_exceptions=True)
+    if isinstance(backlog, BaseException):
+        if not isinstance(allowance, BaseException):
+            await give_back(state, allowance)
+        raise backlog
+    if isinstance(allowance, BaseException):
+        raise allowance
+    return allowance
+
+
 async def allowance_covers(state: Services, user_id: str, files: int) -> None:
     """RATE_LIMITED now unless the user's upload allowance (``ratelimit.check_uploads``)
     still covers ``files`` more uploads. Nothing is taken here: the batch takes all its
@@ -119,12 +136,17 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
     hop = asyncio.ensure_future(asyncio.to_thread(
         probe_and_adopt, state.storage, upload, image_id, state.settings.max_image_pixels,
         state.settings.max_decode_bytes))
+    # Read meanwhile (one wait for both): whether the queue is paused.
+    stage = asyncio.ensure_future(queues.waiting_stage(state, IMAGE_PROCESS.queue))
     try:
         probe = await asyncio.shield(hop)
-    except asyncio.CancelledError:
-        # The thread goes on; a file it moves into the store has no row: remove it then.
-        hop.add_done_callback(lambda done: None if done.cancelled() or done.exception()
-                              else state.storage.remove_image(image_id))
+    except BaseException as exc:
+        stage.cancel()
+        stage.add_done_callback(_seen)
+        if isinstance(exc, asyncio.CancelledError):
+            # The thread goes on; a file it moves into the store has no row: remove it.
+            hop.add_done_callback(lambda done: None if done.cancelled() or done.exception()
+                                  else state.storage.remove_image(image_id))
         raise
     run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
     try:
@@ -137,8 +159,7 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
             sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
             task_type=IMAGE_PROCESS.name, queue=queue_for(IMAGE_PROCESS.queue, options.priority),
             max_attempts=state.settings.retry_max_attempts, priority=options.priority,
-            run_at=run_at, stage=await queues.waiting_stage(state, IMAGE_PROCESS.queue),
-            batch_id=batch_id,
+            run_at=run_at, stage=await stage, batch_id=batch_id,
         )
     except BaseException:
         await asyncio.to_thread(state.storage.remove_image, image_id)
@@ -146,6 +167,12 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
     if duplicate:
         await asyncio.to_thread(state.storage.remove_image, image_id)
     return StoredFile(view, duplicate, options.delay_s, position)
+
+
+def _seen(task: asyncio.Future[Any]) -> None:
+    """Mark a task's outcome as seen: one whose answer is no longer needed."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def stored_item(state: Services, stored: StoredFile) -> dict[str, Any]:

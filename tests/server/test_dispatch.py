@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ from sqlalchemy import update
 
 from server.core import keys
 from server.core.errors import ApiError
-from server.core.events import JobEvent
+from server.core.events import JobEvent, decode_event
 from server.core.jobs import JobState, queue_for
 from server.core.tasks import WEBHOOK_DELIVER, TaskSpec
 from server.data import store
@@ -52,6 +53,9 @@ from server.data.db import Database
 from server.data.models import DeadLetter, Job, as_utc, utcnow
 from server.data.store import JobView
 from server.infra.broker import QUEUED_OPTION, build_broker
+from server.infra.bus import _PUBLISH as bus_script
+from server.infra.bus import Bus
+from server.infra.fair import _SCRIPT as fair_script
 from server.infra.settings import Settings
 from server.infra.storage import LocalStorage
 from server.services import dispatch
@@ -82,6 +86,11 @@ class State:
 
     async def publish(self, event: JobEvent) -> None:
         self.published.append(event)
+
+    def publish_in(self, pipe: Any, event: JobEvent) -> None:
+        """``Bus.publish_in``: recorded, with a command in its place in the pipeline."""
+        self.published.append(event)
+        pipe.echo("published")
 
     @property
     def bus(self) -> State:
@@ -627,3 +636,56 @@ async def test_announce_publishes_the_stored_state_with_its_queue_position(
         ("job:queued", "u1", high.job.id)]
     assert [e.job for e in state.published] == [read, given, unknown]
     assert read["seq"] == second.job.seq and isinstance(read["created_at"], str)
+
+
+async def test_announce_lifts_the_hold_just_after_the_jobs_event_in_one_round_trip(
+        state: State, sync_redis: redis.Redis) -> None:
+    """A held message (``enqueue``) is let go in the round trip that publishes the job's
+    event, after it: one pipeline, the event's script first, the unhold's last (Redis runs
+    a pipeline's commands in order, so no worker can begin the job before job:queued is
+    out). With the real bus: job:queued reaches a subscriber, and the message is held no
+    more."""
+    view = await new_job(state)
+
+    async def undo() -> None:
+        raise AssertionError("not undone")
+
+    held = await dispatch.enqueue(state, view, undo=undo)
+    assert held is not None
+    held_key = keys.fair_held(state.settings.redis_prefix, "default")
+    assert sync_redis.zscore(held_key, held) is not None
+    sent: list[list[Any]] = []
+    pipeline = state.redis.pipeline
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def execute_recorded(*a: Any, **k: Any) -> Any:
+            sent.append([command for command, _options in pipe.command_stack])
+            return await execute(*a, **k)
+
+        pipe.execute = execute_recorded  # type: ignore[method-assign]
+        return pipe
+
+    bus = Bus(state.redis, state.settings.redis_prefix)
+    real = SimpleNamespace(**{name: getattr(state, name) for name in (
+        "settings", "db", "redis", "broker", "presenter", "sent")}, bus=bus)
+    pubsub = state.redis.pubsub()
+    await pubsub.subscribe(keys.events_channel(state.settings.redis_prefix))
+    state.redis.pipeline = recorded  # type: ignore[method-assign]
+    try:
+        job = await dispatch.announce(real, view, held=held)  # type: ignore[arg-type]
+    finally:
+        state.redis.pipeline = pipeline  # type: ignore[method-assign]
+    [commands] = sent
+    assert [(c[0], c[1]) for c in commands] == [("EVAL", bus_script), ("EVAL", fair_script)]
+    assert sync_redis.zscore(held_key, held) is None, "held no more"
+    deadline = time.monotonic() + 5
+    message = None
+    while message is None and time.monotonic() < deadline:  # the subscription's own first
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+    await pubsub.aclose()
+    assert message is not None, "job:queued was published"
+    event = decode_event(message["data"])
+    assert (event.name, event.job["id"]) == ("job:queued", job["id"])

@@ -24,7 +24,7 @@ from server.core.errors import ApiError
 from server.infra.broker import build_broker, enqueue_job
 from server.infra.fair import USER_OPTION, FairQueues
 from server.infra.settings import Settings
-from server.services import outbound
+from server.services import outbound, submit
 from server.web.app import create_app
 from server.web.http.error_handlers import status_of
 from tests.conftest import Databases
@@ -169,6 +169,39 @@ async def test_new_work_waits_while_a_users_webhook_deliveries_pile_up(
         await outbound.check_backlog(state(4), "A")  # under it
         await outbound.check_backlog(state(3), "B")  # another user's backlog is not A's
         await outbound.check_backlog(state(0), "A")  # 0: no cap
+    finally:
+        await async_client.aclose()
+
+
+async def test_an_upload_refused_for_the_backlog_takes_none_of_the_allowance(
+        client: redis.Redis, redis_url: str) -> None:
+    """``submit.admit_uploads`` checks the backlog and takes the upload allowance at once:
+    a backlog refusal gives back what was taken; when both refuse, the backlog answers;
+    admitted, the allowance taken is returned (to give back if the upload fails later)."""
+    d = Deployment(client)
+    d.send("A", 3, queue="webhooks")
+    async_client = aioredis.Redis.from_url(redis_url)
+    try:
+        def state(backlog: int, uploads: int) -> Any:
+            return SimpleNamespace(redis=async_client, settings=Settings(
+                redis_prefix=d.prefix, webhook_backlog_per_user=backlog,
+                rate_limit_uploads_per_min=uploads))
+
+        for _ in range(3):
+            with pytest.raises(ApiError) as refused:
+                await submit.admit_uploads(state(3, 2), "A")
+            assert refused.value.code == "webhook_backlog"
+        # None of it was used: the allowance of 2 is whole.
+        taken = await submit.admit_uploads(state(4, 2), "A")
+        assert taken is not None and taken.amount == 1
+        assert await submit.admit_uploads(state(4, 2), "A") is not None
+        with pytest.raises(ApiError) as spent:
+            await submit.admit_uploads(state(4, 2), "A")
+        assert spent.value.code == "rate_limited"
+        with pytest.raises(ApiError) as both:
+            await submit.admit_uploads(state(3, 2), "A")
+        assert both.value.code == "webhook_backlog"
+        await submit.admit_uploads(state(3, 2), "B")  # another user's backlog is not A's
     finally:
         await async_client.aclose()
 
@@ -367,9 +400,11 @@ def test_where_redis_refuses_blpop_a_consumer_polls_and_delay_queues_never_wait_
 async def test_an_upload_wakes_an_idle_worker_once_its_job_queued_is_out(
         redis_url: str, databases: Databases, tmp_path: Path) -> None:
     """The web process sends an upload's message held, announces it (job:queued), then
-    lifts the hold, which moves it in and rings the queue's bell: an idle consumer (here
-    one that would otherwise sleep a whole minute) fetches the job at once, and not
-    before its job:queued is published."""
+    lifts the hold (the same round trip, just after it), which moves it in and rings the
+    queue's bell: an idle consumer (here one that would otherwise sleep a whole minute)
+    fetches the job at once, once its job:queued is published (a mark set just after the
+    publish is there when the consumer wakes; the pipeline's order itself:
+    test_dispatch's ``test_announce_lifts_the_hold_just_after_the_jobs_event...``)."""
     settings = Settings.from_env({
         "REDIS_URL": redis_url, "DATABASE_URL": databases.new(), "DATA_DIR": str(tmp_path),
         "REDIS_PREFIX": f"ring-{secrets.token_hex(4)}"})
@@ -387,22 +422,19 @@ async def test_an_upload_wakes_an_idle_worker_once_its_job_queued_is_out(
         async with http_app.router.lifespan_context(http_app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://darkroom.test") as http:
             bus = http_app.state.darkroom.bus
-            published: list[str] = []
-            real_publish = bus.publish
+            real_publish_in = bus.publish_in
+            mark = f"{settings.redis_prefix}:published"
 
-            async def publish(event: Any) -> None:
-                if event.name == "job:queued":  # time enough for a worker to take it
-                    await asyncio.sleep(0.3)
-                    assert woken.is_alive(), "no worker has the job before job:queued"
-                await real_publish(event)
-                published.append(event.name)
+            def publish_in(pipe: Any, event: Any) -> None:
+                real_publish_in(pipe, event)
+                pipe.set(mark, event.name)
 
-            bus.publish = publish
-            seen_when_woken: list[str] = []
+            bus.publish_in = publish_in
+            seen_when_woken: list[bytes | None] = []
 
             def wait() -> None:
                 waiting.run()
-                seen_when_woken.extend(published)
+                seen_when_woken.append(broker.client.get(mark))
 
             waiting = _Next(consumer)
             woken = threading.Thread(target=wait, daemon=True)
@@ -415,7 +447,7 @@ async def test_an_upload_wakes_an_idle_worker_once_its_job_queued_is_out(
             assert sent.status_code == 202, sent.text
             await asyncio.to_thread(woken.join, 10)
             assert not woken.is_alive(), "the web's ring woke it"
-            assert "job:queued" in seen_when_woken, "woken only once job:queued was out"
+            assert seen_when_woken == [b"job:queued"], "woken only once job:queued was out"
             fetched = next(consumer)
             assert fetched is not None and fetched.args == (sent.json()["job"]["id"],)
     finally:
@@ -426,7 +458,8 @@ async def test_a_held_upload_is_let_go_even_when_its_announcement_fails(
         redis_url: str, databases: Databases, tmp_path: Path) -> None:
     """Publishing job:queued fails in a way the announcement does not absorb (here Redis
     answers an error): the request fails, but the job was recorded and sent, so its
-    message is let go at once rather than after the hold's time."""
+    message is let go at once (the unhold went in the same round trip) rather than after
+    the hold's time."""
     settings = Settings.from_env({
         "REDIS_URL": redis_url, "DATABASE_URL": databases.new(), "DATA_DIR": str(tmp_path),
         "REDIS_PREFIX": f"unheld-{secrets.token_hex(4)}"})
@@ -442,10 +475,10 @@ async def test_a_held_upload_is_let_go_even_when_its_announcement_fails(
                 base_url="http://darkroom.test") as http:
             token = (await http.post("/api/session")).json()["token"]
 
-            async def refused(event: Any) -> None:
-                raise redis.ResponseError("OOM command not allowed")
+            def refused(pipe: Any, event: Any) -> None:
+                pipe.execute_command("NOT-A-COMMAND")  # Redis answers an error
 
-            http_app.state.darkroom.bus.publish = refused
+            http_app.state.darkroom.bus.publish_in = refused
             sent = await http.post("/api/images", headers=auth(token),
                                    files={"file": ("a.jpg", jpeg_bytes(64, 48), "image/jpeg")})
             assert sent.status_code == 500, sent.text

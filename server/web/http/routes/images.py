@@ -18,7 +18,7 @@ from server.core.principal import Principal
 from server.data import store
 from server.infra import metrics, ratelimit
 from server.infra.audit import audit_foreign
-from server.services import live_views, outbound, submit
+from server.services import live_views, submit
 from server.services.presenter import batch_summary
 from server.web.http.auth import require_user
 from server.web.http.error_handlers import status_of
@@ -63,8 +63,7 @@ async def upload_image(request: Request) -> Response:
 async def _upload_image(request: Request) -> Response:
     principal = await require_user(request)
     state = app_state(request)
-    await outbound.check_backlog(state, principal.user_id)
-    uploads = await ratelimit.check_uploads(state, principal.user_id)
+    uploads = await submit.admit_uploads(state, principal.user_id)
     try:
         return await _receive_image(request, principal)
     except Exception:
@@ -128,8 +127,7 @@ async def _upload_batch(request: Request,
     """The batch upload; files refused one by one are added to ``refused``."""
     principal = await require_user(request)
     state = app_state(request)
-    await outbound.check_backlog(state, principal.user_id)
-    await ratelimit.check_uploads(state, principal.user_id, files=0)
+    await submit.admit_uploads(state, principal.user_id, files=0)
     files_begun = 0
 
     async def within_allowance(part: ReceivedFile) -> None:
