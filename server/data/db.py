@@ -31,12 +31,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 P = ParamSpec("P")
-U = TypeVar("U")
 # A store function: a session first, then its own (checked) arguments.
 Query = Callable[Concatenate[Session, P], T]
-# What a group commit does last, in its transaction, with its calls' results (in order):
-# one result for each.
-GroupEnd = Callable[[Session, list[T]], list[U]]
+# A store function a group commit calls (``Database.write_grouped``): the keyword
+# arguments of several calls at once, a result for each in order.
+Grouped = Callable[[Session, list[dict[str, Any]]], list[T]]
 
 # "postgres://" is what Heroku, Render and others hand out; SQLAlchemy wants "postgresql".
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg",
@@ -220,21 +219,65 @@ GROUP_MAX_CALLS = 32
 
 
 class _GroupedCall:
-    """One call of a group commit: the store function with its arguments, bound."""
+    """One call of a group commit: its arguments, its caller's context, its outcome."""
 
-    def __init__(self, call: Callable[[Session], Any], abandoned: threading.Event,
+    def __init__(self, kwargs: dict[str, Any], abandoned: threading.Event,
                  context: contextvars.Context) -> None:
-        self.call, self.abandoned, self.context = call, abandoned, context
+        self.kwargs, self.abandoned, self.context = kwargs, abandoned, context
         self.future: Future[Any] = Future()
         self.future.set_running_or_notify_cancel()  # never cancelled: its caller waits
+
+
+def _unabandoned(calls: list[_GroupedCall]) -> list[_GroupedCall]:
+    """The calls whose callers still wait; the others are answered ``_Abandoned``."""
+    live = []
+    for call in calls:
+        if call.abandoned.is_set():
+            call.future.set_exception(_Abandoned())
+        else:
+            live.append(call)
+    return live
+
+
+def _call(fn: Grouped[Any], session: Session, calls: list[_GroupedCall]) -> list[Any]:
+    """``fn`` for these calls, in the first one's context; ``_Abandoned`` if any of their
+    callers went meanwhile."""
+    results = calls[0].context.run(fn, session, [call.kwargs for call in calls])
+    if any(call.abandoned.is_set() for call in calls):
+        raise _Abandoned
+    return list(results)
+
+
+def _together(fn: Grouped[Any], session: Session,
+              calls: list[_GroupedCall]) -> list[tuple[_GroupedCall, Any]]:
+    """Several calls in one call of ``fn``, in a savepoint: again without any whose caller
+    went meanwhile; if it fails, each alone in a savepoint of its own (the failing one
+    gets its error)."""
+    while len(calls) > 1:
+        try:
+            with session.begin_nested():
+                return list(zip(calls, _call(fn, session, calls), strict=True))
+        except _Abandoned:
+            calls = _unabandoned(calls)
+        except Exception:
+            break
+    made = []
+    for call in calls:
+        try:
+            with session.begin_nested():
+                [result] = _call(fn, session, [call])
+            made.append((call, result))
+        except Exception as exc:
+            call.future.set_exception(exc)
+    return made
 
 
 class _WriteGroup:
     """The calls of one store function waiting for a group commit. At most one flush
     runs at a time, and it takes what waits once it holds the write turn."""
 
-    def __init__(self, sync: SyncDatabase, then: GroupEnd[Any, Any]) -> None:
-        self._sync, self._then = sync, then
+    def __init__(self, sync: SyncDatabase, fn: Grouped[Any]) -> None:
+        self._sync, self._fn = sync, fn
         self._lock = threading.Lock()
         self._waiting: list[_GroupedCall] = []
         self._flushing = False
@@ -256,7 +299,7 @@ class _WriteGroup:
         """Commit groups until none waits (in a write thread)."""
         try:
             while True:
-                self._sync.write_group(self._take, self._then)
+                self._sync.write_group(self._take, self._fn)
                 with self._lock:
                     if not self._waiting:
                         self._flushing = False
@@ -309,7 +352,7 @@ class Database:
                                                     thread_name_prefix="db-read")
             self._write_threads = ThreadPoolExecutor(WEB_WRITE_THREADS,
                                                      thread_name_prefix="db-write")
-        self._groups: dict[tuple[Callable[..., Any], GroupEnd[Any, Any]], _WriteGroup] = {}
+        self._groups: dict[Grouped[Any], _WriteGroup] = {}
 
     @staticmethod
     def _submit(threads: ThreadPoolExecutor | None, call: Callable[[], T]) -> Future[T]:
@@ -396,32 +439,30 @@ class Database:
             async with self._write_turn, self._writes() as session, session.begin():
                 return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
-    async def write_grouped(self, fn: Callable[..., T], then: GroupEnd[T, U], /,
-                            **kwargs: Any) -> U:
-        """``then(session, [fn(session, **kwargs)])[0]`` in a write transaction, made
-        together with the calls of ``fn`` waiting at that moment on a SQLite file (a group
-        commit): one write turn and one transaction for the group, each call of ``fn`` in a
-        savepoint of its own (one call's error undoes only its own writes), then ``then``
-        once for all of them (an error there undoes the group). SQLite runs one writer at a
-        time for every process: concurrent uploads each took a turn of their own, waiting
-        behind each other and the workers. Elsewhere (PostgreSQL writes concurrently) one
+    async def write_grouped(self, fn: Grouped[T], /, **kwargs: Any) -> T:
+        """``fn(session, [kwargs])[0]`` in a write transaction. On a SQLite file, made
+        together with the calls of ``fn`` waiting at that moment (a group commit): one
+        write turn, one transaction and one call of ``fn`` for all of them (in the first
+        caller's context). Should that call fail, each is made alone, in a savepoint of its
+        own, so that one call's error is only its own. SQLite runs one writer at a time for
+        every process: concurrent uploads each took a turn of their own, waiting behind
+        each other and the workers. Elsewhere (PostgreSQL writes concurrently) one
         transaction per call."""
         if self._sync is None:
             @functools.wraps(fn)  # its span is named after fn
-            def alone(s: Session) -> U:
-                return then(s, [fn(s, **kwargs)])[0]
+            def alone(s: Session) -> T:
+                return fn(s, [kwargs])[0]
 
             return await self.write(alone)
         with self._span("write", fn):
-            group = self._groups.get((fn, then))
+            group = self._groups.get(fn)
             if group is None:
-                group = self._groups[(fn, then)] = _WriteGroup(self._sync, then)
+                group = self._groups[fn] = _WriteGroup(self._sync, fn)
             abandoned = threading.Event()
-            call = _GroupedCall(functools.partial(fn, **kwargs), abandoned,
-                                contextvars.copy_context())
+            call = _GroupedCall(kwargs, abandoned, contextvars.copy_context())
             if group.add(call):
                 self._submit(self._write_threads, group.flush)
-            result: U = await self._outcome(call.future, abandoned)
+            result: T = await self._outcome(call.future, abandoned)
             return result
 
     async def ping(self) -> None:
@@ -516,34 +557,22 @@ class SyncDatabase:
                     raise _Abandoned
                 return result
 
-    def write_group(self, take: Callable[[], list[_GroupedCall]],
-                    then: GroupEnd[Any, Any]) -> None:
-        """The calls ``take`` hands over once the write turn is held, in one transaction,
-        each in a savepoint (none for a call alone) and in its caller's context, then
-        ``then`` on their results. Each call's future gets its result or its error
-        (``then``'s or the commit's, if those fail); a call whose caller is gone by the
-        time it is made is rolled back."""
+    def write_group(self, take: Callable[[], list[_GroupedCall]], fn: Grouped[Any]) -> None:
+        """The calls ``take`` hands over once the write turn is held, in one transaction
+        (``Database.write_grouped``). Each call's future gets its result or its error (the
+        commit's, if that fails); a call whose caller is gone by the time it is made is
+        not made."""
         with self._write_turn:
             calls = take()
             made: list[tuple[_GroupedCall, Any]] = []
             try:
                 with self._writes() as session, session.begin():
-                    for call in calls:
-                        if call.abandoned.is_set():
-                            call.future.set_exception(_Abandoned())
-                            continue
-                        if len(calls) == 1:
-                            made.append((call, self._call(call, session)))
-                            continue
-                        try:
-                            with session.begin_nested():
-                                made.append((call, self._call(call, session)))
-                        except Exception as exc:
-                            call.future.set_exception(exc)
-                    if made:
-                        ends = then(session, [result for _call, result in made])
-                        made = [(call, end) for (call, _result), end in zip(made, ends,
-                                                                            strict=True)]
+                    live = _unabandoned(calls)
+                    if len(live) == 1:  # alone: its error is the transaction's
+                        [result] = _call(fn, session, live)
+                        made = [(live[0], result)]
+                    elif live:
+                        made = _together(fn, session, live)
             except BaseException as exc:
                 for call in calls:
                     if not call.future.done():
@@ -554,13 +583,6 @@ class SyncDatabase:
                 return
         for call, result in made:
             call.future.set_result(result)
-
-    @staticmethod
-    def _call(call: _GroupedCall, session: Session) -> Any:
-        result = call.context.run(call.call, session)
-        if call.abandoned.is_set():
-            raise _Abandoned
-        return result
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -150,11 +150,9 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
         raise
     run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
     try:
-        # Concurrent uploads share a write (a group commit on SQLite), and their queue
-        # positions one reading of the line.
+        # Concurrent uploads share a write (a group commit on SQLite).
         view, duplicate, position = await state.db.write_grouped(
-            store.create_upload, store.positioned_uploads, image_id=image_id,
-            user_id=user_id,
+            store.create_uploads, image_id=image_id, user_id=user_id,
             filename=upload.filename, content_type=probe.mime, size_bytes=upload.size,
             sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
             task_type=IMAGE_PROCESS.name, queue=queue_for(IMAGE_PROCESS.queue, options.priority),

@@ -275,7 +275,7 @@ async def test_one_upload_is_one_trace_across_web_and_worker(
 
     # The upload's transaction, its message's enqueue, job:queued relayed.
     web_writes = [s for s in children(request) if s.name.startswith("db.write ")]
-    assert any(s.name == "db.write create_upload" for s in web_writes), web_writes
+    assert any(s.name == "db.write create_uploads" for s in web_writes), web_writes
     assert all(s.kind == CLIENT and s.attributes["db.system"] in ("sqlite", "postgresql")
                for s in web_writes)
     enqueue = _one(children(request), "the upload's enqueue", lambda s: s.kind == PRODUCER)

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -170,75 +171,74 @@ def _tables(s: Session) -> list[str]:
 
 
 
-def _probe(s: Session, *, n: int, fail: bool = False, ran: list[int] | None = None) -> int:
-    """A store function for write_grouped: a table of its own, then its number."""
-    if ran is not None:
-        ran.append(n)
-    s.execute(text(f"CREATE TABLE probe{n} (x INTEGER)"))
-    if fail:
-        raise ValueError(f"call {n} refused")
-    return n
+
+class _Probes:
+    """A store function for write_grouped: a table of its own for each call (``n``),
+    refusing those with ``fail``; it notes the calls of each of its runs."""
+
+    __name__ = "probes"
+
+    def __init__(self, pause_s: float = 0.0) -> None:
+        self.runs: list[list[int]] = []
+        self.pause_s = pause_s
+        self.running = threading.Event()
+
+    def __call__(self, s: Session, calls: list[dict[str, Any]]) -> list[str]:
+        self.runs.append([call["n"] for call in calls])
+        self.running.set()
+        time.sleep(self.pause_s)
+        for call in calls:
+            s.execute(text(f"CREATE TABLE probe{call['n']} (x INTEGER)"))
+            if call.get("fail"):
+                raise ValueError(f"call {call['n']} refused")
+        return [f"made {call['n']}" for call in calls]
 
 
-def _told(s: Session, results: list[int]) -> list[str]:
-    return [f"made {n}" for n in results]
-
-
-async def test_grouped_writes_waiting_for_the_turn_are_made_in_one_transaction(
-        tmp_path: Path) -> None:
-    """Calls queued behind another process's write turn take one turn and one transaction
-    when it comes back: each gets its own result, ``then`` sees them all at once, and
-    one call's error undoes only that call's writes."""
-    path = tmp_path / "a.db"
-    db = Database(f"sqlite:///{path}")
-    await db.migrate()
-    groups: list[list[int]] = []
-
-    def then(s: Session, results: list[int]) -> list[str]:
-        groups.append(results)
-        return _told(s, results)
-
+async def _queued_behind_a_turn(path: Path, db: Database, probes: _Probes,
+                                calls: list[dict[str, Any]]) -> list[Any]:
+    """The calls made while another process holds the write turn, then let go together."""
     worker = WriteTurn(str(path.resolve()))
     worker.acquire()
     try:
-        calls = [asyncio.ensure_future(db.write_grouped(_probe, then, n=n, fail=n == 3))
-                 for n in range(6)]
+        made = [asyncio.ensure_future(db.write_grouped(probes, **call)) for call in calls]
         await asyncio.sleep(0.2)
-        assert not any(call.done() for call in calls)
+        assert not any(call.done() for call in made)
     finally:
         worker.release()
-    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
-    assert isinstance(outcomes[3], ValueError) and "call 3 refused" in str(outcomes[3])
-    assert [o for n, o in enumerate(outcomes) if n != 3] == [
-        f"made {n}" for n in (0, 1, 2, 4, 5)]
-    # The flush takes what waits once it holds the turn: all of them, the failed one
-    # left out of ``then``.
-    assert groups == [[0, 1, 2, 4, 5]]
-    assert await db.read(_tables) == ["probe0", "probe1", "probe2", "probe4", "probe5"]
+    return await asyncio.wait_for(asyncio.gather(*made, return_exceptions=True), 10)
+
+
+async def test_grouped_writes_waiting_for_the_turn_are_made_in_one_call(
+        tmp_path: Path) -> None:
+    """Calls queued behind another process's write turn take one turn, one transaction
+    and one call of the store function when it comes back, each with its own result."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+    probes = _Probes()
+    outcomes = await _queued_behind_a_turn(path, db, probes, [{"n": n} for n in range(5)])
+    assert outcomes == [f"made {n}" for n in range(5)]
+    # The flush takes what waits once it holds the turn: all of them.
+    assert probes.runs == [[0, 1, 2, 3, 4]]
+    assert await db.read(_tables) == [f"probe{n}" for n in range(5)]
     await db.dispose()
 
 
-async def test_a_grouped_write_whose_end_fails_undoes_the_whole_group(tmp_path: Path) -> None:
-    """``then`` runs in the group's transaction: its error reaches every call, and none of
-    their writes is kept."""
+async def test_a_call_that_fails_its_group_fails_alone(tmp_path: Path) -> None:
+    """The group's call fails: undone, then each call is made alone in a savepoint of its
+    own; the failing one gets its error, the others are made."""
     path = tmp_path / "a.db"
     db = Database(f"sqlite:///{path}")
     await db.migrate()
-
-    def then(s: Session, results: list[int]) -> list[str]:
-        raise RuntimeError("no positions")
-
-    worker = WriteTurn(str(path.resolve()))
-    worker.acquire()
-    try:
-        calls = [asyncio.ensure_future(db.write_grouped(_probe, then, n=n)) for n in range(3)]
-        await asyncio.sleep(0.2)
-    finally:
-        worker.release()
-    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
-    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
-    assert await db.read(_tables) == []
-    assert await db.write_grouped(_probe, _told, n=7) == "made 7"  # the next group is made
+    probes = _Probes()
+    outcomes = await _queued_behind_a_turn(path, db, probes,
+                                           [{"n": n, "fail": n == 3} for n in range(6)])
+    assert isinstance(outcomes[3], ValueError) and "call 3 refused" in str(outcomes[3])
+    assert [o for n, o in enumerate(outcomes) if n != 3] == [
+        f"made {n}" for n in (0, 1, 2, 4, 5)]
+    assert probes.runs == [[0, 1, 2, 3, 4, 5], [0], [1], [2], [3], [4], [5]]
+    assert await db.read(_tables) == ["probe0", "probe1", "probe2", "probe4", "probe5"]
+    assert await db.write_grouped(probes, n=7) == "made 7"  # the next group is made
     await db.dispose()
 
 
@@ -250,12 +250,11 @@ async def test_a_grouped_write_cancelled_before_its_group_is_made_is_never_made(
     path = tmp_path / "a.db"
     db = Database(f"sqlite:///{path}")
     await db.migrate()
-    ran: list[int] = []
+    probes = _Probes()
     worker = WriteTurn(str(path.resolve()))
     worker.acquire()
     try:
-        calls = [asyncio.ensure_future(db.write_grouped(_probe, _told, n=n, ran=ran))
-                 for n in range(4)]
+        calls = [asyncio.ensure_future(db.write_grouped(probes, n=n)) for n in range(4)]
         await asyncio.sleep(0.2)
         calls[2].cancel()
         cancelled = asyncio.gather(calls[2], return_exceptions=True)
@@ -266,7 +265,32 @@ async def test_a_grouped_write_cancelled_before_its_group_is_made_is_never_made(
     outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
     assert isinstance((await cancelled)[0], asyncio.CancelledError)
     assert [outcomes[n] for n in (0, 1, 3)] == ["made 0", "made 1", "made 3"]
-    assert 2 not in ran
+    assert probes.runs == [[0, 1, 3]]
+    assert await db.read(_tables) == ["probe0", "probe1", "probe3"]
+    await db.dispose()
+
+
+async def test_a_grouped_write_cancelled_while_its_group_runs_is_undone(
+        tmp_path: Path) -> None:
+    """A caller gone while its group's call runs: the group is undone and made again
+    without it, before the commit; that caller goes on once the group is done."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+    probes = _Probes(pause_s=0.3)
+    worker = WriteTurn(str(path.resolve()))
+    worker.acquire()
+    try:
+        calls = [asyncio.ensure_future(db.write_grouped(probes, n=n)) for n in range(4)]
+        await asyncio.sleep(0.2)
+    finally:
+        worker.release()
+    assert await asyncio.to_thread(probes.running.wait, 5)
+    calls[2].cancel()
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert isinstance(outcomes[2], asyncio.CancelledError)
+    assert [outcomes[n] for n in (0, 1, 3)] == ["made 0", "made 1", "made 3"]
+    assert probes.runs == [[0, 1, 2, 3], [0, 1, 3]]
     assert await db.read(_tables) == ["probe0", "probe1", "probe3"]
     await db.dispose()
 
@@ -276,40 +300,23 @@ async def test_more_grouped_writes_than_a_group_holds_are_all_made(tmp_path: Pat
     path = tmp_path / "a.db"
     db = Database(f"sqlite:///{path}")
     await db.migrate()
-    sizes: list[int] = []
-
-    def then(s: Session, results: list[int]) -> list[str]:
-        sizes.append(len(results))
-        return _told(s, results)
-
-    worker = WriteTurn(str(path.resolve()))
-    worker.acquire()
-    try:
-        calls = [asyncio.ensure_future(db.write_grouped(_probe, then, n=n))
-                 for n in range(GROUP_MAX_CALLS + 5)]
-        await asyncio.sleep(0.2)
-    finally:
-        worker.release()
-    outcomes = await asyncio.wait_for(asyncio.gather(*calls), 10)
-    assert outcomes == [f"made {n}" for n in range(GROUP_MAX_CALLS + 5)]
-    assert max(sizes) == GROUP_MAX_CALLS and sum(sizes) == GROUP_MAX_CALLS + 5
+    probes = _Probes()
+    count = GROUP_MAX_CALLS + 5
+    outcomes = await _queued_behind_a_turn(path, db, probes, [{"n": n} for n in range(count)])
+    assert outcomes == [f"made {n}" for n in range(count)]
+    assert [len(run) for run in probes.runs] == [GROUP_MAX_CALLS, 5]
     await db.dispose()
 
 
 async def test_grouped_writes_without_a_sqlite_file_are_one_transaction_each() -> None:
     """Where writes are concurrent (PostgreSQL; here an in-memory database on the async
-    engine) each call is its own transaction, ``then`` included."""
+    engine) each call is its own transaction, alone in its call of the store function."""
     db = Database("sqlite+aiosqlite:///:memory:")
-    groups: list[list[int]] = []
-
-    def then(s: Session, results: list[int]) -> list[str]:
-        groups.append(results)
-        return _told(s, results)
-
-    assert await asyncio.gather(*(db.write_grouped(_probe, then, n=n) for n in range(3))) == [
+    probes = _Probes()
+    assert await asyncio.gather(*(db.write_grouped(probes, n=n) for n in range(3))) == [
         "made 0", "made 1", "made 2"]
-    assert sorted(groups) == [[0], [1], [2]]
+    assert sorted(probes.runs) == [[0], [1], [2]]
     with pytest.raises(ValueError):
-        await db.write_grouped(_probe, then, n=5, fail=True)
+        await db.write_grouped(probes, n=5, fail=True)
     assert await db.read(_tables) == ["probe0", "probe1", "probe2"]
     await db.dispose()

@@ -68,9 +68,8 @@ from server.data.store.timeline import job_timeline, keep_pushed
 from server.data.store.uploads import (
     create_image_job,
     create_upload,
+    create_uploads,
     delete_upload,
-    find_duplicate,
-    positioned_uploads,
 )
 from server.data.store.users import (
     create_token,
@@ -110,6 +109,7 @@ __all__ = [
     "create_task_job",
     "create_token",
     "create_upload",
+    "create_uploads",
     "create_user",
     "create_webhook",
     "create_webhook_deliveries",
@@ -128,7 +128,6 @@ __all__ = [
     "ensure_user",
     "existing_image_ids",
     "existing_token_ids",
-    "find_duplicate",
     "finished_job_counts",
     "fire_schedule",
     "get_image",
@@ -149,7 +148,6 @@ __all__ = [
     "mark_paused",
     "new_message_id",
     "oldest_waiting",
-    "positioned_uploads",
     "purge_finished",
     "queue_position",
     "queue_positions",

@@ -42,11 +42,13 @@ def create_job(
     stage: str = Stage.STORED.value,
     batch_id: str | None = None,
     parent_id: str | None = None,
+    flush: bool = True,
 ) -> JobView:
     """Record a queued job (its message is not sent yet); with ``image``, tied to it.
 
     ``stage`` is ``paused`` when its queue is paused; ``parent_id``: the job it serves (a
-    webhook delivery's).
+    webhook delivery's); ``flush=False``: the caller flushes (jobs recorded together, in
+    one statement per table).
     """
     now = utcnow()
     job = Job(
@@ -61,7 +63,8 @@ def create_job(
     if image is not None:
         image.job_id, image.status = job.id, lifecycle.image_status(JobState.QUEUED).value
     record(s, job)
-    s.flush()
+    if flush:
+        s.flush()
     return JobView(job, image)
 
 

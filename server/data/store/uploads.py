@@ -3,6 +3,7 @@ the duplicate check that makes the same bytes one upload."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,10 +37,12 @@ def create_image_job(
     run_at: datetime | None = None,
     stage: str = Stage.STORED.value,
     batch_id: str | None = None,
+    flush: bool = True,
 ) -> JobView:
-    """Record an accepted upload and its queued processing job.
+    """Record an accepted upload and its queued processing job (``flush``: as
+    ``create_job``'s).
 
-    Call ``find_duplicate`` in the same transaction first (``create_upload`` does).
+    Check for duplicates in the same transaction first (``create_uploads`` does).
     """
     image = Image(
         id=image_id, user_id=user_id, status=lifecycle.image_status(JobState.QUEUED).value,
@@ -50,47 +53,66 @@ def create_image_job(
     return create_job(s, user_id=user_id, task_type=task_type, queue=queue,
                       payload={"image_id": image_id}, max_attempts=max_attempts,
                       priority=priority, run_at=run_at, image=image, stage=stage,
-                      batch_id=batch_id)
+                      batch_id=batch_id, flush=flush)
 
 
-def create_upload(s: Session, /, *, user_id: str, sha256: str,
-                  **fields: Any) -> tuple[JobView, bool]:
-    """``(view, False)`` for a new upload, or ``(earlier view, True)`` for the same bytes again.
+def create_uploads(s: Session, uploads: Sequence[Mapping[str, Any]], /
+                   ) -> list[tuple[JobView, bool, int | None]]:
+    """Record accepted uploads together (each ``create_image_job``'s fields): for each,
+    ``(view, duplicate, queue position)``. The same bytes uploaded before by the same user
+    (or earlier in ``uploads``) give the earlier view, flagged, and nothing new is stored.
 
-    The user's row is locked first so that parallel uploads of one file by one user
-    cannot both pass the duplicate check. SQLite has no row locks and needs none: its
-    write transactions (BEGIN IMMEDIATE) are serialised already, so the statement, a
-    plain SELECT there, is skipped.
+    The rows are written in one flush and the duplicates and positions read once for all
+    (a group commit's uploads: ``Database.write_grouped``). On PostgreSQL the users' rows
+    are locked first (in id order) so that parallel uploads of one file by one user cannot
+    both pass the duplicate check; SQLite serialises its write transactions (BEGIN
+    IMMEDIATE) already, so there the statement is skipped.
     """
+    if not uploads:
+        return []
     if s.get_bind().dialect.name != "sqlite":
-        s.execute(select(User.id).where(User.id == user_id).with_for_update())
-    duplicate = find_duplicate(s, user_id=user_id, sha256=sha256)
-    if duplicate is not None:
-        return duplicate, True
-    return create_image_job(s, user_id=user_id, sha256=sha256, **fields), False
-
-
-def positioned_uploads(s: Session, created: list[tuple[JobView, bool]], /
-                       ) -> list[tuple[JobView, bool, int | None]]:
-    """``create_upload``'s results (of uploads recorded together) with their jobs' queue
-    positions, from one reading of the line."""
-    positions = queue_positions(s, jobs=[view.job for view, _ in created])
+        for user_id in sorted({str(fields["user_id"]) for fields in uploads}):
+            s.execute(select(User.id).where(User.id == user_id).with_for_update())
+    earlier = _earlier_uploads(s, {(str(f["user_id"]), str(f["sha256"])) for f in uploads})
+    made: list[tuple[JobView, bool]] = []
+    for fields in uploads:
+        key = (str(fields["user_id"]), str(fields["sha256"]))
+        found = earlier.get(key)
+        if found is None:
+            found = earlier[key] = create_image_job(s, **fields, flush=False)
+            made.append((found, False))
+        else:
+            made.append((found, True))
+    s.flush()
+    positions = queue_positions(s, jobs=[view.job for view, _ in made])
     return [(view, duplicate, position)
-            for (view, duplicate), position in zip(created, positions, strict=True)]
+            for (view, duplicate), position in zip(made, positions, strict=True)]
 
 
-def find_duplicate(s: Session, /, *, user_id: str, sha256: str) -> JobView | None:
-    """The user's earlier upload of the same bytes, unless it failed (then it may be retried)."""
+def create_upload(s: Session, /, **fields: Any) -> tuple[JobView, bool]:
+    """One upload: ``create_uploads`` of one, without its position."""
+    view, duplicate, _ = create_uploads(s, [fields])[0]
+    return view, duplicate
+
+
+def _earlier_uploads(s: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], JobView]:
+    """For each (user, SHA-256): the user's latest upload of those bytes, unless it failed
+    (then it may be uploaded again), with its job; two queries for all of them."""
     failed = lifecycle.ImageStatus.FAILED.value
-    image = s.scalars(
-        select(Image)
-        .where(Image.user_id == user_id, Image.sha256 == sha256, Image.status != failed)
-        .order_by(Image.id.desc())
-    ).first()
-    if image is None or image.job_id is None:
-        return None
-    job = s.get(Job, image.job_id)
-    return JobView(job, image) if job else None
+    latest: dict[tuple[str, str], Image] = {}
+    for image in s.scalars(
+            select(Image)
+            .where(Image.user_id.in_({user for user, _ in keys}),
+                   Image.sha256.in_({sha for _, sha in keys}), Image.status != failed)
+            .order_by(Image.id.desc())):
+        key = (image.user_id, image.sha256)
+        if key in keys and key not in latest:
+            latest[key] = image
+    job_ids = [image.job_id for image in latest.values() if image.job_id is not None]
+    jobs = {job.id: job for job in s.scalars(select(Job).where(Job.id.in_(job_ids)))} \
+        if job_ids else {}
+    return {key: JobView(jobs[image.job_id], image) for key, image in latest.items()
+            if image.job_id in jobs}
 
 
 def delete_upload(s: Session, /, *, image_id: str, job_id: str) -> None:

@@ -15,6 +15,7 @@ from server.data.db import SyncDatabase
 from server.data.models import Image, Job, JobEventRecord, new_id
 from tests.server.store.rows import (
     count_rows,
+    count_statements,
     finish,
     new_upload,
     new_user,
@@ -51,24 +52,32 @@ def _upload_fields(user_id: str, sha256: str) -> dict[str, Any]:
 
 def test_uploads_recorded_together_get_their_positions_and_see_each_other(
         db: SyncDatabase) -> None:
-    """A group commit's transaction (``Database.write_grouped``): the uploads one after the
-    other, then their positions from one reading of the line. A file sent twice in the
-    group is one upload; each new job's position counts the group's jobs ahead of it."""
+    """A group commit's uploads (``Database.write_grouped``), in one flush, with their
+    positions from one reading of the line. A file sent twice in the group is one upload;
+    each new job's position counts the group's jobs ahead of it."""
     user_id, other = new_user(db), new_user(db)
     ahead = db.write(store.create_upload, **_upload_fields(user_id, secrets.token_hex(32)))[0]
     same = secrets.token_hex(32)
     fields = [_upload_fields(user_id, same), _upload_fields(other, secrets.token_hex(32)),
               _upload_fields(user_id, same), _upload_fields(user_id, secrets.token_hex(32))]
-    made = db.write(lambda s: store.positioned_uploads(
-        s, [store.create_upload(s, **f) for f in fields]))
+    with count_statements(db) as statements:
+        made = db.write(store.create_uploads, fields)
+    inserts = [sql.split("(")[0].strip() for sql in statements if sql.startswith("INSERT")]
+    # The three new uploads' images and jobs in one statement each (executemany), not
+    # three; their timeline entries too on PostgreSQL (on SQLite the ORM inserts rows
+    # with a generated key one by one, to read each key back).
+    assert inserts.count("INSERT INTO images") == inserts.count("INSERT INTO jobs") == 1
+    assert 1 <= inserts.count("INSERT INTO job_events") <= 3, inserts
     (first, new1, pos1), (theirs, new2, pos2), (again, dup, pos3), (last, new4, pos4) = made
     assert (new1, new2, dup, new4) == (False, False, True, False)
     assert again.job.id == first.job.id and again.image is not None
     assert again.image.id == first.image.id  # type: ignore[union-attr]
-    # In line: ahead (turn 1), theirs (turn 1 of the other user), first, last.
-    assert (pos1, pos2, pos3, pos4) == (2, 1, 2, 3)
-    assert db.read(lambda s: store.queue_position(s, job=stored_job(db, last.job.id))) == 3
-    assert ahead.job.id < first.job.id < theirs.job.id < last.job.id
+    # In line: ahead (turn 1), theirs (turn 1 of the other user), then first and last
+    # (made in the same millisecond, their ids' order is the line's).
+    assert pos2 == 1 and pos3 == pos1 and {pos1, pos4} == {2, 3}
+    for view, position in ((ahead, 0), (theirs, 1), (first, pos1), (last, pos4)):
+        assert db.read(lambda s, v=view: store.queue_position(
+            s, job=stored_job(db, v.job.id))) == position
     assert count_rows(db, Image, Image.user_id == user_id) == 3
 
 
@@ -95,27 +104,31 @@ def test_create_upload_returns_the_earlier_upload_of_the_same_bytes(db: SyncData
     assert count_rows(db, Image, Image.user_id == user_id) == 2
 
 
-def test_find_duplicate_picks_the_newest_usable_upload(db: SyncDatabase) -> None:
-    """The newest non-failed image of those bytes; None when there is none, when the image
-    has no job or its job is gone."""
+def test_the_duplicate_is_the_newest_usable_upload(db: SyncDatabase) -> None:
+    """Of several uploads of the same bytes, the newest not failed (nor cancelled); a
+    new upload when none is left, or when the newest has no job or its job is gone."""
     user_id = new_user(db)
     sha = secrets.token_hex(32)
-    assert db.read(store.find_duplicate, user_id=user_id, sha256=sha) is None
+
+    def upload() -> tuple[store.JobView, bool]:
+        return db.write(store.create_upload, **_upload_fields(user_id, sha))
+
     older, newer = new_upload(db, user_id, sha256=sha), new_upload(db, user_id, sha256=sha)
-    assert older.image is not None and newer.image is not None
-    found = db.read(store.find_duplicate, user_id=user_id, sha256=sha)
-    assert found is not None and found.image is not None
+    found, duplicate = upload()
+    assert duplicate and found.image is not None and newer.image is not None
     assert (found.job.id, found.image.id) == (newer.job.id, newer.image.id)
 
     finish(db, newer.job.id, JobState.CANCELLED)  # a cancelled image counts as failed
-    found = db.read(store.find_duplicate, user_id=user_id, sha256=sha)
-    assert found is not None and found.job.id == older.job.id
+    found, duplicate = upload()
+    assert duplicate and found.job.id == older.job.id
 
+    assert older.image is not None
     db.write(store.record_image_output, image_id=older.image.id, job_id=None)
-    assert db.read(store.find_duplicate, user_id=user_id, sha256=sha) is None
-    dangling = new_upload(db, user_id, sha256=sha)
-    db.write(lambda s: s.execute(delete(Job).where(Job.id == dangling.job.id)))
-    assert db.read(store.find_duplicate, user_id=user_id, sha256=sha) is None
+    made, duplicate = upload()
+    assert not duplicate
+    db.write(lambda s: s.execute(delete(Job).where(Job.id == made.job.id)))
+    again, duplicate = upload()  # its newest has no job: a new upload again
+    assert not duplicate and again.job.id != made.job.id
 
 
 def test_delete_upload_removes_image_job_and_timeline(db: SyncDatabase) -> None:
