@@ -132,12 +132,6 @@ def fair_cap(prefix: str, base: str) -> str:
     return f"{prefix}:fair:cap:{base}"
 
 
-def fair_held(prefix: str, queue: str) -> str:
-    """The queue's messages held for their sender (a sorted set of redis message ids by
-    time held): no turn moves them until it has announced their job."""
-    return f"{prefix}:fair:held:{queue}"
-
-
 def fair_bell(prefix: str, queue: str) -> str:
     """A token per message moved into a Dramatiq queue (a short list): an idle worker's
     consumer waits on it (BLPOP) instead of sleeping between polls."""

@@ -140,16 +140,17 @@ class FairRedisBroker(RedisBroker):
         return self.send(message, delay=delay)[0]
 
     def send(self, message: Message[Any], *, delay: int | None = None,
-             hold: bool = False) -> tuple[Message[Any], str | None]:
-        """``enqueue``, and the redis message id of the message if it was held.
+             announce: tuple[str, str] | None = None) -> tuple[Message[Any], bool]:
+        """``enqueue``, and whether ``announce`` was published with it.
 
-        ``hold``: an owner's message for now is held in the owner's list until its
-        sender, having announced the job, unholds it with that id (``FairQueues.push``).
-        A delayed message or one without an owner is never held (None).
+        ``announce``: a channel and the job's event, published in the same step as an
+        owner's message for now is stored, before any worker can take it
+        (``FairQueues.push``). A delayed message or one without an owner is sent without
+        it (False): its sender publishes the event itself.
         """
         user = message.options.get(USER_OPTION)
         if delay:
-            return super().enqueue(message, delay=delay), None
+            return super().enqueue(message, delay=delay), False
         if not user:  # no owner, no turn, nobody's events: straight in, as Dramatiq sends
             sent: Message[Any] = super().enqueue(message)
             try:
@@ -158,11 +159,11 @@ class FairRedisBroker(RedisBroker):
                     pipe.execute()
             except redis.RedisError as exc:  # sent all the same: a poll finds it
                 log.warning("could not ring queue %s's bell: %s", message.queue_name, exc)
-            return sent, None
+            return sent, False
         self.emit_before("enqueue", message, delay)
-        stored: Message[Any] = self.fair.push(message, str(user), hold=hold)
+        stored: Message[Any] = self.fair.push(message, str(user), announce=announce)
         self.emit_after("enqueue", stored, delay)
-        return stored, str(stored.options["redis_message_id"]) if hold else None
+        return stored, announce is not None
 
 
 def build_broker(settings: Settings, *, maintenance: bool = True) -> FairRedisBroker:
@@ -205,26 +206,26 @@ QUEUED_OPTION = "darkroom_queued_ms"
 
 
 def send_job(broker: RedisBroker, job: Job, *, delay_ms: int | None = None,
-             queued_ms: int | None = None, hold: bool = False) -> str | None:
-    """Enqueue the message a stored job names (its ``message_id``; ``hold``: as
+             queued_ms: int | None = None, announce: tuple[str, str] | None = None) -> bool:
+    """Enqueue the message a stored job names (its ``message_id``; ``announce``: as
     ``enqueue_job``)."""
     assert job.message_id is not None
     return enqueue_job(broker, job_id=job.id, message_id=job.message_id,
                        actor_name=actor_for(job.type, job.priority), queue_name=job.queue,
                        max_attempts=job.max_attempts, delay_ms=delay_ms,
-                       user_id=job.user_id, queued_ms=queued_ms, hold=hold)
+                       user_id=job.user_id, queued_ms=queued_ms, announce=announce)
 
 
 def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name: str,
                 queue_name: str, max_attempts: int, delay_ms: int | None = None,
                 user_id: str | None = None, queued_ms: int | None = None,
-                hold: bool = False) -> str | None:
+                announce: tuple[str, str] | None = None) -> bool:
     """Send the message for a stored job; its only argument is the job id.
 
-    ``hold``: a message for now (not delayed) is held in its owner's list until the
-    caller unholds it (``FairQueues.unhold``) once the job's ``job:queued`` is out, so
-    that no worker begins the job before it. Returns the redis message id to unhold
-    (None when nothing was held: a delayed message, or one without an owner).
+    ``announce``: a channel and the job's event (its ``job:queued``), published in the
+    same step as a message for now (not delayed) with an owner is stored, before any
+    worker can take it (``FairQueues.push``). Returns whether it was: a delayed message,
+    or one without an owner, is sent without it, and the caller publishes it.
 
     With tracing on, the send is a span (``enqueue <queue>``) whose context the message
     carries (``tracing.MESSAGE_OPTION``), for the worker's job span to continue.
@@ -239,7 +240,7 @@ def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name
                  **({QUEUED_OPTION: queued_ms} if queued_ms is not None else {})},
     )
     if not tracing.enabled():
-        return _send(broker, message, delay_ms or None, hold)
+        return _send(broker, message, delay_ms or None, announce)
     with tracing.span(f"enqueue {queue_name}", kind="producer", attributes={
             "messaging.system": "dramatiq", "messaging.operation.type": "send",
             "messaging.destination.name": queue_name, "messaging.message.id": message_id,
@@ -247,12 +248,12 @@ def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name
         carrier = tracing.carrier()
         if carrier:
             message.options[tracing.MESSAGE_OPTION] = carrier
-        return _send(broker, message, delay_ms or None, hold)
+        return _send(broker, message, delay_ms or None, announce)
 
 
 def _send(broker: RedisBroker, message: Message[object], delay: int | None,
-          hold: bool) -> str | None:
+          announce: tuple[str, str] | None) -> bool:
     if not isinstance(broker, FairRedisBroker):
         broker.enqueue(message, delay=delay)
-        return None
-    return broker.send(message, delay=delay, hold=hold)[1]
+        return False
+    return broker.send(message, delay=delay, announce=announce)[1]

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 import redis
 import redis.asyncio as aioredis
@@ -145,17 +145,15 @@ class Bus:
         else:
             await self._client.publish(self._channel, message)
 
-    def publish_in(self, pipe: Any, event: BusEvent) -> None:
-        """``publish`` queued on an asyncio pipeline: done in its order, answered with its
-        execute(). The script goes as its text (EVAL), so that the pipeline needs no
-        check that Redis has it."""
-        message = event.encode(published_at=time.time(), trace=tracing.carrier())
-        if _keeps_live(event):
-            names, args = _script_call(self._prefix, self._channel, event, _mode(event),
-                                       message)
-            pipe.eval(_PUBLISH, len(names), *names, *args)
-        else:
-            pipe.publish(self._channel, message)
+    def announcement(self, event: JobEvent) -> tuple[str, str]:
+        """The channel and message of a waiting job's event (its ``job:queued``), for the
+        queue's script to publish in the step that stores the job's message
+        (``FairQueues.push``). A waiting job has no live state to keep (a new job has
+        none; a failed job run again ended its last run's), so a plain PUBLISH is all that
+        ``publish`` would do with it; stamped now."""
+        if event.job.get("state") != JobState.QUEUED.value:
+            raise ValueError(f"only a waiting job's event is announced so: {event.name}")
+        return self._channel, event.encode(published_at=time.time(), trace=tracing.carrier())
 
     async def live_states(self, job_ids: Iterable[str]) -> dict[str, live.LiveState]:
         """The live state of those jobs that have one (one round trip)."""

@@ -13,8 +13,8 @@ of their processing.
 
 Every step is one Lua script, so a process killed at any moment (kill -9 included) leaves
 each message either in its user's list or in the broker's queue, never in both and never
-in neither. The moves happen when a message is sent (in the sending process; a sender
-that announces the job after the send holds it until then, see ``push``), when a worker
+in neither. The moves happen when a message is sent (in the sending process, after the
+job's event if it comes with one, see ``push``), when a worker
 ends a message, and every ``TICK_S`` in each worker process (for whatever those missed:
 a worker that died, a queue resumed by an admin). Each move rings the queue's bell.
 
@@ -31,7 +31,6 @@ Redis keys (``<prefix>:fair:…``; Dramatiq's own are under its namespace):
                         (MAX_JOBS_IN_FLIGHT_PER_USER; DELIVERIES_IN_FLIGHT_PER_USER for I/O)
   bell:<queue>          a token per message moved in (the last 64, for 5 s): an idle
                         consumer of the queue waits on it (``broker.PromptConsumer``)
-  held:<queue>          sorted set: redis message ids held for their sender, by time
 """
 
 from __future__ import annotations
@@ -59,11 +58,9 @@ TICK_S = 0.25
 
 # ARGV: mode, prefix, namespace, (unused), heartbeat_timeout_ms, per_user_cap, stale_ms,
 #       base, paused_key, n, queue_1 .. queue_n (priority order), then by mode:
-#   push:    queue, user, redis_message_id, message_id, data, hold ("1": held, see push)
+#   push:    queue, user, redis_message_id, message_id, data[, channel, event (see push)]
 #   release: user, message_id
-#   unhold:  queue, redis_message_id
-# Returns how many messages it moved to the broker's queues; for an unhold of a message
-# that was no longer held, -1 - that number.
+# Returns how many messages it moved to the broker's queues.
 _SCRIPT = """
 local mode, prefix, namespace = ARGV[1], ARGV[2], ARGV[3]
 local timeout = tonumber(ARGV[5])
@@ -86,25 +83,18 @@ if mode == "push" then
   if redis.call("sadd", fair .. "ringset:" .. queue, user) == 1 then
     redis.call("rpush", fair .. "ring:" .. queue, user)
   end
-  -- Held: no turn moves it until its sender, having announced the job (job:queued),
-  -- unholds it, so that no worker can begin it (job:active) before that event is out;
-  -- or until HOLD_MS have passed (the sender died meanwhile).
-  if ARGV[rest + 6] == "1" then
-    redis.call("zadd", fair .. "held:" .. queue, now, rid)
-    return 0
+  -- Sent with its job's event (job:queued): published now, once the message is stored
+  -- and before any turn can move it, so that no worker can begin the job (job:active)
+  -- before that event is out.
+  if ARGV[rest + 6] then
+    redis.call("publish", ARGV[rest + 6], ARGV[rest + 7])
   end
 elseif mode == "release" then
   redis.call("zrem", fair .. "inflight:" .. base .. ":" .. ARGV[rest + 1], ARGV[rest + 2])
   redis.call("zrem", fair .. "inflight:" .. base, ARGV[rest + 2])
 end
-local unheld = mode ~= "unhold"
-  or redis.call("zrem", fair .. "held:" .. ARGV[rest + 1], ARGV[rest + 2]) == 1
-local function answer(moved)
-  if unheld then return moved end
-  return -1 - moved
-end
 
-if redis.call("sismember", paused_key, base) == 1 then return answer(0) end
+if redis.call("sismember", paused_key, base) == 1 then return 0 end
 
 -- The threads of the live workers consuming this queue family.
 local threads_key = fair .. "threads:" .. base
@@ -128,10 +118,7 @@ for q = 1, n do
   if free <= 0 then break end
   local queue = ARGV[10 + q]
   local ring, ringset = fair .. "ring:" .. queue, fair .. "ringset:" .. queue
-  local held = fair .. "held:" .. queue
-  redis.call("zremrangebyscore", held, "-inf", now - HOLD_MS)
-  local holding = redis.call("exists", held) == 1
-  local skipped, rung, waited = 0, 0, {}
+  local skipped, rung = 0, 0
   while free > 0 do
     local users = redis.call("llen", ring)
     if users == 0 or skipped >= users then break end
@@ -144,12 +131,6 @@ for q = 1, n do
     elseif cap > 0 and redis.call("zcard", inflight) >= cap then
       redis.call("rpush", ring, user)
       skipped = skipped + 1
-    elseif holding and redis.call("zscore", held, redis.call("lindex", list, 0)) then
-      -- Their next message is held: the next user's turn, but this user keeps their
-      -- place (put back at the front below).
-      redis.call("rpush", ring, user)
-      skipped = skipped + 1
-      waited[#waited + 1] = user
     else
       local rid = redis.call("lpop", list)
       local data = redis.call("hget", fair .. "msgs:" .. queue, rid)
@@ -174,10 +155,6 @@ for q = 1, n do
       skipped = 0
     end
   end
-  for i = #waited, 1, -1 do
-    redis.call("lrem", ring, 1, waited[i])
-    redis.call("lpush", ring, waited[i])
-  end
   -- Rung once per message moved. Nobody may be waiting, so the bell is kept short and
   -- short-lived (its time runs from its last ring).
   if rung > 0 then
@@ -186,7 +163,7 @@ for q = 1, n do
     redis.call("pexpire", bell, BELL_TTL_MS)
   end
 end
-return answer(moved)
+return moved
 """
 
 
@@ -194,10 +171,8 @@ return answer(moved)
 # queue only polls once more).
 _BELL_TOKENS = 64
 _BELL_TTL_MS = 5_000
-# How long a held message (``FairQueues.push``) waits for its sender at most.
-HOLD_MS = 5_000
 _SCRIPT = (_SCRIPT.replace("BELL_TOKENS", str(_BELL_TOKENS))
-           .replace("BELL_TTL_MS", str(_BELL_TTL_MS)).replace("HOLD_MS", str(HOLD_MS)))
+           .replace("BELL_TTL_MS", str(_BELL_TTL_MS)))
 
 
 def ring(pipe: Any, prefix: str, queue: str) -> None:
@@ -207,11 +182,6 @@ def ring(pipe: Any, prefix: str, queue: str) -> None:
     pipe.rpush(bell, 1)
     pipe.ltrim(bell, -_BELL_TOKENS, -1)
     pipe.pexpire(bell, _BELL_TTL_MS)
-
-
-def unheld(answer: Any) -> bool:
-    """What an unhold's script answered: True if the message was still held."""
-    return int(answer) >= 0
 
 
 class FairQueues:
@@ -236,33 +206,22 @@ class FairQueues:
     def _run(self, mode: str, base: str, extra: Iterable[str]) -> int:
         return int(self._script(keys=[], args=self._args(mode, base, extra)))
 
-    def push(self, message: Any, user_id: str, *, hold: bool = False) -> Any:
+    def push(self, message: Any, user_id: str, *,
+             announce: tuple[str, str] | None = None) -> Any:
         """Put a message (for its queue now, not delayed) in its user's list and take the
         turns free places allow; returns the message as stored (with the redis message id
         Dramatiq's queues need).
 
-        ``hold``: no turn moves it in (the user's later messages wait behind it) until
-        ``unhold``, or HOLD_MS. A sender that announces the job after the send holds the
-        message and unholds it once its event is out: no worker can begin the job before
-        that. Were the sender to die first, a turn after HOLD_MS moves it.
+        ``announce``: a channel and an event (the job's job:queued) published in the same
+        step, after the message is stored and before any turn moves it: no worker can
+        begin the job (job:active) before that event is out, and neither happens without
+        the other (the script stops at its first write if Redis refuses writes).
         """
         message = message.copy(options={"redis_message_id": str(uuid4())})
         self._run("push", base_queue(message.queue_name),
                   [message.queue_name, user_id, message.options["redis_message_id"],
-                   message.message_id, message.encode().decode(), "1" if hold else "0"])
+                   message.message_id, message.encode().decode(), *(announce or ())])
         return message
-
-    def unhold(self, queue: str, redis_message_id: str) -> bool:
-        """A held message may move now, and the turns free places allow are taken (in
-        one round trip). False if it was no longer held: its hold had run out."""
-        return unheld(self._run("unhold", base_queue(queue), [queue, redis_message_id]))
-
-    def unhold_eval(self, queue: str, redis_message_id: str) -> tuple[str, list[str | int]]:
-        """``unhold`` as an EVAL's script (its text, not its SHA, so that a pipeline needs
-        no check that Redis has it) and arguments (no keys), for another client to send:
-        the web's asyncio one, in a pipeline after the job's event. ``unheld`` reads the
-        answer."""
-        return _SCRIPT, self._args("unhold", base_queue(queue), [queue, redis_message_id])
 
     def release(self, message: Any) -> int:
         """The message's processing ended (done, failed, retry scheduled or skipped):

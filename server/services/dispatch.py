@@ -22,7 +22,6 @@ from server.core.jobs import PRIORITY_ORDER, TransitionError, queue_for
 from server.data import store
 from server.data.models import Job, as_utc, utcnow
 from server.data.store import JobView
-from server.infra import fair
 from server.infra.broker import send_job
 from server.services import live_views, outcomes
 from server.services.context import Services
@@ -31,24 +30,36 @@ log = logging.getLogger(__name__)
 
 
 async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
-                  undo: Callable[[], Awaitable[object]],
-                  queued_ms: int | None = None) -> str | None:
-    """Send the job's message; if Redis is unreachable, run ``undo`` and raise
-    UNAVAILABLE ``queue_unavailable``. ``queued_ms``: when it went back in the queue
-    (a failed job's retry), which its wait is measured from.
+                  undo: Callable[[], Awaitable[object]], queued_ms: int | None = None,
+                  position: int | EllipsisType | None = ...) -> dict[str, Any]:
+    """Send the job's message and announce it (``job:queued``); returns the <Job>
+    announced. If Redis is unreachable, run ``undo`` and raise UNAVAILABLE
+    ``queue_unavailable``. ``queued_ms``: when it went back in the queue (a failed job's
+    retry), which its wait is measured from; ``position``: its queue position when the
+    caller knows it already (else it is read).
 
     No 202 without a message in the queue: a job recorded but never enqueued would
     wait forever, so the request fails as a whole and the client may try again.
 
-    A message for now (not delayed) is held in its owner's list: no worker can take it
-    until ``announce`` (given the id this returns as ``held``) has published
-    ``job:queued`` and unholds it, so that no worker pushes ``job:active`` first.
+    A message for now goes in one step with its event (``FairQueues.push``): no worker
+    can begin the job (``job:active``) before ``job:queued`` is out, and a refused send
+    publishes nothing. A delayed message (or one whose position cannot be read) is
+    announced once sent, as ``announce`` does.
     """
     job = view.job
     assert job.message_id is not None
+    event = None
+    if not delay_s:
+        try:
+            if isinstance(position, EllipsisType):
+                position = await state.db.read(store.queue_position, job=job)
+            event = state.presenter.event(view, queue_position=position)
+        except outcomes.UNANNOUNCED:
+            pass  # announced after the send, which reads it again (and logs a failure)
     try:
-        held = await send(state, job, delay_s=delay_s, queued_ms=queued_ms,
-                          hold=not delay_s)
+        announced = await send(state, job, delay_s=delay_s, queued_ms=queued_ms,
+                               announce=None if event is None
+                               else state.bus.announcement(event))
     except redis.RedisError as exc:
         await undo()
         log.warning("refused job %s, Redis unavailable: %s", job.id, exc,
@@ -56,40 +67,23 @@ async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
         raise ApiError(Problem.UNAVAILABLE, "queue_unavailable",
                        "the job queue is unavailable; try again shortly") from None
     state.sent.add(job)
-    return held
+    if event is None or not announced:
+        return await announce(state, view, position)
+    await outcomes.run_async(outcomes.publish_batch(event), StatePorts(state))
+    return dict(event.job)
 
 
-async def send(state: Services, job: Job, *, delay_s: int = 0,
-               queued_ms: int | None = None, hold: bool = False) -> str | None:
-    """Put the job's current message on its queue (raises redis errors; ``hold``: as
-    ``broker.enqueue_job``, whose held message id this returns)."""
-    held: str | None = await asyncio.to_thread(
-        send_job, state.broker, job, delay_ms=delay_s * 1000, queued_ms=queued_ms, hold=hold)
-    return held
+async def send(state: Services, job: Job, *, delay_s: int = 0, queued_ms: int | None = None,
+               announce: tuple[str, str] | None = None) -> bool:
+    """Put the job's current message on its queue (raises redis errors); ``announce``:
+    as ``broker.enqueue_job``, and whether it was published with the message."""
+    announced: bool = await asyncio.to_thread(
+        send_job, state.broker, job, delay_ms=delay_s * 1000, queued_ms=queued_ms,
+        announce=announce)
+    return announced
 
 
-async def unhold(state: Services, queue: str, held: str) -> None:
-    """Let a held message move (``FairQueues.unhold``) and take the turns free threads
-    allow, ringing the queue's bell for each move (an idle worker fetches at once). If
-    Redis refuses, a worker's tick moves it once the hold expires (``fair.HOLD_MS``)."""
-    try:
-        script, args = state.broker.fair.unhold_eval(queue, held)
-        answer = await state.redis.eval(script, 0, *args)
-    except redis.RedisError as exc:
-        answer = exc
-    _unheld(queue, answer)
-
-
-def _unheld(queue: str, answer: object) -> None:
-    """Log what went wrong with an unhold, from its script's answer (or error)."""
-    if isinstance(answer, Exception):
-        log.warning("could not unhold a message of queue %s: %s", queue, answer)
-    elif not fair.unheld(answer):
-        log.warning("a message of queue %s outlived its hold (%d ms) before its job was "
-                    "announced: a worker may have begun it first", queue, fair.HOLD_MS)
-
-
-# How much longer than an unheld one a silent job whose message Dramatiq still holds is
+# How much longer than another a silent job whose message Dramatiq still holds is
 # left to Dramatiq's redelivery: the supervisor's longest restart back-off (30 s) and a
 # worker's start, with room to spare.
 HELD_GRACE_S = 60
@@ -237,28 +231,20 @@ async def retry_failed(state: Services, job_id: str, *, user_id: str | None = No
         await state.db.write(store.dead_letter, job_id=job_id, **undo_fields)
 
     # Its wait (the wait-time metric) counts from now, not from when the job was made.
-    held = await enqueue(state, view, undo=undo,
+    return await enqueue(state, view, undo=undo,
                          queued_ms=int(as_utc(view.job.updated_at).timestamp() * 1000))
-    return await announce(state, view, held=held)
 
 
 async def announce(state: Services, view: JobView, position: int | EllipsisType | None = ...,
-                   *, deliveries: Sequence[JobView] = (),
-                   held: str | None = None) -> dict[str, Any]:
+                   *, deliveries: Sequence[JobView] = ()) -> dict[str, Any]:
     """Publish the job's current state to its owner, then send the webhook deliveries its
     end made (one Redis refuses is left for the sweeper); returns the <Job> sent.
 
     ``position``: its queue position when the caller knows it already (else it is read).
-    ``held``: its message's id, held by ``enqueue``: unheld right after the event, in the
-    same round trip (or once it failed to go out: the job is sent all the same).
     """
-    ports = StatePorts(state) if held is None else _Unholding(state, view.job.queue, held)
-    try:
-        event = await outcomes.run_async(
-            outcomes.changed(state.presenter, view, deliveries, position=position), ports)
-    finally:
-        if isinstance(ports, _Unholding) and ports.held is not None:  # nothing went out
-            await unhold(state, view.job.queue, ports.held)
+    event = await outcomes.run_async(
+        outcomes.changed(state.presenter, view, deliveries, position=position),
+        StatePorts(state))
     return dict(event.job)
 
 
@@ -290,31 +276,3 @@ class StatePorts:
 
     async def note_sent(self, job: Job) -> None:
         self.state.sent.add(job)
-
-
-class _Unholding(StatePorts):
-    """``StatePorts`` for a job whose message ``enqueue`` held: the first event published
-    (the job's own) lifts the hold in the same round trip, just after it."""
-
-    def __init__(self, state: Services, queue: str, held: str) -> None:
-        super().__init__(state)
-        self.queue: str = queue
-        self.held: str | None = held
-
-    async def publish(self, event: BusEvent) -> None:
-        held, self.held = self.held, None
-        if held is None:
-            return await super().publish(event)
-        try:
-            async with self.state.redis.pipeline(transaction=False) as pipe:
-                self.state.bus.publish_in(pipe, event)
-                script, args = self.state.broker.fair.unhold_eval(self.queue, held)
-                pipe.eval(script, 0, *args)
-                answers = await pipe.execute(raise_on_error=False)
-            published, answer = answers[0], answers[-1]  # the event's first, the unhold's last
-        except redis.RedisError:
-            self.held = held  # neither went: ``announce`` tries the unhold alone
-            raise
-        _unheld(self.queue, answer)
-        if isinstance(published, Exception):
-            raise published

@@ -192,8 +192,8 @@ async def submit_file(state: Services, stored: StoredFile) -> dict[str, Any]:
         await state.db.write(store.delete_upload, image_id=image_id, job_id=view.job.id)
         await asyncio.to_thread(state.storage.remove_image, image_id)
 
-    held = await dispatch.enqueue(state, view, delay_s=stored.delay_s, undo=undo)
-    job = await dispatch.announce(state, view, stored.position, held=held)
+    job = await dispatch.enqueue(state, view, delay_s=stored.delay_s, undo=undo,
+                                 position=stored.position)
     return {"image": state.presenter.image(view.image), "job": job}
 
 
@@ -226,9 +226,8 @@ async def submit_task(state: Services, principal: Principal, task_type: TaskSpec
             await state.db.write(store.delete_job, job_id=view.job.id)
 
         undo_counted = await outbound.count_task(state, view, undo)
-        held = await dispatch.enqueue(state, view, delay_s=spec.delay_s, undo=undo_counted)
+        return await dispatch.enqueue(state, view, delay_s=spec.delay_s, undo=undo_counted)
     except Exception:
         # No job after all (image busy, send rate, queue down): no high-priority one.
         await give_back(state, high)
         raise
-    return await dispatch.announce(state, view, held=held)

@@ -53,9 +53,7 @@ from server.data.db import Database
 from server.data.models import DeadLetter, Job, as_utc, utcnow
 from server.data.store import JobView
 from server.infra.broker import QUEUED_OPTION, build_broker
-from server.infra.bus import _PUBLISH as bus_script
 from server.infra.bus import Bus
-from server.infra.fair import _SCRIPT as fair_script
 from server.infra.settings import Settings
 from server.infra.storage import LocalStorage
 from server.services import dispatch
@@ -81,16 +79,19 @@ class State:
     presenter: Presenter
     sent: SentMarks
     published: list[JobEvent] = field(default_factory=list)
+    announced: list[JobEvent] = field(default_factory=list)
     task_types: dict[str, TaskSpec] = field(default_factory=lambda: {
         TASK: TaskSpec(TASK, "echo", {"type": "object"})})
 
     async def publish(self, event: JobEvent) -> None:
         self.published.append(event)
 
-    def publish_in(self, pipe: Any, event: JobEvent) -> None:
-        """``Bus.publish_in``: recorded, with a command in its place in the pipeline."""
-        self.published.append(event)
-        pipe.echo("published")
+    def announcement(self, event: JobEvent) -> tuple[str, str]:
+        """``Bus.announcement``: the event handed to the queue's script with a send,
+        recorded (it publishes to a channel nobody reads)."""
+        self.announced.append(event)
+        return (f"{self.settings.redis_prefix}:recorded",
+                event.encode(published_at=time.time()))
 
     @property
     def bus(self) -> State:
@@ -106,7 +107,7 @@ class State:
         # Port 1: nothing listens there, and no test can take it (it is privileged).
         down = replace(self.settings, redis_url="redis://127.0.0.1:1/0")
         return replace(self, settings=down, broker=build_broker(down, maintenance=False),
-                       published=self.published)
+                       published=self.published, announced=self.announced)
 
 
 @pytest.fixture
@@ -516,7 +517,8 @@ async def test_retry_failed_requeues_a_dead_letter_under_the_same_id(
     [first] = [m for m in in_queue(sync_redis, state.namespace, "default")
                if m.args[0] == ahead.job.id]
     assert QUEUED_OPTION not in first.options
-    [event] = state.published
+    assert state.published == [], "announced with the send"
+    [event] = state.announced
     assert (event.name, event.user_id, event.job["id"]) == ("job:queued", "u1", view.job.id)
     assert event.job["queue_position"] == 1, f"behind {ahead.job.id}"
     assert job == event.job and job["state"] == "queued" and job["attempt"] == 0
@@ -552,7 +554,7 @@ async def test_retry_failed_refuses_what_cannot_run_again(state: State) -> None:
                                       dead_letters_only=False, retryable_only=True)
     assert job["state"] == "queued"
 
-    assert [e.job["id"] for e in state.published] == [cleared.job.id]
+    assert [e.job["id"] for e in state.announced] == [cleared.job.id]
     assert (await row(state, permanent.job.id)).state == JobState.FAILED.value
     assert (await row(state, queued.job.id)).state == JobState.QUEUED.value
 
@@ -607,6 +609,7 @@ async def test_retry_failed_with_redis_down_puts_the_dead_letter_back(
     assert after is not None and before is not None
     assert (after.error_type, after.error_message, after.traceback, after.attempts) == (
         before.error_type, before.error_message, before.traceback, before.attempts)
+    # Its job:queued went with the refused send: never published.
     assert state.published == [] and state.sent._pending == {}
     assert any(view.job.id in r.getMessage() for r in caplog.records)
     # Redis is back: the owner's own retry (only retryable failures) goes through.
@@ -638,54 +641,48 @@ async def test_announce_publishes_the_stored_state_with_its_queue_position(
     assert read["seq"] == second.job.seq and isinstance(read["created_at"], str)
 
 
-async def test_announce_lifts_the_hold_just_after_the_jobs_event_in_one_round_trip(
+async def test_enqueue_publishes_job_queued_in_the_step_that_sends_the_message(
         state: State, sync_redis: redis.Redis) -> None:
-    """A held message (``enqueue``) is let go in the round trip that publishes the job's
-    event, after it: one pipeline, the event's script first, the unhold's last (Redis runs
-    a pipeline's commands in order, so no worker can begin the job before job:queued is
-    out). With the real bus: job:queued reaches a subscriber, and the message is held no
-    more."""
-    view = await new_job(state)
+    """With the real bus: a message for now goes in one script call with its job's
+    ``job:queued`` (published there before any turn can move the message, so no worker
+    can begin the job first); a delayed one is announced once sent. Each reaches a
+    subscriber once, with the job's position."""
+    ahead, view, later = await new_job(state), await new_job(state), await new_job(state)
+    real = SimpleNamespace(**{name: getattr(state, name) for name in (
+        "settings", "db", "redis", "broker", "presenter", "sent")},
+        bus=Bus(state.redis, state.settings.redis_prefix))
+    pubsub = state.redis.pubsub()
+    await pubsub.subscribe(keys.events_channel(state.settings.redis_prefix))
+    scripts: list[str] = []
+    script = state.broker.fair._script
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        scripts.append("fair")
+        return script(*args, **kwargs)
+
+    state.broker.fair._script = counted  # type: ignore[method-assign]
 
     async def undo() -> None:
         raise AssertionError("not undone")
 
-    held = await dispatch.enqueue(state, view, undo=undo)
-    assert held is not None
-    held_key = keys.fair_held(state.settings.redis_prefix, "default")
-    assert sync_redis.zscore(held_key, held) is not None
-    sent: list[list[Any]] = []
-    pipeline = state.redis.pipeline
-
-    def recorded(*args: Any, **kwargs: Any) -> Any:
-        pipe = pipeline(*args, **kwargs)
-        execute = pipe.execute
-
-        async def execute_recorded(*a: Any, **k: Any) -> Any:
-            sent.append([command for command, _options in pipe.command_stack])
-            return await execute(*a, **k)
-
-        pipe.execute = execute_recorded  # type: ignore[method-assign]
-        return pipe
-
-    bus = Bus(state.redis, state.settings.redis_prefix)
-    real = SimpleNamespace(**{name: getattr(state, name) for name in (
-        "settings", "db", "redis", "broker", "presenter", "sent")}, bus=bus)
-    pubsub = state.redis.pubsub()
-    await pubsub.subscribe(keys.events_channel(state.settings.redis_prefix))
-    state.redis.pipeline = recorded  # type: ignore[method-assign]
     try:
-        job = await dispatch.announce(real, view, held=held)  # type: ignore[arg-type]
+        job = await dispatch.enqueue(real, view, undo=undo)  # type: ignore[arg-type]
+        assert scripts == ["fair"], "the send and its event: one script call"
+        delayed = await dispatch.enqueue(real, later, undo=undo,  # type: ignore[arg-type]
+                                         delay_s=60)
     finally:
-        state.redis.pipeline = pipeline  # type: ignore[method-assign]
-    [commands] = sent
-    assert [(c[0], c[1]) for c in commands] == [("EVAL", bus_script), ("EVAL", fair_script)]
-    assert sync_redis.zscore(held_key, held) is None, "held no more"
+        state.broker.fair._script = script  # type: ignore[method-assign]
+    received = []
     deadline = time.monotonic() + 5
-    message = None
-    while message is None and time.monotonic() < deadline:  # the subscription's own first
+    while len(received) < 2 and time.monotonic() < deadline:
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+        if message is not None:
+            received.append(decode_event(message["data"]))
     await pubsub.aclose()
-    assert message is not None, "job:queued was published"
-    event = decode_event(message["data"])
-    assert (event.name, event.job["id"]) == ("job:queued", job["id"])
+    # (The delayed one's row has no run_at here: it counts as waiting.)
+    assert [(e.name, e.job["id"], e.job["queue_position"]) for e in received] == [
+        ("job:queued", view.job.id, 1), ("job:queued", later.job.id, 2)]
+    assert [e.job for e in received] == [job, delayed]
+    assert [m.args[0] for m in in_queue(sync_redis, state.namespace, "default")] == [
+        view.job.id], "sent (the delayed one waits in the delay queue)"
+    assert ahead.job.id not in state.sent._pending

@@ -21,6 +21,7 @@ from dramatiq import Message
 
 from server.core import keys
 from server.core.errors import ApiError
+from server.core.events import decode_event
 from server.infra.broker import build_broker, enqueue_job
 from server.infra.fair import USER_OPTION, FairQueues
 from server.infra.settings import Settings
@@ -226,51 +227,42 @@ def test_each_message_moved_in_rings_its_queues_bell_which_stays_short_and_short
     assert client.llen(bell) == 64, "kept to its last 64 rings"
 
 
+def _published(pubsub: Any, wait_s: float) -> bytes | None:
+    """The next message published on the subscribed channel within ``wait_s`` (the
+    subscription's own confirmations skipped), or None."""
+    deadline = time.monotonic() + wait_s
+    while (left := deadline - time.monotonic()) > 0:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        if message is not None:
+            return bytes(message["data"])
+    return None
+
+
 def _message(user: str) -> Message[object]:
     return Message(queue_name=BASE, actor_name="image.process", args=(), kwargs={},
                    options={USER_OPTION: user})
 
 
-def test_a_held_message_waits_for_its_sender_however_many_turns_pass(
+def test_a_message_sent_with_its_event_publishes_it_before_any_turn_moves_it(
         client: redis.Redis) -> None:
-    """A sender that announces the job after the send (the web) holds the message and
-    unholds it once its job:queued is out: no turn (a worker's tick or end) moves it, nor
-    its owner's later ones, before that, so no worker can push job:active first. A hold
-    its sender never lifts (it died) ends after HOLD_MS."""
+    """The web's send of a new job carries its job:queued: the script stores the message,
+    publishes the event, then takes the turns (moving it in and ringing the bell), all in
+    one step, so no worker can begin the job before its event is out. Without an event,
+    nothing is published."""
     d = Deployment(client)
-    d.worker(threads=4)
-    bell = keys.fair_bell(d.prefix, BASE)
-    held = d.fair.push(_message("A"), "A", hold=True)
-    later = d.fair.push(_message("A"), "A")
-    assert d.in_broker() == [] and not client.exists(bell), "held in A's list"
-    assert d.fair.dispatch(BASE) == 0, "a worker's tick does not move it"
-    assert d.fair.unhold(BASE, held.options["redis_message_id"]) is True
-    assert [m.message_id for m in (d.take(), d.take())] == [held.message_id, later.message_id]
-    assert client.llen(bell) == 2
-    assert d.fair.unhold(BASE, held.options["redis_message_id"]) is False, "not held now"
-
-    orphan = d.fair.push(_message("C"), "C", hold=True)  # its sender dies here
-    client.zadd(keys.fair_held(d.prefix, BASE), {orphan.options["redis_message_id"]: 0},
-                xx=True)  # as if fair.HOLD_MS had passed
-    assert d.fair.dispatch(BASE) == 1 and d.in_broker() == ["C"], "its hold ran out"
-
-
-def test_a_held_user_keeps_their_place_in_the_round(client: redis.Redis) -> None:
-    """Turns taken while a user's message is held go to the users behind them, but the
-    held user stays at the front: theirs is the first place that frees after the hold."""
-    d = Deployment(client)
-    d.worker(threads=2)
-    held = d.fair.push(_message("A"), "A", hold=True)
-    d.fair.push(_message("B"), "B")  # B1 moves in
-    d.fair.push(_message("C"), "C")  # C1 moves in: no free place after it
-    d.fair.push(_message("C"), "C")
-    d.fair.push(_message("B"), "B")  # the round: A (held), C, B
-    assert d.in_broker() == ["B", "C"]
-    assert d.fair.release(d.take()) == 1, "B1 ends: C's turn (A's message is held)"
-    assert d.in_broker() == ["C", "C"]
-    assert d.fair.unhold(BASE, held.options["redis_message_id"]) is True  # no free place
-    assert d.fair.release(d.take()) == 1
-    assert d.in_broker() == ["C", "A"], "A's place was kept: A goes before B"
+    d.worker(threads=1)
+    channel = f"{d.prefix}:events"
+    pubsub = client.pubsub()
+    pubsub.subscribe(channel)
+    try:
+        sent = d.fair.push(_message("A"), "A", announce=(channel, "job:queued of A1"))
+        d.fair.push(_message("B"), "B")
+        assert [m.message_id for m in [d.take()]] == [sent.message_id]
+        assert d.in_broker() == []
+        assert _published(pubsub, 5) == b"job:queued of A1"
+        assert _published(pubsub, 0.3) is None, "B's send published nothing"
+    finally:
+        pubsub.close()
 
 
 def test_a_message_without_an_owner_goes_straight_in_and_rings(redis_url: str) -> None:
@@ -282,18 +274,19 @@ def test_a_message_without_an_owner_goes_straight_in_and_rings(redis_url: str) -
             return Message(queue_name=BASE, actor_name="image.process", args=(), kwargs={},
                            options={})
 
-        assert broker.send(message(), hold=True)[1] is None, "nobody's job: never held"
+        announce = (f"{settings.redis_prefix}:nobody-listens", "job:queued")
+        assert broker.send(message(), announce=announce)[1] is False, (
+            "nobody's job: sent without its event (its sender publishes it)")
         assert broker.client.llen(bell) == 1
-        broker.send(message(), delay=60_000)
+        assert broker.send(message(), delay=60_000, announce=announce)[1] is False
         assert broker.client.llen(bell) == 1, "delayed: nothing moves in yet"
         assert broker.client.llen(keys.dramatiq_queue(broker.fair.namespace, BASE)) == 1
-        # What a sender is given to unhold: only an owner's message for now is held.
+        # Only an owner's message for now goes with its event.
         sent = partial(enqueue_job, broker, actor_name="image.process", queue_name=BASE,
-                       max_attempts=1, hold=True)
-        assert sent(job_id="j1", message_id="m1") is None, "no owner"
-        assert sent(job_id="j2", message_id="m2", user_id="A", delay_ms=60_000) is None
-        rid = sent(job_id="j3", message_id="m3", user_id="A")
-        assert rid is not None and broker.fair.unhold(BASE, rid) is True
+                       max_attempts=1, announce=announce)
+        assert sent(job_id="j1", message_id="m1") is False, "no owner"
+        assert sent(job_id="j2", message_id="m2", user_id="A", delay_ms=60_000) is False
+        assert sent(job_id="j3", message_id="m3", user_id="A") is True
     finally:
         broker.client.close()
 
@@ -399,12 +392,10 @@ def test_where_redis_refuses_blpop_a_consumer_polls_and_delay_queues_never_wait_
 
 async def test_an_upload_wakes_an_idle_worker_once_its_job_queued_is_out(
         redis_url: str, databases: Databases, tmp_path: Path) -> None:
-    """The web process sends an upload's message held, announces it (job:queued), then
-    lifts the hold (the same round trip, just after it), which moves it in and rings the
-    queue's bell: an idle consumer (here one that would otherwise sleep a whole minute)
-    fetches the job at once, once its job:queued is published (a mark set just after the
-    publish is there when the consumer wakes; the pipeline's order itself:
-    test_dispatch's ``test_announce_lifts_the_hold_just_after_the_jobs_event...``)."""
+    """The web process sends an upload's message with its job:queued: the script
+    publishes the event and moves the message in, ringing the queue's bell, so an idle
+    consumer (here one that would otherwise sleep a whole minute) fetches the job at
+    once, and a subscriber has its job:queued."""
     settings = Settings.from_env({
         "REDIS_URL": redis_url, "DATABASE_URL": databases.new(), "DATA_DIR": str(tmp_path),
         "REDIS_PREFIX": f"ring-{secrets.token_hex(4)}"})
@@ -421,20 +412,11 @@ async def test_an_upload_wakes_an_idle_worker_once_its_job_queued_is_out(
         consumer.misses = 30  # long idle: Dramatiq's next back-off is the whole minute
         async with http_app.router.lifespan_context(http_app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://darkroom.test") as http:
-            bus = http_app.state.darkroom.bus
-            real_publish_in = bus.publish_in
-            mark = f"{settings.redis_prefix}:published"
-
-            def publish_in(pipe: Any, event: Any) -> None:
-                real_publish_in(pipe, event)
-                pipe.set(mark, event.name)
-
-            bus.publish_in = publish_in
-            seen_when_woken: list[bytes | None] = []
+            pubsub = broker.client.pubsub()
+            pubsub.subscribe(keys.events_channel(settings.redis_prefix))
 
             def wait() -> None:
                 waiting.run()
-                seen_when_woken.append(broker.client.get(mark))
 
             waiting = _Next(consumer)
             woken = threading.Thread(target=wait, daemon=True)
@@ -447,43 +429,40 @@ async def test_an_upload_wakes_an_idle_worker_once_its_job_queued_is_out(
             assert sent.status_code == 202, sent.text
             await asyncio.to_thread(woken.join, 10)
             assert not woken.is_alive(), "the web's ring woke it"
-            assert seen_when_woken == [b"job:queued"], "woken only once job:queued was out"
+            message = _published(pubsub, 5)
+            pubsub.close()
+            assert message is not None and decode_event(message).name == "job:queued"
             fetched = next(consumer)
             assert fetched is not None and fetched.args == (sent.json()["job"]["id"],)
     finally:
         broker.client.close()
 
 
-async def test_a_held_upload_is_let_go_even_when_its_announcement_fails(
+async def test_an_upload_whose_send_redis_refuses_is_undone_and_never_announced(
         redis_url: str, databases: Databases, tmp_path: Path) -> None:
-    """Publishing job:queued fails in a way the announcement does not absorb (here Redis
-    answers an error): the request fails, but the job was recorded and sent, so its
-    message is let go at once (the unhold went in the same round trip) rather than after
-    the hold's time."""
+    """Redis refuses the send (here the script answers an error): the upload is 503
+    ``queue_unavailable``, its job and image are undone, and its job:queued, which went
+    with the send, was never published."""
     settings = Settings.from_env({
         "REDIS_URL": redis_url, "DATABASE_URL": databases.new(), "DATA_DIR": str(tmp_path),
-        "REDIS_PREFIX": f"unheld-{secrets.token_hex(4)}"})
-    broker = build_broker(settings, maintenance=False)
+        "REDIS_PREFIX": f"refused-{secrets.token_hex(4)}"})
     app = create_app(settings)
     http_app = app.app.other_asgi_app
-    try:
-        broker.client.zadd(keys.dramatiq_heartbeats(broker.fair.namespace),
-                           {"w1": int(time.time() * 1000)})
-        broker.fair.offer_threads("w1", [BASE], 1)
-        async with http_app.router.lifespan_context(http_app), httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-                base_url="http://darkroom.test") as http:
-            token = (await http.post("/api/session")).json()["token"]
+    async with http_app.router.lifespan_context(http_app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://darkroom.test") as http:
+        fair = http_app.state.darkroom.broker.fair
+        pubsub = fair.client.pubsub()
+        pubsub.subscribe(keys.events_channel(settings.redis_prefix))
+        token = (await http.post("/api/session")).json()["token"]
 
-            def refused(pipe: Any, event: Any) -> None:
-                pipe.execute_command("NOT-A-COMMAND")  # Redis answers an error
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
 
-            http_app.state.darkroom.bus.publish_in = refused
-            sent = await http.post("/api/images", headers=auth(token),
-                                   files={"file": ("a.jpg", jpeg_bytes(64, 48), "image/jpeg")})
-            assert sent.status_code == 500, sent.text
-        queue = keys.dramatiq_queue(broker.fair.namespace, BASE)
-        assert broker.client.llen(queue) == 1, "moved in, not held"
-        assert not broker.client.exists(keys.fair_held(settings.redis_prefix, BASE))
-    finally:
-        broker.client.close()
+        fair.push = refused
+        sent = await http.post("/api/images", headers=auth(token),
+                               files={"file": ("a.jpg", jpeg_bytes(64, 48), "image/jpeg")})
+        assert sent.status_code == 503, sent.text
+        assert sent.json()["error"]["code"] == "queue_unavailable"
+        assert (await http.get("/api/images", headers=auth(token))).json()["items"] == []
+        assert _published(pubsub, 0.5) is None, "nothing published"
+        pubsub.close()
