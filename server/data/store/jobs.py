@@ -43,12 +43,14 @@ def create_job(
     batch_id: str | None = None,
     parent_id: str | None = None,
     flush: bool = True,
+    recorded: bool = True,
 ) -> JobView:
     """Record a queued job (its message is not sent yet); with ``image``, tied to it.
 
     ``stage`` is ``paused`` when its queue is paused; ``parent_id``: the job it serves (a
     webhook delivery's); ``flush=False``: the caller flushes (jobs recorded together, in
-    one statement per table).
+    one statement per table); ``recorded=False``: the caller appends its timeline entry
+    (``timeline.record_all``, several at once).
     """
     now = utcnow()
     job = Job(
@@ -62,7 +64,8 @@ def create_job(
     s.add(job)
     if image is not None:
         image.job_id, image.status = job.id, lifecycle.image_status(JobState.QUEUED).value
-    record(s, job)
+    if recorded:
+        record(s, job)
     if flush:
         s.flush()
     return JobView(job, image)

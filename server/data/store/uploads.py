@@ -15,6 +15,7 @@ from server.core.jobs import JobState, Stage
 from server.data.models import Image, Job, JobEventRecord, User, utcnow
 from server.data.store.jobs import create_job
 from server.data.store.line import queue_positions
+from server.data.store.timeline import record_all
 from server.data.store.views import JobView
 
 
@@ -38,9 +39,10 @@ def create_image_job(
     stage: str = Stage.STORED.value,
     batch_id: str | None = None,
     flush: bool = True,
+    recorded: bool = True,
 ) -> JobView:
-    """Record an accepted upload and its queued processing job (``flush``: as
-    ``create_job``'s).
+    """Record an accepted upload and its queued processing job (``flush``, ``recorded``:
+    as ``create_job``'s).
 
     Check for duplicates in the same transaction first (``create_uploads`` does).
     """
@@ -53,7 +55,7 @@ def create_image_job(
     return create_job(s, user_id=user_id, task_type=task_type, queue=queue,
                       payload={"image_id": image_id}, max_attempts=max_attempts,
                       priority=priority, run_at=run_at, image=image, stage=stage,
-                      batch_id=batch_id, flush=flush)
+                      batch_id=batch_id, flush=flush, recorded=recorded)
 
 
 def create_uploads(s: Session, uploads: Sequence[Mapping[str, Any]], /
@@ -79,11 +81,12 @@ def create_uploads(s: Session, uploads: Sequence[Mapping[str, Any]], /
         key = (str(fields["user_id"]), str(fields["sha256"]))
         found = earlier.get(key)
         if found is None:
-            found = earlier[key] = create_image_job(s, **fields, flush=False)
+            found = earlier[key] = create_image_job(s, **fields, flush=False, recorded=False)
             made.append((found, False))
         else:
             made.append((found, True))
     s.flush()
+    record_all(s, [view.job for view, duplicate in made if not duplicate])
     positions = queue_positions(s, jobs=[view.job for view, _ in made])
     return [(view, duplicate, position)
             for (view, duplicate), position in zip(made, positions, strict=True)]

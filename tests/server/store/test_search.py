@@ -5,14 +5,14 @@ On SQLite, and on PostgreSQL too when TEST_DATABASE_URL is set (``conftest``).""
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.core.jobs import JobState
 from server.core.search import JobSearch, short_id
 from server.data import store
 from server.data.db import SyncDatabase
-from server.data.models import Image, Job, as_utc
+from server.data.models import Image, Job
 from tests.server.store.rows import new_job, new_queue, new_upload, new_user, set_columns, tick
 
 
@@ -93,7 +93,9 @@ def test_by_creation_time(db: SyncDatabase) -> None:
     """``from`` inclusive, ``to`` exclusive, to the millisecond of the id."""
     user_id = new_user(db)
     first, second, third = (new_job(db, user_id) for _ in range(3))
-    at = as_utc(second.created_at)
+    # The id's millisecond (created_at is read a moment before the id is made, and may
+    # be a millisecond earlier).
+    at = datetime.fromtimestamp(int(second.id[:12], 16) / 1000, UTC)
     assert _ids(db, user_id=user_id, created_from=at) == [third.id, second.id]
     assert _ids(db, user_id=user_id, created_to=at) == [first.id]
     assert _ids(db, user_id=user_id, created_from=at, created_to=at + timedelta(
