@@ -307,11 +307,16 @@ class _WriteGroup:
         except BaseException as exc:
             # Not one of the calls' errors (those go to their futures): the thread is
             # going down. No call may wait for ever.
-            with self._lock:
-                left, self._waiting, self._flushing = self._waiting, [], False
-            for call in left:
-                call.future.set_exception(exc if isinstance(exc, Exception) else _Abandoned())
+            self.fail(exc)
             raise
+
+    def fail(self, exc: BaseException) -> None:
+        """No flush runs: every waiting call gets ``exc`` (none may wait for ever)."""
+        with self._lock:
+            left, self._waiting, self._flushing = self._waiting, [], False
+        for call in left:
+            if not call.future.done():
+                call.future.set_exception(exc if isinstance(exc, Exception) else _Abandoned())
 
 
 class Database:
@@ -461,7 +466,11 @@ class Database:
             abandoned = threading.Event()
             call = _GroupedCall(kwargs, abandoned, contextvars.copy_context())
             if group.add(call):
-                self._submit(self._write_threads, group.flush)
+                try:
+                    self._submit(self._write_threads, group.flush)
+                except BaseException as exc:  # no thread to run it (shutting down)
+                    group.fail(exc)
+                    raise
             result: T = await self._outcome(call.future, abandoned)
             return result
 
@@ -560,29 +569,41 @@ class SyncDatabase:
     def write_group(self, take: Callable[[], list[_GroupedCall]], fn: Grouped[Any]) -> None:
         """The calls ``take`` hands over once the write turn is held, in one transaction
         (``Database.write_grouped``). Each call's future gets its result or its error (the
-        commit's, if that fails); a call whose caller is gone by the time it is made is
-        not made."""
-        with self._write_turn:
-            calls = take()
-            made: list[tuple[_GroupedCall, Any]] = []
-            try:
-                with self._writes() as session, session.begin():
-                    live = _unabandoned(calls)
-                    if len(live) == 1:  # alone: its error is the transaction's
-                        [result] = _call(fn, session, live)
-                        made = [(live[0], result)]
-                    elif live:
-                        made = _together(fn, session, live)
-            except BaseException as exc:
-                for call in calls:
-                    if not call.future.done():
-                        call.future.set_exception(
-                            exc if isinstance(exc, Exception) else _Abandoned())
-                if not isinstance(exc, Exception):
-                    raise
-                return
-        for call, result in made:
-            call.future.set_result(result)
+        commit's, if that fails). A call whose caller is gone by the time it is made is
+        not made; one whose caller goes after it was made, before the commit, has the
+        transaction rolled back and made again without it."""
+        made: list[tuple[_GroupedCall, Any]] = []
+        try:
+            with self._write_turn:
+                calls = take()
+                while True:
+                    made = []
+                    try:
+                        with self._writes() as session, session.begin():
+                            live = _unabandoned(calls)
+                            if len(live) == 1:  # alone: its error is the transaction's
+                                [result] = _call(fn, session, live)
+                                made = [(live[0], result)]
+                            elif live:
+                                made = _together(fn, session, live)
+                            if any(call.abandoned.is_set() for call, _ in made):
+                                raise _Abandoned  # rolled back: again, without them
+                    except _Abandoned:
+                        calls = [call for call in calls if not call.future.done()]
+                        continue
+                    except BaseException as exc:
+                        made = []
+                        for call in calls:
+                            if not call.future.done():
+                                call.future.set_exception(
+                                    exc if isinstance(exc, Exception) else _Abandoned())
+                        if not isinstance(exc, Exception):
+                            raise
+                    break
+        finally:
+            for call, result in made:  # committed (even if giving the turn back failed)
+                if not call.future.done():
+                    call.future.set_result(result)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -83,18 +83,21 @@ if mode == "push" then
   if redis.call("sadd", fair .. "ringset:" .. queue, user) == 1 then
     redis.call("rpush", fair .. "ring:" .. queue, user)
   end
-  -- Sent with its job's event (job:queued): published now, once the message is stored
-  -- and before any turn can move it, so that no worker can begin the job (job:active)
-  -- before that event is out.
-  if ARGV[rest + 6] then
-    redis.call("publish", ARGV[rest + 6], ARGV[rest + 7])
-  end
 elseif mode == "release" then
   redis.call("zrem", fair .. "inflight:" .. base .. ":" .. ARGV[rest + 1], ARGV[rest + 2])
   redis.call("zrem", fair .. "inflight:" .. base, ARGV[rest + 2])
 end
+-- A push sent with its job's event (job:queued) publishes it last: no worker can take
+-- the message before the script has ended (job:active comes after it), and a script
+-- that stops on an error publishes nothing.
+local function done(moved)
+  if mode == "push" and ARGV[rest + 6] then
+    redis.call("publish", ARGV[rest + 6], ARGV[rest + 7])
+  end
+  return moved
+end
 
-if redis.call("sismember", paused_key, base) == 1 then return 0 end
+if redis.call("sismember", paused_key, base) == 1 then return done(0) end
 
 -- The threads of the live workers consuming this queue family.
 local threads_key = fair .. "threads:" .. base
@@ -163,7 +166,7 @@ for q = 1, n do
     redis.call("pexpire", bell, BELL_TTL_MS)
   end
 end
-return moved
+return done(moved)
 """
 
 
@@ -212,10 +215,10 @@ class FairQueues:
         turns free places allow; returns the message as stored (with the redis message id
         Dramatiq's queues need).
 
-        ``announce``: a channel and an event (the job's job:queued) published in the same
-        step, after the message is stored and before any turn moves it: no worker can
-        begin the job (job:active) before that event is out, and neither happens without
-        the other (the script stops at its first write if Redis refuses writes).
+        ``announce``: a channel and an event (the job's job:queued) published by the
+        same script, last: no worker can take the message before the script ends, so none
+        can begin the job (job:active) before that event is out; a script that stops on
+        an error (Redis refusing writes stops it at its first) publishes nothing.
         """
         message = message.copy(options={"redis_message_id": str(uuid4())})
         self._run("push", base_queue(message.queue_name),

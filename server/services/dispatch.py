@@ -42,20 +42,28 @@ async def enqueue(state: Services, view: JobView, *, delay_s: int = 0,
     wait forever, so the request fails as a whole and the client may try again.
 
     A message for now goes in one step with its event (``FairQueues.push``): no worker
-    can begin the job (``job:active``) before ``job:queued`` is out, and a refused send
-    publishes nothing. A delayed message (or one whose position cannot be read) is
-    announced once sent, as ``announce`` does.
+    can begin the job (``job:active``) before ``job:queued`` is out, and a send that
+    Redis refuses publishes nothing (its position, should it not be read, is left
+    out). A delayed message is announced once sent, as ``announce`` does: it waits in
+    the delay queue meanwhile.
+
+    A send whose answer is lost after Redis ran it (the connection dropped at that
+    moment) is undone all the same: its ``job:queued`` went out, for a job that is not
+    there; workers skip its message, and clients drop the job at their next
+    ``jobs:snapshot`` (every socket gets one after any gap in the bus).
     """
     job = view.job
     assert job.message_id is not None
     event = None
     if not delay_s:
-        try:
-            if isinstance(position, EllipsisType):
+        if isinstance(position, EllipsisType):
+            try:
                 position = await state.db.read(store.queue_position, job=job)
-            event = state.presenter.event(view, queue_position=position)
-        except outcomes.UNANNOUNCED:
-            pass  # announced after the send, which reads it again (and logs a failure)
+            except outcomes.UNANNOUNCED as exc:
+                log.warning("job %s announced without its queue position: %s", job.id, exc,
+                            extra={"job_id": job.id, "user_id": job.user_id})
+                position = None
+        event = state.presenter.event(view, queue_position=position)
     try:
         announced = await send(state, job, delay_s=delay_s, queued_ms=queued_ms,
                                announce=None if event is None

@@ -178,15 +178,19 @@ class _Probes:
 
     __name__ = "probes"
 
-    def __init__(self, pause_s: float = 0.0) -> None:
+    def __init__(self, pause_s: float = 0.0, pause_alone: int | None = None) -> None:
+        """``pause_s``: each run pauses that long first (only a run of ``pause_alone``
+        alone, if given)."""
         self.runs: list[list[int]] = []
         self.pause_s = pause_s
+        self.pause_alone = pause_alone
         self.running = threading.Event()
 
     def __call__(self, s: Session, calls: list[dict[str, Any]]) -> list[str]:
         self.runs.append([call["n"] for call in calls])
-        self.running.set()
-        time.sleep(self.pause_s)
+        if self.pause_alone is None or self.runs[-1] == [self.pause_alone]:
+            self.running.set()
+            time.sleep(self.pause_s)
         for call in calls:
             s.execute(text(f"CREATE TABLE probe{call['n']} (x INTEGER)"))
             if call.get("fail"):
@@ -292,6 +296,34 @@ async def test_a_grouped_write_cancelled_while_its_group_runs_is_undone(
     assert [outcomes[n] for n in (0, 1, 3)] == ["made 0", "made 1", "made 3"]
     assert probes.runs == [[0, 1, 2, 3], [0, 1, 3]]
     assert await db.read(_tables) == ["probe0", "probe1", "probe3"]
+    await db.dispose()
+
+
+async def test_a_caller_gone_after_its_call_was_made_has_the_group_made_again(
+        tmp_path: Path) -> None:
+    """Its group failed and its calls are made one by one: the caller of a call already
+    made goes away before the commit. The transaction is rolled back and made again
+    without that call (and without the failing one, whose error stands)."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+    probes = _Probes(pause_s=0.3, pause_alone=3)
+    worker = WriteTurn(str(path.resolve()))
+    worker.acquire()
+    try:
+        calls = [asyncio.ensure_future(db.write_grouped(probes, n=n, fail=n == 1))
+                 for n in range(4)]
+        await asyncio.sleep(0.2)
+    finally:
+        worker.release()
+    assert await asyncio.to_thread(probes.running.wait, 5)  # 0 is made, 3 runs alone
+    calls[0].cancel()
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert isinstance(outcomes[1], ValueError)
+    assert outcomes[2:] == ["made 2", "made 3"]
+    assert probes.runs == [[0, 1, 2, 3], [0], [1], [2], [3], [2, 3]]
+    assert await db.read(_tables) == ["probe2", "probe3"]
     await db.dispose()
 
 

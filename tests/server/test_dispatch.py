@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+import sqlalchemy.exc
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import update
@@ -644,13 +645,21 @@ async def test_announce_publishes_the_stored_state_with_its_queue_position(
 async def test_enqueue_publishes_job_queued_in_the_step_that_sends_the_message(
         state: State, sync_redis: redis.Redis) -> None:
     """With the real bus: a message for now goes in one script call with its job's
-    ``job:queued`` (published there before any turn can move the message, so no worker
-    can begin the job first); a delayed one is announced once sent. Each reaches a
-    subscriber once, with the job's position."""
+    ``job:queued`` (published by that script, so no worker can begin the job first),
+    never through a publish of its own; a delayed one is announced once sent. Each
+    reaches a subscriber once, with the job's position, and is noted sent."""
     ahead, view, later = await new_job(state), await new_job(state), await new_job(state)
+    bus = Bus(state.redis, state.settings.redis_prefix)
+    published_alone: list[str] = []
+    real_publish = bus.publish
+
+    async def publish(event: Any) -> None:
+        published_alone.append(event.job["id"])
+        await real_publish(event)
+
+    bus.publish = publish  # type: ignore[method-assign]
     real = SimpleNamespace(**{name: getattr(state, name) for name in (
-        "settings", "db", "redis", "broker", "presenter", "sent")},
-        bus=Bus(state.redis, state.settings.redis_prefix))
+        "settings", "db", "redis", "broker", "presenter", "sent")}, bus=bus)
     pubsub = state.redis.pubsub()
     await pubsub.subscribe(keys.events_channel(state.settings.redis_prefix))
     scripts: list[str] = []
@@ -683,6 +692,34 @@ async def test_enqueue_publishes_job_queued_in_the_step_that_sends_the_message(
     assert [(e.name, e.job["id"], e.job["queue_position"]) for e in received] == [
         ("job:queued", view.job.id, 1), ("job:queued", later.job.id, 2)]
     assert [e.job for e in received] == [job, delayed]
+    assert published_alone == [later.job.id], "only the delayed one's after its send"
     assert [m.args[0] for m in in_queue(sync_redis, state.namespace, "default")] == [
         view.job.id], "sent (the delayed one waits in the delay queue)"
+    assert set(state.sent._pending) == {view.job.id, later.job.id}
     assert ahead.job.id not in state.sent._pending
+
+
+async def test_a_job_whose_position_cannot_be_read_is_announced_with_its_send(
+        state: State, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database answers no queue position: the job's job:queued still goes with its
+    message, without a position (never after it, when a worker could have begun it)."""
+    view = await new_job(state)
+    real_read = state.db.read
+
+    async def read(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if fn is store.queue_position:
+            raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+        return await real_read(fn, *args, **kwargs)
+
+    monkeypatch.setattr(state.db, "read", read)
+
+    async def undo() -> None:
+        raise AssertionError("not undone")
+
+    job = await dispatch.enqueue(state, view, undo=undo)
+    assert job["queue_position"] is None and job["state"] == "queued"
+    assert state.published == [], "no publish of its own"
+    [event] = state.announced
+    assert event.job == job
+    assert [m.args[0] for m in in_queue(sync_redis, state.namespace, "default")] == [
+        view.job.id]

@@ -243,12 +243,11 @@ def _message(user: str) -> Message[object]:
                    options={USER_OPTION: user})
 
 
-def test_a_message_sent_with_its_event_publishes_it_before_any_turn_moves_it(
+def test_a_message_sent_with_its_event_publishes_it_in_the_same_script(
         client: redis.Redis) -> None:
-    """The web's send of a new job carries its job:queued: the script stores the message,
-    publishes the event, then takes the turns (moving it in and ringing the bell), all in
-    one step, so no worker can begin the job before its event is out. Without an event,
-    nothing is published."""
+    """The web's send of a new job carries its job:queued: one script stores the message,
+    takes the turns (moving it in) and publishes the event, so no worker can take the
+    message before its event is out. Without an event, nothing is published."""
     d = Deployment(client)
     d.worker(threads=1)
     channel = f"{d.prefix}:events"
@@ -440,9 +439,10 @@ async def test_an_upload_wakes_an_idle_worker_once_its_job_queued_is_out(
 
 async def test_an_upload_whose_send_redis_refuses_is_undone_and_never_announced(
         redis_url: str, databases: Databases, tmp_path: Path) -> None:
-    """Redis refuses the send (here the script answers an error): the upload is 503
-    ``queue_unavailable``, its job and image are undone, and its job:queued, which went
-    with the send, was never published."""
+    """Redis refuses the send (here the real script fails at its first write: its queue's
+    message hash is not a hash): the upload is 503 ``queue_unavailable``, its job and
+    image are undone, and its job:queued, which went with the send, was never
+    published."""
     settings = Settings.from_env({
         "REDIS_URL": redis_url, "DATABASE_URL": databases.new(), "DATA_DIR": str(tmp_path),
         "REDIS_PREFIX": f"refused-{secrets.token_hex(4)}"})
@@ -455,10 +455,7 @@ async def test_an_upload_whose_send_redis_refuses_is_undone_and_never_announced(
         pubsub.subscribe(keys.events_channel(settings.redis_prefix))
         token = (await http.post("/api/session")).json()["token"]
 
-        def refused(*args: Any, **kwargs: Any) -> Any:
-            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
-
-        fair.push = refused
+        fair.client.set(keys.fair_messages(settings.redis_prefix, BASE), "not a hash")
         sent = await http.post("/api/images", headers=auth(token),
                                files={"file": ("a.jpg", jpeg_bytes(64, 48), "image/jpeg")})
         assert sent.status_code == 503, sent.text

@@ -11,6 +11,7 @@ from server.data.db import SyncDatabase
 from server.data.models import Job, utcnow
 from tests.server.store.rows import (
     ago,
+    count_statements,
     finish,
     new_job,
     new_queue,
@@ -80,8 +81,13 @@ def test_queue_positions_of_several_jobs_read_the_line_once_and_agree_with_each_
     db.write(store.begin_attempt, job_id=running.id)
     stored = [stored_job(db, job.id) for job in [*jobs, delayed, running]]
     alone = [db.read(lambda s, j=job: store.queue_position(s, job=j)) for job in stored]
-    together = db.read(lambda s: store.queue_positions(s, jobs=stored))
+    with count_statements(db) as statements:
+        together = db.read(lambda s: store.queue_positions(s, jobs=stored))
     assert together == alone == [1, 3, 4, 2, 0, 0, 5, None, None]
+    # One grouped count per family (2), then the own line of each user with several
+    # jobs, per family and priority they wait in (heavy: 2, light: 2): not a query per
+    # job.
+    assert len([sql for sql in statements if sql.lstrip().startswith("SELECT")]) == 6
     assert db.read(lambda s: store.queue_positions(s, jobs=[])) == []
 
 
