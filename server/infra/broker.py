@@ -143,10 +143,10 @@ class FairRedisBroker(RedisBroker):
              announce: tuple[str, str] | None = None) -> tuple[Message[Any], bool]:
         """``enqueue``, and whether ``announce`` was published with it.
 
-        ``announce``: a channel and the job's event, published in the same step as an
-        owner's message for now is stored, before any worker can take it
-        (``FairQueues.push``). A delayed message or one without an owner is sent without
-        it (False): its sender publishes the event itself.
+        ``announce``: a channel and the job's event, published by the script that stores
+        an owner's message for now, before any worker can take it (``FairQueues.push``).
+        A delayed message or one without an owner is sent without it (False): its sender
+        publishes the event itself.
         """
         user = message.options.get(USER_OPTION)
         if delay:
@@ -222,9 +222,9 @@ def enqueue_job(broker: RedisBroker, *, job_id: str, message_id: str, actor_name
                 announce: tuple[str, str] | None = None) -> bool:
     """Send the message for a stored job; its only argument is the job id.
 
-    ``announce``: a channel and the job's event (its ``job:queued``), published in the
-    same step as a message for now (not delayed) with an owner is stored, before any
-    worker can take it (``FairQueues.push``). Returns whether it was: a delayed message,
+    ``announce``: a channel and the job's event (its ``job:queued``), published by the
+    script that stores a message for now (not delayed) with an owner, before any worker
+    can take it (``FairQueues.push``). Returns whether it was: a delayed message,
     or one without an owner, is sent without it, and the caller publishes it.
 
     With tracing on, the send is a span (``enqueue <queue>``) whose context the message

@@ -148,9 +148,12 @@ class Bus:
     def announcement(self, event: JobEvent) -> tuple[str, str]:
         """The channel and message of a waiting job's event (its ``job:queued``), for the
         queue's script to publish in the step that stores the job's message
-        (``FairQueues.push``). A waiting job has no live state to keep (a new job has
-        none; a failed job run again ended its last run's), so a plain PUBLISH is all that
-        ``publish`` would do with it; stamped now."""
+        (``FairQueues.push``): a plain PUBLISH, stamped now. A waiting job has no live
+        state to keep: a new job has none, and a failed job run again has at most its
+        last run's, marked ended by that run's end and replaced by the next job:active
+        (``publish`` would mark it ended once more: this matters only should the end's
+        own event have been lost while that run still pushed steps, and those steps have
+        lower seqs than this event, so clients drop them)."""
         if event.job.get("state") != JobState.QUEUED.value:
             raise ValueError(f"only a waiting job's event is announced so: {event.name}")
         return self._channel, event.encode(published_at=time.time(), trace=tracing.carrier())

@@ -13,8 +13,8 @@ of their processing.
 
 Every step is one Lua script, so a process killed at any moment (kill -9 included) leaves
 each message either in its user's list or in the broker's queue, never in both and never
-in neither. The moves happen when a message is sent (in the sending process, after the
-job's event if it comes with one, see ``push``), when a worker
+in neither. The moves happen when a message is sent (in the sending process; the same
+script publishes the job's event if it comes with one, see ``push``), when a worker
 ends a message, and every ``TICK_S`` in each worker process (for whatever those missed:
 a worker that died, a queue resumed by an admin). Each move rings the queue's bell.
 
