@@ -506,8 +506,15 @@ def http_stack(stack: Stack) -> Stack:
 
 @pytest.fixture
 async def http(http_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of ``http_stack``'s web process."""
-    async with httpx.AsyncClient(base_url=http_stack.url, timeout=30) as client:
+    """An HTTP client of ``http_stack``'s web process. It keeps an idle connection 2 s:
+    uvicorn closes one after 5 s (``timeout_keep_alive``), httpx's default is the same
+    5 s, and a request sent on a connection the server is closing just then fails with
+    "Server disconnected without sending a response" (a CI run met it after a test's
+    pause)."""
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                          keepalive_expiry=2.0)
+    async with httpx.AsyncClient(base_url=http_stack.url, timeout=30,
+                                 limits=limits) as client:
         yield client
 
 
