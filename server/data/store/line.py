@@ -193,13 +193,5 @@ def snapshot_jobs(s: Session, /, *, user_id: str, finished_since: datetime,
         .limit(limit)
     )
     jobs = list(reversed(list(s.scalars(query))))
-    lines: dict[str, _Line] = {}
-    now = utcnow()
-    positioned = []
-    for job in jobs:
-        base = base_queue(job.queue)
-        if base not in lines:
-            lines[base] = _Line(s, base, now)
-            lines[base].preload(user_id)
-        positioned.append((view(s, job), lines[base].position(job)))
-    return positioned
+    return [(view(s, job), position)
+            for job, position in zip(jobs, queue_positions(s, jobs=jobs), strict=True)]
