@@ -67,7 +67,6 @@ from server.data.store.stats import (
 from server.data.store.timeline import job_timeline, keep_pushed
 from server.data.store.uploads import (
     create_image_job,
-    create_upload,
     create_uploads,
     delete_upload,
 )
@@ -108,7 +107,6 @@ __all__ = [
     "create_schedule",
     "create_task_job",
     "create_token",
-    "create_upload",
     "create_uploads",
     "create_user",
     "create_webhook",

@@ -92,12 +92,6 @@ def create_uploads(s: Session, uploads: Sequence[Mapping[str, Any]], /
             for (view, duplicate), position in zip(made, positions, strict=True)]
 
 
-def create_upload(s: Session, /, **fields: Any) -> tuple[JobView, bool]:
-    """One upload: ``create_uploads`` of one, without its position."""
-    view, duplicate, _ = create_uploads(s, [fields])[0]
-    return view, duplicate
-
-
 def _earlier_uploads(s: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], JobView]:
     """For each (user, SHA-256): the user's latest upload of those bytes, unless it failed
     (then it may be uploaded again), with its job; two queries for all of them."""

@@ -44,6 +44,12 @@ def test_create_image_job_stores_the_upload_and_its_job(db: SyncDatabase) -> Non
         "image.process", "images.low", "low", batch.id)
 
 
+def _upload(db: SyncDatabase, fields: dict[str, Any]) -> tuple[store.JobView, bool]:
+    """One upload recorded alone: its view and whether it was a duplicate."""
+    view, duplicate, _position = db.write(store.create_uploads, [fields])[0]
+    return view, duplicate
+
+
 def _upload_fields(user_id: str, sha256: str) -> dict[str, Any]:
     return {"image_id": new_id(), "user_id": user_id, "sha256": sha256, "filename": "b.png",
             "content_type": "image/png", "size_bytes": 5, "fmt": "PNG", "width": 2,
@@ -56,7 +62,7 @@ def test_uploads_recorded_together_get_their_positions_and_see_each_other(
     positions from one reading of the line. A file sent twice in the group is one upload;
     each new job's position counts the group's jobs ahead of it."""
     user_id, other = new_user(db), new_user(db)
-    ahead = db.write(store.create_upload, **_upload_fields(user_id, secrets.token_hex(32)))[0]
+    ahead = _upload(db, _upload_fields(user_id, secrets.token_hex(32)))[0]
     same = secrets.token_hex(32)
     fields = [_upload_fields(user_id, same), _upload_fields(other, secrets.token_hex(32)),
               _upload_fields(user_id, same), _upload_fields(user_id, secrets.token_hex(32))]
@@ -80,25 +86,25 @@ def test_uploads_recorded_together_get_their_positions_and_see_each_other(
     assert count_rows(db, Image, Image.user_id == user_id) == 3
 
 
-def test_create_upload_returns_the_earlier_upload_of_the_same_bytes(db: SyncDatabase) -> None:
+def test_an_upload_of_the_same_bytes_again_returns_the_earlier_upload(db: SyncDatabase) -> None:
     """Same user and bytes: the earlier view, flagged, nothing new stored. Another user, or
     after the earlier one failed: a new upload."""
     user_id, other = new_user(db), new_user(db)
     sha = secrets.token_hex(32)
-    first, duplicate = db.write(store.create_upload, **_upload_fields(user_id, sha))
+    first, duplicate = _upload(db, _upload_fields(user_id, sha))
     assert duplicate is False and first.image is not None
 
-    again, duplicate = db.write(store.create_upload, **_upload_fields(user_id, sha))
+    again, duplicate = _upload(db, _upload_fields(user_id, sha))
     assert duplicate is True
     assert again.job.id == first.job.id and again.image is not None
     assert again.image.id == first.image.id
     assert count_rows(db, Image, Image.user_id == user_id) == 1
 
-    theirs, duplicate = db.write(store.create_upload, **_upload_fields(other, sha))
+    theirs, duplicate = _upload(db, _upload_fields(other, sha))
     assert duplicate is False and theirs.job.id != first.job.id
 
     finish(db, first.job.id, JobState.FAILED)
-    retried, duplicate = db.write(store.create_upload, **_upload_fields(user_id, sha))
+    retried, duplicate = _upload(db, _upload_fields(user_id, sha))
     assert duplicate is False and retried.job.id != first.job.id
     assert count_rows(db, Image, Image.user_id == user_id) == 2
 
@@ -110,7 +116,7 @@ def test_the_duplicate_is_the_newest_usable_upload(db: SyncDatabase) -> None:
     sha = secrets.token_hex(32)
 
     def upload() -> tuple[store.JobView, bool]:
-        return db.write(store.create_upload, **_upload_fields(user_id, sha))
+        return _upload(db, _upload_fields(user_id, sha))
 
     older, newer = new_upload(db, user_id, sha256=sha), new_upload(db, user_id, sha256=sha)
     found, duplicate = upload()
