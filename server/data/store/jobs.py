@@ -25,7 +25,7 @@ from server.data.models import Image, Job, JobEventRecord, new_id, utcnow
 from server.data.store.images import get_image, record_image_output
 from server.data.store.messages import new_message_id
 from server.data.store.timeline import record, record_pushed
-from server.data.store.views import JobView, locked_job, locked_view, view
+from server.data.store.views import JobView, locked_job, locked_view, save, view
 
 
 def create_job(
@@ -179,6 +179,7 @@ def transition(
     found = view(s, job)
     if found.image is not None:
         found.image.status = lifecycle.image_status(state).value
+    save(s, job, found.image)
     return found
 
 
@@ -257,4 +258,6 @@ def report_progress(s: Session, /, *, job_id: str, stage: str, progress: int,
     job.seq = live.next_seq(job.seq, job.state)
     job.updated_at = utcnow()
     record(s, job, PROGRESS)
-    return view(s, job)
+    found = view(s, job)
+    save(s, job, found.image)
+    return found

@@ -21,8 +21,12 @@ def record(s: Session, job: Job, name: str | None = None, *, worker: str | None 
     ``worker``: who begins the attempt (job:active); ``stages``: the attempt's stages as
     its worker timed them (at its end). An attempt's end (retrying, failed) keeps its
     traceback: the job's own column holds only the last one.
+
+    A Core statement, run at once: the ORM would insert the row at the next flush and
+    read its generated key back, which nobody needs.
     """
-    s.add(JobEventRecord(**_entry(job, name, worker=worker, stages=stages)))
+    s.connection().execute(insert(JobEventRecord),
+                           [_entry(job, name, worker=worker, stages=stages)])
 
 
 def record_all(s: Session, jobs: Sequence[Job]) -> None:
@@ -44,11 +48,14 @@ def _entry(job: Job, name: str | None = None, *, worker: str | None = None,
 
 
 def record_pushed(s: Session, job: Job, steps: Sequence[PushedStep]) -> None:
-    """Append the progress steps the job's attempt pushed from Redis alone."""
-    s.add_all([JobEventRecord(job_id=job.id, seq=step.seq, name=PROGRESS,
-                              state=JobState.ACTIVE.value, stage=step.stage,
-                              progress=step.progress, error=None, at=step.at)
-               for step in steps])
+    """Append the progress steps the job's attempt pushed from Redis alone (in one
+    statement, as ``record``)."""
+    if steps:
+        s.connection().execute(insert(JobEventRecord), [
+            {"job_id": job.id, "seq": step.seq, "name": PROGRESS,
+             "state": JobState.ACTIVE.value, "stage": step.stage, "progress": step.progress,
+             "error": None, "at": step.at, "worker": None, "traceback": None, "stages": None}
+            for step in steps])
 
 
 def keep_pushed(s: Session, /, *, job_id: str, steps: Sequence[PushedStep]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from server.core import quotas, webhooks
@@ -15,6 +15,10 @@ from server.core.tasks import WEBHOOK_DELIVER, WEBHOOK_MAX_ATTEMPTS
 from server.data.models import Job, Webhook, new_id, utcnow
 from server.data.store.jobs import create_job
 from server.data.store.views import JobView
+
+# Read at every job's end (built once: building it would cost more than running it).
+_HOOK_URLS = (select(Webhook.url).where(Webhook.user_id == bindparam("user_id"))
+              .order_by(Webhook.id))
 
 
 def create_webhook(s: Session, /, *, user_id: str, url: str,
@@ -76,14 +80,14 @@ def create_webhook_deliveries(s: Session, /, *, job: Job,
     """
     if not webhooks.announces_its_end(job.type):
         return []
-    hooks = list_webhooks(s, user_id=job.user_id)
-    if not hooks:
+    urls = list(s.scalars(_HOOK_URLS, {"user_id": job.user_id}))
+    if not urls:
         return []
     event, content = body()
     return [
         create_job(s, user_id=job.user_id, task_type=WEBHOOK_DELIVER.name,
                    queue=WEBHOOK_DELIVER.queue,
-                   payload=webhooks.delivery_payload(hook.url, event, content),
+                   payload=webhooks.delivery_payload(url, event, content),
                    max_attempts=WEBHOOK_MAX_ATTEMPTS, parent_id=job.id)
-        for hook in hooks
+        for url in urls
     ]

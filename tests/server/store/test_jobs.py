@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy.orm import Session
 
 from server.core.jobs import AttemptsExhausted, ImageBusy, ImageDeleted, JobState, TransitionError
 from server.core.live import SEQ_BLOCK as BLOCK
@@ -18,7 +19,8 @@ from server.core.live import PushedStep
 from server.core.search import JobSearch
 from server.data import store
 from server.data.db import SyncDatabase
-from server.data.models import Job, as_utc, new_id, utcnow
+from server.data.models import Image, Job, as_utc, new_id, utcnow
+from server.data.store.views import save
 from tests.server.store.rows import (
     ERROR,
     ago,
@@ -514,7 +516,8 @@ def test_completion_stores_the_last_stage_outputs_in_the_same_write(db: SyncData
 def test_an_attempts_start_and_end_read_the_job_with_its_image_once(db: SyncDatabase) -> None:
     """A worker's two writes of an image job read the job and its image once each (each
     read more was a query and, through the ORM, a few tenths of a millisecond of a
-    worker's CPU); on SQLite both come in one statement."""
+    worker's CPU); on SQLite both come in one statement. Each row changed is one
+    statement."""
     once = (["jobs+images"] if db.engine.dialect.name == "sqlite" else ["jobs", "images"])
     view = new_upload(db, new_user(db))
     assert view.image is not None
@@ -523,13 +526,54 @@ def test_an_attempts_start_and_end_read_the_job_with_its_image_once(db: SyncData
     assert began is not None and began.image is not None
     assert began.image.status == "processing"
     assert _reads(statements) == once
+    # One statement per row written, none read back (``views.save``, ``timeline.record``).
+    assert _writes(statements) == ["INSERT INTO job_events", "UPDATE images", "UPDATE jobs"]
+    steps = [PushedStep(seq=began.job.seq + n, stage="thumbnail", progress=10 * n, at=utcnow())
+             for n in (1, 2)]
     with count_statements(db) as statements:
         done, _ = db.write(store.end_with_deliveries, change=store.transition,
                            webhook=lambda v: ("job.completed", {}), job_id=view.job.id,
                            state=JobState.COMPLETED, stage="done", progress=100,
-                           image_id=view.image.id, image_outputs={"has_preview": True})
+                           image_id=view.image.id, image_outputs={"has_preview": True},
+                           pushed=steps)
     assert done is not None and done.image is not None and done.image.has_preview
     assert _reads(statements) == [*once, "webhooks"]
+    # The image's outputs and its new status in one UPDATE; the pushed steps in one INSERT.
+    assert _writes(statements) == ["INSERT INTO job_events", "INSERT INTO job_events",
+                                   "UPDATE images", "UPDATE jobs"]
+    image = stored_image(db, view.image.id)
+    assert image is not None and (image.has_preview, image.status) == (True, "ready")
+    assert [name for _, name, _ in timeline_names(db, view.job.id)][-3:] == [
+        "job:progress", "job:progress", "job:completed"]
+
+
+def _writes(statements: list[str]) -> list[str]:
+    """Each INSERT and UPDATE, as "UPDATE table", sorted."""
+    return sorted(" ".join(statement.split()[:3 if statement.startswith("INSERT") else 2])
+                  for statement in statements
+                  if statement.lstrip().upper().startswith(("INSERT", "UPDATE")))
+
+
+def test_save_writes_a_rows_changes_at_once_and_leaves_it_clean(db: SyncDatabase) -> None:
+    """``views.save``: the changed columns of a stored row in one UPDATE, then the row is
+    clean (the commit writes nothing more); an unchanged row costs no statement."""
+    view = new_upload(db, new_user(db))
+    assert view.image is not None
+
+    def change(s: Session) -> tuple[list[str], bool]:
+        job = s.get(Job, view.job.id)
+        image = s.get(Image, view.image.id)
+        assert job is not None and image is not None
+        job.stage, job.progress, job.error = "thumbnail", 40, {"type": "X"}
+        with count_statements(db) as statements:
+            save(s, job, image, None)
+        return statements, job in s.dirty
+
+    statements, dirty = db.write(change)
+    assert [sql.split()[0] for sql in statements] == ["UPDATE"] and not dirty
+    assert "stage" in statements[0] and "status" not in statements[0]
+    job = stored_job(db, view.job.id)
+    assert (job.stage, job.progress, job.error) == ("thumbnail", 40, {"type": "X"})
 
 
 def _reads(statements: list[str]) -> list[str]:
