@@ -28,8 +28,7 @@ from server.data.store.timeline import record, record_pushed
 from server.data.store.views import JobView, locked_job, locked_view, save, view
 
 
-def create_job(
-    s: Session,
+def new_job(
     *,
     user_id: str,
     task_type: str,
@@ -42,32 +41,34 @@ def create_job(
     stage: str = Stage.STORED.value,
     batch_id: str | None = None,
     parent_id: str | None = None,
-    flush: bool = True,
-    recorded: bool = True,
-) -> JobView:
-    """Record a queued job (its message is not sent yet); with ``image``, tied to it.
+) -> Job:
+    """A queued job's row, every column set, not stored yet (its message is not sent
+    either); with ``image``, tied to it.
 
     ``stage`` is ``paused`` when its queue is paused; ``parent_id``: the job it serves (a
-    webhook delivery's); ``flush=False``: the caller flushes (jobs recorded together, in
-    one statement per table); ``recorded=False``: the caller appends its timeline entry
-    (``timeline.record_all``, several at once).
+    webhook delivery's).
     """
     now = utcnow()
     job = Job(
         id=new_id(), user_id=user_id, type=task_type, queue=queue,
         state=JobState.QUEUED.value, stage=stage, progress=0, attempt=0,
-        max_attempts=max_attempts, priority=priority, payload=payload, seq=1,
-        created_at=now, updated_at=now, run_at=run_at, message_id=new_message_id(),
+        max_attempts=max_attempts, priority=priority, payload=payload, error=None,
+        traceback=None, result=None, seq=1, created_at=now, updated_at=now, run_at=run_at,
+        started_at=None, finished_at=None, message_id=new_message_id(), enqueued=False,
         image_id=image.id if image is not None else None, batch_id=batch_id,
         parent_id=parent_id,
     )
-    s.add(job)
     if image is not None:
         image.job_id, image.status = job.id, lifecycle.image_status(JobState.QUEUED).value
-    if recorded:
-        record(s, job)
-    if flush:
-        s.flush()
+    return job
+
+
+def create_job(s: Session, *, image: Image | None = None, **fields: Any) -> JobView:
+    """Record a queued job (``new_job``'s fields) and its first timeline entry."""
+    job = new_job(image=image, **fields)
+    s.add(job)
+    record(s, job)
+    s.flush()
     return JobView(job, image)
 
 

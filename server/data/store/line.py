@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from server.core import line
@@ -20,6 +20,34 @@ from server.core.jobs import PRIORITY_ORDER, JobState, base_queue, is_final, que
 from server.data.models import Image, Job, as_utc, utcnow
 from server.data.store.jobs import get_job
 from server.data.store.views import JobView, view
+
+
+def _waiting(query: Any) -> Any:
+    """``query`` narrowed to the jobs waiting, eligible, in a queue family: its parameters
+    are ``family`` (the family's queues) and ``now``."""
+    return (query.where(Job.queue.in_(bindparam("family", expanding=True)),
+                        Job.state == JobState.QUEUED.value)
+            .where((Job.run_at.is_(None)) | (Job.run_at <= bindparam("now"))))
+
+
+# Built once, with parameters: a position is read at every upload and job start, and
+# building these statements cost several times what running them does.
+_RANK = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
+_GROUPS = _waiting(select(_RANK, Job.user_id, func.count(), func.min(Job.id), func.max(Job.id))
+                   ).group_by(_RANK, Job.user_id)
+_OWN = _waiting(select(Job.id)).where(
+    Job.user_id == bindparam("user_id"), Job.priority == bindparam("priority")
+).order_by(Job.id)
+_OLDER = _waiting(select(func.count())).where(
+    Job.user_id == bindparam("user_id"), Job.priority == bindparam("priority"),
+    Job.id < bindparam("job_id"))
+_TURN = func.row_number().over(partition_by=(Job.user_id, Job.priority),
+                               order_by=Job.id).label("turn")
+_RANKED = _waiting(select(Job.id, Job.user_id, Job.priority, _TURN)).where(
+    Job.user_id.in_(bindparam("users", expanding=True)),
+    Job.priority.in_(bindparam("priorities", expanding=True))).subquery()
+_OLDEST = (select(_RANKED.c.id, _RANKED.c.user_id, _RANKED.c.priority)
+           .where(_RANKED.c.turn <= bindparam("turns")).order_by(_RANKED.c.id))
 
 
 class _Line:
@@ -32,11 +60,8 @@ class _Line:
     def __init__(self, s: Session, base: str, now: datetime) -> None:
         self.s, self.now = s, now
         self.family = queue_family(base)
-        rank = case(PRIORITY_ORDER, value=Job.priority, else_=PRIORITY_ORDER["normal"])
-        rows = s.execute(
-            self._waiting(select(rank, Job.user_id, func.count(), func.min(Job.id),
-                                 func.max(Job.id)))
-            .group_by(rank, Job.user_id)).all()
+        self.params: dict[str, Any] = {"family": list(self.family), "now": now}
+        rows = s.execute(_GROUPS, self.params).all()
         self.groups: line.Groups = {}
         # Each group's newest waiting job: a job just recorded is usually that one, and
         # then how many of its group are older needs no query of its own.
@@ -46,15 +71,10 @@ class _Line:
             self._last[(int(rank_value), user_id)] = last
         self._turns: dict[tuple[str, str], list[str]] = {}
 
-    def _waiting(self, query: Any) -> Any:
-        return (query.where(Job.queue.in_(self.family), Job.state == JobState.QUEUED.value)
-                .where((Job.run_at.is_(None)) | (Job.run_at <= self.now)))
-
-    def _own(self, user_id: str, priority: str, limit: int | None = None) -> list[str]:
-        """The user's waiting job ids of one priority, oldest first (the first ``limit``)."""
-        query = self._waiting(select(Job.id)).where(
-            Job.user_id == user_id, Job.priority == priority).order_by(Job.id)
-        return list(self.s.scalars(query if limit is None else query.limit(limit)))
+    def _own(self, user_id: str, priority: str) -> list[str]:
+        """The user's waiting job ids of one priority, oldest first."""
+        return list(self.s.scalars(_OWN, {**self.params, "user_id": user_id,
+                                          "priority": priority}))
 
     def preload(self, user_id: str) -> None:
         """Keep the user's waiting job ids at hand: many positions of theirs to come."""
@@ -70,9 +90,8 @@ class _Line:
         rank = line.rank(job.priority)
         if self._last.get((rank, job.user_id)) == job.id:
             return self.groups[rank][job.user_id][0] - 1
-        return int(self.s.scalar(self._waiting(select(func.count())).where(
-            Job.user_id == job.user_id, Job.priority == job.priority,
-            Job.id < job.id)) or 0)
+        return int(self.s.scalar(_OLDER, {**self.params, "user_id": job.user_id,
+                                          "priority": job.priority, "job_id": job.id}) or 0)
 
     def position(self, job: Job) -> int | None:
         if job.state != JobState.QUEUED.value or job.queue not in self.family:
@@ -98,15 +117,10 @@ class _Line:
         own: dict[tuple[str, str], list[str]] = {key: [] for key in needed}
         if not needed:
             return own
-        turn = func.row_number().over(partition_by=(Job.user_id, Job.priority),
-                                      order_by=Job.id).label("turn")
-        ranked = self._waiting(select(Job.id, Job.user_id, Job.priority, turn)).where(
-            Job.user_id.in_({user for user, _ in needed}),
-            Job.priority.in_({priority for _, priority in needed})).subquery()
-        rows = self.s.execute(
-            select(ranked.c.id, ranked.c.user_id, ranked.c.priority)
-            .where(ranked.c.turn <= max(needed.values()))
-            .order_by(ranked.c.id))
+        rows = self.s.execute(_OLDEST, {
+            **self.params, "users": sorted({user for user, _ in needed}),
+            "priorities": sorted({priority for _, priority in needed}),
+            "turns": max(needed.values())})
         for job_id, user_id, priority in rows:
             ids = own.get((user_id, priority))
             if ids is not None and len(ids) < needed[(user_id, priority)]:

@@ -33,7 +33,7 @@ def record_all(s: Session, jobs: Sequence[Job]) -> None:
     """``record`` for several jobs at once, in one statement (the ORM inserts rows with a
     generated key one at a time on SQLite, to read each key back; nobody needs it here)."""
     if jobs:
-        s.execute(insert(JobEventRecord), [_entry(job) for job in jobs])
+        s.connection().execute(insert(JobEventRecord), [_entry(job) for job in jobs])
 
 
 def _entry(job: Job, name: str | None = None, *, worker: str | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -51,6 +52,13 @@ def locked_view(s: Session, job_id: str) -> JobView | None:
         return view(s, job) if job is not None else None
     row = s.execute(_JOB_WITH_IMAGE, {"job_id": job_id}).first()
     return JobView(row[0], row[1]) if row is not None else None
+
+
+def row_values(row: Job | Image) -> dict[str, Any]:
+    """A new row's column values, for a Core INSERT (KeyError if one was left unset: a
+    row built for one must set them all)."""
+    state = instance_state(row)
+    return {attr.columns[0].key: state.dict[attr.key] for attr in state.mapper.column_attrs}
 
 
 # The UPDATE ``save`` runs for each kind of row: its SET clause is the columns each call's

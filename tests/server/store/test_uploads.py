@@ -5,6 +5,7 @@ On SQLite, and on PostgreSQL too when TEST_DATABASE_URL is set (``conftest``).""
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete
@@ -12,7 +13,7 @@ from sqlalchemy import delete
 from server.core.jobs import JobState
 from server.data import store
 from server.data.db import SyncDatabase
-from server.data.models import Image, Job, JobEventRecord, new_id
+from server.data.models import Image, Job, JobEventRecord, as_utc, new_id
 from tests.server.store.rows import (
     count_rows,
     count_statements,
@@ -21,7 +22,13 @@ from tests.server.store.rows import (
     new_user,
     stored_image,
     stored_job,
+    timeline_names,
 )
+
+
+def _comparable(value: Any) -> Any:
+    """A stored value as read back anywhere (SQLite keeps no time zone: ours is UTC)."""
+    return as_utc(value) if isinstance(value, datetime) else value
 
 
 def test_create_image_job_stores_the_upload_and_its_job(db: SyncDatabase) -> None:
@@ -42,6 +49,14 @@ def test_create_image_job_stores_the_upload_and_its_job(db: SyncDatabase) -> Non
     assert job.payload == {"image_id": image.id} and job.image_id == image.id
     assert (job.type, job.queue, job.priority, job.batch_id) == (
         "image.process", "images.low", "low", batch.id)
+    # The rows go in through Core statements, built with every column set: what the
+    # caller is handed is what was stored, column for column.
+    for given, stored in ((view.image, image), (view.job, job)):
+        columns = [c.key for c in type(stored).__table__.columns]
+        assert {k: _comparable(getattr(given, k)) for k in columns} == {
+            k: _comparable(getattr(stored, k)) for k in columns}
+    assert (job.enqueued, job.error, job.result, job.started_at) == (False, None, None, None)
+    assert [name for _, name, _ in timeline_names(db, job.id)] == ["job:queued"]
 
 
 def _upload(db: SyncDatabase, fields: dict[str, Any]) -> tuple[store.JobView, bool]:
