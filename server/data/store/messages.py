@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from server.core.jobs import JobState
@@ -29,11 +29,18 @@ def mark_enqueued(s: Session, /, *, job_id: str, message_id: str) -> None:
         job.enqueued = True
 
 
+# A job whose message reached Redis, unless a newer message replaced it meanwhile.
+_MARK_SENT = (update(Job).where(Job.id == bindparam("job"),
+                                Job.message_id == bindparam("message"))
+              .values(enqueued=True))
+
+
 def mark_enqueued_many(s: Session, /, *, sent: dict[str, str]) -> None:
-    """``mark_enqueued`` for many jobs at once (job id → the message id that was sent)."""
-    for job in s.scalars(select(Job).where(Job.id.in_(sent))):
-        if job.message_id == sent[job.id]:
-            job.enqueued = True
+    """``mark_enqueued`` for many jobs at once (job id → the message id that was sent): one
+    Core statement run for each, without reading the rows first."""
+    if sent:
+        s.connection().execute(_MARK_SENT, [{"job": job_id, "message": message_id}
+                                            for job_id, message_id in sent.items()])
 
 
 def unsent_jobs(s: Session, /, *, changed_before: datetime, limit: int = 100) -> list[Job]:
