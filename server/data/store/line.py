@@ -19,7 +19,7 @@ from server.core import line
 from server.core.jobs import PRIORITY_ORDER, JobState, base_queue, is_final, queue_family
 from server.data.models import Image, Job, as_utc, utcnow
 from server.data.store.jobs import get_job
-from server.data.store.views import JobView, view
+from server.data.store.views import JobView, save, view
 
 
 def _waiting(query: Any) -> Any:
@@ -172,6 +172,11 @@ def line_front(s: Session, /, *, queue: str, limit: int) -> list[str]:
     return _Line(s, base_queue(queue), utcnow()).front(limit)
 
 
+_FRONT_JOBS = (select(Job).where(Job.id.in_(bindparam("ids", expanding=True)),
+                                 Job.state == JobState.QUEUED.value).with_for_update())
+_IMAGES = select(Image).where(Image.id.in_(bindparam("ids", expanding=True)))
+
+
 def advance_line(s: Session, /, *, ids: Sequence[str]) -> list[tuple[JobView, int]]:
     """The jobs of ``ids`` (``line_front``'s, in start order) still waiting, each with its
     position among them; their seq grows so that clients take the new position (a job
@@ -180,16 +185,15 @@ def advance_line(s: Session, /, *, ids: Sequence[str]) -> list[tuple[JobView, in
     estimate (see ``_Line``)."""
     if not ids:
         return []
-    jobs = {job.id: job for job in s.scalars(
-        select(Job).where(Job.id.in_(ids), Job.state == JobState.QUEUED.value)
-        .with_for_update())}
+    jobs = {job.id: job for job in s.scalars(_FRONT_JOBS, {"ids": list(ids)})}
     waiting = [jobs[job_id] for job_id in ids if job_id in jobs]
     for job in waiting:
         job.seq += 1
+    save(s, *waiting)  # one statement for all of them
     # Their images in one query (a query per job was most of a refresh's cost).
     image_ids = [job.image_id for job in waiting if job.image_id]
-    images = {image.id: image for image in s.scalars(
-        select(Image).where(Image.id.in_(image_ids)))} if image_ids else {}
+    images = {image.id: image for image in s.scalars(_IMAGES, {"ids": image_ids})} \
+        if image_ids else {}
     return [(JobView(job, images.get(job.image_id) if job.image_id else None), position)
             for position, job in enumerate(waiting)]
 

@@ -67,9 +67,11 @@ _SAVE = {kind: update(kind).where(kind.id == bindparam("id_")) for kind in (Job,
 
 
 def save(s: Session, *rows: Job | Image | None) -> None:
-    """Write the changed columns of stored ``rows`` now, one Core UPDATE each, and mark
-    them clean: what the session's flush would write at commit, without its unit of work
-    (most of a worker's CPU per state change). New rows are left to the flush."""
+    """Write the changed columns of stored ``rows`` now and mark them clean: what the
+    session's flush would write at commit, without its unit of work (most of a worker's
+    CPU per state change). Rows of one kind with the same columns changed go in one
+    statement, run for each (executemany). New rows are left to the flush."""
+    batches: dict[tuple[type[Job] | type[Image], frozenset[str]], list[dict[str, Any]]] = {}
     for row in rows:
         if row is None:
             continue
@@ -78,6 +80,8 @@ def save(s: Session, *rows: Job | Image | None) -> None:
             continue
         columns = state.mapper.column_attrs
         values = {columns[key].columns[0].key: state.dict[key] for key in state.committed_state}
-        s.connection().execute(_SAVE[type(row)], {"id_": row.id, **values})
+        batches.setdefault((type(row), frozenset(values)), []).append({"id_": row.id, **values})
         # The values written are now the stored ones (what a flush marks after its UPDATE).
         state._commit_all(state.dict, s.identity_map)
+    for (kind, _), params in batches.items():
+        s.connection().execute(_SAVE[kind], params)

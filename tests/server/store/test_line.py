@@ -171,9 +171,12 @@ def test_advance_line_lists_the_front_of_the_line_and_bumps_seq(db: SyncDatabase
     running = new_job(db, user_id, queue=base)
     db.write(store.begin_attempt, job_id=running.id)
 
-    line = advance(db, f"{base}.low", 3)
+    with count_statements(db) as statements:
+        line = advance(db, f"{base}.low", 3)
     assert [(view.job.id, position) for view, position in line] == [
         (high.id, 0), (normal.id, 1), (later.id, 2)]
+    # The three seqs in one statement, run for each (``views.save``).
+    assert [sql.split()[0] for sql in statements].count("UPDATE") == 1
     assert [stored_job(db, j.id).seq for j in (high, normal, later, low)] == [2, 2, 2, 1]
     everyone = advance(db, base, 10)
     assert [view.job.id for view, _ in everyone] == [high.id, normal.id, later.id, low.id]
