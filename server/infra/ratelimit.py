@@ -82,7 +82,8 @@ def refusal(rate: Rate, now: float) -> ApiError:
                     retry_after_s=wait)
 
 
-def _key(prefix: str, rate: Rate, subject: str, now: float) -> str:
+def window_key(prefix: str, rate: Rate, subject: str, now: float) -> str:
+    """The key counting ``subject``'s use of ``rate`` in the window ``now`` falls in."""
     return keys.rate_window(prefix, rate.name, subject, window_of(now, rate.window_s))
 
 
@@ -97,7 +98,7 @@ async def take(client: Any, prefix: str, rate: Rate, subject: str,
     if rate.limit <= 0:
         return None
     now = time.time()
-    key = _key(prefix, rate, subject, now)
+    key = window_key(prefix, rate, subject, now)
     if amount > 0:
         fits = int(await client.eval(_TAKE, 1, key, amount, rate.limit, rate.window_s * 2)) >= 0
     else:

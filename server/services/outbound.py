@@ -43,6 +43,26 @@ BACKLOG_RETRY_S = 30
 log = logging.getLogger(__name__)
 
 
+def backlog_keys(state: Services, user_id: str) -> list[str]:
+    """The user's lists of webhook deliveries waiting for their turn (``server.infra.fair``),
+    one per queue of the family."""
+    prefix = state.settings.redis_prefix
+    return [keys.fair_user_list(prefix, queue, user_id)
+            for queue in queue_family(WEBHOOK_DELIVER.queue)]
+
+
+def backlog_refusal(waiting: int, limit: int) -> ApiError | None:
+    """The 429 while ``waiting`` deliveries reach WEBHOOK_BACKLOG_PER_USER (``limit``; 0:
+    no cap), else None."""
+    if limit <= 0 or waiting < limit:
+        return None
+    wait = BACKLOG_RETRY_S
+    return ApiError(Problem.RATE_LIMITED, "webhook_backlog",
+                    f"{waiting} of your webhook deliveries are waiting for their receivers "
+                    f"(at most {limit}); new work is refused until they catch up: try "
+                    f"again in {wait} s", retry_after_s=wait)
+
+
 async def check_backlog(state: Services, user_id: str) -> None:
     """429 while WEBHOOK_BACKLOG_PER_USER or more of the user's webhook deliveries wait
     for their turn (``server.infra.fair``): the deliveries of a job's end are never dropped,
@@ -51,17 +71,12 @@ async def check_backlog(state: Services, user_id: str) -> None:
     limit = state.settings.webhook_backlog_per_user
     if limit <= 0:
         return
-    prefix = state.settings.redis_prefix
     pipe = state.redis.pipeline(transaction=False)
-    for queue in queue_family(WEBHOOK_DELIVER.queue):
-        pipe.llen(keys.fair_user_list(prefix, queue, user_id))
-    waiting = sum(int(n) for n in await pipe.execute())
-    if waiting >= limit:
-        wait = BACKLOG_RETRY_S
-        raise ApiError(Problem.RATE_LIMITED, "webhook_backlog",
-                       f"{waiting} of your webhook deliveries are waiting for their receivers "
-                       f"(at most {limit}); new work is refused until they catch up: try "
-                       f"again in {wait} s", retry_after_s=wait)
+    for key in backlog_keys(state, user_id):
+        pipe.llen(key)
+    refused = backlog_refusal(sum(int(n) for n in await pipe.execute()), limit)
+    if refused is not None:
+        raise refused
 
 
 def payload_errors(task_type: str, payload: dict[str, Any]) -> dict[str, str]:

@@ -24,9 +24,15 @@ async def paused_queues(state: Services) -> set[str]:
     return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
 
 
+def stage_for(base: str, paused: frozenset[str] | set[str]) -> str:
+    """The stage a new job of queue ``base`` starts in, given the paused queues: paused
+    while its queue is."""
+    return Stage.PAUSED.value if base in paused else Stage.STORED.value
+
+
 async def waiting_stage(state: Services, base: str) -> str:
-    """The stage a new job of that queue starts in: paused while its queue is."""
-    return Stage.PAUSED.value if base in await paused_queues(state) else Stage.STORED.value
+    """``stage_for``, with the paused queues read now."""
+    return stage_for(base, await paused_queues(state))
 
 
 async def queue_report(state: Services) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import redis
 
-from server.core import imaging, validation
+from server.core import imaging, keys, validation
 from server.core.errors import ApiError, Problem
 from server.core.jobs import ImageBusy, queue_for
 from server.core.principal import Principal
@@ -69,21 +69,73 @@ async def give_back(state: Services, taken: ratelimit.Taken | None,
         log.warning("could not give back %s: %s", taken, exc)
 
 
-async def admit_uploads(state: Services, user_id: str, files: int = 1) -> ratelimit.Taken | None:
+# The checks an upload passes before its body is read, in one script (one wait for Redis,
+# where they were three): the owner's webhook backlog, then the upload allowance (taken
+# only if the backlog lets the upload in; ``files`` 0 only checks that some is left), and
+# the paused queues, read at the same time for the stage the job will start in.
+# KEYS: allowance window, paused queues, the owner's webhook lists. ARGV: files, allowance
+# (0: none), window TTL, backlog cap (0: none). Returns {verdict, waiting, paused...}:
+# verdict 0 admitted, -1 allowance spent, -2 backlog full.
+_ADMIT = """
+local waiting = 0
+local cap = tonumber(ARGV[4])
+if cap > 0 then
+  for i = 3, #KEYS do waiting = waiting + redis.call("llen", KEYS[i]) end
+  if waiting >= cap then return {-2, waiting} end
+end
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  local used = tonumber(redis.call("get", KEYS[1]) or "0")
+  local wanted = tonumber(ARGV[1])
+  if wanted == 0 then
+    if used >= limit then return {-1, waiting} end
+  elseif used + wanted > limit then
+    return {-1, waiting}
+  else
+    redis.call("incrby", KEYS[1], wanted)
+    redis.call("expire", KEYS[1], ARGV[3])
+  end
+end
+local answer = redis.call("smembers", KEYS[2])
+table.insert(answer, 1, waiting)
+table.insert(answer, 1, 0)
+return answer
+"""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An upload let in: the allowance it took (to give back if it is refused later) and
+    the queues paused as it was (for the stage its job starts in)."""
+
+    taken: ratelimit.Taken | None
+    paused: frozenset[str]
+
+
+async def admit_uploads(state: Services, user_id: str, files: int = 1) -> Admission:
     """The user's webhook backlog (``outbound.check_backlog``) and upload allowance
-    (``ratelimit.check_uploads``, taking ``files``) checked at once, in one wait for
-    Redis: what was taken, to give back if the upload is refused later. A refusal by the
-    backlog gives back what the allowance took; when both refuse, the backlog answers."""
-    backlog, allowance = await asyncio.gather(
-        outbound.check_backlog(state, user_id),
-        ratelimit.check_uploads(state, user_id, files), return_exceptions=True)
-    if isinstance(backlog, BaseException):
-        if not isinstance(allowance, BaseException):
-            await give_back(state, allowance)
-        raise backlog
-    if isinstance(allowance, BaseException):
-        raise allowance
-    return allowance
+    (``ratelimit.check_uploads``, taking ``files``) checked in one script, which reads the
+    paused queues too: what was taken, to give back if the upload is refused later. When
+    the backlog refuses, nothing is taken; when both would refuse, the backlog answers."""
+    settings = state.settings
+    rate = ratelimit.Rate("uploads", "uploads", settings.rate_limit_uploads_per_min)
+    now = time.time()
+    window = ratelimit.window_key(settings.redis_prefix, rate, user_id, now)
+    backlog = outbound.backlog_keys(state, user_id)
+    answer = await state.redis.eval(
+        _ADMIT, 2 + len(backlog), window, keys.paused_queues(settings.redis_prefix),
+        *backlog, files, max(0, rate.limit), rate.window_s * 2,
+        max(0, settings.webhook_backlog_per_user))
+    verdict, waiting, *paused = answer
+    if int(verdict) == -2:
+        refused = outbound.backlog_refusal(int(waiting), settings.webhook_backlog_per_user)
+        assert refused is not None
+        raise refused
+    if int(verdict) == -1:
+        raise ratelimit.refusal(rate, now)
+    taken = ratelimit.Taken(window, files) if rate.limit > 0 and files > 0 else None
+    return Admission(taken, frozenset(
+        name.decode() if isinstance(name, bytes) else str(name) for name in paused))
 
 
 async def allowance_covers(state: Services, user_id: str, files: int) -> None:
@@ -126,23 +178,30 @@ def probe_and_adopt(storage: Storage, upload: ReceivedUpload, image_id: str,
 
 async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
                      options: validation.UploadOptions,
-                     batch_id: str | None = None) -> StoredFile:
+                     batch_id: str | None = None,
+                     paused: frozenset[str] | None = None) -> StoredFile:
     """Check one received file, move it into the store and record its image and job.
 
     For the same bytes uploaded before, the earlier image and job (``duplicate``).
-    Raises ApiError for a file we refuse.
+    Raises ApiError for a file we refuse. ``paused``: the paused queues as the upload was
+    let in (``Admission``), for the stage its job starts in; read here when not given.
+    (Either way a pause just after the read leaves the job "stored" in its row while it
+    waits; the dispatcher holds it all the same.)
     """
     image_id = new_id()
     hop = asyncio.ensure_future(asyncio.to_thread(
         probe_and_adopt, state.storage, upload, image_id, state.settings.max_image_pixels,
         state.settings.max_decode_bytes))
-    # Read meanwhile (one wait for both): whether the queue is paused.
-    stage = asyncio.ensure_future(queues.waiting_stage(state, IMAGE_PROCESS.queue))
+    # Unless the admission read them: whether the queue is paused, read meanwhile (one
+    # wait for both).
+    stage_read = asyncio.ensure_future(queues.waiting_stage(state, IMAGE_PROCESS.queue)) \
+        if paused is None else None
     try:
         probe = await asyncio.shield(hop)
     except BaseException as exc:
-        stage.cancel()
-        stage.add_done_callback(_seen)
+        if stage_read is not None:
+            stage_read.cancel()
+            stage_read.add_done_callback(_seen)
         if isinstance(exc, asyncio.CancelledError):
             # The thread goes on; a file it moves into the store has no row: remove it.
             hop.add_done_callback(lambda done: None if done.cancelled() or done.exception()
@@ -157,7 +216,9 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
             sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
             task_type=IMAGE_PROCESS.name, queue=queue_for(IMAGE_PROCESS.queue, options.priority),
             max_attempts=state.settings.retry_max_attempts, priority=options.priority,
-            run_at=run_at, stage=await stage, batch_id=batch_id,
+            run_at=run_at, batch_id=batch_id,
+            stage=await stage_read if stage_read is not None
+            else queues.stage_for(IMAGE_PROCESS.queue, paused or frozenset()),
         )
     except BaseException:
         await asyncio.to_thread(state.storage.remove_image, image_id)

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from server.core import keys
 from tests.conftest import Databases, Stack, running_stack
-from tests.factories import LiveClient, auth, connected, new_token
+from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token
 
 pytestmark = pytest.mark.integration
 
@@ -159,6 +159,20 @@ async def test_admin_sees_queue_counts_and_pauses_and_resumes(
         "queues"]}
     assert stats["default"]["counts"]["completed"] >= 1
     assert stats["default"]["throughput_per_min"] > 0
+
+    # An upload let in while its queue is paused starts "paused" (the admission's one
+    # script reads the paused queues), and runs once the queue resumes.
+    assert (await http.post("/api/queues/images/pause", headers=admin)).json()["paused"]
+    try:
+        upload = await http.post("/api/images", headers=auth(token),
+                                 files={"file": ("p.jpg", jpeg_bytes(64, 48), "image/jpeg")})
+        assert upload.status_code == 202
+        assert (upload.json()["job"]["state"], upload.json()["job"]["stage"]) == (
+            "queued", "paused")
+    finally:
+        await http.post("/api/queues/images/resume", headers=admin)
+    assert (await client.wait_final(upload.json()["job"]["id"], timeout=30))[0] == \
+        "job:completed"
 
     cleaned = await http.post("/api/queues/default/clean", headers=admin,
                               json={"older_than_s": 0})

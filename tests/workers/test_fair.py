@@ -176,9 +176,10 @@ async def test_new_work_waits_while_a_users_webhook_deliveries_pile_up(
 
 async def test_an_upload_refused_for_the_backlog_takes_none_of_the_allowance(
         client: redis.Redis, redis_url: str) -> None:
-    """``submit.admit_uploads`` checks the backlog and takes the upload allowance at once:
-    a backlog refusal gives back what was taken; when both refuse, the backlog answers;
-    admitted, the allowance taken is returned (to give back if the upload fails later)."""
+    """``submit.admit_uploads`` checks the backlog and takes the upload allowance in one
+    script: a backlog refusal takes nothing; when both refuse, the backlog answers;
+    admitted, the allowance taken is returned (to give back if the upload fails later),
+    with the paused queues."""
     d = Deployment(client)
     d.send("A", 3, queue="webhooks")
     async_client = aioredis.Redis.from_url(redis_url)
@@ -192,17 +193,30 @@ async def test_an_upload_refused_for_the_backlog_takes_none_of_the_allowance(
             with pytest.raises(ApiError) as refused:
                 await submit.admit_uploads(state(3, 2), "A")
             assert refused.value.code == "webhook_backlog"
+            assert status_of(refused.value) == 429
+            assert refused.value.retry_after_s == outbound.BACKLOG_RETRY_S
+            assert "3 of your webhook deliveries" in refused.value.message
         # None of it was used: the allowance of 2 is whole.
-        taken = await submit.admit_uploads(state(4, 2), "A")
-        assert taken is not None and taken.amount == 1
-        assert await submit.admit_uploads(state(4, 2), "A") is not None
+        client.sadd(keys.paused_queues(d.prefix), "images", "emails")
+        admitted = await submit.admit_uploads(state(4, 2), "A")
+        assert admitted.taken is not None and admitted.taken.amount == 1
+        # The paused queues come with the admission (the stage a new job starts in).
+        assert admitted.paused == {"images", "emails"}
+        client.delete(keys.paused_queues(d.prefix))
+        assert (await submit.admit_uploads(state(4, 2), "A")).paused == frozenset()
         with pytest.raises(ApiError) as spent:
             await submit.admit_uploads(state(4, 2), "A")
-        assert spent.value.code == "rate_limited"
+        assert spent.value.code == "rate_limited" and status_of(spent.value) == 429
+        with pytest.raises(ApiError) as none_left:  # files=0: is any of it left?
+            await submit.admit_uploads(state(4, 2), "A", files=0)
+        assert none_left.value.code == "rate_limited"
+        assert (await submit.admit_uploads(state(4, 3), "A", files=0)).taken is None
         with pytest.raises(ApiError) as both:
             await submit.admit_uploads(state(3, 2), "A")
         assert both.value.code == "webhook_backlog"
         await submit.admit_uploads(state(3, 2), "B")  # another user's backlog is not A's
+        # No caps at all: let in, nothing taken.
+        assert (await submit.admit_uploads(state(0, 0), "A")).taken is None
     finally:
         await async_client.aclose()
 

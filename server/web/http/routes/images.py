@@ -63,17 +63,18 @@ async def upload_image(request: Request) -> Response:
 async def _upload_image(request: Request) -> Response:
     principal = await require_user(request)
     state = app_state(request)
-    uploads = await submit.admit_uploads(state, principal.user_id)
+    admission = await submit.admit_uploads(state, principal.user_id)
     try:
-        return await _receive_image(request, principal)
+        return await _receive_image(request, principal, admission.paused)
     except Exception:
         # Refused (a bad form, not an image, too large, no high priority left): a refused
         # request uses none of the allowance.
-        await submit.give_back(state, uploads)
+        await submit.give_back(state, admission.taken)
         raise
 
 
-async def _receive_image(request: Request, principal: Principal) -> Response:
+async def _receive_image(request: Request, principal: Principal,
+                         paused: frozenset[str]) -> Response:
     state = app_state(request)
     settings = state.settings
     form = await receive_multipart(request, state.storage,
@@ -86,7 +87,8 @@ async def _receive_image(request: Request, principal: Principal) -> Response:
                                             max_digits=settings.max_number_digits)
         high = await ratelimit.check_high_priority(state, principal, options.priority)
         try:
-            stored = await submit.store_file(state, principal.user_id, upload, options)
+            stored = await submit.store_file(state, principal.user_id, upload, options,
+                                             paused=paused)
         except Exception:
             # Refused (not an image, too large…): no job, so no high-priority one.
             await submit.give_back(state, high)
