@@ -72,6 +72,7 @@ def save(s: Session, *rows: Job | Image | None) -> None:
     CPU per state change). Rows of one kind with the same columns changed go in one
     statement, run for each (executemany). New rows are left to the flush."""
     batches: dict[tuple[type[Job] | type[Image], frozenset[str]], list[dict[str, Any]]] = {}
+    written = []
     for row in rows:
         if row is None:
             continue
@@ -81,7 +82,9 @@ def save(s: Session, *rows: Job | Image | None) -> None:
         columns = state.mapper.column_attrs
         values = {columns[key].columns[0].key: state.dict[key] for key in state.committed_state}
         batches.setdefault((type(row), frozenset(values)), []).append({"id_": row.id, **values})
-        # The values written are now the stored ones (what a flush marks after its UPDATE).
-        state._commit_all(state.dict, s.identity_map)
+        written.append(state)
     for (kind, _), params in batches.items():
         s.connection().execute(_SAVE[kind], params)
+    for state in written:
+        # The values written are now the stored ones (what a flush marks after its UPDATE).
+        state._commit_all(state.dict, s.identity_map)
