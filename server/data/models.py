@@ -20,6 +20,10 @@ SHORT_ID_FROM = 25
 WORKER_CHARS = 200
 
 
+# None is stored as SQL NULL, however the row is written (the ORM's flush, Core's INSERT
+# and UPDATE in ``store``), never as the JSON text "null".
+_OPT_JSON = JSON(none_as_null=True)
+
 def new_id() -> str:
     """A 32-char id that sorts by creation time (ms) then randomly."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
@@ -82,7 +86,7 @@ class Image(Base):
     format: Mapped[str] = mapped_column(String(16))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
-    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(_OPT_JSON, nullable=True, default=None)
     has_thumbnail: Mapped[bool] = mapped_column(Boolean, default=False)
     has_preview: Mapped[bool] = mapped_column(Boolean, default=False)
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -113,9 +117,9 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
     priority: Mapped[str] = mapped_column(String(8), default="normal")
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(_OPT_JSON, nullable=True, default=None)
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    result: Mapped[dict[str, Any] | None] = mapped_column(_OPT_JSON, nullable=True, default=None)
     image_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     batch_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     # The job this one serves: a webhook delivery's is the job whose end it POSTs.
@@ -200,7 +204,7 @@ class JobEventRecord(Base):
     state: Mapped[str] = mapped_column(String(16))
     stage: Mapped[str] = mapped_column(String(32))
     progress: Mapped[int] = mapped_column(Integer)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(_OPT_JSON, nullable=True, default=None)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Who ran the attempt a job:active began ("host:pid:thread"), and the traceback of
     # the attempt a job:retrying or job:failed ended: each attempt's story stays.
@@ -209,4 +213,4 @@ class JobEventRecord(Base):
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
     # The end of an attempt: its stages as the worker timed them, [[stage, seconds], ...]
     # (the events show only those that lasted past PROGRESS_INTERVAL_MS).
-    stages: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    stages: Mapped[list[Any] | None] = mapped_column(_OPT_JSON, nullable=True, default=None)

@@ -184,18 +184,20 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
 
     For the same bytes uploaded before, the earlier image and job (``duplicate``).
     Raises ApiError for a file we refuse. ``paused``: the paused queues as the upload was
-    let in (``Admission``), for the stage its job starts in; read here when not given.
-    (Either way a pause just after the read leaves the job "stored" in its row while it
-    waits; the dispatcher holds it all the same.)
+    let in (``Admission``), for the stage its job starts in. They are read again here
+    when not given, or when they held the job's queue: a queue resumed while the body
+    came in must not leave its new job "paused", which nothing would correct. (A pause
+    just after the read leaves the job "stored" in its row while it waits; the dispatcher
+    holds it all the same, as it always has.)
     """
     image_id = new_id()
     hop = asyncio.ensure_future(asyncio.to_thread(
         probe_and_adopt, state.storage, upload, image_id, state.settings.max_image_pixels,
         state.settings.max_decode_bytes))
-    # Unless the admission read them: whether the queue is paused, read meanwhile (one
-    # wait for both).
+    # Unless the admission found the queue running: whether it is paused, read meanwhile
+    # (one wait for both).
     stage_read = asyncio.ensure_future(queues.waiting_stage(state, IMAGE_PROCESS.queue)) \
-        if paused is None else None
+        if paused is None or IMAGE_PROCESS.queue in paused else None
     try:
         probe = await asyncio.shield(hop)
     except BaseException as exc:

@@ -177,10 +177,11 @@ def transition(
         record_pushed(s, job, pushed)
     job.seq = seq
     record(s, job, worker=worker, stages=stage_times)
+    save(s, job)  # before reading anything more: a read would flush it through the ORM
     found = view(s, job)
     if found.image is not None:
         found.image.status = lifecycle.image_status(state).value
-    save(s, job, found.image)
+    save(s, found.image)
     return found
 
 
@@ -259,6 +260,7 @@ def report_progress(s: Session, /, *, job_id: str, stage: str, progress: int,
     job.seq = live.next_seq(job.seq, job.state)
     job.updated_at = utcnow()
     record(s, job, PROGRESS)
+    save(s, job)  # before ``view`` reads the image: that read would flush it through the ORM
     found = view(s, job)
-    save(s, job, found.image)
+    save(s, found.image)  # the outputs, if any
     return found

@@ -37,10 +37,11 @@ _MARK_SENT = (update(Job).where(Job.id == bindparam("job"),
 
 def mark_enqueued_many(s: Session, /, *, sent: dict[str, str]) -> None:
     """``mark_enqueued`` for many jobs at once (job id → the message id that was sent): one
-    Core statement run for each, without reading the rows first."""
+    Core statement run for each, without reading the rows first, in id order (as other
+    writers lock several jobs)."""
     if sent:
         s.connection().execute(_MARK_SENT, [{"job": job_id, "message": message_id}
-                                            for job_id, message_id in sent.items()])
+                                            for job_id, message_id in sorted(sent.items())])
 
 
 def unsent_jobs(s: Session, /, *, changed_before: datetime, limit: int = 100) -> list[Job]:

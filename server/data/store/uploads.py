@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from server.core import lifecycle
@@ -16,7 +16,7 @@ from server.data.models import Image, Job, JobEventRecord, User, utcnow
 from server.data.store.jobs import new_job
 from server.data.store.line import queue_positions
 from server.data.store.timeline import record_all
-from server.data.store.views import JobView, row_values
+from server.data.store.views import JobView, insert_rows
 
 
 def new_upload(
@@ -69,10 +69,8 @@ def _insert(s: Session, views: Sequence[JobView]) -> None:
     group commit's uploads are written while every other writer waits)."""
     if not views:
         return
-    connection = s.connection()
-    connection.execute(insert(Image), [row_values(view.image) for view in views
-                                       if view.image is not None])
-    connection.execute(insert(Job), [row_values(view.job) for view in views])
+    insert_rows(s, [view.image for view in views if view.image is not None])
+    insert_rows(s, [view.job for view in views])
     record_all(s, [view.job for view in views])
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
@@ -54,11 +55,17 @@ def locked_view(s: Session, job_id: str) -> JobView | None:
     return JobView(row[0], row[1]) if row is not None else None
 
 
-def row_values(row: Job | Image) -> dict[str, Any]:
-    """A new row's column values, for a Core INSERT (KeyError if one was left unset: a
-    row built for one must set them all)."""
-    state = instance_state(row)
-    return {attr.columns[0].key: state.dict[attr.key] for attr in state.mapper.column_attrs}
+def insert_rows(s: Session, rows: Sequence[Job] | Sequence[Image]) -> None:
+    """Store new rows of one kind in one Core INSERT, run for each (executemany). Every
+    column must be set (KeyError otherwise): a row built for it sets them all."""
+    if not rows:
+        return
+    params = []
+    for row in rows:
+        state = instance_state(row)
+        params.append({attr.columns[0].key: state.dict[attr.key]
+                       for attr in state.mapper.column_attrs})
+    s.connection().execute(insert(type(rows[0])), params)
 
 
 # The UPDATE ``save`` runs for each kind of row: its SET clause is the columns each call's
@@ -70,7 +77,11 @@ def save(s: Session, *rows: Job | Image | None) -> None:
     """Write the changed columns of stored ``rows`` now and mark them clean: what the
     session's flush would write at commit, without its unit of work (most of a worker's
     CPU per state change). Rows of one kind with the same columns changed go in one
-    statement, run for each (executemany). New rows are left to the flush."""
+    statement, run for each (executemany). New rows are left to the flush.
+
+    Not inside a savepoint that may roll back: the rows are marked clean outside the
+    session's own bookkeeping, so a savepoint's rollback would not expire them (the whole
+    transaction's rollback does)."""
     batches: dict[tuple[type[Job] | type[Image], frozenset[str]], list[dict[str, Any]]] = {}
     written = []
     for row in rows:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session
 
 from server.core.jobs import JobState
 from server.data import store
@@ -104,3 +105,20 @@ def count_statements(db: SyncDatabase) -> Iterator[list[str]]:
         yield statements
     finally:
         event.remove(db.engine, "before_cursor_execute", note)
+
+
+@contextlib.contextmanager
+def orm_flushes() -> Iterator[list[str]]:
+    """The kinds of rows the ORM's flush writes while the block lasts (any session): the
+    writes ``store`` makes through Core (``views.save``, ``insert_rows``) add none."""
+    flushed: list[str] = []
+
+    def note(session: Session, *_args: Any) -> None:
+        flushed.extend(type(row).__name__ for row in [*session.new, *session.dirty]
+                       if session.is_modified(row) or row in session.new)
+
+    event.listen(Session, "before_flush", note)
+    try:
+        yield flushed
+    finally:
+        event.remove(Session, "before_flush", note)

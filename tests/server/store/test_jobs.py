@@ -30,6 +30,7 @@ from tests.server.store.rows import (
     new_job,
     new_upload,
     new_user,
+    orm_flushes,
     set_columns,
     stored_image,
     stored_job,
@@ -521,16 +522,24 @@ def test_an_attempts_start_and_end_read_the_job_with_its_image_once(db: SyncData
     once = (["jobs+images"] if db.engine.dialect.name == "sqlite" else ["jobs", "images"])
     view = new_upload(db, new_user(db))
     assert view.image is not None
-    with count_statements(db) as statements:
+    with count_statements(db) as statements, orm_flushes() as flushed:
         began = db.write(store.begin_attempt, job_id=view.job.id, message_id=view.job.message_id)
     assert began is not None and began.image is not None
     assert began.image.status == "processing"
     assert _reads(statements) == once
-    # One statement per row written, none read back (``views.save``, ``timeline.record``).
+    # One statement per row written, none read back, none by the ORM's flush
+    # (``views.save``, ``timeline.record``).
+    assert flushed == []
     assert _writes(statements) == ["INSERT INTO job_events", "UPDATE images", "UPDATE jobs"]
-    steps = [PushedStep(seq=began.job.seq + n, stage="thumbnail", progress=10 * n, at=utcnow())
-             for n in (1, 2)]
-    with count_statements(db) as statements:
+    # A progress step written, not pushed, goes through Core too.
+    with orm_flushes() as flushed:
+        step = db.write(store.report_progress, job_id=view.job.id, stage="thumbnail",
+                        progress=30)
+    assert flushed == [] and step is not None
+    assert stored_job(db, view.job.id).stage == "thumbnail"
+    steps = [PushedStep(seq=step.job.seq + n, stage="preview", progress=40 + 10 * n,
+                        at=utcnow()) for n in (1, 2)]
+    with count_statements(db) as statements, orm_flushes() as flushed:
         done, _ = db.write(store.end_with_deliveries, change=store.transition,
                            webhook=lambda v: ("job.completed", {}), job_id=view.job.id,
                            state=JobState.COMPLETED, stage="done", progress=100,
@@ -538,6 +547,7 @@ def test_an_attempts_start_and_end_read_the_job_with_its_image_once(db: SyncData
                            pushed=steps)
     assert done is not None and done.image is not None and done.image.has_preview
     assert _reads(statements) == [*once, "webhooks"]
+    assert flushed == []
     # The image's outputs and its new status in one UPDATE; the pushed steps in one INSERT.
     assert _writes(statements) == ["INSERT INTO job_events", "INSERT INTO job_events",
                                    "UPDATE images", "UPDATE jobs"]

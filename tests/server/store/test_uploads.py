@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 
 from server.core.jobs import JobState
 from server.data import store
@@ -57,6 +57,14 @@ def test_create_image_job_stores_the_upload_and_its_job(db: SyncDatabase) -> Non
             k: _comparable(getattr(stored, k)) for k in columns}
     assert (job.enqueued, job.error, job.result, job.started_at) == (False, None, None, None)
     assert [name for _, name, _ in timeline_names(db, job.id)] == ["job:queued"]
+    # A JSON column left None is SQL NULL, as the ORM stores it, not the JSON text "null".
+    db.write(store.begin_attempt, job_id=job.id)
+    nulls = db.read(lambda s: s.execute(text(
+        "SELECT (SELECT count(*) FROM images WHERE id = :image AND meta IS NULL),"
+        " (SELECT count(*) FROM jobs WHERE id = :job AND error IS NULL AND result IS NULL),"
+        " (SELECT count(*) FROM job_events WHERE job_id = :job AND error IS NULL"
+        "  AND stages IS NULL)"), {"image": image.id, "job": job.id}).one())
+    assert tuple(nulls) == (1, 1, 2)
 
 
 def _upload(db: SyncDatabase, fields: dict[str, Any]) -> tuple[store.JobView, bool]:
