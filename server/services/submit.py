@@ -185,10 +185,11 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
     For the same bytes uploaded before, the earlier image and job (``duplicate``).
     Raises ApiError for a file we refuse. ``paused``: the paused queues as the upload was
     let in (``Admission``), for the stage its job starts in. They are read again here
-    when not given, or when they held the job's queue: a queue resumed while the body
-    came in must not leave its new job "paused", which nothing would correct. (A pause
-    just after the read leaves the job "stored" in its row while it waits; the dispatcher
-    holds it all the same, as it always has.)
+    when not given, or when they held the job's queue, so that a queue resumed while the
+    body came in does not leave its new job "paused" (a resume between this read and the
+    commit still can, until a worker begins the job, as before the admission read them).
+    A pause just after the read leaves the job "stored" in its row while it waits; the
+    dispatcher holds it all the same.
     """
     image_id = new_id()
     hop = asyncio.ensure_future(asyncio.to_thread(

@@ -37,8 +37,8 @@ _MARK_SENT = (update(Job).where(Job.id == bindparam("job"),
 
 def mark_enqueued_many(s: Session, /, *, sent: dict[str, str]) -> None:
     """``mark_enqueued`` for many jobs at once (job id → the message id that was sent): one
-    Core statement run for each, without reading the rows first, in id order (as other
-    writers lock several jobs)."""
+    Core statement run for each, without reading the rows first, in id order (the order
+    the ORM's flush wrote them in)."""
     if sent:
         s.connection().execute(_MARK_SENT, [{"job": job_id, "message": message_id}
                                             for job_id, message_id in sorted(sent.items())])
