@@ -78,7 +78,7 @@ class ReceivedFile:
     _out: BinaryIO | None = dataclasses.field(default=None, repr=False)
     _hasher: Any = dataclasses.field(default_factory=hashlib.sha256, repr=False)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         """Append to the temp file and the hash (in a thread: hashlib releases the GIL)."""
         if self._out is None:
             self._out = self.path.open("ab")
@@ -136,7 +136,7 @@ class _Collector:
         self.current: ReceivedFile | None = None
         self.current_field: str | None = None
         self.field_buf = bytearray()
-        self.pending: list[tuple[ReceivedFile, bytes]] = []
+        self.pending: list[tuple[ReceivedFile, memoryview]] = []
         self.pending_bytes = 0
 
     # -- callbacks --
@@ -184,7 +184,8 @@ class _Collector:
                            f"the form fields are over {self.max_field_bytes // 1024} KB in all")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        chunk = data[start:end]
+        # A view, not a copy: the bytes go to the file and the hash as they came.
+        chunk = memoryview(data)[start:end]
         if self.current is not None:
             item = self.current
             item.size += len(chunk)
@@ -197,7 +198,7 @@ class _Collector:
                 self._refuse(item, _too_large(self.max_file_bytes))
                 return
             if len(item.head) < HEAD_BYTES:
-                item.head += chunk[: HEAD_BYTES - len(item.head)]
+                item.head += bytes(chunk[: HEAD_BYTES - len(item.head)])
             self.pending.append((item, chunk))
             self.pending_bytes += len(chunk)
         elif self.current_field is not None:
@@ -208,7 +209,7 @@ class _Collector:
         if self.current_field is not None:
             self.form.fields[self.current_field] = self.field_buf.decode("utf-8", "replace")
 
-    def take_pending(self) -> list[tuple[ReceivedFile, bytes]]:
+    def take_pending(self) -> list[tuple[ReceivedFile, memoryview]]:
         pending, self.pending, self.pending_bytes = self.pending, [], 0
         return pending
 
@@ -358,13 +359,13 @@ async def read_json(request: Request, *, empty: Any = None,
                      max_digits=settings.max_number_digits)
 
 
-def _write_all(pending: list[tuple[ReceivedFile, bytes]],
+def _write_all(pending: list[tuple[ReceivedFile, memoryview]],
                finish: Sequence[ReceivedFile] = ()) -> None:
-    """Append buffered chunks to their files (one write per run of a file's chunks); then
-    close and hash the files of ``finish``. Runs in a thread: disk and hashing stay off
-    the event loop."""
+    """Append buffered chunks to their files (one write per run of a file's chunks, joined
+    from views of what the network gave: one copy, not two); then close and hash the
+    files of ``finish``. Runs in a thread: disk and hashing stay off the event loop."""
     current: ReceivedFile | None = None
-    buf: list[bytes] = []
+    buf: list[memoryview] = []
     for item, chunk in pending:
         if item is not current and buf and current is not None:
             current._write(b"".join(buf))
