@@ -24,6 +24,7 @@ WORKER_CHARS = 200
 # and UPDATE in ``store``), never as the JSON text "null".
 _OPT_JSON = JSON(none_as_null=True)
 
+
 def new_id() -> str:
     """A 32-char id that sorts by creation time (ms) then randomly."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
