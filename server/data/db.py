@@ -239,6 +239,14 @@ def _unabandoned(calls: list[_GroupedCall]) -> list[_GroupedCall]:
     return live
 
 
+def _fail(calls: list[_GroupedCall], exc: BaseException) -> None:
+    """Answer every call not answered yet with ``exc`` (``_Abandoned`` for what is not
+    an Exception: the thread is going down)."""
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(exc if isinstance(exc, Exception) else _Abandoned())
+
+
 def _call(fn: Grouped[Any], session: Session, calls: list[_GroupedCall]) -> list[Any]:
     """``fn`` for these calls, in the first one's context; ``_Abandoned`` if any of their
     callers went meanwhile."""
@@ -314,9 +322,7 @@ class _WriteGroup:
         """No flush runs: every waiting call gets ``exc`` (none may wait for ever)."""
         with self._lock:
             left, self._waiting, self._flushing = self._waiting, [], False
-        for call in left:
-            if not call.future.done():
-                call.future.set_exception(exc if isinstance(exc, Exception) else _Abandoned())
+        _fail(left, exc)
 
 
 class Database:
@@ -593,10 +599,7 @@ class SyncDatabase:
                         continue
                     except BaseException as exc:
                         made = []
-                        for call in calls:
-                            if not call.future.done():
-                                call.future.set_exception(
-                                    exc if isinstance(exc, Exception) else _Abandoned())
+                        _fail(calls, exc)
                         if not isinstance(exc, Exception):
                             raise
                     break

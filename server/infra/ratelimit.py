@@ -132,13 +132,17 @@ async def _take(state: Limited, rate: Rate, subject: str, amount: int = 1) -> Ta
     return await take(state.redis, state.settings.redis_prefix, rate, subject, amount)
 
 
+def uploads_rate(settings: Settings) -> Rate:
+    """Each user's upload allowance: RATE_LIMIT_UPLOADS_PER_MIN files a minute."""
+    return Rate("uploads", "uploads", settings.rate_limit_uploads_per_min)
+
+
 async def check_uploads(state: Limited, user_id: str, files: int = 1) -> Taken | None:
     """Take ``files`` uploads from the user's allowance for this minute, or answer 429.
 
     ``files=0`` only checks that some allowance is left (before a batch body is read).
     """
-    rate = Rate("uploads", "uploads", state.settings.rate_limit_uploads_per_min)
-    return await _take(state, rate, user_id, files)
+    return await _take(state, uploads_rate(state.settings), user_id, files)
 
 
 async def check_tasks(state: Limited, user_id: str) -> None:

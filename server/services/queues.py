@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from server.core import keys
@@ -21,6 +22,11 @@ def queue_names(state: Services) -> list[str]:
 
 async def paused_queues(state: Services) -> set[str]:
     members = await state.redis.smembers(keys.paused_queues(state.settings.redis_prefix))
+    return queue_names_of(members)
+
+
+def queue_names_of(members: Iterable[bytes | str]) -> set[str]:
+    """The queue names of the paused set's members, as Redis returns them."""
     return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
 
 

@@ -118,7 +118,7 @@ async def admit_uploads(state: Services, user_id: str, files: int = 1) -> Admiss
     paused queues too: what was taken, to give back if the upload is refused later. When
     the backlog refuses, nothing is taken; when both would refuse, the backlog answers."""
     settings = state.settings
-    rate = ratelimit.Rate("uploads", "uploads", settings.rate_limit_uploads_per_min)
+    rate = ratelimit.uploads_rate(settings)
     now = time.time()
     window = ratelimit.window_key(settings.redis_prefix, rate, user_id, now)
     backlog = outbound.backlog_keys(state, user_id)
@@ -134,8 +134,7 @@ async def admit_uploads(state: Services, user_id: str, files: int = 1) -> Admiss
     if int(verdict) == -1:
         raise ratelimit.refusal(rate, now)
     taken = ratelimit.Taken(window, files) if rate.limit > 0 and files > 0 else None
-    return Admission(taken, frozenset(
-        name.decode() if isinstance(name, bytes) else str(name) for name in paused))
+    return Admission(taken, frozenset(queues.queue_names_of(paused)))
 
 
 async def allowance_covers(state: Services, user_id: str, files: int) -> None:
@@ -145,7 +144,7 @@ async def allowance_covers(state: Services, user_id: str, files: int) -> None:
     limit = state.settings.rate_limit_uploads_per_min
     if limit <= 0:
         return
-    uploads = ratelimit.Rate("uploads", "uploads", limit)  # check_uploads' allowance
+    uploads = ratelimit.uploads_rate(state.settings)
     if files <= limit:
         try:
             # Taking 0 checks that what is used is under the limit: under limit - files + 1

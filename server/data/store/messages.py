@@ -24,9 +24,7 @@ def new_message_id() -> str:
 
 def mark_enqueued(s: Session, /, *, job_id: str, message_id: str) -> None:
     """Note that the job's message reached Redis (unless a newer one replaced it)."""
-    job = s.get(Job, job_id)
-    if job is not None and job.message_id == message_id:
-        job.enqueued = True
+    mark_enqueued_many(s, sent={job_id: message_id})
 
 
 # A job whose message reached Redis, unless a newer message replaced it meanwhile.
