@@ -15,6 +15,7 @@ redelivered (see the README's "Failure handling").
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import logging
 import os
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from server.infra import logs
 from server.infra.settings import Settings
@@ -39,15 +41,59 @@ _MAX_PAUSE_S = 30.0
 _HEALTHY_RUN_S = 60.0
 
 
+_AUTOGROUP = Path("/proc/self/autogroup")
+# Linux takes one autogroup change per 100 ms from an unprivileged caller (EAGAIN inside
+# that): slots starting together wait their turn, for up to about 3 s.
+_AUTOGROUP_TRIES = 30
+_AUTOGROUP_PAUSE_S = 0.11
+
+
 def _child_setup(nice: int) -> None:
     """In the child: its own process group dying with us, at a lower CPU priority.
 
     ``nice``: web processes answer uploads and push events first when the CPUs are busy;
-    workers take what is left (WORKER_NICE, 0 for equal shares).
+    workers take what is left (WORKER_NICE, 0 for equal shares). The child, a session
+    leader, gives its session's scheduling group the same value when it starts
+    (``nice_own_session``, called by ``workers.dramatiq_cli``).
     """
     _own_group_dying_with_us()
     if nice:
         os.nice(nice)
+
+
+def nice_own_session(autogroup: Path = _AUTOGROUP) -> bool:
+    """Give this process's Linux autogroup the process's own nice value, if the process
+    leads its session and that value is above 0; whether it did.
+
+    With autogroup scheduling (on in most distributions' kernels), each session is a
+    scheduling group, and groups share busy CPUs equally whatever the nice values inside
+    them: nice orders the processes of one group only. Every Dramatiq process leads a
+    session of its own (``_own_group_dying_with_us``), and so does each process honcho
+    starts under ``make run``: without this, WORKER_NICE changed nothing between the web
+    process and the workers, and a web process got about a third of two busy CPUs.
+
+    Only a session leader does it: one started from somebody's shell must not lower the
+    priority of that shell's session. Where there is no autogroup (no such file), nothing
+    to do; where the processes run in a cgroup of their own (containers, systemd units),
+    the kernel does not use the autogroup and their nice value works by itself.
+    """
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice <= 0 or os.getsid(0) != os.getpid():
+        return False
+    for _ in range(_AUTOGROUP_TRIES):
+        try:
+            autogroup.write_text(str(nice))
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if exc.errno != errno.EAGAIN:
+                log.warning("could not lower this worker's autogroup to nice %s: %s", nice, exc)
+                return False
+        time.sleep(_AUTOGROUP_PAUSE_S)
+    log.warning("could not lower this worker's autogroup to nice %s: the kernel kept "
+                "refusing (EAGAIN)", nice)
+    return False
 
 
 def _own_group_dying_with_us() -> None:
