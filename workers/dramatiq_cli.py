@@ -18,14 +18,11 @@ from dramatiq.cli import main as dramatiq_main
 
 from server.infra import logs
 from server.infra.settings import Settings
-from workers.supervisor import nice_own_session
 
 
 def main() -> int:
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
-    # Before Dramatiq forks its worker process: that one shares this session and group.
-    nice_own_session()
     return int(dramatiq_main() or 0)  # type: ignore[no-untyped-call]
 
 

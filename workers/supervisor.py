@@ -41,58 +41,75 @@ _MAX_PAUSE_S = 30.0
 _HEALTHY_RUN_S = 60.0
 
 
-_AUTOGROUP = Path("/proc/self/autogroup")
-# Linux takes one autogroup change per 100 ms from an unprivileged caller (EAGAIN inside
-# that): slots starting together wait their turn, for up to about 3 s.
+# Linux takes one autogroup change per 100 ms from an unprivileged caller, counted across
+# the whole host (EAGAIN inside that): this supervisor's slots take turns, spaced so
+# (_AUTOGROUP_TURN), and a refusal caused by some other process is tried again a while.
 _AUTOGROUP_TRIES = 30
 _AUTOGROUP_PAUSE_S = 0.11
+_AUTOGROUP_TURN = threading.Lock()
+_autogroup_written_at = -_AUTOGROUP_PAUSE_S  # time.monotonic() of this process's last change
 
 
 def _child_setup(nice: int) -> None:
     """In the child: its own process group dying with us, at a lower CPU priority.
 
     ``nice``: web processes answer uploads and push events first when the CPUs are busy;
-    workers take what is left (WORKER_NICE, 0 for equal shares). The child, a session
-    leader, gives its session's scheduling group the same value when it starts
-    (``nice_own_session``, called by ``workers.dramatiq_cli``).
+    workers take what is left (WORKER_NICE, 0 for equal shares). Its session's scheduling
+    group gets the same value from the supervisor once it runs (``nice_session_of``).
     """
     _own_group_dying_with_us()
     if nice:
         os.nice(nice)
 
 
-def nice_own_session(autogroup: Path = _AUTOGROUP) -> bool:
-    """Give this process's Linux autogroup the process's own nice value, if the process
-    leads its session and that value is above 0; whether it did.
+def nice_session_of(pid: int, autogroup: Path | None = None) -> bool:
+    """Give the Linux autogroup of process ``pid``, which must lead its session, that
+    process's nice value, if above 0; whether it did. ``autogroup``: its
+    ``/proc/<pid>/autogroup`` file (by default).
 
     With autogroup scheduling (on in most distributions' kernels), each session is a
     scheduling group, and groups share busy CPUs equally whatever the nice values inside
     them: nice orders the processes of one group only. Every Dramatiq process leads a
     session of its own (``_own_group_dying_with_us``), and so does each process honcho
     starts under ``make run``: without this, WORKER_NICE changed nothing between the web
-    process and the workers, and a web process got about a third of two busy CPUs.
+    process and the workers, and the web process got no more of two busy CPUs than each
+    busy worker process (about half a core). Dramatiq's worker process, forked later,
+    shares its main process's session and group.
 
-    Only a session leader does it: one started from somebody's shell must not lower the
-    priority of that shell's session. Where there is no autogroup (no such file), nothing
-    to do; where the processes run in a cgroup of their own (containers, systemd units),
-    the kernel does not use the autogroup and their nice value works by itself.
+    Only for a session leader: a process in somebody's shell session must not lower the
+    priority of that shell's group. Where there is no autogroup (no such file: another
+    kernel or system), nothing to do. Where the processes are in a cgroup of their own
+    with the CPU controller (containers, systemd units with CPU accounting), the kernel
+    does not use the autogroup: nice orders the processes of one such cgroup, and cgroup
+    weights order the cgroups.
     """
-    nice = os.getpriority(os.PRIO_PROCESS, 0)
-    if nice <= 0 or os.getsid(0) != os.getpid():
-        return False
-    for _ in range(_AUTOGROUP_TRIES):
-        try:
-            autogroup.write_text(str(nice))
-            return True
-        except FileNotFoundError:
+    global _autogroup_written_at
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, pid)
+        if nice <= 0 or os.getsid(pid) != pid:
             return False
-        except OSError as exc:
-            if exc.errno != errno.EAGAIN:
-                log.warning("could not lower this worker's autogroup to nice %s: %s", nice, exc)
+    except OSError:  # gone already
+        return False
+    path = Path(f"/proc/{pid}/autogroup") if autogroup is None else autogroup
+    with _AUTOGROUP_TURN:
+        for attempt in range(_AUTOGROUP_TRIES):
+            wait = _autogroup_written_at + _AUTOGROUP_PAUSE_S - time.monotonic()
+            if attempt or wait > 0:
+                time.sleep(_AUTOGROUP_PAUSE_S if attempt else wait)
+            try:
+                path.write_text(str(nice))
+            except FileNotFoundError:
                 return False
-        time.sleep(_AUTOGROUP_PAUSE_S)
-    log.warning("could not lower this worker's autogroup to nice %s: the kernel kept "
-                "refusing (EAGAIN)", nice)
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    continue
+                log.warning("could not lower the autogroup of worker process %s to nice "
+                            "%s: %s", pid, nice, exc)
+                return False
+            _autogroup_written_at = time.monotonic()
+            return True
+    log.warning("could not lower the autogroup of worker process %s to nice %s: the "
+                "kernel kept refusing (EAGAIN)", pid, nice)
     return False
 
 
@@ -134,6 +151,8 @@ class _Slot:
             started = time.monotonic()
             self.child = subprocess.Popen(self.command, env=self.env,
                                           preexec_fn=functools.partial(_child_setup, self.nice))
+            if self.nice:
+                nice_session_of(self.child.pid)
             if self.stopping.is_set():  # a stop that came while it was starting
                 self.terminate()
             code = self.child.wait()
