@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # through another fixture) must be marked `integration`, so that `-m "not integration"`
 # runs the pure tests alone, quickly and with no process started.
 PROCESS_FIXTURES = frozenset({"redis_url", "databases", "database_url", "stack", "http_stack",
-                              "browser"})
+                              "browser", "session_leader"})
 
 # The longest test files, longest first (seconds of one run without coverage, `--durations=0`
 # summed per file, 2026-12-07). `make test` hands whole files to its workers in collection

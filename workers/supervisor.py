@@ -62,10 +62,11 @@ def _child_setup(nice: int) -> None:
         os.nice(nice)
 
 
-def nice_session_of(pid: int, autogroup: Path | None = None) -> bool:
+def nice_session_of(pid: int, autogroup: Path | None = None,
+                    stopping: threading.Event | None = None) -> bool:
     """Give the Linux autogroup of process ``pid``, which must lead its session, that
     process's nice value, if above 0; whether it did. ``autogroup``: its
-    ``/proc/<pid>/autogroup`` file (by default).
+    ``/proc/<pid>/autogroup`` file (by default). Given up as soon as ``stopping`` is set.
 
     With autogroup scheduling (on in most distributions' kernels), each session is a
     scheduling group, and groups share busy CPUs equally whatever the nice values inside
@@ -91,11 +92,12 @@ def nice_session_of(pid: int, autogroup: Path | None = None) -> bool:
     except OSError:  # gone already
         return False
     path = Path(f"/proc/{pid}/autogroup") if autogroup is None else autogroup
+    stopping = stopping or threading.Event()
     with _AUTOGROUP_TURN:
         for attempt in range(_AUTOGROUP_TRIES):
             wait = _autogroup_written_at + _AUTOGROUP_PAUSE_S - time.monotonic()
-            if attempt or wait > 0:
-                time.sleep(_AUTOGROUP_PAUSE_S if attempt else wait)
+            if (attempt or wait > 0) and stopping.wait(_AUTOGROUP_PAUSE_S if attempt else wait):
+                return False
             try:
                 path.write_text(str(nice))
             except FileNotFoundError:
@@ -151,10 +153,10 @@ class _Slot:
             started = time.monotonic()
             self.child = subprocess.Popen(self.command, env=self.env,
                                           preexec_fn=functools.partial(_child_setup, self.nice))
-            if self.nice:
-                nice_session_of(self.child.pid)
             if self.stopping.is_set():  # a stop that came while it was starting
                 self.terminate()
+            elif self.nice:
+                nice_session_of(self.child.pid, stopping=self.stopping)
             code = self.child.wait()
             if self.stopping.is_set() or code == 0:
                 return

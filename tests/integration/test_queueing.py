@@ -89,11 +89,13 @@ async def test_high_priority_overtakes_a_backlog_of_low_ones(
     assert started(high["id"]) < min(started(low["id"]) for low in lows)
     order = sorted(lows, key=lambda job: started(job["id"]))
     assert [job["id"] for job in order] == [job["id"] for job in lows], "lows stay in order"
-    # The last low job was told its place each time a job ahead of it started.
+    # The last low job was told its place each time a job ahead of it started. A refresh
+    # between the high job's arrival and its start tells it 4 first: one more ahead.
     positions = [d["job"]["queue_position"] for n, d in client.of_job(lows[-1]["id"])
                  if n == "job:queued"]
     assert positions[0] == 3 and positions[-1] == 0, positions
-    assert positions == sorted(positions, reverse=True), positions
+    after = positions[1:]
+    assert after == sorted(after, reverse=True) and max(after) <= 4, positions
 
 
 async def test_snapshot_carries_queue_positions(single: Stack, http: httpx.AsyncClient,
