@@ -398,6 +398,10 @@ def stack_env(redis_url: str, database_url: str, data_dir: Path, port: int,
         # tests/integration/test_sessions.py checks those limits.)
         "METRICS_RECOUNT_S": "0",
         "WORKER_THREADS": "2",
+        # Equal CPU shares: on CI's two cores, workers at nice 10 (their session groups
+        # too) wait behind the other test session's processes and browsers, and checks
+        # bound by time flake. tests/workers/test_priority.py starts a stack at 10.
+        "WORKER_NICE": "0",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra)

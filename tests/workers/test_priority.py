@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import running_stack
 from workers import supervisor
 
 needs_autogroup = pytest.mark.skipif(not Path("/proc/self/autogroup").exists(),
@@ -210,22 +210,24 @@ def test_a_process_gone_already_is_let_be(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.mark.integration
+@pytest.mark.one_database
 @needs_autogroup
-def test_the_stacks_dramatiq_worker_processes_run_in_groups_at_their_nice(stack: Stack) -> None:
+def test_a_stacks_dramatiq_worker_processes_run_in_groups_at_their_nice(
+        redis_url: str, database_url: str, tmp_path: Path) -> None:
     """As `make run` starts them: each Dramatiq worker process at WORKER_NICE (10 by
-    default) more than the supervisor, and its session's group at that value."""
-    worker_nice = int(stack.env.get("WORKER_NICE", "10"))
-    if worker_nice == 0:
-        pytest.skip("WORKER_NICE=0 in this environment: nothing to give up")
-    deadline = time.monotonic() + 30
-    while not (workers := stack.worker_processes()):
-        assert time.monotonic() < deadline, f"no Dramatiq worker process\n{stack.log_tail()}"
-        time.sleep(0.2)
-    for pid in workers:
-        assert os.getpriority(os.PRIO_PROCESS, pid) == _expected(worker_nice)
-        # The supervisor writes it once the process is up, taking turns with other
-        # writers on this host (the I/O worker's supervisor, other test sessions' stacks).
-        while _autogroup_nice(pid) != _expected(worker_nice):
-            assert time.monotonic() < deadline, f"autogroup of {pid}: " + \
-                Path(f"/proc/{pid}/autogroup").read_text() + stack.log_tail()
-            time.sleep(0.1)
+    default) more than the supervisor, and its session's group at that value. (The other
+    tests' stacks run at WORKER_NICE=0: tests/conftest.py.)"""
+    with running_stack(redis_url, database_url, tmp_path, io_worker=False,
+                       WORKER_NICE="10") as stack:
+        deadline = time.monotonic() + 30
+        while not (workers := stack.worker_processes()):
+            assert time.monotonic() < deadline, f"no Dramatiq worker process\n{stack.log_tail()}"
+            time.sleep(0.2)
+        for pid in workers:
+            assert os.getpriority(os.PRIO_PROCESS, pid) == _expected(10)
+            # The supervisor writes it once the process is up, taking turns with other
+            # writers on this host (other test sessions' stacks).
+            while _autogroup_nice(pid) != _expected(10):
+                assert time.monotonic() < deadline, f"autogroup of {pid}: " + \
+                    Path(f"/proc/{pid}/autogroup").read_text() + stack.log_tail()
+                time.sleep(0.1)
