@@ -64,6 +64,7 @@ from server.infra.bus import Bus, SyncBus
 from server.infra.embedded_redis import EmbeddedRedis
 from server.services.presenter import Presenter
 from server.web.live.connections import Connections
+from server.web.live.emitting import DirectManager
 from server.web.live.relay import relay_events
 from server.web.live.sockets import resync_all
 from tests.conftest import Databases
@@ -332,7 +333,8 @@ class SocketServer:
 
 @contextlib.asynccontextmanager
 async def socket_server() -> AsyncIterator[SocketServer]:
-    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*")
+    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*",
+                               client_manager=DirectManager())  # as the app has it
     connections = Connections()
 
     async def connect(sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:

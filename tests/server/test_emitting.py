@@ -1,0 +1,143 @@
+"""``server.web.live.emitting.DirectManager``: Socket.IO emits that hand packets over in the
+caller's turn of the event loop.
+
+Proven here (no I/O: a Socket.IO server that is never served, its hand-over recorded):
+- each participant of the rooms gets the event once, with exactly the packets
+  python-socketio's own manager sends for the same emit (one argument, several, none,
+  binary), skipped sids skipped, an unknown room or namespace sends nothing;
+- the emit never yields to the event loop: a callback scheduled before it has not run
+  when it returns (python-socketio's own manager takes turns of the loop for tasks);
+- a socket that closed, or fails otherwise, is skipped and the others still get the event;
+- an emit with an acknowledgement callback keeps python-socketio's path (an ack id).
+
+The relay's tests (``test_bus_relay.py``) and the app's run the same manager with real
+clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import socketio
+from engineio.exceptions import SocketIsClosedError
+
+from server.infra.settings import Settings
+from server.web.app import create_app
+from server.web.live.emitting import DirectManager
+
+ROOMS = {"s1": ("e1", ["user:a", "admins"]), "s2": ("e2", ["user:a"]),
+         "s3": ("e3", ["admins"]), "s4": ("e4", ["user:b"])}
+
+
+class Recorded:
+    """A Socket.IO server whose engine.io hand-over is recorded, not sent."""
+
+    def __init__(self, manager: socketio.AsyncManager,
+                 failing: dict[str, Exception] | None = None) -> None:
+        self.sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager)
+        self.sent: list[tuple[str, Any]] = []
+        failing = failing or {}
+
+        async def send(eio_sid: str, pkt: Any) -> None:
+            if eio_sid in failing:
+                raise failing[eio_sid]
+            self.sent.append((eio_sid, pkt.encode()))
+
+        self.sio._send_eio_packet = send  # type: ignore[method-assign]
+        for sid, (eio_sid, rooms) in ROOMS.items():
+            # As python-socketio's connect: the namespace's room, then the socket's own.
+            manager.basic_enter_room(sid, "/", None, eio_sid=eio_sid)
+            manager.basic_enter_room(sid, "/", sid)
+            for room in rooms:
+                manager.basic_enter_room(sid, "/", room, eio_sid=eio_sid)
+
+    async def emit(self, *args: Any, **kwargs: Any) -> list[tuple[str, Any]]:
+        self.sent.clear()
+        await self.sio.emit(*args, **kwargs)
+        return list(self.sent)
+
+
+@pytest.mark.parametrize("data", [{"job": {"id": "J1", "seq": 3}}, ("one", 2), None,
+                                  {"blob": b"\x00\x01bytes"}],
+                         ids=["one argument", "several", "none", "binary"])
+@pytest.mark.parametrize(("room", "skip"), [
+    (["user:a", "admins"], None), ("user:a", "s2"), (["admins", "user:b"], ["s1", "s4"]),
+    ("nobody", None),
+], ids=["two rooms, shared member", "skip one", "skip several", "empty room"])
+async def test_the_same_packets_as_python_socketios_manager_each_recipient_once(
+        data: Any, room: Any, skip: Any) -> None:
+    ours = await Recorded(DirectManager()).emit("job:queued", data, room=room, skip_sid=skip)
+    theirs = await Recorded(socketio.AsyncManager()).emit("job:queued", data, room=room,
+                                                          skip_sid=skip)
+    assert sorted(ours, key=repr) == sorted(theirs, key=repr)
+    recipients = [eio_sid for eio_sid, _ in ours]
+    # Once each: one packet, or two for binary data (the event, then its attachment).
+    per_recipient = 2 if isinstance(data, dict) and "blob" in data else 1
+    assert all(recipients.count(eio_sid) == per_recipient for eio_sid in recipients)
+    if room == "nobody":
+        assert ours == []
+    else:
+        assert set(recipients) == {ROOMS[sid][0] for sid, (_, rooms) in ROOMS.items()
+                                   if set(rooms) & set([room] if isinstance(room, str) else room)
+                                   and sid not in (skip if isinstance(skip, list) else [skip])}
+
+
+async def test_to_a_single_socket_and_to_an_unknown_namespace() -> None:
+    recorded = Recorded(DirectManager())
+    assert [eio for eio, _ in await recorded.emit("jobs:snapshot", {"jobs": []}, to="s3")] \
+        == ["e3"]
+    assert await recorded.emit("jobs:snapshot", {"jobs": []}, to="s3", namespace="/other") == []
+
+
+async def test_an_emit_never_yields_to_the_event_loop() -> None:
+    """Packets are handed to every recipient within the caller's turn: nothing else runs
+    meanwhile (python-socketio's own manager waits for a task per recipient)."""
+    ran: list[str] = []
+    recorded = Recorded(DirectManager())
+    asyncio.get_running_loop().call_soon(ran.append, "another callback")
+    sent = await recorded.emit("job:progress", {"job": {"id": "J1"}},
+                               room=["user:a", "admins"])
+    assert ran == [], "the emit gave the loop a turn"
+    assert {eio for eio, _ in sent} == {"e1", "e2", "e3"}
+    await asyncio.sleep(0)
+    assert ran == ["another callback"]
+
+
+async def test_a_closed_or_failing_socket_is_skipped_and_the_rest_get_the_event(
+        caplog: pytest.LogCaptureFixture) -> None:
+    recorded = Recorded(DirectManager(), failing={"e1": SocketIsClosedError(),
+                                                  "e2": RuntimeError("broken pipe")})
+    with caplog.at_level(logging.DEBUG, logger="server.web.live.emitting"):
+        sent = await recorded.emit("job:completed", {"job": {"id": "J1"}},
+                                   room=["user:a", "admins"])
+    assert [eio for eio, _ in sent] == ["e3"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "e2" in warnings[0].getMessage()
+    assert warnings[0].exc_info is not None, "an unexpected failure keeps its traceback"
+    assert any(r.levelno == logging.DEBUG and "e1" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_emit_with_a_callback_keeps_python_socketios_path() -> None:
+    manager = DirectManager()
+    recorded = Recorded(manager)
+    sent_packets: list[tuple[str, Any]] = []
+
+    async def send_packet(eio_sid: str, pkt: Any) -> None:
+        sent_packets.append((eio_sid, pkt))
+
+    recorded.sio._send_packet = send_packet  # type: ignore[method-assign]
+    await recorded.sio.emit("ping", {"n": 1}, to="s4", callback=lambda *_: None)
+    [(eio_sid, pkt)] = sent_packets
+    assert eio_sid == "e4" and pkt.id is not None, "an ack id, as python-socketio gives"
+
+
+def test_the_apps_socketio_server_runs_this_manager(tmp_path: Path) -> None:
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path),
+                                  "REDIS_URL": "redis://127.0.0.1:1/0"})
+    sio = create_app(settings).app.engineio_server
+    assert isinstance(sio, socketio.AsyncServer)
+    assert type(sio.manager) is DirectManager
