@@ -194,7 +194,7 @@ class Settings:
     max_sockets_per_user: int = 20
     socket_max_message_bytes: int = 64 * 1024
     worker_processes: int = 1
-    worker_threads: int = 4
+    worker_threads: int = 2
     worker_heartbeat_timeout_ms: int = 20_000
     worker_forget_s: int = 600
     enable_test_tasks: bool = False
@@ -335,7 +335,7 @@ class Settings:
             socket_handshakes_per_min=_int(env, "SOCKET_HANDSHAKES_PER_MIN", 120, minimum=0),
             signed_url_ttl_s=_int(env, "SIGNED_URL_TTL_S", 3600, minimum=60),
             worker_processes=_int(env, "WORKER_PROCESSES", _cpus(), minimum=1),
-            worker_threads=_int(env, "WORKER_THREADS", 4, minimum=1),
+            worker_threads=_int(env, "WORKER_THREADS", 2, minimum=1),
             worker_heartbeat_timeout_ms=_int(env, "WORKER_HEARTBEAT_TIMEOUT_MS", 20_000,
                                              minimum=1000),
             worker_forget_s=_int(env, "WORKER_FORGET_S", 600, minimum=1),

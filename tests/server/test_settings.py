@@ -98,11 +98,15 @@ def test_a_generated_secret_is_flagged_once_the_database_is_shared(tmp_path: Pat
     assert Settings.from_env({**shared, "SECRET_KEY": "k"}).multi_host_warning() is None
 
 
-def test_one_worker_process_per_cpu_by_default(tmp_path: Path) -> None:
+def test_one_worker_process_per_cpu_with_two_threads_by_default(tmp_path: Path) -> None:
     settings = Settings.from_env({"DATA_DIR": str(tmp_path)})
     assert settings.worker_processes == len(os.sched_getaffinity(0))
-    given = Settings.from_env({"DATA_DIR": str(tmp_path), "WORKER_PROCESSES": "3"})
-    assert given.worker_processes == 3
+    # Two: one job's round trips overlap another's image work; four made no more images/s
+    # and made the threads wait for the GIL, delaying each job's events (README).
+    assert settings.worker_threads == 2
+    given = Settings.from_env({"DATA_DIR": str(tmp_path), "WORKER_PROCESSES": "3",
+                               "WORKER_THREADS": "4"})
+    assert (given.worker_processes, given.worker_threads) == (3, 4)
 
 
 def test_webp_method_is_libwebps_range(tmp_path: Path) -> None:
