@@ -38,7 +38,10 @@ async def idle_sockets(url: str, count: int) -> list[socketio.AsyncClient]:
     """``count`` connected sockets, each of a user of its own."""
     clients: list[socketio.AsyncClient] = []
     gate = asyncio.Semaphore(50)
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    # A connection waits idle while its socket connects; uvicorn closes idle ones after
+    # 5 s, httpx's default reuse limit: kept shorter, a reused one is never being closed.
+    limits = httpx.Limits(keepalive_expiry=2.0)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
 
         async def one() -> None:
             async with gate:
