@@ -40,7 +40,9 @@ async def idle_sockets(url: str, count: int) -> list[socketio.AsyncClient]:
     gate = asyncio.Semaphore(50)
     # A connection waits idle while its socket connects; uvicorn closes idle ones after
     # 5 s, httpx's default reuse limit: kept shorter, a reused one is never being closed.
-    limits = httpx.Limits(keepalive_expiry=2.0)
+    # (httpx's other defaults as they are; the gate keeps 50 requests at once.)
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
 
         async def one() -> None:

@@ -8,7 +8,12 @@ Proven here (no I/O: a Socket.IO server that is never served, its hand-over reco
 - the emit never yields to the event loop: a callback scheduled before it has not run
   when it returns (python-socketio's own manager takes turns of the loop for tasks);
 - a socket that closed, or fails otherwise, is skipped and the others still get the event;
-- an emit with an acknowledgement callback keeps python-socketio's path (an ack id).
+- a socket past engine.io's ping timeout (real engine.io sockets), which engine.io closes
+  in the send, running the disconnect handlers, gets the event in a task of its own: the
+  others have theirs in the emit's turn, and the emit does not wait for the close;
+- an emit with an acknowledgement callback keeps python-socketio's path (an ack id);
+- the relay, whose emits now take no turn of the event loop, still gives the loop a turn
+  at least every ``relay.TURN_EVERY`` events of a burst.
 
 The relay's tests (``test_bus_relay.py``) and the app's run the same manager with real
 clients.
@@ -17,16 +22,23 @@ clients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import socketio
+from engineio.async_socket import AsyncSocket
 from engineio.exceptions import SocketIsClosedError
 
+from server.core.events import JobEvent
 from server.infra.settings import Settings
 from server.web.app import create_app
+from server.web.live import relay
 from server.web.live.emitting import DirectManager
 
 ROOMS = {"s1": ("e1", ["user:a", "admins"]), "s2": ("e2", ["user:a"]),
@@ -73,7 +85,8 @@ async def test_the_same_packets_as_python_socketios_manager_each_recipient_once(
     ours = await Recorded(DirectManager()).emit("job:queued", data, room=room, skip_sid=skip)
     theirs = await Recorded(socketio.AsyncManager()).emit("job:queued", data, room=room,
                                                           skip_sid=skip)
-    assert sorted(ours, key=repr) == sorted(theirs, key=repr)
+    # The same recipients in the same order, each with its packets in order.
+    assert ours == theirs
     recipients = [eio_sid for eio_sid, _ in ours]
     # Once each: one packet, or two for binary data (the event, then its attachment).
     per_recipient = 2 if isinstance(data, dict) and "blob" in data else 1
@@ -121,6 +134,46 @@ async def test_a_closed_or_failing_socket_is_skipped_and_the_rest_get_the_event(
     assert any(r.levelno == logging.DEBUG and "e1" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_socket_past_its_ping_timeout_is_closed_on_the_side() -> None:
+    """engine.io sockets (no transport): the one whose client stopped answering pings is
+    closed by engine.io's send, and its disconnect handler (held here) would hold up the
+    emit; the other sockets' queues have the event when the emit returns, in order."""
+    sio = socketio.AsyncServer(async_mode="asgi", client_manager=DirectManager())
+    manager = sio.manager
+    released = asyncio.Event()
+    disconnected: list[str] = []
+
+    async def on_disconnect(sid: str, reason: Any = None) -> None:
+        disconnected.append(sid)
+        await released.wait()
+
+    sio.on("disconnect", on_disconnect)
+    sockets = {}
+    for sid, (eio_sid, rooms) in ROOMS.items():
+        sockets[eio_sid] = sio.eio.sockets[eio_sid] = AsyncSocket(sio.eio, eio_sid)
+        sio.environ[eio_sid] = {}
+        manager.basic_enter_room(sid, "/", None, eio_sid=eio_sid)
+        manager.basic_enter_room(sid, "/", sid)
+        for room in rooms:
+            manager.basic_enter_room(sid, "/", room, eio_sid=eio_sid)
+    sockets["e1"].last_ping = time.time() - sio.eio.ping_timeout - 1  # gone quiet
+    for seq in (1, 2):  # an emit held by the close would time out here
+        await asyncio.wait_for(sio.emit("job:progress", {"job": {"id": "J1", "seq": seq}},
+                                        room=["user:a", "admins"]), 2)
+    for eio_sid in ("e2", "e3"):
+        queue = sockets[eio_sid].queue
+        got = [queue.get_nowait().data for _ in range(queue.qsize())]
+        assert [data.rsplit('"seq":', 1)[1] for data in got] == ["1}}]", "2}}]"]
+    assert sockets["e4"].queue.qsize() == 0, "not in those rooms"
+    await asyncio.sleep(0)
+    assert disconnected == ["s1"] and sockets["e1"].closing and not sockets["e1"].closed
+    assert manager._closing, "the close runs on its own, not awaited by the emit"
+    released.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert sockets["e1"].closed and not manager._closing
+
+
 async def test_an_emit_with_a_callback_keeps_python_socketios_path() -> None:
     manager = DirectManager()
     recorded = Recorded(manager)
@@ -141,3 +194,41 @@ def test_the_apps_socketio_server_runs_this_manager(tmp_path: Path) -> None:
     sio = create_app(settings).app.engineio_server
     assert isinstance(sio, socketio.AsyncServer)
     assert type(sio.manager) is DirectManager
+
+
+async def test_the_relay_gives_the_loop_a_turn_in_a_burst_of_events() -> None:
+    """Events already read come without a wait and emits take no turn: in a burst the
+    relay still lets the rest of the loop run, at least every TURN_EVERY events."""
+    burst = 3 * relay.TURN_EVERY + 5
+    seen_by_others: list[int] = []
+    emitted: list[str] = []
+
+    class Burst:
+        async def listen(self) -> AsyncIterator[JobEvent]:
+            for n in range(burst):
+                yield JobEvent("job:progress", "u1", {"id": f"J{n}", "seq": 1})
+            await asyncio.Event().wait()  # then quiet
+
+    class Emits:
+        async def emit(self, name: str, data: Any, room: Any = None) -> None:
+            emitted.append(data["job"]["id"])
+
+    def other_work() -> None:  # what else the loop has to do, again and again
+        seen_by_others.append(len(emitted))
+        if len(emitted) < burst:
+            asyncio.get_running_loop().call_soon(other_work)
+
+    asyncio.get_running_loop().call_soon(other_work)
+    task = asyncio.create_task(relay.relay_events(Burst(), Emits(),  # type: ignore[arg-type]
+                                                  resync=no_resync))
+    while len(emitted) < burst:
+        await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    gaps = [b - a for a, b in itertools.pairwise(seen_by_others)]
+    assert max(gaps) <= relay.TURN_EVERY, f"events relayed between turns: {gaps}"
+
+
+async def no_resync() -> None:
+    raise AssertionError("no gap in this bus")

@@ -10,13 +10,19 @@ packets are handed over directly, one recipient after another, in the emit's own
 each socket's writer task still sends them (next turn), in the order they were emitted.
 
 A recipient whose hand-over fails is skipped (a socket that closed meanwhile quietly, any
-other error with a warning); the others still get the event, as with the tasks. Emits with an
+other error with a warning); the others still get the event, as with the tasks. One
+hand-over can take long: engine.io closes a socket whose client stopped answering pings
+in its send, running the disconnect handlers (which release the socket in Redis). Such a
+socket's hand-over runs in a task of its own, as python-socketio's would, which nobody
+waits for: a dying socket holds up neither the other recipients nor the relay. Emits with an
 acknowledgement callback keep python-socketio's own path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import socketio
@@ -29,6 +35,11 @@ log = logging.getLogger(__name__)
 
 class DirectManager(socketio.AsyncManager):  # type: ignore[misc]
     """``socketio.AsyncManager`` whose emits without a callback make no task per recipient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Hand-overs to sockets being closed, running on their own (referenced till done).
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None,
                    skip_sid: Any = None, callback: Any = None, to: Any = None,
@@ -59,10 +70,26 @@ class DirectManager(socketio.AsyncManager):  # type: ignore[misc]
             encoded = [encoded]
         packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded]
         for eio_sid in recipients:
-            try:
-                for pkt in packets:
-                    await self.server._send_eio_packet(eio_sid, pkt)
-            except SocketIsClosedError:  # it closed as the event came: nothing to tell
-                log.debug("socket %s closed before %s", eio_sid, event)
-            except Exception:  # one broken socket must not keep the event from the rest
-                log.warning("could not hand %s to socket %s", event, eio_sid, exc_info=True)
+            if self._closes_in_send(eio_sid):
+                task = asyncio.create_task(self._hand_over(event, eio_sid, packets))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            else:
+                await self._hand_over(event, eio_sid, packets)
+
+    async def _hand_over(self, event: str, eio_sid: str, packets: list[Any]) -> None:
+        try:
+            for pkt in packets:
+                await self.server._send_eio_packet(eio_sid, pkt)
+        except SocketIsClosedError:  # it closed as the event came: nothing to tell
+            log.debug("socket %s closed before %s", eio_sid, event)
+        except Exception:  # one broken socket must not keep the event from the rest
+            log.warning("could not hand %s to socket %s", event, eio_sid, exc_info=True)
+
+    def _closes_in_send(self, eio_sid: str) -> bool:
+        """Whether engine.io will close this socket in its send: its client is past the
+        ping timeout (``AsyncSocket.check_ping_timeout``'s own test)."""
+        eio = self.server.eio
+        socket = eio.sockets.get(eio_sid)
+        last_ping = getattr(socket, "last_ping", None)
+        return last_ping is not None and time.time() - last_ping > eio.ping_timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
+
+# The relay gives the event loop a turn at least once per this many events.
+TURN_EVERY = 16
 
 
 async def disconnect_room(sio: socketio.AsyncServer, room: str, event: TokenRevoked) -> None:
@@ -72,7 +76,13 @@ async def relay_events(bus: Bus, sio: socketio.AsyncServer,
     time from publish to emit goes into ``tally``. A revoked token leaves ``tokens`` (the
     process's token cache), and after a gap every token does: a revocation may be lost.
     """
+    relayed = 0
     async for event in bus.listen():
+        relayed += 1
+        if relayed % TURN_EVERY == 0:
+            # Events already read from Redis come without a wait, and emits no longer take
+            # turns of the loop: in a burst, let the uploads and the sockets' writers run.
+            await asyncio.sleep(0)
         if event is None:
             if tokens is not None:
                 tokens.clear()
