@@ -77,13 +77,12 @@ def _migrate(args: argparse.Namespace) -> int:
 def _create_token(args: argparse.Namespace) -> int:
     import getpass
 
-    from server.core.signing import hash_token
+    from server.core.signing import hash_token, mint_token
     from server.data import store
     from server.data.db import SyncDatabase
     from server.data.migrate import SchemaOutOfDate
     from server.infra import logs
     from server.infra.audit import audit
-    from server.web.http.auth import mint_token
 
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)

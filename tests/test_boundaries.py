@@ -78,6 +78,14 @@ def test_server_never_imports_workers(module: str) -> None:
     assert not any(n.split(".")[0] == "workers" for n in _imports(ROOT / module)), module
 
 
+@pytest.mark.parametrize("module", ["server/cli.py", "server/client.py"])
+def test_the_command_line_never_imports_the_web_process(module: str) -> None:
+    # An operator's command starts in about a second: the web app (Starlette, Socket.IO's
+    # server, every route) is not loaded for it, in any of its functions either.
+    assert not any(name == "server.web" or name.startswith("server.web.")
+                   for name in _imports(ROOT / module)), module
+
+
 @pytest.mark.parametrize("module", _modules("server/web/http/routes"))
 def test_routes_do_not_import_each_other(module: str) -> None:
     for name in _imports(ROOT / module):

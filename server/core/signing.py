@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import secrets
 
 FILE_KINDS = ("thumbnail", "preview", "original")
 
@@ -43,6 +44,11 @@ def webhook_signature(key: str, timestamp: str, body: bytes) -> str:
     """The value of X-Darkroom-Signature for a body sent at ``timestamp``."""
     digest = hmac.new(key.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return f"sha256={digest.hexdigest()}"
+
+
+def mint_token() -> str:
+    """A new opaque bearer token (256 bits)."""
+    return secrets.token_urlsafe(32)
 
 
 def hash_token(token: str) -> str:

@@ -20,14 +20,13 @@ from sqlalchemy import event, insert
 from starlette.applications import Starlette
 
 from server.core import tasks as task_declarations
-from server.core.signing import hash_token
+from server.core.signing import hash_token, mint_token
 from server.core.token_cache import TokenCache
 from server.data import store
 from server.data.db import SyncDatabase
 from server.data.models import Job, new_id, utcnow
 from server.infra import metrics
 from server.infra.settings import Settings
-from server.web.http.auth import mint_token
 from server.web.http.error_handlers import EXCEPTION_HANDLERS
 from server.web.http.routes import ops
 from tests.conftest import Stack, start_web_process, stop

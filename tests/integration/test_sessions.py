@@ -16,12 +16,11 @@ import socketio
 import websockets
 from sqlalchemy.engine import make_url
 
-from server.core.signing import hash_token
+from server.core.signing import hash_token, mint_token
 from server.data import store
 from server.data.db import SyncDatabase
 from server.infra.settings import Settings
 from server.web.app import create_app
-from server.web.http.auth import mint_token
 from tests.conftest import Databases, Stack, running_stack, start_web_process, stop
 from tests.factories import LiveClient, auth, connected, jpeg_bytes, new_token, upload, wait_final
 

@@ -6,11 +6,11 @@ from typing import Any, cast
 
 import pytest
 
-from server.core.signing import hash_token
+from server.core.signing import hash_token, mint_token
 from server.core.token_cache import TokenCache
 from server.data import store
 from server.data.db import Database, async_url, sync_url
-from server.web.http.auth import authenticate, mint_token
+from server.web.http.auth import authenticate
 from tests.conftest import Databases
 
 pytestmark = pytest.mark.integration

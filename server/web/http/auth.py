@@ -1,9 +1,8 @@
-"""Bearer tokens: mint, verify, and require a user or an admin."""
+"""Bearer tokens: verify, and require a user or an admin (minted by ``core.signing``)."""
 
 from __future__ import annotations
 
 import hmac
-import secrets
 import time
 
 import sqlalchemy.exc
@@ -17,11 +16,6 @@ from server.data import store
 from server.data.db import Database
 from server.infra import logs
 from server.web.state import app_state
-
-
-def mint_token() -> str:
-    """A new opaque bearer token (256 bits)."""
-    return secrets.token_urlsafe(32)
 
 
 async def authenticate(db: Database, token: str | None, admin_token: str,

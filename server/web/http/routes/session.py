@@ -9,12 +9,12 @@ from starlette.routing import Route
 from server.core.client_address import limit_subject
 from server.core.errors import ApiError, Problem
 from server.core.events import TokenRevoked
-from server.core.signing import hash_token
+from server.core.signing import hash_token, mint_token
 from server.core.wire import responses as wire
 from server.data import store
 from server.infra import ratelimit
 from server.services.presenter import builtins
-from server.web.http.auth import mint_token, require_user
+from server.web.http.auth import require_user
 from server.web.state import app_state
 
 
