@@ -81,7 +81,8 @@ def test_server_never_imports_workers(module: str) -> None:
 @pytest.mark.parametrize("module", ["server/cli.py", "server/client.py"])
 def test_the_command_line_never_imports_the_web_process(module: str) -> None:
     # An operator's command starts in about a second: the web app (Starlette, Socket.IO's
-    # server, every route) is not loaded for it, in any of its functions either.
+    # server, every route) is not imported for it, in its functions either (`darkroom run`
+    # starts the web process through `server.__main__`, as it should).
     assert not any(name == "server.web" or name.startswith("server.web.")
                    for name in _imports(ROOT / module)), module
 

@@ -14,7 +14,9 @@ other error with a warning); the others still get the event, as with the tasks. 
 hand-over can take long: engine.io closes a socket whose client stopped answering pings
 in its send, running the disconnect handlers (which release the socket in Redis). Such a
 socket's hand-over runs in a task of its own, as python-socketio's would, which nobody
-waits for: a dying socket holds up neither the other recipients nor the relay. Emits with an
+waits for: a dying socket holds up neither the other recipients nor the relay. (At
+shutdown such a task is left to finish or be cancelled with the loop, like engine.io's
+own closing of sockets that time out.) Emits with an
 acknowledgement callback keep python-socketio's own path.
 """
 
