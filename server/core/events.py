@@ -104,6 +104,21 @@ class BatchEvent:
         """``{"batch": {"id", "total", "done", "failed", "progress"}, "published_at"}``."""
         return _with_time({"batch": self.batch}, self.published_at)
 
+    @property
+    def rank(self) -> int | None:
+        """How far the batch has come: its finished jobs, then its progress. A summary of
+        lower rank than one already published is older news (two jobs of a batch that
+        end at once may each read the batch before the other's end, then publish in the
+        opposite order); None when the summary lacks the counts."""
+        batch = self.batch
+        try:
+            if not batch["id"]:
+                return None
+            finished = int(batch["done"]) + int(batch["failed"])
+            return finished * 1000 + min(max(int(batch["progress"]), 0), 999)
+        except (KeyError, TypeError, ValueError):
+            return None
+
     def encode(self, *, published_at: float | None = None,
                trace: dict[str, str] | None = None) -> str:
         return _encode(bus.BatchProgress(user_id=self.user_id, batch=self.batch,

@@ -168,6 +168,12 @@ def chart_minute(prefix: str, minute: int) -> str:
     return f"{prefix}:charts:minute:{minute}"
 
 
+def batch_shown(prefix: str, batch_id: str) -> str:
+    """The rank (``core.events.batch_rank``) of the last ``batch:progress`` published for
+    a batch: an older summary published late is dropped (it expires)."""
+    return f"{prefix}:batch-shown:{batch_id}"
+
+
 def job_live(prefix: str, job_id: str) -> str:
     """A running job's live stage, progress and seq, pushed by its worker (a hash;
     ``server.core.live``); it expires."""

@@ -19,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 
 from server.core import keys, live
-from server.core.events import BusEvent, JobEvent, decode_event
+from server.core.events import BatchEvent, BusEvent, JobEvent, decode_event
 from server.core.jobs import JobState
 from server.infra import tracing
 
@@ -79,6 +79,26 @@ end
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
 """
+# A batch's summary: published unless one of higher rank (``BatchEvent.rank``) was, for
+# that batch, within the key's life. KEYS[1] batch_shown; ARGV rank, channel, message, ttl.
+_PUBLISH_BATCH = """
+local shown = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local rank = tonumber(ARGV[1])
+if rank < shown then return 0 end
+redis.pcall('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+# How long a batch's last published rank is kept: longer than any batch runs in practice.
+BATCH_SHOWN_TTL_MS = 24 * 3600 * 1000
+
+
+def _batch_call(prefix: str, channel: str, event: BatchEvent, rank: int,
+                message: str) -> tuple[list[str], list[str | int]]:
+    return ([keys.batch_shown(prefix, str(event.batch["id"]))],
+            [rank, channel, message, BATCH_SHOWN_TTL_MS])
+
+
 # What a push answers.
 PUSHED, NO_LIVE_STATE, RUN_OVER = 1, 0, -1
 
@@ -133,6 +153,7 @@ class Bus:
         self._prefix = prefix
         self._channel = keys.events_channel(prefix)
         self._script = client.register_script(_PUBLISH)
+        self._batch_script = client.register_script(_PUBLISH_BATCH)
 
     async def publish(self, event: BusEvent) -> None:
         # Stamped now, so the relay (and any client) can tell how long delivery took; with
@@ -142,6 +163,9 @@ class Bus:
             names, args = _script_call(self._prefix, self._channel, event, _mode(event),
                                        message)
             await self._script(keys=names, args=args)
+        elif isinstance(event, BatchEvent) and (rank := event.rank) is not None:
+            names, args = _batch_call(self._prefix, self._channel, event, rank, message)
+            await self._batch_script(keys=names, args=args)
         else:
             await self._client.publish(self._channel, message)
 
@@ -224,6 +248,7 @@ class SyncBus:
         self._prefix = prefix
         self._channel = keys.events_channel(prefix)
         self._script = client.register_script(_PUBLISH)
+        self._batch_script = client.register_script(_PUBLISH_BATCH)
 
     def publish(self, event: BusEvent) -> None:
         message = event.encode(published_at=time.time(), trace=tracing.carrier())
@@ -231,6 +256,9 @@ class SyncBus:
             names, args = _script_call(self._prefix, self._channel, event, _mode(event),
                                        message)
             self._script(keys=names, args=args)
+        elif isinstance(event, BatchEvent) and (rank := event.rank) is not None:
+            names, args = _batch_call(self._prefix, self._channel, event, rank, message)
+            self._batch_script(keys=names, args=args)
         else:
             self._client.publish(self._channel, message)
 

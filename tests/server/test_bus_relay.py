@@ -237,6 +237,53 @@ async def test_published_events_arrive_once_in_order_with_their_publish_time(
         await collector.stop()
 
 
+def summary(batch_id: str, done: int, failed: int, progress: int) -> dict[str, Any]:
+    return {"id": batch_id, "total": 2, "files": 2, "done": done, "failed": failed,
+            "progress": progress}
+
+
+async def test_a_batch_summary_older_than_one_published_is_dropped(
+        redis_clients: RedisClients, redis_url: str) -> None:
+    """Two jobs of a batch ending at once may each read the batch before the other's end
+    and publish in the opposite order: a summary that has come less far (finished jobs,
+    then progress) than one already published for that batch is not published, from the
+    workers' side or the web's; the same one again is, another batch is not affected, and
+    a summary without the counts is published as it is."""
+    prefix = f"bus-{secrets.token_hex(4)}"
+    client = redis_clients.aio(redis_url)
+    sync_client = redis_clients.sync(redis_url)
+    collector = Collector(Bus(client, prefix)).start()
+    try:
+        await wait_subscribed(client, keys.events_channel(prefix))
+        web, worker = Bus(client, prefix), SyncBus(sync_client, prefix)
+        sent = [
+            (worker, summary("B1", 0, 0, 40)),
+            (worker, summary("B1", 2, 0, 100)),   # the last job's end
+            (worker, summary("B1", 1, 0, 82)),    # the other job's end, read before it
+            (web, summary("B1", 1, 1, 50)),       # fewer finished than shown: dropped
+            (worker, summary("B1", 2, 0, 100)),   # the same again: published
+            (worker, summary("B2", 0, 0, 10)),    # another batch: its own line
+            (web, {"id": "B1", "done": 0}),       # no counts: published as it is
+            (worker, summary("B2", 1, 1, 100)),
+        ]
+        for bus, batch in sent:
+            event = BatchEvent(user_id="u1", batch=batch)
+            if isinstance(bus, Bus):
+                await bus.publish(event)
+            else:
+                bus.publish(event)
+        await wait_until(lambda: len(collector.events()) >= 6, "six summaries")
+        await asyncio.sleep(0.2)  # anything dropped would have come by now
+        got = [(e.batch["id"], e.batch.get("done"), e.batch.get("progress"))
+               for e in collector.events() if isinstance(e, BatchEvent)]
+        assert got == [("B1", 0, 40), ("B1", 2, 100), ("B1", 2, 100), ("B2", 0, 10),
+                       ("B1", 0, None), ("B2", 1, 100)]
+        ttl = await client.pttl(keys.batch_shown(prefix, "B1"))
+        assert 0 < ttl <= bus_module.BATCH_SHOWN_TTL_MS
+    finally:
+        await collector.stop()
+
+
 async def test_listen_backs_off_while_redis_is_down_and_signals_each_gap_once(
         redis_clients: RedisClients, private_redis: EmbeddedRedis,
         fast_backoff: tuple[float, float],

@@ -103,3 +103,21 @@ def test_a_job_event_is_not_decoded_from_another_kind() -> None:
 def test_fields_a_newer_publisher_adds_are_ignored() -> None:
     raw = '{"name": "job:queued", "user_id": "u", "job": {"seq": 1}, "trace": "x"}'
     assert decode_event(raw) == JobEvent(name="job:queued", user_id="u", job={"seq": 1})
+
+
+@pytest.mark.parametrize(("earlier", "later"), [
+    ({"done": 0, "failed": 0, "progress": 40}, {"done": 0, "failed": 0, "progress": 41}),
+    ({"done": 1, "failed": 0, "progress": 99}, {"done": 2, "failed": 0, "progress": 0}),
+    ({"done": 1, "failed": 0, "progress": 82}, {"done": 1, "failed": 1, "progress": 50}),
+])
+def test_a_batch_summary_ranks_by_finished_jobs_then_progress(
+        earlier: dict[str, int], later: dict[str, int]) -> None:
+    first = BatchEvent(user_id="u", batch={"id": "B", **earlier}).rank
+    second = BatchEvent(user_id="u", batch={"id": "B", **later}).rank
+    assert first is not None and second is not None and first < second
+
+
+@pytest.mark.parametrize("batch", [{"id": "B", "done": 1}, {"done": 1, "failed": 0, "progress": 5},
+                                   {"id": "B", "done": "x", "failed": 0, "progress": 5}])
+def test_a_summary_without_its_counts_has_no_rank(batch: dict[str, object]) -> None:
+    assert BatchEvent(user_id="u", batch=batch).rank is None
