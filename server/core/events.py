@@ -106,16 +106,17 @@ class BatchEvent:
 
     @property
     def rank(self) -> int | None:
-        """How far the batch has come: its finished jobs, then its progress. A summary of
-        lower rank than one already published is older news (two jobs of a batch that
-        end at once may each read the batch before the other's end, then publish in the
-        opposite order); None when the summary lacks the counts."""
+        """How many of the batch's jobs have finished. A summary that counts fewer than one
+        already published is older news (two jobs of a batch that end at once may each
+        read the batch before the other's end, then publish in the opposite order); one
+        counting as many is published (a job running again lowers the progress, not the
+        count; a failed job run again lowers the count, and its retry starts the batch's
+        count afresh). None when the summary lacks the counts."""
         batch = self.batch
         try:
             if not batch["id"]:
                 return None
-            finished = int(batch["done"]) + int(batch["failed"])
-            return finished * 1000 + min(max(int(batch["progress"]), 0), 999)
+            return int(batch["done"]) + int(batch["failed"])
         except (KeyError, TypeError, ValueError):
             return None
 

@@ -169,8 +169,9 @@ def chart_minute(prefix: str, minute: int) -> str:
 
 
 def batch_shown(prefix: str, batch_id: str) -> str:
-    """The rank (``core.events.batch_rank``) of the last ``batch:progress`` published for
-    a batch: an older summary published late is dropped (it expires)."""
+    """How many jobs had finished (``BatchEvent.rank``) in the last ``batch:progress``
+    published for a batch: an older summary published late is dropped. It expires a day
+    after the last one; retrying a failed job of the batch removes it."""
     return f"{prefix}:batch-shown:{batch_id}"
 
 

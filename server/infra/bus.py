@@ -79,8 +79,9 @@ end
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
 """
-# A batch's summary: published unless one of higher rank (``BatchEvent.rank``) was, for
-# that batch, within the key's life. KEYS[1] batch_shown; ARGV rank, channel, message, ttl.
+# A batch's summary: published unless one counting more finished jobs (``BatchEvent.rank``)
+# was, for that batch, within the key's life. KEYS[1] batch_shown; ARGV rank, channel,
+# message, ttl.
 _PUBLISH_BATCH = """
 local shown = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local rank = tonumber(ARGV[1])

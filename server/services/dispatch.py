@@ -234,6 +234,13 @@ async def retry_failed(state: Services, job_id: str, *, user_id: str | None = No
     if requeued is None:
         raise not_found("job" if user_id else "dead letter")
     undo_fields, view = requeued
+    if view.job.batch_id:
+        # The batch counts one finished job fewer from now: its summaries are news again.
+        try:
+            await state.redis.delete(keys.batch_shown(state.settings.redis_prefix,
+                                                      view.job.batch_id))
+        except redis.RedisError as exc:  # the enqueue below tells the caller Redis is away
+            log.warning("could not reset batch %s's last summary: %s", view.job.batch_id, exc)
 
     async def undo() -> None:
         await state.db.write(store.dead_letter, job_id=job_id, **undo_fields)

@@ -526,6 +526,22 @@ async def test_retry_failed_requeues_a_dead_letter_under_the_same_id(
     assert state.sent._pending == {view.job.id: stored.message_id}
 
 
+async def test_retrying_a_batch_job_makes_the_batchs_next_summaries_news_again(
+        state: State, sync_redis: redis.Redis) -> None:
+    """The batch counts one finished job fewer after the retry: the note of the last
+    summary published (which would drop those counting fewer) goes; another batch's
+    stays."""
+    view = await new_job(state)
+    await set_row(state, view.job.id, batch_id="B1")
+    await fail_for_good(state, view.job.id)
+    prefix = state.settings.redis_prefix
+    for batch_id in ("B1", "B2"):
+        sync_redis.set(keys.batch_shown(prefix, batch_id), 1)
+    await dispatch.retry_failed(state, view.job.id)
+    assert sync_redis.get(keys.batch_shown(prefix, "B1")) is None
+    assert sync_redis.get(keys.batch_shown(prefix, "B2")) == b"1"
+
+
 async def test_retry_failed_refuses_what_cannot_run_again(state: State) -> None:
     """404 for an unknown job, another user's job, or a failed job outside the dead-letter
     queue when only dead letters may be retried; 409 ``not_retryable`` for a permanent
