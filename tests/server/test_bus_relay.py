@@ -195,6 +195,20 @@ def backoffs(caplog: pytest.LogCaptureFixture) -> list[float]:
 
 # -- the bus -----------------------------------------------------------------------------------
 
+@contextlib.asynccontextmanager
+async def listening(redis_clients: RedisClients, redis_url: str,
+                    prefix: str) -> AsyncIterator[tuple[aioredis.Redis, Bus, SyncBus, Collector]]:
+    """A collector subscribed to ``prefix``'s bus, and a web and a worker side to publish."""
+    client = redis_clients.aio(redis_url)
+    collector = Collector(Bus(client, prefix)).start()
+    try:
+        await wait_subscribed(client, keys.events_channel(prefix))
+        yield client, Bus(client, prefix), SyncBus(redis_clients.sync(redis_url), prefix), \
+            collector
+    finally:
+        await collector.stop()
+
+
 async def test_published_events_arrive_once_in_order_with_their_publish_time(
         redis_clients: RedisClients, redis_url: str,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -202,12 +216,8 @@ async def test_published_events_arrive_once_in_order_with_their_publish_time(
     stamped with when they were published; a malformed message is dropped with a warning,
     and another deployment's channel (prefix) is not heard."""
     prefix, other_prefix = f"bus-{secrets.token_hex(4)}", f"bus-{secrets.token_hex(4)}"
-    client = redis_clients.aio(redis_url)
     sync_client = redis_clients.sync(redis_url)
-    collector = Collector(Bus(client, prefix)).start()
-    try:
-        await wait_subscribed(client, keys.events_channel(prefix))
-        web, worker = Bus(client, prefix), SyncBus(sync_client, prefix)
+    async with listening(redis_clients, redis_url, prefix) as (client, web, worker, collector):
         before = time.time()
         worker.publish(job_event("job:queued", "u1", "j1", 1))
         await web.publish(job_event("job:active", "u1", "j1", 2))
@@ -233,8 +243,6 @@ async def test_published_events_arrive_once_in_order_with_their_publish_time(
         assert collector.gaps == 0
         assert any("malformed" in r.getMessage() for r in caplog.records
                    if r.name == "server.infra.bus")
-    finally:
-        await collector.stop()
 
 
 def summary(batch_id: str, done: int, failed: int, progress: int) -> dict[str, Any]:
@@ -251,12 +259,7 @@ async def test_a_batch_summary_older_than_one_published_is_dropped(
     not affected, a summary without the counts is published as it is, and once the key is
     removed (a retry) fewer is published."""
     prefix = f"bus-{secrets.token_hex(4)}"
-    client = redis_clients.aio(redis_url)
-    sync_client = redis_clients.sync(redis_url)
-    collector = Collector(Bus(client, prefix)).start()
-    try:
-        await wait_subscribed(client, keys.events_channel(prefix))
-        web, worker = Bus(client, prefix), SyncBus(sync_client, prefix)
+    async with listening(redis_clients, redis_url, prefix) as (client, web, worker, collector):
         sent = [
             (worker, summary("B1", 0, 0, 40)),
             (worker, summary("B1", 2, 0, 100)),   # the last job's end
@@ -285,8 +288,6 @@ async def test_a_batch_summary_older_than_one_published_is_dropped(
         await client.delete(keys.batch_shown(prefix, "B1"))
         worker.publish(BatchEvent(user_id="u1", batch=summary("B1", 1, 0, 50)))
         await wait_until(lambda: len(collector.events()) >= 7, "the reopened batch")
-    finally:
-        await collector.stop()
 
 
 async def test_listen_backs_off_while_redis_is_down_and_signals_each_gap_once(
