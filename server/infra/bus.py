@@ -123,6 +123,17 @@ def _mode(event: JobEvent) -> str:
     return "active" if event.job.get("state") == JobState.ACTIVE.value else "ended"
 
 
+def _scripted(prefix: str, channel: str, event: BusEvent,
+              message: str) -> tuple[str, list[str], list[str | int]] | None:
+    """How an event is published, from either side of the bus: through a script (its
+    source, keys and arguments), or None for a plain PUBLISH."""
+    if _keeps_live(event):
+        return (_PUBLISH, *_script_call(prefix, channel, event, _mode(event), message))
+    if isinstance(event, BatchEvent) and (rank := event.rank) is not None:
+        return (_PUBLISH_BATCH, *_batch_call(prefix, channel, event, rank, message))
+    return None
+
+
 def _states(ids: list[str], rows: list[list[bytes | None]]) -> dict[str, live.LiveState]:
     found = {job_id: live.parse(row) for job_id, row in zip(ids, rows, strict=True)}
     return {job_id: state for job_id, state in found.items() if state is not None}
@@ -153,22 +164,19 @@ class Bus:
         self._client = client
         self._prefix = prefix
         self._channel = keys.events_channel(prefix)
-        self._script = client.register_script(_PUBLISH)
-        self._batch_script = client.register_script(_PUBLISH_BATCH)
+        self._scripts = {source: client.register_script(source)
+                         for source in (_PUBLISH, _PUBLISH_BATCH)}
 
     async def publish(self, event: BusEvent) -> None:
         # Stamped now, so the relay (and any client) can tell how long delivery took; with
         # the current span's context, so that the relay's emit joins its trace.
         message = event.encode(published_at=time.time(), trace=tracing.carrier())
-        if _keeps_live(event):
-            names, args = _script_call(self._prefix, self._channel, event, _mode(event),
-                                       message)
-            await self._script(keys=names, args=args)
-        elif isinstance(event, BatchEvent) and (rank := event.rank) is not None:
-            names, args = _batch_call(self._prefix, self._channel, event, rank, message)
-            await self._batch_script(keys=names, args=args)
-        else:
+        call = _scripted(self._prefix, self._channel, event, message)
+        if call is None:
             await self._client.publish(self._channel, message)
+        else:
+            source, names, args = call
+            await self._scripts[source](keys=names, args=args)
 
     def announcement(self, event: JobEvent) -> tuple[str, str]:
         """The channel and message of a waiting job's event (its ``job:queued``), for the
@@ -248,20 +256,17 @@ class SyncBus:
         self._client = client
         self._prefix = prefix
         self._channel = keys.events_channel(prefix)
-        self._script = client.register_script(_PUBLISH)
-        self._batch_script = client.register_script(_PUBLISH_BATCH)
+        self._scripts = {source: client.register_script(source)
+                         for source in (_PUBLISH, _PUBLISH_BATCH)}
 
     def publish(self, event: BusEvent) -> None:
         message = event.encode(published_at=time.time(), trace=tracing.carrier())
-        if _keeps_live(event):
-            names, args = _script_call(self._prefix, self._channel, event, _mode(event),
-                                       message)
-            self._script(keys=names, args=args)
-        elif isinstance(event, BatchEvent) and (rank := event.rank) is not None:
-            names, args = _batch_call(self._prefix, self._channel, event, rank, message)
-            self._batch_script(keys=names, args=args)
-        else:
+        call = _scripted(self._prefix, self._channel, event, message)
+        if call is None:
             self._client.publish(self._channel, message)
+        else:
+            source, names, args = call
+            self._scripts[source](keys=names, args=args)
 
     def push(self, event: JobEvent, ceiling: int) -> int:
         """Publish a running job's progress step from Redis alone (``server.core.live``):
@@ -271,7 +276,7 @@ class SyncBus:
         message = event.encode(published_at=time.time(), trace=tracing.carrier())
         names, args = _script_call(self._prefix, self._channel, event, "push", message,
                                    ceiling)
-        return int(self._script(keys=names, args=args))
+        return int(self._scripts[_PUBLISH](keys=names, args=args))
 
     def live_states(self, job_ids: Iterable[str]) -> dict[str, live.LiveState]:
         """The live state of those jobs that have one (one round trip)."""
