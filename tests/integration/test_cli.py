@@ -17,6 +17,10 @@ from tests.conftest import ROOT, Stack
 from tests.factories import auth, jpeg_bytes, new_token, upload, wait_final
 
 pytestmark = pytest.mark.integration
+# The command line's client side (HTTP and Socket.IO through the API): its subject is not
+# the database, which the API's own tests cover on both. create-token and migrate, which
+# open the database themselves, run on both.
+ONE_DATABASE = pytest.mark.one_database
 
 
 def darkroom(stack: Stack, *args: str, token: str | None = None,
@@ -73,6 +77,7 @@ async def test_create_token_makes_an_admin_that_the_api_accepts(
     assert unknown.returncode == 2 and "no user nobody" in unknown.stderr
 
 
+@ONE_DATABASE
 async def test_dlq_list_retry_and_clear(stack: Stack, http: httpx.AsyncClient) -> None:
     admin = (await adarkroom(stack, "admin", "create-token")).stdout.strip()
     owner = await new_token(http)
@@ -105,6 +110,7 @@ async def test_dlq_list_retry_and_clear(stack: Stack, http: httpx.AsyncClient) -
     assert missing.returncode != 0 and "no token" in missing.stderr
 
 
+@ONE_DATABASE
 async def test_watch_prints_live_events_until_the_job_ends(
         stack: Stack, http: httpx.AsyncClient) -> None:
     """The first line is the subscribe snapshot of the job still queued: its queue is held
@@ -142,6 +148,7 @@ async def test_watch_prints_live_events_until_the_job_ends(
     assert "failed" in text.stdout.splitlines()[-1]
 
 
+@ONE_DATABASE
 async def test_watch_refuses_other_users_jobs_and_bad_tokens(
         stack: Stack, http: httpx.AsyncClient) -> None:
     owner, stranger = await new_token(http), await new_token(http)

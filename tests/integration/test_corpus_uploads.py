@@ -35,7 +35,10 @@ from tests.factories import FINAL, auth, new_token, upload, wait_final
 
 CORPUS = find_corpus()
 ENTRIES = corpus_entries(CORPUS)
-pytestmark = pytest.mark.integration
+# Its subject is what the image pipeline and the upload's checks make of each file; what a
+# ready or failed job stores is the same on both databases and tested on both elsewhere
+# (test_live_pipeline, test_failures): SQLite alone, the second run cost a minute of CI.
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 needs_corpus = pytest.mark.skipif(CORPUS is None, reason=missing_reason())
 # Uploads in flight at once: enough to keep two worker threads busy, gentle on 2 cores.
 _CONCURRENCY = 4
@@ -204,9 +207,10 @@ CORPUS_MODULES = ("tests/workers/test_imaging_corpus.py",
 def _pytest(corpus: Path, *args: str, ci: bool) -> str:
     """A pytest of its own on both corpus modules, looking for the corpus in ``corpus``;
     its exit code and output."""
-    # No TEST_* either: with TEST_DATABASE_URL every stack test would be there twice.
+    # No TEST_* either: with TEST_DATABASE_URL every stack test would be there twice. Nor
+    # COVERAGE_*: this pytest only collects and skips, and traced it took twice as long.
     env = {k: v for k, v in os.environ.items()
-           if k != "CI" and not k.startswith(("PYTEST_", "TEST_"))}
+           if k != "CI" and not k.startswith(("PYTEST_", "TEST_", "COVERAGE_"))}
     env[CORPUS_ENV] = str(corpus)
     if ci:
         env["CI"] = "true"

@@ -75,7 +75,9 @@ async def test_a_users_backlog_does_not_hold_another_users_upload(
     after a few of A's (about one per worker thread, plus those already handed to the
     workers), not after A's whole backlog, as it would first come, first served."""
     heavy, light = await new_token(http), await new_token(http)
-    backlog = [await _sleep_job(http, heavy, seconds=0.5) for _ in range(24)]
+    # Sent at once and a second each: sent one after another, on a loaded CI machine the
+    # two threads had worked off all but 5 of A's half-second jobs before B's was sent.
+    backlog = await asyncio.gather(*(_sleep_job(http, heavy, seconds=1.0) for _ in range(24)))
     single = await _sleep_job(http, light, seconds=0.25)
     assert single["queue_position"] is not None and single["queue_position"] <= 2, single
     [done] = await _finished(http, light, [single["id"]], timeout=60)
