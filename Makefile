@@ -53,7 +53,13 @@ COVERAGE_FLOOR_SERVER ?= 94
 COVERAGE_FLOOR_WORKERS ?= 90
 test: $(VENV)/.test-stamp
 	$(PY) -m ruff check server workers tests bench
-	$(PY) -m mypy
+	@# While mypy uses one core, pytest rewrites the test modules' asserts once, untraced,
+	@# and keeps them in __pycache__ (written even where PYTHONDONTWRITEBYTECODE is set, as
+	@# on CI; read there too): otherwise each of the test processes below rewrites every
+	@# module again under coverage (about 20 s of CPU each). Its errors show in the run.
+	@PYTHONDONTWRITEBYTECODE= $(PY) -m pytest --collect-only -q -p no:cacheprovider \
+		>/dev/null 2>&1 & warm=$$!; \
+	echo "$(PY) -m mypy"; $(PY) -m mypy; status=$$?; wait $$warm; exit $$status
 	@# The browser client's pure modules (web/js); CI must run them, elsewhere Node is optional.
 	@if command -v node >/dev/null 2>&1; then node --test --test-reporter=spec tests/web/js/*.test.mjs; \
 	elif [ -n "$$CI" ]; then echo "node not found: CI needs it for tests/web/js" >&2; exit 1; \

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx._transports.default as httpx_transports
 import pytest
 import redis
 from sqlalchemy.engine import make_url
@@ -29,6 +31,20 @@ from server.infra.embedded_redis import EmbeddedRedis, free_port
 from tests.factories import LiveClient
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Every httpx client builds an SSL context with certifi's CAs (40 ms of CPU here), though
+# the tests speak plain HTTP: the tests make thousands of clients, so they share one.
+_SSL_CONTEXT = httpx.create_ssl_context()
+_create_ssl_context = httpx_transports.create_ssl_context
+
+
+def _shared_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+    if verify is True and cert is None:
+        return _SSL_CONTEXT
+    return _create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+
+
+httpx_transports.create_ssl_context = _shared_ssl_context
 
 
 # Fixtures that start Redis, a database or processes: a test that uses one (directly or
@@ -318,12 +334,23 @@ class PortTaken(Exception):
     """The process could not bind its port: another process took it first."""
 
 
+def _accepts(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port`` (a cheap first look)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def wait_until_serving(proc: subprocess.Popen[bytes], port: int, log: Path, *,
                        logged: int = 0, timeout: float = 30.0) -> None:
     """Wait until ``proc`` itself listens on ``port`` and its /healthz answers 200.
 
     Raises PortTaken if it exited because the port was taken (its log says so after
-    byte ``logged``), RuntimeError with its log if it failed otherwise.
+    byte ``logged``), RuntimeError with its log if it failed otherwise. Whose the port
+    is (/proc) is read only once it answers: read every tenth of a second while dozens
+    of processes started, it was a fifth of the test processes' CPU.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -333,7 +360,7 @@ def wait_until_serving(proc: subprocess.Popen[bytes], port: int, log: Path, *,
                 raise PortTaken(port)
             raise RuntimeError(f"process exited early with {proc.returncode}\n"
                                f"{tail.decode(errors='replace')[-3000:]}")
-        if owns_port(proc.pid, port):
+        if _accepts(port) and owns_port(proc.pid, port):
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
                     return
