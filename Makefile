@@ -57,8 +57,8 @@ test: $(VENV)/.test-stamp
 	@# and keeps them in __pycache__ (written even where PYTHONDONTWRITEBYTECODE is set, as
 	@# on CI; read there too): otherwise each of the test processes below rewrites every
 	@# module again under coverage (about 20 s of CPU each). Its errors show in the run.
-	@PYTHONDONTWRITEBYTECODE= $(PY) -m pytest --collect-only -q -p no:cacheprovider \
-		>/dev/null 2>&1 & warm=$$!; \
+	@PYTHONDONTWRITEBYTECODE= timeout 300 $(PY) -m pytest --collect-only -q \
+		-p no:cacheprovider >/dev/null 2>&1 & warm=$$!; \
 	echo "$(PY) -m mypy"; $(PY) -m mypy; status=$$?; wait $$warm; exit $$status
 	@# The browser client's pure modules (web/js); CI must run them, elsewhere Node is optional.
 	@if command -v node >/dev/null 2>&1; then node --test --test-reporter=spec tests/web/js/*.test.mjs; \

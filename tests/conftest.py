@@ -33,13 +33,16 @@ from tests.factories import LiveClient
 ROOT = Path(__file__).resolve().parents[1]
 
 # Every httpx client builds an SSL context with certifi's CAs (40 ms of CPU here), though
-# the tests speak plain HTTP: the tests make thousands of clients, so they share one.
-_SSL_CONTEXT = httpx.create_ssl_context()
+# the tests speak plain HTTP: the tests make thousands of clients, so those with the
+# default settings share one. (An httpx that no longer calls it there fails here.)
 _create_ssl_context = httpx_transports.create_ssl_context
+assert _create_ssl_context is httpx.create_ssl_context
+_SSL_CONTEXT = _create_ssl_context()
 
 
 def _shared_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
-    if verify is True and cert is None:
+    if verify is True and cert is None and trust_env and not (
+            os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
         return _SSL_CONTEXT
     return _create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
 
@@ -86,8 +89,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unmarked:
         raise pytest.UsageError("tests that start Redis, a database or a process must be "
                                 "marked integration:\n  " + "\n  ".join(unmarked))
-    # A test of Redis and Dramatiq behaviour alone runs on SQLite only (saves the time
-    # of a second slow run that would exercise no other database code).
+    # A test whose subject is not the database (Redis, Dramatiq, HTTP guards, pages, the
+    # command line's client, logs) runs on SQLite only: a second slow run on PostgreSQL
+    # would exercise no other database code.
     once = [item for item in items if item.get_closest_marker("one_database")
             and getattr(item, "callspec", None) is not None
             and item.callspec.params.get("databases", "sqlite") != "sqlite"]
