@@ -34,10 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Every httpx client builds an SSL context with certifi's CAs (40 ms of CPU here), though
 # the tests speak plain HTTP: the tests make thousands of clients, so those with the
-# default settings share one. (An httpx that no longer calls it there fails here.)
+# default settings share one (certifi's, whatever the environment said at import). The
+# assert fails if httpx's transports stop importing the function under that name.
 _create_ssl_context = httpx_transports.create_ssl_context
 assert _create_ssl_context is httpx.create_ssl_context
-_SSL_CONTEXT = _create_ssl_context()
+_SSL_CONTEXT = _create_ssl_context(trust_env=False)
 
 
 def _shared_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
