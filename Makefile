@@ -56,7 +56,8 @@ test: $(VENV)/.test-stamp
 	@# While mypy uses one core, pytest rewrites the test modules' asserts once, untraced,
 	@# and keeps them in __pycache__ (written even where PYTHONDONTWRITEBYTECODE is set, as
 	@# on CI; read there too): otherwise each of the test processes below rewrites every
-	@# module again under coverage (about 20 s of CPU each). Its errors show in the run.
+	@# module again under coverage (17 s of CPU each untraced, more traced). Its errors
+	@# show in the run itself.
 	@PYTHONDONTWRITEBYTECODE= timeout 300 $(PY) -m pytest --collect-only -q \
 		-p no:cacheprovider >/dev/null 2>&1 & warm=$$!; \
 	echo "$(PY) -m mypy"; $(PY) -m mypy; status=$$?; wait $$warm; exit $$status

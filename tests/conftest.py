@@ -354,8 +354,9 @@ def wait_until_serving(proc: subprocess.Popen[bytes], port: int, log: Path, *,
 
     Raises PortTaken if it exited because the port was taken (its log says so after
     byte ``logged``), RuntimeError with its log if it failed otherwise. Whose the port
-    is (/proc) is read only once it answers: read every tenth of a second while dozens
-    of processes started, it was a fifth of the test processes' CPU.
+    is (/proc) is read only once it accepts connections: read every tenth of a second
+    while dozens of processes started, it was about a fifth of the test processes'
+    samples in a profile of `make test`.
     """
     deadline = time.monotonic() + timeout
     while True:

@@ -51,11 +51,10 @@ _ODD_TEXT = frozenset({"good/jpeg_corrupt_exif.jpg", "good/tiff_bilevel_g4_2548x
 
 
 def _sqlite_only(entry: dict[str, Any]) -> bool:
-    """The good photos run on SQLite alone: processing them is most of the module's CPU,
-    and a ready image stores the same rows on both databases (test_live_pipeline checks
-    them on both). The hostile files (and _ODD_TEXT) run on both: their names, EXIF text
-    and decoder messages end up in columns that PostgreSQL holds to stricter rules (no
-    NUL, lengths)."""
+    """The good photos run on SQLite alone: a ready image stores the same rows on both
+    databases (test_live_pipeline checks them on both). The hostile files (and
+    _ODD_TEXT) run on both: their names, EXIF text and decoder messages end up in columns
+    that PostgreSQL holds to stricter rules (no NUL, lengths)."""
     return str(entry["file"]).startswith("good/") and entry["file"] not in _ODD_TEXT
 
 
