@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,12 +212,17 @@ def running(worker_processes: int | None = None, worker_threads: int | None = No
         procs: list[subprocess.Popen[bytes]] = []
         log = (tmp / "bench.log").open("wb")
         try:
+            # Each in a session of its own, as honcho starts `make run`'s processes: with
+            # autogroup scheduling a session shares busy CPUs as one, so in the driver's
+            # session the web would share its CPU with the driver's upload loop.
             procs.append(subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env,
-                                          stdout=log, stderr=subprocess.STDOUT))
+                                          stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
             _wait_healthy(url, procs[0])
             if workers:
                 procs.append(subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT,
-                                              env=env, stdout=log, stderr=subprocess.STDOUT))
+                                              env=env, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
                 _wait_workers(url, settings.worker_processes)
             # To watch the run: the dashboard's charts move with it (the minute so far).
             print(f"  (dashboard: {url}/admin, admin token {env['ADMIN_TOKEN']})", flush=True)
@@ -235,27 +240,35 @@ def running(worker_processes: int | None = None, worker_threads: int | None = No
 
 
 class Watcher:
-    """A Socket.IO subscriber noting when each job's final event arrives (and the event)."""
+    """A Socket.IO subscriber noting when each job's final event arrives (and the event):
+    ``clock``'s time (perf_counter unless told), and ``on_final`` called with each."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter,
+                 on_final: Callable[[str, float, dict[str, Any]], None] | None = None) -> None:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.final_at: dict[str, float] = {}
         self.final: dict[str, dict[str, Any]] = {}
         self._waiters: dict[str, asyncio.Future[float]] = {}
 
-        async def on_final(data: Any) -> None:
+        async def final_event(data: Any) -> None:
             job_id = data["job"]["id"]
             if job_id in self.final_at:
                 return
-            now = time.perf_counter()
-            self.final_at[job_id] = now
-            self.final[job_id] = data
-            waiter = self._waiters.pop(job_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(now)
+            now = clock()
+            self.note(job_id, now, data)
+            if on_final is not None:
+                on_final(job_id, now, data)
 
         for name in FINAL_EVENTS:
-            self.sio.on(name, on_final)
+            self.sio.on(name, final_event)
+
+    def note(self, job_id: str, at: float, data: dict[str, Any]) -> None:
+        """Job ``job_id``'s final event ``data``, received at ``at``."""
+        self.final_at[job_id] = at
+        self.final[job_id] = data
+        waiter = self._waiters.pop(job_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(at)
 
     async def connect(self, url: str, token: str) -> Watcher:
         snapshot = asyncio.get_running_loop().create_future()
@@ -266,7 +279,7 @@ class Watcher:
         return self
 
     async def wait(self, job_id: str, timeout: float = 300) -> float:
-        """perf_counter time the job's final event arrived."""
+        """When (by the watcher's clock) the job's final event arrived."""
         if job_id in self.final_at:
             return self.final_at[job_id]
         waiter = self._waiters.setdefault(job_id, asyncio.get_running_loop().create_future())
@@ -274,6 +287,56 @@ class Watcher:
 
     async def close(self) -> None:
         await self.sio.disconnect()
+
+
+class WatcherProcess:
+    """Several users' watchers in a process of their own (``python -m bench.watch``), so
+    that each final event's receipt is timed by a client that only receives, as a user's
+    browser would be, not by the event loop that also sends the uploads. Times are wall
+    clock (``time.time``), comparable with the events' ``published_at``."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, count: int) -> None:
+        self._proc = proc
+        self.watchers = [Watcher(clock=time.time) for _ in range(count)]
+        self._reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, url: str, tokens: list[str], timeout: float = 60) -> WatcherProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.watch", url, *tokens, cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            # Not in the driver's scheduling group (autogroup: one per session), as a
+            # user's browser is not.
+            start_new_session=True)
+        self = cls(proc, len(tokens))
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+            if json.loads(line or b"{}").get("ready") is not True:
+                raise RuntimeError("bench.watch did not connect its watchers")
+        except BaseException:
+            await self.close()
+            raise
+        self._reader = asyncio.create_task(self._read(proc.stdout))
+        return self
+
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        while line := await stdout.readline():
+            seen = json.loads(line)
+            self.watchers[seen["watcher"]].note(seen["job"], seen["at"], seen["event"])
+
+    async def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            await asyncio.wait_for(self._proc.wait(), 15)
+        except TimeoutError:
+            self._proc.kill()
+            await self._proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
 
 
 async def new_token(http: httpx.AsyncClient) -> str:

@@ -10,15 +10,18 @@ the same driver; the runs alternate (Darkroom run 1, Node run 1, Darkroom run 2,
 each figure is the median of three runs, with the ratio Darkroom / Node as the median of
 the runs' ratios.
 
-Each of 8 users has its own token, Socket.IO watcher and upload slot. Open flow: the slots
+Each of 8 users has its own token, Socket.IO watcher and upload slot; the watchers run in
+a process of their own (``bench.watch``), which only receives, as the users' browsers
+would: its receipt times are not held up by the event loop sending the uploads. Open flow: the slots
 send back to back, never waiting for the work; also recorded there, what the uploaders see
 of the web process under that load: uploads accepted per second and the 202's latency.
 Closed flow: each slot waits for its job's ``job:completed`` before its next upload. Idle
 flow: one user uploads one 0.3 MP photo at a time, each after a pause, to a service with
 nothing else to do (what one person waits for). Push:
 the server's ``published_at`` on ``job:completed`` (when the event was published for the
-relay) to its receipt, in this process, whose event loop also drives the uploads (the
-quiet measure of push delay is the push suite's).
+relay) to its receipt by the watchers' process. Until 2026-12-07 the receipt was timed in
+the driver's own event loop, busy sending the uploads: most of the open flows' push p99
+was that loop's (a subscriber on Redis saw under a tenth of it), for both stacks alike.
 """
 
 from __future__ import annotations
@@ -29,7 +32,16 @@ from typing import Any
 
 import httpx
 
-from bench.common import Result, Watcher, new_token, percentile, photo, running, unique
+from bench.common import (
+    Result,
+    Watcher,
+    WatcherProcess,
+    new_token,
+    percentile,
+    photo,
+    running,
+    unique,
+)
 from bench.node import Api, darkroom_api, running_node, side_by_side
 from server.infra.settings import Settings
 
@@ -54,8 +66,10 @@ async def run_flow(api: Api, data: bytes, count: int, *, closed: bool,
     upload at a time, each after IDLE_PAUSE_S (its images/s says nothing)."""
     async with httpx.AsyncClient(base_url=api.url, timeout=120) as http:
         tokens = [await new_token(http) for _ in range(1 if idle else USERS)]
-        watchers = [await Watcher().connect(api.url, token) for token in tokens]
+        watching = await WatcherProcess.start(api.url, tokens)
+        watchers = watching.watchers
         try:
+            # Wall-clock times throughout: the watchers' process notes receipts so.
             started: dict[str, float] = {}
             answered: dict[str, float] = {}
             watcher_of: dict[str, Watcher] = {}
@@ -66,27 +80,24 @@ async def run_flow(api: Api, data: bytes, count: int, *, closed: bool,
                 for n in next_n:
                     if idle:
                         await asyncio.sleep(IDLE_PAUSE_S)
-                    start = time.perf_counter()
+                    start = time.time()
                     job_id = await api.upload(http, token, unique(data, salt + n))
-                    answered[job_id] = time.perf_counter()
+                    answered[job_id] = time.time()
                     started[job_id] = start
                     watcher_of[job_id] = watcher
                     if closed or idle:
                         await watcher.wait(job_id)
 
-            # Wall clock = perf_counter + offset (the Watcher notes perf_counter times).
-            offset_before = time.time() - time.perf_counter()
-            first = time.perf_counter()
+            first = time.time()
             await asyncio.gather(*(slot(user) for user in range(1 if idle else CONCURRENCY)))
             ends = {job_id: await watcher_of[job_id].wait(job_id) for job_id in started}
-            offset = (offset_before + time.time() - time.perf_counter()) / 2
             finals = {job_id: watcher_of[job_id].final[job_id] for job_id in started}
             bad = [j for j, final in finals.items() if final["job"]["state"] != "completed"]
             if bad:
                 raise RuntimeError(f"{api.name}: {len(bad)} jobs did not complete")
             latencies = [(ends[j] - started[j]) * 1000 for j in started]
             accepts = [(answered[j] - started[j]) * 1000 for j in started]
-            pushes = [(ends[j] + offset - float(finals[j]["published_at"])) * 1000
+            pushes = [(ends[j] - float(finals[j]["published_at"])) * 1000
                       for j in started if "published_at" in finals[j]]
             return {
                 "uploads": count,
@@ -101,7 +112,7 @@ async def run_flow(api: Api, data: bytes, count: int, *, closed: bool,
                 "push_p99_ms": percentile(pushes, 99),
             }
         finally:
-            await asyncio.gather(*(watcher.close() for watcher in watchers))
+            await watching.close()
 
 
 def _line(name: str, f: dict[str, Any], *, paced: bool = False) -> str:

@@ -134,8 +134,11 @@ def running_node(concurrency: int | None = None) -> Iterator[NodeStack | None]:
         try:
             # Both from the data directory: the reference's relative paths resolve there.
             for script in ("server.js", "worker.js"):
+                # Each in a session of its own, as a process manager starts them (and as
+                # Darkroom's are: bench.common.running).
                 procs.append(subprocess.Popen([node, str(NODE_DIR / script)], cwd=data_dir,
-                                              env=env, stdout=log, stderr=subprocess.STDOUT))
+                                              env=env, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
             _wait_ready(url, procs, log_path)
             yield NodeStack(url, data_dir, procs, jobs)
         finally:
