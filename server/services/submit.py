@@ -211,9 +211,9 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
         raise
     run_at = utcnow() + timedelta(seconds=options.delay_s) if options.delay_s else None
     try:
-        # Concurrent uploads share a write (a group commit on SQLite).
-        view, duplicate, position = await state.db.write_grouped(
-            store.create_uploads, image_id=image_id, user_id=user_id,
+        # The rows are built here, not while the write holds SQLite's one write turn.
+        new = store.new_upload(
+            image_id=image_id, user_id=user_id,
             filename=upload.filename, content_type=probe.mime, size_bytes=upload.size,
             sha256=upload.sha256, fmt=probe.format, width=probe.width, height=probe.height,
             task_type=IMAGE_PROCESS.name, queue=queue_for(IMAGE_PROCESS.queue, options.priority),
@@ -222,6 +222,9 @@ async def store_file(state: Services, user_id: str, upload: ReceivedUpload,
             stage=await stage_read if stage_read is not None
             else queues.stage_for(IMAGE_PROCESS.queue, paused or frozenset()),
         )
+        # Concurrent uploads share a write (a group commit on SQLite).
+        view, duplicate, position = await state.db.write_grouped(store.create_uploads,
+                                                                 upload=new)
     except BaseException:
         await asyncio.to_thread(state.storage.remove_image, image_id)
         raise

@@ -70,12 +70,12 @@ def _upload(ctx: WorkerContext, tmp_path: Path) -> JobView:
     temp.write_bytes(data)
     image_id = new_id()
     ctx.storage.adopt_original(temp, image_id)
-    [(view, _, _)] = ctx.db.write(store.create_uploads, [dict(
+    [(view, _, _)] = ctx.db.write(store.create_uploads, [dict(upload=store.new_upload(
         image_id=image_id, user_id=new_id(), filename="a.jpg",
         content_type="image/jpeg", size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(), fmt="JPEG", width=640, height=480,
         task_type=IMAGE_PROCESS.name, queue=queue_for(IMAGE_PROCESS.queue, "normal"),
-        max_attempts=3)])
+        max_attempts=3))])
     assert ctx.reporter.begin_attempt(view.job.id, str(view.job.message_id)) is not None
     return view
 

@@ -130,12 +130,12 @@ async def run_pipeline(worker: Worker, entry: dict[str, Any]) -> Outcome:
         temp.unlink()
         return Outcome("reject", exc)
 
-    [(view, duplicate, _)] = ctx.db.write(store.create_uploads, [dict(
+    [(view, duplicate, _)] = ctx.db.write(store.create_uploads, [dict(upload=store.new_upload(
         image_id=image_id, user_id=new_id(), filename=upload.filename,
         content_type=probe.mime, size_bytes=upload.size, sha256=upload.sha256,
         fmt=probe.format, width=probe.width, height=probe.height, task_type=IMAGE_PROCESS.name,
         queue=queue_for(IMAGE_PROCESS.queue, "normal"),
-        max_attempts=settings.retry_max_attempts)])
+        max_attempts=settings.retry_max_attempts))])
     assert not duplicate  # a new user each time
     # JobLifecycle.before_process_message, then the actor's body.
     assert ctx.reporter.begin_attempt(view.job.id, str(view.job.message_id)) is not None

@@ -69,6 +69,7 @@ from server.data.store.uploads import (
     create_image_job,
     create_uploads,
     delete_upload,
+    new_upload,
 )
 from server.data.store.users import (
     create_token,
@@ -145,6 +146,7 @@ __all__ = [
     "mark_enqueued_many",
     "mark_paused",
     "new_message_id",
+    "new_upload",
     "oldest_waiting",
     "purge_finished",
     "queue_position",

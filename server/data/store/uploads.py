@@ -74,11 +74,13 @@ def _insert(s: Session, views: Sequence[JobView]) -> None:
     record_all(s, [view.job for view in views])
 
 
-def create_uploads(s: Session, uploads: Sequence[Mapping[str, Any]], /
+def create_uploads(s: Session, uploads: Sequence[Mapping[str, JobView]], /
                    ) -> list[tuple[JobView, bool, int | None]]:
-    """Record accepted uploads together (each ``create_image_job``'s fields): for each,
-    ``(view, duplicate, queue position)``. The same bytes uploaded before by the same user
-    (or earlier in ``uploads``) give the earlier view, flagged, and nothing new is stored.
+    """Record accepted uploads together, each given as ``{"upload": view}`` (``new_upload``'s,
+    built before the write, so that a group commit holds SQLite's one write turn for its
+    statements only): for each, ``(view, duplicate, queue position)``. The same bytes
+    uploaded before by the same user (or earlier in ``uploads``) give the earlier view,
+    flagged, and nothing new is stored.
 
     The rows are written in one statement per table and the duplicates and positions
     read once for all (a group commit's uploads: ``Database.write_grouped``). On
@@ -88,16 +90,17 @@ def create_uploads(s: Session, uploads: Sequence[Mapping[str, Any]], /
     """
     if not uploads:
         return []
+    views = [call["upload"] for call in uploads]
+    keys = [_upload_key(view) for view in views]
     if s.get_bind().dialect.name != "sqlite":
-        for user_id in sorted({str(fields["user_id"]) for fields in uploads}):
+        for user_id in sorted({user_id for user_id, _ in keys}):
             s.execute(select(User.id).where(User.id == user_id).with_for_update())
-    earlier = _earlier_uploads(s, {(str(f["user_id"]), str(f["sha256"])) for f in uploads})
+    earlier = _earlier_uploads(s, set(keys))
     made: list[tuple[JobView, bool]] = []
-    for fields in uploads:
-        key = (str(fields["user_id"]), str(fields["sha256"]))
+    for view, key in zip(views, keys, strict=True):
         found = earlier.get(key)
         if found is None:
-            found = earlier[key] = new_upload(**fields)
+            found = earlier[key] = view
             made.append((found, False))
         else:
             made.append((found, True))
@@ -105,6 +108,13 @@ def create_uploads(s: Session, uploads: Sequence[Mapping[str, Any]], /
     positions = queue_positions(s, jobs=[view.job for view, _ in made])
     return [(view, duplicate, position)
             for (view, duplicate), position in zip(made, positions, strict=True)]
+
+
+def _upload_key(view: JobView) -> tuple[str, str]:
+    """(user, SHA-256) of a new upload's view: what makes it a duplicate."""
+    if view.image is None:
+        raise ValueError("an upload's view has its image")
+    return (view.image.user_id, view.image.sha256)
 
 
 # Built once (building them cost more than running them): the users' latest images of

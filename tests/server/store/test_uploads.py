@@ -69,7 +69,8 @@ def test_create_image_job_stores_the_upload_and_its_job(db: SyncDatabase) -> Non
 
 def _upload(db: SyncDatabase, fields: dict[str, Any]) -> tuple[store.JobView, bool]:
     """One upload recorded alone: its view and whether it was a duplicate."""
-    view, duplicate, _position = db.write(store.create_uploads, [fields])[0]
+    view, duplicate, _position = db.write(store.create_uploads,
+                                          [{"upload": store.new_upload(**fields)}])[0]
     return view, duplicate
 
 
@@ -90,7 +91,8 @@ def test_uploads_recorded_together_get_their_positions_and_see_each_other(
     fields = [_upload_fields(user_id, same), _upload_fields(other, secrets.token_hex(32)),
               _upload_fields(user_id, same), _upload_fields(user_id, secrets.token_hex(32))]
     with count_statements(db) as statements:
-        made = db.write(store.create_uploads, fields)
+        made = db.write(store.create_uploads,
+                        [{"upload": store.new_upload(**upload)} for upload in fields])
     inserts = [sql.split("(")[0].strip() for sql in statements if sql.startswith("INSERT")]
     # The three new uploads' images, jobs and timeline entries in one statement each
     # (executemany), not three.
