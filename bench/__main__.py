@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -73,6 +74,10 @@ def _update_readme(lines: list[str]) -> None:
                           + rest.split(end, 1)[1])
 
 
+def _exit_on(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("suites", nargs="*", metavar="SUITE",
@@ -83,6 +88,10 @@ def main() -> None:
     unknown = set(args.suites) - set(SUITES)
     if unknown:
         parser.error(f"unknown suite(s): {', '.join(sorted(unknown))}")
+    # The stacks run in sessions of their own, out of reach of a terminal's signals: a
+    # SIGTERM or SIGHUP to the bench unwinds it, so that each suite stops what it started.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on)
     started_all = time.monotonic()
     if not args.summary:
         for name in args.suites or SUITES:

@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -147,6 +148,19 @@ def _commit() -> str | None:
 
 # -- a running Darkroom ------------------------------------------------------------------------
 
+def dies_with_parent() -> None:
+    """In a child the bench starts in a session of its own (out of reach of the terminal's
+    signals): SIGTERM when the bench process dies, however it dies, so that no stack
+    keeps running after it (Linux; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 @dataclass
 class BenchStack:
     url: str
@@ -217,12 +231,14 @@ def running(worker_processes: int | None = None, worker_threads: int | None = No
             # session the web would share its CPU with the driver's upload loop.
             procs.append(subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env,
                                           stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+                                          start_new_session=True,
+                                          preexec_fn=dies_with_parent))
             _wait_healthy(url, procs[0])
             if workers:
                 procs.append(subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT,
                                               env=env, stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True))
+                                              start_new_session=True,
+                                              preexec_fn=dies_with_parent))
                 _wait_workers(url, settings.worker_processes)
             # To watch the run: the dashboard's charts move with it (the minute so far).
             print(f"  (dashboard: {url}/admin, admin token {env['ADMIN_TOKEN']})", flush=True)
@@ -239,16 +255,51 @@ def running(worker_processes: int | None = None, worker_threads: int | None = No
             redis.stop()
 
 
-class Watcher:
+class Receipts:
+    """When each job's final event arrived (by some clock), and the event; ``wait`` for one."""
+
+    def __init__(self) -> None:
+        self.final_at: dict[str, float] = {}
+        self.final: dict[str, dict[str, Any]] = {}
+        self._waiters: dict[str, asyncio.Future[float]] = {}
+        self._failed: BaseException | None = None
+
+    def note(self, job_id: str, at: float, data: dict[str, Any]) -> None:
+        """Job ``job_id``'s final event ``data``, received at ``at`` (the first one counts)."""
+        if job_id in self.final_at:
+            return
+        self.final_at[job_id] = at
+        self.final[job_id] = data
+        waiter = self._waiters.pop(job_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(at)
+
+    def fail(self, exc: BaseException) -> None:
+        """No more events will come: every wait, now and later, raises ``exc``."""
+        self._failed = exc
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    async def wait(self, job_id: str, timeout: float = 300) -> float:
+        """When (by the receiving clock) the job's final event arrived."""
+        if job_id in self.final_at:
+            return self.final_at[job_id]
+        if self._failed is not None:
+            raise self._failed
+        waiter = self._waiters.setdefault(job_id, asyncio.get_running_loop().create_future())
+        return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+
+
+class Watcher(Receipts):
     """A Socket.IO subscriber noting when each job's final event arrives (and the event):
     ``clock``'s time (perf_counter unless told), and ``on_final`` called with each."""
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter,
                  on_final: Callable[[str, float, dict[str, Any]], None] | None = None) -> None:
+        super().__init__()
         self.sio = socketio.AsyncClient(reconnection=False)
-        self.final_at: dict[str, float] = {}
-        self.final: dict[str, dict[str, Any]] = {}
-        self._waiters: dict[str, asyncio.Future[float]] = {}
 
         async def final_event(data: Any) -> None:
             job_id = data["job"]["id"]
@@ -262,14 +313,6 @@ class Watcher:
         for name in FINAL_EVENTS:
             self.sio.on(name, final_event)
 
-    def note(self, job_id: str, at: float, data: dict[str, Any]) -> None:
-        """Job ``job_id``'s final event ``data``, received at ``at``."""
-        self.final_at[job_id] = at
-        self.final[job_id] = data
-        waiter = self._waiters.pop(job_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(at)
-
     async def connect(self, url: str, token: str) -> Watcher:
         snapshot = asyncio.get_running_loop().create_future()
         self.sio.on("jobs:snapshot", lambda _data: snapshot.done() or snapshot.set_result(True))
@@ -277,13 +320,6 @@ class Watcher:
                                wait_timeout=15)
         await asyncio.wait_for(snapshot, 15)
         return self
-
-    async def wait(self, job_id: str, timeout: float = 300) -> float:
-        """When (by the watcher's clock) the job's final event arrived."""
-        if job_id in self.final_at:
-            return self.final_at[job_id]
-        waiter = self._waiters.setdefault(job_id, asyncio.get_running_loop().create_future())
-        return await asyncio.wait_for(waiter, timeout)
 
     async def close(self) -> None:
         await self.sio.disconnect()
@@ -293,11 +329,13 @@ class WatcherProcess:
     """Several users' watchers in a process of their own (``python -m bench.watch``), so
     that each final event's receipt is timed by a client that only receives, as a user's
     browser would be, not by the event loop that also sends the uploads. Times are wall
-    clock (``time.time``), comparable with the events' ``published_at``."""
+    clock (``time.time``), comparable with the events' ``published_at``; each final event
+    comes as ``{"job": {"id", "state"}, "published_at"}``. Should the process die or
+    send a line it cannot read, every wait fails at once."""
 
     def __init__(self, proc: asyncio.subprocess.Process, count: int) -> None:
         self._proc = proc
-        self.watchers = [Watcher(clock=time.time) for _ in range(count)]
+        self.watchers = [Receipts() for _ in range(count)]
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
@@ -306,8 +344,8 @@ class WatcherProcess:
             sys.executable, "-m", "bench.watch", url, *tokens, cwd=ROOT,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             # Not in the driver's scheduling group (autogroup: one per session), as a
-            # user's browser is not.
-            start_new_session=True)
+            # user's browser is not; gone with the driver (PDEATHSIG) or its stdin.
+            start_new_session=True, preexec_fn=dies_with_parent)
         self = cls(proc, len(tokens))
         assert proc.stdout is not None
         try:
@@ -321,9 +359,16 @@ class WatcherProcess:
         return self
 
     async def _read(self, stdout: asyncio.StreamReader) -> None:
-        while line := await stdout.readline():
-            seen = json.loads(line)
-            self.watchers[seen["watcher"]].note(seen["job"], seen["at"], seen["event"])
+        ended: BaseException = RuntimeError("bench.watch exited")
+        try:
+            while line := await stdout.readline():
+                seen = json.loads(line)
+                self.watchers[seen["watcher"]].note(seen["job"]["id"], seen["at"], seen)
+        except Exception as exc:
+            ended = RuntimeError(f"bench.watch sent what could not be read: {exc!r}")
+        finally:
+            for receipts in self.watchers:
+                receipts.fail(ended)
 
     async def close(self) -> None:
         if self._proc.stdin is not None:

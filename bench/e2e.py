@@ -12,16 +12,16 @@ the runs' ratios.
 
 Each of 8 users has its own token, Socket.IO watcher and upload slot; the watchers run in
 a process of their own (``bench.watch``), which only receives, as the users' browsers
-would: its receipt times are not held up by the event loop sending the uploads. Open flow: the slots
-send back to back, never waiting for the work; also recorded there, what the uploaders see
-of the web process under that load: uploads accepted per second and the 202's latency.
-Closed flow: each slot waits for its job's ``job:completed`` before its next upload. Idle
-flow: one user uploads one 0.3 MP photo at a time, each after a pause, to a service with
-nothing else to do (what one person waits for). Push:
-the server's ``published_at`` on ``job:completed`` (when the event was published for the
-relay) to its receipt by the watchers' process. Until 2026-12-07 the receipt was timed in
-the driver's own event loop, busy sending the uploads: most of the open flows' push p99
-was that loop's (a subscriber on Redis saw under a tenth of it), for both stacks alike.
+would: its receipt times are not held up by the event loop sending the uploads. Open
+flow: the slots send back to back, never waiting for the work; also recorded there, what
+the uploaders see of the web process under that load: uploads accepted per second and the
+202's latency. Closed flow: each slot waits for its job's ``job:completed`` before its
+next upload. Idle flow: one user uploads one 0.3 MP photo at a time, each after a pause,
+to a service with nothing else to do (what one person waits for). Push: the server's
+``published_at`` on ``job:completed`` (when the event was published for the relay) to its
+receipt by the watchers' process. Before 2026-12-07's evening the receipt was timed in the
+driver's own event loop, busy sending the uploads, for both stacks alike: in the open
+flows a subscriber on Redis saw a sixth to a half of that p99 reach Redis.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Any
 import httpx
 
 from bench.common import (
+    Receipts,
     Result,
-    Watcher,
     WatcherProcess,
     new_token,
     percentile,
@@ -72,7 +72,7 @@ async def run_flow(api: Api, data: bytes, count: int, *, closed: bool,
             # Wall-clock times throughout: the watchers' process notes receipts so.
             started: dict[str, float] = {}
             answered: dict[str, float] = {}
-            watcher_of: dict[str, Watcher] = {}
+            watcher_of: dict[str, Receipts] = {}
             next_n = iter(range(count))
 
             async def slot(user: int) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import ROOT, BenchStack, median, medians
+from bench.common import ROOT, BenchStack, dies_with_parent, median, medians
 from server.infra.embedded_redis import EmbeddedRedis, free_port
 
 NODE_DIR = ROOT / "bench" / "node_stack"
@@ -138,7 +138,8 @@ def running_node(concurrency: int | None = None) -> Iterator[NodeStack | None]:
                 # Darkroom's are: bench.common.running).
                 procs.append(subprocess.Popen([node, str(NODE_DIR / script)], cwd=data_dir,
                                               env=env, stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True))
+                                              start_new_session=True,
+                                              preexec_fn=dies_with_parent))
             _wait_ready(url, procs, log_path)
             yield NodeStack(url, data_dir, procs, jobs)
         finally:

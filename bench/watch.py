@@ -4,8 +4,8 @@
 
 Connects one Socket.IO watcher per token, prints ``{"ready": true}`` once all are
 connected (each has had its ``jobs:snapshot``), then one JSON line per job's final event:
-``{"watcher": n, "job": id, "at": wall-clock receipt, "event": payload}``, until its stdin
-closes. It only receives, so its receipt times are a quiet client's.
+``{"watcher": n, "at": wall-clock receipt, "job": {"id", "state"}, "published_at"}``, until
+its stdin closes. It only receives, so its receipt times are a quiet client's.
 """
 
 from __future__ import annotations
@@ -14,15 +14,21 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.common import Watcher
 
 
-def _reporter(n: int) -> Any:
+def _reporter(n: int) -> Callable[[str, float, dict[str, Any]], None]:
     def report(job_id: str, at: float, data: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps({"watcher": n, "job": job_id, "at": at, "event": data})
-                         + "\n")
+        # Only what the driver reads: short lines, so that the pipe stays far from full
+        # while the driver's loop is busy (a blocked write would delay the next receipts).
+        seen: dict[str, Any] = {"watcher": n, "at": at,
+                                "job": {"id": job_id, "state": data["job"]["state"]}}
+        if "published_at" in data:
+            seen["published_at"] = data["published_at"]
+        sys.stdout.write(json.dumps(seen) + "\n")
         sys.stdout.flush()
     return report
 
