@@ -9,7 +9,6 @@ import json
 import os
 import platform
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from server.infra.embedded_redis import EmbeddedRedis, free_port
 from server.infra.settings import Settings
+from workers.supervisor import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -148,19 +148,6 @@ def _commit() -> str | None:
 
 # -- a running Darkroom ------------------------------------------------------------------------
 
-def dies_with_parent() -> None:
-    """In a child the bench starts in a session of its own (out of reach of the terminal's
-    signals): SIGTERM when the bench process dies, however it dies, so that no stack
-    keeps running after it (Linux; elsewhere nothing)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
 @dataclass
 class BenchStack:
     url: str
@@ -232,13 +219,13 @@ def running(worker_processes: int | None = None, worker_threads: int | None = No
             procs.append(subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env,
                                           stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True,
-                                          preexec_fn=dies_with_parent))
+                                          preexec_fn=die_with_parent))
             _wait_healthy(url, procs[0])
             if workers:
                 procs.append(subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT,
                                               env=env, stdout=log, stderr=subprocess.STDOUT,
                                               start_new_session=True,
-                                              preexec_fn=dies_with_parent))
+                                              preexec_fn=die_with_parent))
                 _wait_workers(url, settings.worker_processes)
             # To watch the run: the dashboard's charts move with it (the minute so far).
             print(f"  (dashboard: {url}/admin, admin token {env['ADMIN_TOKEN']})", flush=True)
@@ -264,15 +251,17 @@ class Receipts:
         self._waiters: dict[str, asyncio.Future[float]] = {}
         self._failed: BaseException | None = None
 
-    def note(self, job_id: str, at: float, data: dict[str, Any]) -> None:
-        """Job ``job_id``'s final event ``data``, received at ``at`` (the first one counts)."""
+    def note(self, job_id: str, at: float, data: dict[str, Any]) -> bool:
+        """Job ``job_id``'s final event ``data``, received at ``at``; False for a later one
+        (the first one counts)."""
         if job_id in self.final_at:
-            return
+            return False
         self.final_at[job_id] = at
         self.final[job_id] = data
         waiter = self._waiters.pop(job_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(at)
+        return True
 
     def fail(self, exc: BaseException) -> None:
         """No more events will come: every wait, now and later, raises ``exc``."""
@@ -302,12 +291,8 @@ class Watcher(Receipts):
         self.sio = socketio.AsyncClient(reconnection=False)
 
         async def final_event(data: Any) -> None:
-            job_id = data["job"]["id"]
-            if job_id in self.final_at:
-                return
-            now = clock()
-            self.note(job_id, now, data)
-            if on_final is not None:
+            job_id, now = data["job"]["id"], clock()
+            if self.note(job_id, now, data) and on_final is not None:
                 on_final(job_id, now, data)
 
         for name in FINAL_EVENTS:
@@ -345,7 +330,7 @@ class WatcherProcess:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             # Not in the driver's scheduling group (autogroup: one per session), as a
             # user's browser is not; gone with the driver (PDEATHSIG) or its stdin.
-            start_new_session=True, preexec_fn=dies_with_parent)
+            start_new_session=True, preexec_fn=die_with_parent)
         self = cls(proc, len(tokens))
         assert proc.stdout is not None
         try:

@@ -23,8 +23,9 @@ from typing import Any
 
 import httpx
 
-from bench.common import ROOT, BenchStack, dies_with_parent, median, medians
+from bench.common import ROOT, BenchStack, median, medians
 from server.infra.embedded_redis import EmbeddedRedis, free_port
+from workers.supervisor import die_with_parent
 
 NODE_DIR = ROOT / "bench" / "node_stack"
 _INSTALLED = NODE_DIR / "node_modules" / ".package-lock.json"
@@ -139,7 +140,7 @@ def running_node(concurrency: int | None = None) -> Iterator[NodeStack | None]:
                 procs.append(subprocess.Popen([node, str(NODE_DIR / script)], cwd=data_dir,
                                               env=env, stdout=log, stderr=subprocess.STDOUT,
                                               start_new_session=True,
-                                              preexec_fn=dies_with_parent))
+                                              preexec_fn=die_with_parent))
             _wait_ready(url, procs, log_path)
             yield NodeStack(url, data_dir, procs, jobs)
         finally:

@@ -124,6 +124,12 @@ def _own_group_dying_with_us() -> None:
     that the group never outlives a supervisor that was killed with SIGKILL.
     """
     os.setsid()
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: SIGTERM when its parent dies, however it dies (Linux;
+    elsewhere nothing)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
