@@ -256,19 +256,10 @@ def _call(fn: Grouped[Any], session: Session, calls: list[_GroupedCall]) -> list
     return list(results)
 
 
-def _together(fn: Grouped[Any], session: Session,
-              calls: list[_GroupedCall]) -> list[tuple[_GroupedCall, Any]]:
-    """Several calls in one call of ``fn``, in a savepoint: again without any whose caller
-    went meanwhile; if it fails, each alone in a savepoint of its own (the failing one
-    gets its error)."""
-    while len(calls) > 1:
-        try:
-            with session.begin_nested():
-                return list(zip(calls, _call(fn, session, calls), strict=True))
-        except _Abandoned:
-            calls = _unabandoned(calls)
-        except Exception:
-            break
+def _each_alone(fn: Grouped[Any], session: Session,
+                calls: list[_GroupedCall]) -> list[tuple[_GroupedCall, Any]]:
+    """Each call in one call of ``fn`` of its own, in a savepoint of its own: a failing
+    one gets its error, the others are made (after their group failed)."""
     made = []
     for call in calls:
         try:
@@ -278,6 +269,11 @@ def _together(fn: Grouped[Any], session: Session,
         except Exception as exc:
             call.future.set_exception(exc)
     return made
+
+
+class _GroupFailed(Exception):
+    """A group's call of ``fn`` failed: its transaction is rolled back, and its calls are
+    made again one by one."""
 
 
 class _WriteGroup:
@@ -454,11 +450,11 @@ class Database:
         """``fn(session, [kwargs])[0]`` in a write transaction. On a SQLite file, made
         together with the calls of ``fn`` waiting at that moment (a group commit): one
         write turn, one transaction and one call of ``fn`` for all of them (in the first
-        caller's context). Should that call fail, each is made alone, in a savepoint of its
-        own, so that one call's error is only its own. SQLite runs one writer at a time for
-        every process: concurrent uploads each took a turn of their own, waiting behind
-        each other and the workers. Elsewhere (PostgreSQL writes concurrently) one
-        transaction per call."""
+        caller's context). Should that call fail, its transaction is rolled back and each
+        is made alone, in a savepoint of its own, so that one call's error is only its
+        own. SQLite runs one writer at a time for every process: concurrent uploads each
+        took a turn of their own, waiting behind each other and the workers. Elsewhere
+        (PostgreSQL writes concurrently) one transaction per call."""
         if self._sync is None:
             @functools.wraps(fn)  # its span is named after fn
             def alone(s: Session) -> T:
@@ -582,6 +578,7 @@ class SyncDatabase:
         try:
             with self._write_turn:
                 calls = take()
+                alone = False  # the group's call failed: each call by itself
                 while True:
                     made = []
                     try:
@@ -590,12 +587,27 @@ class SyncDatabase:
                             if len(live) == 1:  # alone: its error is the transaction's
                                 [result] = _call(fn, session, live)
                                 made = [(live[0], result)]
+                            elif live and alone:
+                                made = _each_alone(fn, session, live)
                             elif live:
-                                made = _together(fn, session, live)
+                                # No savepoint: the transaction holds this group only, so
+                                # its rollback undoes what a savepoint's would (a savepoint
+                                # and its release were a fifth of an upload group's write).
+                                try:
+                                    made = list(zip(live, _call(fn, session, live),
+                                                    strict=True))
+                                except _Abandoned:
+                                    raise
+                                except Exception:
+                                    raise _GroupFailed from None
                             if any(call.abandoned.is_set() for call, _ in made):
                                 raise _Abandoned  # rolled back: again, without them
                     except _Abandoned:
                         calls = [call for call in calls if not call.future.done()]
+                        alone = False
+                        continue
+                    except _GroupFailed:
+                        alone = True
                         continue
                     except BaseException as exc:
                         made = []

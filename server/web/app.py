@@ -28,7 +28,7 @@ from server.web.http.routes import dlq, docs, images, jobs, ops, queues, session
 from server.web.http.security import http_middleware, socketio_origins
 from server.web.http.spans import RequestSpans
 from server.web.live.connections import Connections
-from server.web.live.emitting import DirectManager
+from server.web.live.emitting import DirectManager, PacketJson
 from server.web.live.relay import relay_events
 from server.web.live.socket_limits import HandshakeRate, LimitedSocketApp, SocketRegistry
 from server.web.live.sockets import LiveNamespace, keep_sockets, resync_all
@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> RequestIds:
     # engine.io checks the Origin header of polling and WebSocket requests alike, and
     # closes a connection whose message is larger than max_http_buffer_size.
     sio = socketio.AsyncServer(async_mode="asgi", client_manager=DirectManager(),
+                               json=PacketJson,
                                cors_allowed_origins=socketio_origins(settings),
                                max_http_buffer_size=settings.socket_max_message_bytes,
                                transports=list(settings.socketio_transports))

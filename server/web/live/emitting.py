@@ -27,12 +27,30 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 import socketio
+from engineio import json as eio_json
 from engineio import packet as eio_packet
 from engineio.exceptions import SocketIsClosedError
 from socketio import packet
 
 log = logging.getLogger(__name__)
+
+
+class PacketJson:
+    """The JSON python-socketio and engine.io packets are made with (``AsyncServer(json=)``):
+    msgspec's encoder, about seven times faster than ``json.dumps`` on a ``job:*`` event's
+    <Job> (compact either way; characters past ASCII go as UTF-8, not as ``\\u`` escapes,
+    which JSON readers take alike); engine.io's own decoder for what clients send (the
+    standard library's, with its cap on a number's digits)."""
+
+    _encoder = msgspec.json.Encoder()
+
+    @staticmethod
+    def dumps(obj: Any, **_options: Any) -> str:
+        return PacketJson._encoder.encode(obj).decode()
+
+    loads = staticmethod(eio_json.loads)
 
 
 class DirectManager(socketio.AsyncManager):  # type: ignore[misc]
