@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool, StaticPool
 
@@ -225,6 +225,36 @@ async def test_grouped_writes_waiting_for_the_turn_are_made_in_one_call(
     # The flush takes what waits once it holds the turn: all of them.
     assert probes.runs == [[0, 1, 2, 3, 4]]
     assert await db.read(_tables) == [f"probe{n}" for n in range(5)]
+    await db.dispose()
+
+
+def _savepoints(db: Database) -> list[str]:
+    """The SAVEPOINT statements the database's write threads run from now on."""
+    assert db._sync is not None
+    seen: list[str] = []
+
+    @event.listens_for(db._sync.engine, "before_cursor_execute")
+    def _note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.upper().startswith("SAVEPOINT"):
+            seen.append(statement)
+
+    return seen
+
+
+async def test_a_group_that_succeeds_takes_no_savepoint(tmp_path: Path) -> None:
+    """Its transaction holds the group only, so the group needs no savepoint (with its
+    release, a fifth of an upload group's write); a failing group is rolled back whole."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+    savepoints = _savepoints(db)
+    outcomes = await _queued_behind_a_turn(path, db, _Probes(), [{"n": n} for n in range(3)])
+    assert outcomes == ["made 0", "made 1", "made 2"] and savepoints == []
+    failing = await _queued_behind_a_turn(path, db, _Probes(),
+                                          [{"n": n, "fail": n == 4} for n in range(3, 6)])
+    assert failing[0::2] == ["made 3", "made 5"] and isinstance(failing[1], ValueError)
+    assert len(savepoints) == 3, "one per call made alone, after the group was undone"
+    assert await db.read(_tables) == ["probe0", "probe1", "probe2", "probe3", "probe5"]
     await db.dispose()
 
 

@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import engineio
 import pytest
 import socketio
 from engineio.async_socket import AsyncSocket
@@ -39,7 +41,7 @@ from server.core.events import JobEvent
 from server.infra.settings import Settings
 from server.web.app import create_app
 from server.web.live import relay
-from server.web.live.emitting import DirectManager
+from server.web.live.emitting import DirectManager, PacketJson
 
 ROOMS = {"s1": ("e1", ["user:a", "admins"]), "s2": ("e2", ["user:a"]),
          "s3": ("e3", ["admins"]), "s4": ("e4", ["user:b"])}
@@ -202,6 +204,31 @@ def test_the_apps_socketio_server_runs_this_manager(tmp_path: Path) -> None:
     sio = create_app(settings).app.engineio_server
     assert isinstance(sio, socketio.AsyncServer)
     assert type(sio.manager) is DirectManager
+    # Its packets, engine.io's included, are made with msgspec's encoder.
+    assert sio.packet_class.json is PacketJson
+    assert engineio.packet.Packet.json is PacketJson
+
+
+@pytest.mark.parametrize("data", [
+    ["job:completed", {"job": {"id": "J1", "filename": "été 📷 \"q\" \\ </script>",
+                               "progress": 100, "ratio": 0.1, "error": None,
+                               "result": {"image": {"width": 4000, "tags": []}}},
+                       "seq": 12345678901, "published_at": 1765152000.123456}],
+    {"message": "too_many_sockets: at most 20"}, "plain", 3, None, [],
+], ids=["event", "connect error", "string", "number", "null", "empty"])
+def test_packets_encode_compact_json_any_reader_takes_alike(data: Any) -> None:
+    """What a Socket.IO packet carries reads back the same with any JSON reader (here the
+    standard library's), compact as python-socketio makes it."""
+    encoded = PacketJson.dumps(data, separators=(",", ":"))
+    assert json.loads(encoded) == data == PacketJson.loads(encoded)
+    assert len(encoded) <= len(json.dumps(data, separators=(",", ":")))
+    packet = socketio.packet.Packet(socketio.packet.EVENT, data=["job:queued", data])
+    assert json.loads(packet.encode()[1:]) == ["job:queued", data]
+
+
+def test_what_clients_send_is_read_with_engineios_cap_on_digits() -> None:
+    with pytest.raises(ValueError, match="too large"):
+        PacketJson.loads("[" + "9" * 101 + "]")
 
 
 async def test_the_relay_gives_the_loop_a_turn_in_a_burst_of_events() -> None:
