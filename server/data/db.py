@@ -229,11 +229,13 @@ class _GroupedCall:
 
 
 def _unabandoned(calls: list[_GroupedCall]) -> list[_GroupedCall]:
-    """The calls whose callers still wait; the others are answered ``_Abandoned``."""
+    """The calls whose callers still wait; the others are answered ``_Abandoned`` (those
+    not answered yet)."""
     live = []
     for call in calls:
         if call.abandoned.is_set():
-            call.future.set_exception(_Abandoned())
+            if not call.future.done():
+                call.future.set_exception(_Abandoned())
         else:
             live.append(call)
     return live
@@ -607,6 +609,7 @@ class SyncDatabase:
                         alone = False
                         continue
                     except _GroupFailed:
+                        calls = [call for call in calls if not call.future.done()]
                         alone = True
                         continue
                     except BaseException as exc:

@@ -304,6 +304,34 @@ async def test_a_grouped_write_cancelled_before_its_group_is_made_is_never_made(
     await db.dispose()
 
 
+async def test_a_group_that_fails_after_a_caller_went_makes_the_rest_alone(
+        tmp_path: Path) -> None:
+    """A caller gone before its group took the turn, and another call of the group
+    failing: the gone one is not made, the failing one gets its error, the rest are made
+    one by one (each caller answered once)."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+    probes = _Probes()
+    worker = WriteTurn(str(path.resolve()))
+    worker.acquire()
+    try:
+        calls = [asyncio.ensure_future(db.write_grouped(probes, n=n, fail=n == 2))
+                 for n in range(4)]
+        await asyncio.sleep(0.2)
+        calls[0].cancel()
+        await asyncio.sleep(0.1)
+    finally:
+        worker.release()
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert isinstance(outcomes[2], ValueError) and "call 2 refused" in str(outcomes[2])
+    assert [outcomes[1], outcomes[3]] == ["made 1", "made 3"]
+    assert probes.runs == [[1, 2, 3], [1], [2], [3]]
+    assert await db.read(_tables) == ["probe1", "probe3"]
+    await db.dispose()
+
+
 async def test_a_grouped_write_cancelled_while_its_group_runs_is_undone(
         tmp_path: Path) -> None:
     """A caller gone while its group's call runs: the group is undone and made again

@@ -222,8 +222,26 @@ def test_packets_encode_compact_json_any_reader_takes_alike(data: Any) -> None:
     encoded = PacketJson.dumps(data, separators=(",", ":"))
     assert json.loads(encoded) == data == PacketJson.loads(encoded)
     assert len(encoded) <= len(json.dumps(data, separators=(",", ":")))
-    packet = socketio.packet.Packet(socketio.packet.EVENT, data=["job:queued", data])
+    packet = _Packet(socketio.packet.EVENT, data=["job:queued", data])
     assert json.loads(packet.encode()[1:]) == ["job:queued", data]
+
+
+class _Packet(socketio.packet.Packet):  # type: ignore[misc]
+    """A Socket.IO packet made as the app's server makes them."""
+
+    json = PacketJson
+
+
+class _Tag(str):
+    """A str subclass: msgspec refuses it, the standard library takes it as a string."""
+
+
+@pytest.mark.parametrize("data", [{"name": _Tag("x")}, {"text": "lone \ud800"},
+                                  {1: "a", None: "b"}],
+                         ids=["str subclass", "lone surrogate", "key not a string"])
+def test_what_msgspec_refuses_is_encoded_as_before(data: Any) -> None:
+    assert PacketJson.dumps(data, separators=(",", ":")) == json.dumps(
+        data, separators=(",", ":"))
 
 
 def test_what_clients_send_is_read_with_engineios_cap_on_digits() -> None:
