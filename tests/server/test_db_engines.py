@@ -212,6 +212,23 @@ async def _queued_behind_a_turn(path: Path, db: Database, probes: _Probes,
     return await asyncio.wait_for(asyncio.gather(*made, return_exceptions=True), 10)
 
 
+async def _one_gone_behind_a_turn(path: Path, db: Database, probes: _Probes,
+                                  calls: list[dict[str, Any]], *, gone: int) -> list[Any]:
+    """``_queued_behind_a_turn``, the caller of call ``gone`` going while the turn is
+    held: it still waits for its group (which answers it) before it goes on."""
+    worker = WriteTurn(str(path.resolve()))
+    worker.acquire()
+    try:
+        made = [asyncio.ensure_future(db.write_grouped(probes, **call)) for call in calls]
+        await asyncio.sleep(0.2)
+        made[gone].cancel()
+        await asyncio.sleep(0.1)
+        assert not made[gone].done(), "the caller waits for its group"
+    finally:
+        worker.release()
+    return await asyncio.wait_for(asyncio.gather(*made, return_exceptions=True), 10)
+
+
 async def test_grouped_writes_waiting_for_the_turn_are_made_in_one_call(
         tmp_path: Path) -> None:
     """Calls queued behind another process's write turn take one turn, one transaction
@@ -285,19 +302,9 @@ async def test_a_grouped_write_cancelled_before_its_group_is_made_is_never_made(
     db = Database(f"sqlite:///{path}")
     await db.migrate()
     probes = _Probes()
-    worker = WriteTurn(str(path.resolve()))
-    worker.acquire()
-    try:
-        calls = [asyncio.ensure_future(db.write_grouped(probes, n=n)) for n in range(4)]
-        await asyncio.sleep(0.2)
-        calls[2].cancel()
-        cancelled = asyncio.gather(calls[2], return_exceptions=True)
-        await asyncio.sleep(0.1)
-        assert not calls[2].done(), "the caller waits for its group"
-    finally:
-        worker.release()
-    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
-    assert isinstance((await cancelled)[0], asyncio.CancelledError)
+    outcomes = await _one_gone_behind_a_turn(path, db, probes, [{"n": n} for n in range(4)],
+                                             gone=2)
+    assert isinstance(outcomes[2], asyncio.CancelledError)
     assert [outcomes[n] for n in (0, 1, 3)] == ["made 0", "made 1", "made 3"]
     assert probes.runs == [[0, 1, 3]]
     assert await db.read(_tables) == ["probe0", "probe1", "probe3"]
@@ -313,17 +320,8 @@ async def test_a_group_that_fails_after_a_caller_went_makes_the_rest_alone(
     db = Database(f"sqlite:///{path}")
     await db.migrate()
     probes = _Probes()
-    worker = WriteTurn(str(path.resolve()))
-    worker.acquire()
-    try:
-        calls = [asyncio.ensure_future(db.write_grouped(probes, n=n, fail=n == 2))
-                 for n in range(4)]
-        await asyncio.sleep(0.2)
-        calls[0].cancel()
-        await asyncio.sleep(0.1)
-    finally:
-        worker.release()
-    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    outcomes = await _one_gone_behind_a_turn(
+        path, db, probes, [{"n": n, "fail": n == 2} for n in range(4)], gone=0)
     assert isinstance(outcomes[0], asyncio.CancelledError)
     assert isinstance(outcomes[2], ValueError) and "call 2 refused" in str(outcomes[2])
     assert [outcomes[1], outcomes[3]] == ["made 1", "made 3"]
