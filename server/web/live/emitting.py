@@ -53,7 +53,7 @@ class PacketJson:
     def dumps(obj: Any, separators: tuple[str, str] | None = None) -> str:
         try:
             return PacketJson._encoder.encode(obj).decode()
-        except (TypeError, ValueError):  # msgspec.EncodeError is a ValueError
+        except (TypeError, ValueError, msgspec.EncodeError):  # a lone surrogate: ValueError
             return str(eio_json.dumps(obj, separators=separators))
 
     loads = staticmethod(eio_json.loads)
