@@ -383,6 +383,33 @@ async def test_a_caller_gone_after_its_call_was_made_has_the_group_made_again(
     await db.dispose()
 
 
+async def test_a_caller_gone_while_its_call_runs_alone_is_undone_alone(
+        tmp_path: Path) -> None:
+    """Its group failed and its calls are made one by one: the caller of the call running
+    goes. That call is undone (its savepoint), answered once, and the others stand."""
+    path = tmp_path / "a.db"
+    db = Database(f"sqlite:///{path}")
+    await db.migrate()
+    probes = _Probes(pause_s=0.3, pause_alone=2)
+    worker = WriteTurn(str(path.resolve()))
+    worker.acquire()
+    try:
+        calls = [asyncio.ensure_future(db.write_grouped(probes, n=n, fail=n == 1))
+                 for n in range(4)]
+        await asyncio.sleep(0.2)
+    finally:
+        worker.release()
+    assert await asyncio.to_thread(probes.running.wait, 5)  # 2 runs alone
+    calls[2].cancel()
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert isinstance(outcomes[2], asyncio.CancelledError)
+    assert isinstance(outcomes[1], ValueError)
+    assert [outcomes[0], outcomes[3]] == ["made 0", "made 3"]
+    assert probes.runs == [[0, 1, 2, 3], [0], [1], [2], [3]]
+    assert await db.read(_tables) == ["probe0", "probe3"]
+    await db.dispose()
+
+
 async def test_more_grouped_writes_than_a_group_holds_are_all_made(tmp_path: Path) -> None:
     """Past GROUP_MAX_CALLS the rest wait for the next group: a turn is never held long."""
     path = tmp_path / "a.db"

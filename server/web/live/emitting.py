@@ -43,8 +43,10 @@ class PacketJson:
     about seven times faster than ``json.dumps`` on a ``job:*`` event's <Job> (compact
     either way; characters past ASCII go as UTF-8, not as ``\\u`` escapes, which JSON
     readers take alike), and the standard library's for what msgspec refuses (a ``str``
-    subclass, a lone surrogate, a key that is not a string or number), as before.
-    Decoding what clients send stays engine.io's (the standard library's, with its cap on
+    subclass, a lone surrogate, a key that is not a string or number), as before. (It
+    writes NaN as null, which the standard library wrote as invalid JSON, and encodes a
+    few types the standard library refused; no packet carries either.) Decoding what
+    clients send stays engine.io's (the standard library's, with its cap on
     a number's digits)."""
 
     _encoder = msgspec.json.Encoder()
