@@ -229,6 +229,22 @@ async def _one_gone_behind_a_turn(path: Path, db: Database, probes: _Probes,
     return await asyncio.wait_for(asyncio.gather(*made, return_exceptions=True), 10)
 
 
+async def _gone_while_running(path: Path, db: Database, probes: _Probes,
+                              calls: list[dict[str, Any]], *, gone: int) -> list[Any]:
+    """The calls queued behind another process's write turn, then let go; the caller of
+    call ``gone`` goes once ``probes`` pauses in the run it waits in."""
+    worker = WriteTurn(str(path.resolve()))
+    worker.acquire()
+    try:
+        made = [asyncio.ensure_future(db.write_grouped(probes, **call)) for call in calls]
+        await asyncio.sleep(0.2)
+    finally:
+        worker.release()
+    assert await asyncio.to_thread(probes.running.wait, 5)
+    made[gone].cancel()
+    return await asyncio.wait_for(asyncio.gather(*made, return_exceptions=True), 10)
+
+
 async def test_grouped_writes_waiting_for_the_turn_are_made_in_one_call(
         tmp_path: Path) -> None:
     """Calls queued behind another process's write turn take one turn, one transaction
@@ -338,16 +354,8 @@ async def test_a_grouped_write_cancelled_while_its_group_runs_is_undone(
     db = Database(f"sqlite:///{path}")
     await db.migrate()
     probes = _Probes(pause_s=0.3)
-    worker = WriteTurn(str(path.resolve()))
-    worker.acquire()
-    try:
-        calls = [asyncio.ensure_future(db.write_grouped(probes, n=n)) for n in range(4)]
-        await asyncio.sleep(0.2)
-    finally:
-        worker.release()
-    assert await asyncio.to_thread(probes.running.wait, 5)
-    calls[2].cancel()
-    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    outcomes = await _gone_while_running(path, db, probes, [{"n": n} for n in range(4)],
+                                         gone=2)
     assert isinstance(outcomes[2], asyncio.CancelledError)
     assert [outcomes[n] for n in (0, 1, 3)] == ["made 0", "made 1", "made 3"]
     assert probes.runs == [[0, 1, 2, 3], [0, 1, 3]]
@@ -363,18 +371,9 @@ async def test_a_caller_gone_after_its_call_was_made_has_the_group_made_again(
     path = tmp_path / "a.db"
     db = Database(f"sqlite:///{path}")
     await db.migrate()
-    probes = _Probes(pause_s=0.3, pause_alone=3)
-    worker = WriteTurn(str(path.resolve()))
-    worker.acquire()
-    try:
-        calls = [asyncio.ensure_future(db.write_grouped(probes, n=n, fail=n == 1))
-                 for n in range(4)]
-        await asyncio.sleep(0.2)
-    finally:
-        worker.release()
-    assert await asyncio.to_thread(probes.running.wait, 5)  # 0 is made, 3 runs alone
-    calls[0].cancel()
-    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    probes = _Probes(pause_s=0.3, pause_alone=3)  # 0 is made when 3 runs alone
+    outcomes = await _gone_while_running(
+        path, db, probes, [{"n": n, "fail": n == 1} for n in range(4)], gone=0)
     assert isinstance(outcomes[0], asyncio.CancelledError)
     assert isinstance(outcomes[1], ValueError)
     assert outcomes[2:] == ["made 2", "made 3"]
@@ -391,17 +390,8 @@ async def test_a_caller_gone_while_its_call_runs_alone_is_undone_alone(
     db = Database(f"sqlite:///{path}")
     await db.migrate()
     probes = _Probes(pause_s=0.3, pause_alone=2)
-    worker = WriteTurn(str(path.resolve()))
-    worker.acquire()
-    try:
-        calls = [asyncio.ensure_future(db.write_grouped(probes, n=n, fail=n == 1))
-                 for n in range(4)]
-        await asyncio.sleep(0.2)
-    finally:
-        worker.release()
-    assert await asyncio.to_thread(probes.running.wait, 5)  # 2 runs alone
-    calls[2].cancel()
-    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    outcomes = await _gone_while_running(
+        path, db, probes, [{"n": n, "fail": n == 1} for n in range(4)], gone=2)
     assert isinstance(outcomes[2], asyncio.CancelledError)
     assert isinstance(outcomes[1], ValueError)
     assert [outcomes[0], outcomes[3]] == ["made 0", "made 3"]
