@@ -229,13 +229,11 @@ class _GroupedCall:
 
 
 def _unabandoned(calls: list[_GroupedCall]) -> list[_GroupedCall]:
-    """The calls whose callers still wait; the others are answered ``_Abandoned`` (those
-    not answered yet)."""
+    """The calls whose callers still wait; the others are answered ``_Abandoned``."""
     live = []
     for call in calls:
         if call.abandoned.is_set():
-            if not call.future.done():
-                call.future.set_exception(_Abandoned())
+            call.future.set_exception(_Abandoned())
         else:
             live.append(call)
     return live
@@ -604,13 +602,11 @@ class SyncDatabase:
                                     raise _GroupFailed from None
                             if any(call.abandoned.is_set() for call, _ in made):
                                 raise _Abandoned  # rolled back: again, without them
-                    except _Abandoned:
+                    except (_Abandoned, _GroupFailed) as retry:
+                        # Rolled back: again, without the calls answered already (gone
+                        # callers), one by one if the group's call failed.
                         calls = [call for call in calls if not call.future.done()]
-                        alone = False
-                        continue
-                    except _GroupFailed:
-                        calls = [call for call in calls if not call.future.done()]
-                        alone = True
+                        alone = isinstance(retry, _GroupFailed)
                         continue
                     except BaseException as exc:
                         made = []

@@ -199,31 +199,21 @@ class _Probes:
 
 
 async def _queued_behind_a_turn(path: Path, db: Database, probes: _Probes,
-                                calls: list[dict[str, Any]]) -> list[Any]:
-    """The calls made while another process holds the write turn, then let go together."""
+                                calls: list[dict[str, Any]], *,
+                                gone: int | None = None) -> list[Any]:
+    """The calls made while another process holds the write turn, then let go together;
+    the caller of call ``gone`` (if given) goes while the turn is held, and still waits
+    for its group (which answers it) before it goes on."""
     worker = WriteTurn(str(path.resolve()))
     worker.acquire()
     try:
         made = [asyncio.ensure_future(db.write_grouped(probes, **call)) for call in calls]
         await asyncio.sleep(0.2)
         assert not any(call.done() for call in made)
-    finally:
-        worker.release()
-    return await asyncio.wait_for(asyncio.gather(*made, return_exceptions=True), 10)
-
-
-async def _one_gone_behind_a_turn(path: Path, db: Database, probes: _Probes,
-                                  calls: list[dict[str, Any]], *, gone: int) -> list[Any]:
-    """``_queued_behind_a_turn``, the caller of call ``gone`` going while the turn is
-    held: it still waits for its group (which answers it) before it goes on."""
-    worker = WriteTurn(str(path.resolve()))
-    worker.acquire()
-    try:
-        made = [asyncio.ensure_future(db.write_grouped(probes, **call)) for call in calls]
-        await asyncio.sleep(0.2)
-        made[gone].cancel()
-        await asyncio.sleep(0.1)
-        assert not made[gone].done(), "the caller waits for its group"
+        if gone is not None:
+            made[gone].cancel()
+            await asyncio.sleep(0.1)
+            assert not made[gone].done(), "the caller waits for its group"
     finally:
         worker.release()
     return await asyncio.wait_for(asyncio.gather(*made, return_exceptions=True), 10)
@@ -318,8 +308,8 @@ async def test_a_grouped_write_cancelled_before_its_group_is_made_is_never_made(
     db = Database(f"sqlite:///{path}")
     await db.migrate()
     probes = _Probes()
-    outcomes = await _one_gone_behind_a_turn(path, db, probes, [{"n": n} for n in range(4)],
-                                             gone=2)
+    outcomes = await _queued_behind_a_turn(path, db, probes, [{"n": n} for n in range(4)],
+                                           gone=2)
     assert isinstance(outcomes[2], asyncio.CancelledError)
     assert [outcomes[n] for n in (0, 1, 3)] == ["made 0", "made 1", "made 3"]
     assert probes.runs == [[0, 1, 3]]
@@ -336,7 +326,7 @@ async def test_a_group_that_fails_after_a_caller_went_makes_the_rest_alone(
     db = Database(f"sqlite:///{path}")
     await db.migrate()
     probes = _Probes()
-    outcomes = await _one_gone_behind_a_turn(
+    outcomes = await _queued_behind_a_turn(
         path, db, probes, [{"n": n, "fail": n == 2} for n in range(4)], gone=0)
     assert isinstance(outcomes[0], asyncio.CancelledError)
     assert isinstance(outcomes[2], ValueError) and "call 2 refused" in str(outcomes[2])
