@@ -173,6 +173,8 @@ class Settings:
     port: int = 8000
     data_dir: Path = Path("var")
     storage_dir: Path = Path("var/files")
+    # Uploads written past the page cache (O_DIRECT) where the volume allows.
+    upload_direct_io: bool = True
     redis_url: str = ""
     database_url: str = ""
     redis_prefix: str = "darkroom"
@@ -318,6 +320,7 @@ class Settings:
             port=_int(env, "PORT", 8000, minimum=0),
             data_dir=data_dir,
             storage_dir=Path(env.get("STORAGE_DIR", "").strip() or data_dir / "files").resolve(),
+            upload_direct_io=_bool(env, "UPLOAD_DIRECT_IO", default=True),
             redis_url=redis_url,
             database_url=database_url,
             redis_prefix=env.get("REDIS_PREFIX", "").strip() or "darkroom",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from server.infra.settings import Settings
+from server.infra.spool import SpoolFile
 
 RENDITION_FILES = {"thumbnail": "thumbnail.webp", "preview": "preview.webp"}
 
@@ -32,6 +33,10 @@ class Storage(Protocol):
 
     def new_temp(self) -> Path:
         """An empty private file to stream an upload into (same volume as the originals)."""
+
+    def temp_writer(self, temp: Path) -> SpoolFile:
+        """A writer that appends to a temp file from ``new_temp`` (past the page cache where
+        the volume allows and UPLOAD_DIRECT_IO is on)."""
 
     def adopt_original(self, temp: Path, image_id: str) -> Path:
         """Move a finished upload into place under its image id (atomically)."""
@@ -68,8 +73,9 @@ def _older_than(path: Path, seconds: float) -> bool:
 class LocalStorage:
     """A directory tree on a local or shared filesystem."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, direct_io: bool = True) -> None:
         self.root = root
+        self.direct_io = direct_io
         self.tmp_dir = root / "tmp"
         self.originals_dir = root / "originals"
         self.derived_dir = root / "derived"
@@ -84,6 +90,9 @@ class LocalStorage:
         fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
         os.close(fd)
         return Path(name)
+
+    def temp_writer(self, temp: Path) -> SpoolFile:
+        return SpoolFile(temp, direct=self.direct_io)
 
     def original(self, image_id: str) -> Path:
         # Two-character fan-out from the random tail keeps directories small.
@@ -146,4 +155,4 @@ class LocalStorage:
 
 def storage_for(settings: Settings) -> Storage:
     """The deployment's storage: a directory (STORAGE_DIR), shared by every host."""
-    return LocalStorage(settings.storage_dir)
+    return LocalStorage(settings.storage_dir, direct_io=settings.upload_direct_io)

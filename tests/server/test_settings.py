@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from server.infra.settings import ClientSettings, Settings, SettingsError
+from server.infra.storage import LocalStorage, storage_for
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -47,6 +48,18 @@ def test_storage_dir_defaults_under_the_data_dir_and_may_be_a_shared_volume(
     shared = tmp_path / "mnt" / "shared"
     given = Settings.from_env({"DATA_DIR": str(tmp_path), "STORAGE_DIR": str(shared)})
     assert given.storage_dir == shared
+
+
+def test_uploads_go_past_the_page_cache_unless_turned_off(tmp_path: Path) -> None:
+    base = {"DATA_DIR": str(tmp_path)}
+    assert Settings.from_env(base).upload_direct_io
+    off = Settings.from_env({**base, "UPLOAD_DIRECT_IO": "false"})
+    assert not off.upload_direct_io
+    storage = storage_for(off)
+    assert isinstance(storage, LocalStorage) and not storage.direct_io
+    assert getattr(storage_for(Settings.from_env(base)), "direct_io", None) is True
+    with pytest.raises(SettingsError, match="UPLOAD_DIRECT_IO"):
+        Settings.from_env({**base, "UPLOAD_DIRECT_IO": "sometimes"})
 
 
 def test_socketio_transports_and_auto_migrate(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +15,8 @@ from server.infra.settings import Settings
 from server.infra.storage import LocalStorage
 from server.web.http.error_handlers import status_of
 from server.web.http.uploads import (
+    FLUSH_BYTES,
+    HEAD_BYTES,
     MAX_FILENAME_CHARS,
     ReceivedFile,
     display_filename,
@@ -216,6 +220,30 @@ async def test_each_file_part_is_checked_as_it_begins(storage: LocalStorage) -> 
         assert status_of(caught.value) == 429
         assert [name for name, _ in seen] == ["one.jpg", "two.jpg"]
     assert not list(storage.tmp_dir.iterdir()), "the files received so far are removed"
+
+
+@pytest.mark.parametrize("direct_io", [True, False])
+async def test_each_file_is_stored_and_hashed_exactly_as_sent(tmp_path: Path,
+                                                              direct_io: bool) -> None:
+    # Files of odd sizes, over and under the flush batch, in chunks that cut across parts.
+    storage = LocalStorage(tmp_path / "files", direct_io=direct_io)
+    rng = random.Random(7)
+    contents = [rng.randbytes(n) for n in (0, 1, 4097, FLUSH_BYTES + 4095, 2 * FLUSH_BYTES + 3)]
+    body = b"".join(_file_head(filename=f"{n}.jpg") + data + b"\r\n"
+                    for n, data in enumerate(contents)) + _end()
+    cuts = sorted(rng.sample(range(1, len(body)), 60))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    form = await receive_multipart(Body(chunks).request(MULTIPART), storage,
+                                   max_file_bytes=4 * FLUSH_BYTES, max_files=10)
+    try:
+        assert [f.path.read_bytes() for f in form.files] == contents
+        assert [f.size for f in form.files] == [len(c) for c in contents]
+        assert [f.sha256 for f in form.files] == [hashlib.sha256(c).hexdigest()
+                                                  for c in contents]
+        assert [f.head for f in form.files] == [c[:HEAD_BYTES] for c in contents]
+    finally:
+        form.cleanup()
+    assert not list(storage.tmp_dir.iterdir())
 
 
 async def test_a_batch_over_its_byte_cap_is_refused_before_the_rest_is_read(

@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from server.core.errors import ApiError, Problem
 from server.core.validation import MAX_INT_DIGITS, is_whole_number, json_body
+from server.infra.spool import SpoolFile
 from server.infra.storage import Storage
 from server.web.state import app_state
 
@@ -42,7 +43,8 @@ MAX_FILENAME_CHARS = 200
 HEAD_BYTES = 64
 # Received bytes are written (and hashed) off the event loop in batches of about this
 # much: a few thread hops per upload instead of one per network chunk, and the memory a
-# request holds stays this small however large the file.
+# request holds stays this small however large the file (with the file's write buffer,
+# spool.BUFFER_BYTES, while it is open).
 FLUSH_BYTES = 1024 * 1024
 
 
@@ -74,16 +76,19 @@ class ReceivedFile:
     sha256: str = ""
     # Set (and the bytes dropped) when the file alone breaks a limit in a batch.
     error: ApiError | None = None
-    # While receiving: the open temp file and the running hash, used off the event loop.
-    _out: BinaryIO | None = dataclasses.field(default=None, repr=False)
+    # While receiving: how to open the temp file, the open file and the running hash,
+    # used off the event loop.
+    _open: Callable[[Path], SpoolFile] = dataclasses.field(default=SpoolFile, repr=False)
+    _out: SpoolFile | None = dataclasses.field(default=None, repr=False)
     _hasher: Any = dataclasses.field(default_factory=hashlib.sha256, repr=False)
 
-    def _write(self, data: bytes | memoryview) -> None:
+    def _write(self, chunks: Sequence[memoryview]) -> None:
         """Append to the temp file and the hash (in a thread: hashlib releases the GIL)."""
         if self._out is None:
-            self._out = self.path.open("ab")
-        self._out.write(data)
-        self._hasher.update(data)
+            self._out = self._open(self.path)
+        self._out.write(chunks)
+        for chunk in chunks:
+            self._hasher.update(chunk)
 
     def _finish(self) -> None:
         if self._out is not None:
@@ -109,7 +114,7 @@ class ReceivedForm:
         """Remove temp files that were not adopted into the store."""
         for item in self.files:
             if item._out is not None:
-                item._out.close()
+                item._out.discard()
                 item._out = None
             with contextlib.suppress(FileNotFoundError):
                 item.path.unlink()
@@ -167,7 +172,8 @@ class _Collector:
             raw_name = params[b"filename"].decode("utf-8", "replace")
             declared = self.headers.get(b"content-type", b"").decode("latin-1").strip()
             self.current = ReceivedFile(field=name, filename=display_filename(raw_name),
-                                        declared_type=declared, path=self.storage.new_temp())
+                                        declared_type=declared, path=self.storage.new_temp(),
+                                        _open=self.storage.temp_writer)
             self.form.files.append(self.current)
         else:
             self.fields += 1
@@ -361,18 +367,18 @@ async def read_json(request: Request, *, empty: Any = None,
 
 def _write_all(pending: list[tuple[ReceivedFile, memoryview]],
                finish: Sequence[ReceivedFile] = ()) -> None:
-    """Append buffered chunks to their files (one write per run of a file's chunks, joined
-    from views of what the network gave: one copy, not two); then close and hash the
-    files of ``finish``. Runs in a thread: disk and hashing stay off the event loop."""
+    """Append buffered chunks to their files (each run of a file's chunks in one call,
+    from views of what the network gave); then close and hash the files of ``finish``.
+    Runs in a thread: disk and hashing stay off the event loop."""
     current: ReceivedFile | None = None
-    buf: list[memoryview] = []
+    run: list[memoryview] = []
     for item, chunk in pending:
-        if item is not current and buf and current is not None:
-            current._write(b"".join(buf))
-            buf = []
+        if item is not current and run and current is not None:
+            current._write(run)
+            run = []
         current = item
-        buf.append(chunk)
-    if buf and current is not None:
-        current._write(b"".join(buf))
+        run.append(chunk)
+    if run and current is not None:
+        current._write(run)
     for item in finish:
         item._finish()
