@@ -53,6 +53,17 @@ async def load(url: str, data: bytes, count: int) -> float:
         return count / (last - first)
 
 
+def machine_seconds() -> dict[str, float]:
+    """The whole machine's CPU seconds so far (every CPU, from /proc/stat): busy (what every
+    process and the kernel's own threads used), idle, iowait (idle with a read or write
+    outstanding) and steal (taken by the hypervisor)."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {"busy": (user + nice + system + irq + softirq) / ticks, "idle": idle / ticks,
+            "iowait": iowait / ticks, "steal": steal / ticks}
+
+
 def top(collapsed: Path, limit: int = 25) -> list[tuple[str, float]]:
     """Share of samples in which each function appears (inclusive), highest first."""
     inclusive: collections.Counter[str] = collections.Counter()
@@ -127,15 +138,19 @@ def main() -> None:
             return cpu_seconds(pids[name], descendants=name != "driver")
 
         before = {name: cpu(name) for name in pids}
+        machine_before = machine_seconds()
         rate = asyncio.run(load(stack.url, data, args.count))
         used = {name: (cpu(name) - before[name]) * 1000 / args.count for name in pids}
+        machine = {name: (seconds - machine_before[name]) * 1000 / args.count
+                   for name, seconds in machine_seconds().items()}
         for _, recorder in recorders:
             recorder.send_signal(2)  # SIGINT: py-spy writes its output and exits
         for _, recorder in recorders:
             recorder.wait(timeout=60)
     print(f"{rate:.1f} images/s end to end while profiled; CPU ms per image: "
           + ", ".join(f"{name} {ms:.1f}" for name, ms in used.items())
-          + " (py-spy's sampling adds a little to each)")
+          + " (py-spy's sampling adds a little to each); the whole machine's per image: "
+          + ", ".join(f"{name} {ms:.1f}" for name, ms in machine.items()))
     for out, _ in recorders:
         collapsed = Path(f"{out}.txt")
         if not collapsed.exists():

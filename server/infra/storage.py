@@ -44,6 +44,10 @@ class Storage(Protocol):
     def original(self, image_id: str) -> Path:
         """Where the original of an image is (it may not exist)."""
 
+    def uncache_original(self, image_id: str) -> None:
+        """Let the original's pages go from this host's page cache: it was read to make
+        the renditions and is not read again soon (a missing file is fine)."""
+
     def rendition(self, image_id: str, kind: str) -> Path:
         """Where a rendition (``thumbnail``, ``preview``) of an image is (it may not exist)."""
 
@@ -97,6 +101,18 @@ class LocalStorage:
     def original(self, image_id: str) -> Path:
         # Two-character fan-out from the random tail keeps directories small.
         return self.originals_dir / image_id[-2:] / image_id
+
+    def uncache_original(self, image_id: str) -> None:
+        try:
+            fd = os.open(self.original(image_id), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            # Clean pages go at once (an O_DIRECT upload's pages, read by the worker); dirty
+            # ones (a small upload, written through the cache) stay until written back.
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
     def rendition(self, image_id: str, kind: str) -> Path:
         return self.derived_dir / image_id / RENDITION_FILES[kind]

@@ -109,6 +109,8 @@ def _process(ctx: WorkerContext, view: JobView, image_id: str) -> dict[str, Any]
     # (ImageTooLarge, an ImageError) before anything is decoded.
     picture = imaging.decode_picture(source, max_pixels=max_pixels,
                                      max_decode_bytes=ctx.settings.max_decode_bytes)
+    # Read in full now; its pages are of no more use in the cache than they were past it.
+    ctx.storage.uncache_original(image_id)
     method = ctx.settings.webp_method
     stages.enter(Stage.THUMBNAIL)
     # The preview's pixels are made here already: the thumbnail is cut from them.
