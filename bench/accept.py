@@ -17,24 +17,25 @@ from typing import Any
 
 import httpx
 
-from bench.common import Result, Watcher, jpeg_of_size, new_token, percentile, running, unique
+from bench.common import (
+    MULTIPART_TYPE,
+    Result,
+    Watcher,
+    jpeg_of_size,
+    new_token,
+    percentile,
+    running,
+    unique,
+)
 from bench.node import Api, darkroom_api, running_node, side_by_side
 
 CONCURRENCY = 8
 USERS = 8
 SIZES = {"100 KB JPEG": 100_000, "1.3 MB JPEG": 1_300_000}
-_BOUNDARY = "darkroom-bench-boundary"
-
-
-def multipart(data: bytes, name: str, field: str = "file") -> bytes:
-    return (f"--{_BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; "
-            f"filename=\"{name}\"\r\nContent-Type: image/jpeg\r\n\r\n").encode() + data + \
-        f"\r\n--{_BOUNDARY}--\r\n".encode()
 
 
 async def accept(api: Api, data: bytes, count: int, salt: int) -> dict[str, Any]:
-    bodies = [multipart(unique(data, salt + n), f"p{n}.jpg", api.upload_field)
-              for n in range(count)]
+    bodies = [api.body(unique(data, salt + n), f"p{n}.jpg") for n in range(count)]
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(base_url=api.url, timeout=120, limits=limits) as http:
         tokens = [await new_token(http) for _ in range(USERS)]
@@ -47,7 +48,7 @@ async def accept(api: Api, data: bytes, count: int, salt: int) -> dict[str, Any]
 
             async def slot(user: int) -> None:
                 headers = {"Authorization": f"Bearer {tokens[user % USERS]}",
-                           "Content-Type": f"multipart/form-data; boundary={_BOUNDARY}"}
+                           "Content-Type": MULTIPART_TYPE}
                 for body in todo:
                     start = time.perf_counter()
                     response = await http.post(api.upload_path, content=body,

@@ -384,6 +384,18 @@ async def upload(http: httpx.AsyncClient, token: str, data: bytes,
     return dict(response.json())
 
 
+_BOUNDARY = "darkroom-bench-boundary"
+MULTIPART_TYPE = f"multipart/form-data; boundary={_BOUNDARY}"
+
+
+def multipart(data: bytes, name: str, field: str = "file") -> bytes:
+    """A multipart/form-data body (``MULTIPART_TYPE``) with ``data`` as field ``field``'s
+    JPEG file."""
+    return (f"--{_BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; "
+            f"filename=\"{name}\"\r\nContent-Type: image/jpeg\r\n\r\n").encode() + data + \
+        f"\r\n--{_BOUNDARY}--\r\n".encode()
+
+
 def unique(data: bytes, n: int) -> bytes:
     """The same JPEG with a different trailing comment, so duplicates are not detected.
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import ROOT, BenchStack, median, medians
+from bench.common import MULTIPART_TYPE, ROOT, BenchStack, median, medians, multipart
 from server.infra.embedded_redis import EmbeddedRedis, free_port
 from workers.supervisor import die_with_parent
 
@@ -44,9 +44,19 @@ class Api:
     async def upload(self, http: httpx.AsyncClient, token: str, data: bytes,
                      name: str = "photo.jpg") -> str:
         """Upload one file; the id the job's Socket.IO events carry."""
-        response = await http.post(self.upload_path,
-                                   headers={"Authorization": f"Bearer {token}"},
-                                   files={self.upload_field: (name, data, "image/jpeg")})
+        return await self.send(http, token, self.body(data, name))
+
+    def body(self, data: bytes, name: str = "photo.jpg") -> bytes:
+        """The multipart body that uploads ``data``: built before a suite's clock starts,
+        so that the driver spends its time sending, not encoding (the same bytes for each
+        stack but for the field's name)."""
+        return multipart(data, name, self.upload_field)
+
+    async def send(self, http: httpx.AsyncClient, token: str, body: bytes) -> str:
+        """Post a body from ``body``; the id the job's Socket.IO events carry."""
+        response = await http.post(self.upload_path, content=body,
+                                   headers={"Authorization": f"Bearer {token}",
+                                            "Content-Type": MULTIPART_TYPE})
         if response.status_code not in (200, 202):
             raise RuntimeError(f"{self.name}: upload refused: {response.status_code} "
                                f"{response.text[:200]}")
