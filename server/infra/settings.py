@@ -49,6 +49,17 @@ def _bool(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _bool_or_auto(env: Mapping[str, str], name: str) -> bool | None:
+    """True, False, or None for ``auto`` (and when unset)."""
+    if env.get(name, "").strip().lower() in ("", "auto"):
+        return None
+    try:
+        return _bool(env, name)
+    except SettingsError:
+        raw = env.get(name, "").strip()
+        raise SettingsError(f"{name} must be auto, true or false, got {raw!r}") from None
+
+
 def _webp_method(env: Mapping[str, str]) -> int:
     """WEBP_METHOD: libwebp's speed/size trade-off, 0 (fastest) to 6 (smallest files)."""
     value = _int(env, "WEBP_METHOD", 0, minimum=0)
@@ -173,8 +184,9 @@ class Settings:
     port: int = 8000
     data_dir: Path = Path("var")
     storage_dir: Path = Path("var/files")
-    # Uploads written past the page cache (O_DIRECT) where the volume allows.
-    upload_direct_io: bool = True
+    # Large uploads written past the page cache (O_DIRECT); None: where STORAGE_DIR is on a
+    # local block-device filesystem (UPLOAD_DIRECT_IO=auto).
+    upload_direct_io: bool | None = None
     redis_url: str = ""
     database_url: str = ""
     redis_prefix: str = "darkroom"
@@ -320,7 +332,7 @@ class Settings:
             port=_int(env, "PORT", 8000, minimum=0),
             data_dir=data_dir,
             storage_dir=Path(env.get("STORAGE_DIR", "").strip() or data_dir / "files").resolve(),
-            upload_direct_io=_bool(env, "UPLOAD_DIRECT_IO", default=True),
+            upload_direct_io=_bool_or_auto(env, "UPLOAD_DIRECT_IO"),
             redis_url=redis_url,
             database_url=database_url,
             redis_prefix=env.get("REDIS_PREFIX", "").strip() or "darkroom",

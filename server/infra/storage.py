@@ -11,6 +11,7 @@ Upload temp files live under the same root so that adopting one is an atomic ren
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Protocol
 
 from server.infra.settings import Settings
-from server.infra.spool import SpoolFile
+from server.infra.spool import SpoolFile, direct_io_suits
+
+log = logging.getLogger(__name__)
 
 RENDITION_FILES = {"thumbnail": "thumbnail.webp", "preview": "preview.webp"}
 
@@ -103,14 +106,20 @@ class LocalStorage:
         return self.originals_dir / image_id[-2:] / image_id
 
     def uncache_original(self, image_id: str) -> None:
+        if not hasattr(os, "posix_fadvise"):
+            return  # macOS: the kernel's own cache policy then
         try:
             fd = os.open(self.original(image_id), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return
+        except OSError:
+            return  # gone (deleted meanwhile), or unreadable: nothing to let go of
         try:
-            # Clean pages go at once (an O_DIRECT upload's pages, read by the worker); dirty
-            # ones (a small upload, written through the cache) stay until written back.
+            # Clean pages go at once (an O_DIRECT upload's, read by the worker); for dirty
+            # ones (a small upload, written through the cache) it starts their writeback
+            # and they stay until it is done.
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError as exc:
+            # Only advice: a volume that does not take it changes nothing for the job.
+            log.debug("posix_fadvise on %s's original: %s", image_id, exc)
         finally:
             os.close(fd)
 
@@ -171,4 +180,7 @@ class LocalStorage:
 
 def storage_for(settings: Settings) -> Storage:
     """The deployment's storage: a directory (STORAGE_DIR), shared by every host."""
-    return LocalStorage(settings.storage_dir, direct_io=settings.upload_direct_io)
+    direct_io = settings.upload_direct_io
+    if direct_io is None:
+        direct_io = direct_io_suits(settings.storage_dir)
+    return LocalStorage(settings.storage_dir, direct_io=direct_io)

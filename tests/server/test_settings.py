@@ -50,15 +50,16 @@ def test_storage_dir_defaults_under_the_data_dir_and_may_be_a_shared_volume(
     assert given.storage_dir == shared
 
 
-def test_uploads_go_past_the_page_cache_unless_turned_off(tmp_path: Path) -> None:
+def test_uploads_go_past_the_page_cache_by_filesystem_unless_set(tmp_path: Path) -> None:
     base = {"DATA_DIR": str(tmp_path)}
-    assert Settings.from_env(base).upload_direct_io
+    assert Settings.from_env(base).upload_direct_io is None  # auto
+    assert Settings.from_env({**base, "UPLOAD_DIRECT_IO": " Auto "}).upload_direct_io is None
+    assert Settings.from_env({**base, "UPLOAD_DIRECT_IO": "true"}).upload_direct_io is True
     off = Settings.from_env({**base, "UPLOAD_DIRECT_IO": "false"})
-    assert not off.upload_direct_io
+    assert off.upload_direct_io is False
     storage = storage_for(off)
     assert isinstance(storage, LocalStorage) and not storage.direct_io
-    assert getattr(storage_for(Settings.from_env(base)), "direct_io", None) is True
-    with pytest.raises(SettingsError, match="UPLOAD_DIRECT_IO"):
+    with pytest.raises(SettingsError, match="UPLOAD_DIRECT_IO must be auto, true or false"):
         Settings.from_env({**base, "UPLOAD_DIRECT_IO": "sometimes"})
 
 

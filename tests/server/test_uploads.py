@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from server.core.errors import ApiError, Problem
 from server.infra.settings import Settings
+from server.infra.spool import ALIGN, DIRECT_MIN_BYTES, SpoolFile
 from server.infra.storage import LocalStorage
 from server.web.http.error_handlers import status_of
 from server.web.http.uploads import (
@@ -223,10 +224,26 @@ async def test_each_file_part_is_checked_as_it_begins(storage: LocalStorage) -> 
 
 
 @pytest.mark.parametrize("direct_io", [True, False])
-async def test_each_file_is_stored_and_hashed_exactly_as_sent(tmp_path: Path,
-                                                              direct_io: bool) -> None:
+async def test_each_file_is_stored_and_hashed_exactly_as_sent(
+        tmp_path: Path, direct_io: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     # Files of odd sizes, over and under the flush batch, in chunks that cut across parts.
     storage = LocalStorage(tmp_path / "files", direct_io=direct_io)
+    probe_path = storage.new_temp()
+    probe = SpoolFile(probe_path, direct_from=0)
+    probe.write([bytes(ALIGN)])
+    takes_direct = probe.direct  # whether this volume takes O_DIRECT at all
+    probe.discard()
+    probe_path.unlink()
+    went_direct: list[int] = []
+    start_direct = SpoolFile._start_direct
+
+    def spied(writer: SpoolFile) -> bool:
+        went = start_direct(writer)
+        if went:
+            went_direct.append(writer._written)
+        return went
+
+    monkeypatch.setattr(SpoolFile, "_start_direct", spied)
     rng = random.Random(7)
     contents = [rng.randbytes(n) for n in (0, 1, 4097, FLUSH_BYTES + 4095, 2 * FLUSH_BYTES + 3)]
     body = b"".join(_file_head(filename=f"{n}.jpg") + data + b"\r\n"
@@ -244,6 +261,10 @@ async def test_each_file_is_stored_and_hashed_exactly_as_sent(tmp_path: Path,
     finally:
         form.cleanup()
     assert not list(storage.tmp_dir.iterdir())
+    # The two files over DIRECT_MIN_BYTES went past the cache, wherever they began in
+    # a batch, when asked to and the volume takes it; the others never.
+    assert len(went_direct) == (2 if direct_io and takes_direct else 0)
+    assert all(written < DIRECT_MIN_BYTES for written in went_direct)
 
 
 async def test_a_batch_over_its_byte_cap_is_refused_before_the_rest_is_read(

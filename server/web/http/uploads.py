@@ -43,8 +43,8 @@ MAX_FILENAME_CHARS = 200
 HEAD_BYTES = 64
 # Received bytes are written (and hashed) off the event loop in batches of about this
 # much: a few thread hops per upload instead of one per network chunk, and the memory a
-# request holds stays this small however large the file (with the file's write buffer,
-# spool.BUFFER_BYTES, while it is open).
+# request holds stays this small however large the file (the aligned buffer of a write
+# past the page cache, spool.BUFFER_BYTES, is held only while the batch is written).
 FLUSH_BYTES = 1024 * 1024
 
 
