@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import fcntl
@@ -199,6 +200,43 @@ def test_a_failing_close_is_not_repeated(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(closed) == 1, "the descriptor is closed once, not again under a new owner"
 
 
+def test_after_a_failed_write_the_file_is_only_discarded(
+        direct_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = direct_dir / "f"
+    path.touch()
+    writer = SpoolFile(path, direct_from=0)
+    writer.write([b"a" * (ALIGN + 100)])
+    real_write = os.write
+
+    def disk_full(fd: int, data: bytes | memoryview) -> int:
+        real_write(fd, memoryview(data)[:ALIGN])  # some of it went, then the disk filled
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError):
+        writer.write([b"b" * (3 * ALIGN)])
+    monkeypatch.setattr(os, "write", real_write)
+    fd = writer._fd
+    with pytest.raises(ValueError):
+        writer.write([b"c"])
+    with pytest.raises(ValueError):
+        writer.close()  # no stale partial block written at a wrong offset
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    writer.discard()
+
+
+def test_any_iterable_of_buffers_is_written_byte_for_byte(direct_dir: Path) -> None:
+    words = array.array("I", range(300_000))  # items of 4 bytes: 1.2 MB
+    for direct_from in (0, 10 * 1024 * 1024):
+        path = direct_dir / f"f{direct_from}"
+        path.touch()
+        writer = SpoolFile(path, direct_from=direct_from)
+        writer.write(memoryview(words)[n:n + 70_000] for n in range(0, len(words), 70_000))
+        writer.close()
+        assert path.read_bytes() == words.tobytes()
+
+
 def test_a_dropped_writer_closes_its_descriptor(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.touch()
@@ -219,6 +257,15 @@ def test_buffers_are_reused_and_only_a_few_kept() -> None:
     again = {id(pool.take()), id(pool.take())}
     assert again == {id(taken[0]), id(taken[1])}
     assert all(not b.closed for b in taken[:2])
+
+
+def test_a_forked_child_lets_the_parents_buffers_go() -> None:
+    # What os.register_at_fork runs in a child: the buffers, shared with the parent, unused.
+    pool = spool._Buffers(ALIGN, keep=2)
+    kept = pool.take()
+    pool.give(kept)
+    pool.forget()
+    assert pool._free == [] and pool.take() is not kept
 
 
 def test_a_buffer_is_held_only_while_a_write_runs(direct_dir: Path,
@@ -282,6 +329,14 @@ MOUNTINFO = """\
 ])
 def test_the_filesystem_of_a_path_comes_from_its_closest_mount(path: str, kind: str) -> None:
     assert filesystem_type(Path(path), MOUNTINFO) == kind
+
+
+def test_a_mount_hidden_by_a_later_one_over_its_parent_is_told_by_the_device() -> None:
+    hidden = MOUNTINFO + "50 22 8:5 / /srv rw - xfs /dev/vde rw\n"  # over /srv and its mounts
+    path = Path("/srv/nfs/files")
+    assert filesystem_type(path, hidden, device="8:5") == "xfs"
+    assert filesystem_type(path, hidden, device="0:26") == "nfs4"
+    assert filesystem_type(path, hidden, device="9:9") == "nfs4"  # unknown: longest prefix
 
 
 def test_direct_io_is_chosen_by_filesystem_unless_set(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from server.web.http.uploads import (
     HEAD_BYTES,
     MAX_FILENAME_CHARS,
     ReceivedFile,
+    ReceivedForm,
     display_filename,
     read_json,
     receive_multipart,
@@ -265,6 +266,17 @@ async def test_each_file_is_stored_and_hashed_exactly_as_sent(
     # a batch, when asked to and the volume takes it; the others never.
     assert len(went_direct) == (2 if direct_io and takes_direct else 0)
     assert all(written < DIRECT_MIN_BYTES for written in went_direct)
+
+
+def test_a_cleaned_up_form_takes_no_more_bytes(storage: LocalStorage) -> None:
+    # A cancelled request's cleanup runs while its writing thread may still go on.
+    storage.ensure_dirs()
+    item = ReceivedFile(field="file", filename="a.jpg", declared_type="image/jpeg",
+                        path=storage.new_temp(), _open=storage.temp_writer)
+    item._write([memoryview(b"first")])
+    ReceivedForm(files=[item]).cleanup()
+    item._write([memoryview(b"late")])
+    assert item._out is None and not item.path.exists()
 
 
 async def test_a_batch_over_its_byte_cap_is_refused_before_the_rest_is_read(

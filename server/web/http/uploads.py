@@ -80,10 +80,13 @@ class ReceivedFile:
     # used off the event loop.
     _open: Callable[[Path], SpoolFile] = dataclasses.field(default=SpoolFile, repr=False)
     _out: SpoolFile | None = dataclasses.field(default=None, repr=False)
+    _dropped: bool = dataclasses.field(default=False, repr=False)
     _hasher: Any = dataclasses.field(default_factory=hashlib.sha256, repr=False)
 
     def _write(self, chunks: Sequence[memoryview]) -> None:
         """Append to the temp file and the hash (in a thread: hashlib releases the GIL)."""
+        if self._dropped:
+            return  # the form was cleaned up (a cancelled request): nothing more is kept
         if self._out is None:
             self._out = self._open(self.path)
         self._out.write(chunks)
@@ -113,6 +116,7 @@ class ReceivedForm:
     def cleanup(self) -> None:
         """Remove temp files that were not adopted into the store."""
         for item in self.files:
+            item._dropped = True
             if item._out is not None:
                 item._out.discard()
                 item._out = None
