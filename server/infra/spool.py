@@ -6,7 +6,7 @@ file takes pages the cache did not hold: where those are fresh (a VM's first tou
 page, as on the machine the benchmarks ran on, or reclaim on a host whose memory is
 full) that is the costliest part of receiving an upload. There, a 3.6 MB file cost the
 web 6.6 ms of CPU through the cache while it grew, 0.9 ms through it when the cache
-could reuse pages it had just freed, and 0.9 ms through ``O_DIRECT`` from a reused
+could reuse pages it had just freed, and 0.5-0.9 ms through ``O_DIRECT`` from a reused
 aligned buffer whatever the cache held. It also keeps originals from crowding out of the
 cache what is read often (renditions, the database). Small files are cheaper the
 ordinary way (100 KB: 0.06 ms against 0.3), so a file goes ``O_DIRECT`` only once
