@@ -64,7 +64,6 @@ class _Buffers:
         with self._lock:
             if self._free:
                 return self._free.pop()
-        # Private: a child forked meanwhile does not share it.
         # Shared anonymous memory (the mmap module's default): O_DIRECT writes from it cost
         # the web less CPU than from private pages (a 1.3 MB upload: 0.2-1.0 ms), which
         # the kernel must pin for the device. A forked child starts with an empty pool.

@@ -38,8 +38,8 @@ class Storage(Protocol):
         """An empty private file to stream an upload into (same volume as the originals)."""
 
     def temp_writer(self, temp: Path) -> SpoolFile:
-        """A writer that appends to a temp file from ``new_temp`` (past the page cache where
-        the volume allows and UPLOAD_DIRECT_IO is on)."""
+        """A writer that appends to a temp file from ``new_temp`` (a large file past the
+        page cache, as UPLOAD_DIRECT_IO decides, where the volume allows)."""
 
     def adopt_original(self, temp: Path, image_id: str) -> Path:
         """Move a finished upload into place under its image id (atomically)."""
